@@ -1,0 +1,254 @@
+"""The connection outputs document, ``backbone.connections/v1``.
+
+This is the only thing the clients know about a stack. The local provisioner
+writes it to ``.stacks/NAME/outputs.json``; the Pulumi programs export it as the
+``connections`` stack output. Both sides build and validate it with this model.
+
+Secrets are :class:`pydantic.SecretStr`: they never show in ``repr``, logs or
+validation errors. :func:`dump_document` writes them out only when asked to,
+for the 0600 outputs file and the Pulumi secret output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    model_validator,
+)
+from pydantic_core.core_schema import SerializationInfo
+
+__all__ = [
+    "SCHEMA",
+    "TOPIC_NAMES",
+    "ConnectionsDocument",
+    "ConnectionsError",
+    "DuckDBConnection",
+    "HostPort",
+    "KafkaConnection",
+    "MonitoringConnection",
+    "RedisConnection",
+    "TimescaleConnection",
+    "TopicInfo",
+    "dump_document",
+    "load_document",
+    "parse_document",
+    "write_document",
+]
+
+SCHEMA = "backbone.connections/v1"
+
+#: Logical topic name -> Kafka topic name. The spec, the provisioners and the
+#: clients all use these keys.
+TOPIC_NAMES: dict[str, str] = {
+    "daily_bars": "market-data.daily-bars",
+    "intraday_bars": "market-data.intraday-bars",
+    "dead_letter": "market-data.dead-letter",
+    "ingest_health": "telemetry.ingest.health",
+}
+
+Tier = Literal["bootstrap", "institutional"]
+Environment = Literal["local", "docker", "kubernetes"]
+
+
+class ConnectionsError(ValueError):
+    """The outputs document is missing or does not match ``backbone.connections/v1``."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    @field_serializer("*", when_used="always")
+    def _reveal_when_asked(self, value: Any, info: SerializationInfo) -> Any:
+        # Secrets serialise masked unless the caller passes context={"reveal": True}.
+        if isinstance(value, SecretStr):
+            ctx = info.context or {}
+            return value.get_secret_value() if ctx.get("reveal") else "**********"
+        return value
+
+
+class HostPort(_Model):
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class RedisConnection(_Model):
+    """Redis as a client reaches it: a single server, or a Sentinel-watched primary."""
+
+    mode: Literal["standalone", "sentinel"]
+    #: standalone: the server; sentinel: empty (discover through ``sentinels``).
+    host: str | None = None
+    port: int | None = None
+    sentinels: list[HostPort] = Field(default_factory=list)
+    master_name: str | None = None
+    username: str
+    password: SecretStr
+    #: Sentinels may require their own password; ``None`` means none.
+    sentinel_password: SecretStr | None = None
+    db: int = 0
+    tls: bool = False
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> RedisConnection:
+        if self.mode == "standalone" and (self.host is None or self.port is None):
+            raise ValueError("redis.mode=standalone needs redis.host and redis.port")
+        if self.mode == "sentinel" and (not self.sentinels or not self.master_name):
+            raise ValueError("redis.mode=sentinel needs redis.sentinels and redis.master_name")
+        return self
+
+
+class TopicInfo(_Model):
+    name: str
+    partitions: int = Field(ge=1)
+    replication_factor: int = Field(ge=1)
+
+
+class KafkaConnection(_Model):
+    bootstrap_servers: list[str] = Field(min_length=1)
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    #: Keyed by the logical names in :data:`TOPIC_NAMES`.
+    topics: dict[str, TopicInfo]
+
+    @model_validator(mode="after")
+    def _auth_fields(self) -> KafkaConnection:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.username and self.password
+        ):
+            raise ValueError(
+                "kafka.security_protocol SASL_* needs sasl_mechanism, username and password"
+            )
+        missing = set(TOPIC_NAMES) - set(self.topics)
+        if missing:
+            raise ValueError(f"kafka.topics lacks {sorted(missing)}")
+        return self
+
+    def topic(self, logical: str) -> str:
+        """The Kafka topic name for a logical topic (``daily_bars`` ...)."""
+        return self.topics[logical].name
+
+
+class TimescaleConnection(_Model):
+    """PostgreSQL/TimescaleDB; ``hosts`` lists every node, primary first when known."""
+
+    hosts: list[HostPort] = Field(min_length=1)
+    dbname: str
+    user: str
+    password: SecretStr
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
+        "prefer"
+    )
+    #: True when the TimescaleDB extension is installed; otherwise the schema
+    #: uses native range partitioning with the same tables and columns.
+    timescaledb: bool = False
+
+    def conninfo(self, *, target_session_attrs: str = "read-write") -> str:
+        """A libpq conninfo string *without* the password (pass it separately)."""
+        hosts = ",".join(h.host for h in self.hosts)
+        ports = ",".join(str(h.port) for h in self.hosts)
+        return (
+            f"host={hosts} port={ports} dbname={self.dbname} user={self.user} "
+            f"sslmode={self.sslmode} target_session_attrs={target_session_attrs}"
+        )
+
+
+class DuckDBConnection(_Model):
+    #: File path of the embedded database; ``:memory:`` for a throwaway one.
+    path: str
+
+
+class MonitoringConnection(_Model):
+    prometheus_url: str | None = None
+    grafana_url: str | None = None
+    alertmanager_url: str | None = None
+
+
+class ConnectionsDocument(_Model):
+    """Everything a client needs to reach one stack."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True
+    )
+
+    schema_: Literal["backbone.connections/v1"] = Field(default=SCHEMA, alias="schema")
+    stack: str
+    environment: Environment
+    tier: Tier
+    size: Literal["minimal", "ha"] | None = None
+    redis: RedisConnection | None = None
+    kafka: KafkaConnection | None = None
+    timescale: TimescaleConnection | None = None
+    duckdb: DuckDBConnection | None = None
+    monitoring: MonitoringConnection | None = None
+
+    @model_validator(mode="after")
+    def _tier_fields(self) -> ConnectionsDocument:
+        if self.tier == "institutional":
+            missing = [n for n in ("redis", "kafka", "timescale") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"tier institutional needs {', '.join(missing)}")
+        return self
+
+
+def parse_document(data: dict[str, Any] | str | bytes) -> ConnectionsDocument:
+    """Validate a document; the error lists the failing fields, never their values."""
+    try:
+        if isinstance(data, (str, bytes)):
+            return ConnectionsDocument.model_validate_json(data)
+        return ConnectionsDocument.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<document>'}: {err['msg']}"
+            for err in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConnectionsError(
+            f"not a valid {SCHEMA} document ({problems}); regenerate it with "
+            "`harness up` or `pulumi stack output --json connections --show-secrets`"
+        ) from None
+
+
+def dump_document(doc: ConnectionsDocument, *, reveal_secrets: bool) -> dict[str, Any]:
+    """The JSON-ready dict; secrets in clear text only when ``reveal_secrets``."""
+    return doc.model_dump(
+        mode="json", by_alias=True, exclude_none=True, context={"reveal": reveal_secrets}
+    )
+
+
+def write_document(doc: ConnectionsDocument, path: Path) -> Path:
+    """Write the document with its secrets, readable by the owner only (0600)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(dump_document(doc, reveal_secrets=True), fh, indent=2)
+        fh.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_document(path: Path | str) -> ConnectionsDocument:
+    """Read and validate an outputs document from a file."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConnectionsError(
+            f"cannot read the outputs document {p} ({exc.strerror}); "
+            "bring a stack up with `harness up --env local` or pass --outputs PATH"
+        ) from None
+    return parse_document(raw)

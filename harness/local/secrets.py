@@ -1,0 +1,57 @@
+"""Generated credentials of one local stack.
+
+Kept only in ``.stacks/NAME/secrets.json`` (mode 0600) and in the outputs
+document (also 0600). Never on a command line, in a process environment that
+is logged, or in a report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+__all__ = ["StackSecrets"]
+
+SECRETS_FILE = "secrets.json"
+
+
+def _token() -> str:
+    # URL-safe and free of quotes/colons, so it fits every config syntax.
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    redis_password: str = field(default_factory=_token)
+    redis_admin_password: str = field(default_factory=_token)
+    kafka_password: str = field(default_factory=_token)
+    kafka_admin_password: str = field(default_factory=_token)
+    postgres_password: str = field(default_factory=_token)
+    postgres_superuser_password: str = field(default_factory=_token)
+    replication_password: str = field(default_factory=_token)
+
+    def __repr__(self) -> str:
+        return "StackSecrets(<hidden>)"
+
+    def save(self, stack_dir: Path) -> Path:
+        path = stack_dir / SECRETS_FILE
+        stack_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(asdict(self), fh)
+        return path
+
+    @classmethod
+    def load(cls, stack_dir: Path) -> StackSecrets:
+        return cls(**json.loads((stack_dir / SECRETS_FILE).read_text()))
+
+    @classmethod
+    def load_or_create(cls, stack_dir: Path) -> StackSecrets:
+        if (stack_dir / SECRETS_FILE).exists():
+            return cls.load(stack_dir)
+        created = cls()
+        created.save(stack_dir)
+        return created
