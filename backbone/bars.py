@@ -1,31 +1,57 @@
 """OHLCV bars: the one record the backbone moves, and the rules a bar must obey.
 
 A bar that breaks a rule is never dropped: :func:`bar_problem` names the rule,
-and the caller dead-letters the bar with that reason.
+and the caller dead-letters the bar with that reason (:func:`reject_bar`).
+Bars come in from three places besides the live feed: :func:`synthetic_bars`
+(a deterministic FX random walk, labelled ``synthetic``), :func:`read_csv_bars`
+(rows that cannot be read come back as rejected records, never skipped) and
+replays of the store (``backfill``).
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+import random
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+from backbone.deadletter import DeadLetter, RejectedRecord
+
 __all__ = [
+    "CSV_COLUMNS",
     "DAILY_TIMEFRAMES",
+    "FX_SYMBOLS",
     "INTRADAY_TIMEFRAMES",
+    "SYNTHETIC_START",
     "TIMEFRAMES",
     "Bar",
     "BarError",
     "bar_from_dict",
     "bar_problem",
     "bar_to_dict",
+    "read_csv_bars",
+    "reject_bar",
+    "synthetic_bars",
+    "timeframe_delta",
     "topic_for",
 ]
 
 DAILY_TIMEFRAMES: frozenset[str] = frozenset({"1d"})
 INTRADAY_TIMEFRAMES: frozenset[str] = frozenset({"1m", "5m", "15m", "1h"})
 TIMEFRAMES: frozenset[str] = DAILY_TIMEFRAMES | INTRADAY_TIMEFRAMES
+
+_TIMEFRAME_DELTAS: dict[str, timedelta] = {
+    "1m": timedelta(minutes=1),
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "1d": timedelta(days=1),
+}
 
 
 class BarError(ValueError):
@@ -43,7 +69,8 @@ class Bar:
     low: float
     close: float
     volume: float
-    #: ``live``, ``synthetic``, ``csv`` or ``backfill``.
+    #: ``live``, ``synthetic``, ``csv`` or ``backfill`` (``aggregate`` for bars a
+    #: store computed by bucketing, never for stored rows).
     source: str = "live"
 
     @property
@@ -119,3 +146,192 @@ def bar_from_dict(data: Any) -> Bar:
         raise BarError(f"missing field {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:
         raise BarError(f"bad field value: {exc}") from None
+
+
+def timeframe_delta(timeframe: str) -> timedelta:
+    """The length of one bar of ``timeframe``; :class:`ValueError` if unknown."""
+    try:
+        return _TIMEFRAME_DELTAS[timeframe]
+    except KeyError:
+        raise ValueError(
+            f"unknown timeframe {timeframe!r}; use one of {sorted(TIMEFRAMES)}"
+        ) from None
+
+
+def reject_bar(bar: Bar, reason: str, *, origin: str) -> DeadLetter:
+    """The dead letter for a bar that broke a rule; its payload is the bar's JSON."""
+    try:
+        payload = json.dumps(bar_to_dict(bar), allow_nan=True).encode()
+    except (TypeError, ValueError, OverflowError):  # a bar built from foreign types
+        payload = repr(bar).encode("utf-8", "replace")
+    return DeadLetter(origin=origin, reason=reason, payload=payload)
+
+
+# --- synthetic FX bars --------------------------------------------------------
+
+#: Reference mid prices the random walks start from (and drift back to).
+_FX_REFERENCE: dict[str, float] = {
+    "EURUSD": 1.0850,
+    "GBPUSD": 1.2700,
+    "USDJPY": 150.00,
+    "AUDUSD": 0.6600,
+    "USDCHF": 0.8800,
+    "USDCAD": 1.3600,
+    "NZDUSD": 0.6100,
+    "EURGBP": 0.8550,
+    "EURJPY": 162.00,
+}
+FX_SYMBOLS: tuple[str, ...] = tuple(_FX_REFERENCE)
+#: Where synthetic series start unless told otherwise (a Monday, 00:00 UTC).
+SYNTHETIC_START = datetime(2024, 1, 1, tzinfo=UTC)
+
+#: Daily volatility of an FX pair's log price, about 0.6 %.
+_DAILY_VOL = 0.006
+#: Pull back towards the reference price per bar, so long series stay realistic.
+_MEAN_REVERSION = 0.0005
+
+
+class _Walk:
+    """One symbol's random walk; its own RNG keeps every symbol reproducible."""
+
+    def __init__(self, symbol: str, timeframe: str, seed: int) -> None:
+        self.rng = random.Random(f"backbone-synthetic:{seed}:{symbol}:{timeframe}")
+        ref = _FX_REFERENCE.get(symbol) or round(self.rng.uniform(0.5, 2.0), 4)
+        self.log_ref = self.log_price = math.log(ref)
+        self.digits = 3 if "JPY" in symbol else 5
+        minutes = timeframe_delta(timeframe) / timedelta(minutes=1)
+        self.sigma = _DAILY_VOL * math.sqrt(minutes / 1440.0)
+        self.volume_scale = max(1.0, math.sqrt(minutes))
+        self.close = round(ref, self.digits)
+
+    def step(self) -> tuple[float, float, float, float, float]:
+        rng, d, sigma = self.rng, self.digits, self.sigma
+        o = self.close
+        self.log_price += rng.gauss(0.0, sigma) - _MEAN_REVERSION * (self.log_price - self.log_ref)
+        c = round(math.exp(self.log_price), d)
+        # Rounding is monotonic and o, c are already rounded, so the wicks
+        # stay outside [min(o, c), max(o, c)] after rounding too.
+        if o >= c:
+            h = round(o * (1.0 + rng.random() * sigma), d)
+            lo = round(c * (1.0 - rng.random() * sigma), d)
+        else:
+            h = round(c * (1.0 + rng.random() * sigma), d)
+            lo = round(o * (1.0 - rng.random() * sigma), d)
+        self.close = c
+        return o, h, lo, c, (100.0 + int(rng.random() * 4_900)) * self.volume_scale
+
+
+def synthetic_bars(
+    symbols: Iterable[str],
+    timeframe: str,
+    count: int,
+    *,
+    seed: int = 0,
+    start: datetime = SYNTHETIC_START,
+) -> Iterator[Bar]:
+    """``count`` bars per symbol of a deterministic FX random walk, source ``synthetic``.
+
+    Bars come time-major (every symbol's bar at ``start``, then at the next
+    step ...), so each symbol's bars are in time order as a live feed sends them.
+    The same arguments always give the same bars; every bar passes
+    :func:`bar_problem`. ``start`` must be timezone-aware.
+    """
+    names = list(dict.fromkeys(s.strip() for s in symbols))
+    if not names or not all(names):
+        raise ValueError("synthetic_bars needs at least one non-empty symbol")
+    if count < 0:
+        raise ValueError(f"count must be >= 0, got {count}")
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware (e.g. datetime(..., tzinfo=UTC))")
+    step = timeframe_delta(timeframe)
+    walks = [(name, _Walk(name, timeframe, seed)) for name in names]
+    ts = start.astimezone(UTC)
+    for _ in range(count):
+        for name, walk in walks:
+            o, h, lo, c, v = walk.step()
+            yield Bar(name, timeframe, ts, o, h, lo, c, v, "synthetic")
+        ts += step
+
+
+# --- CSV input ----------------------------------------------------------------
+
+#: Columns a bars CSV must have (in any order; extra columns are ignored).
+CSV_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "timeframe",
+    "ts",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+)
+_NUMERIC = ("open", "high", "low", "close", "volume")
+
+
+def read_csv_bars(path: Path | str) -> Iterator[Bar | RejectedRecord]:
+    """Bars from a CSV file with a header naming :data:`CSV_COLUMNS`; source ``csv``.
+
+    Every data line yields exactly one item: a valid :class:`Bar`, or a
+    :class:`RejectedRecord` (origin ``csv:PATH:LINE``, the reason, the raw line)
+    for a line that cannot be decoded or parsed or whose bar breaks a rule
+    (:func:`bar_problem`). Blank lines are not records and are skipped.
+    Timestamps are ISO-8601 with a UTC offset (``2024-01-02T10:00:00Z``).
+    """
+    p = Path(path)
+    header: dict[str, int] | None = None
+    result: Bar | str
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            line = raw.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            try:
+                fields = next(csv.reader([line.decode("utf-8")]), [])
+            except UnicodeDecodeError as exc:
+                result = f"undecodable bytes (not UTF-8 at byte {exc.start})"
+            except csv.Error as exc:
+                result = f"not a CSV line ({exc})"
+            else:
+                if header is None:
+                    header = {name.strip().lower(): i for i, name in enumerate(fields)}
+                    continue
+                result = _csv_row(fields, header)
+            if isinstance(result, Bar):
+                yield result
+            else:
+                yield RejectedRecord(origin=f"csv:{p}:{lineno}", reason=result, payload=line)
+
+
+def _csv_row(fields: list[str], header: dict[str, int]) -> Bar | str:
+    """The bar on one CSV line, or the reason it is not one."""
+    missing = [c for c in CSV_COLUMNS if c not in header]
+    if missing:
+        return f"the CSV header lacks columns {missing}"
+    if len(fields) != len(header):
+        return f"expected {len(header)} fields, got {len(fields)}"
+    values = {c: fields[header[c]].strip() for c in CSV_COLUMNS}
+    try:
+        ts = datetime.fromisoformat(values["ts"])
+    except ValueError:
+        return f"unreadable timestamp {values['ts'][:40]!r} (use ISO-8601 with an offset)"
+    if ts.tzinfo is None:
+        return "timestamp without timezone (add Z or +00:00)"
+    numbers: dict[str, float] = {}
+    for col in _NUMERIC:
+        try:
+            numbers[col] = float(values[col])
+        except ValueError:
+            return f"bad number in column {col!r}: {values[col][:40]!r}"
+    bar = Bar(
+        values["symbol"],
+        values["timeframe"],
+        ts.astimezone(UTC),
+        numbers["open"],
+        numbers["high"],
+        numbers["low"],
+        numbers["close"],
+        numbers["volume"],
+        "csv",
+    )
+    return bar_problem(bar) or bar

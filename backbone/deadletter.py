@@ -1,0 +1,33 @@
+"""Dead letters: records the backbone could not ingest, kept with the reason.
+
+Nothing is silently dropped. A record that cannot be read or that breaks a
+bar rule becomes a :class:`DeadLetter` carrying where it came from, why it was
+refused and its original bytes; the stores keep them in a ``dead_letter``
+table and the streaming layer sends them to ``market-data.dead-letter``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["DeadLetter", "RejectedRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One refused record.
+
+    ``origin`` says where it came from (``csv:PATH:LINE``, ``kafka:TOPIC/P@OFFSET``,
+    ``synthetic`` ...), ``reason`` names the broken rule in words a person can act
+    on, and ``payload`` is the record as received (or its JSON form), so it can be
+    inspected and re-driven later.
+    """
+
+    origin: str
+    reason: str
+    payload: bytes
+
+
+#: The name readers use for what they hand back instead of a bar; the same type,
+#: so a reader's rejects go straight to ``BarStore.write_dead_letters``.
+RejectedRecord = DeadLetter
