@@ -1,0 +1,361 @@
+"""The bar consumer: Kafka → store, committing offsets only after the store commits.
+
+One poll is one unit of work, in this order:
+
+1. decode every record (:func:`~backbone.stream.codec.decode_record`): valid bars
+   and dead letters with reasons;
+2. write the valid bars to the store in **one transaction** (idempotent upsert);
+3. make the dead letters durable (the dead-letter topic on Tier 1, flushed; or
+   the store's ``dead_letter`` table when no dead-letter producer is given);
+4. **commit the offsets** of the poll — only now, so a crash anywhere before
+   this point redelivers the whole poll and the upsert absorbs what was already
+   stored (at-least-once delivery, exactly-once rows);
+5. tell the cache (``on_new_bars``) and the event-bus bridge.
+
+Counts reconcile per item (a bar, or an unreadable record):
+``records_in = stored + dead_lettered + duplicates``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from backbone.bars import Bar
+from backbone.deadletter import DeadLetter
+from backbone.stream.bridge import EventBusBridge
+from backbone.stream.codec import decode_record
+from backbone.stream.producer import (
+    BarProducer,
+    KafkaConfig,
+    as_kafka_settings,
+    kafka_client_config,
+)
+from backbone.telemetry import Telemetry
+
+__all__ = [
+    "CRASH_POINT_ENV",
+    "DEFAULT_GROUP",
+    "BarConsumer",
+    "ConsumeStats",
+    "dedupe_last",
+    "write_bars",
+]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_GROUP = "backbone-ingest"
+#: Test hook: ``after-store-commit`` makes the consumer SIGKILL itself after the
+#: store transaction committed and before the offsets are committed.
+CRASH_POINT_ENV = "BACKBONE_TEST_CRASH_POINT"
+
+
+@dataclass
+class ConsumeStats:
+    """What a consumer run moved; ``records_in = stored + dead_lettered + duplicates``."""
+
+    records_in: int = 0
+    stored: int = 0
+    dead_lettered: int = 0
+    duplicates: int = 0
+    kafka_records: int = 0
+    polls: int = 0
+    commit_failures: int = 0
+    #: Produce-to-stored latency per Kafka record, seconds (record timestamp → store commit).
+    latencies_s: list[float] = field(default_factory=list)
+
+    def add(self, other: ConsumeStats) -> None:
+        self.records_in += other.records_in
+        self.stored += other.stored
+        self.dead_lettered += other.dead_lettered
+        self.duplicates += other.duplicates
+        self.kafka_records += other.kafka_records
+        self.polls += other.polls
+        self.commit_failures += other.commit_failures
+        self.latencies_s.extend(other.latencies_s)
+
+
+def dedupe_last(bars: Sequence[Bar]) -> list[Bar]:
+    """Keep the last bar per (symbol, timeframe, ts), in first-seen order.
+
+    A batch may carry a bar twice (a corrected re-send); the store's upsert
+    keeps the last write, so the batch does the same before writing.
+    """
+    latest: dict[tuple[str, str, Any], Bar] = {}
+    for bar in bars:
+        latest[bar.key] = bar
+    return list(latest.values())
+
+
+def write_bars(store: Any, bars: Sequence[Bar]) -> tuple[int, int]:
+    """Write ``bars`` in one store transaction; returns (new rows, duplicates).
+
+    Duplicates are bars whose key was already stored or repeated in the batch:
+    the upsert absorbs them, and they are counted apart from new rows.
+    """
+    unique = dedupe_last(bars)
+    in_batch_dupes = len(bars) - len(unique)
+    if not unique:
+        return 0, in_batch_dupes
+    written = store.write(unique)
+    new_rows = _new_rows(written, len(unique))
+    return new_rows, in_batch_dupes + (len(unique) - new_rows)
+
+
+def _new_rows(written: Any, attempted: int) -> int:
+    # The store reports rows it inserted (not updated); tolerate a result object.
+    for attr in ("inserted", "new_rows", "stored"):
+        if hasattr(written, attr):
+            return int(getattr(written, attr))
+    return attempted if written is None else int(written)
+
+
+class BarConsumer:
+    """A member of a consumer group that moves bars from Kafka into a store.
+
+    ``dead_letters`` is a producer for ``market-data.dead-letter``; without one,
+    rejects go to ``store.write_dead_letters`` (the Tier 0 table).
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        store: Any,
+        *,
+        cache: Any = None,
+        bridge: EventBusBridge | None = None,
+        telemetry: Telemetry | None = None,
+        dead_letters: BarProducer | None = None,
+        group_id: str = DEFAULT_GROUP,
+        topics: Iterable[str] = ("daily_bars", "intraday_bars"),
+        max_poll_records: int = 200,
+        session_timeout_ms: int = 10_000,
+        client_id: str = "backbone-consumer",
+        store_label: str = "timescale",
+    ) -> None:
+        self.kafka = as_kafka_settings(kafka)
+        self.store = store
+        self.cache = cache
+        self.bridge = bridge
+        self.telemetry = telemetry
+        self.dead_letters = dead_letters
+        self.group_id = group_id
+        self.store_label = store_label
+        self.stats = ConsumeStats()
+        self._stop = threading.Event()
+        self._crash_point = os.environ.get(CRASH_POINT_ENV, "")
+        #: Next offset to read per partition, as committed by this consumer.
+        self.committed: dict[TopicPartition, int] = {}
+        self._consumer = KafkaConsumer(
+            **kafka_client_config(kafka, client_id=client_id),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=max_poll_records,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
+            fetch_max_wait_ms=100,
+        )
+        self.topics = [self.kafka.topic(t) for t in topics]
+        self._consumer.subscribe(self.topics)
+
+    # --- one unit of work ---------------------------------------------------
+    def poll_once(self, timeout_ms: int = 500) -> ConsumeStats:
+        """Poll once and carry the records through store, commit, cache and bridge."""
+        polled = self._consumer.poll(timeout_ms=timeout_ms)
+        batch = ConsumeStats(polls=1)
+        if not polled:
+            self._report_lag()
+            return batch
+        bars: list[Bar] = []
+        backfill_bars: dict[str, list[Bar]] = {}
+        dead: list[DeadLetter] = []
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        first: dict[TopicPartition, int] = {}
+        timestamps: list[float] = []
+        for tp, records in polled.items():
+            first[tp] = records[0].offset
+            for rec in records:
+                decoded = decode_record(
+                    rec.value,
+                    rec.headers,
+                    key=rec.key,
+                    origin=f"kafka:{rec.topic}/{rec.partition}@{rec.offset}",
+                )
+                batch.records_in += decoded.items
+                dead.extend(decoded.dead_letters)
+                if decoded.backfill is not None:
+                    backfill_bars.setdefault(decoded.backfill, []).extend(decoded.bars)
+                else:
+                    bars.extend(decoded.bars)
+                timestamps.append(rec.timestamp / 1000.0)
+            batch.kafka_records += len(records)
+            offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        every_bar = bars + [b for group in backfill_bars.values() for b in group]
+        try:
+            batch.stored, batch.duplicates = write_bars(self.store, every_bar)
+            self._persist_dead_letters(dead)
+        except Exception:
+            # Nothing of this poll is committed: rewind so it is read again.
+            for tp, offset in first.items():
+                self._consumer.seek(tp, offset)
+            raise
+        batch.dead_lettered = len(dead)
+        stored_at = time.time()
+        batch.latencies_s = [max(0.0, stored_at - ts) for ts in timestamps]
+        if self._crash_point == "after-store-commit":
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._commit(offsets, batch)
+        self._after_commit(bars, backfill_bars, dead, batch)
+        self.stats.add(batch)
+        return batch
+
+    def _persist_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
+        if not dead:
+            return
+        if self.dead_letters is not None:
+            self.dead_letters.send_dead_letters(dead)
+            self.dead_letters.flush()
+        else:
+            self.store.write_dead_letters(dead)
+
+    def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], batch: Any) -> None:
+        try:
+            self._consumer.commit(offsets=dict(offsets))
+        except CommitFailedError as exc:
+            # The group rebalanced: the new owner re-reads these records and the
+            # upsert absorbs them. Nothing is lost; count it and carry on.
+            batch.commit_failures += 1
+            _log.warning(
+                "offset commit failed after a rebalance (%s); records will be re-read", exc
+            )
+            return
+        for tp, meta in offsets.items():
+            self.committed[tp] = meta.offset
+
+    def _after_commit(
+        self,
+        bars: list[Bar],
+        backfill_bars: dict[str, list[Bar]],
+        dead: Sequence[DeadLetter],
+        batch: ConsumeStats,
+    ) -> None:
+        every_bar = bars + [b for group in backfill_bars.values() for b in group]
+        if self.cache is not None and every_bar:
+            try:
+                self.cache.on_new_bars(every_bar)
+            except Exception as exc:  # the cache is an accelerator; the store has the bars
+                _log.warning("cache invalidation failed (%s); entries expire by TTL", exc)
+        if self.bridge is not None:
+            self.bridge.publish(bars)
+            for name, group in backfill_bars.items():
+                self.bridge.publish(group, backfill=name)
+        if self.telemetry is not None:
+            self._record_telemetry(every_bar, dead, batch)
+
+    def _record_telemetry(
+        self, bars: Sequence[Bar], dead: Sequence[DeadLetter], batch: ConsumeStats
+    ) -> None:
+        tel = self.telemetry
+        assert tel is not None
+        tel.records_in("kafka", batch.records_in)
+        tel.rows_written(self.store_label, batch.stored)
+        for letter in dead:
+            tel.dead_lettered(letter.reason)
+        newest: dict[tuple[str, str], Bar] = {}
+        for bar in bars:
+            seen = newest.get((bar.symbol, bar.timeframe))
+            if seen is None or bar.ts > seen.ts:
+                newest[(bar.symbol, bar.timeframe)] = bar
+        for bar in newest.values():
+            tel.bar_stored(bar.symbol, bar.timeframe, bar.ts)
+        self._report_lag()
+
+    def _report_lag(self) -> None:
+        if self.telemetry is None:
+            return
+        for tp in self._consumer.assignment():
+            high = self._consumer.highwater(tp)
+            if high is None:
+                continue
+            done = self.committed.get(tp)
+            if done is None:
+                continue
+            self.telemetry.consumer_lag(tp.topic, tp.partition, self.group_id, max(0, high - done))
+
+    # --- bounded runs -------------------------------------------------------
+    def run(
+        self,
+        *,
+        max_records: int | None = None,
+        timeout_s: float = 30.0,
+        idle_timeout_s: float | None = None,
+    ) -> ConsumeStats:
+        """Consume until ``max_records`` items, ``timeout_s``, ``idle_timeout_s`` without
+        records, or :meth:`stop`; returns what this run moved."""
+        run = ConsumeStats()
+        deadline = time.monotonic() + timeout_s
+        last_data = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            batch = self.poll_once(timeout_ms=200)
+            run.add(batch)
+            now = time.monotonic()
+            if batch.kafka_records:
+                last_data = now
+            elif idle_timeout_s is not None and now - last_data >= idle_timeout_s:
+                break
+            if max_records is not None and run.records_in >= max_records:
+                break
+        return run
+
+    def run_until(
+        self, targets: Mapping[tuple[str, int], int], *, timeout_s: float = 60.0
+    ) -> ConsumeStats:
+        """Consume until every (topic, partition) in ``targets`` has committed past the
+        given offset (e.g. the producer's last acknowledged offsets)."""
+        run = ConsumeStats()
+        deadline = time.monotonic() + timeout_s
+        wanted = {TopicPartition(t, p): off + 1 for (t, p), off in targets.items()}
+        while any(self.committed.get(tp, -1) < off for tp, off in wanted.items()):
+            if self._stop.is_set():
+                break
+            if time.monotonic() >= deadline:
+                behind = {
+                    f"{tp.topic}/{tp.partition}": off - self.committed.get(tp, 0)
+                    for tp, off in wanted.items()
+                    if self.committed.get(tp, -1) < off
+                }
+                raise TimeoutError(
+                    f"the consumer did not catch up within {timeout_s:.0f}s (behind: {behind}); "
+                    "check the store and the brokers with `backbone status`"
+                )
+            run.add(self.poll_once(timeout_ms=200))
+        return run
+
+    def wait_for_assignment(self, timeout_s: float = 30.0) -> set[TopicPartition]:
+        """Poll (without consuming) until the group assigned this member partitions."""
+        deadline = time.monotonic() + timeout_s
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            self.stats.add(self.poll_once(timeout_ms=200))
+        return set(self._consumer.assignment())
+
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to return after the current poll (thread-safe)."""
+        self._stop.set()
+
+    def close(self) -> None:
+        """Leave the group and close connections; uncommitted records are re-read later."""
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as exc:
+            _log.warning("closing the Kafka consumer: %s", exc)
