@@ -1,0 +1,226 @@
+"""Prometheus telemetry: one registry per runtime, one class that updates it.
+
+Other modules call :class:`Telemetry` methods and never touch
+``prometheus_client`` themselves, so the metric names below stay the single
+list that alert rules and dashboards are built on (``docs/metrics.md``).
+
+Ingest freshness is computed at scrape time (now - timestamp of the latest
+stored bar), so it keeps growing while ingest is stalled, which is what an
+alert on staleness needs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import start_http_server
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "METRIC_NAMES",
+    "MetricsServer",
+    "Telemetry",
+    "serve_metrics",
+]
+
+#: Every series name this package exports (counters with their ``_total`` suffix).
+METRIC_NAMES: tuple[str, ...] = (
+    "backbone_ingest_freshness_seconds",
+    "backbone_ingest_last_bar_timestamp_seconds",
+    "backbone_cache_hits_total",
+    "backbone_cache_misses_total",
+    "backbone_cache_evictions_total",
+    "backbone_cache_hit_ratio",
+    "backbone_consumer_lag",
+    "backbone_dead_letter_total",
+    "backbone_rows_written_total",
+    "backbone_records_in_total",
+)
+
+
+class _FreshnessCollector(Collector):
+    """Yields freshness and last-bar timestamp per (symbol, timeframe) at scrape time."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._latest: dict[tuple[str, str], float] = {}
+
+    def observe(self, symbol: str, timeframe: str, ts_seconds: float) -> None:
+        key = (symbol, timeframe)
+        with self._lock:
+            if ts_seconds > self._latest.get(key, float("-inf")):
+                self._latest[key] = ts_seconds
+
+    def snapshot(self) -> dict[tuple[str, str], float]:
+        with self._lock:
+            return dict(self._latest)
+
+    def collect(self) -> Iterable[Metric]:
+        now = self._clock()
+        latest = self.snapshot()
+        freshness = GaugeMetricFamily(
+            "backbone_ingest_freshness_seconds",
+            "Seconds between now and the timestamp of the latest stored bar.",
+            labels=["symbol", "timeframe"],
+        )
+        last = GaugeMetricFamily(
+            "backbone_ingest_last_bar_timestamp_seconds",
+            "Unix timestamp of the latest stored bar.",
+            labels=["symbol", "timeframe"],
+        )
+        for (symbol, timeframe), ts in sorted(latest.items()):
+            freshness.add_metric([symbol, timeframe], max(0.0, now - ts))
+            last.add_metric([symbol, timeframe], ts)
+        yield freshness
+        yield last
+
+    def describe(self) -> Iterable[Metric]:
+        # Registering must not call collect() with a half-built runtime.
+        return []
+
+
+class Telemetry:
+    """The backbone's metrics on a registry it owns (never the global one).
+
+    ``clock`` returns Unix seconds; tests inject one to make freshness exact.
+    """
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._freshness = _FreshnessCollector(clock)
+        self.registry.register(self._freshness)
+        cache_labels = ["namespace", "backing"]
+        self._cache_hits = Counter(
+            "backbone_cache_hits", "Cache reads answered from the cache.", cache_labels,
+            registry=self.registry,
+        )  # fmt: skip
+        self._cache_misses = Counter(
+            "backbone_cache_misses", "Cache reads that went to the loader (the store).",
+            cache_labels, registry=self.registry,
+        )  # fmt: skip
+        self._cache_evictions = Counter(
+            "backbone_cache_evictions", "Entries evicted to keep the cache within max keys.",
+            cache_labels, registry=self.registry,
+        )  # fmt: skip
+        self._cache_hit_ratio = Gauge(
+            "backbone_cache_hit_ratio", "hits / (hits + misses) since the cache started.",
+            cache_labels, registry=self.registry,
+        )  # fmt: skip
+        self._consumer_lag = Gauge(
+            "backbone_consumer_lag", "Records between the committed offset and the log end.",
+            ["topic", "partition", "group"], registry=self.registry,
+        )  # fmt: skip
+        self._dead_letter = Counter(
+            "backbone_dead_letter", "Records dead-lettered, by reason.", ["reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        self._rows_written = Counter(
+            "backbone_rows_written", "Bar rows written, by store.", ["store"],
+            registry=self.registry,
+        )  # fmt: skip
+        self._records_in = Counter(
+            "backbone_records_in", "Records received for ingest, by source.", ["source"],
+            registry=self.registry,
+        )  # fmt: skip
+
+    # --- ingest -------------------------------------------------------------
+    def bar_stored(self, symbol: str, timeframe: str, ts: datetime | float) -> None:
+        """Record that a bar with timestamp ``ts`` is now in the store."""
+        seconds = ts.timestamp() if isinstance(ts, datetime) else float(ts)
+        self._freshness.observe(symbol, timeframe, seconds)
+
+    def latest_bar_timestamps(self) -> dict[tuple[str, str], float]:
+        """(symbol, timeframe) -> Unix timestamp of the latest stored bar."""
+        return self._freshness.snapshot()
+
+    def records_in(self, source: str, count: int = 1) -> None:
+        """Count records received from ``source`` (``synthetic``, ``csv``, ``kafka`` ...)."""
+        self._records_in.labels(source=source).inc(count)
+
+    def rows_written(self, store: str, count: int) -> None:
+        """Count rows a store committed (``timescale``, ``duckdb``)."""
+        self._rows_written.labels(store=store).inc(count)
+
+    def dead_lettered(self, reason: str, count: int = 1) -> None:
+        """Count records sent to the dead letter, by reason."""
+        self._dead_letter.labels(reason=reason).inc(count)
+
+    def consumer_lag(self, topic: str, partition: int, group: str, lag: int) -> None:
+        """Set the lag of ``group`` on one partition."""
+        self._consumer_lag.labels(topic=topic, partition=str(partition), group=group).set(lag)
+
+    # --- cache --------------------------------------------------------------
+    def cache_hit(self, namespace: str, backing: str, count: int = 1) -> None:
+        """Count cache hits (``backing`` is ``redis`` or ``memory``)."""
+        self._cache_hits.labels(namespace=namespace, backing=backing).inc(count)
+
+    def cache_miss(self, namespace: str, backing: str, count: int = 1) -> None:
+        """Count cache misses."""
+        self._cache_misses.labels(namespace=namespace, backing=backing).inc(count)
+
+    def cache_evicted(self, namespace: str, backing: str, count: int = 1) -> None:
+        """Count entries evicted for max keys."""
+        self._cache_evictions.labels(namespace=namespace, backing=backing).inc(count)
+
+    def cache_hit_ratio(self, namespace: str, backing: str, ratio: float) -> None:
+        """Set the cache's hit ratio (0..1)."""
+        self._cache_hit_ratio.labels(namespace=namespace, backing=backing).set(ratio)
+
+    # --- reading back -------------------------------------------------------
+    def value(self, name: str, **labels: str) -> float | None:
+        """One sample's current value (e.g. ``backbone_cache_hits_total``), or ``None``."""
+        return self.registry.get_sample_value(name, labels)
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text exposition format."""
+        return generate_latest(self.registry)
+
+
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` endpoint; :meth:`close` stops it and joins its thread."""
+
+    server: WSGIServer
+    thread: threading.Thread
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+    def __enter__(self) -> MetricsServer:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def serve_metrics(
+    registry: CollectorRegistry, port: int, *, host: str = "127.0.0.1"
+) -> MetricsServer:
+    """Serve ``registry`` on ``http://host:port/metrics`` (``port=0`` picks a free one).
+
+    Binds loopback by default; pass ``host`` to expose it further on purpose.
+    """
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    return MetricsServer(server=server, thread=thread, host=host, port=int(server.server_port))
