@@ -1,0 +1,1 @@
+"""Monitoring shared by every target: scrape config, alert rules, dashboards."""

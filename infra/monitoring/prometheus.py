@@ -1,0 +1,138 @@
+"""The Prometheus configuration of a stack, rendered from its scrape targets.
+
+One renderer for every target: the local environment
+(``harness.local.monitoring``) passes loopback addresses and absolute rule
+paths, the Pulumi ``Monitoring`` component passes service DNS names and the
+paths the rules are mounted at. Job names are fixed here because the alert
+rules (``rules.yml``) and the dashboards select on them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "EXPORTER_JOBS",
+    "JOB_BACKBONE",
+    "JOB_KAFKA",
+    "JOB_POSTGRES",
+    "JOB_PROMETHEUS",
+    "JOB_REDIS",
+    "JOB_REDIS_SENTINEL",
+    "PrometheusConfigError",
+    "ScrapeTarget",
+    "check_config",
+    "render_prometheus_config",
+    "write_prometheus_config",
+]
+
+JOB_REDIS = "redis"
+JOB_REDIS_SENTINEL = "redis-sentinel"
+JOB_POSTGRES = "postgres"
+#: Each broker's JMX exporter (a javaagent inside the broker JVM).
+JOB_KAFKA = "kafka"
+#: The backbone's own ``/metrics`` (served only while something ingests).
+JOB_BACKBONE = "backbone"
+JOB_PROMETHEUS = "prometheus"
+#: Jobs whose targets must all be ``up == 1`` for a stack's monitoring to be ready.
+EXPORTER_JOBS: tuple[str, ...] = (JOB_REDIS, JOB_REDIS_SENTINEL, JOB_POSTGRES, JOB_KAFKA)
+
+#: Cap on a scrape's duration; Prometheus refuses a timeout above the interval.
+_MAX_SCRAPE_TIMEOUT_S = 10
+
+
+class PrometheusConfigError(ValueError):
+    """promtool rejected a Prometheus config or rules file; names the file and why."""
+
+
+@dataclass(frozen=True)
+class ScrapeTarget:
+    """One endpoint Prometheus scrapes: ``address`` is ``host:port``."""
+
+    job: str
+    address: str
+    #: Extra target labels, e.g. ``{"node": "redis-1"}`` (the node name).
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def render_prometheus_config(
+    targets: Sequence[ScrapeTarget],
+    *,
+    scrape_interval_s: float,
+    evaluation_interval_s: float,
+    rule_files: Sequence[str | Path],
+    external_labels: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """The ``prometheus.yml`` document (a YAML-ready dict) for ``targets``.
+
+    Targets are grouped into one scrape job per ``job`` in first-seen order;
+    each target keeps its own labels.
+    """
+    if scrape_interval_s <= 0 or evaluation_interval_s <= 0:
+        raise ValueError("scrape and evaluation intervals must be positive seconds")
+    jobs: dict[str, list[dict[str, Any]]] = {}
+    for target in targets:
+        static: dict[str, Any] = {"targets": [target.address]}
+        if target.labels:
+            static["labels"] = dict(sorted(target.labels.items()))
+        jobs.setdefault(target.job, []).append(static)
+    timeout = min(scrape_interval_s, _MAX_SCRAPE_TIMEOUT_S)
+    global_section: dict[str, Any] = {
+        "scrape_interval": _duration(scrape_interval_s),
+        "scrape_timeout": _duration(timeout),
+        "evaluation_interval": _duration(evaluation_interval_s),
+    }
+    if external_labels:
+        global_section["external_labels"] = dict(external_labels)
+    return {
+        "global": global_section,
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": statics} for job, statics in jobs.items()
+        ],
+    }
+
+
+def write_prometheus_config(config: Mapping[str, Any], path: Path) -> Path:
+    """Write ``config`` as YAML to ``path`` (it holds no secrets)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
+    return path
+
+
+def check_config(path: Path, *, promtool: str | None = None) -> None:
+    """Validate a config file and the rule files it names with ``promtool check config``.
+
+    Raises :class:`PrometheusConfigError` naming the file and quoting promtool.
+    """
+    tool = promtool or shutil.which("promtool")
+    if tool is None:
+        raise PrometheusConfigError(
+            "promtool is not installed (Debian package `prometheus`); run `make setup`"
+        )
+    result = subprocess.run(
+        [tool, "check", "config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        said = (result.stderr + result.stdout).strip()
+        raise PrometheusConfigError(
+            f"promtool rejected the Prometheus config {path}: {said}; "
+            "fix the file (or infra/monitoring/rules.yml) and run `promtool check config` again"
+        )
+
+
+def _duration(seconds: float) -> str:
+    if float(seconds).is_integer():
+        return f"{int(seconds)}s"
+    return f"{int(seconds * 1000)}ms"

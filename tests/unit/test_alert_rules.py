@@ -1,0 +1,77 @@
+"""The alert rules are code: promtool checks and unit-tests them, and every
+rule carries what an operator needs (a ``for:`` window, a severity, a summary,
+a description and a runbook that exists)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from infra.monitoring.assets import RULES_TEST_FILE, rules_file
+
+REPO = Path(__file__).resolve().parents[2]
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool is not installed (Debian package `prometheus`); run `make setup`",
+)
+
+
+def _alerts() -> list[dict]:
+    doc = yaml.safe_load(rules_file().read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"] if "alert" in rule]
+
+
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL is not None
+    return subprocess.run(
+        [PROMTOOL, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@needs_promtool
+def test_promtool_accepts_the_rules_file() -> None:
+    result = _promtool("check", "rules", str(rules_file()))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_unit_tests_of_every_rule_pass() -> None:
+    result = _promtool("test", "rules", str(RULES_TEST_FILE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_promtool_rejects_a_broken_rule(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text("groups:\n- name: g\n  rules:\n  - alert: X\n    expr: up ==\n")
+    result = _promtool("check", "rules", str(bad))
+    assert result.returncode != 0
+
+
+@pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
+def test_every_alert_has_a_window_severity_text_and_runbook(rule: dict) -> None:
+    assert "for" in rule, f"{rule['alert']} has no for: window"
+    assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+    ann = rule["annotations"]
+    assert ann["summary"].strip() and ann["description"].strip()
+    assert ann["runbook_url"] == f"docs/runbooks/{rule['alert']}.md"
+    runbook = REPO / ann["runbook_url"]
+    assert runbook.is_file(), f"write the runbook {runbook}"
+    assert rule["alert"] in runbook.read_text()
+
+
+def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
+    doc = yaml.safe_load(RULES_TEST_FILE.read_text())
+    fired: set[str] = set()
+    quiet: set[str] = set()
+    for case in doc["tests"]:
+        for check in case.get("alert_rule_test", []):
+            (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
+    names = {rule["alert"] for rule in _alerts()}
+    assert names - fired == set(), "alerts without a test that fires them"
+    assert names - quiet == set(), "alerts without a test where they stay quiet"
