@@ -105,37 +105,53 @@ class Telemetry:
         self.registry.register(self._freshness)
         cache_labels = ["namespace", "backing"]
         self._cache_hits = Counter(
-            "backbone_cache_hits", "Cache reads answered from the cache.", cache_labels,
+            "backbone_cache_hits",
+            "Cache reads answered from the cache.",
+            cache_labels,
             registry=self.registry,
-        )  # fmt: skip
+        )
         self._cache_misses = Counter(
-            "backbone_cache_misses", "Cache reads that went to the loader (the store).",
-            cache_labels, registry=self.registry,
-        )  # fmt: skip
+            "backbone_cache_misses",
+            "Cache reads that went to the loader (the store).",
+            cache_labels,
+            registry=self.registry,
+        )
         self._cache_evictions = Counter(
-            "backbone_cache_evictions", "Entries evicted to keep the cache within max keys.",
-            cache_labels, registry=self.registry,
-        )  # fmt: skip
+            "backbone_cache_evictions",
+            "Entries evicted to keep the cache within max keys.",
+            cache_labels,
+            registry=self.registry,
+        )
         self._cache_hit_ratio = Gauge(
-            "backbone_cache_hit_ratio", "hits / (hits + misses) since the cache started.",
-            cache_labels, registry=self.registry,
-        )  # fmt: skip
+            "backbone_cache_hit_ratio",
+            "hits / (hits + misses) since the cache started.",
+            cache_labels,
+            registry=self.registry,
+        )
         self._consumer_lag = Gauge(
-            "backbone_consumer_lag", "Records between the committed offset and the log end.",
-            ["topic", "partition", "group"], registry=self.registry,
-        )  # fmt: skip
+            "backbone_consumer_lag",
+            "Records between the committed offset and the log end.",
+            ["topic", "partition", "group"],
+            registry=self.registry,
+        )
         self._dead_letter = Counter(
-            "backbone_dead_letter", "Records dead-lettered, by reason.", ["reason"],
+            "backbone_dead_letter",
+            "Records dead-lettered, by reason.",
+            ["reason"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self._rows_written = Counter(
-            "backbone_rows_written", "Bar rows written, by store.", ["store"],
+            "backbone_rows_written",
+            "Bar rows written, by store.",
+            ["store"],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self._records_in = Counter(
-            "backbone_records_in", "Records received for ingest, by source.", ["source"],
+            "backbone_records_in",
+            "Records received for ingest, by source.",
+            ["source"],
             registry=self.registry,
-        )  # fmt: skip
+        )
 
     # --- ingest -------------------------------------------------------------
     def bar_stored(self, symbol: str, timeframe: str, ts: datetime | float) -> None:
