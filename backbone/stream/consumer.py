@@ -48,7 +48,6 @@ __all__ = [
     "DEFAULT_GROUP",
     "BarConsumer",
     "ConsumeStats",
-    "dedupe_last",
     "write_bars",
 ]
 
@@ -85,39 +84,17 @@ class ConsumeStats:
         self.latencies_s.extend(other.latencies_s)
 
 
-def dedupe_last(bars: Sequence[Bar]) -> list[Bar]:
-    """Keep the last bar per (symbol, timeframe, ts), in first-seen order.
-
-    A batch may carry a bar twice (a corrected re-send); the store's upsert
-    keeps the last write, so the batch does the same before writing.
-    """
-    latest: dict[tuple[str, str, Any], Bar] = {}
-    for bar in bars:
-        latest[bar.key] = bar
-    return list(latest.values())
-
-
 def write_bars(store: Any, bars: Sequence[Bar]) -> tuple[int, int]:
     """Write ``bars`` in one store transaction; returns (new rows, duplicates).
 
-    Duplicates are bars whose key was already stored or repeated in the batch:
-    the upsert absorbs them, and they are counted apart from new rows.
+    The store inserts keys it does not hold and ignores the rest (the first write
+    wins); duplicates are the bars it ignored, whether the key was stored before
+    or repeated inside ``bars``. They are counted apart from new rows.
     """
-    unique = dedupe_last(bars)
-    in_batch_dupes = len(bars) - len(unique)
-    if not unique:
-        return 0, in_batch_dupes
-    written = store.write(unique)
-    new_rows = _new_rows(written, len(unique))
-    return new_rows, in_batch_dupes + (len(unique) - new_rows)
-
-
-def _new_rows(written: Any, attempted: int) -> int:
-    # The store reports rows it inserted (not updated); tolerate a result object.
-    for attr in ("inserted", "new_rows", "stored"):
-        if hasattr(written, attr):
-            return int(getattr(written, attr))
-    return attempted if written is None else int(written)
+    if not bars:
+        return 0, 0
+    new_rows = int(store.write(bars))
+    return new_rows, len(bars) - new_rows
 
 
 class BarConsumer:
@@ -281,17 +258,23 @@ class BarConsumer:
             tel.bar_stored(bar.symbol, bar.timeframe, bar.ts)
         self._report_lag()
 
+    def lag(self) -> dict[str, int]:
+        """Records behind the log end per ``topic/partition`` (committed offset to
+        high watermark, as of the last fetch)."""
+        out: dict[str, int] = {}
+        for tp in sorted(self._consumer.assignment()):
+            high = self._consumer.highwater(tp)
+            done = self.committed.get(tp)
+            if high is not None and done is not None:
+                out[f"{tp.topic}/{tp.partition}"] = max(0, high - done)
+        return out
+
     def _report_lag(self) -> None:
         if self.telemetry is None:
             return
-        for tp in self._consumer.assignment():
-            high = self._consumer.highwater(tp)
-            if high is None:
-                continue
-            done = self.committed.get(tp)
-            if done is None:
-                continue
-            self.telemetry.consumer_lag(tp.topic, tp.partition, self.group_id, max(0, high - done))
+        for name, lag in self.lag().items():
+            topic, _, partition = name.rpartition("/")
+            self.telemetry.consumer_lag(topic, int(partition), self.group_id, lag)
 
     # --- bounded runs -------------------------------------------------------
     def run(
@@ -326,6 +309,7 @@ class BarConsumer:
         run = ConsumeStats()
         deadline = time.monotonic() + timeout_s
         wanted = {TopicPartition(t, p): off + 1 for (t, p), off in targets.items()}
+        self._learn_committed(wanted)
         while any(self.committed.get(tp, -1) < off for tp, off in wanted.items()):
             if self._stop.is_set():
                 break
@@ -342,8 +326,18 @@ class BarConsumer:
             run.add(self.poll_once(timeout_ms=200))
         return run
 
+    def _learn_committed(self, partitions: Iterable[TopicPartition]) -> None:
+        # Another member (or an earlier run of this group) may have committed past
+        # the target already; ask the coordinator once per unknown partition.
+        for tp in partitions:
+            if tp not in self.committed:
+                offset = self._consumer.committed(tp)
+                if offset is not None:
+                    self.committed[tp] = offset
+
     def wait_for_assignment(self, timeout_s: float = 30.0) -> set[TopicPartition]:
-        """Poll (without consuming) until the group assigned this member partitions."""
+        """Poll until the group assigned this member partitions (records that arrive
+        meanwhile are processed as usual)."""
         deadline = time.monotonic() + timeout_s
         while not self._consumer.assignment() and time.monotonic() < deadline:
             self.stats.add(self.poll_once(timeout_ms=200))

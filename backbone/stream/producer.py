@@ -9,6 +9,7 @@ producer's retries, and up to 5 in-flight requests keep per-partition order.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -176,6 +177,18 @@ class BarProducer:
             )
         self.dead_letters_sent += len(dead)
         return len(dead)
+
+    def send_json(self, logical_topic: str, payload: Any, *, key: str | None = None) -> None:
+        """Send one JSON document (e.g. a health report) to a logical topic."""
+        value = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        self._pending.append(
+            self._producer.send(
+                self.kafka.topic(logical_topic),
+                value=value,
+                key=key.encode() if key is not None else None,
+                headers=[("content-type", b"application/json")],
+            )
+        )
 
     def flush(self, timeout_s: float | None = None) -> dict[tuple[str, int], int]:
         """Wait for every send since the last flush; last offset per (topic, partition).
