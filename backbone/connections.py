@@ -176,6 +176,9 @@ class MonitoringConnection(_Model):
     prometheus_url: str | None = None
     grafana_url: str | None = None
     alertmanager_url: str | None = None
+    #: Port on which an ingest process serves the backbone's ``/metrics`` so
+    #: the stack's Prometheus scrapes it (loopback for local stacks).
+    backbone_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
 class ConnectionsDocument(_Model):
