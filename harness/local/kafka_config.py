@@ -1,0 +1,266 @@
+"""What a local Kafka node is made of: its ports, its ``server.properties``, its
+storage-format arguments and its JVM command line. Pure functions, no I/O.
+
+Every node runs KRaft in combined mode (``process.roles=broker,controller``)
+and is a voter of a static quorum. Three listeners, each on its own loopback
+port:
+
+``CLIENT``
+    SASL_PLAINTEXT with the spec's mechanism (SCRAM-SHA-512): what clients use.
+``INTERNAL``
+    Broker-to-broker replication, SASL_PLAINTEXT with the same mechanism as
+    the admin user. SCRAM works here because its credentials are written into
+    the metadata log at format time (``--add-scram``), before any broker runs.
+``CONTROLLER``
+    The KRaft quorum, SASL_PLAINTEXT with PLAIN as the admin user: controllers
+    authenticate each other before the metadata log (and so any SCRAM
+    credential) is loaded, which SCRAM cannot do.
+
+Every listener authenticates, so a local process that can reach loopback
+cannot bypass the client credentials by talking to the replication or quorum
+port. Nothing is encrypted: the stack is loopback-only.
+"""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.local.ports import LOOPBACK
+from infra.spec import KafkaSpec
+
+__all__ = [
+    "JVM_HEAP",
+    "KAFKA_MAIN",
+    "STORAGE_TOOL_MAIN",
+    "KafkaNodePorts",
+    "jvm_command",
+    "new_cluster_id",
+    "node_id",
+    "node_name",
+    "render_server_properties",
+    "storage_format_args",
+]
+
+#: Broker entry point of Kafka 4.x (the distribution's kafka-server-start.sh runs it).
+KAFKA_MAIN = "kafka.Kafka"
+#: The storage tool behind kafka-storage.sh.
+STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
+#: Small heap for a shared 2-core box; Kafka leans on the page cache, not the heap.
+JVM_HEAP = ("-Xms256m", "-Xmx512m")
+
+_SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
+_PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
+
+
+@dataclass(frozen=True)
+class KafkaNodePorts:
+    """The loopback ports of one node."""
+
+    client: int
+    internal: int
+    controller: int
+    metrics: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "client": self.client,
+            "internal": self.internal,
+            "controller": self.controller,
+            "metrics": self.metrics,
+        }
+
+    @classmethod
+    def from_dict(cls, ports: dict[str, int]) -> KafkaNodePorts:
+        return cls(
+            client=ports["client"],
+            internal=ports["internal"],
+            controller=ports["controller"],
+            metrics=ports["metrics"],
+        )
+
+
+def node_name(node: int) -> str:
+    """``kafka-1`` for node id 1: node ids start at 1 and match the names."""
+    return f"kafka-{node}"
+
+
+def node_id(name: str) -> int:
+    """The KRaft node id of ``kafka-N``."""
+    prefix, _, number = name.rpartition("-")
+    if prefix != "kafka" or not number.isdigit():
+        raise ValueError(f"{name!r} is not a Kafka node name (kafka-1, kafka-2 ...)")
+    return int(number)
+
+
+def new_cluster_id() -> str:
+    """A fresh cluster id in Kafka's form: a random UUID, URL-safe base64, no padding.
+
+    Like Kafka's own ``Uuid.randomUuid`` it never starts with ``-`` (which a
+    command line would take for an option).
+    """
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
+
+
+def _jaas(module: str, **options: str) -> str:
+    opts = "".join(f' {key}="{value}"' for key, value in options.items())
+    return f"{module} required{opts};"
+
+
+def render_server_properties(
+    spec: KafkaSpec,
+    *,
+    node: int,
+    ports: dict[int, KafkaNodePorts],
+    data_dir: Path,
+    client_password: str,
+    admin_password: str,
+) -> str:
+    """``server.properties`` of node ``node`` (1-based) in a cluster whose nodes
+    have ``ports``. Holds the admin password (JAAS inline): write it 0600."""
+    own = ports[node]
+    mechanism = spec.sasl_mechanism
+    mech_key = mechanism.lower()
+    rf = spec.replication_factor
+    isr = spec.min_insync_replicas
+    voters = ",".join(f"{n}@{LOOPBACK}:{p.controller}" for n, p in sorted(ports.items()))
+    if mechanism == "PLAIN":
+        # PLAIN keeps its user table in the JAAS config of the listener itself.
+        client_jaas = _jaas(
+            _PLAIN_MODULE,
+            **{
+                f"user_{spec.username}": client_password,
+                f"user_{spec.admin_username}": admin_password,
+            },
+        )
+        internal_jaas = _jaas(
+            _PLAIN_MODULE,
+            username=spec.admin_username,
+            password=admin_password,
+            **{f"user_{spec.admin_username}": admin_password},
+        )
+    else:
+        # SCRAM users live in the metadata log (added at format time).
+        client_jaas = _jaas(_SCRAM_MODULE)
+        internal_jaas = _jaas(_SCRAM_MODULE, username=spec.admin_username, password=admin_password)
+    controller_jaas = _jaas(
+        _PLAIN_MODULE,
+        username=spec.admin_username,
+        password=admin_password,
+        **{f"user_{spec.admin_username}": admin_password},
+    )
+    lines = [
+        "# Rendered by harness.local.kafka_config; contains credentials: keep 0600.",
+        "process.roles=broker,controller",
+        f"node.id={node}",
+        f"controller.quorum.voters={voters}",
+        "controller.listener.names=CONTROLLER",
+        f"listeners=CLIENT://{LOOPBACK}:{own.client},INTERNAL://{LOOPBACK}:{own.internal},"
+        f"CONTROLLER://{LOOPBACK}:{own.controller}",
+        f"advertised.listeners=CLIENT://{LOOPBACK}:{own.client},"
+        f"INTERNAL://{LOOPBACK}:{own.internal}",
+        "listener.security.protocol.map="
+        "CLIENT:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name=INTERNAL",
+        f"sasl.enabled.mechanisms={mechanism}",
+        f"listener.name.client.sasl.enabled.mechanisms={mechanism}",
+        f"listener.name.client.{mech_key}.sasl.jaas.config={client_jaas}",
+        f"listener.name.internal.sasl.enabled.mechanisms={mechanism}",
+        f"sasl.mechanism.inter.broker.protocol={mechanism}",
+        f"listener.name.internal.{mech_key}.sasl.jaas.config={internal_jaas}",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        "sasl.mechanism.controller.protocol=PLAIN",
+        f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}",
+        # No authorizer: every authenticated user may produce, consume and
+        # create topics (ACLs are out of scope for the local environment).
+        f"log.dirs={data_dir}",
+        # Durability defaults from the spec, for topics created without them
+        # and for Kafka's internal topics.
+        f"default.replication.factor={rf}",
+        f"min.insync.replicas={isr}",
+        f"offsets.topic.replication.factor={rf}",
+        f"transaction.state.log.replication.factor={rf}",
+        f"transaction.state.log.min.isr={isr}",
+        f"share.coordinator.state.topic.replication.factor={rf}",
+        f"share.coordinator.state.topic.min.isr={isr}",
+        "unclean.leader.election.enable=false",
+        # Topics come from the spec only; a typo must not create one.
+        "auto.create.topics.enable=false",
+        # Fast local recovery, same semantics: a killed or paused broker is
+        # fenced (and its partitions lead elsewhere) after ~4 s instead of 9 s;
+        # a stuck follower leaves the ISR after 10 s instead of 30 s. The quorum
+        # election timeout keeps its 1 s default.
+        "broker.heartbeat.interval.ms=1000",
+        "broker.session.timeout.ms=4000",
+        "replica.lag.time.max.ms=10000",
+        # A consumer group starts at once instead of waiting 3 s for members.
+        "group.initial.rebalance.delay.ms=0",
+        # Fewer threads for a 2-core machine running several stacks.
+        "num.network.threads=2",
+        "num.io.threads=4",
+        "background.threads=4",
+        "num.replica.fetchers=1",
+        "num.recovery.threads.per.data.dir=1",
+        "log.cleaner.threads=1",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def storage_format_args(
+    spec: KafkaSpec,
+    *,
+    config: Path,
+    cluster_id: str,
+    client_password: str,
+    admin_password: str,
+) -> list[str]:
+    """Arguments of ``kafka.tools.StorageTool`` that format one node's storage.
+
+    With SCRAM, both users' credentials go into the initial metadata (so the
+    inter-broker listener can authenticate before any broker ran). These hold
+    passwords: pass them through a 0600 argument file, never a command line.
+    """
+    args = [STORAGE_TOOL_MAIN, "format", "--config", str(config), "--cluster-id", cluster_id]
+    if spec.sasl_mechanism.startswith("SCRAM"):
+        for user, password in (
+            (spec.username, client_password),
+            (spec.admin_username, admin_password),
+        ):
+            args += ["--add-scram", f"{spec.sasl_mechanism}=[name={user},password={password}]"]
+    return args
+
+
+def jvm_command(
+    *,
+    libs: Path,
+    config: Path,
+    metrics_port: int,
+    exporter_config: Path,
+    log4j_config: Path,
+) -> list[str]:
+    """The command line of one node. No secrets: they are in ``config`` (0600)."""
+    agent = next(iter(sorted(libs.glob("jmx_prometheus_javaagent-*.jar"))), None)
+    if agent is None:
+        raise FileNotFoundError(f"no jmx_prometheus_javaagent jar in {libs}")
+    return [
+        "java",
+        *JVM_HEAP,
+        # Serial GC: the smallest footprint and no concurrent GC threads
+        # competing for two cores; pauses are short with a 512 MB heap.
+        "-XX:+UseSerialGC",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={log4j_config}",
+        # Metrics on loopback only: [host:]port:config.
+        f"-javaagent:{agent}={LOOPBACK}:{metrics_port}:{exporter_config}",
+        "-cp",
+        f"{libs}/*",
+        KAFKA_MAIN,
+        str(config),
+    ]
