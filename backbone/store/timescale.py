@@ -1,0 +1,390 @@
+"""Tier 1 store: bars in PostgreSQL/TimescaleDB through psycopg 3 and a pool.
+
+The connection comes from the outputs document: every node in one multi-host
+conninfo with ``target_session_attrs=read-write``, so a new connection always
+lands on the primary; the password travels separately and never appears in an
+error message.
+
+Writes COPY the batch into a per-connection temporary table and move it with
+``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in the same transaction: one
+round trip for the data, idempotent on the ``(symbol, timeframe, ts)`` key
+(measured against ``executemany`` and array ``unnest`` in
+:func:`backbone.store.bench.bench_pg_write_methods`; COPY is the fastest).
+
+A failover breaks the pool's connections mid-transaction. Every store call is
+one transaction, retried once after a connection error: the pool is checked
+(dead connections dropped), and the retry waits for a connection to the new
+primary. Retrying is safe because every write is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool, PoolTimeout
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
+
+from backbone.bars import Bar
+from backbone.connections import TimescaleConnection
+from backbone.deadletter import DeadLetter
+from backbone.store.base import BUCKET_ORIGIN, StoreError, bucket_label, check_range
+from backbone.store.schema import BARS_COLUMNS, schema_statements
+
+__all__ = ["TimescaleStore", "WriteMethod"]
+
+T = TypeVar("T")
+WriteMethod = Literal["copy", "executemany", "unnest"]
+
+_COLS = ", ".join(BARS_COLUMNS)
+_STAGE_DDL = (
+    "CREATE TEMP TABLE IF NOT EXISTS bars_stage (symbol text, timeframe text, ts timestamptz, "
+    "open float8, high float8, low float8, close float8, volume float8, source text) "
+    "ON COMMIT DELETE ROWS"
+)
+_COPY_STAGE = f"COPY bars_stage ({_COLS}) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = [
+    "text",
+    "text",
+    "timestamptz",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "float8",
+    "text",
+]
+_STAGE_TO_BARS = f"INSERT INTO bars ({_COLS}) SELECT {_COLS} FROM bars_stage ON CONFLICT DO NOTHING"
+_INSERT_ONE = (
+    f"INSERT INTO bars ({_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+_INSERT_UNNEST = (
+    f"INSERT INTO bars ({_COLS}) SELECT * FROM unnest("
+    "%s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[], "
+    "%s::float8[], %s::float8[], %s::float8[], %s::text[]) ON CONFLICT DO NOTHING"
+)
+#: Rows fetched per round trip while streaming a snapshot.
+_SNAPSHOT_ITERSIZE = 10_000
+#: Session settings every pooled connection gets (bars are read back in UTC).
+_SESSION_OPTIONS = "-c TimeZone=UTC"
+_CONNECT_TIMEOUT_S = 5
+
+
+def _row(b: Bar) -> tuple[Any, ...]:
+    return (b.symbol, b.timeframe, b.ts, b.open, b.high, b.low, b.close, b.volume, b.source)
+
+
+def _bar(row: Sequence[Any]) -> Bar:
+    s, tf, ts, o, h, lo, c, v, src = row
+    return Bar(s, tf, ts.astimezone(UTC), o, h, lo, c, v, src)
+
+
+def _is_failover(exc: BaseException) -> bool:
+    """Errors a retry on a fresh connection can fix (not a pool that timed out)."""
+    if isinstance(exc, PoolTimeout):
+        return False
+    return isinstance(exc, (psycopg.OperationalError, pg_errors.ReadOnlySqlTransaction))
+
+
+class TimescaleStore:
+    """:class:`~backbone.store.base.BarStore` on PostgreSQL, with TimescaleDB if present.
+
+    ``conn`` is the ``timescale`` section of the outputs document. The pool
+    holds at most ``pool_size`` connections; ``timeout`` bounds how long a call
+    waits for one (also how long a retry waits for a new primary). With
+    ``create_schema`` the bars schema is applied when it is missing.
+    ``write_method`` exists for the benchmark; keep the default.
+    """
+
+    def __init__(
+        self,
+        conn: TimescaleConnection,
+        *,
+        pool_size: int = 4,
+        timeout: float = 30.0,
+        create_schema: bool = True,
+        write_method: WriteMethod = "copy",
+    ) -> None:
+        self.connection = conn
+        self.timescaledb = conn.timescaledb
+        self._write_method = write_method
+        self._secret = conn.password.get_secret_value()
+        self._where = ", ".join(str(h) for h in conn.hosts)
+        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+            conn.conninfo(target_session_attrs="read-write"),
+            kwargs={
+                "password": self._secret,
+                "options": _SESSION_OPTIONS,
+                "connect_timeout": _CONNECT_TIMEOUT_S,
+                "application_name": "backbone-store",
+            },
+            min_size=1,
+            max_size=max(1, pool_size),
+            timeout=timeout,
+            configure=self._configure,
+            check=ConnectionPool.check_connection,
+            name="backbone-store",
+            open=False,
+        )
+        self._closed = threading.Event()
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreError(
+                f"no read-write PostgreSQL answered at {self._where} (db {conn.dbname}, "
+                f"user {conn.user}) within {timeout:.0f}s; check the stack is up "
+                "(`harness status`) and the outputs document is current"
+            ) from None
+        if create_schema and not self._schema_present():
+            self.apply_schema()
+
+    def __repr__(self) -> str:
+        return f"TimescaleStore({self._where}/{self.connection.dbname})"
+
+    def __enter__(self) -> TimescaleStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------
+
+    @staticmethod
+    def _configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute(_STAGE_DDL)
+        conn.commit()
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._secret, "***") if self._secret else text
+
+    def _before_retry(self, _state: Any) -> None:
+        # Drop every broken connection now, so the retry gets a fresh one that
+        # target_session_attrs=read-write steers to the (new) primary.
+        with contextlib.suppress(psycopg.Error):
+            self._pool.check()
+
+    def _transaction(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Run ``work`` in one transaction; once more on a connection error."""
+        if self._closed.is_set():
+            raise StoreError(f"{self!r} is closed; open a new store")
+        retrying = Retrying(
+            retry=retry_if_exception(_is_failover),
+            stop=stop_after_attempt(2),
+            wait=wait_fixed(0.2),
+            before_sleep=self._before_retry,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt, self._pool.connection() as conn:
+                    try:
+                        return work(conn)
+                    except pg_errors.ReadOnlySqlTransaction:
+                        conn.close()  # a demoted node: the pool must not reuse it
+                        raise
+        except PoolTimeout:
+            raise StoreError(
+                f"no read-write PostgreSQL connection from {self._where} within "
+                f"{self._pool.timeout:.0f}s; is the primary down with no standby promoted? "
+                "(`harness status`)"
+            ) from None
+        except (psycopg.OperationalError, pg_errors.ReadOnlySqlTransaction) as exc:
+            raise StoreError(
+                f"PostgreSQL at {self._where} failed twice ({type(exc).__name__}: "
+                f"{self._scrub(str(exc)).strip()}); check the stack (`harness status`)"
+            ) from None
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def _schema_present(self) -> bool:
+        def check(conn: psycopg.Connection[Any]) -> bool:
+            row = conn.execute(
+                "SELECT to_regclass('bars') IS NOT NULL AND to_regclass('dead_letter') IS NOT NULL"
+            ).fetchone()
+            return bool(row and row[0])
+
+        return self._transaction(check)
+
+    def apply_schema(self) -> None:
+        """Create the bars schema (idempotent; serialised by an advisory lock)."""
+        statements = schema_statements(timescaledb=self.timescaledb)
+
+        def apply(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('backbone.schema'))")
+            for stmt in statements:
+                conn.execute(stmt)  # schema DDL, not user input
+
+        self._transaction(apply)
+
+    # -- writes ----------------------------------------------------------------
+
+    def write(self, bars: Sequence[Bar]) -> int:
+        """Upsert ``bars`` in one transaction; returns rows newly inserted.
+
+        If the commit's outcome was lost to a failover, the retry finds the
+        rows present and counts them as not new.
+        """
+        if not bars:
+            return 0
+        writer = {
+            "copy": self._write_copy,
+            "executemany": self._write_executemany,
+            "unnest": self._write_unnest,
+        }[self._write_method]
+        return self._transaction(lambda conn: writer(conn, bars))
+
+    @staticmethod
+    def _write_copy(conn: psycopg.Connection[Any], bars: Sequence[Bar]) -> int:
+        with conn.cursor() as cur:
+            with cur.copy(_COPY_STAGE) as copy:
+                copy.set_types(_COPY_TYPES)
+                for b in bars:
+                    copy.write_row(_row(b))
+            cur.execute(_STAGE_TO_BARS)
+            return max(cur.rowcount, 0)
+
+    @staticmethod
+    def _write_executemany(conn: psycopg.Connection[Any], bars: Sequence[Bar]) -> int:
+        # psycopg 3 runs executemany in pipeline mode where libpq supports it.
+        with conn.cursor() as cur:
+            cur.executemany(_INSERT_ONE, [_row(b) for b in bars])
+            return max(cur.rowcount, 0)
+
+    @staticmethod
+    def _write_unnest(conn: psycopg.Connection[Any], bars: Sequence[Bar]) -> int:
+        columns = [list(col) for col in zip(*(_row(b) for b in bars), strict=True)]
+        with conn.cursor() as cur:
+            cur.execute(_INSERT_UNNEST, columns)
+            return max(cur.rowcount, 0)
+
+    def write_dead_letters(self, items: Sequence[DeadLetter]) -> None:
+        if not items:
+            return
+        rows = [(d.origin, d.reason, bytes(d.payload)) for d in items]
+
+        def insert(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO dead_letter (origin, reason, payload) VALUES (%s, %s, %s)", rows
+                )
+
+        self._transaction(insert)
+
+    # -- reads -----------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        def fetch(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, params).fetchall()
+
+        return self._transaction(fetch)
+
+    def read(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> list[Bar]:
+        check_range(start, end)
+        rows = self._fetch(
+            f"SELECT {_COLS} FROM bars WHERE symbol = %s AND timeframe = %s "
+            "AND ts >= %s AND ts < %s ORDER BY ts",
+            (symbol, timeframe, start, end),
+        )
+        return [_bar(r) for r in rows]
+
+    def latest(self, symbol: str, timeframe: str) -> Bar | None:
+        rows = self._fetch(
+            f"SELECT {_COLS} FROM bars WHERE symbol = %s AND timeframe = %s "
+            "ORDER BY ts DESC LIMIT 1",
+            (symbol, timeframe),
+        )
+        return _bar(rows[0]) if rows else None
+
+    def count(self, symbol: str | None = None, timeframe: str | None = None) -> int:
+        where, params = [], []
+        for column, value in (("symbol", symbol), ("timeframe", timeframe)):
+            if value is not None:
+                where.append(f"{column} = %s")
+                params.append(value)
+        sql = "SELECT count(*) FROM bars" + (" WHERE " + " AND ".join(where) if where else "")
+        return int(self._fetch(sql, params)[0][0])
+
+    def dead_letter_count(self) -> int:
+        return int(self._fetch("SELECT count(*) FROM dead_letter", ())[0][0])
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Every stored dead letter, oldest first (for inspection and tests)."""
+        rows = self._fetch("SELECT origin, reason, payload FROM dead_letter ORDER BY id", ())
+        return [DeadLetter(o, r, bytes(p)) for o, r, p in rows]
+
+    def bucketed_sql(self) -> str:
+        """The bucketing query for this database's dialect (``time_bucket`` with
+        TimescaleDB, ``date_bin`` otherwise); parameters: bucket, symbol,
+        timeframe, start, end."""
+        if self.timescaledb:
+            head = (
+                f"SELECT time_bucket(%s::interval, ts, TIMESTAMPTZ '{BUCKET_ORIGIN}') AS b, "
+                "first(open, ts), max(high), min(low), last(close, ts), sum(volume) "
+            )
+        else:
+            head = (
+                f"SELECT date_bin(%s::interval, ts, TIMESTAMPTZ '{BUCKET_ORIGIN}') AS b, "
+                "(array_agg(open ORDER BY ts))[1], max(high), min(low), "
+                "(array_agg(close ORDER BY ts DESC))[1], sum(volume) "
+            )
+        return (
+            head + "FROM bars WHERE symbol = %s AND timeframe = %s AND ts >= %s AND ts < %s "
+            "GROUP BY b ORDER BY b"
+        )
+
+    def bucketed(
+        self,
+        symbol: str,
+        timeframe: str,
+        bucket: timedelta,
+        start: datetime,
+        end: datetime,
+    ) -> list[Bar]:
+        check_range(start, end)
+        label = bucket_label(bucket)
+        rows = self._fetch(self.bucketed_sql(), (bucket, symbol, timeframe, start, end))
+        return [
+            Bar(symbol, label, b.astimezone(UTC), o, h, lo, c, v, "aggregate")
+            for b, o, h, lo, c, v in rows
+        ]
+
+    def snapshot(
+        self, start: datetime, end: datetime, symbols: Sequence[str] | None = None
+    ) -> Iterator[Bar]:
+        """Stream the range through a server-side cursor (one transaction).
+
+        The iterator holds a pooled connection until it is exhausted or closed.
+        It is not retried: after a failover, restart the snapshot from the last
+        ``ts`` received (replays are idempotent).
+        """
+        check_range(start, end)
+        if self._closed.is_set():
+            raise StoreError(f"{self!r} is closed; open a new store")
+        sql = (
+            f"SELECT {_COLS} FROM bars WHERE ts >= %s AND ts < %s "
+            + ("AND symbol = ANY(%s) " if symbols is not None else "")
+            + "ORDER BY ts, symbol, timeframe"
+        )
+        params: list[Any] = [start, end] + ([list(symbols)] if symbols is not None else [])
+        try:
+            with self._pool.connection() as conn, conn.cursor(name="backbone_snapshot") as cur:
+                cur.itersize = _SNAPSHOT_ITERSIZE
+                cur.execute(sql, params)
+                for row in cur:
+                    yield _bar(row)
+        except (PoolTimeout, psycopg.OperationalError) as exc:
+            raise StoreError(
+                f"snapshot from PostgreSQL at {self._where} broke off "
+                f"({type(exc).__name__}: {self._scrub(str(exc)).strip()}); "
+                "restart it from the last bar received"
+            ) from None
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._pool.close()
