@@ -28,11 +28,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from backbone.bars import Bar, bar_problem, reject_bar
 from backbone.bus import EventBus
 from backbone.cache import MemoryCache, RedisCache
 from backbone.cache.protocol import BarCache
-from backbone.connections import ConnectionsDocument
+from backbone.connections import ConnectionsDocument, TimescaleConnection
 from backbone.deadletter import DeadLetter
 from backbone.outputs import OUTPUTS_ENV, load_connections
 from backbone.settings import BackboneSettings, load_settings
@@ -415,7 +417,18 @@ def _open_institutional(
     assert settings.redis is not None
     parts: list[Any] = []
     try:
-        store = TimescaleStore(settings.timescale)
+        ts = settings.timescale
+        store = TimescaleStore(
+            TimescaleConnection(
+                hosts=ts.hosts,
+                dbname=ts.dbname,
+                user=ts.user,
+                password=ts.password or SecretStr(""),
+                sslmode=ts.sslmode,
+                timescaledb=ts.timescaledb,
+            ),
+            pool_size=ts.pool_max_size,
+        )
         parts.append(store)
         cache = RedisCache(
             settings.redis,
