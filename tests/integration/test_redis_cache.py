@@ -1,0 +1,264 @@
+"""RedisCache and the tier toggle against real Redis processes of a local stack.
+
+Uses the session fixtures of ``tests/conftest.py``: ``local_stack`` (standalone
+Redis) and ``ha_stack`` (a primary, a replica and Sentinels). Every test works
+in its own namespace, and a test that stops a node starts it again.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from backbone.bars import Bar, bar_to_dict
+from backbone.cache import CachePolicy, RedisCache
+from backbone.connections import ConnectionsDocument, write_document
+from backbone.settings import RedisConnectionSettings, load_settings
+from backbone.telemetry import Telemetry
+from backbone.tiers import TierValidationError, switch_to_institutional, validate_institutional
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2024, 3, 4, tzinfo=UTC)
+
+
+def bar(symbol: str, minute: int = 0, close: float = 1.25) -> Bar:
+    return Bar(symbol, "1m", T0 + timedelta(minutes=minute), 1.0, 2.0, 0.5, close, 100.0)
+
+
+def redis_settings(document: ConnectionsDocument) -> RedisConnectionSettings:
+    settings = load_settings(document)
+    assert settings.redis is not None, "the stack's document has no redis section"
+    return settings.redis
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def raw_client(conn: RedisConnectionSettings, address: tuple[str, int]) -> redis.Redis:
+    return redis.Redis(host=address[0], port=address[1], **conn.client_kwargs())
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def open_cache(
+    namespace: str,
+) -> Iterator[Callable[..., RedisCache]]:
+    caches: list[RedisCache] = []
+
+    def make(document: ConnectionsDocument, **kwargs: Any) -> RedisCache:
+        kwargs.setdefault("namespace", namespace)
+        cache = RedisCache(redis_settings(document), **kwargs)
+        caches.append(cache)
+        return cache
+
+    yield make
+    for cache in caches:
+        cache.close()
+
+
+def test_ttl_expiry_and_eviction_metrics_on_real_redis(
+    local_stack: Any, open_cache: Callable[..., RedisCache], namespace: str
+) -> None:
+    telemetry = Telemetry()
+    cache = open_cache(
+        local_stack.document, policy=CachePolicy(ttl_seconds=1, max_keys=3), telemetry=telemetry
+    )
+    for symbol in ("A", "B", "C", "D", "E"):
+        cache.get_latest(symbol, "1m", lambda s=symbol: bar(s))
+    labels = {"namespace": namespace, "backing": "redis"}
+    assert telemetry.value("backbone_cache_evictions_total", **labels) == 2
+    assert telemetry.value("backbone_cache_misses_total", **labels) == 5
+    client = raw_client(cache.connection, cache.primary_address())
+    try:
+        stored = list(client.scan_iter(match=f"{namespace}:bar:*", count=1000))
+        assert len(stored) == 3
+        ttl_ms = client.pttl(cache.policy.latest_key(namespace, "E", "1m"))
+        assert 0 < ttl_ms <= 1000
+        # The least recently used (A, B) went; E is a hit.
+        assert cache.get_latest("E", "1m", lambda: None) == bar("E")
+        assert telemetry.value("backbone_cache_hits_total", **labels) == 1
+        time.sleep(1.2)
+        assert client.exists(cache.policy.latest_key(namespace, "E", "1m")) == 0
+        loads: list[str] = []
+        cache.get_latest("E", "1m", lambda: loads.append("E") or bar("E"))  # type: ignore[func-returns-value]
+        assert loads == ["E"]
+        assert telemetry.value("backbone_cache_evictions_total", **labels) == 2
+        assert telemetry.value("backbone_cache_hit_ratio", **labels) == pytest.approx(1 / 7)
+    finally:
+        client.close()
+
+
+_CHILD = """
+import json, sys
+from backbone.bars import Bar, bar_from_dict
+from backbone.cache import RedisCache
+from backbone.outputs import load_connections
+from backbone.settings import load_settings
+
+mode, namespace, bar_json = sys.argv[1], sys.argv[2], sys.argv[3]
+wanted = bar_from_dict(json.loads(bar_json))
+settings = load_settings(load_connections())
+cache = RedisCache(settings.redis, namespace=namespace)
+
+def loader():
+    if mode == "read":
+        raise SystemExit("the reader had to ask the store: the cache lost the entry")
+    return wanted
+
+got = cache.get_latest(wanted.symbol, wanted.timeframe, loader)
+assert got == wanted, got
+stats = cache.stats()
+cache.close()
+print(json.dumps({"hits": stats.hits, "misses": stats.misses}))
+"""
+
+
+def test_state_survives_a_client_process_restart(
+    local_stack: Any, namespace: str, tmp_path: Path
+) -> None:
+    outputs = write_document(local_stack.document, tmp_path / "outputs.json")
+    env = {"BACKBONE_OUTPUTS": str(outputs), "PATH": "/usr/bin:/bin"}
+    root = Path(__file__).parents[2]
+    payload = json.dumps(bar_to_dict(bar("EURUSD")))
+
+    def child(mode: str) -> dict[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, mode, namespace, payload],
+            cwd=root, env={**env, "PYTHONPATH": str(root)}, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    assert child("write") == {"hits": 0, "misses": 1}
+    assert child("read") == {"hits": 1, "misses": 0}
+
+
+def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
+    local_stack: Any, open_cache: Callable[..., RedisCache]
+) -> None:
+    store = {"EURUSD": bar("EURUSD", 0, close=1.25)}
+    loads: list[str] = []
+
+    def load() -> Bar:
+        loads.append("EURUSD")
+        return store["EURUSD"]
+
+    cache = open_cache(local_stack.document, heartbeat_interval=0.2, retries=1)
+    cache.get_latest("EURUSD", "1m", load)
+    assert cache.get_latest("EURUSD", "1m", load) == store["EURUSD"] and len(loads) == 1
+
+    node = local_stack.redis_primary()
+    local_stack.kill_node(node)
+    try:
+        for _ in range(5):
+            assert cache.get_latest("EURUSD", "1m", load) == store["EURUSD"]
+        assert not cache.available
+        assert cache.stats().fallbacks == 5 and len(loads) == 6
+        # New bars while Redis is down: the invalidation waits for Redis to return.
+        store["EURUSD"] = bar("EURUSD", 1, close=1.5)
+        cache.on_new_bars([store["EURUSD"]])
+    finally:
+        local_stack.restart_node(node)
+    wait_for(lambda: cache.available, 30, "the heartbeat to see Redis again")
+    hits_before = cache.stats().hits
+    # Never the bar from before the outage, even if Redis kept it on disk.
+    assert cache.get_latest("EURUSD", "1m", load) == store["EURUSD"]
+    assert cache.get_latest("EURUSD", "1m", load) == store["EURUSD"]
+    assert cache.stats().hits == hits_before + 1  # warmed up again
+
+
+def test_tier_toggle_refuses_while_redis_is_paused_and_names_it(local_stack: Any) -> None:
+    doc = local_stack.document
+    settings = load_settings(doc)
+    assert settings.redis is not None
+    node = local_stack.redis_primary()
+    local_stack.pause_node(node)
+    try:
+        with pytest.raises(TierValidationError) as caught:
+            switch_to_institutional(doc, settings, timeout=1.0)
+    finally:
+        local_stack.resume_node(node)
+    failed = {f.service: f for f in caught.value.failures}
+    assert set(failed) == {"redis"}
+    assert f"redis at {settings.redis.endpoint}" in str(caught.value)
+    assert settings.redis.password is not None
+    assert settings.redis.password.get_secret_value() not in str(caught.value)
+    results = validate_institutional(doc, settings, timeout=3.0)
+    assert all(r.ok for r in results), [str(r) for r in results]
+
+
+def _sentinel_admin(document: ConnectionsDocument) -> redis.Redis:
+    assert document.redis is not None and document.redis.sentinels
+    s = document.redis.sentinels[0]
+    pw = document.redis.sentinel_password
+    return redis.Redis(host=s.host, port=s.port, password=pw.get_secret_value() if pw else None)
+
+
+def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_one(
+    ha_stack: Any, open_cache: Callable[..., RedisCache]
+) -> None:
+    doc = ha_stack.document
+    assert doc.redis is not None and doc.redis.mode == "sentinel"
+    cache = open_cache(doc, heartbeat_interval=0.2, retries=4, retry_backoff=0.2)
+    cache.get_latest("USDJPY", "1m", lambda: bar("USDJPY"))
+    before = cache.primary_address()
+    admin = _sentinel_admin(doc)
+    try:
+        assert doc.redis.master_name is not None
+        admin.sentinel_failover(doc.redis.master_name)
+    finally:
+        admin.close()
+    wait_for(lambda: cache.primary_address() != before, 60, "Sentinel to promote a replica")
+    # The live connection still points at the demoted node: writes get READONLY there.
+    for minute in range(20):
+        cache.get_latest(f"SYM{minute}", "1m", lambda m=minute: bar(f"SYM{m}", m))
+    assert cache.available
+    after = cache.primary_address()
+    client = raw_client(cache.connection, after)
+    try:
+        assert client.exists(cache.policy.latest_key(cache.namespace, "SYM19", "1m")) == 1
+    finally:
+        client.close()
+    assert cache.get_latest("SYM19", "1m", lambda: None) == bar("SYM19", 19)
+
+
+def test_killing_the_primary_the_client_follows_sentinel_to_the_new_one(
+    ha_stack: Any, open_cache: Callable[..., RedisCache]
+) -> None:
+    doc = ha_stack.document
+    cache = open_cache(doc, heartbeat_interval=0.2, retries=1)
+    before = cache.primary_address()
+    old = ha_stack.redis_primary()
+    ha_stack.kill_node(old)
+    try:
+        wait_for(lambda: cache.primary_address() != before, 90, "Sentinel to fail over")
+        wait_for(lambda: cache.available, 30, "the cache to reach the new primary")
+        loads: list[str] = []
+        for _ in range(2):
+            got = cache.get_latest("AUDUSD", "1m", lambda: loads.append("x") or bar("AUDUSD"))  # type: ignore[func-returns-value]
+            assert got == bar("AUDUSD")
+        assert loads == ["x"]  # the second read was a hit on the new primary
+    finally:
+        ha_stack.restart_node(old)
