@@ -55,6 +55,25 @@ def raw_client(conn: RedisConnectionSettings, address: tuple[str, int]) -> redis
     return redis.Redis(host=address[0], port=address[1], **conn.client_kwargs())
 
 
+def _stack(request: pytest.FixtureRequest, name: str) -> Any:
+    try:
+        return request.getfixturevalue(name)
+    except pytest.FixtureLookupError:
+        pytest.skip(f"tests/conftest.py does not provide the {name} fixture")
+
+
+@pytest.fixture
+def local(request: pytest.FixtureRequest) -> Any:
+    """``local_stack`` from tests/conftest.py (a standalone Redis among the services)."""
+    return _stack(request, "local_stack")
+
+
+@pytest.fixture
+def ha(request: pytest.FixtureRequest) -> Any:
+    """``ha_stack`` from tests/conftest.py (primary, replica, Sentinels)."""
+    return _stack(request, "ha_stack")
+
+
 @pytest.fixture
 def namespace() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
@@ -78,11 +97,11 @@ def open_cache(
 
 
 def test_ttl_expiry_and_eviction_metrics_on_real_redis(
-    local_stack: Any, open_cache: Callable[..., RedisCache], namespace: str
+    local: Any, open_cache: Callable[..., RedisCache], namespace: str
 ) -> None:
     telemetry = Telemetry()
     cache = open_cache(
-        local_stack.document, policy=CachePolicy(ttl_seconds=1, max_keys=3), telemetry=telemetry
+        local.document, policy=CachePolicy(ttl_seconds=1, max_keys=3), telemetry=telemetry
     )
     for symbol in ("A", "B", "C", "D", "E"):
         cache.get_latest(symbol, "1m", lambda s=symbol: bar(s))
@@ -135,9 +154,9 @@ print(json.dumps({"hits": stats.hits, "misses": stats.misses}))
 
 
 def test_state_survives_a_client_process_restart(
-    local_stack: Any, namespace: str, tmp_path: Path
+    local: Any, namespace: str, tmp_path: Path
 ) -> None:
-    outputs = write_document(local_stack.document, tmp_path / "outputs.json")
+    outputs = write_document(local.document, tmp_path / "outputs.json")
     env = {"BACKBONE_OUTPUTS": str(outputs), "PATH": "/usr/bin:/bin"}
     root = Path(__file__).parents[2]
     payload = json.dumps(bar_to_dict(bar("EURUSD")))
@@ -156,7 +175,7 @@ def test_state_survives_a_client_process_restart(
 
 
 def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
-    local_stack: Any, open_cache: Callable[..., RedisCache]
+    local: Any, open_cache: Callable[..., RedisCache]
 ) -> None:
     store = {"EURUSD": bar("EURUSD", 0, close=1.25)}
     loads: list[str] = []
@@ -165,12 +184,12 @@ def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
         loads.append("EURUSD")
         return store["EURUSD"]
 
-    cache = open_cache(local_stack.document, heartbeat_interval=0.2, retries=1)
+    cache = open_cache(local.document, heartbeat_interval=0.2, retries=1)
     cache.get_latest("EURUSD", "1m", load)
     assert cache.get_latest("EURUSD", "1m", load) == store["EURUSD"] and len(loads) == 1
 
-    node = local_stack.redis_primary()
-    local_stack.kill_node(node)
+    node = local.redis_primary()
+    local.kill_node(node)
     try:
         for _ in range(5):
             assert cache.get_latest("EURUSD", "1m", load) == store["EURUSD"]
@@ -180,7 +199,7 @@ def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
         store["EURUSD"] = bar("EURUSD", 1, close=1.5)
         cache.on_new_bars([store["EURUSD"]])
     finally:
-        local_stack.restart_node(node)
+        local.restart_node(node)
     wait_for(lambda: cache.available, 30, "the heartbeat to see Redis again")
     hits_before = cache.stats().hits
     # Never the bar from before the outage, even if Redis kept it on disk.
@@ -189,17 +208,17 @@ def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
     assert cache.stats().hits == hits_before + 1  # warmed up again
 
 
-def test_tier_toggle_refuses_while_redis_is_paused_and_names_it(local_stack: Any) -> None:
-    doc = local_stack.document
+def test_tier_toggle_refuses_while_redis_is_paused_and_names_it(local: Any) -> None:
+    doc = local.document
     settings = load_settings(doc)
     assert settings.redis is not None
-    node = local_stack.redis_primary()
-    local_stack.pause_node(node)
+    node = local.redis_primary()
+    local.pause_node(node)
     try:
         with pytest.raises(TierValidationError) as caught:
             switch_to_institutional(doc, settings, timeout=1.0)
     finally:
-        local_stack.resume_node(node)
+        local.resume_node(node)
     failed = {f.service: f for f in caught.value.failures}
     assert set(failed) == {"redis"}
     assert f"redis at {settings.redis.endpoint}" in str(caught.value)
@@ -217,9 +236,9 @@ def _sentinel_admin(document: ConnectionsDocument) -> redis.Redis:
 
 
 def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_one(
-    ha_stack: Any, open_cache: Callable[..., RedisCache]
+    ha: Any, open_cache: Callable[..., RedisCache]
 ) -> None:
-    doc = ha_stack.document
+    doc = ha.document
     assert doc.redis is not None and doc.redis.mode == "sentinel"
     cache = open_cache(doc, heartbeat_interval=0.2, retries=4, retry_backoff=0.2)
     cache.get_latest("USDJPY", "1m", lambda: bar("USDJPY"))
@@ -245,13 +264,13 @@ def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_one(
 
 
 def test_killing_the_primary_the_client_follows_sentinel_to_the_new_one(
-    ha_stack: Any, open_cache: Callable[..., RedisCache]
+    ha: Any, open_cache: Callable[..., RedisCache]
 ) -> None:
-    doc = ha_stack.document
+    doc = ha.document
     cache = open_cache(doc, heartbeat_interval=0.2, retries=1)
     before = cache.primary_address()
-    old = ha_stack.redis_primary()
-    ha_stack.kill_node(old)
+    old = ha.redis_primary()
+    ha.kill_node(old)
     try:
         wait_for(lambda: cache.primary_address() != before, 90, "Sentinel to fail over")
         wait_for(lambda: cache.available, 30, "the cache to reach the new primary")
@@ -261,4 +280,4 @@ def test_killing_the_primary_the_client_follows_sentinel_to_the_new_one(
             assert got == bar("AUDUSD")
         assert loads == ["x"]  # the second read was a hit on the new primary
     finally:
-        ha_stack.restart_node(old)
+        ha.restart_node(old)
