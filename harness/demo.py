@@ -1,0 +1,239 @@
+"""``make demo``: the main job, end to end, on this machine.
+
+1. Tier 0 (bootstrap): a stack with no services; the backbone ingests synthetic
+   bars into embedded DuckDB through the in-memory cache and in-process bus.
+2. The tier toggle: the institutional stack's outputs document makes
+   ``institutional`` the default; the validation hooks run; a document pointing
+   at a dead endpoint is refused with every failing check named.
+3. Tier 1 (institutional): a local stack of real Redis, Kafka and PostgreSQL
+   processes (plus Prometheus and exporters); the same bars go
+   generate → Kafka → consumer → PostgreSQL → Redis → event bus.
+4. Telemetry: the backbone serves ``/metrics``; the stack's Prometheus scrapes it.
+5. A report of what ran and where the data is; then every stack goes down.
+
+Every stack is torn down in ``finally``, whatever failed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import secrets
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from backbone.bars import Bar, synthetic_bars
+from backbone.connections import ConnectionsDocument, HostPort, dump_document, parse_document
+from backbone.runtime import Backbone, IngestResult
+from backbone.telemetry import serve_metrics
+from backbone.tiers import TierValidationError, resolve_tier, switch_to_institutional
+from harness.errors import HarnessError
+from harness.local import provisioner
+from infra.spec import Size, build_spec
+
+__all__ = ["main"]
+
+SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD")
+DAILY_BARS = 500
+INTRADAY_BARS = 2_500
+
+
+def _bars() -> Iterator[Bar]:
+    """Deterministic synthetic FX bars plus a few hostile ones for the dead-letter path."""
+    good = chain(
+        synthetic_bars(SYMBOLS, "1d", DAILY_BARS, seed=7),
+        synthetic_bars(SYMBOLS, "1m", INTRADAY_BARS, seed=7),
+    )
+    ts = datetime(2024, 6, 3, tzinfo=UTC)
+    hostile = [
+        Bar("EURUSD", "1m", ts, float("nan"), 1.1, 1.0, 1.05, 10, "synthetic"),
+        Bar("EURUSD", "1m", ts + timedelta(minutes=1), 1.05, 1.1, 1.0, 1.05, -5, "synthetic"),
+        Bar("GBPUSD", "1m", ts, 1.25, 1.2, 1.3, 1.25, 10, "synthetic"),
+        Bar("GBPUSD", "7m", ts, 1.25, 1.3, 1.2, 1.25, 10, "synthetic"),
+    ]
+    return chain(good, hostile)
+
+
+@dataclass
+class DemoReport:
+    started: float = field(default_factory=time.time)
+    rows: list[tuple[str, str]] = field(default_factory=list)
+    ingests: dict[str, IngestResult] = field(default_factory=dict)
+    places: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, what: str, result: str) -> None:
+        self.rows.append((what, result))
+
+
+def _counts(result: IngestResult) -> str:
+    return (
+        f"{result.records_in} in = {result.stored} stored + {result.dead_lettered} dead-lettered"
+        f" + {result.duplicates} duplicates ({result.bars_per_second:,.0f} bars/s)"
+    )
+
+
+def _run_tier0(console: Console, report: DemoReport, root: Path, name: str) -> None:
+    console.rule("[bold]Tier 0 — bootstrap: DuckDB, in-memory cache, in-process bus")
+    stack = provisioner.up(build_spec(name, tier="bootstrap"), root=root)
+    doc = stack.document
+    assert doc.duckdb is not None
+    received: list[Any] = []
+    with Backbone.open(tier="bootstrap", outputs=stack.outputs_path) as bb:
+        bb.bus.subscribe("bars.intraday", received.append)
+        result = bb.ingest(_bars())
+        first = bb.latest("EURUSD", "1m")
+        again = bb.latest("EURUSD", "1m")
+        stats = bb.cache.stats()
+    report.ingests["bootstrap"] = result
+    report.add("Tier 0 ingest", _counts(result))
+    report.add("Tier 0 cache", f"latest EURUSD 1m twice: {stats.hits} hit / {stats.misses} miss")
+    report.add("Tier 0 bus", f"{len(received)} intraday events delivered to a subscriber")
+    report.places.append(("Tier 0 bars (DuckDB)", doc.duckdb.path))
+    assert first == again, "the cached bar must equal the stored one"
+    console.print(result.as_dict())
+
+
+def _dead_endpoint_copy(doc: ConnectionsDocument) -> ConnectionsDocument:
+    """The same document with Kafka pointed at a port nothing listens on."""
+    raw = dump_document(doc, reveal_secrets=True)
+    raw["kafka"]["bootstrap_servers"] = [str(HostPort(host="127.0.0.1", port=9))]
+    return parse_document(raw)
+
+
+def _run_toggle(console: Console, report: DemoReport, doc: ConnectionsDocument) -> None:
+    console.rule("[bold]Tier toggle — validation hooks")
+    env = {k: v for k, v in os.environ.items() if k != "BACKBONE_TIER"}
+    tier = resolve_tier(None, env, doc)
+    report.add("Tier resolved from the outputs document", tier)
+    checks = switch_to_institutional(doc)
+    for check in checks:
+        console.print(f"  [green]✓[/green] {check}")
+    report.add("Validation hooks", ", ".join(f"{c.service} ok" for c in checks))
+    try:
+        switch_to_institutional(_dead_endpoint_copy(doc), timeout=2.0)
+    except TierValidationError as refused:
+        console.print(f"  [yellow]refused as expected:[/yellow] {refused}")
+        report.add("Switch with Kafka unreachable", "refused, naming the failing check")
+    else:
+        raise RuntimeError("the toggle accepted a document whose Kafka is unreachable")
+
+
+def _run_tier1(console: Console, report: DemoReport, root: Path, name: str, size: Size) -> None:
+    console.rule(f"[bold]Tier 1 — institutional: a local {size} stack of real services")
+    stack = provisioner.up(build_spec(name, size=size), root=root, echo=console.print)
+    for service, seconds in stack.timings.items():
+        report.add(f"ready: {service}", f"{seconds:.1f} s")
+    doc = stack.document
+    _run_toggle(console, report, doc)
+
+    console.rule("[bold]Tier 1 ingest — generate → Kafka → consumer → PostgreSQL → Redis → bus")
+    monitoring = doc.monitoring
+    metrics_port = monitoring.backbone_metrics_port if monitoring else None
+    received: list[Any] = []
+    with Backbone.open(tier="institutional", outputs=stack.outputs_path) as bb:
+        server = serve_metrics(bb.telemetry.registry, metrics_port or 0)
+        try:
+            bb.bus.subscribe("bars.intraday", received.append)
+            result = bb.ingest(_bars())
+            bb.latest("EURUSD", "1m")
+            bb.latest("EURUSD", "1m")
+            health = bb.health(SYMBOLS)
+            _show_prometheus(console, report, doc)
+        finally:
+            server.close()
+    report.ingests["institutional"] = result
+    report.add("Tier 1 ingest", _counts(result))
+    cache = health["cache"]
+    report.add("Tier 1 cache (Redis)", f"hits {cache['hits']}, misses {cache['misses']}")
+    report.add("Tier 1 bus bridge", f"{len(received)} intraday events replayed to a subscriber")
+    lag = health.get("consumer", {}).get("lag", {})
+    report.add("Tier 1 consumer lag after drain", json.dumps(lag) if lag else "0")
+    assert doc.timescale is not None and doc.kafka is not None
+    report.places += [
+        ("outputs document (0600)", str(stack.outputs_path)),
+        ("service logs", str(stack.dir / "logs")),
+        ("PostgreSQL bars", f"{doc.timescale.hosts[0]} db={doc.timescale.dbname} table=bars"),
+        ("Kafka topics", ", ".join(t.name for t in doc.kafka.topics.values())),
+    ]
+
+
+def _show_prometheus(console: Console, report: DemoReport, doc: ConnectionsDocument) -> None:
+    """Wait for the stack's Prometheus to scrape the backbone, then show what it saw."""
+    if doc.monitoring is None or not doc.monitoring.prometheus_url:
+        report.add("Prometheus", "not part of this stack")
+        return
+    from harness import observe
+
+    url = doc.monitoring.prometheus_url
+    deadline = time.monotonic() + 20
+    seen: list[observe.Sample] = []
+    while time.monotonic() < deadline:
+        seen = observe.instant(url, 'up{job="backbone"} == 1')
+        if seen:
+            break
+        time.sleep(1)
+    targets = observe.targets(url)
+    healthy = sum(1 for t in targets if t.up)
+    report.add("Prometheus targets up", f"{healthy}/{len(targets)} at {url}")
+    console.print(observe.format_stack_health(observe.stack_health(url)))
+    report.add("Backbone /metrics scraped", "yes" if seen else "not within 20 s")
+    report.places.append(("Prometheus", url))
+
+
+def _print_report(console: Console, report: DemoReport) -> None:
+    console.rule("[bold]Report")
+    table = Table(title="What ran", show_lines=False)
+    table.add_column("step")
+    table.add_column("result")
+    for what, result in report.rows:
+        table.add_row(what, result)
+    console.print(table)
+    places = Table(title="Where the data was (stacks are torn down now)")
+    places.add_column("what")
+    places.add_column("where")
+    for what, where in report.places:
+        places.add_row(what, where)
+    console.print(places)
+    console.print(
+        f"machine: {os.cpu_count()} cores, {platform.platform()}, Python "
+        f"{platform.python_version()}; took {time.time() - report.started:.1f} s"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    size: Size = "ha" if "--ha" in args else "minimal"
+    console = Console()
+    root = Path(os.environ.get("HARNESS_STACKS_DIR", Path.cwd() / ".stacks"))
+    base = f"demo-{secrets.token_hex(3)}"
+    names = [f"{base}-t0", base]
+    report = DemoReport()
+    try:
+        _run_tier0(console, report, root, names[0])
+        _run_tier1(console, report, root, names[1], size)
+    except (HarnessError, TierValidationError) as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        return 2
+    finally:
+        for name in names:
+            provisioner.down(name, root=root)
+    _print_report(console, report)
+    for tier, result in report.ingests.items():
+        if not result.reconciles:
+            console.print(f"[red]{tier}: counts do not reconcile[/red]")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
