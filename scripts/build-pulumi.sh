@@ -86,7 +86,7 @@ case "$sdk_dir" in ""|ERROR*) fail "cannot download $M_SDK@v$VERSION: ${sdk_dir:
 
 # The Python language host has its own module; the proxy may not serve it.
 lang_json=$("$GO" mod download -json "$M_LANG@v$VERSION" 2>>"$LOG" || true)
-lang_dir=$(dir_of "$M_LANG" "$lang_json")
+lang_dir=$(dir_of "$M_LANG" "$lang_json" | tr '\n\t' '  ')
 
 say "copying the modules into $WORK (the module cache is read-only)"
 rm -rf "$WORK"

@@ -1,0 +1,216 @@
+"""Ephemeral local stacks through the Pulumi Automation API (``--via pulumi``).
+
+``up_via_pulumi`` creates a uniquely named Pulumi stack on the local file
+backend (``.stacks/pulumi-backend``), sets its configuration (``target=local``,
+``tier``, ``size``) and the passphrase secrets provider, runs ``pulumi up`` and
+returns the ``connections`` output as a validated outputs document.
+``down_via_pulumi`` refreshes, destroys and removes the stack, and still cleans
+up after an ``up`` that was interrupted midway.
+
+The program is an *inline* program: its language runtime is served in this
+process by the Python SDK, so the CLI needs no ``pulumi-language-python``
+plugin. The Pulumi stack and the local stack share one name.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pulumi
+from pulumi import automation as auto
+
+from backbone.connections import ConnectionsDocument, parse_document
+from harness.errors import HarnessError, StackExistsError, StackNotFoundError, UsageError
+from harness.local.state import STATE_FILE, stack_dir, stacks_root
+from harness.pulumi_cli import backend_dir, cli_dir, pulumi_bin, pulumi_env
+from infra.spec import StackSpec, build_spec
+
+__all__ = [
+    "PROJECT",
+    "PulumiStackError",
+    "down_via_pulumi",
+    "new_stack_name",
+    "pulumi_stack_exists",
+    "up_via_pulumi",
+]
+
+#: The Pulumi project of every stack (``infra/Pulumi.yaml`` uses the same name).
+PROJECT = "market-data-backbone"
+
+Echo = Callable[[str], None]
+
+
+class PulumiStackError(HarnessError):
+    """A Pulumi operation failed; carries the CLI's last lines (no secrets)."""
+
+
+def new_stack_name() -> str:
+    """A fresh ephemeral name: ``ci-`` and 6 random hex digits."""
+    return f"ci-{secrets.token_hex(3)}"
+
+
+def _work_dir(name: str, root: Path | None) -> Path:
+    return backend_dir(root) / "workspaces" / name
+
+
+def _program(root: Path) -> Callable[[], None]:
+    """The inline program: the stack's configuration → the local target."""
+
+    def program() -> None:
+        from infra.config import read_config
+        from infra.targets.local import deploy
+
+        cfg = read_config()
+        spec = build_spec(pulumi.get_stack(), tier=cfg.tier, size=cfg.size)
+        outputs = deploy(spec, cfg, root=root)
+        pulumi.export("connections", outputs.apply(lambda o: o["connections"]))
+        pulumi.export("stack_dir", outputs.apply(lambda o: o["stack_dir"]))
+
+    return program
+
+
+def _workspace_opts(name: str, root: Path | None) -> auto.LocalWorkspaceOptions:
+    work_dir = _work_dir(name, root)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    env = pulumi_env(name, root)
+    return auto.LocalWorkspaceOptions(
+        work_dir=str(work_dir),
+        pulumi_home=env["PULUMI_HOME"],
+        env_vars=env,
+        secrets_provider="passphrase",
+        pulumi_command=auto.PulumiCommand(root=str(cli_dir()), skip_version_check=True),
+        project_settings=auto.ProjectSettings(
+            name=PROJECT,
+            runtime="python",
+            backend=auto.ProjectBackend(url=env["PULUMI_BACKEND_URL"]),
+        ),
+    )
+
+
+def _tail(exc: auto.CommandError, lines: int = 15) -> str:
+    text = getattr(exc, "stderr", "") or getattr(exc, "stdout", "") or str(exc)
+    return "\n".join(str(text).strip().splitlines()[-lines:])
+
+
+def pulumi_stack_exists(name: str, *, root: Path | None = None) -> bool:
+    """True when the file backend holds a Pulumi stack of that name."""
+    stacks = backend_dir(root) / ".pulumi" / "stacks" / PROJECT
+    return any(stacks.glob(f"{name}.json*"))
+
+
+def up_via_pulumi(
+    spec: StackSpec,
+    *,
+    name: str | None = None,
+    root: Path | None = None,
+    echo: Echo | None = None,
+) -> tuple[str, ConnectionsDocument]:
+    """Bring a local stack up with ``pulumi up``; returns (stack name, outputs document).
+
+    ``name`` defaults to a fresh ``ci-XXXXXX``. The spec must be a standard one
+    (``build_spec(name, tier=, size=)``): the stack's configuration records only
+    ``tier`` and ``size``, so a later ``pulumi up`` rebuilds the same spec.
+    Raises :class:`StackExistsError` when the name is in use (as a Pulumi stack
+    or as a local stack), :class:`PulumiStackError` when ``up`` fails; after a
+    failed ``up`` run :func:`down_via_pulumi` to clean up.
+    """
+    pulumi_bin()  # a missing or wrong CLI fails here, with the set-up command
+    name = name or new_stack_name()
+    wanted = build_spec(name, tier=spec.tier, size=spec.size)
+    if spec.model_copy(update={"name": name}) != wanted:
+        raise UsageError(
+            "--via pulumi brings up standard stacks only (chosen by --tier and --size); "
+            "bring a customised spec up with `harness up --env local` instead"
+        )
+    base = stacks_root(root)
+    if pulumi_stack_exists(name, root=base) or (stack_dir(name, base) / STATE_FILE).exists():
+        raise StackExistsError(name)
+    try:
+        stack = auto.create_stack(
+            name, project_name=PROJECT, program=_program(base), opts=_workspace_opts(name, base)
+        )
+    except auto.StackAlreadyExistsError:
+        raise StackExistsError(name) from None
+    stack.set_all_config(
+        {
+            "target": auto.ConfigValue("local"),
+            "tier": auto.ConfigValue(spec.tier),
+            "size": auto.ConfigValue(spec.size),
+        }
+    )
+    try:
+        result = stack.up(on_output=echo, color="never", show_secrets=False)
+    except auto.CommandError as exc:
+        raise PulumiStackError(
+            f"`pulumi up` of stack {name!r} failed; run `harness down --via pulumi --name {name}` "
+            f"to clean up. Last lines:\n{_tail(exc)}"
+        ) from None
+    doc = parse_document(result.outputs["connections"].value)
+    return name, doc
+
+
+def down_via_pulumi(name: str, *, root: Path | None = None, echo: Echo | None = None) -> None:
+    """Refresh, destroy and remove the Pulumi stack ``name``; stop its processes.
+
+    Works after an interrupted ``up`` too: pending creates are cleared, a
+    failed destroy falls back to ``harness.local.provisioner.down``, and the
+    stack is removed with ``--force``. Raises :class:`StackNotFoundError` when
+    neither a Pulumi stack nor a local stack of that name exists.
+    """
+    from harness.local import provisioner
+
+    base = stacks_root(root)
+    has_pulumi = pulumi_stack_exists(name, root=base)
+    has_local = stack_dir(name, base).exists()
+    if not has_pulumi and not has_local:
+        raise StackNotFoundError(name, base)
+    problems: list[str] = []
+    if has_pulumi:
+        pulumi_bin()
+        _unlock_stale(name, base)
+        stack = auto.select_stack(
+            name, project_name=PROJECT, program=_program(base), opts=_workspace_opts(name, base)
+        )
+        try:
+            stack.refresh(on_output=echo, color="never", clear_pending_creates=True)
+        except auto.CommandError as exc:
+            problems.append(f"refresh: {_tail(exc, 3)}")
+        try:
+            stack.destroy(on_output=echo, color="never")
+        except auto.CommandError as exc:
+            problems.append(f"destroy: {_tail(exc, 3)}")
+    # Whatever the engine managed, the local stack must be gone: down is idempotent.
+    if stack_dir(name, base).exists():
+        provisioner.down(name, root=base)
+    if has_pulumi:
+        try:
+            stack.workspace.remove_stack(name, force=True)
+        except auto.CommandError as exc:
+            problems.append(f"stack rm: {_tail(exc, 3)}")
+    shutil.rmtree(_work_dir(name, base), ignore_errors=True)
+    if not pulumi_stack_exists(name, root=base):
+        (backend_dir(base) / "passphrases" / f"{name}.passphrase").unlink(missing_ok=True)
+    elif problems:
+        raise PulumiStackError(
+            f"stack {name!r}: its processes are stopped, but the Pulumi stack could not be "
+            f"removed ({'; '.join(problems)}); retry `harness down --via pulumi --name {name}`"
+        )
+
+
+def _unlock_stale(name: str, base: Path) -> None:
+    """Drop the file backend's lock of ``name`` left by a killed ``pulumi`` process."""
+    import json
+
+    import psutil
+
+    locks = backend_dir(base) / ".pulumi" / "locks"
+    for lock in locks.glob(f"*/{PROJECT}/{name}/*.json"):
+        try:
+            pid = int(json.loads(lock.read_text()).get("pid", 0))
+        except (OSError, ValueError):
+            continue
+        if pid and not psutil.pid_exists(pid):
+            lock.unlink(missing_ok=True)

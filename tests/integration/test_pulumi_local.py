@@ -1,0 +1,214 @@
+"""A real ``pulumi up`` / ``pulumi destroy`` of the local target.
+
+The CLI is the one ``scripts/build-pulumi.sh`` built; the program is the
+Automation API inline program of :mod:`harness.pulumi_stacks`, whose dynamic
+provider calls the local provisioner. These tests skip only when the CLI is
+not there, with the reason the build recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backbone.connections import ConnectionsDocument, dump_document, parse_document
+from harness.errors import HarnessError, StackExistsError
+from harness.local.process import ProcessNode, ProcessRecord
+from harness.local.state import load_state, stack_dir
+from harness.pulumi_cli import PulumiCLIError, pulumi_bin, pulumi_env
+from harness.pulumi_stacks import down_via_pulumi, pulumi_stack_exists, up_via_pulumi
+from infra.spec import build_spec
+
+pytestmark = [pytest.mark.pulumi_cli, pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cli() -> None:
+    try:
+        pulumi_bin()
+    except PulumiCLIError as exc:
+        pytest.skip(str(exc))
+    try:
+        import harness.local.provisioner  # noqa: F401
+    except ImportError as exc:  # only while the provisioner lands
+        pytest.skip(f"the local provisioner is not importable: {exc}")
+
+
+def _records(name: str, root: Path) -> list[ProcessRecord]:
+    state = load_state(stack_dir(name, root))
+    return [r for recs in state.records.values() for r in recs]
+
+
+def _alive(records: list[ProcessRecord]) -> list[str]:
+    return [r.name for r in records if ProcessNode(r).running()]
+
+
+def _services_answer(doc: ConnectionsDocument) -> None:
+    """Redis PING, Kafka metadata and a PostgreSQL SELECT through the document."""
+    import psycopg
+    import redis
+    from kafka import KafkaAdminClient
+
+    assert doc.redis is not None and doc.kafka is not None and doc.timescale is not None
+    r = redis.Redis(
+        host=doc.redis.host,
+        port=doc.redis.port,
+        username=doc.redis.username,
+        password=doc.redis.password.get_secret_value(),
+        socket_timeout=5,
+    )
+    assert r.ping() is True
+    r.close()
+
+    admin = KafkaAdminClient(**_kafka_kwargs(doc))
+    try:
+        topics = set(admin.list_topics())
+    finally:
+        admin.close()
+    assert {t.name for t in doc.kafka.topics.values()} <= topics
+
+    with psycopg.connect(
+        doc.timescale.conninfo(), password=doc.timescale.password.get_secret_value()
+    ) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def _kafka_kwargs(doc: ConnectionsDocument) -> dict[str, Any]:
+    k = doc.kafka
+    assert k is not None
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": k.bootstrap_servers,
+        "security_protocol": k.security_protocol,
+        "request_timeout_ms": 30_000,
+    }
+    if k.security_protocol.startswith("SASL"):
+        assert k.password is not None
+        kwargs.update(
+            sasl_mechanism=k.sasl_mechanism,
+            sasl_plain_username=k.username,
+            sasl_plain_password=k.password.get_secret_value(),
+        )
+    return kwargs
+
+
+def _ingest_through_backbone(doc: ConnectionsDocument, tmp_path: Path) -> None:
+    """A few bars through the public runtime: produced, consumed, stored, read back."""
+    from backbone.bars import Bar
+    from backbone.connections import write_document
+    from backbone.runtime import Backbone
+
+    outputs = write_document(doc, tmp_path / "outputs.json")
+    start = datetime(2024, 1, 1, tzinfo=UTC)
+    bars = [
+        Bar("EURUSD", "1d", start + timedelta(days=i), 1.1, 1.2, 1.0, 1.15, 1000.0 + i)
+        for i in range(5)
+    ]
+    with Backbone.open("institutional", outputs=outputs, group_id="pulumi-local-test") as bb:
+        result = bb.ingest(bars)
+        assert result.reconciles and result.stored == len(bars)
+        assert bb.read("EURUSD", "1d", start, start + timedelta(days=5)) == bars
+
+
+def _stack_output(name: str, root: Path) -> dict[str, Any]:
+    """``pulumi stack output --json connections --show-secrets``, as a user runs it."""
+    argv = ["stack", "output", "--json", "connections", "--show-secrets", "--stack", name]
+    out = subprocess.run(
+        [str(pulumi_bin()), *argv],
+        cwd=root / "pulumi-backend" / "workspaces" / name,
+        env={**os.environ, **pulumi_env(name, root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def test_pulumi_up_brings_up_a_stack_that_ingests_and_destroy_stops_every_process(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "stacks"
+    began = time.monotonic()
+    name, doc = up_via_pulumi(build_spec("unused", size="minimal"), root=root)
+    up_seconds = time.monotonic() - began
+    try:
+        assert name.startswith("ci-")
+        assert doc.stack == name and doc.environment == "local"
+        records = _records(name, root)
+        assert records and not set(r.name for r in records) - set(_alive(records))
+
+        _services_answer(doc)
+        _ingest_through_backbone(doc, tmp_path)
+
+        shown = parse_document(_stack_output(name, root))
+        assert dump_document(shown, reveal_secrets=True) == dump_document(doc, reveal_secrets=True)
+
+        with pytest.raises(StackExistsError, match=name):
+            up_via_pulumi(build_spec(name), name=name, root=root)
+    finally:
+        began = time.monotonic()
+        down_via_pulumi(name, root=root)
+        down_seconds = time.monotonic() - began
+    assert _alive(records) == []
+    assert not pulumi_stack_exists(name, root=root)
+    print(f"\npulumi up {up_seconds:.1f}s, destroy {down_seconds:.1f}s (stack {name})")
+
+
+_UP_SCRIPT = """
+import sys
+from pathlib import Path
+from harness.pulumi_stacks import up_via_pulumi
+from infra.spec import build_spec
+up_via_pulumi(build_spec(sys.argv[1]), name=sys.argv[1], root=Path(sys.argv[2]))
+"""
+
+
+def test_down_cleans_up_after_an_up_that_was_killed_midway(tmp_path: Path) -> None:
+    root = tmp_path / "stacks"
+    name = f"ci-kill{os.getpid() % 10000}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _UP_SCRIPT, name, str(root)],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    records: list[ProcessRecord] = []
+    try:
+        # Kill `up` (the driver, the CLI and the provider) as soon as the first
+        # service process of the stack is running.
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                records = [r for r in _records(name, root) if r.pid]
+            except (FileNotFoundError, ValueError, KeyError):
+                records = []
+            if _alive(records):
+                break
+            time.sleep(0.2)
+        assert _alive(records), "the stack never started a process before the deadline"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    records = _records(name, root)  # everything started by the time of the kill
+    down_via_pulumi(name, root=root)
+    assert _alive(records) == []
+    assert not pulumi_stack_exists(name, root=root)
+    assert not (root / "pulumi-backend" / "workspaces" / name).exists()
+
+
+def test_down_of_an_unknown_stack_says_so(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="no stack named 'ci-nothing'"):
+        down_via_pulumi("ci-nothing", root=tmp_path / "stacks")
