@@ -19,7 +19,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pulumi
 from pulumi import automation as auto
 
 from backbone.connections import ConnectionsDocument, parse_document
@@ -57,17 +56,16 @@ def _work_dir(name: str, root: Path | None) -> Path:
 
 
 def _program(root: Path) -> Callable[[], None]:
-    """The inline program: the stack's configuration → the local target."""
+    """The inline program: the project's own program (``infra.program.run``, what
+    ``pulumi up -s local`` runs), with the local stacks under ``root``."""
 
     def program() -> None:
         from infra.config import read_config
-        from infra.targets.local import deploy
+        from infra.program import run
+        from infra.targets.local import stacks_root_override
 
-        cfg = read_config()
-        spec = build_spec(pulumi.get_stack(), tier=cfg.tier, size=cfg.size)
-        outputs = deploy(spec, cfg, root=root)
-        pulumi.export("connections", outputs.apply(lambda o: o["connections"]))
-        pulumi.export("stack_dir", outputs.apply(lambda o: o["stack_dir"]))
+        with stacks_root_override(root):
+            run(read_config())
 
     return program
 

@@ -22,6 +22,8 @@ under ``.stacks/NAME``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,26 @@ import pulumi.dynamic as dyn
 from backbone.connections import ConnectionsError, dump_document, load_document
 from infra.spec import StackSpec
 
-__all__ = ["LocalStack", "LocalStackProvider", "deploy"]
+__all__ = ["LocalStack", "LocalStackProvider", "deploy", "stacks_root_override"]
 
 #: The output keys ``deploy`` returns (stable snake_case, like every target).
 OUTPUT_KEYS = ("connections", "stack_dir", "outputs_path")
+
+
+#: Set by :func:`stacks_root_override` (the Automation API driver's inline
+#: program); ``None`` means the provisioner's default root.
+_ROOT_OVERRIDE: Path | None = None
+
+
+@contextmanager
+def stacks_root_override(root: Path | None) -> Iterator[None]:
+    """Make :func:`deploy` calls inside the block use ``root`` (when not ``None``)."""
+    global _ROOT_OVERRIDE
+    previous, _ROOT_OVERRIDE = _ROOT_OVERRIDE, root
+    try:
+        yield
+    finally:
+        _ROOT_OVERRIDE = previous
 
 
 def _spec_of(props: dict[str, Any]) -> StackSpec:
@@ -158,13 +176,14 @@ def deploy(
 
     ``config`` (an ``infra.config.StackConfig``) is accepted for the common
     target signature; the local target needs nothing from it beyond the spec.
-    ``root`` moves the stacks root (default: ``$HARNESS_STACKS_DIR`` or
-    ``<repo>/.stacks``, resolved now so a later destroy finds the same place).
+    ``root`` moves the stacks root (default: the :func:`stacks_root_override`
+    in force, else ``$HARNESS_STACKS_DIR`` or ``<repo>/.stacks``); it is
+    resolved now and kept in the resource, so a later destroy finds the stack.
     """
     from harness.local.state import stacks_root
 
     del config
-    resource = LocalStack(f"local-{spec.name}", spec, root=stacks_root(root))
+    resource = LocalStack(f"local-{spec.name}", spec, root=stacks_root(root or _ROOT_OVERRIDE))
     return pulumi.Output.all(
         connections=resource.connections,
         stack_dir=resource.stack_dir,
