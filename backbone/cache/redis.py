@@ -242,6 +242,7 @@ class RedisCache:
                 result = op(self._client)
             except RETRYABLE_ERRORS as exc:
                 last = exc
+                _log.debug("Redis command failed (attempt %d): %r", attempt + 1, exc)
                 # Drop every pooled connection: the next one asks the Sentinels again.
                 self._client.connection_pool.disconnect()
                 if attempt < self._retries:
@@ -251,9 +252,9 @@ class RedisCache:
             return result
         self._mark_unavailable(last)
         raise CacheUnavailableError(
-            f"Redis at {self.connection.endpoint} is unreachable after "
-            f"{self._retries + 1} attempts ({type(last).__name__}: {last}); reads fall back "
-            "to the store until it answers; check `harness status` or the Redis logs"
+            f"Redis at {self.connection.endpoint} failed {self._retries + 1} attempts "
+            f"({type(last).__name__}: {last}); reads fall back to the store until it "
+            "answers again; check `harness status` or the Redis logs"
         )
 
     def _read(self, key: str) -> bytes | None:

@@ -8,6 +8,7 @@ in its own namespace, and a test that stops a node starts it again.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.sentinel import Sentinel
 
 from backbone.bars import Bar, bar_to_dict
 from backbone.cache import CachePolicy, RedisCache
@@ -49,6 +51,14 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def current_primary(cache: RedisCache) -> tuple[str, int] | None:
+    """The primary Sentinel names now; ``None`` while the Sentinels have none (mid-failover)."""
+    try:
+        return cache.primary_address()
+    except redis.ConnectionError:
+        return None
 
 
 def raw_client(conn: RedisConnectionSettings, address: tuple[str, int]) -> redis.Redis:
@@ -249,11 +259,19 @@ def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_one(
         admin.sentinel_failover(doc.redis.master_name)
     finally:
         admin.close()
-    wait_for(lambda: cache.primary_address() != before, 60, "Sentinel to promote a replica")
-    # The live connection still points at the demoted node: writes get READONLY there.
+    wait_for(
+        lambda: current_primary(cache) not in (None, before), 60, "Sentinel to promote a replica"
+    )
+    demoted = raw_client(cache.connection, before)
+    try:
+        wait_for(lambda: demoted.role()[0] == b"slave", 30, "the old primary to become a replica")
+    finally:
+        demoted.close()
+    # The cache's pooled connection still points at the demoted node, which answers
+    # writes with READONLY: the cache must rediscover the primary and retry.
     for minute in range(20):
         cache.get_latest(f"SYM{minute}", "1m", lambda m=minute: bar(f"SYM{m}", m))
-    assert cache.available
+    assert cache.available and cache.stats().fallbacks == 0
     after = cache.primary_address()
     client = raw_client(cache.connection, after)
     try:
@@ -272,7 +290,7 @@ def test_killing_the_primary_the_client_follows_sentinel_to_the_new_one(
     old = ha.redis_primary()
     ha.kill_node(old)
     try:
-        wait_for(lambda: cache.primary_address() != before, 90, "Sentinel to fail over")
+        wait_for(lambda: current_primary(cache) not in (None, before), 90, "Sentinel to fail over")
         wait_for(lambda: cache.available, 30, "the cache to reach the new primary")
         loads: list[str] = []
         for _ in range(2):
@@ -281,3 +299,55 @@ def test_killing_the_primary_the_client_follows_sentinel_to_the_new_one(
         assert loads == ["x"]  # the second read was a hit on the new primary
     finally:
         ha.restart_node(old)
+
+
+def test_a_node_answering_readonly_is_retried_and_reads_fall_back_to_the_store(
+    ha: Any, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a demoted primary does to a live connection, shown on a replica."""
+    settings = redis_settings(ha.document)
+    replicas: list[tuple[str, int]] = []
+
+    def a_replica_is_in_sync() -> bool:
+        sentinel = Sentinel(
+            [(x.host, x.port) for x in settings.sentinels],
+            sentinel_kwargs=settings.sentinel_kwargs(),
+        )
+        try:
+            assert settings.master_name is not None
+            for address in sentinel.discover_slaves(settings.master_name):
+                node = raw_client(settings, (str(address[0]), int(address[1])))
+                try:
+                    if node.role()[0] == b"slave":
+                        replicas.append((str(address[0]), int(address[1])))
+                finally:
+                    node.close()
+        finally:
+            for x in sentinel.sentinels:
+                x.close()
+        return bool(replicas)
+
+    wait_for(a_replica_is_in_sync, 60, "a node that is a replica now")
+    host, port = replicas[0]
+    replica = settings.model_copy(
+        update={"mode": "standalone", "host": host, "port": int(port), "sentinels": []}
+    )
+    caplog.set_level(logging.DEBUG, logger="backbone.cache.redis")
+    cache = RedisCache(
+        replica, namespace=namespace, retries=2, retry_backoff=0.01, heartbeat_interval=60
+    )
+    try:
+        got = cache.get_latest("CHFJPY", "1m", lambda: bar("CHFJPY"))
+        assert got == bar("CHFJPY")  # the store's answer, not an exception
+        assert not cache.available
+        readonly = [
+            r
+            for r in caplog.records
+            if r.getMessage().startswith("Redis command failed")
+            and "ReadOnlyError" in r.getMessage()
+        ]
+        assert len(readonly) == 3  # the first try and both retries
+        assert cache.get_latest("CHFJPY", "1m", lambda: bar("CHFJPY", 1)) == bar("CHFJPY", 1)
+        assert cache.stats().fallbacks == 2  # both reads: Redis refused the access update
+    finally:
+        cache.close()
