@@ -105,6 +105,30 @@ def _argfile_line(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _with_port_conflict(error: ServiceStartError) -> ServiceStartError:
+    """``error`` with the line saying which port was taken moved into its tail.
+
+    Kafka logs a bind failure and then hundreds of shutdown lines, so the tail
+    alone would hide the port race the provisioner retries on.
+    """
+    if is_port_conflict(error.tail):
+        return error
+    try:
+        text = error.log.read_text(errors="replace")
+    except OSError:
+        return error
+    latest = text.rsplit("\n--- start ", 1)[-1]
+    line = next((ln for ln in latest.splitlines() if is_port_conflict(ln)), None)
+    if line is None:
+        return error
+    return ServiceStartError(
+        error.node,
+        f"lost a port race ({line.strip()[:200]})",
+        error.log,
+        f"{line}\n[...]\n{error.tail}",
+    )
+
+
 class _Admin(KafkaAdminClient):  # type: ignore[misc]
     """``KafkaAdminClient`` that releases its I/O thread when bootstrap fails
     (the stock constructor leaves it running, and probes fail many times)."""
@@ -292,8 +316,9 @@ class LocalKafka:
         if errors:
             self.stop_all()
             # A lost port race first: the provisioner retries prepare() on it.
-            ordered = sorted(errors.values(), key=lambda e: not is_port_conflict(e.tail))
-            raise ordered[0]
+            found = [_with_port_conflict(e) for e in errors.values()]
+            found.sort(key=lambda e: not is_port_conflict(e.tail))
+            raise found[0]
         try:
             self._create_topics()
         except BaseException:

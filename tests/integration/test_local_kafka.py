@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import stat
 import time
 import urllib.request
@@ -20,15 +21,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import kafka.errors as kafka_errors
+import psutil
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin._configs import ConfigResource, ConfigResourceType
 
 from backbone.connections import KafkaConnection
-from harness.errors import MissingBinaryError
+from harness.errors import MissingBinaryError, ServiceStartError
 from harness.local.kafka import LocalKafka, NoLeaderError, kafka_libs_dir
 from harness.local.kafka_config import node_id
-from harness.local.ports import PortAllocator
+from harness.local.ports import PortAllocator, is_port_conflict
 from harness.local.secrets import StackSecrets
 from infra.spec import build_spec
 
@@ -252,6 +254,36 @@ def test_prepare_again_starts_from_scratch_with_new_ports(tmp_path: Path) -> Non
     cluster_id = re.compile(r"^cluster\.id=(.+)$", re.MULTILINE)
     old, new = cluster_id.search(first_meta), cluster_id.search(meta.read_text())
     assert old and new and old.group(1) != new.group(1)
+
+
+def test_a_lost_port_race_is_reported_as_one(tmp_path: Path) -> None:
+    _require_jars()
+    kafka = LocalKafka(build_spec("t-kafka-race"), tmp_path / "stack", StackSecrets())
+    kafka.prepare(PortAllocator(), {})
+    record = kafka.node("kafka-1").record
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", record.ports["client"]))
+        squatter.listen()
+        try:
+            with pytest.raises(ServiceStartError) as err:
+                kafka.start()
+        finally:
+            kafka.stop_all(timeout=5)
+    assert err.value.node == "kafka-1"
+    # The provisioner re-runs prepare() with fresh ports when it sees this.
+    assert is_port_conflict(err.value.tail)
+    assert str(record.ports["client"]) in str(err.value)
+    assert _processes_under(tmp_path) == []
+
+
+def _processes_under(path: Path) -> list[int]:
+    """Pids of live processes whose command line mentions ``path``."""
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if str(path) in cmdline and proc.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(proc.info["pid"])
+    return found
 
 
 # -- three brokers ---------------------------------------------------------------
