@@ -72,6 +72,16 @@ class _ReadinessExecutor(Executor):
         return ok
 
     @property
+    def _popen_kwargs(self) -> dict[str, Any]:
+        # mirakuru puts the child in its own session with ``preexec_fn=os.setsid``,
+        # which is unsafe when nodes are started from several threads at once
+        # (the provisioner does); ``start_new_session`` does the same in C.
+        kwargs = dict(super()._popen_kwargs)
+        kwargs.pop("preexec_fn", None)
+        kwargs["start_new_session"] = True
+        return kwargs
+
+    @property
     def envvars(self) -> dict[str, str]:
         # Leave out mirakuru's marker variable: a detached service must not be
         # found (and killed) by mirakuru's interpreter-exit cleanup.
@@ -98,6 +108,9 @@ class ProcessRecord:
     pid: int | None = None
     create_time: float | None = None
     ports: dict[str, int] = field(default_factory=dict)
+    #: The signal that shuts this node down cleanly and promptly (PostgreSQL's
+    #: SIGTERM is "smart" shutdown, which waits for clients: it uses SIGINT).
+    stop_signal: int = int(signal.SIGTERM)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,9 +227,9 @@ class ProcessNode:
         self.record.pid = None
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+        """The record's stop signal (SIGTERM), then SIGKILL after ``timeout`` seconds."""
         self._signal_group(signal.SIGCONT)
-        if self._signal_group(signal.SIGTERM) and not self._wait_gone(timeout):
+        if self._signal_group(self.record.stop_signal) and not self._wait_gone(timeout):
             self._signal_group(signal.SIGKILL)
             self._wait_gone(5)
         self.record.pid = None

@@ -1,0 +1,366 @@
+"""Redis on loopback: one server, or a primary, replicas and Sentinels.
+
+``minimal``: ``redis-1`` alone. ``ha``: primary ``redis-1``, replicas
+``redis-2..``, Sentinels ``sentinel-1..`` watching them under
+``spec.redis.master_name``.
+
+Authentication is always on. Each server knows three ACL users: ``default``
+(disabled), the application user ``spec.redis.username`` and ``admin``, which
+replicas (``masteruser``) and Sentinels (``auth-user``) use. Sentinels require
+the application password too (clients get it as ``sentinel_password``).
+Secrets are written only to the 0600 config files inside 0700 node directories
+(a ``CONFIG REWRITE`` by Sentinel may recreate a file, the directory still
+keeps it private); they are never on a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.sentinel import Sentinel
+
+from backbone.connections import HostPort, RedisConnection
+from harness.errors import MissingBinaryError, ServiceStartError
+from harness.local.base import LocalService
+from harness.local.ports import LOOPBACK, PortAllocator
+from harness.local.process import ProcessNode, ProcessRecord, log_tail
+from harness.local.secrets import StackSecrets
+from infra.spec import StackSpec
+
+__all__ = ["ADMIN_USER", "LocalRedis"]
+
+#: The ACL user replication and Sentinel use; clients get ``spec.redis.username``.
+ADMIN_USER = "admin"
+_PROBE_TIMEOUT_S = 1.0
+_START_TIMEOUT_S = 30.0
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or (
+        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
+    )
+    if found is None:
+        raise MissingBinaryError(name, f"{name} on PATH and /usr/bin")
+    return found
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+class LocalRedis:
+    """Renders ``spec.redis`` as ``redis-server`` / ``redis-sentinel`` processes."""
+
+    service = "redis"
+
+    def __init__(
+        self,
+        spec: StackSpec,
+        stack_dir: Path,
+        secrets: StackSecrets,
+        records: list[ProcessRecord] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.dir = stack_dir.resolve()
+        self.secrets = secrets
+        self.records: list[ProcessRecord] = list(records or [])
+
+    # -- layout -------------------------------------------------------------
+
+    @property
+    def server_names(self) -> list[str]:
+        return [f"redis-{i}" for i in range(1, self.spec.redis.nodes + 1)]
+
+    @property
+    def sentinel_names(self) -> list[str]:
+        return [f"sentinel-{i}" for i in range(1, self.spec.redis.sentinels + 1)]
+
+    @property
+    def sentinel_mode(self) -> bool:
+        return self.spec.redis.sentinels > 0
+
+    def _record(self, name: str) -> ProcessRecord:
+        for rec in self.records:
+            if rec.name == name:
+                return rec
+        raise KeyError(f"no Redis node named {name!r}; nodes: {[r.name for r in self.records]}")
+
+    def _port(self, name: str) -> int:
+        return self._record(name).ports["client"]
+
+    # -- prepare --------------------------------------------------------------
+
+    def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
+        """Choose ports and write one config file per node (0600, 0700 dirs)."""
+        server_bin = _binary("redis-server")
+        sentinel_bin = _binary("redis-sentinel") if self.sentinel_mode else ""
+        root = self.dir / "redis"
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True, mode=0o700)
+        os.chmod(root, 0o700)
+        self.records = []
+        server_ports = {name: ports.allocate() for name in self.server_names}
+        primary_port = server_ports[self.server_names[0]]
+        for name, port in server_ports.items():
+            conf = root / name / "redis.conf"
+            replica_of = None if name == self.server_names[0] else primary_port
+            _write_private(conf, self._server_conf(conf.parent, port, replica_of))
+            self._add_record(name, [server_bin, str(conf)], conf.parent, port)
+        for name in self.sentinel_names:
+            port = ports.allocate()
+            conf = root / name / "sentinel.conf"
+            _write_private(conf, self._sentinel_conf(conf.parent, port, primary_port))
+            self._add_record(name, [sentinel_bin, str(conf)], conf.parent, port)
+
+    def _add_record(self, name: str, command: list[str], cwd: Path, port: int) -> None:
+        self.records.append(
+            ProcessRecord(
+                name=name,
+                service=self.service,
+                command=command,
+                log=str(self.dir / "logs" / f"{name}.log"),
+                cwd=str(cwd),
+                ports={"client": port},
+            )
+        )
+
+    def _server_conf(self, data_dir: Path, port: int, replica_of: int | None) -> str:
+        r = self.spec.redis
+        lines = [
+            f"bind {LOOPBACK}",
+            f"port {port}",
+            "protected-mode yes",
+            "daemonize no",
+            'logfile ""',
+            f"dir {data_dir}",
+            f"appendonly {'yes' if r.appendonly else 'no'}",
+            "appendfsync everysec",
+            f"maxmemory {r.maxmemory_mb}mb",
+            f"maxmemory-policy {r.maxmemory_policy}",
+            "user default off",
+            f"user {ADMIN_USER} on >{self.secrets.redis_admin_password} ~* &* +@all",
+            f"user {r.username} on >{self.secrets.redis_password} ~* &* +@all",
+            # Sentinel's failover reconfigures nodes and rewrites this file;
+            # replicas authenticate to whichever node is primary.
+            f"masteruser {ADMIN_USER}",
+            f"masterauth {self.secrets.redis_admin_password}",
+            f"replica-announce-ip {LOOPBACK}",
+            # Diskless full sync waits 5 s by default for more replicas to
+            # join; locally the one replica attaches at once.
+            "repl-diskless-sync-delay 0",
+        ]
+        if replica_of is not None:
+            lines.append(f"replicaof {LOOPBACK} {replica_of}")
+        return "\n".join(lines) + "\n"
+
+    def _sentinel_conf(self, data_dir: Path, port: int, primary_port: int) -> str:
+        r = self.spec.redis
+        m = r.master_name
+        lines = [
+            f"bind {LOOPBACK}",
+            f"port {port}",
+            "daemonize no",
+            'logfile ""',
+            f"dir {data_dir}",
+            f"sentinel announce-ip {LOOPBACK}",
+            # Clients (and the other Sentinels) authenticate to a Sentinel too.
+            f"requirepass {self.secrets.redis_password}",
+            f"sentinel sentinel-pass {self.secrets.redis_password}",
+            f"sentinel monitor {m} {LOOPBACK} {primary_port} {r.quorum}",
+            f"sentinel auth-user {m} {ADMIN_USER}",
+            f"sentinel auth-pass {m} {self.secrets.redis_admin_password}",
+            # Tuned far down from the defaults (30 s / 180 s) so a local
+            # failover drill completes in seconds; see RedisSpec.
+            f"sentinel down-after-milliseconds {m} {r.down_after_ms}",
+            f"sentinel failover-timeout {m} {r.failover_timeout_ms}",
+            f"sentinel parallel-syncs {m} 1",
+        ]
+        return "\n".join(lines) + "\n"
+
+    # -- clients ----------------------------------------------------------------
+
+    def _client(self, name: str, *, admin: bool = False) -> redis.Redis:
+        if name.startswith("sentinel-"):
+            return redis.Redis(
+                host=LOOPBACK,
+                port=self._port(name),
+                password=self.secrets.redis_password,
+                socket_timeout=_PROBE_TIMEOUT_S,
+                socket_connect_timeout=_PROBE_TIMEOUT_S,
+            )
+        user = ADMIN_USER if admin else self.spec.redis.username
+        password = self.secrets.redis_admin_password if admin else self.secrets.redis_password
+        return redis.Redis(
+            host=LOOPBACK,
+            port=self._port(name),
+            username=user,
+            password=password,
+            socket_timeout=_PROBE_TIMEOUT_S,
+            socket_connect_timeout=_PROBE_TIMEOUT_S,
+        )
+
+    def _sentinel(self) -> Sentinel:
+        return Sentinel(
+            [(LOOPBACK, self._port(n)) for n in self.sentinel_names],
+            socket_timeout=_PROBE_TIMEOUT_S,
+            sentinel_kwargs={
+                "password": self.secrets.redis_password,
+                "socket_timeout": _PROBE_TIMEOUT_S,
+            },
+            username=self.spec.redis.username,
+            password=self.secrets.redis_password,
+        )
+
+    def _ping(self, name: str) -> bool:
+        with self._client(name) as client:
+            return bool(client.ping())
+
+    # -- start --------------------------------------------------------------------
+
+    def node(self, name: str) -> ProcessNode:
+        return ProcessNode(self._record(name), ready=lambda: self._ping(name))
+
+    def start(self) -> dict[str, float]:
+        """Primary, then replicas, then Sentinels; ready when the replicas'
+        links are up, every Sentinel knows the others and the replicas, and the
+        application user's PING works through Sentinel."""
+        began = time.monotonic()
+        first = self.server_names[0]
+        timings = {first: self.node(first).start(timeout=_START_TIMEOUT_S)}
+        timings |= self._start_together(self.server_names[1:])
+        if self.sentinel_mode:
+            # Sentinels learn replicas from the primary's INFO, which they poll
+            # every 10 s: start them once the replicas are attached, so the
+            # first INFO already lists them.
+            self._wait_until(self._replicas_linked, "replication links")
+            timings |= self._start_together(self.sentinel_names)
+            self._wait_until(self._sentinels_converged, "Sentinel topology")
+        timings[self.service] = time.monotonic() - began
+        return timings
+
+    def _start_together(self, names: list[str]) -> dict[str, float]:
+        if not names:
+            return {}
+        timings: dict[str, float] = {}
+        errors: list[ServiceStartError] = []
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            futures = {n: pool.submit(self.node(n).start, timeout=_START_TIMEOUT_S) for n in names}
+            for n, fut in futures.items():
+                try:
+                    timings[n] = fut.result()
+                except ServiceStartError as exc:
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+        return timings
+
+    def _replicas_linked(self) -> None:
+        for name in self.server_names[1:]:
+            with self._client(name, admin=True) as c:
+                if c.info("replication").get("master_link_status") != "up":
+                    raise RuntimeError(f"{name}: replication link not up")
+
+    def _sentinels_converged(self) -> None:
+        m = self.spec.redis.master_name
+        for name in self.sentinel_names:
+            with self._client(name) as c:
+                state = c.sentinel_master(m)
+            if int(state.get("num-slaves", 0)) < self.spec.redis.replicas:
+                raise RuntimeError(f"{name}: sees {state.get('num-slaves')} replicas")
+            if int(state.get("num-other-sentinels", 0)) < self.spec.redis.sentinels - 1:
+                raise RuntimeError(
+                    f"{name}: sees {state.get('num-other-sentinels')} other Sentinels"
+                )
+        if not self._sentinel().master_for(m, socket_timeout=_PROBE_TIMEOUT_S).ping():
+            raise RuntimeError("PING through Sentinel failed")
+
+    def _wait_until(
+        self, check: Callable[[], None], what: str, timeout: float = _START_TIMEOUT_S
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        last = "nothing checked yet"
+        while time.monotonic() < deadline:
+            try:
+                check()
+                return
+            except Exception as exc:  # not converged yet
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.05)
+        log = Path(self.records[-1].log)
+        raise ServiceStartError(
+            "redis", f"{what} did not converge within {timeout:.0f}s ({last})", log, log_tail(log)
+        )
+
+    # -- outputs and roles ----------------------------------------------------------
+
+    def connection(self) -> RedisConnection:
+        r = self.spec.redis
+        password: Any = self.secrets.redis_password
+        if self.sentinel_mode:
+            return RedisConnection(
+                mode="sentinel",
+                sentinels=[
+                    HostPort(host=LOOPBACK, port=self._port(n)) for n in self.sentinel_names
+                ],
+                master_name=r.master_name,
+                username=r.username,
+                password=password,
+                sentinel_password=password,
+            )
+        return RedisConnection(
+            mode="standalone",
+            host=LOOPBACK,
+            port=self._port(self.server_names[0]),
+            username=r.username,
+            password=password,
+        )
+
+    def roles(self) -> dict[str, str]:
+        """``primary`` / ``replica`` per server as INFO reports it, ``sentinel``
+        per Sentinel; ``down`` or ``paused`` for nodes that do not answer."""
+        out: dict[str, str] = {}
+        for rec in self.records:
+            node = ProcessNode(rec)
+            if not node.running():
+                out[rec.name] = "down"
+            elif node.paused():
+                out[rec.name] = "paused"
+            elif rec.name.startswith("sentinel-"):
+                out[rec.name] = "sentinel"
+            else:
+                try:
+                    with self._client(rec.name, admin=True) as c:
+                        role = c.info("replication").get("role")
+                    out[rec.name] = "primary" if role == "master" else "replica"
+                except redis.RedisError:
+                    out[rec.name] = "unreachable"
+        return out
+
+    def primary(self) -> str:
+        """The node the Sentinels name as primary (the only server when standalone)."""
+        if not self.sentinel_mode:
+            return self.server_names[0]
+        by_port = {self._port(n): n for n in self.server_names}
+        errors = []
+        for name in self.sentinel_names:
+            node = ProcessNode(self._record(name))
+            if not node.running() or node.paused():
+                continue
+            try:
+                with self._client(name) as c:
+                    addr = c.sentinel_get_master_addr_by_name(self.spec.redis.master_name)
+                if addr:
+                    return by_port[int(addr[1])]
+            except (redis.RedisError, KeyError) as exc:
+                errors.append(f"{name}: {exc}")
+        raise RuntimeError(f"no Sentinel names a Redis primary ({'; '.join(errors) or 'none up'})")
