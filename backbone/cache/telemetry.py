@@ -2,7 +2,7 @@
 
 Every read updates the Prometheus counters at once. The bus gets a snapshot
 event on :data:`CACHE_STATS_TOPIC` every ``publish_every`` reads, after
-evictions, and when asked (the Redis heartbeat and ``close()`` ask), so
+evictions, when Redis answers again after an outage, and on ``close()``, so
 subscribers see the counters without one event per read.
 """
 
