@@ -68,7 +68,7 @@ class StackConfig:
     resource_overrides: dict[str, str] = field(default_factory=dict)
     duckdb_path: str | None = None
     #: Credentials given with ``pulumi config set --secret``; missing ones are generated.
-    secrets: dict[str, pulumi.Output[str]] = field(default_factory=dict)
+    secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -100,7 +100,7 @@ def _object(cfg: pulumi.Config, key: str) -> dict[str, str]:
 def read_config(cfg: pulumi.Config | None = None, *, stack: str | None = None) -> StackConfig:
     """Read the stack's configuration once; ``target`` is required."""
     cfg = cfg or pulumi.Config()
-    secrets: dict[str, pulumi.Output[str]] = {}
+    secrets: dict[str, pulumi.Input[str]] = {}
     for name, key in SECRET_KEYS.items():
         value = cfg.get_secret(key)
         if value is not None:

@@ -1,7 +1,7 @@
 """The Pulumi program as a function: ``run(config)`` declares one stack.
 
 ``infra/__main__.py`` calls it with the stack's configuration; the unit tests
-call it once per target × tier × size under Pulumi's mocks. It renders the
+call it once per target, tier and size under Pulumi's mocks. It renders the
 stack spec (:func:`infra.spec.build_spec`) with the target's backend, then
 exports the ``backbone.connections/v1`` document as the secret output
 ``connections`` plus human-friendly outputs.
@@ -126,14 +126,16 @@ def _backend(config: StackConfig) -> DockerBackend | KubernetesBackend:
 
 def _document(spec: StackSpec, environment: str, values: dict[str, Any]) -> dict[str, Any]:
     """Build and validate the connections document; secrets in clear for the secret output."""
-    doc = ConnectionsDocument.model_validate({
-        "schema": "backbone.connections/v1",
-        "stack": spec.name,
-        "environment": environment,
-        "tier": spec.tier,
-        "size": spec.size,
-        **values,
-    })
+    doc = ConnectionsDocument.model_validate(
+        {
+            "schema": "backbone.connections/v1",
+            "stack": spec.name,
+            "environment": environment,
+            "tier": spec.tier,
+            "size": spec.size,
+            **values,
+        }
+    )
     return dump_document(doc, reveal_secrets=True)
 
 
@@ -261,7 +263,7 @@ def _local(spec: StackSpec, config: StackConfig) -> ProgramResult:
 
     out = local.deploy(spec, config)
     connections = out.apply(lambda o: o["connections"])
-    monitoring = connections.apply(lambda d: d.get("monitoring") or {})
+    monitoring = connections.apply(lambda doc: (doc or {}).get("monitoring") or {})
     return ProgramResult(
         spec=spec,
         exports={

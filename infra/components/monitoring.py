@@ -219,7 +219,9 @@ class Monitoring(pulumi.ComponentResource):
                             _datasource(spec, backend),
                         ),
                         File(
-                            f"{GRAFANA_PROVISIONING}/dashboards", "backbone.yml", _dashboard_provider()
+                            f"{GRAFANA_PROVISIONING}/dashboards",
+                            "backbone.yml",
+                            _dashboard_provider(),
                         ),
                         *(
                             File(DASHBOARDS_DIR, fname, text)
@@ -235,9 +237,7 @@ class Monitoring(pulumi.ComponentResource):
             *backend.stateful_service(prometheus, self).resources,
             *backend.stateful_service(grafana, self).resources,
         ]
-        self.prometheus_url = (
-            f"http://{backend.client_endpoint(PROMETHEUS, 0, m.prometheus_port)}"
-        )
+        self.prometheus_url = f"http://{backend.client_endpoint(PROMETHEUS, 0, m.prometheus_port)}"
         self.grafana_url = f"http://{backend.client_endpoint(GRAFANA, 0, m.grafana_port)}"
         self.grafana_admin_password = admin
         self.register_outputs(
