@@ -8,6 +8,7 @@ stdout (and nothing else there), for scripts.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -28,6 +29,7 @@ from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_
 from backbone.connections import ConnectionsError
 from backbone.deadletter import DeadLetter
 from backbone.store.base import StoreError
+from backbone.stream.consumer import ConsumeStats
 from backbone.stream.producer import ProduceError
 from backbone.tiers import TierError, TierValidationError
 
@@ -290,6 +292,47 @@ def replay(
             )  # fmt: skip
     document = result.as_dict()
     _emit(as_json, document, _kv_table(f"replay {result.run_id}", document.items()))
+
+
+# --- consume -----------------------------------------------------------------------
+
+
+@app.command()
+def consume(
+    outputs: OutputsOpt = None,
+    group: Annotated[str, typer.Option("--group", help="consumer group id")] = "backbone-ingest",
+    max_records: Annotated[
+        int | None, typer.Option("--max-records", help="stop after this many bars/records")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="stop after this many s")] = 3600.0,
+    idle_timeout: Annotated[
+        float | None, typer.Option("--idle-timeout", help="stop after this many s without data")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one consumer-group member (Tier 1): Kafka → store → cache → bus, committing
+    offsets only after each store commit. SIGTERM or Ctrl-C stops it cleanly."""
+    if max_records is not None and max_records < 1:
+        raise BadInput(f"--max-records must be at least 1 (got {max_records})")
+    if timeout <= 0:
+        raise BadInput(f"--timeout must be positive (got {timeout})")
+    from backbone.runtime import Backbone
+
+    if outputs is not None and not outputs.is_file():
+        raise BadInput(f"--outputs {outputs} does not exist; fix the path or run `harness up`")
+    with Backbone.open(tier="institutional", outputs=outputs, group_id=group) as bb:
+        previous = signal.signal(signal.SIGTERM, lambda *_: bb.stop())
+        stats: ConsumeStats | None = None
+        try:
+            stats = bb.consume(
+                max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout
+            )
+        except KeyboardInterrupt:
+            stats = bb.consumer.stats if bb.consumer is not None else None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    report = {"group": group, **(stats.as_dict() if stats is not None else {})}
+    _emit(as_json, report, _kv_table(f"consume ({group})", report.items()))
 
 
 # --- serve-metrics -----------------------------------------------------------------

@@ -242,6 +242,33 @@ class Backbone:
             totals.add(self.consumer.run_until(targets, timeout_s=120.0))
         pending.clear()
 
+    def consume(
+        self,
+        *,
+        max_records: int | None = None,
+        timeout_s: float = 3600.0,
+        idle_timeout_s: float | None = None,
+    ) -> ConsumeStats:
+        """Run as a consumer-group member (Tier 1 only) until a bound or :meth:`stop`.
+
+        For processes that only consume (the producers being elsewhere): the same
+        path ``ingest`` drains through — store, commit, cache, bus.
+        """
+        self._check_open()
+        if self.consumer is None:
+            raise RuntimeError(
+                "consuming needs the institutional tier (Kafka); open it with "
+                "Backbone.open(tier='institutional', outputs=...)"
+            )
+        return self.consumer.run(
+            max_records=max_records, timeout_s=timeout_s, idle_timeout_s=idle_timeout_s
+        )
+
+    def stop(self) -> None:
+        """Ask a running :meth:`consume` to return after its current poll (thread-safe)."""
+        if self.consumer is not None:
+            self.consumer.stop()
+
     # --- reads --------------------------------------------------------------
     def read(self, symbol: str, timeframe: str, start: datetime, end: datetime) -> list[Bar]:
         """Bars of one series with ``start <= ts < end``, through the cache."""

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from backbone.bars import Bar, bar_from_dict, bar_problem, bar_to_dict, topic_for
 from backbone.deadletter import DeadLetter
 
@@ -105,7 +107,13 @@ def encode_batch(bars: Sequence[Bar], *, backfill: str | None = None) -> BarReco
     first = bars[0]
     if any(b.symbol != first.symbol or b.timeframe != first.timeframe for b in bars):
         raise ValueError("encode_batch takes bars of one symbol and one timeframe")
-    value = json.dumps([bar_to_dict(b) for b in bars], separators=(",", ":")).encode()
+    # orjson writes a Bar dataclass as exactly its bar_to_dict() fields (ts in
+    # ISO-8601 with its offset), ~5x faster than the json module. NaN/inf become
+    # null: a caller that skips validation still gets such bars dead-lettered.
+    try:
+        value = orjson.dumps(list(bars))
+    except orjson.JSONEncodeError:  # e.g. a lone surrogate in a symbol: json escapes it
+        value = json.dumps([bar_to_dict(b) for b in bars], separators=(",", ":")).encode()
     headers = [
         (HEADER_SCHEMA_VERSION, str(SCHEMA_VERSION).encode()),
         (HEADER_CONTENT_TYPE, CONTENT_TYPE.encode()),
@@ -164,6 +172,15 @@ def _dump(item: Any) -> bytes:
         return repr(item).encode("utf-8", "backslashreplace")
 
 
+def _loads(payload: bytes) -> Any:
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        # Other producers may write NaN/Infinity tokens (not JSON, but Python's
+        # json reads them); read them so each such bar gets its own reason.
+        return json.loads(payload)
+
+
 def _version_problem(headers: Headers | None) -> str | None:
     raw = header(headers, HEADER_SCHEMA_VERSION)
     if raw is None:
@@ -214,7 +231,7 @@ def decode_record(
             out.dead_letters.append(DeadLetter(origin=origin, reason=problem, payload=payload))
             return out
         try:
-            items = json.loads(payload)
+            items = _loads(payload)
         except (ValueError, RecursionError) as exc:
             reason = f"undecodable value: {type(exc).__name__}: {exc}"[:200]
             out.dead_letters.append(DeadLetter(origin=origin, reason=reason, payload=payload))

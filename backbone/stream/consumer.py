@@ -19,6 +19,7 @@ Counts reconcile per item (a bar, or an unreadable record):
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import threading
@@ -72,6 +73,9 @@ class ConsumeStats:
     commit_failures: int = 0
     #: Produce-to-stored latency per Kafka record, seconds (record timestamp → store commit).
     latencies_s: list[float] = field(default_factory=list)
+    #: Wall-clock time (Unix s) of the first and the last store commit.
+    first_stored_at: float | None = None
+    last_stored_at: float | None = None
 
     def add(self, other: ConsumeStats) -> None:
         self.records_in += other.records_in
@@ -82,6 +86,43 @@ class ConsumeStats:
         self.polls += other.polls
         self.commit_failures += other.commit_failures
         self.latencies_s.extend(other.latencies_s)
+        if other.first_stored_at is not None:
+            self.first_stored_at = min(
+                self.first_stored_at or other.first_stored_at, other.first_stored_at
+            )
+            self.last_stored_at = max(self.last_stored_at or 0.0, other.last_stored_at or 0.0)
+
+    def percentile(self, q: float) -> float | None:
+        """The ``q``-th percentile (0..100) of the latencies, seconds; ``None`` if none."""
+        if not self.latencies_s:
+            return None
+        ordered = sorted(self.latencies_s)
+        index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+        return ordered[index]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready counts and latency percentiles (milliseconds)."""
+
+        def ms(value: float | None) -> float | None:
+            return None if value is None else round(value * 1000, 2)
+
+        return {
+            "records_in": self.records_in,
+            "stored": self.stored,
+            "dead_lettered": self.dead_lettered,
+            "duplicates": self.duplicates,
+            "reconciles": self.records_in == self.stored + self.dead_lettered + self.duplicates,
+            "kafka_records": self.kafka_records,
+            "commit_failures": self.commit_failures,
+            "first_stored_at": self.first_stored_at,
+            "last_stored_at": self.last_stored_at,
+            "latency_ms": {
+                "p50": ms(self.percentile(50)),
+                "p95": ms(self.percentile(95)),
+                "p99": ms(self.percentile(99)),
+                "max": ms(self.percentile(100)),
+            },
+        }
 
 
 def write_bars(store: Any, bars: Sequence[Bar]) -> tuple[int, int]:
@@ -142,6 +183,8 @@ class BarConsumer:
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
             fetch_max_wait_ms=100,
+            # A record holds up to 500 bars (~90 KB): let one fetch bring many.
+            max_partition_fetch_bytes=8 * 1024 * 1024,
         )
         self.topics = [self.kafka.topic(t) for t in topics]
         self._consumer.subscribe(self.topics)
@@ -190,6 +233,7 @@ class BarConsumer:
         batch.dead_lettered = len(dead)
         stored_at = time.time()
         batch.latencies_s = [max(0.0, stored_at - ts) for ts in timestamps]
+        batch.first_stored_at = batch.last_stored_at = stored_at
         if self._crash_point == "after-store-commit":
             os.kill(os.getpid(), signal.SIGKILL)
         self._commit(offsets, batch)
