@@ -1,0 +1,436 @@
+"""The local provisioner: a whole stack as real processes on loopback.
+
+``up`` renders a :class:`~infra.spec.StackSpec` through the service renderers
+(:data:`STAGES`), waits until every service answered a real client request,
+writes ``.stacks/NAME/outputs.json`` and returns a :class:`LocalStack`. ``down``
+stops every node of a stack, however far it got. ``load`` rebuilds a
+``LocalStack`` from the state directory in any later process, for node control
+(kill, stop, pause, resume, restart) and role look-ups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from backbone.connections import (
+    ConnectionsDocument,
+    DuckDBConnection,
+    load_document,
+    write_document,
+)
+from harness.errors import ServiceStartError, StackExistsError, StackNotFoundError
+from harness.local.base import LocalService
+from harness.local.kafka import LocalKafka
+from harness.local.monitoring import LocalMonitoring
+from harness.local.ports import PortAllocator, is_port_conflict
+from harness.local.postgres import LocalPostgres
+from harness.local.process import ProcessNode, ProcessRecord
+from harness.local.redis import LocalRedis
+from harness.local.secrets import StackSecrets
+from harness.local.state import (
+    OUTPUTS_FILE,
+    StackState,
+    load_state,
+    save_state,
+    stack_dir,
+    stacks_root,
+)
+from infra.spec import StackSpec
+
+__all__ = [
+    "STAGES",
+    "LocalStack",
+    "down",
+    "list_stacks",
+    "load",
+    "stack_processes",
+    "up",
+]
+
+#: The renderers, in stages. Services of one stage are independent and start
+#: concurrently; each stage sees the services of the earlier ones as ``peers``.
+#: Adding a service is adding its class here.
+STAGES: tuple[tuple[type[Any], ...], ...] = (
+    (LocalPostgres, LocalRedis, LocalKafka),
+    (LocalMonitoring,),
+)
+_BY_NAME: dict[str, type[Any]] = {cls.service: cls for stage in STAGES for cls in stage}
+
+#: Tries per service when a port is taken between choosing and binding it.
+PORT_RETRIES = 3
+#: ``down``: how long nodes get to exit on their stop signal before SIGKILL.
+_GRACE_S = 3.0
+BOOTSTRAP_DUCKDB = "bootstrap.duckdb"
+
+Echo = Callable[[str], None]
+
+
+class _SharedPorts(PortAllocator):
+    """A :class:`PortAllocator` that services preparing in parallel can share."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def allocate(self) -> int:
+        with self._lock:
+            return super().allocate()
+
+
+# -- the stack handle ----------------------------------------------------------------
+
+
+class LocalStack:
+    """A local stack that is (or was) up: its spec, outputs, services and nodes."""
+
+    def __init__(
+        self,
+        directory: Path,
+        state: StackState,
+        services: dict[str, LocalService],
+    ) -> None:
+        self.dir = directory
+        self.spec: StackSpec = state.spec
+        self.name = self.spec.name
+        self._state = state
+        self._lock = threading.Lock()
+        #: service name -> renderer, rebuilt from the saved records.
+        self.services = services
+
+    @property
+    def outputs_path(self) -> Path:
+        return self.dir / OUTPUTS_FILE
+
+    @property
+    def document(self) -> ConnectionsDocument:
+        """The validated outputs document (read from ``outputs.json``)."""
+        return load_document(self.outputs_path)
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds to ready per service and per node, from ``up``."""
+        return dict(self._state.timings)
+
+    @property
+    def status(self) -> str:
+        return self._state.status
+
+    # -- nodes -----------------------------------------------------------------
+
+    def node_names(self) -> list[str]:
+        return [rec.name for svc in self.services.values() for rec in svc.records]
+
+    def _service_of(self, name: str) -> LocalService:
+        for svc in self.services.values():
+            if any(rec.name == name for rec in svc.records):
+                return svc
+        raise KeyError(
+            f"stack {self.name!r} has no node {name!r}; nodes: {', '.join(self.node_names())}"
+        )
+
+    def node(self, name: str) -> ProcessNode:
+        """The node, with its readiness check (for ``restart``)."""
+        return self._service_of(name).node(name)
+
+    def _save(self) -> None:
+        with self._lock:
+            self._state.records = {s: list(v.records) for s, v in self.services.items()}
+            save_state(self.dir, self._state)
+
+    def kill_node(self, name: str) -> None:
+        """SIGKILL the node (a crash)."""
+        self.node(name).kill()
+        self._save()
+
+    def stop_node(self, name: str) -> None:
+        """Stop the node cleanly (its stop signal, then SIGKILL after 10 s)."""
+        self.node(name).stop()
+        self._save()
+
+    def pause_node(self, name: str) -> None:
+        """SIGSTOP: the node keeps its sockets but answers nothing."""
+        self.node(name).pause()
+
+    def resume_node(self, name: str) -> None:
+        self.node(name).resume()
+
+    def restart_node(self, name: str) -> float:
+        """Stop (if running) and start the node again with the same ports and
+        data; returns seconds until it answered again."""
+        node = self.node(name)
+        took = node.restart()
+        self._save()
+        return took
+
+    # -- roles -------------------------------------------------------------------
+
+    def roles(self) -> dict[str, str]:
+        """Every node's current role, asked of the services themselves."""
+        out: dict[str, str] = {}
+        for svc in self.services.values():
+            try:
+                out.update(svc.roles())
+            except Exception as exc:  # a service with no quorum cannot say
+                reason = f"unknown ({type(exc).__name__})"
+                for rec in svc.records:
+                    out.setdefault(rec.name, reason if ProcessNode(rec).running() else "down")
+        return out
+
+    def redis_primary(self) -> str:
+        return str(self._svc("redis").primary())
+
+    def postgres_primary(self) -> str:
+        return str(self._svc("postgres").primary())
+
+    def kafka_partition_leader(self, topic: str, partition: int) -> str:
+        return str(self._svc("kafka").partition_leader(topic, partition))
+
+    def kafka_active_controller(self) -> str:
+        return str(self._svc("kafka").active_controller())
+
+    def _svc(self, service: str) -> Any:
+        try:
+            return self.services[service]
+        except KeyError:
+            raise KeyError(f"stack {self.name!r} runs no {service}") from None
+
+    def __repr__(self) -> str:
+        return f"LocalStack({self.name!r}, {self.spec.size}, {self.status}, dir={self.dir})"
+
+
+# -- up ----------------------------------------------------------------------------------
+
+
+def up(
+    spec: StackSpec,
+    *,
+    root: Path | None = None,
+    echo: Echo | None = None,
+) -> LocalStack:
+    """Bring the stack up and return it once every service is ready.
+
+    Raises :class:`StackExistsError` when a stack of that name is running. On a
+    failure every node already started is stopped, the state directory is kept
+    for inspection and the error is re-raised.
+    """
+    say: Echo = echo or (lambda _msg: None)
+    directory = stack_dir(spec.name, root)
+    if directory.exists():
+        if stack_processes(directory) or _recorded_running(directory):
+            raise StackExistsError(spec.name)
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    # Traversable (not readable) for the PostgreSQL user; every file is 0600.
+    os.chmod(directory, 0o711)
+    secrets = StackSecrets.load_or_create(directory)
+    state = StackState(spec=spec)
+    save_state(directory, state)
+    services: dict[str, LocalService] = {}
+    stack = LocalStack(directory, state, services)
+    began = time.monotonic()
+    try:
+        if spec.has_services:
+            _start_stages(stack, secrets, say)
+        document = _document(stack)
+        write_document(document, stack.outputs_path)
+    except BaseException as exc:
+        state.status = "failed"
+        state.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        stack._save()
+        say(f"up failed; stopping what was started (state kept in {directory})")
+        _stop_everything(directory, state)
+        raise
+    state.timings["total"] = time.monotonic() - began
+    state.status = "running"
+    stack._save()
+    return stack
+
+
+def _start_stages(stack: LocalStack, secrets: StackSecrets, say: Echo) -> None:
+    ports = _SharedPorts()
+    for stage in STAGES:
+        peers = dict(stack.services)
+        renderers: list[LocalService] = [cls(stack.spec, stack.dir, secrets) for cls in stage]
+        for svc in renderers:
+            stack.services[svc.service] = svc
+        with ThreadPoolExecutor(max_workers=len(renderers)) as pool:
+            futures = [pool.submit(_bring_up, stack, svc, ports, peers, say) for svc in renderers]
+            errors = [f.exception() for f in futures]
+        for svc in renderers:
+            if not svc.records:  # a disabled service (monitoring off) has no nodes
+                del stack.services[svc.service]
+        stack._save()
+        failed = [e for e in errors if e is not None]
+        if failed:
+            # A service error names its node and log; prefer it over a follow-on error.
+            failed.sort(key=lambda e: not isinstance(e, ServiceStartError))
+            raise failed[0]
+
+
+def _bring_up(
+    stack: LocalStack,
+    svc: LocalService,
+    ports: PortAllocator,
+    peers: dict[str, LocalService],
+    say: Echo,
+) -> None:
+    began = time.monotonic()
+    for attempt in range(1, PORT_RETRIES + 1):
+        svc.prepare(ports, peers)
+        stack._save()
+        try:
+            node_times = svc.start()
+        except ServiceStartError as exc:
+            _stop_records(svc.records)
+            if attempt < PORT_RETRIES and is_port_conflict(exc.tail):
+                say(f"{svc.service}: {exc.node} lost a port race; retrying with new ports")
+                continue
+            raise
+        finally:
+            stack._save()
+        took = time.monotonic() - began
+        with stack._lock:
+            stack._state.timings.update(
+                {k: round(v, 3) for k, v in node_times.items() if k != svc.service}
+            )
+            stack._state.timings[svc.service] = round(took, 3)
+        if svc.records:
+            nodes = ", ".join(f"{k} {v:.1f}s" for k, v in node_times.items() if k != svc.service)
+            say(f"{svc.service:<10} ready in {took:5.1f}s  ({nodes})")
+        return
+
+
+def _document(stack: LocalStack) -> ConnectionsDocument:
+    spec = stack.spec
+    if not spec.has_services:
+        return ConnectionsDocument(
+            stack=spec.name,
+            environment="local",
+            tier=spec.tier,
+            size=spec.size,
+            duckdb=DuckDBConnection(path=str(stack.dir / BOOTSTRAP_DUCKDB)),
+        )
+    svcs = stack.services
+    return ConnectionsDocument(
+        stack=spec.name,
+        environment="local",
+        tier=spec.tier,
+        size=spec.size,
+        redis=svcs["redis"].connection(),
+        kafka=svcs["kafka"].connection(),
+        timescale=svcs["postgres"].connection(),
+        monitoring=svcs["monitoring"].connection() if "monitoring" in svcs else None,
+    )
+
+
+# -- down ----------------------------------------------------------------------------------
+
+
+def down(name: str, *, root: Path | None = None) -> None:
+    """Stop every node of the stack; idempotent, and fine on a half-started stack.
+
+    Each node gets its stop signal and :data:`_GRACE_S` seconds, then SIGKILL;
+    any process still running from the stack's directory is killed too.
+    """
+    directory = stack_dir(name, root)
+    if not directory.exists():
+        return
+    try:
+        state: StackState | None = load_state(directory)
+    except (OSError, ValueError):
+        state = None
+    _stop_everything(directory, state)
+    if state is not None:
+        state.status = "stopped"
+        save_state(directory, state)
+
+
+def _stop_everything(directory: Path, state: StackState | None) -> None:
+    records = [r for recs in (state.records.values() if state else ()) for r in recs]
+    _stop_records(records)
+    leftovers = stack_processes(directory)
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(leftovers, timeout=2)
+
+
+def _stop_records(records: list[ProcessRecord]) -> None:
+    """Signal every node at once, wait up to the grace period, then SIGKILL."""
+    nodes = [ProcessNode(r) for r in records]
+    live = [n for n in nodes if n.running()]
+    for node in live:
+        node._signal_group(signal.SIGCONT)
+        node._signal_group(node.record.stop_signal)
+    deadline = time.monotonic() + _GRACE_S
+    while time.monotonic() < deadline and any(n.running() for n in live):
+        time.sleep(0.05)
+    for node in live:
+        if node.running():
+            node._signal_group(signal.SIGKILL)
+    for node in live:
+        node._wait_gone(2)
+    for rec in records:
+        rec.pid = None
+
+
+def stack_processes(directory: Path) -> list[psutil.Process]:
+    """Processes started from the stack's directory (by working directory or a
+    path on their command line) — whatever a crashed ``up`` may have left."""
+    prefix = str(directory.resolve()) + os.sep
+    own = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for proc in psutil.process_iter(["pid", "cwd", "cmdline", "status"]):
+        info = proc.info
+        if info["pid"] in own or info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        cwd = (info.get("cwd") or "") + os.sep
+        args = info.get("cmdline") or []
+        if cwd.startswith(prefix) or any(prefix in a for a in args):
+            found.append(proc)
+    return found
+
+
+def _recorded_running(directory: Path) -> bool:
+    try:
+        state = load_state(directory)
+    except (OSError, ValueError):
+        return False
+    return any(ProcessNode(r).running() for recs in state.records.values() for r in recs)
+
+
+# -- load / list -----------------------------------------------------------------------------
+
+
+def load(name: str, *, root: Path | None = None) -> LocalStack:
+    """The stack as saved in its state directory, for control from any process."""
+    directory = stack_dir(name, root)
+    try:
+        state = load_state(directory)
+    except FileNotFoundError:
+        raise StackNotFoundError(name, stacks_root(root)) from None
+    services: dict[str, LocalService] = {}
+    if state.records:
+        secrets = StackSecrets.load(directory)
+        for service, records in state.records.items():
+            services[service] = _BY_NAME[service](state.spec, directory, secrets, records=records)
+    return LocalStack(directory, state, services)
+
+
+def list_stacks(root: Path | None = None) -> list[str]:
+    """Names of every stack with a state directory under the root."""
+    base = stacks_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "state.json").is_file())

@@ -1,0 +1,98 @@
+"""Session fixtures: real local stacks, shared by every integration test.
+
+``local_stack`` (minimal) comes up once per session when a test first asks for
+it; ``ha_stack`` likewise. Both are torn down at the end of the session. Their
+state directories live under one unique ``stacks_root`` inside the repository's
+``.stacks/`` (pytest's own temporary directories are 0700, which the
+PostgreSQL user could not enter). When the session ends, a check fails the run
+if any process of any stack under that root is still running (and kills it).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.local import provisioner
+from harness.local.provisioner import LocalStack
+from infra.spec import build_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Stack roots created by this session, checked for survivors at the end.
+_SESSION_ROOTS: list[Path] = []
+
+
+def new_stacks_root(label: str = "pytest") -> Path:
+    """A fresh, unique stacks root under ``<repo>/.stacks`` that the
+    end-of-session check covers."""
+    root = REPO / ".stacks" / f"{label}-{os.getpid()}-{secrets.token_hex(3)}"
+    root.mkdir(parents=True)
+    os.chmod(root, 0o711)  # the PostgreSQL user walks through it
+    _SESSION_ROOTS.append(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def stacks_root() -> Path:
+    """This session's root for stack directories (unique per run)."""
+    return new_stacks_root()
+
+
+def _stack(root: Path, name: str, size: str) -> Iterator[LocalStack]:
+    stack = provisioner.up(build_spec(name, size=size), root=root)  # type: ignore[arg-type]
+    try:
+        yield stack
+    finally:
+        provisioner.down(stack.name, root=root)
+
+
+@pytest.fixture(scope="session")
+def local_stack(stacks_root: Path) -> Iterator[LocalStack]:
+    """A minimal institutional stack (1 Redis, 1 Kafka, 1 PostgreSQL,
+    monitoring), up once per session."""
+    yield from _stack(stacks_root, "minimal", "minimal")
+
+
+@pytest.fixture(scope="session")
+def ha_stack(stacks_root: Path) -> Iterator[LocalStack]:
+    """An ha institutional stack (Redis + replica + 3 Sentinels, 3 KRaft
+    brokers, PostgreSQL + synchronous standby), up once per session when a
+    test first asks for it."""
+    yield from _stack(stacks_root, "ha", "ha")
+
+
+def surviving_processes() -> list[str]:
+    """Processes of any stack under this session's roots that still run."""
+    found = []
+    for root in _SESSION_ROOTS:
+        if not root.is_dir():
+            continue
+        for directory in root.iterdir():
+            for proc in provisioner.stack_processes(directory):
+                found.append(f"{directory.name}: pid {proc.pid} {' '.join(proc.cmdline()[:3])}")
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    survivors = surviving_processes()
+    if survivors:
+        for root in _SESSION_ROOTS:
+            for directory in root.iterdir() if root.is_dir() else ():
+                provisioner.down(directory.name, root=root)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                "FAILED session check: stack processes outlived the session "
+                f"(killed now): {survivors}",
+                red=True,
+            )
+    elif exitstatus == 0:
+        for root in _SESSION_ROOTS:
+            shutil.rmtree(root, ignore_errors=True)
