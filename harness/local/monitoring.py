@@ -1,0 +1,332 @@
+"""Monitoring on loopback: exporters for every Redis and PostgreSQL node, and
+a Prometheus that scrapes them, each Kafka broker's JMX exporter and the
+backbone's own ``/metrics``, evaluating ``infra/monitoring/rules.yml``.
+
+Nodes: ``exporter-redis-N`` / ``exporter-sentinel-N`` (redis_exporter),
+``exporter-postgres-N`` (postgres_exporter) and ``prometheus``. Exporters need
+credentials: redis_exporter reads a 0600 JSON password file
+(``--redis.password-file``), postgres_exporter a 0600 password file named by
+``DATA_SOURCE_PASS_FILE``; only file *paths* are on command lines or in the
+saved process records.
+
+Local stacks scrape and evaluate every second (the spec's intervals are for
+container targets), so an alert's ``for:`` window is what decides how soon it
+fires, not the scrape interval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import urllib.request
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+from backbone.connections import MonitoringConnection
+from harness import observe
+from harness.errors import MissingBinaryError, ServiceStartError
+from harness.local.base import LocalService
+from harness.local.ports import LOOPBACK, PortAllocator
+from harness.local.postgres import SUPERUSER
+from harness.local.process import ProcessNode, ProcessRecord, log_tail
+from harness.local.secrets import StackSecrets
+from infra.monitoring.assets import rules_file
+from infra.monitoring.prometheus import (
+    EXPORTER_JOBS,
+    JOB_BACKBONE,
+    JOB_KAFKA,
+    JOB_POSTGRES,
+    JOB_PROMETHEUS,
+    JOB_REDIS,
+    JOB_REDIS_SENTINEL,
+    PrometheusConfigError,
+    ScrapeTarget,
+    check_config,
+    render_prometheus_config,
+    write_prometheus_config,
+)
+from infra.spec import StackSpec
+
+__all__ = ["LOCAL_EVALUATION_INTERVAL_S", "LOCAL_SCRAPE_INTERVAL_S", "LocalMonitoring"]
+
+LOCAL_SCRAPE_INTERVAL_S = 1
+LOCAL_EVALUATION_INTERVAL_S = 1
+PROMETHEUS = "prometheus"
+_START_TIMEOUT_S = 60.0
+_PROBE_TIMEOUT_S = 2.0
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or (
+        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
+    )
+    if found is None:
+        raise MissingBinaryError(name, f"{name} on PATH and /usr/bin")
+    return found
+
+
+def _write_private(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S) as resp:
+        return bool(resp.status == 200)
+
+
+class LocalMonitoring:
+    """Renders ``spec.monitoring`` as exporter processes and one Prometheus."""
+
+    service = "monitoring"
+
+    def __init__(
+        self,
+        spec: StackSpec,
+        stack_dir: Path,
+        secrets: StackSecrets,
+        records: list[ProcessRecord] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.dir = stack_dir.resolve()
+        self.root = self.dir / "monitoring"
+        self.secrets = secrets
+        self.records: list[ProcessRecord] = list(records or [])
+
+    @property
+    def enabled(self) -> bool:
+        return self.spec.has_services and self.spec.monitoring.enabled
+
+    # -- lookups ----------------------------------------------------------------
+
+    def _record(self, name: str) -> ProcessRecord:
+        for rec in self.records:
+            if rec.name == name:
+                return rec
+        raise KeyError(
+            f"no monitoring node named {name!r}; nodes: {[r.name for r in self.records]}"
+        )
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://{LOOPBACK}:{self._record(PROMETHEUS).ports['http']}"
+
+    @property
+    def backbone_metrics_port(self) -> int:
+        """The loopback port Prometheus scrapes the backbone's ``/metrics`` on."""
+        return self._record(PROMETHEUS).ports["backbone_metrics"]
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "prometheus.yml"
+
+    # -- prepare ------------------------------------------------------------------
+
+    def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
+        """Choose ports, write password files (0600) and the Prometheus config."""
+        self.records = []
+        if not self.enabled:
+            return
+        redis_bin = _binary("prometheus-redis-exporter")
+        pg_bin = _binary("prometheus-postgres-exporter")
+        prom_bin = _binary("prometheus")
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, mode=0o700)
+        os.chmod(self.root, 0o700)
+        targets: list[ScrapeTarget] = []
+
+        for rec in peers["redis"].records if "redis" in peers else []:
+            targets.append(self._redis_exporter(rec, redis_bin, ports.allocate()))
+        for rec in peers["postgres"].records if "postgres" in peers else []:
+            targets.append(self._postgres_exporter(rec, pg_bin, ports.allocate()))
+        for rec in peers["kafka"].records if "kafka" in peers else []:
+            if "metrics" in rec.ports:
+                address = f"{LOOPBACK}:{rec.ports['metrics']}"
+                targets.append(ScrapeTarget(JOB_KAFKA, address, {"node": rec.name}))
+
+        http_port, backbone_port = ports.allocate(), ports.allocate()
+        targets.append(ScrapeTarget(JOB_BACKBONE, f"{LOOPBACK}:{backbone_port}"))
+        targets.append(
+            ScrapeTarget(JOB_PROMETHEUS, f"{LOOPBACK}:{http_port}", {"node": PROMETHEUS})
+        )
+        config = render_prometheus_config(
+            targets,
+            scrape_interval_s=LOCAL_SCRAPE_INTERVAL_S,
+            evaluation_interval_s=LOCAL_EVALUATION_INTERVAL_S,
+            rule_files=[rules_file()],
+            external_labels={"stack": self.spec.name},
+        )
+        write_prometheus_config(config, self.config_path)
+        self.records.append(
+            ProcessRecord(
+                name=PROMETHEUS,
+                service=self.service,
+                command=[
+                    prom_bin,
+                    f"--config.file={self.config_path}",
+                    f"--storage.tsdb.path={self.root / 'prometheus-data'}",
+                    f"--web.listen-address={LOOPBACK}:{http_port}",
+                    "--storage.tsdb.retention.time=7d",
+                    "--log.level=warn",
+                ],
+                log=str(self.dir / "logs" / f"{PROMETHEUS}.log"),
+                cwd=str(self.root),
+                ports={"http": http_port, "backbone_metrics": backbone_port},
+            )
+        )
+
+    def _redis_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
+        sentinel = rec.name.startswith("sentinel-")
+        redis_uri = f"redis://{LOOPBACK}:{rec.ports['client']}"
+        # Keyed by address: redis_exporter looks the password up by the URI it scrapes.
+        passfile = _write_private(
+            self.root / f"{rec.name}.redis-password.json",
+            json.dumps({redis_uri: self.secrets.redis_password}),
+        )
+        command = [
+            binary,
+            f"--redis.addr={redis_uri}",
+            f"--redis.password-file={passfile}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+        ]
+        if not sentinel:
+            # Sentinels authenticate with requirepass alone; servers with an ACL user.
+            command.insert(2, f"--redis.user={self.spec.redis.username}")
+        self._add_exporter(f"exporter-{rec.name}", command, port, rec.name)
+        job = JOB_REDIS_SENTINEL if sentinel else JOB_REDIS
+        return ScrapeTarget(job, f"{LOOPBACK}:{port}", {"node": rec.name})
+
+    def _postgres_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
+        passfile = _write_private(
+            self.root / f"{rec.name}.pg-password", self.secrets.postgres_superuser_password
+        )
+        self._add_exporter(
+            f"exporter-{rec.name}",
+            [binary, f"--web.listen-address={LOOPBACK}:{port}"],
+            port,
+            rec.name,
+            env={
+                "DATA_SOURCE_URI": f"{LOOPBACK}:{rec.ports['client']}/postgres?sslmode=disable",
+                "DATA_SOURCE_USER": SUPERUSER,
+                "DATA_SOURCE_PASS_FILE": str(passfile),
+            },
+        )
+        return ScrapeTarget(JOB_POSTGRES, f"{LOOPBACK}:{port}", {"node": rec.name})
+
+    def _add_exporter(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        watches: str,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.records.append(
+            ProcessRecord(
+                name=name,
+                service=self.service,
+                command=command,
+                log=str(self.dir / "logs" / f"{name}.log"),
+                cwd=str(self.root),
+                env=env or {},
+                ports={"http": port},
+            )
+        )
+
+    # -- start --------------------------------------------------------------------
+
+    def node(self, name: str) -> ProcessNode:
+        rec = self._record(name)
+        if name == PROMETHEUS:
+            return ProcessNode(rec, ready=lambda: observe.is_ready(self.prometheus_url))
+        url = f"http://{LOOPBACK}:{rec.ports['http']}/metrics"
+        return ProcessNode(rec, ready=lambda: _http_ok(url))
+
+    def start(self) -> dict[str, float]:
+        """Validate the config with promtool, start the exporters, then Prometheus,
+        and wait until every exporter target is scraped with ``up == 1``."""
+        if not self.records:
+            return {}
+        try:
+            check_config(self.config_path)
+        except PrometheusConfigError as exc:
+            raise ServiceStartError(
+                PROMETHEUS, f"has an invalid config: {exc}", self.config_path, ""
+            ) from None
+        exporters = [r.name for r in self.records if r.name != PROMETHEUS]
+        with ThreadPoolExecutor(max_workers=max(1, len(exporters))) as pool:
+            timings = dict(zip(exporters, pool.map(self._start_node, exporters), strict=True))
+        began = time.monotonic()
+        self.node(PROMETHEUS).start(timeout=_START_TIMEOUT_S)
+        self._wait_targets_up(began)
+        timings[PROMETHEUS] = time.monotonic() - began
+        return timings
+
+    def _start_node(self, name: str) -> float:
+        return self.node(name).start(timeout=_START_TIMEOUT_S)
+
+    def _wait_targets_up(self, began: float) -> None:
+        expected = self._expected_targets()
+        problem = "no scrape yet"
+        while time.monotonic() - began < _START_TIMEOUT_S:
+            try:
+                problem = self._targets_problem(expected)
+            except observe.PrometheusUnavailableError as exc:
+                problem = str(exc)
+            if not problem:
+                return
+            time.sleep(0.25)
+        log = Path(self._record(PROMETHEUS).log)
+        raise ServiceStartError(
+            PROMETHEUS,
+            f"did not see every exporter up within {_START_TIMEOUT_S:.0f}s ({problem}); "
+            "each exporter's log is in the stack's logs/ directory",
+            log,
+            log_tail(log),
+        )
+
+    def _expected_targets(self) -> int:
+        """How many exporter targets (Redis, PostgreSQL, Kafka JMX) the config lists."""
+        config = yaml.safe_load(self.config_path.read_text())
+        return sum(
+            len(static["targets"])
+            for job in config["scrape_configs"]
+            if job["job_name"] in EXPORTER_JOBS
+            for static in job["static_configs"]
+        )
+
+    def _targets_problem(self, expected: int) -> str:
+        """Why monitoring is not ready yet, or ``""`` once it is."""
+        watched = [t for t in observe.targets(self.prometheus_url) if t.job in EXPORTER_JOBS]
+        down = [f"{t.labels.get('node', t.instance)}: {t.last_error or 'not scraped yet'}"
+                for t in watched if not t.up]  # fmt: skip
+        if down:
+            return "down: " + "; ".join(down)
+        if len(watched) < expected:
+            return f"{len(watched)} of {expected} exporter targets known"
+        unreachable = observe.instant(self.prometheus_url, "redis_up == 0 or pg_up == 0")
+        if unreachable:
+            nodes = sorted(s.labels.get("node", "?") for s in unreachable)
+            return f"exporters cannot reach {', '.join(nodes)}"
+        return ""
+
+    # -- outputs ------------------------------------------------------------------
+
+    def connection(self) -> MonitoringConnection | None:
+        if not self.records:
+            return None
+        return MonitoringConnection(
+            prometheus_url=self.prometheus_url,
+            backbone_metrics_port=self.backbone_metrics_port,
+        )
+
+    def roles(self) -> dict[str, str]:
+        return {r.name: "prometheus" if r.name == PROMETHEUS else "exporter" for r in self.records}
