@@ -142,10 +142,9 @@ class RedisCache:
     # --- BarCache -------------------------------------------------------------
     def get_latest(self, symbol: str, timeframe: str, loader: LatestLoader) -> Bar | None:
         key = self.policy.latest_key(self.namespace, symbol, timeframe)
-        raw = self._read(key)
-        if raw is not None:
-            self._read_done(self._counters.hit())
-            return decode_bar(raw)
+        cached = self._read(key, decode_bar)
+        if cached is not None:
+            return cached
         bar = loader()
         if bar is not None:
             self._write(key, (symbol, timeframe), encode_bar(bar))
@@ -155,10 +154,9 @@ class RedisCache:
         self, symbol: str, timeframe: str, start: datetime, end: datetime, loader: RangeLoader
     ) -> list[Bar]:
         key = self.policy.range_key(self.namespace, symbol, timeframe, start, end)
-        raw = self._read(key)
-        if raw is not None:
-            self._read_done(self._counters.hit())
-            return decode_bars(raw)
+        cached = self._read(key, decode_bars)
+        if cached is not None:
+            return cached
         bars = list(loader())
         self._write(key, (symbol, timeframe), encode_bars(bars))
         return bars
@@ -257,7 +255,8 @@ class RedisCache:
             "answers again; check `harness status` or the Redis logs"
         )
 
-    def _read(self, key: str) -> bytes | None:
+    def _read(self, key: str, decode: Callable[[bytes], _T]) -> _T | None:
+        """The decoded entry, counted as a hit; ``None`` counted as a miss (or fallback)."""
         if not self.available:
             self._read_done(self._counters.miss(fallback=True))
             return None
@@ -276,9 +275,17 @@ class RedisCache:
             _log.warning("%s", exc)
             self._read_done(self._counters.miss(fallback=True))
             return None
-        if raw is None:
-            self._read_done(self._counters.miss())
-        return raw if isinstance(raw, bytes) else None
+        if isinstance(raw, bytes):
+            try:
+                value = decode(raw)
+            except (ValueError, TypeError) as exc:
+                # An entry this version cannot read is a miss; the write that follows replaces it.
+                _log.warning("undecodable cache entry %s (%s); reloading it", key, exc)
+            else:
+                self._read_done(self._counters.hit())
+                return value
+        self._read_done(self._counters.miss())
+        return None
 
     def _write(self, key: str, pair: tuple[str, str], value: bytes) -> None:
         if not self.available:

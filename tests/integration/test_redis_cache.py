@@ -351,3 +351,19 @@ def test_a_node_answering_readonly_is_retried_and_reads_fall_back_to_the_store(
         assert cache.stats().fallbacks == 2  # both reads: Redis refused the access update
     finally:
         cache.close()
+
+
+def test_an_entry_that_cannot_be_decoded_is_a_miss_and_is_replaced(
+    local: Any, open_cache: Callable[..., RedisCache], namespace: str
+) -> None:
+    cache = open_cache(local.document)
+    key = cache.policy.latest_key(namespace, "XAUUSD", "1m")
+    client = raw_client(cache.connection, cache.primary_address())
+    try:
+        client.set(key, b"{not json", px=60_000)
+        assert cache.get_latest("XAUUSD", "1m", lambda: bar("XAUUSD")) == bar("XAUUSD")
+        assert (cache.stats().hits, cache.stats().misses) == (0, 1)
+        assert cache.get_latest("XAUUSD", "1m", lambda: None) == bar("XAUUSD")
+        assert cache.stats().hits == 1
+    finally:
+        client.close()
