@@ -114,3 +114,22 @@ def test_memory_quantities_convert_to_mebibytes(n: int, unit: str) -> None:
 def test_memory_quantity_without_unit_says_what_to_write() -> None:
     with pytest.raises(ValueError, match="512Mi"):
         memory_mb("512")
+
+
+def test_the_entry_point_reads_the_config_and_runs_the_program() -> None:
+    import runpy
+
+    mocks = RecordingMocks()
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="entry", preview=False)
+    pulumi.runtime.set_all_config({f"{PROJECT}:target": "docker", f"{PROJECT}:size": "minimal"}, [])
+    try:
+
+        @pulumi.runtime.test
+        def program() -> None:
+            runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+
+        program()
+    finally:
+        pulumi.runtime.set_all_config({}, [])
+    kinds = {r.typ for r in mocks.created}
+    assert "backbone:infra:KafkaCluster" in kinds and "docker:index/container:Container" in kinds

@@ -146,3 +146,38 @@ def test_the_controller_port_is_not_open_to_clients(rendering: Rendering) -> Non
     for rule in policy["spec"]["ingress"]:
         if "ports" in rule:
             assert spec.kafka.controller_port not in {p["port"] for p in rule["ports"]}
+
+
+def test_external_host_adds_node_ports_and_kafka_advertises_them() -> None:
+    from pulumi_rendering import K8S_SERVICE, config_for, file_named, render
+
+    rendering = render(
+        config_for("kubernetes", "institutional", "ha", external_host="node.example.internal")
+    )
+    node_ports = [k8s_object(s) for s in rendering.of_type(K8S_SERVICE)]
+    node_ports = [s for s in node_ports if s["spec"].get("type") == "NodePort"]
+    numbers = [p["nodePort"] for s in node_ports for p in s["spec"]["ports"]]
+    assert len(numbers) == len(set(numbers)) and all(30000 <= n <= 32767 for n in numbers)
+    by_pod = {s["spec"]["selector"]["statefulset.kubernetes.io/pod-name"]: s for s in node_ports}
+    spec = rendering.result.spec
+    for ordinal in range(spec.kafka.brokers):
+        (port,) = by_pod[f"kafka-{ordinal}"]["spec"]["ports"]
+        props = file_named(rendering, f"node-{ordinal}.properties")
+        assert f"EXTERNAL://node.example.internal:{port['nodePort']}" in props
+    # The only rules open to any source are those for the published ports.
+    for r in rendering.of_type(NETWORK_POLICY):
+        policy = k8s_object(r)
+        for rule in policy["spec"].get("ingress", []):
+            if not rule.get("from"):
+                app = policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                published = {
+                    p["targetPort"]
+                    for s in node_ports
+                    if s["spec"]["selector"]["statefulset.kubernetes.io/pod-name"].rsplit("-", 1)[0]
+                    == app
+                    for p in s["spec"]["ports"]
+                }
+                assert {p["port"] for p in rule["ports"]} == published, f"{r} opens too much"
+    for r in rendering.resources:
+        if r.typ.startswith("kubernetes:"):
+            kubernetes_validate.validate(k8s_object(r), KUBERNETES_VERSION, strict=True)
