@@ -204,6 +204,22 @@ STREAMING = DashboardSpec(
             description="Alert: KafkaOfflinePartitions.",
         ),
         PanelSpec(
+            "Messages in per second, by topic",
+            [
+                (
+                    "sum by (topic) "
+                    '(rate(kafka_server_brokertopicmetrics_messagesin_total{topic!=""}[5m]))',
+                    "{{topic}}",
+                )
+            ],
+            unit="ops",
+        ),
+        PanelSpec(
+            "Fenced brokers (as the controller sees them)",
+            [("max(kafka_controller_kafkacontroller_fencedbrokercount)", "fenced")],
+            kind="stat",
+        ),
+        PanelSpec(
             "Active controller",
             [("kafka_controller_kafkacontroller_activecontrollercount", "{{node}}")],
             description="Alert: KafkaNoActiveController (sum != 1).",
