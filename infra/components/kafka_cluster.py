@@ -60,6 +60,7 @@ SECRET_DIR = "/run/secrets/kafka"
 AGENT_FETCH_IMAGE = "curlimages/curl:8.11.1"
 #: (version, SHA-256) of io.prometheus.jmx:jmx_prometheus_javaagent on Maven Central.
 JMX_AGENT = ("1.0.1", "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1")
+JMX_JAR = f"jmx_prometheus_javaagent-{JMX_AGENT[0]}.jar"
 
 #: JMX exporter rules: ``kafka.<domain><type=T, name=N><>Value|Count`` becomes
 #: ``kafka_<domain>_<t>_<n>`` (lower case), the names the alert rules select.
@@ -180,13 +181,15 @@ if [ ! -f {VOLUME}/data/meta.properties ]; then
   {KAFKA_HOME}/bin/kafka-storage.sh format --cluster-id "$CLUSTER_ID" --config "$CONF" \\
       --ignore-formatted "$@"
 fi
+export KAFKA_HEAP_OPTS="$BROKER_HEAP_OPTS"
+export KAFKA_OPTS="-javaagent:{VOLUME}/jmx/{JMX_JAR}=$JMX_EXPORTER_PORT:{CONF_DIR}/jmx-exporter.yml"
 exec {KAFKA_HOME}/bin/kafka-server-start.sh "$CONF"
 """
 
 
 def _agent_script() -> str:
     version, sha = JMX_AGENT
-    jar = f"jmx_prometheus_javaagent-{version}.jar"
+    jar = JMX_JAR
     url = (
         f"https://repo1.maven.org/maven2/io/prometheus/jmx/jmx_prometheus_javaagent/{version}/{jar}"
     )
@@ -264,7 +267,6 @@ class KafkaCluster(pulumi.ComponentResource):
                 f"listener.name.internal.{mech.lower()}.sasl.jaas.config={_jaas(ADMIN_USER, a)}\n"
             )
         )
-        version = JMX_AGENT[0]
         broker = StatefulService(
             name=SERVICE,
             replicas=k.brokers,
@@ -297,9 +299,10 @@ class KafkaCluster(pulumi.ComponentResource):
                     command=("sh", f"{CONF_DIR}/start.sh"),
                     env={
                         "CLUSTER_ID": cluster_id(spec.name),
-                        "KAFKA_HEAP_OPTS": "-Xms512m -Xmx512m",
-                        "KAFKA_OPTS": f"-javaagent:{VOLUME}/jmx/jmx_prometheus_javaagent-"
-                        f"{version}.jar={k.exporter_port}:{CONF_DIR}/jmx-exporter.yml",
+                        # Read by start.sh only: the broker JVM's heap and JMX agent
+                        # must not reach the probe's tool JVM through the env.
+                        "BROKER_HEAP_OPTS": "-Xms512m -Xmx512m",
+                        "JMX_EXPORTER_PORT": str(k.exporter_port),
                     },
                     probe=Probe(
                         command=(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from pulumi_rendering import (
     BOOTSTRAP_IDS,
     CONFIG_MAP,
@@ -22,6 +23,7 @@ from pulumi_rendering import (
     PDB,
     STATEFUL_SET,
     Rendering,
+    config_files,
     file_named,
     k8s_object,
     name_of,
@@ -250,3 +252,28 @@ def test_timescale_boots_the_shared_schema_with_telemetry_off(rendering: Renderi
         assert "synchronous_standby_names=ANY 1 (*)" in start
     else:
         assert "synchronous_standby_names" not in start
+
+
+@pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
+def test_every_rendered_shell_script_parses(rendering: Rendering, tmp_path) -> None:
+    import subprocess
+
+    scripts = {k: v for k, v in config_files(rendering).items() if k.endswith(".sh")}
+    assert len(scripts) >= 6  # redis start/probe, kafka start/topics, timescale start + init
+    for key, text in scripts.items():
+        path = tmp_path / "script.sh"
+        path.write_text(text)
+        result = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, f"{key}: {result.stderr}"
+
+
+@pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
+def test_broker_jvm_options_stay_out_of_the_container_env(rendering: Rendering) -> None:
+    """Probes run Kafka's tools in the same container: a javaagent or a 512 MB heap
+    in the env would start a second agent on the metrics port, or exhaust the limit."""
+    for r in rendering.resources:
+        text = str(r.plain.get("envs", "")) + str(r.plain.get("spec", ""))
+        assert "KAFKA_OPTS" not in text and "KAFKA_HEAP_OPTS" not in text, str(r)
+    start = file_named(rendering, "kafka/start.sh")
+    assert 'export KAFKA_OPTS="-javaagent:' in start
+    yaml.safe_load(file_named(rendering, "jmx-exporter.yml"))
