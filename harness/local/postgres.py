@@ -237,6 +237,9 @@ class LocalPostgres:
             "hot_standby = on",
             "synchronous_commit = on",
             "shared_buffers = '64MB'",
+            # A fresh clone starts as "interrupted" and would fsync every file
+            # one by one before recovery (seconds); one syncfs() does the same.
+            "recovery_init_sync_method = syncfs",
             "logging_collector = off",
             "log_line_prefix = '%m [%p] '",
         ]

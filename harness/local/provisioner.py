@@ -1,7 +1,7 @@
 """The local provisioner: a whole stack as real processes on loopback.
 
 ``up`` renders a :class:`~infra.spec.StackSpec` through the service renderers
-(:data:`STAGES`), waits until every service answered a real client request,
+(:func:`stages`), waits until every service answered a real client request,
 writes ``.stacks/NAME/outputs.json`` and returns a :class:`LocalStack`. ``down``
 stops every node of a stack, however far it got. ``load`` rebuilds a
 ``LocalStack`` from the state directory in any later process, for node control
@@ -31,12 +31,8 @@ from backbone.connections import (
 )
 from harness.errors import ServiceStartError, StackExistsError, StackNotFoundError
 from harness.local.base import LocalService
-from harness.local.kafka import LocalKafka
-from harness.local.monitoring import LocalMonitoring
 from harness.local.ports import PortAllocator, is_port_conflict
-from harness.local.postgres import LocalPostgres
 from harness.local.process import ProcessNode, ProcessRecord
-from harness.local.redis import LocalRedis
 from harness.local.secrets import StackSecrets
 from harness.local.state import (
     OUTPUTS_FILE,
@@ -49,7 +45,6 @@ from harness.local.state import (
 from infra.spec import StackSpec
 
 __all__ = [
-    "STAGES",
     "LocalStack",
     "down",
     "list_stacks",
@@ -58,14 +53,30 @@ __all__ = [
     "up",
 ]
 
-#: The renderers, in stages. Services of one stage are independent and start
-#: concurrently; each stage sees the services of the earlier ones as ``peers``.
-#: Adding a service is adding its class here.
-STAGES: tuple[tuple[type[Any], ...], ...] = (
-    (LocalPostgres, LocalRedis, LocalKafka),
-    (LocalMonitoring,),
-)
-_BY_NAME: dict[str, type[Any]] = {cls.service: cls for stage in STAGES for cls in stage}
+
+def stages() -> tuple[tuple[type[Any], ...], ...]:
+    """The renderers, in stages. Services of one stage are independent and
+    start concurrently; each stage sees the services of the earlier ones as
+    ``peers``. Adding a service is adding its class here. (Imported here, so
+    ``down`` and node control do not pay for every client library.)"""
+    from harness.local.kafka import LocalKafka
+    from harness.local.monitoring import LocalMonitoring
+    from harness.local.postgres import LocalPostgres
+    from harness.local.redis import LocalRedis
+
+    return (
+        (LocalPostgres, LocalRedis, LocalKafka),
+        (LocalMonitoring,),
+    )
+
+
+def _renderer_class(service: str) -> type[Any]:
+    for stage in stages():
+        for cls in stage:
+            if cls.service == service:
+                return cls
+    raise KeyError(f"no renderer for service {service!r}")
+
 
 #: Tries per service when a port is taken between choosing and binding it.
 PORT_RETRIES = 3
@@ -259,7 +270,7 @@ def up(
 
 def _start_stages(stack: LocalStack, secrets: StackSecrets, say: Echo) -> None:
     ports = _SharedPorts()
-    for stage in STAGES:
+    for stage in stages():
         peers = dict(stack.services)
         renderers: list[LocalService] = [cls(stack.spec, stack.dir, secrets) for cls in stage]
         for svc in renderers:
@@ -424,7 +435,9 @@ def load(name: str, *, root: Path | None = None) -> LocalStack:
     if state.records:
         secrets = StackSecrets.load(directory)
         for service, records in state.records.items():
-            services[service] = _BY_NAME[service](state.spec, directory, secrets, records=records)
+            services[service] = _renderer_class(service)(
+                state.spec, directory, secrets, records=records
+            )
     return LocalStack(directory, state, services)
 
 

@@ -1,0 +1,281 @@
+"""The local provisioner: real stacks on loopback, as `harness up` brings them.
+
+Uses the session stacks of ``tests/conftest.py`` (``local_stack``, ``ha_stack``)
+and one extra stack that is made to fail. Every service is exercised through
+its real client, with only what the outputs document says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+from kafka import KafkaAdminClient
+from redis.sentinel import Sentinel
+
+from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
+from harness.errors import ServiceStartError, StackExistsError
+from harness.local import provisioner
+from harness.local.provisioner import LocalStack
+from harness.local.secrets import StackSecrets
+from infra.spec import build_spec
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _redis(doc: ConnectionsDocument) -> redis.Redis:
+    r = doc.redis
+    assert r is not None
+    if r.mode == "sentinel":
+        sentinel = Sentinel(
+            [(s.host, s.port) for s in r.sentinels],
+            sentinel_kwargs={
+                "password": r.sentinel_password.get_secret_value() if r.sentinel_password else None
+            },
+            username=r.username,
+            password=r.password.get_secret_value(),
+            socket_timeout=2,
+        )
+        assert r.master_name is not None
+        return sentinel.master_for(r.master_name, socket_timeout=2)
+    return redis.Redis(
+        host=r.host, port=r.port, username=r.username, password=r.password.get_secret_value()
+    )
+
+
+def _postgres(doc: ConnectionsDocument) -> psycopg.Connection:
+    t = doc.timescale
+    assert t is not None
+    return psycopg.connect(
+        t.conninfo(), password=t.password.get_secret_value(), autocommit=True, connect_timeout=5
+    )
+
+
+def _kafka_admin(doc: ConnectionsDocument) -> KafkaAdminClient:
+    k = doc.kafka
+    assert k is not None and k.password is not None
+    return KafkaAdminClient(
+        bootstrap_servers=k.bootstrap_servers,
+        security_protocol=k.security_protocol,
+        sasl_mechanism=k.sasl_mechanism,
+        sasl_plain_username=k.username,
+        sasl_plain_password=k.password.get_secret_value(),
+        request_timeout_ms=10000,
+    )
+
+
+def _harness(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HARNESS_STACKS_DIR": str(root)}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+# -- minimal ------------------------------------------------------------------------
+
+
+def test_outputs_document_validates_and_names_every_service(local_stack: LocalStack) -> None:
+    doc = parse_document(local_stack.outputs_path.read_text())
+    assert (doc.stack, doc.environment, doc.tier, doc.size) == (
+        local_stack.name,
+        "local",
+        "institutional",
+        "minimal",
+    )
+    assert doc.redis is not None and doc.redis.mode == "standalone"
+    assert doc.redis.host == "127.0.0.1"
+    assert doc.timescale is not None and len(doc.timescale.hosts) == 1
+    assert doc.kafka is not None and set(doc.kafka.topics) == set(TOPIC_NAMES)
+    assert all(s.startswith("127.0.0.1:") for s in doc.kafka.bootstrap_servers)
+
+
+def test_each_service_answers_its_real_client(local_stack: LocalStack) -> None:
+    doc = local_stack.document
+    client = _redis(doc)
+    client.set("provisioner-test", "ok")
+    assert client.get("provisioner-test") == b"ok"
+    with _postgres(doc) as conn:
+        kind = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'bars'").fetchone()
+        assert kind == ("p",)  # natively partitioned: no TimescaleDB here
+        assert conn.execute("SELECT current_user").fetchone() == ("backbone",)
+    admin = _kafka_admin(doc)
+    try:
+        assert {t.name for t in doc.kafka.topics.values()} <= set(admin.list_topics())  # type: ignore[union-attr]
+    finally:
+        admin.close()
+
+
+def test_authentication_is_required(local_stack: LocalStack) -> None:
+    doc = local_stack.document
+    assert doc.redis is not None and doc.timescale is not None
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(host=doc.redis.host, port=doc.redis.port).ping()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(
+            host=doc.redis.host, port=doc.redis.port, username=doc.redis.username, password="wrong"
+        ).ping()
+    host = doc.timescale.hosts[0]
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            host=host.host,
+            port=host.port,
+            dbname=doc.timescale.dbname,
+            user=doc.timescale.user,
+            password="wrong",
+            sslmode="disable",
+        )
+
+
+def test_secrets_stay_in_private_files(local_stack: LocalStack) -> None:
+    secrets = StackSecrets.load(local_stack.dir)
+    for name in ("outputs.json", "secrets.json", "state.json"):
+        mode = stat.S_IMODE((local_stack.dir / name).stat().st_mode)
+        assert mode == 0o600, f"{name} is {oct(mode)}"
+    state_text = (local_stack.dir / "state.json").read_text()
+    for value in vars(secrets).values():
+        assert value not in state_text  # commands, records and spec carry no secret
+    for rec in (r for svc in local_stack.services.values() for r in svc.records):
+        for arg in rec.command:
+            assert not any(v in arg for v in vars(secrets).values()), rec.name
+    redis_conf = local_stack.dir / "redis" / "redis-1" / "redis.conf"
+    assert stat.S_IMODE(redis_conf.stat().st_mode) == 0o600
+
+
+def test_roles_of_a_minimal_stack(local_stack: LocalStack) -> None:
+    roles = local_stack.roles()
+    assert roles["redis-1"] == "primary"
+    assert roles["postgres-1"] == "primary"
+    assert roles["kafka-1"] == "broker+controller (active)"
+    assert local_stack.redis_primary() == "redis-1"
+    assert local_stack.postgres_primary() == "postgres-1"
+    assert local_stack.kafka_active_controller() == "kafka-1"
+    topic = TOPIC_NAMES["daily_bars"]
+    assert local_stack.kafka_partition_leader(topic, 0) == "kafka-1"
+
+
+def test_up_refuses_a_name_that_is_running(local_stack: LocalStack) -> None:
+    with pytest.raises(StackExistsError, match="harness down --name"):
+        provisioner.up(local_stack.spec, root=local_stack.dir.parent)
+    assert local_stack.node("redis-1").running()
+
+
+def test_node_control_from_a_later_process(local_stack: LocalStack) -> None:
+    root = local_stack.dir.parent
+    name = local_stack.name
+    old_pid = local_stack.node("redis-1").record.pid
+
+    killed = _harness("node", "kill", "redis-1", "--name", name, root=root)
+    assert killed.returncode == 0, killed.stderr
+    assert provisioner.load(name, root=root).roles()["redis-1"] == "down"
+
+    restarted = _harness("node", "restart", "redis-1", "--name", name, root=root)
+    assert restarted.returncode == 0, restarted.stderr
+    again = provisioner.load(name, root=root)
+    assert again.node("redis-1").record.pid not in (None, old_pid)
+    assert _redis(again.document).ping()
+
+    assert _harness("node", "pause", "postgres-1", "--name", name, root=root).returncode == 0
+    assert provisioner.load(name, root=root).node("postgres-1").paused()
+    listed = _harness("node", "list", "--name", name, root=root)
+    assert "paused" in listed.stdout
+    assert _harness("node", "resume", "postgres-1", "--name", name, root=root).returncode == 0
+    with _postgres(again.document) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    unknown = _harness("node", "kill", "redis-9", "--name", name, root=root)
+    assert unknown.returncode == 2
+    assert "redis-9" in unknown.stderr and "redis-1" in unknown.stderr
+
+
+# -- ha -----------------------------------------------------------------------------------
+
+
+def test_ha_roles_replication_and_sentinel(ha_stack: LocalStack) -> None:
+    roles = ha_stack.roles()
+    assert roles["redis-1"] == "primary" and roles["redis-2"] == "replica"
+    assert [roles[f"sentinel-{i}"] for i in (1, 2, 3)] == ["sentinel"] * 3
+    assert roles["postgres-1"] == "primary" and roles["postgres-2"] == "standby"
+    assert sorted(roles[f"kafka-{i}"] for i in (1, 2, 3)) == [
+        "broker+controller",
+        "broker+controller",
+        "broker+controller (active)",
+    ]
+    assert ha_stack.redis_primary() == "redis-1"
+    assert ha_stack.kafka_active_controller() in {"kafka-1", "kafka-2", "kafka-3"}
+    doc = ha_stack.document
+    assert doc.redis is not None and doc.redis.mode == "sentinel"
+    assert len(doc.redis.sentinels) == 3
+    assert _redis(doc).set("through-sentinel", "1")
+
+
+def test_ha_postgres_commits_wait_for_a_synchronous_standby(ha_stack: LocalStack) -> None:
+    doc = ha_stack.document
+    assert doc.timescale is not None and len(doc.timescale.hosts) == 2
+    with _postgres(doc) as conn:
+        rows = conn.execute(
+            "SELECT application_name, state, sync_state FROM pg_stat_replication"
+        ).fetchall()
+        assert ("postgres-2", "streaming", "sync") in rows
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+        conn.execute(
+            "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume) "
+            "VALUES ('SYNC', '1d', '2024-01-02', 1, 2, 0.5, 1.5, 10) ON CONFLICT DO NOTHING"
+        )
+    standby = doc.timescale.hosts[1]
+    with psycopg.connect(
+        host=standby.host,
+        port=standby.port,
+        dbname=doc.timescale.dbname,
+        user=doc.timescale.user,
+        password=doc.timescale.password.get_secret_value(),
+        sslmode="disable",
+        autocommit=True,
+    ) as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        deadline = time.monotonic() + 5  # replayed, not only flushed, once visible
+        while time.monotonic() < deadline:
+            if conn.execute("SELECT count(*) FROM bars WHERE symbol = 'SYNC'").fetchone() == (1,):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the committed row never became visible on the standby")
+
+
+# -- failure ------------------------------------------------------------------------------
+
+
+def test_a_failing_service_stops_everything_and_keeps_the_state(stacks_root: Path) -> None:
+    spec = build_spec("broken", size="minimal")
+    broken = spec.model_copy(
+        update={"redis": spec.redis.model_copy(update={"maxmemory_policy": "no-such-policy"})}
+    )
+    with pytest.raises(ServiceStartError) as caught:
+        provisioner.up(broken, root=stacks_root)
+    assert caught.value.node == "redis-1"
+    assert "no-such-policy" in caught.value.tail  # the log tail says why
+    directory = stacks_root / "broken"
+    assert json.loads((directory / "state.json").read_text())["status"] == "failed"
+    assert provisioner.stack_processes(directory) == []
+    # down is idempotent on a half-started stack, and leaves nothing running.
+    for _ in range(2):
+        began = time.monotonic()
+        provisioner.down("broken", root=stacks_root)
+        assert time.monotonic() - began < 5
+    assert provisioner.stack_processes(directory) == []
+    assert directory.is_dir()
