@@ -218,7 +218,8 @@ class _Walk:
             h = round(c * (1.0 + rng.random() * sigma), d)
             lo = round(o * (1.0 - rng.random() * sigma), d)
         self.close = c
-        return o, h, lo, c, (100.0 + int(rng.random() * 4_900)) * self.volume_scale
+        # Whole-number volumes (tick counts): sums are exact in every backend.
+        return o, h, lo, c, float(int((100 + rng.random() * 4_900) * self.volume_scale))
 
 
 def synthetic_bars(

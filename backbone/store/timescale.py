@@ -68,6 +68,9 @@ _INSERT_UNNEST = (
     "%s::text[], %s::text[], %s::timestamptz[], %s::float8[], %s::float8[], "
     "%s::float8[], %s::float8[], %s::float8[], %s::text[]) ON CONFLICT DO NOTHING"
 )
+#: Rows per ``unnest`` statement: keeps each message far below 64 KiB, the most
+#: the TimescaleDB oracle's socket takes in one piece.
+_UNNEST_ROWS = 250
 #: Rows fetched per round trip while streaming a snapshot.
 _SNAPSHOT_ITERSIZE = 10_000
 #: Session settings every pooled connection gets (bars are read back in UTC).
@@ -98,7 +101,11 @@ class TimescaleStore:
     holds at most ``pool_size`` connections; ``timeout`` bounds how long a call
     waits for one (also how long a retry waits for a new primary). With
     ``create_schema`` the bars schema is applied when it is missing.
-    ``write_method`` exists for the benchmark; keep the default.
+    ``write_method`` picks the bulk path: ``copy`` (the default, fastest),
+    ``executemany`` (pipelined) or ``unnest`` (array parameters, a few hundred
+    rows per statement: the one that works through servers without COPY, such
+    as the TimescaleDB test oracle). Turn ``prepared_statements`` off behind a
+    transaction-mode pooler, or where connections share one backend (the oracle).
     """
 
     def __init__(
@@ -109,6 +116,7 @@ class TimescaleStore:
         timeout: float = 30.0,
         create_schema: bool = True,
         write_method: WriteMethod = "copy",
+        prepared_statements: bool = True,
     ) -> None:
         self.connection = conn
         self.timescaledb = conn.timescaledb
@@ -122,6 +130,8 @@ class TimescaleStore:
                 "options": _SESSION_OPTIONS,
                 "connect_timeout": _CONNECT_TIMEOUT_S,
                 "application_name": "backbone-store",
+                # psycopg's default: prepare a query after 5 executions; None: never
+                "prepare_threshold": 5 if prepared_statements else None,
             },
             min_size=1,
             max_size=max(1, pool_size),
@@ -257,10 +267,13 @@ class TimescaleStore:
 
     @staticmethod
     def _write_unnest(conn: psycopg.Connection[Any], bars: Sequence[Bar]) -> int:
-        columns = [list(col) for col in zip(*(_row(b) for b in bars), strict=True)]
+        inserted = 0
         with conn.cursor() as cur:
-            cur.execute(_INSERT_UNNEST, columns)
-            return max(cur.rowcount, 0)
+            for i in range(0, len(bars), _UNNEST_ROWS):
+                rows = (_row(b) for b in bars[i : i + _UNNEST_ROWS])
+                cur.execute(_INSERT_UNNEST, [list(col) for col in zip(*rows, strict=True)])
+                inserted += max(cur.rowcount, 0)
+        return inserted
 
     def write_dead_letters(self, items: Sequence[DeadLetter]) -> None:
         if not items:
