@@ -9,7 +9,7 @@ range-partitioned with the same names and columns, so every query works on both.
 
 from __future__ import annotations
 
-__all__ = ["BARS_COLUMNS", "schema_statements", "schema_sql"]
+__all__ = ["BARS_COLUMNS", "schema_sql", "schema_statements"]
 
 #: Column order used by COPY and by every reader.
 BARS_COLUMNS: tuple[str, ...] = (
@@ -87,9 +87,7 @@ def schema_statements(
         ]
         stmts.append("CREATE TABLE IF NOT EXISTS bars_default PARTITION OF bars DEFAULT")
     stmts.append(_DEAD_LETTER_DDL.strip())
-    stmts.append(
-        "CREATE INDEX IF NOT EXISTS bars_timeframe_ts_idx ON bars (timeframe, ts DESC)"
-    )
+    stmts.append("CREATE INDEX IF NOT EXISTS bars_timeframe_ts_idx ON bars (timeframe, ts DESC)")
     return stmts
 
 
