@@ -299,6 +299,12 @@ def test_killing_the_primary_the_client_follows_sentinel_to_the_new_one(
         assert loads == ["x"]  # the second read was a hit on the new primary
     finally:
         ha.restart_node(old)
+        # Leave the session's stack as found: the old primary back, as a replica.
+        node = raw_client(cache.connection, before)
+        try:
+            wait_for(lambda: node.role()[0] == b"slave", 60, f"{old} to rejoin as a replica")
+        finally:
+            node.close()
 
 
 def test_a_node_answering_readonly_is_retried_and_reads_fall_back_to_the_store(
