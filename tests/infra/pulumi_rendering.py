@@ -108,6 +108,8 @@ class Rendering:
     result: ProgramResult
     #: Every credential the program was given or generated, by name.
     credentials: dict[str, str] = field(default_factory=dict)
+    #: The URNs the mock engine registered (they carry the parent chain).
+    urns: list[str] = field(default_factory=list)
 
     def of_type(self, typ: str) -> list[Recorded]:
         return [r for r in self.resources if r.typ == typ]
@@ -128,7 +130,10 @@ class Renderings:
 def render(config: StackConfig) -> Rendering:
     """Run ``infra.program.run(config)`` under fresh mocks and wait for everything."""
     mocks = RecordingMocks()
-    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=config.stack, preview=False)
+    monitor = pulumi.runtime.mocks.MockMonitor(mocks)
+    pulumi.runtime.set_mocks(
+        mocks, project=PROJECT, stack=config.stack, preview=False, monitor=monitor
+    )
     holder: dict[str, Any] = {}
 
     @pulumi.runtime.test
@@ -157,6 +162,7 @@ def render(config: StackConfig) -> Rendering:
         secret_exports=holder["secret"],
         result=holder["result"],
         credentials=generated,
+        urns=sorted(monitor.get_registered_resources()),
     )
 
 

@@ -277,3 +277,29 @@ def test_broker_jvm_options_stay_out_of_the_container_env(rendering: Rendering) 
     start = file_named(rendering, "kafka/start.sh")
     assert 'export KAFKA_OPTS="-javaagent:' in start
     yaml.safe_load(file_named(rendering, "jmx-exporter.yml"))
+
+
+#: Shared by the whole stack, so parented by the stack itself.
+STACK_LEVEL = {
+    "random:index/randomPassword:RandomPassword",
+    "docker:index/network:Network",
+    "docker:index/remoteImage:RemoteImage",
+    "kubernetes:core/v1:Namespace",
+    "kubernetes:networking.k8s.io/v1:NetworkPolicy",  # the namespace's default deny
+}
+
+
+@pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
+def test_every_service_resource_is_a_child_of_its_component(rendering: Rendering) -> None:
+    assert len(rendering.urns) == len(rendering.resources)
+    for urn in rendering.urns:
+        # Parent types ... own type, below the stack itself.
+        chain = [t for t in urn.split("::")[2].split("$") if t != "pulumi:pulumi:Stack"]
+        if chain[-1].startswith("backbone:infra:"):
+            assert len(chain) == 1, f"{urn}: components sit at the top"
+        elif len(chain) == 1:
+            assert chain[0] in STACK_LEVEL, f"{urn} has no component parent"
+            if chain[0].endswith("NetworkPolicy"):
+                assert urn.endswith("-default-deny"), urn
+        else:
+            assert chain[0].startswith("backbone:infra:") and len(chain) == 2, urn
