@@ -29,7 +29,6 @@ from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_
 from backbone.connections import ConnectionsError
 from backbone.deadletter import DeadLetter
 from backbone.store.base import StoreError
-from backbone.stream.consumer import ConsumeStats
 from backbone.stream.producer import ProduceError
 from backbone.tiers import TierError, TierValidationError
 
@@ -308,6 +307,9 @@ def consume(
     idle_timeout: Annotated[
         float | None, typer.Option("--idle-timeout", help="stop after this many s without data")
     ] = None,
+    start: Annotated[
+        str, typer.Option("--start", help="earliest | latest, for a group with no offsets")
+    ] = "earliest",
     as_json: JsonOpt = False,
 ) -> None:
     """Run one consumer-group member (Tier 1): Kafka → store → cache → bus, committing
@@ -316,22 +318,28 @@ def consume(
         raise BadInput(f"--max-records must be at least 1 (got {max_records})")
     if timeout <= 0:
         raise BadInput(f"--timeout must be positive (got {timeout})")
+    if start not in ("earliest", "latest"):
+        raise BadInput(f"--start {start!r} is unknown; use earliest or latest")
     from backbone.runtime import Backbone
 
     if outputs is not None and not outputs.is_file():
         raise BadInput(f"--outputs {outputs} does not exist; fix the path or run `harness up`")
-    with Backbone.open(tier="institutional", outputs=outputs, group_id=group) as bb:
+    with Backbone.open(
+        tier="institutional", outputs=outputs, group_id=group, consumer_start=start
+    ) as bb:
+        assert bb.consumer is not None
+        assigned = bb.consumer.wait_for_assignment()
+        # One line for scripts and tests that wait until the member is ready.
+        print(f"consuming: group {group}, {len(assigned)} partitions", file=sys.stderr, flush=True)
         previous = signal.signal(signal.SIGTERM, lambda *_: bb.stop())
-        stats: ConsumeStats | None = None
         try:
-            stats = bb.consume(
-                max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout
-            )
+            bb.consume(max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout)
         except KeyboardInterrupt:
-            stats = bb.consumer.stats if bb.consumer is not None else None
+            pass
         finally:
             signal.signal(signal.SIGTERM, previous)
-    report = {"group": group, **(stats.as_dict() if stats is not None else {})}
+        # Everything this member moved, including while it waited for its partitions.
+        report = {"group": group, **bb.consumer.stats.as_dict()}
     _emit(as_json, report, _kv_table(f"consume ({group})", report.items()))
 
 

@@ -68,6 +68,9 @@ class IngestResult:
     duplicates: int
     seconds: float
     tier: str
+    #: Tier 1: records earlier producers had left in the topics, processed first
+    #: (stored or dead-lettered then) and not part of the counts above.
+    backlog: int = 0
 
     @property
     def reconciles(self) -> bool:
@@ -135,11 +138,14 @@ class Backbone:
         *,
         telemetry: Telemetry | None = None,
         group_id: str | None = None,
+        consumer_start: str = "earliest",
     ) -> Backbone:
         """Open the runtime for ``tier`` (``None``: decided by :func:`resolve_tier`).
 
         Institutional runs the validation hooks first and raises
         :class:`~backbone.tiers.TierValidationError` listing every failing check.
+        ``group_id`` and ``consumer_start`` (``earliest``/``latest``: where a group
+        without committed offsets begins) configure the Tier 1 consumer.
         """
         document = _load_document(outputs)
         if settings is None:
@@ -148,7 +154,9 @@ class Backbone:
         telemetry = telemetry or Telemetry()
         bus = EventBus()
         if chosen == "institutional":
-            return _open_institutional(cls, settings, document, bus, telemetry, group_id)
+            return _open_institutional(
+                cls, settings, document, bus, telemetry, group_id, consumer_start
+            )
         return _open_bootstrap(cls, settings, document, bus, telemetry)
 
     # --- ingest -------------------------------------------------------------
@@ -164,6 +172,10 @@ class Backbone:
         started = time.perf_counter()
         totals = ConsumeStats()
         pending: dict[tuple[str, int], int] = {}
+        backlog = 0
+        if self.consumer is not None:
+            # Drain what others left first, so the counts below are this call's own.
+            backlog = self.consumer.catch_up(timeout_s=120.0).records_in
         for chunk in _chunks(items, CHUNK):
             bars, dead = self._validate(chunk)
             totals.records_in += len(dead)
@@ -183,6 +195,7 @@ class Backbone:
             duplicates=totals.duplicates,
             seconds=time.perf_counter() - started,
             tier=self.tier,
+            backlog=backlog,
         )
 
     def _validate(self, chunk: Sequence[Bar | DeadLetter]) -> tuple[list[Bar], list[DeadLetter]]:
@@ -434,6 +447,7 @@ def _open_institutional(
     bus: EventBus,
     telemetry: Telemetry,
     group_id: str | None,
+    consumer_start: str,
 ) -> Backbone:
     # Tier 1 clients load only when Tier 1 is chosen: Tier 0 needs no services.
     from backbone.store.timescale import TimescaleStore
@@ -476,6 +490,7 @@ def _open_institutional(
             dead_letters=producer,
             group_id=group_id or DEFAULT_GROUP,
             store_label="timescale",
+            start_at=consumer_start,
         )
         parts.append(consumer)
     except BaseException:

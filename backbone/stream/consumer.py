@@ -160,6 +160,7 @@ class BarConsumer:
         session_timeout_ms: int = 10_000,
         client_id: str = "backbone-consumer",
         store_label: str = "timescale",
+        start_at: str = "earliest",
     ) -> None:
         self.kafka = as_kafka_settings(kafka)
         self.store = store
@@ -178,7 +179,9 @@ class BarConsumer:
             **kafka_client_config(kafka, client_id=client_id),
             group_id=group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # Where a group without committed offsets starts: ``earliest`` (nothing
+            # retained is skipped) or ``latest`` (only what arrives from now on).
+            auto_offset_reset=start_at,
             max_poll_records=max_poll_records,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
@@ -348,44 +351,69 @@ class BarConsumer:
     def run_until(
         self, targets: Mapping[tuple[str, int], int], *, timeout_s: float = 60.0
     ) -> ConsumeStats:
-        """Consume until every (topic, partition) in ``targets`` has committed past the
-        given offset (e.g. the producer's last acknowledged offsets)."""
+        """Consume until this member has processed and committed every (topic, partition)
+        in ``targets`` up to and including the given offset (e.g. the producer's last
+        acknowledged offsets). Partitions the group gave another member are skipped."""
         run = ConsumeStats()
         deadline = time.monotonic() + timeout_s
         wanted = {TopicPartition(t, p): off + 1 for (t, p), off in targets.items()}
-        self._learn_committed(wanted)
-        while any(self.committed.get(tp, -1) < off for tp, off in wanted.items()):
+        while behind := self._behind(wanted):
             if self._stop.is_set():
                 break
             if time.monotonic() >= deadline:
-                behind = {
-                    f"{tp.topic}/{tp.partition}": off - self.committed.get(tp, 0)
-                    for tp, off in wanted.items()
-                    if self.committed.get(tp, -1) < off
-                }
+                named = {f"{tp.topic}/{tp.partition}": n for tp, n in behind.items()}
                 raise TimeoutError(
-                    f"the consumer did not catch up within {timeout_s:.0f}s (behind: {behind}); "
+                    f"the consumer did not catch up within {timeout_s:.0f}s (behind: {named}); "
                     "check the store and the brokers with `backbone status`"
                 )
             run.add(self.poll_once(timeout_ms=200))
         return run
 
-    def _learn_committed(self, partitions: Iterable[TopicPartition]) -> None:
-        # Another member (or an earlier run of this group) may have committed past
-        # the target already; ask the coordinator once per unknown partition.
-        for tp in partitions:
-            if tp not in self.committed:
-                offset = self._consumer.committed(tp)
-                if offset is not None:
-                    self.committed[tp] = offset
+    def _behind(self, wanted: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
+        # After poll_once every polled record is processed (or rewound on failure),
+        # so the fetch position is the next offset still to process.
+        assigned = self._consumer.assignment()
+        out: dict[TopicPartition, int] = {}
+        for tp, off in wanted.items():
+            if tp not in assigned:
+                if not assigned:
+                    out[tp] = off  # not joined yet: everything is still ahead
+                continue
+            position = self._consumer.position(tp)
+            if position is None or position < off:
+                out[tp] = off - (position or 0)
+        return out
+
+    def catch_up(self, *, timeout_s: float = 60.0) -> ConsumeStats:
+        """Join the group if needed, then process everything already in the assigned
+        partitions (up to their end offsets now); returns what that moved."""
+        deadline = time.monotonic() + timeout_s
+        run = ConsumeStats()
+        while not self._consumer.assignment() and time.monotonic() < deadline:
+            run.add(self.poll_once(timeout_ms=200))
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            raise TimeoutError(
+                f"the consumer group {self.group_id!r} assigned no partitions within "
+                f"{timeout_s:.0f}s; check the brokers with `harness status`"
+            )
+        ends = self._consumer.end_offsets(assigned)
+        targets = {(tp.topic, tp.partition): end - 1 for tp, end in ends.items() if end > 0}
+        run.add(self.run_until(targets, timeout_s=max(1.0, deadline - time.monotonic())))
+        return run
 
     def wait_for_assignment(self, timeout_s: float = 30.0) -> set[TopicPartition]:
         """Poll until the group assigned this member partitions (records that arrive
         meanwhile are processed as usual)."""
         deadline = time.monotonic() + timeout_s
         while not self._consumer.assignment() and time.monotonic() < deadline:
-            self.stats.add(self.poll_once(timeout_ms=200))
-        return set(self._consumer.assignment())
+            self.poll_once(timeout_ms=200)
+        assigned = set(self._consumer.assignment())
+        for tp in assigned:
+            # Resolve the start position now (committed offset or the reset
+            # policy), so records produced after this call are all consumed.
+            self._consumer.position(tp)
+        return assigned
 
     def stop(self) -> None:
         """Ask a running :meth:`run` to return after the current poll (thread-safe)."""

@@ -191,12 +191,14 @@ json_values = st.recursive(
     | st.floats()
     | st.text(max_size=20)
     | st.sampled_from(["EURUSD", "1m", "1d", "2024-01-02T09:30:00+00:00", "0001-01-01T00:00:00"]),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(
-        st.sampled_from(["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"])
-        | st.text(max_size=5),
-        children,
-        max_size=9,
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(
+            st.sampled_from(["symbol", "timeframe", "ts", "open", "high", "low", "close", "volume"])
+            | st.text(max_size=5),
+            children,
+            max_size=9,
+        )
     ),
     max_leaves=30,
 )
