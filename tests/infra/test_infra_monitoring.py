@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,13 @@ def test_prometheus_config_and_rules_pass_promtool(rendering: Rendering, tmp_pat
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
     check_config(path)
+    rules = subprocess.run(
+        ["promtool", "check", "rules", str(tmp_path / "rules.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rules.returncode == 0, rules.stdout + rules.stderr
 
 
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
