@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "METRIC_NAMES",
+    "CacheMeters",
     "MetricsServer",
     "Telemetry",
     "serve_metrics",
@@ -86,6 +87,15 @@ class _FreshnessCollector(Collector):
     def describe(self) -> Iterable[Metric]:
         # Registering must not call collect() with a half-built runtime.
         return []
+
+
+@dataclass(frozen=True)
+class CacheMeters:
+    """One cache's counters, bound to its labels once (a read then costs one increment)."""
+
+    hit: Callable[[float], None]
+    miss: Callable[[float], None]
+    evicted: Callable[[float], None]
 
 
 class Telemetry:
@@ -195,6 +205,22 @@ class Telemetry:
     def cache_hit_ratio(self, namespace: str, backing: str, ratio: float) -> None:
         """Set the cache's hit ratio (0..1)."""
         self._cache_hit_ratio.labels(namespace=namespace, backing=backing).set(ratio)
+
+    def cache_meters(
+        self, namespace: str, backing: str, *, hit_ratio: Callable[[], float] | None = None
+    ) -> CacheMeters:
+        """Counters bound to one cache's labels; ``hit_ratio`` is read at scrape time.
+
+        The last cache bound to a (namespace, backing) pair owns its ratio gauge.
+        """
+        labels = {"namespace": namespace, "backing": backing}
+        if hit_ratio is not None:
+            self._cache_hit_ratio.labels(**labels).set_function(hit_ratio)
+        return CacheMeters(
+            hit=self._cache_hits.labels(**labels).inc,
+            miss=self._cache_misses.labels(**labels).inc,
+            evicted=self._cache_evictions.labels(**labels).inc,
+        )
 
     # --- reading back -------------------------------------------------------
     def value(self, name: str, **labels: str) -> float | None:

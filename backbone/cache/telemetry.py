@@ -14,7 +14,7 @@ from typing import Any
 
 from backbone.bus import EventBus
 from backbone.cache.protocol import Backing, CacheStats
-from backbone.telemetry import Telemetry
+from backbone.telemetry import CacheMeters, Telemetry
 
 __all__ = ["CACHE_STATS_TOPIC", "CacheTelemetry"]
 
@@ -38,7 +38,7 @@ class CacheTelemetry:
             raise ValueError("publish_every must be at least 1")
         self.namespace = namespace
         self.backing: Backing = backing
-        self._telemetry = telemetry
+        self._meters: CacheMeters | None = None
         self._bus = bus
         self._publish_every = publish_every
         self._lock = threading.Lock()
@@ -46,13 +46,15 @@ class CacheTelemetry:
         self._misses = 0
         self._evictions = 0
         self._fallbacks = 0
+        if telemetry is not None:
+            self._meters = telemetry.cache_meters(namespace, backing, hit_ratio=self._ratio)
 
     def hit(self) -> bool:
         """Count one read answered by the cache; ``True`` when a stats event is due."""
         with self._lock:
             self._hits += 1
-        if self._telemetry is not None:
-            self._telemetry.cache_hit(self.namespace, self.backing)
+        if self._meters is not None:
+            self._meters.hit(1)
         return self._after_read()
 
     def miss(self, *, fallback: bool = False) -> bool:
@@ -64,8 +66,8 @@ class CacheTelemetry:
             self._misses += 1
             if fallback:
                 self._fallbacks += 1
-        if self._telemetry is not None:
-            self._telemetry.cache_miss(self.namespace, self.backing)
+        if self._meters is not None:
+            self._meters.miss(1)
         return self._after_read()
 
     def evicted(self, count: int) -> None:
@@ -74,8 +76,8 @@ class CacheTelemetry:
             return
         with self._lock:
             self._evictions += count
-        if self._telemetry is not None:
-            self._telemetry.cache_evicted(self.namespace, self.backing, count)
+        if self._meters is not None:
+            self._meters.evicted(count)
 
     def snapshot(self, size: int) -> CacheStats:
         """The counters now, with the cache's current ``size``."""
@@ -91,17 +93,19 @@ class CacheTelemetry:
             )
 
     def publish(self, stats: CacheStats) -> None:
-        """Send ``stats`` to the bus (as a dict with ``hit_ratio``) and set the ratio gauge."""
-        if self._telemetry is not None:
-            self._telemetry.cache_hit_ratio(self.namespace, self.backing, stats.hit_ratio)
+        """Send ``stats`` to the bus as a dict with ``hit_ratio``."""
         if self._bus is not None:
             event: dict[str, Any] = {**asdict(stats), "hit_ratio": stats.hit_ratio}
             self._bus.publish(CACHE_STATS_TOPIC, event)
 
-    def _after_read(self) -> bool:
+    def _ratio(self) -> float:
         with self._lock:
             reads = self._hits + self._misses
-            hits = self._hits
-        if self._telemetry is not None:
-            self._telemetry.cache_hit_ratio(self.namespace, self.backing, hits / reads)
-        return self._bus is not None and reads % self._publish_every == 0
+            return self._hits / reads if reads else 0.0
+
+    def _after_read(self) -> bool:
+        if self._bus is None:
+            return False
+        with self._lock:
+            reads = self._hits + self._misses
+        return reads % self._publish_every == 0
