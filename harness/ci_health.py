@@ -1,0 +1,201 @@
+"""The CI health snapshot: what a stack's Prometheus recorded during a test run.
+
+``docs/status/ci_health.md`` and its JSON twin ``ci_health.json`` are written
+at the end of the integration tests (``tests/integration/conftest.py``) from
+the local stacks' Prometheus: ingest freshness, cache hit rate, Kafka consumer
+lag, dead letters, and every alert that fired (with when it fired and
+resolved). All queries go through :mod:`harness.observe`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import observe
+
+__all__ = ["STATUS_DIR", "StackWindow", "collect", "render_markdown", "write_snapshot"]
+
+STATUS_DIR = Path(__file__).resolve().parents[1] / "docs" / "status"
+
+
+@dataclass
+class StackWindow:
+    """One stack's figures over ``[start, end]`` (unix seconds)."""
+
+    stack: str
+    prometheus_url: str
+    start: float
+    end: float
+    #: "symbol timeframe" -> {"last": s, "max": s} freshness in seconds.
+    freshness: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: "namespace (backing)" -> {"hits": n, "misses": n, "ratio": r}.
+    cache: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: "topic / group" -> {"max": n, "last": n} records behind.
+    consumer_lag: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: reason -> records dead-lettered.
+    dead_letters: dict[str, float] = field(default_factory=dict)
+    records_in: float = 0.0
+    rows_written: float = 0.0
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    #: Free-form lines a test adds (e.g. a drill's fault times).
+    notes: list[str] = field(default_factory=list)
+
+
+def _at_end(url: str, expr: str, end: float) -> list[observe.Sample]:
+    return observe.instant(url, expr, at=end)
+
+
+def collect(stack: str, prometheus_url: str, start: float, end: float | None = None) -> StackWindow:
+    """Query ``prometheus_url`` for the figures of ``stack`` between ``start`` and ``end``."""
+    end = time.time() if end is None else end
+    window = f"{max(1, int(end - start) + 1)}s"
+    out = StackWindow(stack, prometheus_url, start, end)
+    fresh_last = {
+        f"{s.labels.get('symbol')} {s.labels.get('timeframe')}": s.value
+        for s in _at_end(
+            prometheus_url, f"last_over_time(backbone_ingest_freshness_seconds[{window}])", end
+        )
+    }  # fmt: skip
+    for s in _at_end(
+        prometheus_url, f"max_over_time(backbone_ingest_freshness_seconds[{window}])", end
+    ):
+        key = f"{s.labels.get('symbol')} {s.labels.get('timeframe')}"
+        out.freshness[key] = {"last": fresh_last.get(key, s.value), "max": s.value}
+
+    # Counters are cumulative within one process, so the window's highest value is its total.
+    def totals(metric: str, *by: str) -> dict[tuple[str, ...], float]:
+        expr = f"sum by ({', '.join(by)}) (max_over_time({metric}[{window}]))"
+        return {
+            tuple(s.labels.get(b, "") for b in by): s.value
+            for s in _at_end(prometheus_url, expr, end)
+        }
+
+    hits = totals("backbone_cache_hits_total", "namespace", "backing")
+    misses = totals("backbone_cache_misses_total", "namespace", "backing")
+    for key in sorted(set(hits) | set(misses)):
+        h, m = hits.get(key, 0.0), misses.get(key, 0.0)
+        out.cache[f"{key[0]} ({key[1]})"] = {
+            "hits": h,
+            "misses": m,
+            "ratio": h / (h + m) if h + m else 0.0,
+        }
+    lag_sum = "sum by (topic, group) (backbone_consumer_lag)"
+    lag_last = {
+        (s.labels.get("topic", ""), s.labels.get("group", "")): s.value
+        for s in _at_end(prometheus_url, f"last_over_time(({lag_sum})[{window}:1s])", end)
+    }
+    for s in _at_end(prometheus_url, f"max_over_time(({lag_sum})[{window}:1s])", end):
+        key = (s.labels.get("topic", ""), s.labels.get("group", ""))
+        out.consumer_lag[f"{key[0]} / {key[1]}"] = {
+            "max": s.value,
+            "last": lag_last.get(key, s.value),
+        }
+    out.dead_letters = {k[0]: v for k, v in totals("backbone_dead_letter_total", "reason").items()}
+    out.records_in = sum(totals("backbone_records_in_total", "source").values())
+    out.rows_written = sum(totals("backbone_rows_written_total", "store").values())
+    for event in observe.alerts_fired_between(prometheus_url, start, end):
+        out.alerts.append(
+            {
+                "alert": event.name,
+                "severity": event.labels.get("severity", ""),
+                "where": event.labels.get("node") or event.labels.get("instance") or "",
+                "fired_after_s": round(event.first_seen - start, 1),
+                "first_seen": _iso(event.first_seen),
+                "resolved_at": _iso(event.resolved_at) if event.resolved_at else None,
+            }
+        )
+    return out
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def render_markdown(windows: Sequence[StackWindow], *, generated_at: float) -> str:
+    """The snapshot as Markdown: one section per stack."""
+    lines = [
+        "# CI health snapshot",
+        "",
+        f"Generated {_iso(generated_at)} by the integration tests "
+        "(`tests/integration/conftest.py`) from the local stacks' Prometheus; "
+        "regenerated by every `make test`. Queries: `harness/observe.py`.",
+    ]
+    for w in windows:
+        lines += ["", f"## Stack `{w.stack}`", ""]
+        lines.append(
+            f"Window {_iso(w.start)} → {_iso(w.end)} ({w.end - w.start:.0f} s); "
+            f"records in: {w.records_in:.0f}, rows written: {w.rows_written:.0f}."
+        )
+        lines += ["", "### Ingest freshness", ""]
+        if w.freshness:
+            lines += ["| symbol timeframe | last | worst |", "|---|---|---|"]
+            lines += [
+                f"| {k} | {_age(v['last'])} | {_age(v['max'])} |"
+                for k, v in sorted(w.freshness.items())
+            ]
+        else:
+            lines.append("No ingest reported freshness in this window.")
+        lines += ["", "### Cache hit rate", ""]
+        if w.cache:
+            lines += ["| namespace | hits | misses | hit rate |", "|---|---|---|---|"]
+            lines += [
+                f"| {k} | {v['hits']:.0f} | {v['misses']:.0f} | {v['ratio']:.1%} |"
+                for k, v in sorted(w.cache.items())
+            ]
+        else:
+            lines.append("No cache lookups in this window.")
+        lines += ["", "### Kafka consumer lag", ""]
+        if w.consumer_lag:
+            lines += ["| topic / group | worst | last |", "|---|---|---|"]
+            lines += [
+                f"| {k} | {v['max']:.0f} | {v['last']:.0f} |"
+                for k, v in sorted(w.consumer_lag.items())
+            ]
+        else:
+            lines.append("No consumer reported lag in this window.")
+        lines += ["", "### Dead letters", ""]
+        if w.dead_letters:
+            lines += [f"- {reason}: {n:.0f}" for reason, n in sorted(w.dead_letters.items())]
+        else:
+            lines.append("None.")
+        lines += ["", "### Alerts that fired", ""]
+        if w.alerts:
+            lines += [
+                "| alert | severity | where | fired after | resolved |",
+                "|---|---|---|---|---|",
+            ]
+            lines += [
+                f"| {a['alert']} | {a['severity']} | {a['where']} | {a['fired_after_s']} s | "
+                f"{a['resolved_at'] or 'still firing'} |"
+                for a in w.alerts
+            ]
+        else:
+            lines.append("None.")
+        if w.notes:
+            lines += ["", "### Notes", ""] + [f"- {n}" for n in w.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_snapshot(
+    windows: Sequence[StackWindow], directory: Path | None = None
+) -> tuple[Path, Path]:
+    """Write ``ci_health.md`` and ``ci_health.json``; returns both paths."""
+    target = directory or STATUS_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    md = target / "ci_health.md"
+    js = target / "ci_health.json"
+    md.write_text(render_markdown(windows, generated_at=now))
+    doc = {"generated_at": _iso(now), "stacks": [asdict(w) for w in windows]}
+    js.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return md, js
