@@ -58,15 +58,17 @@ EXPORT_KEYS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class Credentials:
-    """Every password of a stack; each a secret Output."""
+    """Every password of a stack (the names of ``infra.config.SECRET_KEYS``); each a
+    secret Output."""
 
-    values: dict[str, pulumi.Output[str]]
-
-    def __getattr__(self, name: str) -> pulumi.Output[str]:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    redis_password: pulumi.Output[str]
+    redis_admin_password: pulumi.Output[str]
+    kafka_password: pulumi.Output[str]
+    kafka_admin_password: pulumi.Output[str]
+    postgres_password: pulumi.Output[str]
+    postgres_superuser_password: pulumi.Output[str]
+    replication_password: pulumi.Output[str]
+    grafana_admin_password: pulumi.Output[str]
 
 
 @dataclass
@@ -105,7 +107,7 @@ def _credentials(config: StackConfig) -> Credentials:
                 f"{config.stack}-{name.replace('_', '-')}", length=32, special=False
             ).result
         values[name] = pulumi.Output.secret(given)
-    return Credentials(values)
+    return Credentials(**values)
 
 
 def _backend(config: StackConfig) -> DockerBackend | KubernetesBackend:
