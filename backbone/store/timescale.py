@@ -106,6 +106,7 @@ class TimescaleStore:
     rows per statement: the one that works through servers without COPY, such
     as the TimescaleDB test oracle). Turn ``prepared_statements`` off behind a
     transaction-mode pooler, or where connections share one backend (the oracle).
+    ``application_name`` labels the connections in ``pg_stat_activity``.
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class TimescaleStore:
         create_schema: bool = True,
         write_method: WriteMethod = "copy",
         prepared_statements: bool = True,
+        application_name: str = "backbone-store",
     ) -> None:
         self.connection = conn
         self.timescaledb = conn.timescaledb
@@ -129,7 +131,7 @@ class TimescaleStore:
                 "password": self._secret,
                 "options": _SESSION_OPTIONS,
                 "connect_timeout": _CONNECT_TIMEOUT_S,
-                "application_name": "backbone-store",
+                "application_name": application_name,
                 # psycopg's default: prepare a query after 5 executions; None: never
                 "prepare_threshold": 5 if prepared_statements else None,
             },
@@ -142,14 +144,16 @@ class TimescaleStore:
             open=False,
         )
         self._closed = threading.Event()
+        #: Transactions that failed on a connection error and were run again.
+        self.retried_transactions = 0
         try:
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
             self._pool.close()
             raise StoreError(
                 f"no read-write PostgreSQL answered at {self._where} (db {conn.dbname}, "
-                f"user {conn.user}) within {timeout:.0f}s; check the stack is up "
-                "(`harness status`) and the outputs document is current"
+                f"user {conn.user}) within {timeout:.0f}s ({self._connect_problem()}); "
+                "check the stack is up (`harness status`) and the outputs document is current"
             ) from None
         if create_schema and not self._schema_present():
             self.apply_schema()
@@ -171,11 +175,25 @@ class TimescaleStore:
         conn.commit()
 
     def _scrub(self, text: str) -> str:
+        text = " ".join(text.split())
         return text.replace(self._secret, "***") if self._secret else text
+
+    def _connect_problem(self) -> str:
+        """Why a direct connection fails now, for an error message (no secrets)."""
+        try:
+            with psycopg.connect(
+                self.connection.conninfo(target_session_attrs="read-write"),
+                password=self._secret,
+                connect_timeout=_CONNECT_TIMEOUT_S,
+            ):
+                return "a direct connection works now; retry"
+        except psycopg.Error as exc:
+            return f"last error: {self._scrub(str(exc))[:300]}"
 
     def _before_retry(self, _state: Any) -> None:
         # Drop every broken connection now, so the retry gets a fresh one that
         # target_session_attrs=read-write steers to the (new) primary.
+        self.retried_transactions += 1
         with contextlib.suppress(psycopg.Error):
             self._pool.check()
 
@@ -207,8 +225,15 @@ class TimescaleStore:
         except (psycopg.OperationalError, pg_errors.ReadOnlySqlTransaction) as exc:
             raise StoreError(
                 f"PostgreSQL at {self._where} failed twice ({type(exc).__name__}: "
-                f"{self._scrub(str(exc)).strip()}); check the stack (`harness status`)"
+                f"{self._scrub(str(exc))}); check the stack (`harness status`)"
             ) from None
+        except psycopg.Error as exc:
+            # Not a connection problem: the database refused the statement; the
+            # transaction was rolled back and nothing of it is stored.
+            raise StoreError(
+                f"PostgreSQL refused the transaction ({type(exc).__name__}: "
+                f"{self._scrub(str(exc))}); nothing of it was stored"
+            ) from exc
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def _schema_present(self) -> bool:
@@ -393,7 +418,7 @@ class TimescaleStore:
         except (PoolTimeout, psycopg.OperationalError) as exc:
             raise StoreError(
                 f"snapshot from PostgreSQL at {self._where} broke off "
-                f"({type(exc).__name__}: {self._scrub(str(exc)).strip()}); "
+                f"({type(exc).__name__}: {self._scrub(str(exc))}); "
                 "restart it from the last bar received"
             ) from None
 
