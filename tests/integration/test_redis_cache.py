@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +24,8 @@ import redis
 from redis.sentinel import Sentinel
 
 from backbone.bars import Bar, bar_to_dict
-from backbone.cache import CachePolicy, RedisCache
+from backbone.bus import EventBus
+from backbone.cache import CACHE_STATS_TOPIC, CachePolicy, RedisCache
 from backbone.connections import ConnectionsDocument, write_document
 from backbone.settings import RedisConnectionSettings, load_settings
 from backbone.telemetry import Telemetry
@@ -104,20 +106,30 @@ def open_cache(
     yield make
     for cache in caches:
         cache.close()
+    beating = [t.name for t in threading.enumerate() if t.name.startswith("redis-cache-heartbeat")]
+    assert not [n for n in beating if namespace in n], "close() must join the heartbeat thread"
 
 
 def test_ttl_expiry_and_eviction_metrics_on_real_redis(
     local: Any, open_cache: Callable[..., RedisCache], namespace: str
 ) -> None:
     telemetry = Telemetry()
+    bus = EventBus()
+    events: list[dict[str, Any]] = []
+    bus.subscribe(CACHE_STATS_TOPIC, events.append)
     cache = open_cache(
-        local.document, policy=CachePolicy(ttl_seconds=1, max_keys=3), telemetry=telemetry
+        local.document,
+        policy=CachePolicy(ttl_seconds=1, max_keys=3),
+        telemetry=telemetry,
+        bus=bus,
     )
     for symbol in ("A", "B", "C", "D", "E"):
         cache.get_latest(symbol, "1m", lambda s=symbol: bar(s))
     labels = {"namespace": namespace, "backing": "redis"}
     assert telemetry.value("backbone_cache_evictions_total", **labels) == 2
     assert telemetry.value("backbone_cache_misses_total", **labels) == 5
+    assert events[-1]["backing"] == "redis" and events[-1]["evictions"] == 2
+    assert events[-1]["size"] == 3
     client = raw_client(cache.connection, cache.primary_address())
     try:
         stored = list(client.scan_iter(match=f"{namespace}:bar:*", count=1000))
