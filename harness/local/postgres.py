@@ -103,6 +103,15 @@ class LocalPostgres:
         self.records: list[ProcessRecord] = list(records or [])
         self.timescaledb = _TIMESCALE_CONTROL.exists()
 
+    @staticmethod
+    def check_installed(spec: StackSpec) -> None:
+        """Raise :class:`MissingBinaryError` unless PostgreSQL 15 and, as root,
+        its system user are there."""
+        for tool in ("postgres", "initdb", "pg_basebackup"):
+            if not (PG_BIN / tool).exists():
+                raise MissingBinaryError(f"PostgreSQL 15 ({tool})", str(PG_BIN / tool))
+        _as_pg_user()
+
     @property
     def node_names(self) -> list[str]:
         return [f"postgres-{i}" for i in range(1, self.spec.postgres.nodes + 1)]
@@ -131,9 +140,7 @@ class LocalPostgres:
         """Choose ports and create the (empty) PostgreSQL directory owned by the
         PostgreSQL user; ``initdb`` and cloning happen in :meth:`start` so they
         overlap with the other services' start-up."""
-        for tool in ("postgres", "initdb", "pg_basebackup"):
-            if not (PG_BIN / tool).exists():
-                raise MissingBinaryError(f"PostgreSQL 15 ({tool})", str(PG_BIN / tool))
+        self.check_installed(self.spec)
         prefix, uid, gid = _as_pg_user()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, mode=0o700)

@@ -49,6 +49,7 @@ __all__ = [
     "down",
     "list_stacks",
     "load",
+    "preflight",
     "stack_processes",
     "up",
 ]
@@ -236,6 +237,8 @@ def up(
     for inspection and the error is re-raised.
     """
     say: Echo = echo or (lambda _msg: None)
+    if spec.has_services:
+        preflight(spec)
     directory = stack_dir(spec.name, root)
     if directory.exists():
         if stack_processes(directory) or _recorded_running(directory):
@@ -266,6 +269,19 @@ def up(
     state.status = "running"
     stack._save()
     return stack
+
+
+def preflight(spec: StackSpec) -> None:
+    """Fail before anything starts when a program the stack needs is missing.
+
+    Each renderer may offer ``check_installed(spec)``, raising
+    :class:`~harness.errors.MissingBinaryError`.
+    """
+    for stage in stages():
+        for cls in stage:
+            check = getattr(cls, "check_installed", None)
+            if callable(check):
+                check(spec)
 
 
 def _start_stages(stack: LocalStack, secrets: StackSecrets, say: Echo) -> None:

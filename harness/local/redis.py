@@ -75,6 +75,13 @@ class LocalRedis:
         self.secrets = secrets
         self.records: list[ProcessRecord] = list(records or [])
 
+    @staticmethod
+    def check_installed(spec: StackSpec) -> None:
+        """Raise :class:`MissingBinaryError` unless the Redis programs are installed."""
+        _binary("redis-server")
+        if spec.redis.sentinels:
+            _binary("redis-sentinel")
+
     # -- layout -------------------------------------------------------------
 
     @property

@@ -227,11 +227,22 @@ def test_ha_roles_replication_and_sentinel(ha_stack: LocalStack) -> None:
 def test_ha_postgres_commits_wait_for_a_synchronous_standby(ha_stack: LocalStack) -> None:
     doc = ha_stack.document
     assert doc.timescale is not None and len(doc.timescale.hosts) == 2
-    with _postgres(doc) as conn:
+    primary = doc.timescale.hosts[0]
+    superuser = StackSecrets.load(ha_stack.dir).postgres_superuser_password
+    with psycopg.connect(  # pg_stat_replication shows its details to superusers only
+        host=primary.host,
+        port=primary.port,
+        dbname="postgres",
+        user="postgres",
+        password=superuser,
+        sslmode="disable",
+        autocommit=True,
+    ) as conn:
         rows = conn.execute(
             "SELECT application_name, state, sync_state FROM pg_stat_replication"
         ).fetchall()
         assert ("postgres-2", "streaming", "sync") in rows
+    with _postgres(doc) as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         conn.execute(
             "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume) "
