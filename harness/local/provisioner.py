@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -155,10 +155,15 @@ class LocalStack:
         """The node, with its readiness check (for ``restart``)."""
         return self._service_of(name).node(name)
 
-    def _save(self) -> None:
+    def _state_with_records(self) -> StackState:
         with self._lock:
             self._state.records = {s: list(v.records) for s, v in self.services.items()}
-            save_state(self.dir, self._state)
+            return self._state
+
+    def _save(self) -> None:
+        state = self._state_with_records()
+        with self._lock:
+            save_state(self.dir, state)
 
     def kill_node(self, name: str) -> None:
         """SIGKILL the node (a crash)."""
@@ -286,23 +291,36 @@ def preflight(spec: StackSpec) -> None:
 
 def _start_stages(stack: LocalStack, secrets: StackSecrets, say: Echo) -> None:
     ports = _SharedPorts()
+    abort = threading.Event()
     for stage in stages():
         peers = dict(stack.services)
         renderers: list[LocalService] = [cls(stack.spec, stack.dir, secrets) for cls in stage]
         for svc in renderers:
             stack.services[svc.service] = svc
         with ThreadPoolExecutor(max_workers=len(renderers)) as pool:
-            futures = [pool.submit(_bring_up, stack, svc, ports, peers, say) for svc in renderers]
+            futures = [
+                pool.submit(_bring_up, stack, svc, ports, peers, say, abort) for svc in renderers
+            ]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.exception() for f in done):
+                # Do not wait for the others to come up only to stop them:
+                # stop what runs now, so their starts fail fast.
+                abort.set()
+                _stop_everything(stack.dir, stack._state_with_records())
             errors = [f.exception() for f in futures]
         for svc in renderers:
             if not svc.records:  # a disabled service (monitoring off) has no nodes
                 del stack.services[svc.service]
         stack._save()
-        failed = [e for e in errors if e is not None]
+        failed = [e for e in errors if e is not None and not isinstance(e, _Aborted)]
         if failed:
             # A service error names its node and log; prefer it over a follow-on error.
             failed.sort(key=lambda e: not isinstance(e, ServiceStartError))
             raise failed[0]
+
+
+class _Aborted(Exception):
+    """Another service of the stage failed; this one gave up."""
 
 
 def _bring_up(
@@ -311,16 +329,25 @@ def _bring_up(
     ports: PortAllocator,
     peers: dict[str, LocalService],
     say: Echo,
+    abort: threading.Event,
 ) -> None:
     began = time.monotonic()
     for attempt in range(1, PORT_RETRIES + 1):
         svc.prepare(ports, peers)
         stack._save()
+        if abort.is_set():
+            raise _Aborted(svc.service)
         try:
             node_times = svc.start()
-        except ServiceStartError as exc:
+        except Exception as exc:
             _stop_records(svc.records)
-            if attempt < PORT_RETRIES and is_port_conflict(exc.tail):
+            if abort.is_set():
+                raise _Aborted(svc.service) from exc
+            if (
+                isinstance(exc, ServiceStartError)
+                and attempt < PORT_RETRIES
+                and is_port_conflict(exc.tail)
+            ):
                 say(f"{svc.service}: {exc.node} lost a port race; retrying with new ports")
                 continue
             raise
