@@ -14,6 +14,7 @@ plugin. The Pulumi stack and the local stack share one name.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from pulumi import automation as auto
 
 from backbone.connections import ConnectionsDocument, parse_document
 from harness.errors import HarnessError, StackExistsError, StackNotFoundError, UsageError
-from harness.local.state import STATE_FILE, stack_dir, stacks_root
+from harness.local.state import stack_dir, stacks_root
 from harness.pulumi_cli import backend_dir, cli_dir, pulumi_bin, pulumi_env
 from infra.spec import StackSpec, build_spec
 
@@ -40,6 +41,9 @@ __all__ = [
 PROJECT = "market-data-backbone"
 
 Echo = Callable[[str], None]
+
+#: How long an interrupted ``pulumi`` of ours may take to exit before it is killed.
+_HOLDER_GRACE_S = 10.0
 
 
 class PulumiStackError(HarnessError):
@@ -96,7 +100,19 @@ def _tail(exc: auto.CommandError, lines: int = 15) -> str:
 def pulumi_stack_exists(name: str, *, root: Path | None = None) -> bool:
     """True when the file backend holds a Pulumi stack of that name."""
     stacks = backend_dir(root) / ".pulumi" / "stacks" / PROJECT
-    return any(stacks.glob(f"{name}.json*"))
+    # The checkpoint, maybe compressed; `stack rm` leaves a `.json.bak` behind.
+    return any((stacks / f"{name}{ext}").exists() for ext in (".json", ".json.gz", ".json.zst"))
+
+
+def _local_stack_running(name: str, base: Path) -> bool:
+    """True when a local stack of that name has any process running."""
+    from harness.local import provisioner
+
+    try:
+        stack = provisioner.load(name, root=base)
+    except StackNotFoundError:
+        return False
+    return any(stack.node(node).running() for node in stack.node_names())
 
 
 def up_via_pulumi(
@@ -124,7 +140,7 @@ def up_via_pulumi(
             "bring a customised spec up with `harness up --env local` instead"
         )
     base = stacks_root(root)
-    if pulumi_stack_exists(name, root=base) or (stack_dir(name, base) / STATE_FILE).exists():
+    if pulumi_stack_exists(name, root=base) or _local_stack_running(name, base):
         raise StackExistsError(name)
     try:
         stack = auto.create_stack(
@@ -199,16 +215,33 @@ def down_via_pulumi(name: str, *, root: Path | None = None, echo: Echo | None = 
 
 
 def _unlock_stale(name: str, base: Path) -> None:
-    """Drop the file backend's lock of ``name`` left by a killed ``pulumi`` process."""
+    """Drop the file backend's lock of ``name`` left by an interrupted ``pulumi``.
+
+    The lock names the pid of the CLI that holds it. A holder that is gone (or
+    a zombie) leaves a stale lock. A holder that still runs *in this stack's
+    workspace* is an interrupted ``up`` of ours that has not noticed yet: it is
+    given a few seconds, then stopped. Any other holder keeps its lock.
+    """
     import json
 
     import psutil
 
+    workspace = str(_work_dir(name, base).resolve())
     locks = backend_dir(base) / ".pulumi" / "locks"
     for lock in locks.glob(f"*/{PROJECT}/{name}/*.json"):
         try:
             pid = int(json.loads(lock.read_text()).get("pid", 0))
-        except (OSError, ValueError):
-            continue
-        if pid and not psutil.pid_exists(pid):
-            lock.unlink(missing_ok=True)
+            holder = psutil.Process(pid)
+            if holder.status() != psutil.STATUS_ZOMBIE:
+                if holder.cwd() != workspace:
+                    continue
+                with contextlib.suppress(psutil.TimeoutExpired):
+                    holder.wait(_HOLDER_GRACE_S)
+                if holder.is_running() and holder.status() != psutil.STATUS_ZOMBIE:
+                    holder.kill()
+                    holder.wait(5)
+        except (OSError, ValueError, psutil.NoSuchProcess):
+            pass  # gone, or an unreadable lock: stale either way
+        except psutil.Error:
+            continue  # a holder we may not inspect is not ours to judge
+        lock.unlink(missing_ok=True)

@@ -184,8 +184,10 @@ def deploy(
 
     del config
     resource = LocalStack(f"local-{spec.name}", spec, root=stacks_root(root or _ROOT_OVERRIDE))
+    # additional_secret_outputs encrypts it in the state; the explicit secret
+    # keeps every Output derived from it secret in this program too.
     return pulumi.Output.all(
-        connections=resource.connections,
+        connections=pulumi.Output.secret(resource.connections),
         stack_dir=resource.stack_dir,
         outputs_path=resource.outputs_path,
     )

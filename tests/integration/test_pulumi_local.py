@@ -137,9 +137,9 @@ def _stack_output(name: str, root: Path) -> dict[str, Any]:
 
 
 def test_pulumi_up_brings_up_a_stack_that_ingests_and_destroy_stops_every_process(
-    tmp_path: Path,
+    stacks_root: Path, tmp_path: Path
 ) -> None:
-    root = tmp_path / "stacks"
+    root = stacks_root
     began = time.monotonic()
     name, doc = up_via_pulumi(build_spec("unused", size="minimal"), root=root)
     up_seconds = time.monotonic() - began
@@ -175,8 +175,8 @@ up_via_pulumi(build_spec(sys.argv[1]), name=sys.argv[1], root=Path(sys.argv[2]))
 """
 
 
-def test_down_cleans_up_after_an_up_that_was_killed_midway(tmp_path: Path) -> None:
-    root = tmp_path / "stacks"
+def test_down_cleans_up_after_an_up_that_was_killed_midway(stacks_root: Path) -> None:
+    root = stacks_root
     name = f"ci-kill{os.getpid() % 10000}"
     proc = subprocess.Popen(
         [sys.executable, "-c", _UP_SCRIPT, name, str(root)],
@@ -209,6 +209,6 @@ def test_down_cleans_up_after_an_up_that_was_killed_midway(tmp_path: Path) -> No
     assert not (root / "pulumi-backend" / "workspaces" / name).exists()
 
 
-def test_down_of_an_unknown_stack_says_so(tmp_path: Path) -> None:
+def test_down_of_an_unknown_stack_says_so(stacks_root: Path) -> None:
     with pytest.raises(HarnessError, match="no stack named 'ci-nothing'"):
-        down_via_pulumi("ci-nothing", root=tmp_path / "stacks")
+        down_via_pulumi("ci-nothing", root=stacks_root)
