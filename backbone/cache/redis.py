@@ -87,7 +87,7 @@ return dropped
 
 
 class CacheUnavailableError(ConnectionError):
-    """Redis cannot be reached; the message names the endpoint and what to do."""
+    """Redis cannot serve a cache command; the message names the endpoint and what to do."""
 
 
 class RedisCache:
@@ -246,6 +246,14 @@ class RedisCache:
                 if attempt < self._retries:
                     time.sleep(self._retry_backoff * (2**attempt))
                 continue
+            except redis.RedisError as exc:
+                # Redis answered but refused (out of memory, a denied command ...): this
+                # command falls back to the store; retrying would only get the same answer.
+                raise CacheUnavailableError(
+                    f"Redis at {self.connection.endpoint} refused a cache command "
+                    f"({type(exc).__name__}: {exc}); this read is served by the store; "
+                    "check the Redis logs and its maxmemory / ACL settings"
+                ) from None
             self._mark_available()
             return result
         self._mark_unavailable(last)
@@ -312,16 +320,19 @@ class RedisCache:
             self._counters.publish(self.stats())
 
     def _invalidate(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Drop every entry of ``pairs`` in one round trip (one script call per pair)."""
         lru = self.policy.lru_key(self.namespace)
-        dropped = 0
-        for pair in pairs:
-            keys = [self.policy.tag_key(self.namespace, *pair), lru]
+        tags = [self.policy.tag_key(self.namespace, *pair) for pair in pairs]
+        if not tags:
+            return 0
 
-            def op(c: redis.Redis, keys: list[str] = keys) -> Any:
-                return self._invalidate_script(keys=keys, client=c)
+        def op(c: redis.Redis) -> list[Any]:
+            pipe = c.pipeline(transaction=False)
+            for tag in tags:
+                self._invalidate_script(keys=[tag, lru], client=pipe)
+            return pipe.execute()
 
-            dropped += int(self._execute(op))
-        return dropped
+        return sum(int(n) for n in self._execute(op))
 
     def _read_done(self, publish_due: bool) -> None:
         if publish_due:

@@ -385,3 +385,45 @@ def test_an_entry_that_cannot_be_decoded_is_a_miss_and_is_replaced(
         assert cache.stats().hits == 1
     finally:
         client.close()
+
+
+def test_new_bars_drop_their_pairs_entries_even_after_redis_forgot_the_scripts(
+    local: Any, open_cache: Callable[..., RedisCache]
+) -> None:
+    cache = open_cache(local.document)
+    window = (T0, T0 + timedelta(hours=1))
+    for symbol in ("A", "B", "C"):
+        cache.get_latest(symbol, "1m", lambda s=symbol: bar(s))
+    cache.get_range("A", "1m", *window, lambda: [bar("A", 0), bar("A", 1)])
+    client = raw_client(cache.connection, cache.primary_address())
+    try:
+        client.script_flush()  # what a restart or a failover to a fresh node does
+    finally:
+        client.close()
+    assert cache.on_new_bars([bar("A", 2), bar("A", 3), bar("B", 2)]) == 3
+    loads: list[str] = []
+
+    def load(symbol: str) -> Bar:
+        loads.append(symbol)
+        return bar(symbol, 2)
+
+    for symbol in ("A", "B", "C"):
+        cache.get_latest(symbol, "1m", lambda s=symbol: load(s))
+    assert loads == ["A", "B"]  # C kept its entry
+    assert cache.get_range("A", "1m", *window, lambda: [bar("A", 9)]) == [bar("A", 9)]
+
+
+def test_a_command_redis_refuses_falls_back_to_the_store_without_raising(
+    local: Any, open_cache: Callable[..., RedisCache], namespace: str
+) -> None:
+    cache = open_cache(local.document)
+    client = raw_client(cache.connection, cache.primary_address())
+    try:
+        client.set(cache.policy.lru_key(namespace), b"not a sorted set")  # WRONGTYPE for ZADD
+        assert cache.get_latest("EURGBP", "1m", lambda: bar("EURGBP")) == bar("EURGBP")
+        assert cache.available  # Redis is up; only that command was refused
+        client.delete(cache.policy.lru_key(namespace))
+        cache.get_latest("EURGBP", "1m", lambda: bar("EURGBP"))
+        assert cache.get_latest("EURGBP", "1m", lambda: None) == bar("EURGBP")
+    finally:
+        client.close()
