@@ -16,6 +16,7 @@ the postmaster itself). Passwords go through 0600 files owned by that user
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import hmac
 import os
@@ -48,6 +49,19 @@ PG_USER = os.environ.get("BACKBONE_PG_USER", "backbone-pg")
 SUPERUSER = "postgres"
 _TIMESCALE_CONTROL = Path("/usr/share/postgresql/15/extension/timescaledb.control")
 _START_TIMEOUT_S = 30.0
+_INITDB_ARGS = (
+    f"--username={SUPERUSER}",
+    "--auth=scram-sha-256",
+    "--encoding=UTF8",
+    "--locale=C",
+    "--no-sync",
+    "--no-instructions",
+)
+#: Where the ``initdb`` template is cached (see ``LocalPostgres._template``).
+_TEMPLATE_CACHE = (
+    Path(os.environ.get("HARNESS_CACHE_DIR", Path(__file__).resolve().parents[2] / ".cache"))
+    / "postgres-template"
+)
 _PROBE_TIMEOUT_S = 2
 
 
@@ -67,6 +81,10 @@ def scram_verifier(password: str, *, iterations: int = 4096) -> str:
         return base64.b64encode(raw).decode()
 
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _cmd_output(args: list[str]) -> str:
+    return subprocess.run(args, capture_output=True, text=True, check=False).stdout.strip()
 
 
 def _as_pg_user() -> tuple[list[str], int | None, int | None]:
@@ -288,32 +306,82 @@ class LocalPostgres:
         return timings
 
     def _initdb(self, name: str) -> None:
+        """A fresh cluster: a copy of the cached ``initdb`` template, with this
+        stack's superuser password set in single-user mode (no network)."""
         data = self._data(name)
         log = Path(self._record(name).log)
-        pwfile = self.root / ".initdb-pw"
-        self._write_owned(pwfile, self.secrets.postgres_superuser_password + "\n")
-        try:
-            self._run(
-                [
-                    str(PG_BIN / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    SUPERUSER,
-                    "--auth=scram-sha-256",
-                    f"--pwfile={pwfile}",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                    "--no-sync",
-                    "--no-instructions",
-                ],
-                f"{name} initdb",
-                log,
-            )
-        finally:
-            pwfile.unlink(missing_ok=True)
+        template = self._template(log)
+        subprocess.run(["cp", "-a", str(template), str(data)], check=True, timeout=120)
+        self._single_user(
+            data,
+            f"ALTER ROLE {SUPERUSER} PASSWORD "
+            f"'{scram_verifier(self.secrets.postgres_superuser_password)}';\n",
+            f"{name} set superuser password",
+            log,
+        )
         self._write_owned(data / "postgresql.conf", self._config(), append=True)
         self._write_owned(data / "pg_hba.conf", self._hba())
+
+    def _template(self, log: Path) -> Path:
+        """An ``initdb`` output cached per machine (and PostgreSQL build): the
+        same for every stack except the superuser password, which is reset on
+        each copy. Built once under a lock; later stacks skip ``initdb``."""
+        _, uid, gid = _as_pg_user()
+        build = _cmd_output([str(PG_BIN / "postgres"), "--version"])
+        key = hashlib.sha256(f"{PG_BIN}|{build}|{_INITDB_ARGS}|{uid}".encode()).hexdigest()[:12]
+        cache = _TEMPLATE_CACHE / key
+        if (cache / "PG_VERSION").exists():
+            return cache
+        _TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
+        with (_TEMPLATE_CACHE / f"{key}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (cache / "PG_VERSION").exists():
+                return cache
+            building = _TEMPLATE_CACHE / f"{key}.building-{os.getpid()}"
+            shutil.rmtree(building, ignore_errors=True)
+            building.mkdir(mode=0o700)
+            if uid is not None and gid is not None:
+                os.chown(building, uid, gid)
+            pwfile = building / "pw"
+            # A throwaway password: every copy gets its own before it starts.
+            self._write_owned(pwfile, pysecrets.token_urlsafe(24) + "\n")
+            try:
+                self._run(
+                    [
+                        str(PG_BIN / "initdb"),
+                        "-D",
+                        str(building / "data"),
+                        f"--pwfile={pwfile}",
+                        *_INITDB_ARGS,
+                    ],
+                    "initdb (template, once per machine)",
+                    log,
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
+            os.replace(building / "data", cache)
+            shutil.rmtree(building, ignore_errors=True)
+        return cache
+
+    def _single_user(self, data: Path, sql: str, what: str, log: Path) -> None:
+        """Run SQL in single-user mode (stdin, never a command line)."""
+        prefix, _, _ = _as_pg_user()
+        with log.open("ab") as out:
+            out.write(f"\n--- {what} ---\n".encode())
+            out.flush()
+            proc = subprocess.run(
+                [*prefix, str(PG_BIN / "postgres"), "--single", "-D", str(data), "-j", "postgres"],
+                input=sql.encode(),
+                stdout=subprocess.DEVNULL,
+                stderr=out,
+                cwd=self.root,
+                check=False,
+                timeout=60,
+            )
+        if proc.returncode != 0:
+            raise ServiceStartError(
+                what, f"failed with exit code {proc.returncode}", log, log_tail(log)
+            )
 
     def _bootstrap(self, name: str) -> None:
         p = self.spec.postgres
