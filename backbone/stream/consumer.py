@@ -156,7 +156,7 @@ class BarConsumer:
         dead_letters: BarProducer | None = None,
         group_id: str = DEFAULT_GROUP,
         topics: Iterable[str] = ("daily_bars", "intraday_bars"),
-        max_poll_records: int = 200,
+        max_poll_records: int = 2000,
         session_timeout_ms: int = 10_000,
         client_id: str = "backbone-consumer",
         store_label: str = "timescale",
@@ -185,6 +185,10 @@ class BarConsumer:
             max_poll_records=max_poll_records,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
+            # Each poll costs a store transaction and an offset commit, whatever its
+            # size: let the broker gather 64 KB (~350 bars) or wait 100 ms first, so
+            # a steady trickle arrives in few, larger polls.
+            fetch_min_bytes=64 * 1024,
             fetch_max_wait_ms=100,
             # A record holds up to 500 bars (~90 KB): let one fetch bring many.
             max_partition_fetch_bytes=8 * 1024 * 1024,
