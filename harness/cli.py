@@ -1,6 +1,8 @@
 """``harness``: bring stacks up and down, look at them, control their nodes.
 
     harness up --env local [--size minimal|ha] [--tier institutional|bootstrap] [--name NAME]
+    harness up --env local --via pulumi [--name ci-XXXXXX]    (an ephemeral Pulumi stack)
+    harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
@@ -35,6 +37,7 @@ from infra.spec import SIZES, TIERS, build_spec
 __all__ = ["app"]
 
 ENVIRONMENTS = ("local", "docker", "kubernetes")
+VIAS = ("provisioner", "pulumi")
 DEFAULT_NAME = "dev"
 
 app = typer.Typer(
@@ -53,6 +56,9 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Stack name.")]
+ViaOpt = Annotated[
+    str, typer.Option("--via", help="provisioner | pulumi (an ephemeral Pulumi stack)")
+]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -97,10 +103,16 @@ def up(
     env: Annotated[str, typer.Option(help="local | docker | kubernetes")] = "local",
     size: Annotated[str, typer.Option(help="minimal | ha")] = "minimal",
     tier: Annotated[str, typer.Option(help="institutional | bootstrap")] = "institutional",
-    name: NameOpt = DEFAULT_NAME,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
+    via: ViaOpt = "provisioner",
 ) -> None:
     """Bring a stack up; prints each service's time to ready and, last, the
     path of its outputs document."""
+    _choice(via, VIAS, "--via")
+    if via == "pulumi":
+        _up_via_pulumi(env, size, tier, name)
+        return
+    name = name or DEFAULT_NAME
     _choice(env, ENVIRONMENTS, "--env")
     _choice(size, SIZES, "--size")
     _choice(tier, TIERS, "--tier")
@@ -130,8 +142,16 @@ def up(
 def down(
     name: NameOpt = DEFAULT_NAME,
     all_: Annotated[bool, typer.Option("--all", help="Every stack under the root.")] = False,
+    via: ViaOpt = "provisioner",
 ) -> None:
     """Stop every node of a stack (idempotent; the state directory stays)."""
+    if _choice(via, VIAS, "--via") == "pulumi":
+        from harness.pulumi_stacks import down_via_pulumi
+
+        began = time.monotonic()
+        down_via_pulumi(name, echo=lambda line: out.print(line, markup=False))
+        out.print(f"pulumi stack {name} destroyed and removed in {time.monotonic() - began:.1f}s")
+        return
     names = provisioner.list_stacks() if all_ else [name]
     if not all_ and name not in provisioner.list_stacks():
         out.print(f"no stack named {name!r} under {stacks_root()}; nothing to stop")
@@ -140,6 +160,24 @@ def down(
         began = time.monotonic()
         provisioner.down(each)
         out.print(f"stack {each} stopped in {time.monotonic() - began:.1f}s")
+
+
+def _up_via_pulumi(env: str, size: str, tier: str, name: str | None) -> None:
+    """``up --via pulumi``: an ephemeral Pulumi stack (``ci-XXXXXX`` unless named)."""
+    from harness.pulumi_stacks import up_via_pulumi
+
+    if _choice(env, ENVIRONMENTS, "--env") != "local":
+        raise UsageError("--via pulumi drives the local target only; use --env local")
+    _choice(size, SIZES, "--size")
+    _choice(tier, TIERS, "--tier")
+    try:
+        spec = build_spec(name or "unnamed", tier=tier, size=size)  # type: ignore[arg-type]
+    except ValidationError:
+        raise UsageError(f"invalid --name {name!r}: lowercase letters, digits and '-'") from None
+    began = time.monotonic()
+    stack, doc = up_via_pulumi(spec, name=name, echo=lambda line: out.print(line, markup=False))
+    out.print(f"pulumi stack {stack} ({doc.tier}) up in {time.monotonic() - began:.1f}s")
+    print(provisioner.load(stack).outputs_path, flush=True)
 
 
 def _load(name: str) -> provisioner.LocalStack:
