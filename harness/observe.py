@@ -214,8 +214,9 @@ def alerts_fired_between(
 ) -> list[AlertEvent]:
     """Every firing episode between ``start`` and ``end``, read from ``ALERTS``.
 
-    An episode ends at the first step without the series; a gap of more than
-    two steps starts a new episode. Sorted by ``first_seen``.
+    Prometheus writes a staleness marker when an alert resolves, so a step
+    without the series means "not firing": an episode ends there and the next
+    point starts a new one. Sorted by ``first_seen``.
     """
     series = range_query(prom_url, 'ALERTS{alertstate="firing"}', start, end, step)
     events: list[AlertEvent] = []
@@ -225,11 +226,12 @@ def alerts_fired_between(
         times = sorted(t for t, _ in s.points)
         run_start = prev = times[0]
         for t in times[1:]:
-            if t - prev > 2 * step:
+            if t - prev > 1.5 * step:
                 events.append(AlertEvent(name, labels, run_start, prev + step))
                 run_start = t
             prev = t
-        resolved = None if end - prev <= 2 * step else prev + step
+        # Points fall on start + k*step: firing at the last one means still firing.
+        resolved = None if end - prev < step else prev + step
         events.append(AlertEvent(name, labels, run_start, resolved))
     return sorted(events, key=lambda e: (e.first_seen, e.name))
 
