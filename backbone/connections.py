@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -45,7 +45,7 @@ __all__ = [
     "write_document",
 ]
 
-SCHEMA = "backbone.connections/v1"
+SCHEMA: Final = "backbone.connections/v1"
 
 #: Logical topic name -> Kafka topic name. The spec, the provisioners and the
 #: clients all use these keys.
@@ -150,9 +150,7 @@ class TimescaleConnection(_Model):
     dbname: str
     user: str
     password: SecretStr
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = (
-        "prefer"
-    )
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     #: True when the TimescaleDB extension is installed; otherwise the schema
     #: uses native range partitioning with the same tables and columns.
     timescaledb: bool = False
