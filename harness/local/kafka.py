@@ -105,6 +105,11 @@ def _argfile_line(arg: str) -> str:
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _answering(record: ProcessRecord) -> bool:
+    node = ProcessNode(record)
+    return node.running() and not node.paused()
+
+
 def _with_port_conflict(error: ServiceStartError) -> ServiceStartError:
     """``error`` with the line saying which port was taken moved into its tail.
 
@@ -398,10 +403,12 @@ class LocalKafka:
         self, servers: list[str] | None = None, *, timeout_ms: int = 10000
     ) -> Iterator[KafkaAdminClient]:
         """An admin client (as the admin user) bootstrapped from ``servers``,
-        by default every node whose process is running; closed on exit."""
+        by default every node whose process runs and is not paused (a paused
+        node accepts connections but never answers, which would use up the
+        whole bootstrap deadline); closed on exit."""
         if servers is None:
             servers = [
-                f"{LOOPBACK}:{r.ports['client']}" for r in self.records if ProcessNode(r).running()
+                f"{LOOPBACK}:{r.ports['client']}" for r in self.records if _answering(r)
             ] or [f"{LOOPBACK}:{r.ports['client']}" for r in self.records]
         client = _Admin(
             bootstrap_servers=servers,

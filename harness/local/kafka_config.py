@@ -198,6 +198,12 @@ def render_server_properties(
         "broker.heartbeat.interval.ms=1000",
         "broker.session.timeout.ms=4000",
         "replica.lag.time.max.ms=10000",
+        # Requests a broker forwards to the active controller (DescribeQuorum,
+        # CreateTopics ...) give up on a paused or dead controller after 5 s
+        # instead of 30 s and go to the newly elected one: measured, the
+        # quorum's new leader was reported 16 s after pausing the controller
+        # instead of 45 s.
+        "controller.socket.timeout.ms=5000",
         # A consumer group starts at once instead of waiting 3 s for members.
         "group.initial.rebalance.delay.ms=0",
         # Fewer threads for a 2-core machine running several stacks.

@@ -322,29 +322,40 @@ def test_ha_roles_name_live_nodes_and_one_active_controller(ha: tuple[LocalKafka
     assert counts == {name: (1.0 if name == controller else 0.0) for name in roles}
 
 
-def test_killing_a_leader_moves_leadership_and_restart_rejoins_the_isr(
+def test_killing_the_controller_moves_leadership_and_restart_rejoins_the_isr(
     ha: tuple[LocalKafka, dict],
 ) -> None:
     kafka, _ = ha
     conn = kafka.connection()
     topic = conn.topic("daily_bars")
-    old = kafka.partition_leader(topic, 0)
+    # Kill the active controller, on a partition it leads: both must move.
+    old = kafka.active_controller()
+    with kafka.admin() as admin:
+        (info,) = admin.describe_topics([topic])
+    partition = next(
+        (p["partition_index"] for p in info["partitions"] if p["leader_id"] == node_id(old)),
+        None,
+    )
+    if partition is None:  # it leads none of this topic's partitions: kill a leader instead
+        partition = 0
+        old = kafka.partition_leader(topic, partition)
     node = kafka.node(old)
     node.kill()
     assert not node.running()
 
     def new_leader() -> str | None:
-        leader = kafka.partition_leader(topic, 0)
+        leader = kafka.partition_leader(topic, partition)
         return leader if leader != old else None
 
-    moved = _eventually(new_leader, within=30, what=f"a new leader for {topic}/0")
+    moved = _eventually(new_leader, within=30, what=f"a new leader for {topic}/{partition}")
     assert moved in {"kafka-1", "kafka-2", "kafka-3"} - {old}
+    assert kafka.active_controller() != old
     assert kafka.roles()[old] == "down"
 
     # Two of three replicas still satisfy min.insync.replicas=2 with acks=all.
     producer = KafkaProducer(**_client_config(conn))
     try:
-        sent = producer.send(topic, b"after failover", partition=0).get(timeout=30)
+        sent = producer.send(topic, b"after failover", partition=partition).get(timeout=30)
     finally:
         producer.close()
     assert sent.offset >= 0
@@ -354,7 +365,8 @@ def test_killing_a_leader_moves_leadership_and_restart_rejoins_the_isr(
     def back_in_isr() -> bool | None:
         with kafka.admin() as admin:
             (info,) = admin.describe_topics([topic])
-        p0 = next(p for p in info["partitions"] if p["partition_index"] == 0)
-        return True if node_id(old) in p0["isr_nodes"] else None
+        p = next(p for p in info["partitions"] if p["partition_index"] == partition)
+        return True if node_id(old) in p["isr_nodes"] else None
 
-    _eventually(back_in_isr, within=45, what=f"{old} back in the ISR of {topic}/0")
+    _eventually(back_in_isr, within=45, what=f"{old} back in the ISR of {topic}/{partition}")
+    assert kafka.roles()[old].startswith("broker+controller")

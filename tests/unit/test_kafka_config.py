@@ -97,6 +97,7 @@ def test_fencing_is_faster_than_kafkas_default_but_heartbeats_fit_inside_it() ->
     heartbeat = int(props["broker.heartbeat.interval.ms"])
     assert session < 9000  # Kafka's default
     assert session >= 3 * heartbeat  # a missed heartbeat or two does not fence
+    assert int(props["controller.socket.timeout.ms"]) < 30000  # Kafka's default
 
 
 def test_passwords_appear_only_in_jaas_lines() -> None:
