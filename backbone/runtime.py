@@ -347,6 +347,7 @@ class Backbone:
             "series": series,
         }
         if self.consumer is not None:
+            self.consumer.report_lag()
             report["consumer"] = {
                 "group": self.consumer.group_id,
                 "committed": {

@@ -18,6 +18,7 @@ Counts reconcile per item (a bar, or an unreadable record):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -202,7 +203,7 @@ class BarConsumer:
         polled = self._consumer.poll(timeout_ms=timeout_ms)
         batch = ConsumeStats(polls=1)
         if not polled:
-            self._report_lag()
+            self.report_lag()
             return batch
         bars: list[Bar] = []
         backfill_bars: dict[str, list[Bar]] = {}
@@ -307,7 +308,7 @@ class BarConsumer:
                 newest[(bar.symbol, bar.timeframe)] = bar
         for bar in newest.values():
             tel.bar_stored(bar.symbol, bar.timeframe, bar.ts)
-        self._report_lag()
+        self.report_lag()
 
     def lag(self) -> dict[str, int]:
         """Records behind the log end per ``topic/partition`` (committed offset to
@@ -315,12 +316,18 @@ class BarConsumer:
         out: dict[str, int] = {}
         for tp in sorted(self._consumer.assignment()):
             high = self._consumer.highwater(tp)
+            # Not committed by this member yet: nothing polled there, so the fetch
+            # position (the group's committed offset or the reset point) is the mark.
             done = self.committed.get(tp)
+            if done is None and high is not None:
+                with contextlib.suppress(KafkaError):
+                    done = self._consumer.position(tp)
             if high is not None and done is not None:
                 out[f"{tp.topic}/{tp.partition}"] = max(0, high - done)
         return out
 
-    def _report_lag(self) -> None:
+    def report_lag(self) -> None:
+        """Set the consumer-lag gauge of every assigned partition (no-op without telemetry)."""
         if self.telemetry is None:
             return
         for name, lag in self.lag().items():

@@ -162,16 +162,20 @@ def test_ingest_flows_through_kafka_to_store_cache_and_bus(backbone: Backbone) -
     assert all(e.tier == "institutional" for e in intraday + daily)
 
     health = backbone.health(symbols=symbols, timeframes=["1m"])
-    assert set(health["consumer"]["lag"].values()) <= {0}
+    lags = health["consumer"]["lag"]
+    intraday_parts = {f"market-data.intraday-bars/{p}" for p in range(3)}
+    assert intraday_parts <= set(lags), lags
+    assert set(lags.values()) == {0}
     series = {(s["symbol"], s["timeframe"]) for s in health["series"]}
     assert {(s, "1m") for s in symbols} <= series
-    lag = backbone.telemetry.value(
-        "backbone_consumer_lag",
-        topic="market-data.intraday-bars",
-        partition="0",
-        group=backbone.consumer.group_id,  # type: ignore[union-attr]
-    )
-    assert lag == 0
+    for partition in range(3):
+        lag = backbone.telemetry.value(
+            "backbone_consumer_lag",
+            topic="market-data.intraday-bars",
+            partition=str(partition),
+            group=backbone.consumer.group_id,  # type: ignore[union-attr]
+        )
+        assert lag == 0
 
 
 def test_replayed_duplicates_and_out_of_order_bars_are_absorbed(backbone: Backbone) -> None:
