@@ -181,3 +181,35 @@ def pulumi_env(stack: str, root: Path | None = None) -> dict[str, str]:
             p for p in (str(_REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p
         ),
     }
+
+
+def _stack_arg(argv: list[str]) -> str | None:
+    """The stack a command line names: ``-s NAME``, ``--stack[=]NAME`` or
+    ``stack init|select|rm NAME``."""
+    words = [a for a in argv if not a.startswith("-")]
+    if len(words) >= 3 and words[0] == "stack" and words[1] in ("init", "select", "rm"):
+        return words[2]
+    for i, arg in enumerate(argv):
+        if arg in ("-s", "--stack") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--stack="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m harness.pulumi_cli ARGS``: the built CLI in this repository's
+    environment (file backend under ``.stacks``, the stack's passphrase file,
+    no network). Give the stack with ``-s NAME`` (default ``local``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    stack = _stack_arg(args) or "local"
+    try:
+        binary = pulumi_bin()
+    except PulumiCLIError as exc:
+        sys.exit(f"error: {exc}")
+    env = {**os.environ, **pulumi_env(stack)}
+    os.execve(binary, [str(binary), *args], env)
+
+
+if __name__ == "__main__":
+    main()

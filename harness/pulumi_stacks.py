@@ -31,6 +31,7 @@ from infra.spec import StackSpec, build_spec
 __all__ = [
     "PROJECT",
     "PulumiStackError",
+    "PulumiStackExistsError",
     "down_via_pulumi",
     "new_stack_name",
     "pulumi_stack_exists",
@@ -48,6 +49,17 @@ _HOLDER_GRACE_S = 10.0
 
 class PulumiStackError(HarnessError):
     """A Pulumi operation failed; carries the CLI's last lines (no secrets)."""
+
+
+class PulumiStackExistsError(StackExistsError):
+    """The name is taken by a Pulumi stack or a running local stack."""
+
+    def __init__(self, name: str) -> None:
+        HarnessError.__init__(
+            self,
+            f"stack {name!r} already exists (a Pulumi stack or a running local stack); "
+            f"remove it with `harness down --via pulumi --name {name}` or pick another --name",
+        )
 
 
 def new_stack_name() -> str:
@@ -141,13 +153,13 @@ def up_via_pulumi(
         )
     base = stacks_root(root)
     if pulumi_stack_exists(name, root=base) or _local_stack_running(name, base):
-        raise StackExistsError(name)
+        raise PulumiStackExistsError(name)
     try:
         stack = auto.create_stack(
             name, project_name=PROJECT, program=_program(base), opts=_workspace_opts(name, base)
         )
     except auto.StackAlreadyExistsError:
-        raise StackExistsError(name) from None
+        raise PulumiStackExistsError(name) from None
     stack.set_all_config(
         {
             "target": auto.ConfigValue("local"),

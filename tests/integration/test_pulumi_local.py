@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from backbone.connections import ConnectionsDocument, dump_document, parse_document
 from harness.errors import HarnessError, StackExistsError
 from harness.local.process import ProcessNode, ProcessRecord
 from harness.local.state import load_state, stack_dir
-from harness.pulumi_cli import PulumiCLIError, pulumi_bin, pulumi_env
+from harness.pulumi_cli import PulumiCLIError, cli_dir, pulumi_bin, pulumi_env
 from harness.pulumi_stacks import down_via_pulumi, pulumi_stack_exists, up_via_pulumi
 from infra.spec import build_spec
 
@@ -212,3 +214,57 @@ def test_down_cleans_up_after_an_up_that_was_killed_midway(stacks_root: Path) ->
 def test_down_of_an_unknown_stack_says_so(stacks_root: Path) -> None:
     with pytest.raises(HarnessError, match="no stack named 'ci-nothing'"):
         down_via_pulumi("ci-nothing", root=stacks_root)
+
+
+def test_pulumi_up_dash_s_at_the_command_line_runs_the_project_program(
+    stacks_root: Path, tmp_path: Path
+) -> None:
+    """`pulumi up -s NAME` as a user types it: Pulumi.yaml → infra/ through the
+    Python language host, then `stack output`, then `destroy`."""
+    host = cli_dir() / "bin" / "pulumi-language-python"
+    if not host.exists():
+        info = cli_dir() / "BUILD_INFO"
+        pytest.skip(f"no Python language host was built ({info}: language_python=...)")
+    project = tmp_path / "project"
+    project.mkdir()
+    settings = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
+    # The dynamic-provider launcher resolves a relative `virtualenv` against the
+    # program directory (infra/), not the project root: give it the running one.
+    settings["runtime"]["options"]["virtualenv"] = sys.prefix
+    (project / "Pulumi.yaml").write_text(yaml.safe_dump(settings))
+    (project / "infra").symlink_to(REPO / "infra")
+    name = f"cli-{secrets.token_hex(3)}"
+    (project / f"Pulumi.{name}.yaml").write_text("config:\n  market-data-backbone:target: local\n")
+    env = {**os.environ, **pulumi_env(name, stacks_root), "HARNESS_STACKS_DIR": str(stacks_root)}
+
+    def pulumi(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(pulumi_bin()), "--non-interactive", *args],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+
+    assert pulumi("stack", "init", name, "--secrets-provider", "passphrase").returncode == 0
+    records: list[ProcessRecord] = []
+    try:
+        up = pulumi("up", "-s", name, "--yes", "--skip-preview")
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-2000:]
+        records = _records(name, stacks_root)
+        assert records and _alive(records) == [r.name for r in records]
+        shown = pulumi("stack", "output", "--json", "connections", "--show-secrets", "-s", name)
+        doc = parse_document(shown.stdout)
+        assert doc.stack == name
+        _services_answer(doc)
+    finally:
+        destroy = pulumi("destroy", "-s", name, "--yes", "--skip-preview")
+        if destroy.returncode != 0:
+            from harness.local import provisioner
+
+            provisioner.down(name, root=stacks_root)
+        pulumi("stack", "rm", name, "--yes", "--force")
+    assert destroy.returncode == 0, destroy.stdout[-2000:] + destroy.stderr[-2000:]
+    assert _alive(records) == []

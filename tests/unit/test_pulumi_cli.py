@@ -111,3 +111,20 @@ def test_each_stack_has_its_own_owner_only_passphrase_that_stays_the_same(
     assert first == again and first.read_text() == again.read_text()
     assert first.read_text() != other.read_text()
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("argv", "stack"),
+    [
+        (["up", "-s", "local", "--yes"], "local"),
+        (["stack", "output", "--stack=ci-1", "--json"], "ci-1"),
+        (["destroy", "--stack", "ci-2"], "ci-2"),
+        (["stack", "init", "ci-3", "--secrets-provider", "passphrase"], "ci-3"),
+        (["stack", "rm", "--yes", "ci-4"], "ci-4"),
+        (["version"], None),
+    ],
+)
+def test_the_wrapper_finds_the_stack_whose_passphrase_it_hands_over(
+    argv: list[str], stack: str | None
+) -> None:
+    assert pulumi_cli._stack_arg(argv) == stack
