@@ -7,6 +7,7 @@ and remove the stack directory.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -68,7 +69,12 @@ def _started(size: str) -> Iterator[tuple[LocalKafka, dict[str, float]]]:
         yield kafka, times
     finally:
         kafka.stop_all(timeout=5)
+        survivors = _processes_under(stack_dir)
+        for pid in survivors:  # ours: their command lines name this unique directory
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
         shutil.rmtree(stack_dir, ignore_errors=True)
+        assert not survivors, f"Kafka processes outlived stop_all: {survivors}"
 
 
 @pytest.fixture(scope="module")
