@@ -177,3 +177,27 @@ def test_missing_jars_say_how_to_fetch_them(
     with pytest.raises(MissingBinaryError, match="make setup") as err:
         kafka_libs_dir("4.1.1")
     assert "10-kafka.sh" in str(err.value)
+
+
+def test_plain_keeps_its_users_in_the_listener_and_adds_no_scram() -> None:
+    spec = build_spec("t", size="minimal").kafka.model_copy(update={"sasl_mechanism": "PLAIN"})
+    text = render_server_properties(
+        spec,
+        node=1,
+        ports=_ports(1),
+        data_dir=Path("/d"),
+        client_password=CLIENT_PW,
+        admin_password=ADMIN_PW,
+    )
+    client_jaas = next(
+        line for line in text.splitlines() if line.startswith("listener.name.client.plain.")
+    )
+    assert f'user_{spec.username}="{CLIENT_PW}"' in client_jaas
+    args = storage_format_args(
+        spec,
+        config=Path("/d/server.properties"),
+        cluster_id="AAAAAAAAAAAAAAAAAAAAAA",
+        client_password=CLIENT_PW,
+        admin_password=ADMIN_PW,
+    )
+    assert "--add-scram" not in args
