@@ -51,6 +51,7 @@ __all__ = [
     "load",
     "preflight",
     "stack_processes",
+    "start_service",
     "up",
 ]
 
@@ -332,37 +333,59 @@ def _bring_up(
     abort: threading.Event,
 ) -> None:
     began = time.monotonic()
+    node_times = start_service(svc, ports, peers, say=say, abort=abort, on_change=stack._save)
+    took = time.monotonic() - began
+    with stack._lock:
+        stack._state.timings.update(
+            {k: round(v, 3) for k, v in node_times.items() if k != svc.service}
+        )
+        stack._state.timings[svc.service] = round(took, 3)
+    if svc.records:
+        nodes = ", ".join(f"{k} {v:.1f}s" for k, v in node_times.items() if k != svc.service)
+        say(f"{svc.service:<10} ready in {took:5.1f}s  ({nodes})")
+
+
+def start_service(
+    svc: LocalService,
+    ports: PortAllocator,
+    peers: dict[str, LocalService],
+    *,
+    say: Echo | None = None,
+    abort: threading.Event | None = None,
+    on_change: Callable[[], None] | None = None,
+) -> dict[str, float]:
+    """``prepare`` and ``start`` one service; returns its seconds-to-ready.
+
+    A port taken between choosing and binding (the node's log says so, see
+    :func:`~harness.local.ports.is_port_conflict`) is retried with fresh
+    ports, up to :data:`PORT_RETRIES` tries. ``abort`` set by another thread
+    makes it give up; ``on_change`` is called whenever the records changed.
+    """
     for attempt in range(1, PORT_RETRIES + 1):
         svc.prepare(ports, peers)
-        stack._save()
-        if abort.is_set():
+        if on_change:
+            on_change()
+        if abort is not None and abort.is_set():
             raise _Aborted(svc.service)
         try:
-            node_times = svc.start()
+            return svc.start()
         except Exception as exc:
             _stop_records(svc.records)
-            if abort.is_set():
+            if abort is not None and abort.is_set():
                 raise _Aborted(svc.service) from exc
             if (
                 isinstance(exc, ServiceStartError)
                 and attempt < PORT_RETRIES
                 and is_port_conflict(exc.tail)
             ):
-                say(f"{svc.service}: {exc.node} lost a port race; retrying with new ports")
+                if say:
+                    say(f"{svc.service}: {exc.node} lost a port race; retrying with new ports")
                 continue
             raise
         finally:
-            stack._save()
-        took = time.monotonic() - began
-        with stack._lock:
-            stack._state.timings.update(
-                {k: round(v, 3) for k, v in node_times.items() if k != svc.service}
-            )
-            stack._state.timings[svc.service] = round(took, 3)
-        if svc.records:
-            nodes = ", ".join(f"{k} {v:.1f}s" for k, v in node_times.items() if k != svc.service)
-            say(f"{svc.service:<10} ready in {took:5.1f}s  ({nodes})")
-        return
+            if on_change:
+                on_change()
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _document(stack: LocalStack) -> ConnectionsDocument:

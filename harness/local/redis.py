@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from backbone.connections import HostPort, RedisConnection
@@ -39,6 +41,14 @@ __all__ = ["ADMIN_USER", "LocalRedis"]
 #: The ACL user replication and Sentinel use; clients get ``spec.redis.username``.
 ADMIN_USER = "admin"
 _PROBE_TIMEOUT_S = 1.0
+
+
+def _no_retry() -> Retry:
+    # A probe asks once: redis-py's default retries would turn one unanswered
+    # probe (a paused node, a squatter on the port) into many seconds.
+    return Retry(NoBackoff(), 0)
+
+
 _START_TIMEOUT_S = 30.0
 
 
@@ -204,6 +214,7 @@ class LocalRedis:
                 password=self.secrets.redis_password,
                 socket_timeout=_PROBE_TIMEOUT_S,
                 socket_connect_timeout=_PROBE_TIMEOUT_S,
+                retry=_no_retry(),
             )
         user = ADMIN_USER if admin else self.spec.redis.username
         password = self.secrets.redis_admin_password if admin else self.secrets.redis_password
@@ -214,6 +225,7 @@ class LocalRedis:
             password=password,
             socket_timeout=_PROBE_TIMEOUT_S,
             socket_connect_timeout=_PROBE_TIMEOUT_S,
+            retry=_no_retry(),
         )
 
     def _sentinel(self) -> Sentinel:
@@ -223,7 +235,9 @@ class LocalRedis:
             sentinel_kwargs={
                 "password": self.secrets.redis_password,
                 "socket_timeout": _PROBE_TIMEOUT_S,
+                "retry": _no_retry(),
             },
+            retry=_no_retry(),
             username=self.spec.redis.username,
             password=self.secrets.redis_password,
         )

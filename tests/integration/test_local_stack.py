@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -24,7 +25,9 @@ from redis.sentinel import Sentinel
 from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
 from harness.errors import ServiceStartError, StackExistsError
 from harness.local import provisioner
-from harness.local.provisioner import LocalStack
+from harness.local.ports import PortAllocator
+from harness.local.provisioner import LocalStack, start_service
+from harness.local.redis import LocalRedis
 from harness.local.secrets import StackSecrets
 from infra.spec import build_spec
 
@@ -190,17 +193,17 @@ def test_node_control_from_a_later_process(local_stack: LocalStack) -> None:
     assert again.node("redis-1").record.pid not in (None, old_pid)
     assert _redis(again.document).ping()
 
-    assert _harness("node", "pause", "postgres-1", "--name", name, root=root).returncode == 0
-    assert provisioner.load(name, root=root).node("postgres-1").paused()
-    listed = _harness("node", "list", "--name", name, root=root)
-    assert "paused" in listed.stdout
-    assert _harness("node", "resume", "postgres-1", "--name", name, root=root).returncode == 0
+    # Any later process rebuilds the same control from state.json.
+    later = provisioner.load(name, root=root)
+    later.pause_node("postgres-1")
+    try:
+        assert provisioner.load(name, root=root).roles()["postgres-1"] == "paused"
+    finally:
+        later.resume_node("postgres-1")
     with _postgres(again.document) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-
-    unknown = _harness("node", "kill", "redis-9", "--name", name, root=root)
-    assert unknown.returncode == 2
-    assert "redis-9" in unknown.stderr and "redis-1" in unknown.stderr
+    with pytest.raises(KeyError, match=r"redis-9.*redis-1"):
+        later.kill_node("redis-9")
 
 
 # -- ha -----------------------------------------------------------------------------------
@@ -268,7 +271,40 @@ def test_ha_postgres_commits_wait_for_a_synchronous_standby(ha_stack: LocalStack
             pytest.fail("the committed row never became visible on the standby")
 
 
-# -- failure ------------------------------------------------------------------------------
+# -- port races and failure -------------------------------------------------------------
+
+
+class _FirstPortTaken(PortAllocator):
+    """Hands out, first, a port that something else is already listening on."""
+
+    def __init__(self, taken: int) -> None:
+        super().__init__()
+        self.taken: int | None = taken
+
+    def allocate(self) -> int:
+        if self.taken is not None:
+            port, self.taken = self.taken, None
+            return port
+        return super().allocate()
+
+
+def test_a_port_taken_before_binding_is_retried_with_a_new_port(stacks_root: Path) -> None:
+    directory = stacks_root / "port-race"
+    spec = build_spec("port-race")
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        service = LocalRedis(spec, directory, StackSecrets.load_or_create(directory))
+        said: list[str] = []
+        try:
+            start_service(service, _FirstPortTaken(taken), {}, say=said.append)
+            assert service.records[0].ports["client"] != taken
+            assert said == ["redis: redis-1 lost a port race; retrying with new ports"]
+            assert "Address already in use" in (directory / "logs" / "redis-1.log").read_text()
+            assert service.roles() == {"redis-1": "primary"}
+        finally:
+            provisioner._stop_records(service.records)
 
 
 def test_a_failing_service_stops_everything_and_keeps_the_state(stacks_root: Path) -> None:
