@@ -134,7 +134,7 @@ def _with_port_conflict(error: ServiceStartError) -> ServiceStartError:
     )
 
 
-class _Admin(KafkaAdminClient):  # type: ignore[misc]
+class _Admin(KafkaAdminClient):
     """``KafkaAdminClient`` that releases its I/O thread when bootstrap fails
     (the stock constructor leaves it running, and probes fail many times)."""
 
