@@ -411,3 +411,38 @@ def test_cli_bad_input_is_one_helpful_line_and_exit_code_2(
     assert len(lines) == 1, done.stderr
     assert expected in lines[0]
     assert done.stdout == ""
+
+
+def test_cli_serve_metrics_exposes_freshness_of_stored_series(tmp_path: Path) -> None:
+    import urllib.request
+
+    ingest = run_cli("ingest", "--tier", "bootstrap", "--symbols", "EURUSD", "--bars", "10",
+                     "--timeframe", "1d", "--json", cwd=tmp_path)  # fmt: skip
+    assert ingest.returncode == 0, ingest.stderr
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    env.pop("BACKBONE_OUTPUTS", None)
+    env.pop("BACKBONE_TIER", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backbone", "serve-metrics", "--tier", "bootstrap", "--port", "0",
+         "--symbols", "EURUSD", "--interval", "0.5", "--duration", "20"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if proc.stderr else ""
+        deadline = time.monotonic() + 15
+        body = ""
+        while time.monotonic() < deadline and "EURUSD" not in body:
+            time.sleep(0.3)
+            body = urllib.request.urlopen(url, timeout=5).read().decode()
+        line = next(
+            x for x in body.splitlines()
+            if x.startswith('backbone_ingest_freshness_seconds{symbol="EURUSD",timeframe="1d"}')
+        )  # fmt: skip
+        latest = datetime(2024, 1, 10, tzinfo=UTC)  # 10 synthetic daily bars from 2024-01-01
+        expected = (datetime.now(UTC) - latest).total_seconds()
+        assert abs(float(line.split()[-1]) - expected) < 120
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
