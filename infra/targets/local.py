@@ -186,8 +186,9 @@ def deploy(
     resource = LocalStack(f"local-{spec.name}", spec, root=stacks_root(root or _ROOT_OVERRIDE))
     # additional_secret_outputs encrypts it in the state; the explicit secret
     # keeps every Output derived from it secret in this program too.
+    connections: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(resource.connections)
     return pulumi.Output.all(
-        connections=pulumi.Output.secret(resource.connections),
+        connections=connections,
         stack_dir=resource.stack_dir,
         outputs_path=resource.outputs_path,
     )
