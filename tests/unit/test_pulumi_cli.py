@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,30 @@ def test_the_wrapper_finds_the_stack_whose_passphrase_it_hands_over(
     argv: list[str], stack: str | None
 ) -> None:
     assert pulumi_cli._stack_arg(argv) == stack
+
+
+def test_a_failed_build_fails_the_script_not_the_setup_and_the_finder_says_why(
+    cache: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "BACKBONE_CACHE": str(cache.parent), "GO": str(tmp_path / "no-go")}
+    build = subprocess.run(
+        ["bash", str(REPO / "scripts" / "build-pulumi.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert build.returncode == 1
+    setup = subprocess.run(
+        ["bash", str(REPO / "scripts" / "setup.d" / "50-pulumi.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert setup.returncode == 0
+    assert "pulumi_cli tests will skip" in setup.stdout
+    with pytest.raises(PulumiCLIMissingError, match="last build failed: no Go toolchain found"):
+        pulumi_bin()
