@@ -1,0 +1,168 @@
+"""Run a drill on a stack and produce its :class:`~harness.drills.report.DrillReport`.
+
+The runner owns the phases and the timing; a drill owns its workload, fault
+target and reader (see :mod:`harness.drills.base`). Whatever happens, the
+faulted node is brought back before the runner returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from harness.drills.base import Drill
+from harness.drills.reconcile import reconcile
+from harness.drills.report import AlertFired, DrillReport
+from harness.drills.writer import Writer, longest_gap
+from harness.local.provisioner import LocalStack
+
+__all__ = ["DRILLS", "drill_class", "run_drill"]
+
+Log = Callable[[str], None]
+
+
+def _registry() -> dict[str, type[Drill]]:
+    from harness.drills.kafka_leader import KafkaLeaderKillDrill
+    from harness.drills.redis_primary import RedisPrimaryKillDrill
+
+    drills: list[type[Drill]] = [KafkaLeaderKillDrill, RedisPrimaryKillDrill]
+    return {d.name: d for d in drills}
+
+
+DRILLS: dict[str, type[Drill]] = _registry()
+
+
+def drill_class(name: str) -> type[Drill]:
+    """The drill called ``name``; a KeyError lists the known ones."""
+    try:
+        return DRILLS[name]
+    except KeyError:
+        raise KeyError(f"no drill {name!r}; known drills: {', '.join(sorted(DRILLS))}") from None
+
+
+class _Prober:
+    """Calls ``drill.probe`` every 0.1 s in its own thread while the drill runs."""
+
+    def __init__(self, drill: Drill) -> None:
+        self._drill = drill
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drill-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._drill.probe()
+
+    def __enter__(self) -> _Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def run_drill(
+    drill_cls: type[Drill],
+    stack: LocalStack,
+    *,
+    max_write_s: float = 120.0,
+    log: Log = lambda _msg: None,
+) -> DrillReport:
+    """Run one drill on ``stack`` (an ha stack) and return its report."""
+    drill = drill_cls(stack)
+    node = drill.target()
+    report = DrillReport(
+        drill=drill.name,
+        stack=stack.name,
+        fault=f"{drill.fault.kind} {drill.fault.role}",
+        target=node,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    log(f"{drill.name}: {drill.fault.kind} {node} ({drill.fault.role})")
+    drill.prepare()
+    faulted = recovered = False
+    writer = Writer(drill.write, drill.bars(), max_s=max_write_s)
+    try:
+        writer.start()
+        with _Prober(drill):
+            if not writer.wait_acknowledged(1, 60):
+                raise RuntimeError(
+                    f"no write was acknowledged before the fault: {writer.log.errors[:1]}"
+                )
+            time.sleep(drill.warmup_s)
+            fault_wall, fault_at = time.time(), time.monotonic()
+            drill.fault.apply(stack, node)
+            faulted = True
+            log(f"{drill.name}: {node} {drill.fault.kind}ed; waiting")
+            drill.during_fault(node)
+            drill.recover(node)
+            recovered = True
+            report.recovery_seconds = round(time.monotonic() - fault_at, 2)
+            log(f"{drill.name}: {node} back after {report.recovery_seconds:.1f}s")
+            time.sleep(drill.tail_s)
+            acks = writer.stop()
+        ended = time.monotonic()
+        found = drill.found_keys(list(acks.acknowledged))
+    finally:
+        if faulted and not recovered:
+            with contextlib.suppress(Exception):
+                drill.fault.undo(stack, node)
+        with contextlib.suppress(Exception):
+            writer.stop()
+        drill.close()
+    result = reconcile(acks.acknowledged, found)
+    report.acknowledged = result.acknowledged
+    report.stored = result.stored
+    report.lost_acknowledged = result.lost_acknowledged
+    report.duplicates = result.duplicates
+    report.stored_unacknowledged = result.stored_unacknowledged
+    report.lost_examples = list(result.lost_examples)
+    report.unavailable_seconds = round(longest_gap(acks.ok_at, fault_at, ended), 2)
+    report.failed_writes = len(acks.failed_at)
+    report.slowest_write_s = round(acks.slowest_s, 2)
+    report.write_errors = acks.errors[:5]
+    report.figures = dict(drill.figures)
+    report.alerts = _alerts(stack, fault_wall)
+    report.passed, report.reason = _verdict(drill, report)
+    log(f"{drill.name}: {'PASS' if report.passed else 'FAIL'} ({report.reason})")
+    return report
+
+
+def _alerts(stack: LocalStack, fault_wall: float) -> list[AlertFired]:
+    monitoring = stack.document.monitoring
+    if monitoring is None or monitoring.prometheus_url is None:
+        return []
+    from harness.observe import alerts_fired_between
+
+    try:
+        events = alerts_fired_between(monitoring.prometheus_url, fault_wall - 1, time.time())
+    except Exception:  # Prometheus is an observer: its absence must not fail a drill
+        return []
+    return [
+        AlertFired(
+            name=e.name,
+            node=e.labels.get("node"),
+            time_to_fire_s=round(e.first_seen - fault_wall, 1),
+            resolved_after_s=None
+            if e.resolved_at is None
+            else round(e.resolved_at - fault_wall, 1),
+        )
+        for e in events
+        if e.first_seen >= fault_wall - 1
+    ]
+
+
+def _verdict(drill: Drill, report: DrillReport) -> tuple[bool, str]:
+    if report.lost_acknowledged:
+        return False, f"{report.lost_acknowledged} acknowledged bars were lost"
+    if report.acknowledged < drill.min_acknowledged:
+        return False, (
+            f"only {report.acknowledged} bars were acknowledged (< {drill.min_acknowledged}): "
+            "the drill proves nothing"
+        )
+    if drill.problems:
+        return False, "; ".join(dict.fromkeys(drill.problems))
+    return True, f"all {report.acknowledged} acknowledged bars found, none lost"

@@ -1,0 +1,50 @@
+"""Outage drills on the session's ha stack: nothing acknowledged is lost.
+
+Each drill faults a node chosen by role, keeps writing through the backbone's
+public API, recovers the node, and reconciles every acknowledged bar against
+where it must be. Each leaves the stack as it found it (the node back, roles
+restored), because other tests share ``ha_stack``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.drills import DRILLS, run_drill
+from harness.local.provisioner import LocalStack
+
+pytestmark = pytest.mark.integration
+
+
+def test_killing_the_partition_leader_during_acks_all_produce_loses_no_acknowledged_bar(
+    ha_stack: LocalStack,
+) -> None:
+    topic = ha_stack.document.kafka.topics["intraday_bars"].name  # type: ignore[union-attr]
+    leader_before = ha_stack.kafka_partition_leader(topic, 0)
+
+    report = run_drill(DRILLS["kafka-leader-kill"], ha_stack, max_write_s=60)
+
+    assert report.target == leader_before
+    assert report.acknowledged >= 500, report
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0, "the idempotent producer wrote a record twice"
+    assert report.figures["new_leader"] != leader_before
+    assert report.passed, report.reason
+    assert report.recovery_seconds <= 60
+    assert "fenced" not in ha_stack.roles().values() and "down" not in ha_stack.roles().values()
+
+
+def test_killing_the_redis_primary_reads_never_fail_and_the_cache_follows_sentinel(
+    ha_stack: LocalStack,
+) -> None:
+    primary_before = ha_stack.redis_primary()
+
+    report = run_drill(DRILLS["redis-primary-kill"], ha_stack, max_write_s=60)
+
+    assert report.target == primary_before
+    assert report.acknowledged >= 200, report
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.figures["reads"] > 0 and report.figures["read_failures"] == 0, report.reason
+    assert report.figures["new_primary"] != primary_before
+    assert report.passed, report.reason
+    assert ha_stack.redis_primary() == primary_before  # handed back: the stack as found
