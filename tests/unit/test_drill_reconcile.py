@@ -1,0 +1,73 @@
+"""Reconciliation of a drill: acknowledged keys against what a reader found."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.drills.reconcile import reconcile
+from harness.drills.writer import drill_bars, longest_gap
+
+keys = st.integers(min_value=0, max_value=60)
+
+
+@given(acked=st.lists(keys), found=st.lists(keys))
+def test_lost_is_exactly_the_acknowledged_keys_no_reader_found(
+    acked: list[int], found: list[int]
+) -> None:
+    r = reconcile(acked, found)
+    assert r.lost_acknowledged == len(set(acked) - set(found))
+    assert r.acknowledged == len(set(acked))
+    assert r.stored == len(set(found))
+    assert r.stored_unacknowledged == len(set(found) - set(acked))
+
+
+@given(found=st.lists(keys))
+def test_duplicates_count_every_extra_copy(found: list[int]) -> None:
+    r = reconcile([], found)
+    assert r.duplicates == len(found) - len(set(found))
+    assert r.duplicates == sum(n - 1 for n in Counter(found).values())
+
+
+@given(acked=st.lists(keys, min_size=1))
+def test_everything_found_once_is_a_clean_reconciliation(acked: list[int]) -> None:
+    r = reconcile(acked, set(acked))
+    assert (r.lost_acknowledged, r.duplicates, r.stored_unacknowledged) == (0, 0, 0)
+    assert r.lost_examples == ()
+
+
+def test_lost_examples_name_the_missing_keys() -> None:
+    r = reconcile(["a", "b", "c"], ["b", "b"])
+    assert r.lost_acknowledged == 2 and r.lost_examples == ("a", "c")
+    assert r.duplicates == 1
+
+
+@given(
+    ok=st.lists(st.floats(min_value=0, max_value=100, allow_nan=False), max_size=30),
+    since=st.floats(min_value=0, max_value=100, allow_nan=False),
+)
+def test_the_longest_gap_is_never_shorter_than_any_gap_after_the_fault(
+    ok: list[float], since: float
+) -> None:
+    until = 120.0
+    gap = longest_gap(ok, since, until)
+    later = sorted(t for t in ok if t > since)
+    points = [since, *later]
+    assert all(gap >= b - a for a, b in itertools.pairwise(points))
+    if not later:
+        assert gap == until - since
+    else:
+        assert gap in {b - a for a, b in itertools.pairwise(points)}
+
+
+def test_drill_bars_have_unique_keys_and_are_valid() -> None:
+    from itertools import islice
+
+    from backbone.bars import bar_problem
+
+    bars = list(islice(drill_bars(["A", "B"]), 2000))
+    assert len({b.key for b in bars}) == 2000
+    assert all(bar_problem(b) is None for b in bars)
