@@ -25,7 +25,7 @@ import kafka.errors as kafka_errors
 import psutil
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.admin._configs import ConfigResource, ConfigResourceType
+from kafka.admin import ConfigResource, ConfigResourceType
 
 from backbone.connections import KafkaConnection
 from harness.errors import MissingBinaryError, ServiceStartError
