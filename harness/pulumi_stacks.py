@@ -120,11 +120,8 @@ def _local_stack_running(name: str, base: Path) -> bool:
     """True when a local stack of that name has any process running."""
     from harness.local import provisioner
 
-    try:
-        stack = provisioner.load(name, root=base)
-    except StackNotFoundError:
-        return False
-    return any(stack.node(node).running() for node in stack.node_names())
+    directory = stack_dir(name, base)
+    return directory.is_dir() and bool(provisioner.stack_processes(directory))
 
 
 def up_via_pulumi(

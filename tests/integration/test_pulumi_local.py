@@ -211,6 +211,16 @@ def test_down_cleans_up_after_an_up_that_was_killed_midway(stacks_root: Path) ->
     assert not (root / "pulumi-backend" / "workspaces" / name).exists()
 
 
+def test_the_name_of_a_running_local_stack_is_refused_before_pulumi_runs(
+    local_stack: Any, stacks_root: Path
+) -> None:
+    name = local_stack.name
+    with pytest.raises(StackExistsError, match="--via pulumi"):
+        up_via_pulumi(build_spec(name), name=name, root=stacks_root)
+    assert not pulumi_stack_exists(name, root=stacks_root)
+    assert _alive(_records(name, stacks_root)) != []
+
+
 def test_down_of_an_unknown_stack_says_so(stacks_root: Path) -> None:
     with pytest.raises(HarnessError, match="no stack named 'ci-nothing'"):
         down_via_pulumi("ci-nothing", root=stacks_root)
