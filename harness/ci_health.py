@@ -105,7 +105,7 @@ def collect(stack: str, prometheus_url: str, start: float, end: float | None = N
                 "alert": event.name,
                 "severity": event.labels.get("severity", ""),
                 "where": event.labels.get("node") or event.labels.get("instance") or "",
-                "fired_after_s": round(event.first_seen - start, 1),
+                "fired_after_s": round(event.first_seen - start, 1),  # from the window start
                 "first_seen": _iso(event.first_seen),
                 "resolved_at": _iso(event.resolved_at) if event.resolved_at else None,
             }
@@ -171,11 +171,11 @@ def render_markdown(windows: Sequence[StackWindow], *, generated_at: float) -> s
         lines += ["", "### Alerts that fired", ""]
         if w.alerts:
             lines += [
-                "| alert | severity | where | fired after | resolved |",
+                "| alert | severity | where | fired (s after the window began) | resolved |",
                 "|---|---|---|---|---|",
             ]
             lines += [
-                f"| {a['alert']} | {a['severity']} | {a['where']} | {a['fired_after_s']} s | "
+                f"| {a['alert']} | {a['severity']} | {a['where']} | {a['fired_after_s']} | "
                 f"{a['resolved_at'] or 'still firing'} |"
                 for a in w.alerts
             ]

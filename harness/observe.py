@@ -209,6 +209,13 @@ def firing_alerts(prom_url: str) -> list[Alert]:
     return sorted(alerts, key=lambda a: (a.name, sorted(a.labels.items())))
 
 
+_ALERT_META = ("__name__", "alertname", "alertstate")
+
+
+def _key(labels: Mapping[str, str]) -> frozenset[tuple[str, str]]:
+    return frozenset((k, v) for k, v in labels.items() if k != "__name__")
+
+
 def alerts_fired_between(
     prom_url: str, start: float, end: float, *, step: float = 1.0
 ) -> list[AlertEvent]:
@@ -218,10 +225,14 @@ def alerts_fired_between(
     without the series means "not firing": an episode ends there and the next
     point starts a new one. Sorted by ``first_seen``.
     """
-    series = range_query(prom_url, 'ALERTS{alertstate="firing"}', start, end, step)
+    selector = 'ALERTS{alertstate="firing"}'
+    series = range_query(prom_url, selector, start, end, step)
+    # Range points fall on start + k*step and can predate ``end`` by up to a
+    # step: whether an episode is still open is asked at ``end`` itself.
+    at_end = {_key(s.labels): s.labels for s in instant(prom_url, selector, at=end)}
     events: list[AlertEvent] = []
     for s in series:
-        labels = {k: v for k, v in s.labels.items() if k not in ("alertname", "alertstate")}
+        labels = {k: v for k, v in s.labels.items() if k not in _ALERT_META}
         name = s.labels.get("alertname", "")
         times = sorted(t for t, _ in s.points)
         run_start = prev = times[0]
@@ -230,9 +241,13 @@ def alerts_fired_between(
                 events.append(AlertEvent(name, labels, run_start, prev + step))
                 run_start = t
             prev = t
-        # Points fall on start + k*step: firing at the last one means still firing.
-        resolved = None if end - prev < step else prev + step
-        events.append(AlertEvent(name, labels, run_start, resolved))
+        still = _key(s.labels) in at_end and end - prev < 1.5 * step
+        events.append(AlertEvent(name, labels, run_start, None if still else prev + step))
+        if still:
+            del at_end[_key(s.labels)]
+    for raw in at_end.values():  # began firing after the last step of the range
+        labels = {k: v for k, v in raw.items() if k not in _ALERT_META}
+        events.append(AlertEvent(raw.get("alertname", ""), labels, end, None))
     return sorted(events, key=lambda e: (e.first_seen, e.name))
 
 

@@ -99,16 +99,19 @@ def test_episodes_of_an_alert_are_read_back_with_their_resolution(prom) -> None:
     [target] = observe.targets(url)
     assert (target.job, target.labels["node"], target.up) == ("knob", "knob-1", True)
 
+    # Each state is held a few evaluations, as real faults are.
     knob.set(5)
     _until(lambda: [a.name for a in observe.firing_alerts(url)] == ["KnobHigh"])
     assert observe.instant(url, "knob")[0].value == 5
+    time.sleep(3)
     knob.set(0)
     _until(lambda: observe.firing_alerts(url) == [])
+    time.sleep(3)
     knob.set(7)
     _until(lambda: [a.name for a in observe.firing_alerts(url)] == ["KnobHigh"])
 
     events = observe.alerts_fired_between(url, began, time.time())
-    assert [e.name for e in events] == ["KnobHigh", "KnobHigh"]
+    assert [e.name for e in events] == ["KnobHigh", "KnobHigh"], events
     first, second = events
     assert first.resolved_at is not None and first.first_seen < first.resolved_at
     assert second.first_seen >= first.resolved_at
