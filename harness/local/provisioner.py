@@ -291,33 +291,67 @@ def preflight(spec: StackSpec) -> None:
 
 
 def _start_stages(stack: LocalStack, secrets: StackSecrets, say: Echo) -> None:
+    """Every service in its own thread. A service of a later stage starts as
+    soon as the earlier stages are *prepared* (their ports and configs are
+    what it needs), so e.g. Prometheus comes up while Kafka is still starting.
+    If an earlier service re-prepares after a port race, the later one is
+    brought up again against the new ports."""
     ports = _SharedPorts()
     abort = threading.Event()
-    for stage in stages():
-        peers = dict(stack.services)
-        renderers: list[LocalService] = [cls(stack.spec, stack.dir, secrets) for cls in stage]
-        for svc in renderers:
-            stack.services[svc.service] = svc
-        with ThreadPoolExecutor(max_workers=len(renderers)) as pool:
-            futures = [
-                pool.submit(_bring_up, stack, svc, ports, peers, say, abort) for svc in renderers
-            ]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.exception() for f in done):
-                # Do not wait for the others to come up only to stop them:
-                # stop what runs now, so their starts fail fast.
-                abort.set()
-                _stop_everything(stack.dir, stack._state_with_records())
-            errors = [f.exception() for f in futures]
-        for svc in renderers:
-            if not svc.records:  # a disabled service (monitoring off) has no nodes
-                del stack.services[svc.service]
-        stack._save()
-        failed = [e for e in errors if e is not None and not isinstance(e, _Aborted)]
-        if failed:
-            # A service error names its node and log; prefer it over a follow-on error.
-            failed.sort(key=lambda e: not isinstance(e, ServiceStartError))
-            raise failed[0]
+    staged = [[cls(stack.spec, stack.dir, secrets) for cls in stage] for stage in stages()]
+    flat: list[tuple[int, LocalService]] = [(i, s) for i, st in enumerate(staged) for s in st]
+    for _, svc in flat:
+        stack.services[svc.service] = svc
+    prepared = {svc.service: threading.Event() for _, svc in flat}
+    preparations = dict.fromkeys(prepared, 0)
+
+    def run(index: int, svc: LocalService) -> None:
+        earlier = [s for stage in staged[:index] for s in stage]
+        for dep in earlier:
+            while not prepared[dep.service].wait(0.05):
+                if abort.is_set():
+                    raise _Aborted(svc.service)
+        peers = {dep.service: dep for dep in earlier}
+        seen = {dep.service: preparations[dep.service] for dep in earlier}
+
+        def on_prepared() -> None:
+            preparations[svc.service] += 1
+            prepared[svc.service].set()
+
+        _bring_up(stack, svc, ports, peers, say, abort, on_prepared)
+        # Followers wait here for the services they render against to be up,
+        # and start over if one of them moved to new ports meanwhile.
+        for dep in earlier:
+            while dep.service in running and not abort.is_set():
+                time.sleep(0.05)
+        if any(preparations[dep.service] != seen[dep.service] for dep in earlier):
+            _stop_records(svc.records)
+            say(f"{svc.service}: a peer moved to new ports; starting it again")
+            _bring_up(stack, svc, ports, peers, say, abort, on_prepared)
+
+    running = {svc.service for _, svc in flat}
+    with ThreadPoolExecutor(max_workers=len(flat)) as pool:
+        futures = {}
+        for index, svc in flat:
+            fut = pool.submit(run, index, svc)
+            fut.add_done_callback(lambda _f, name=svc.service: running.discard(name))
+            futures[fut] = svc
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() for f in done):
+            # Do not wait for the others to come up only to stop them: stop
+            # what runs now, so their starts fail fast.
+            abort.set()
+            _stop_everything(stack.dir, stack._state_with_records())
+        errors = [f.exception() for f in futures]
+    for _, svc in flat:
+        if not svc.records:  # a disabled service (monitoring off) has no nodes
+            del stack.services[svc.service]
+    stack._save()
+    failed = [e for e in errors if e is not None and not isinstance(e, _Aborted)]
+    if failed:
+        # A service error names its node and log; prefer it over a follow-on error.
+        failed.sort(key=lambda e: not isinstance(e, ServiceStartError))
+        raise failed[0]
 
 
 class _Aborted(Exception):
@@ -331,9 +365,12 @@ def _bring_up(
     peers: dict[str, LocalService],
     say: Echo,
     abort: threading.Event,
+    on_prepared: Callable[[], None],
 ) -> None:
     began = time.monotonic()
-    node_times = start_service(svc, ports, peers, say=say, abort=abort, on_change=stack._save)
+    node_times = start_service(
+        svc, ports, peers, say=say, abort=abort, on_change=stack._save, on_prepared=on_prepared
+    )
     took = time.monotonic() - began
     with stack._lock:
         stack._state.timings.update(
@@ -353,18 +390,22 @@ def start_service(
     say: Echo | None = None,
     abort: threading.Event | None = None,
     on_change: Callable[[], None] | None = None,
+    on_prepared: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """``prepare`` and ``start`` one service; returns its seconds-to-ready.
 
     A port taken between choosing and binding (the node's log says so, see
     :func:`~harness.local.ports.is_port_conflict`) is retried with fresh
     ports, up to :data:`PORT_RETRIES` tries. ``abort`` set by another thread
-    makes it give up; ``on_change`` is called whenever the records changed.
+    makes it give up; ``on_change`` is called whenever the records changed,
+    ``on_prepared`` after each successful ``prepare``.
     """
     for attempt in range(1, PORT_RETRIES + 1):
         svc.prepare(ports, peers)
         if on_change:
             on_change()
+        if on_prepared:
+            on_prepared()
         if abort is not None and abort.is_set():
             raise _Aborted(svc.service)
         try:
