@@ -15,8 +15,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
+from rich.text import Text
+
+from backbone.connections import ConnectionsDocument
 from harness.errors import HarnessError
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "metric_names",
     "range_query",
     "stack_health",
+    "status_panel",
     "targets",
 ]
 
@@ -327,3 +331,19 @@ def format_stack_health(health: StackHealth) -> str:
     else:
         lines.append("firing alerts: none")
     return "\n".join(lines)
+
+
+class _HasDocument(Protocol):
+    @property
+    def document(self) -> ConnectionsDocument: ...
+
+
+def status_panel(stack: _HasDocument) -> Text | None:
+    """The monitoring panel ``harness status`` prints for a stack (``None``
+    when the stack runs no Prometheus). Raises
+    :class:`PrometheusUnavailableError` when its Prometheus does not answer."""
+    monitoring = stack.document.monitoring
+    if monitoring is None or not monitoring.prometheus_url:
+        return None
+    health = stack_health(monitoring.prometheus_url)
+    return Text(f"monitoring: {monitoring.prometheus_url}\n" + format_stack_health(health))

@@ -125,3 +125,26 @@ def test_an_unreachable_prometheus_is_a_clear_error() -> None:
     port = PortAllocator().allocate()
     with pytest.raises(observe.PrometheusUnavailableError, match="did not answer"):
         observe.instant(f"http://127.0.0.1:{port}", "up")
+
+
+class _Stack:
+    def __init__(self, url: str | None) -> None:
+        from backbone.connections import ConnectionsDocument, MonitoringConnection
+
+        self.document = ConnectionsDocument(
+            stack="s",
+            environment="local",
+            tier="bootstrap",
+            monitoring=MonitoringConnection(prometheus_url=url) if url else None,
+        )
+
+
+def test_the_status_panel_shows_the_stack_health_or_nothing_without_prometheus(prom) -> None:
+    url, _ = prom
+    panel = observe.status_panel(_Stack(url))
+    assert panel is not None
+    text = panel.plain
+    assert text.startswith(f"monitoring: {url}")
+    for heading in ("ingest freshness:", "cache hit ratio:", "consumer lag:", "dead-lettered: 0"):
+        assert heading in text
+    assert observe.status_panel(_Stack(None)) is None
