@@ -20,6 +20,8 @@ import psycopg
 import pytest
 import redis
 from kafka import KafkaAdminClient
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
@@ -127,11 +129,16 @@ def test_each_service_answers_its_real_client(local_stack: LocalStack) -> None:
 def test_authentication_is_required(local_stack: LocalStack) -> None:
     doc = local_stack.document
     assert doc.redis is not None and doc.timescale is not None
+    once = Retry(NoBackoff(), 0)  # redis-py retries even a refused AUTH by default
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host=doc.redis.host, port=doc.redis.port).ping()
+        redis.Redis(host=doc.redis.host, port=doc.redis.port, retry=once).ping()
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(
-            host=doc.redis.host, port=doc.redis.port, username=doc.redis.username, password="wrong"
+            host=doc.redis.host,
+            port=doc.redis.port,
+            username=doc.redis.username,
+            password="wrong",
+            retry=once,
         ).ping()
     host = doc.timescale.hosts[0]
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
