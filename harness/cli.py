@@ -28,7 +28,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from harness.drills.cli import drill_app
 from harness.errors import HarnessError, ServiceStartError, UsageError
+from harness.load.cli import load_app
 from harness.local import provisioner
 from harness.local.process import ProcessNode
 from harness.local.state import stacks_root
@@ -51,6 +53,8 @@ node_app = typer.Typer(help="Per-node control of a running stack (for outage dri
 bench_app = typer.Typer(help="Benchmarks of the harness itself.")
 app.add_typer(node_app, name="node")
 app.add_typer(bench_app, name="bench")
+app.add_typer(drill_app, name="drill")
+app.add_typer(load_app, name="load")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)

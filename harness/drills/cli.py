@@ -1,0 +1,90 @@
+"""``harness drill``: list the outage drills, run one on an ha stack.
+
+    harness drill list
+    harness drill run NAME [--name STACK] [--up] [--out DIR]
+
+Without ``--up`` the drill runs on the running ha stack ``--name`` (default
+``dev``); with ``--up`` it brings an ha stack up itself and always takes it
+down. The report is merged into ``docs/status/drills.md`` and ``.json``.
+Exit code 0: the drill passed; 1: it ran and failed; 2: it could not run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError
+from harness.local import provisioner
+from infra.spec import build_spec
+
+__all__ = ["STATUS_DIR", "drill_app"]
+
+STATUS_DIR = Path(__file__).resolve().parents[2] / "docs" / "status"
+
+drill_app = typer.Typer(help="Scripted outage drills: nothing acknowledged may be lost.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@drill_app.command("list")
+def list_drills() -> None:
+    """Every drill: name, fault (by role) and what it proves."""
+    from harness.drills.runner import DRILLS
+
+    for name, cls in sorted(DRILLS.items()):
+        out.print(f"[bold]{name}[/]  {cls.fault.kind} {cls.fault.role}\n    {cls.summary}")
+
+
+@drill_app.command("run")
+def run(
+    drill: Annotated[str, typer.Argument(help="The drill's name (`harness drill list`).")],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
+    bring_up: Annotated[
+        bool, typer.Option("--up", help="Bring an ha stack up for the drill and down after.")
+    ] = False,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
+) -> None:
+    """Run one drill and write its report."""
+    from harness.drills.report import write_report
+    from harness.drills.runner import drill_class, run_drill
+
+    def say(line: str) -> None:
+        out.print(line, markup=False)
+
+    try:
+        cls = drill_class(drill)
+        stack_name = name or (f"drill-{secrets.token_hex(3)}" if bring_up else "dev")
+        if bring_up:
+            say(f"bringing up ha stack {stack_name} ...")
+            stack = provisioner.up(build_spec(stack_name, size="ha"), echo=say)
+        else:
+            stack = provisioner.load(stack_name)
+            if stack.spec.size != "ha" or stack.status != "running":
+                raise HarnessError(
+                    f"stack {stack_name!r} is {stack.status} and {stack.spec.size}; drills need "
+                    "a running ha stack: `harness up --size ha --name NAME`, or pass --up"
+                )
+        try:
+            report = run_drill(cls, stack, log=say)
+        finally:
+            if bring_up:
+                say(f"taking down {stack_name}")
+                provisioner.down(stack_name)
+    except (HarnessError, KeyError, TimeoutError, RuntimeError, ValueError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    md = write_report(report, out_dir)
+    say(
+        f"{report.drill}: acknowledged {report.acknowledged}, lost {report.lost_acknowledged}, "
+        f"duplicates {report.duplicates}, unavailable {report.unavailable_seconds:.1f}s, "
+        f"recovered {report.recovery_seconds:.1f}s — {'PASS' if report.passed else 'FAIL'}"
+    )
+    say(str(md))
+    if not report.passed:
+        raise typer.Exit(1)

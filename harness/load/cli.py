@@ -1,0 +1,76 @@
+"""``harness load run [--users N] [--spawn-rate R] [--seconds S] [--name STACK] [--up]``.
+
+A bounded Locust run producing bar batches through ``BarProducer`` on a running
+stack (default ``dev``), or on a minimal stack it brings up and down itself
+(``--up``), then Kafka's ``ProducerPerformance`` against the same brokers.
+Writes ``docs/status/load.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError
+from harness.local import provisioner
+from infra.spec import build_spec
+
+__all__ = ["load_app"]
+
+STATUS_DIR = Path(__file__).resolve().parents[2] / "docs" / "status"
+
+load_app = typer.Typer(help="Throughput test with Locust (bounded, reported).")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@load_app.command("run")
+def run(
+    users: Annotated[int, typer.Option(min=1, max=64, help="Concurrent Locust users.")] = 4,
+    spawn_rate: Annotated[float, typer.Option(min=0.1, help="Users started per second.")] = 2.0,
+    seconds: Annotated[float, typer.Option(min=1, max=3600, help="Run time.")] = 30.0,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
+    bring_up: Annotated[
+        bool, typer.Option("--up", help="Bring a minimal stack up for the run and down after.")
+    ] = False,
+    compare: Annotated[
+        bool, typer.Option("--compare/--no-compare", help="Also run ProducerPerformance.")
+    ] = True,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
+) -> None:
+    """Run the load test and write its report."""
+    from harness.load.report import run_load_test, write_report
+
+    def say(line: str) -> None:
+        out.print(line, markup=False)
+
+    stack_name = name or (f"load-{secrets.token_hex(3)}" if bring_up else "dev")
+    try:
+        if bring_up:
+            say(f"bringing up minimal stack {stack_name} ...")
+            stack = provisioner.up(build_spec(stack_name, size="minimal"), echo=say)
+        else:
+            stack = provisioner.load(stack_name)
+            if stack.status != "running" or stack.document.kafka is None:
+                raise HarnessError(
+                    f"stack {stack_name!r} is {stack.status} or has no Kafka; bring one up "
+                    "(`harness up --name NAME`) or pass --up"
+                )
+        try:
+            report = run_load_test(
+                stack, users=users, spawn_rate=spawn_rate, seconds=seconds, compare=compare, log=say
+            )
+        finally:
+            if bring_up:
+                say(f"taking down {stack_name}")
+                provisioner.down(stack_name)
+    except (HarnessError, RuntimeError) as exc:
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
+        raise typer.Exit(2) from None
+    say(str(write_report(report, out_dir)))
+    if report["locust"]["failures"]:
+        raise typer.Exit(1)
