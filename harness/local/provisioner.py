@@ -83,7 +83,7 @@ def _renderer_class(service: str) -> type[Any]:
 #: Tries per service when a port is taken between choosing and binding it.
 PORT_RETRIES = 3
 #: ``down``: how long nodes get to exit on their stop signal before SIGKILL.
-_GRACE_S = 2.0
+_GRACE_S = 1.0
 BOOTSTRAP_DUCKDB = "bootstrap.duckdb"
 
 Echo = Callable[[str], None]
