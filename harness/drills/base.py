@@ -96,6 +96,10 @@ class Drill(ABC):
     def write(self, bars: list[Bar]) -> None:
         """Write one batch through the public API; return only once acknowledged."""
 
+    def inject(self, node: str) -> None:
+        """Apply the fault to ``node`` (by default :meth:`Fault.apply` on the stack)."""
+        self.fault.apply(self.stack, node)
+
     def probe(self) -> None:  # noqa: B027 - optional hook
         """Called by the runner's probe loop while the fault lasts (e.g. a read
         that must never fail); record problems in :attr:`problems`."""

@@ -1,7 +1,7 @@
 """``harness drill``: list the outage drills, run one on an ha stack.
 
     harness drill list
-    harness drill run NAME [--name STACK] [--up] [--out DIR]
+    harness drill run NAME|all [--name STACK] [--up] [--out DIR]
 
 Without ``--up`` the drill runs on the running ha stack ``--name`` (default
 ``dev``); with ``--up`` it brings an ha stack up itself and always takes it
@@ -42,22 +42,25 @@ def list_drills() -> None:
 
 @drill_app.command("run")
 def run(
-    drill: Annotated[str, typer.Argument(help="The drill's name (`harness drill list`).")],
+    drill: Annotated[
+        str, typer.Argument(help="The drill's name (`harness drill list`), or `all`.")
+    ],
     name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
     bring_up: Annotated[
         bool, typer.Option("--up", help="Bring an ha stack up for the drill and down after.")
     ] = False,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
 ) -> None:
-    """Run one drill and write its report."""
-    from harness.drills.report import write_report
-    from harness.drills.runner import drill_class, run_drill
+    """Run one drill (or all, one after the other on the same stack) and write the report."""
+    from harness.drills.report import DrillReport, write_report
+    from harness.drills.runner import DRILLS, drill_class, run_drill
 
     def say(line: str) -> None:
         out.print(line, markup=False)
 
+    reports: list[DrillReport] = []
     try:
-        cls = drill_class(drill)
+        classes = [DRILLS[n] for n in DRILLS] if drill == "all" else [drill_class(drill)]
         stack_name = name or (f"drill-{secrets.token_hex(3)}" if bring_up else "dev")
         if bring_up:
             say(f"bringing up ha stack {stack_name} ...")
@@ -70,7 +73,10 @@ def run(
                     "a running ha stack: `harness up --size ha --name NAME`, or pass --up"
                 )
         try:
-            report = run_drill(cls, stack, log=say)
+            for cls in classes:
+                report = run_drill(cls, stack, log=say)
+                reports.append(report)
+                write_report(report, out_dir)
         finally:
             if bring_up:
                 say(f"taking down {stack_name}")
@@ -79,12 +85,13 @@ def run(
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(2) from None
-    md = write_report(report, out_dir)
-    say(
-        f"{report.drill}: acknowledged {report.acknowledged}, lost {report.lost_acknowledged}, "
-        f"duplicates {report.duplicates}, unavailable {report.unavailable_seconds:.1f}s, "
-        f"recovered {report.recovery_seconds:.1f}s — {'PASS' if report.passed else 'FAIL'}"
-    )
-    say(str(md))
-    if not report.passed:
+    for report in reports:
+        say(
+            f"{report.drill}: acknowledged {report.acknowledged}, lost "
+            f"{report.lost_acknowledged}, duplicates {report.duplicates}, unavailable "
+            f"{report.unavailable_seconds:.1f}s, recovered {report.recovery_seconds:.1f}s — "
+            f"{'PASS' if report.passed else 'FAIL'}"
+        )
+    say(str(out_dir / "drills.md"))
+    if not all(r.passed for r in reports):
         raise typer.Exit(1)

@@ -143,7 +143,7 @@ class KafkaLeaderKillDrill(Drill):
                         found.extend(b.key for b in decoded.bars)
         finally:
             reader.close()
-        self.figures["records_read_back_to_offset"] = end
+        self.figures["read_back_offsets"] = f"{self.start_offset}..{end}"
         return found
 
     def close(self) -> None:

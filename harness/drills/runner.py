@@ -25,10 +25,17 @@ Log = Callable[[str], None]
 
 
 def _registry() -> dict[str, type[Drill]]:
+    from harness.drills.consumer_crash import ConsumerCrashDrill
     from harness.drills.kafka_leader import KafkaLeaderKillDrill
+    from harness.drills.postgres_standby import PostgresStandbyKillDrill
     from harness.drills.redis_primary import RedisPrimaryKillDrill
 
-    drills: list[type[Drill]] = [KafkaLeaderKillDrill, RedisPrimaryKillDrill]
+    drills: list[type[Drill]] = [
+        KafkaLeaderKillDrill,
+        RedisPrimaryKillDrill,
+        PostgresStandbyKillDrill,
+        ConsumerCrashDrill,
+    ]
     return {d.name: d for d in drills}
 
 
@@ -94,7 +101,7 @@ def run_drill(
                 )
             time.sleep(drill.warmup_s)
             fault_wall, fault_at = time.time(), time.monotonic()
-            drill.fault.apply(stack, node)
+            drill.inject(node)
             faulted = True
             log(f"{drill.name}: {node} {drill.fault.kind}ed; waiting")
             drill.during_fault(node)
