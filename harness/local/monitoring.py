@@ -58,6 +58,10 @@ LOCAL_SCRAPE_INTERVAL_S = 1
 LOCAL_EVALUATION_INTERVAL_S = 1
 PROMETHEUS = "prometheus"
 _START_TIMEOUT_S = 60.0
+#: The provisioner starts monitoring while the services it watches are still
+#: starting (a Kafka broker can take a minute on a loaded machine), so waiting
+#: for every target to be up gets longer than one process's start.
+_TARGETS_TIMEOUT_S = 240.0
 _PROBE_TIMEOUT_S = 2.0
 
 
@@ -276,18 +280,24 @@ class LocalMonitoring:
     def _wait_targets_up(self, began: float) -> None:
         expected = self._expected_targets()
         problem = "no scrape yet"
-        while time.monotonic() - began < _START_TIMEOUT_S:
+        log = Path(self._record(PROMETHEUS).log)
+        prometheus = self.node(PROMETHEUS)
+        while time.monotonic() - began < _TARGETS_TIMEOUT_S:
             try:
                 problem = self._targets_problem(expected)
             except observe.PrometheusUnavailableError as exc:
                 problem = str(exc)
             if not problem:
                 return
+            if not prometheus.running():  # stopped: the stack's start was aborted
+                raise ServiceStartError(
+                    PROMETHEUS, f"stopped while waiting for its targets ({problem})", log,
+                    log_tail(log),
+                )  # fmt: skip
             time.sleep(0.25)
-        log = Path(self._record(PROMETHEUS).log)
         raise ServiceStartError(
             PROMETHEUS,
-            f"did not see every exporter up within {_START_TIMEOUT_S:.0f}s ({problem}); "
+            f"did not see every exporter up within {_TARGETS_TIMEOUT_S:.0f}s ({problem}); "
             "each exporter's log is in the stack's logs/ directory",
             log,
             log_tail(log),
