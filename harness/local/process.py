@@ -235,13 +235,33 @@ class ProcessNode:
         self.record.pid = None
 
     def pause(self) -> None:
-        """SIGSTOP the group: the process holds its sockets but answers nothing."""
+        """SIGSTOP the group: the process holds its sockets but answers nothing.
+
+        Returns once the process is seen stopped (a signal takes effect only
+        when the task is next scheduled, which on a busy machine is not at once).
+        """
         if not self._signal_group(signal.SIGSTOP):
             raise ProcessLookupError(f"{self.name} is not running")
+        self._wait_status(stopped=True)
 
     def resume(self) -> None:
+        """SIGCONT the group; returns once the process runs again."""
         if not self._signal_group(signal.SIGCONT):
             raise ProcessLookupError(f"{self.name} is not running")
+        self._wait_status(stopped=False)
+
+    def _wait_status(self, *, stopped: bool, timeout: float = 2.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            proc = self._process()
+            if proc is None:
+                return
+            try:
+                if (proc.status() == psutil.STATUS_STOPPED) == stopped:
+                    return
+            except psutil.Error:
+                return
+            time.sleep(0.01)
 
     def restart(self, *, timeout: float = 60.0) -> float:
         self.stop()

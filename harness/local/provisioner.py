@@ -141,6 +141,20 @@ class LocalStack:
 
     # -- nodes -----------------------------------------------------------------
 
+    def refresh(self) -> None:
+        """Re-read the node records from ``state.json``: another process (a
+        ``harness node restart`` in another shell) may have changed pids."""
+        try:
+            saved = load_state(self.dir)
+        except (OSError, ValueError):
+            return
+        with self._lock:
+            for service, records in saved.records.items():
+                svc = self.services.get(service)
+                if svc is not None and records:
+                    svc.records[:] = records
+            self._state.records = {s: list(v.records) for s, v in self.services.items()}
+
     def node_names(self) -> list[str]:
         return [rec.name for svc in self.services.values() for rec in svc.records]
 
@@ -153,7 +167,8 @@ class LocalStack:
         )
 
     def node(self, name: str) -> ProcessNode:
-        """The node, with its readiness check (for ``restart``)."""
+        """The node as last saved (by any process), with its readiness check."""
+        self.refresh()
         return self._service_of(name).node(name)
 
     def _state_with_records(self) -> StackState:
@@ -195,6 +210,7 @@ class LocalStack:
 
     def roles(self) -> dict[str, str]:
         """Every node's current role, asked of the services themselves."""
+        self.refresh()
         out: dict[str, str] = {}
         for svc in self.services.values():
             try:
@@ -218,6 +234,7 @@ class LocalStack:
         return str(self._svc("kafka").active_controller())
 
     def _svc(self, service: str) -> Any:
+        self.refresh()
         try:
             return self.services[service]
         except KeyError:

@@ -198,6 +198,8 @@ def test_node_control_from_a_later_process(local_stack: LocalStack) -> None:
     assert restarted.returncode == 0, restarted.stderr
     again = provisioner.load(name, root=root)
     assert again.node("redis-1").record.pid not in (None, old_pid)
+    # The session's own handle sees what the other process did.
+    assert local_stack.node("redis-1").record.pid == again.node("redis-1").record.pid
     assert _redis(again.document).ping()
 
     # Any later process rebuilds the same control from state.json.
