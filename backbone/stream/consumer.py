@@ -193,8 +193,16 @@ class BarConsumer:
             fetch_max_wait_ms=100,
             # A record holds up to 500 bars (~90 KB): let one fetch bring many.
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # Refresh metadata every 30 s (default 5 min), so a member that joined
+            # with stale metadata rebalances onto the partitions soon.
+            metadata_max_age_ms=30_000,
         )
         self.topics = [self.kafka.topic(t) for t in topics]
+        # Learn the topics' partitions before joining: a group leader without that
+        # metadata computes an empty assignment, and kafka-python would only notice
+        # at its next metadata refresh.
+        for topic in self.topics:
+            self._consumer.partitions_for_topic(topic)
         self._consumer.subscribe(self.topics)
 
     # --- one unit of work ---------------------------------------------------
