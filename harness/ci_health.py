@@ -10,6 +10,7 @@ resolved). All queries go through :mod:`harness.observe`.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +22,10 @@ from harness import observe
 
 __all__ = ["STATUS_DIR", "StackWindow", "collect", "render_markdown", "write_snapshot"]
 
-STATUS_DIR = Path(__file__).resolve().parents[1] / "docs" / "status"
+#: Where the snapshot goes; ``HARNESS_STATUS_DIR`` overrides it (a scratch run).
+STATUS_DIR = Path(
+    os.environ.get("HARNESS_STATUS_DIR") or Path(__file__).resolve().parents[1] / "docs" / "status"
+)
 
 
 @dataclass
