@@ -1,7 +1,7 @@
 """``harness drill``: list the outage drills, run one on an ha stack.
 
     harness drill list
-    harness drill run NAME|all [--name STACK] [--up] [--out DIR]
+    harness drill run NAME|all [--name STACK] [--up] [--hold S] [--out DIR]
 
 Without ``--up`` the drill runs on the running ha stack ``--name`` (default
 ``dev``); with ``--up`` it brings an ha stack up itself and always takes it
@@ -12,6 +12,7 @@ Exit code 0: the drill passed; 1: it ran and failed; 2: it could not run.
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,10 @@ def run(
     bring_up: Annotated[
         bool, typer.Option("--up", help="Bring an ha stack up for the drill and down after.")
     ] = False,
+    hold: Annotated[
+        float,
+        typer.Option(help="Keep each fault at least this many seconds, so alerts can fire."),
+    ] = 45.0,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
 ) -> None:
     """Run one drill (or all, one after the other on the same stack) and write the report."""
@@ -74,13 +79,15 @@ def run(
                 )
         try:
             for cls in classes:
-                report = run_drill(cls, stack, log=say)
+                report = run_drill(cls, stack, hold_s=hold, log=say)
                 reports.append(report)
                 write_report(report, out_dir)
         finally:
             if bring_up:
                 say(f"taking down {stack_name}")
                 provisioner.down(stack_name)
+                if reports and all(r.passed for r in reports):
+                    shutil.rmtree(stack.dir, ignore_errors=True)  # kept for logs otherwise
     except (HarnessError, KeyError, TimeoutError, RuntimeError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         err.print(f"[bold red]error:[/] {message}", soft_wrap=True)

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from harness.drills.base import Drill
 from harness.drills.reconcile import reconcile
@@ -76,9 +77,14 @@ def run_drill(
     stack: LocalStack,
     *,
     max_write_s: float = 120.0,
+    hold_s: float = 0.0,
     log: Log = lambda _msg: None,
 ) -> DrillReport:
-    """Run one drill on ``stack`` (an ha stack) and return its report."""
+    """Run one drill on ``stack`` (an ha stack) and return its report.
+
+    ``hold_s`` keeps the fault at least that long (after the drill's own wait),
+    so alerts with a ``for:`` window get the time to fire.
+    """
     drill = drill_cls(stack)
     node = drill.target()
     report = DrillReport(
@@ -105,6 +111,7 @@ def run_drill(
             faulted = True
             log(f"{drill.name}: {node} {drill.fault.kind}ed; waiting")
             drill.during_fault(node)
+            time.sleep(max(0.0, fault_at + hold_s - time.monotonic()))
             drill.recover(node)
             recovered = True
             report.recovery_seconds = round(time.monotonic() - fault_at, 2)
@@ -132,10 +139,24 @@ def run_drill(
     report.slowest_write_s = round(acks.slowest_s, 2)
     report.write_errors = acks.errors[:5]
     report.figures = dict(drill.figures)
+    if hold_s:
+        report.figures["fault_held_at_least_s"] = hold_s
+    report.machine, report.versions = _machine_and_versions(stack)
     report.alerts = _alerts(stack, fault_wall)
     report.passed, report.reason = _verdict(drill, report)
     log(f"{drill.name}: {'PASS' if report.passed else 'FAIL'} ({report.reason})")
     return report
+
+
+def _machine_and_versions(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
+    from backbone.bench import client_versions, machine_info, service_versions
+
+    versions = client_versions()
+    try:
+        versions.update(service_versions(stack.document, stack.spec.kafka.version))
+    except Exception:  # a version is context, not a reason to lose the report
+        versions["kafka_broker"] = stack.spec.kafka.version
+    return machine_info(), versions
 
 
 def _alerts(stack: LocalStack, fault_wall: float) -> list[AlertFired]:

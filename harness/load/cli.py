@@ -9,6 +9,7 @@ Writes ``docs/status/load.md`` and ``.json``.
 from __future__ import annotations
 
 import secrets
+import shutil
 from pathlib import Path
 from typing import Annotated
 
@@ -68,6 +69,7 @@ def run(
             if bring_up:
                 say(f"taking down {stack_name}")
                 provisioner.down(stack_name)
+                shutil.rmtree(stack.dir, ignore_errors=True)
     except (HarnessError, RuntimeError) as exc:
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -130,6 +130,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| Kafka records acknowledged | {lo['records_acknowledged']} |",
         f"| average record value, bytes | {lo['record_bytes_avg']} |",
         f"| value MB/s | {lo['mb_per_s']} |",
+        f"| sends in flight on average (Little's law; {lo['users']} users) | "
+        f"{lo['concurrent_sends_avg']} |",
         f"| send-to-ack latency avg / p50 / p95 / p99 / max, ms | {lat['avg']} / {lat['p50']} / "
         f"{lat['p95']} / {lat['p99']} / {lat['max']} |",
     ]

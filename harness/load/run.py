@@ -39,6 +39,9 @@ class LoadResult:
     mb_per_s: float
     record_bytes_avg: int
     latency_ms: dict[str, float | None]
+    #: Sends in flight on average (Little's law: sends/s x mean latency). Close to
+    #: ``users`` means users overlap; close to 1 would mean they serialise.
+    concurrent_sends_avg: float
     per_task: dict[str, dict[str, float]]
     failure_examples: list[str]
 
@@ -105,6 +108,9 @@ def run_load(
             "p99": pct(0.99),
             "max": round(total.max_response_time, 1) if total.num_requests else None,
         },
+        concurrent_sends_avg=round(
+            total.num_requests / elapsed * total.avg_response_time / 1000, 2
+        ),
         per_task={
             name: {
                 "requests": entry.num_requests,

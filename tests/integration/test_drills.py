@@ -48,3 +48,16 @@ def test_killing_the_redis_primary_reads_never_fail_and_the_cache_follows_sentin
     assert report.figures["new_primary"] != primary_before
     assert report.passed, report.reason
     assert ha_stack.redis_primary() == primary_before  # handed back: the stack as found
+
+
+def test_a_consumer_killed_between_store_and_offset_commit_loses_nothing_and_stores_once(
+    ha_stack: LocalStack,
+) -> None:
+    report = run_drill(DRILLS["consumer-crash-after-store-commit"], ha_stack, max_write_s=60)
+
+    assert report.figures["crashing_consumer_exit"] == -9  # SIGKILL at the crash point
+    assert report.acknowledged >= 200, report
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0, "a redelivered bar was stored twice"
+    assert report.figures["redelivered_bars_absorbed"] > 0, "the crash missed the window"
+    assert report.passed, report.reason
