@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from backbone.bars import Bar
@@ -158,7 +158,7 @@ class BarConsumer:
         group_id: str = DEFAULT_GROUP,
         topics: Iterable[str] = ("daily_bars", "intraday_bars"),
         max_poll_records: int = 2000,
-        session_timeout_ms: int = 10_000,
+        session_timeout_ms: int = 20_000,
         client_id: str = "backbone-consumer",
         store_label: str = "timescale",
         start_at: str = "earliest",
@@ -269,9 +269,10 @@ class BarConsumer:
     def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], batch: Any) -> None:
         try:
             self._consumer.commit(offsets=dict(offsets))
-        except CommitFailedError as exc:
-            # The group rebalanced: the new owner re-reads these records and the
-            # upsert absorbs them. Nothing is lost; count it and carry on.
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group rebalanced: the partitions' next owner (maybe this member
+            # again) re-reads these records from the last committed offset and the
+            # store absorbs them. Nothing is lost; count it and carry on.
             batch.commit_failures += 1
             _log.warning(
                 "offset commit failed after a rebalance (%s); records will be re-read", exc
