@@ -166,7 +166,7 @@ def _alerts(stack: LocalStack, fault_wall: float) -> list[AlertFired]:
     from harness.observe import alerts_fired_between
 
     try:
-        events = alerts_fired_between(monitoring.prometheus_url, fault_wall - 1, time.time())
+        events = alerts_fired_between(monitoring.prometheus_url, fault_wall - 10, time.time())
     except Exception:  # Prometheus is an observer: its absence must not fail a drill
         return []
     return [
@@ -179,7 +179,8 @@ def _alerts(stack: LocalStack, fault_wall: float) -> list[AlertFired]:
             else round(e.resolved_at - fault_wall, 1),
         )
         for e in events
-        if e.first_seen >= fault_wall - 1
+        # An episode already firing when the fault began is not this fault's.
+        if e.first_seen >= fault_wall - 0.5
     ]
 
 
