@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -35,6 +34,7 @@ from rich.table import Table
 from backbone.bars import Bar, synthetic_bars
 from backbone.connections import ConnectionsDocument, HostPort, dump_document, parse_document
 from backbone.runtime import Backbone, IngestResult
+from backbone.stream.bridge import BUS_TOPIC_INTRADAY, BarsEvent
 from backbone.telemetry import serve_metrics
 from backbone.tiers import TierValidationError, resolve_tier, switch_to_institutional
 from harness.errors import HarnessError
@@ -82,14 +82,19 @@ def _counts(result: IngestResult) -> str:
     )
 
 
+def _delivered(events: list[BarsEvent]) -> str:
+    bars = sum(len(event.bars) for event in events)
+    return f"{bars} intraday bars reached a subscriber in {len(events)} batch event(s)"
+
+
 def _run_tier0(console: Console, report: DemoReport, root: Path, name: str) -> None:
     console.rule("[bold]Tier 0 — bootstrap: DuckDB, in-memory cache, in-process bus")
     stack = provisioner.up(build_spec(name, tier="bootstrap"), root=root)
     doc = stack.document
     assert doc.duckdb is not None
-    received: list[Any] = []
+    received: list[BarsEvent] = []
     with Backbone.open(tier="bootstrap", outputs=stack.outputs_path) as bb:
-        bb.bus.subscribe("bars.intraday", received.append)
+        bb.bus.subscribe(BUS_TOPIC_INTRADAY, received.append)
         result = bb.ingest(_bars())
         first = bb.latest("EURUSD", "1m")
         again = bb.latest("EURUSD", "1m")
@@ -97,7 +102,7 @@ def _run_tier0(console: Console, report: DemoReport, root: Path, name: str) -> N
     report.ingests["bootstrap"] = result
     report.add("Tier 0 ingest", _counts(result))
     report.add("Tier 0 cache", f"latest EURUSD 1m twice: {stats.hits} hit / {stats.misses} miss")
-    report.add("Tier 0 bus", f"{len(received)} intraday events delivered to a subscriber")
+    report.add("Tier 0 bus", _delivered(received))
     report.places.append(("Tier 0 bars (DuckDB)", doc.duckdb.path))
     assert first == again, "the cached bar must equal the stored one"
     console.print(result.as_dict())
@@ -139,11 +144,11 @@ def _run_tier1(console: Console, report: DemoReport, root: Path, name: str, size
     console.rule("[bold]Tier 1 ingest — generate → Kafka → consumer → PostgreSQL → Redis → bus")
     monitoring = doc.monitoring
     metrics_port = monitoring.backbone_metrics_port if monitoring else None
-    received: list[Any] = []
+    received: list[BarsEvent] = []
     with Backbone.open(tier="institutional", outputs=stack.outputs_path) as bb:
         server = serve_metrics(bb.telemetry.registry, metrics_port or 0)
         try:
-            bb.bus.subscribe("bars.intraday", received.append)
+            bb.bus.subscribe(BUS_TOPIC_INTRADAY, received.append)
             result = bb.ingest(_bars())
             bb.latest("EURUSD", "1m")
             bb.latest("EURUSD", "1m")
@@ -155,7 +160,7 @@ def _run_tier1(console: Console, report: DemoReport, root: Path, name: str, size
     report.add("Tier 1 ingest", _counts(result))
     cache = health["cache"]
     report.add("Tier 1 cache (Redis)", f"hits {cache['hits']}, misses {cache['misses']}")
-    report.add("Tier 1 bus bridge", f"{len(received)} intraday events replayed to a subscriber")
+    report.add("Tier 1 bus bridge", _delivered(received))
     lag = health.get("consumer", {}).get("lag", {})
     report.add("Tier 1 consumer lag after drain", json.dumps(lag) if lag else "0")
     assert doc.timescale is not None and doc.kafka is not None

@@ -40,8 +40,13 @@ mkdir -p "$STAMP_DIR"
 req_hash=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$STAMP_DIR/pip-$req_hash" ]; then
   say "installing Python dependencies (pinned by constraints.txt)"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -c constraints.txt -e ".[dev]"
+  # Build-backend chatter goes to a log; on failure its tail is shown.
+  if ! { .venv/bin/pip install -q --upgrade pip \
+        && .venv/bin/pip install -q -c constraints.txt -e ".[dev]"; } >.venv/pip-install.log 2>&1; then
+    tail -n 30 .venv/pip-install.log >&2
+    echo "setup: installing the Python dependencies failed (log: .venv/pip-install.log)" >&2
+    exit 2
+  fi
   rm -f "$STAMP_DIR"/pip-*; touch "$STAMP_DIR/pip-$req_hash"
 fi
 
