@@ -547,7 +547,12 @@ def _tier1_markdown(t1: dict[str, Any]) -> list[str]:
             f"ms, p99 {ms['p99']} ms, max {ms['max']} ms; {lat['measured']}."
         )
     if "error" not in perf:
-        notes.append(f"- ProducerPerformance: `{perf['summary']}`")
+        notes.append(
+            f"- ProducerPerformance: `{perf['summary']}` Its rate includes JVM warm-up over "
+            "this short run, on the same shared cores; ours sends the same volume of "
+            "already-encoded records with kafka-python (generating and encoding bars is "
+            "measured separately, in the row above it)."
+        )
     notes.append(
         "- The stack is a `minimal` local stack (1 Redis, 1 KRaft broker, 1 PostgreSQL "
         "without the TimescaleDB extension) on the same 2 cores as the benchmark."
@@ -563,7 +568,9 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         f"Produced by `backbone bench` on {r['date']}. Benchmarks, not timed tests: the",
         "figures are what this run measured on this machine, including the load other",
-        "processes put on it (load average at start and end below).",
+        "processes put on it (load average at start and end below). On this shared",
+        "machine the same command has measured several times lower under heavy load;",
+        "compare runs only at similar load averages.",
         "",
         "## Machine",
         "",
