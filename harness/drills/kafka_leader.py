@@ -106,7 +106,7 @@ class KafkaLeaderKillDrill(Drill):
 
     def recover(self, node: str) -> None:
         self.fault.undo(self.stack, node)
-        kafka = self.stack.services["kafka"]
+        kafka: Any = self.stack.services["kafka"]  # LocalKafka: its admin client
         me = node_id(node)
 
         def back_in_isr() -> bool:

@@ -57,7 +57,7 @@ class PostgresStandbyKillDrill(Drill):
         primary = self.stack.postgres_primary()
         port = self.stack.node(primary).record.ports["client"]
         password = StackSecrets.load(self.stack.dir).postgres_superuser_password
-        host = self.doc.timescale.hosts[0].host  # type: ignore[union-attr]
+        host = self.doc.timescale.hosts[0].host
         with psycopg.connect(
             host=host,
             port=port,

@@ -12,6 +12,7 @@ primary role back to it — the stack as the drill found it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import secrets
 import threading
 import time
@@ -101,7 +102,7 @@ class RedisPrimaryKillDrill(Drill):
             expected = symbol in self._acked_once
             try:
                 got = cache.get_latest(
-                    symbol, TIMEFRAME, lambda s=symbol: store.latest(s, TIMEFRAME)
+                    symbol, TIMEFRAME, functools.partial(store.latest, symbol, TIMEFRAME)
                 )
             except Exception as exc:
                 self.read_failures += 1
