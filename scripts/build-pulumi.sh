@@ -117,9 +117,12 @@ else
   chmod -R u+w "$WORK/pkg"
   (cd "$WORK/pkg" && "$GO" mod edit -replace "$M_SDK=$WORK/sdk")
 
+  # Only the modules ./cmd/pulumi imports (~250 MiB of zips), not the whole
+  # graph `go mod download` would fetch (test and codegen dependencies, >1 GiB).
   say "downloading the CLI's dependencies"
   t=$(date +%s)
-  (cd "$WORK/pkg" && "$GO" mod download) >>"$LOG" 2>&1 || fail "go mod download of the CLI's dependencies failed"
+  (cd "$WORK/pkg" && "$GO" list -deps ./cmd/pulumi >/dev/null) >>"$LOG" 2>&1 \
+    || fail "downloading the CLI's dependencies failed (go list -deps ./cmd/pulumi, see $LOG)"
   deps_s=$(seconds_since "$t")
 
   say "building pulumi v$VERSION (a cold build takes about 10 minutes on 2 cores)"
