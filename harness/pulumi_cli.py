@@ -39,10 +39,9 @@ __all__ = [
     "sdk_version",
 ]
 
-#: The CLI version the build script installs. The pinned Python SDK is 3.272.0,
-#: but the Go module proxy does not serve ``pkg/v3@v3.272.0``; 3.274.1 is the
-#: nearest release it serves (a newer CLI runs older SDKs' programs).
-PULUMI_VERSION = "3.274.1"
+#: The CLI version the build script installs: always the pinned Python SDK's
+#: (``pulumi==`` in constraints.txt), so the engine and the SDK match exactly.
+PULUMI_VERSION = metadata.version("pulumi")
 #: The one command that builds (or reuses) the CLI.
 SETUP_COMMAND = "bash scripts/build-pulumi.sh  (or `make setup`)"
 #: The local file backend and the Pulumi workspaces live here, under the stacks root.

@@ -273,10 +273,14 @@ def _local(spec: StackSpec, config: StackConfig) -> ProgramResult:
             "environment": pulumi.Output.from_input("local"),
             "tier": pulumi.Output.from_input(spec.tier),
             "size": pulumi.Output.from_input(spec.size),
-            "stack_dir": out.apply(lambda o: o["stack_dir"]),
-            "outputs_path": out.apply(lambda o: o["outputs_path"]),
-            "prometheus_url": monitoring.apply(lambda m: m.get("prometheus_url")),
-            "grafana_url": monitoring.apply(lambda m: m.get("grafana_url")),
+            # The provider's whole output is secret because it holds the document;
+            # these derived values are not, so operators can read them plainly.
+            "stack_dir": pulumi.Output.unsecret(out.apply(lambda o: o["stack_dir"])),
+            "outputs_path": pulumi.Output.unsecret(out.apply(lambda o: o["outputs_path"])),
+            "prometheus_url": pulumi.Output.unsecret(
+                monitoring.apply(lambda m: m.get("prometheus_url"))
+            ),
+            "grafana_url": pulumi.Output.unsecret(monitoring.apply(lambda m: m.get("grafana_url"))),
         },
     )
 

@@ -16,7 +16,7 @@ PROVIDER="${PULUMI_K8S_PROVIDER_VERSION:-v4.0.0-20260115033456-f47bc2d6f199}"
 K8S_SDK="${PULUMI_K8S_SDK_VERSION:-v4.32.0}"
 PULUMI_PINNED=v3.215.0
 REPORTS="${PULUMI_K8S_REPORTED_VERSION:-4.34.2}"
-CLI_VERSION="${PULUMI_CLI_VERSION:-3.274.1}"
+CLI_VERSION="${PULUMI_CLI_VERSION:-$(sed -n 's/^pulumi==//p' "$(cd "$(dirname "$0")/.." && pwd)/constraints.txt")}"
 CACHE="${BACKBONE_CACHE:-$HOME/.cache/backbone}"
 DEST="$CACHE/pulumi-v$CLI_VERSION/bin"
 WORK="$CACHE/pulumi-build/kubernetes-$PROVIDER"

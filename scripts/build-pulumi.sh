@@ -27,9 +27,14 @@
 # need it). scripts/setup.d/50-pulumi.sh turns a failure into a recorded skip.
 set -euo pipefail
 
-# pkg/v3 v3.272.0 (the pinned Python SDK's version) is not served by the Go
-# module proxy; v3.274.1 is the nearest served release (see docs/pulumi-local.md).
-VERSION="${PULUMI_CLI_VERSION:-3.274.1}"
+# The CLI is built at the pinned Python SDK's version (`pulumi==` in
+# constraints.txt), so engine and SDK match exactly. The pin is chosen among the
+# versions both PyPI and the Go module proxy serve (see docs/pulumi-local.md).
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PINNED="$(sed -n 's/^pulumi==//p' "$REPO/constraints.txt")"
+VERSION="${PULUMI_CLI_VERSION:-$PINNED}"
+[ -n "$VERSION" ] || { echo "build-pulumi: no pulumi== pin in $REPO/constraints.txt" >&2; exit 1; }
+if [ "${1:-}" = "--print-version" ]; then echo "$VERSION"; exit 0; fi
 # The proxy serves no version of the language host's own module
 # (sdk/python/cmd/pulumi-language-python/v3). Until v3.68.0 the host was part
 # of the sdk/v3 module itself; v3.68.0 is the newest such release it serves.
@@ -55,6 +60,12 @@ cli_ok() {
     && [ ! -f "$DEST/FAILED" ]
 }
 lang_ok() { [ -x "$DEST/bin/pulumi-language-python" ] && [ -f "$LANG_STAMP" ]; }
+
+# One build at a time per cache: a second run (another make target, another
+# checkout) waits here, then finds the binaries in place.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/pulumi-build.lock"
+flock 9
 
 cli_ok && lang_ok && exit 0
 

@@ -50,6 +50,10 @@ if [ ! -f "$STAMP_DIR/pip-$req_hash" ]; then
   rm -f "$STAMP_DIR"/pip-*; touch "$STAMP_DIR/pip-$req_hash"
 fi
 
+# Pulumi's Python dynamic providers resolve `virtualenv` relative to `main:`
+# (infra/), not to Pulumi.yaml (pulumi/pulumi#7061); a link makes both work.
+[ -e infra/.venv ] || ln -s ../.venv infra/.venv
+
 # --- Further components (each script is idempotent and caches its downloads) -
 for step in scripts/setup.d/*.sh; do
   [ -e "$step" ] || continue

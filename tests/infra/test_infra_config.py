@@ -46,10 +46,11 @@ def test_project_file_names_the_python_program_in_infra() -> None:
     assert (ROOT / project["main"] / "__main__.py").is_file()
 
 
-def test_example_stacks_exist_for_dev_ci_and_prod() -> None:
+def test_example_stacks_exist_for_dev_ci_local_and_prod() -> None:
     assert [p.name for p in STACK_FILES] == [
         "Pulumi.ci.yaml",
         "Pulumi.dev.yaml",
+        "Pulumi.local.yaml",
         "Pulumi.prod.yaml",
     ]
 
