@@ -96,3 +96,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     elif exitstatus == 0:
         for root in _SESSION_ROOTS:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Unit and Pulumi-mock tests first (seconds), integration tests last (real
+    services, minutes), so a broken contract fails the run before any stack starts.
+    The sort is stable: modules keep their order and share session stacks as before."""
+    items.sort(key=lambda item: "integration" in item.path.parts)
