@@ -8,17 +8,29 @@ node control (kill, stop, pause, resume, restart) and role look-ups.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
 
 from backbone.connections import ConnectionsDocument, load_document
+from harness.errors import HarnessError
 from harness.local.base import LocalService
 from harness.local.process import ProcessNode
-from harness.local.state import OUTPUTS_FILE, StackState, load_state, save_state
+from harness.local.state import OUTPUTS_FILE, StackState, load_state, save_state, update_record
 from infra.spec import StackSpec
 
-__all__ = ["LocalStack"]
+__all__ = ["LocalStack", "NodeNotRunningError"]
+
+
+class NodeNotRunningError(HarnessError):
+    """A node control that needs a live process found none."""
+
+    def __init__(self, stack: str, node: str) -> None:
+        super().__init__(
+            f"{node} of stack {stack!r} is not running; start it with "
+            f"`harness node restart {node} --name {stack}`"
+        )
 
 
 class LocalStack:
@@ -84,9 +96,14 @@ class LocalStack:
         )
 
     def node(self, name: str) -> ProcessNode:
-        """The node as last saved (by any process), with its readiness check."""
+        """The node as last saved (by any process), with its readiness check.
+
+        It holds its own copy of the record: an operation on it changes only
+        that copy until :meth:`_persist` writes that one node back."""
         self.refresh()
-        return self._service_of(name).node(name)
+        node = self._service_of(name).node(name)
+        node.record = dataclasses.replace(node.record)
+        return node
 
     def _state_with_records(self) -> StackState:
         with self._lock:
@@ -94,19 +111,30 @@ class LocalStack:
             return self._state
 
     def _save(self) -> None:
+        """Write the whole stack's state: only for ``up`` and ``down``, which own
+        every node; single-node controls go through :meth:`_persist`."""
         state = self._state_with_records()
         with self._lock:
             save_state(self.dir, state)
 
+    def _persist(self, node: ProcessNode) -> None:
+        update_record(self.dir, self._service_of(node.name).service, node.record)
+        self.refresh()
+
     def kill_node(self, name: str) -> None:
-        """SIGKILL the node (a crash)."""
-        self.node(name).kill()
-        self._save()
+        """SIGKILL the node (a crash). A node that is not running is an error:
+        a drill that 'killed' nothing would prove nothing."""
+        node = self.node(name)
+        if not node.running():
+            raise NodeNotRunningError(self.name, name)
+        node.kill()
+        self._persist(node)
 
     def stop_node(self, name: str) -> None:
         """Stop the node cleanly (its stop signal, then SIGKILL after 10 s)."""
-        self.node(name).stop()
-        self._save()
+        node = self.node(name)
+        node.stop()
+        self._persist(node)
 
     def pause_node(self, name: str) -> None:
         """SIGSTOP: the node keeps its sockets but answers nothing."""
@@ -119,9 +147,10 @@ class LocalStack:
         """Stop (if running) and start the node again with the same ports and
         data; returns seconds until it answered again."""
         node = self.node(name)
-        took = node.restart()
-        self._save()
-        return took
+        try:
+            return node.restart()
+        finally:
+            self._persist(node)  # a failed start recorded no pid: that too is the truth
 
     # -- roles -------------------------------------------------------------------
 

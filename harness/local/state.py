@@ -9,9 +9,12 @@ logs of every node live in sub-directories next to them.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -102,6 +105,36 @@ def save_state(directory: Path, state: StackState) -> Path:
         fh.write("\n")
     os.replace(tmp, path)
     return path
+
+
+@contextmanager
+def _state_lock(directory: Path) -> Iterator[None]:
+    """Exclusive across processes and threads (each ``open`` is its own lock holder)."""
+    fd = os.open(directory / ".state.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def update_record(directory: Path, service: str, record: ProcessRecord) -> None:
+    """Persist one node's record, leaving every other node's as saved.
+
+    Read-modify-write under a lock, so node operations running at the same
+    time (threads of one drill, or ``harness node`` in another shell) never
+    overwrite each other's pids with stale copies.
+    """
+    with _state_lock(directory):
+        state = load_state(directory)
+        records = state.records.setdefault(service, [])
+        for i, existing in enumerate(records):
+            if existing.name == record.name:
+                records[i] = record
+                break
+        else:
+            records.append(record)
+        save_state(directory, state)
 
 
 def load_state(directory: Path) -> StackState:

@@ -14,6 +14,7 @@ import stat
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -31,6 +32,7 @@ from harness.local.ports import PortAllocator
 from harness.local.provisioner import LocalStack, start_service
 from harness.local.redis import LocalRedis
 from harness.local.secrets import StackSecrets
+from harness.local.stack import NodeNotRunningError
 from infra.spec import build_spec
 
 pytestmark = pytest.mark.integration
@@ -213,6 +215,30 @@ def test_node_control_from_a_later_process(local_stack: LocalStack) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     with pytest.raises(KeyError, match=r"redis-9.*redis-1"):
         later.kill_node("redis-9")
+
+
+def test_concurrent_restarts_of_two_nodes_are_both_recorded(local_stack: LocalStack) -> None:
+    # Drills restart several nodes at once; each restart must persist its own new
+    # pid without overwriting the other's with a stale copy.
+    nodes = ("redis-1", "postgres-1")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(local_stack.restart_node, nodes))
+    fresh = provisioner.load(local_stack.name, root=local_stack.dir.parent)
+    for name in nodes:
+        assert fresh.node(name).running(), f"{name}'s new pid was lost from state.json"
+    with _postgres(local_stack.document) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert _redis(local_stack.document).ping()
+
+
+def test_killing_a_node_that_is_not_running_is_an_error(local_stack: LocalStack) -> None:
+    local_stack.kill_node("redis-1")
+    try:
+        with pytest.raises(NodeNotRunningError, match=r"redis-1.*not running.*restart"):
+            local_stack.kill_node("redis-1")
+    finally:
+        local_stack.restart_node("redis-1")
+    assert _redis(local_stack.document).ping()
 
 
 # -- ha -----------------------------------------------------------------------------------

@@ -164,8 +164,10 @@ def test_ingest_metrics_reach_prometheus_and_the_status_panel(
     assert set(METRIC_NAMES) <= have
     health = observe.stack_health(_prom(local_stack))
     assert health.dlq_count == 1
-    assert set(health.freshness) == {(s, "1m") for s in ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD")}
-    assert all(age < 600 for age in health.freshness.values())
+    # The session's stack may also hold series from earlier tests' ingests.
+    ours = {(s, "1m") for s in ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD")}
+    assert ours <= set(health.freshness)
+    assert all(health.freshness[series] < 600 for series in ours)
     assert 0 < next(iter(health.cache_hit_ratio.values())) < 1
     assert health.consumer_lag, "the consumer reports its lag"
     panel = observe.format_stack_health(health)
