@@ -28,6 +28,7 @@ from pydantic import SecretStr
 from backbone.connections import KafkaConnection, TopicInfo
 from harness.errors import MissingBinaryError, ServiceStartError
 from harness.local.base import LocalService
+from harness.local.files import write_private
 from harness.local.kafka_config import (
     KafkaNodePorts,
     jvm_command,
@@ -91,13 +92,6 @@ def _java() -> str:
     if java is None:
         raise MissingBinaryError("Java 17+ (for Kafka)", "java on PATH")
     return java
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file readable by its owner only (it holds credentials)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 def _argfile_line(arg: str) -> str:
@@ -212,7 +206,7 @@ class LocalKafka:
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True, mode=0o700)
             config = home / "server.properties"
-            _write_private(
+            write_private(
                 config,
                 render_server_properties(
                     kafka,
@@ -261,7 +255,7 @@ class LocalKafka:
                     admin_password=self.secrets.kafka_admin_password,
                 )
                 argfile = home / "format.args"
-                _write_private(argfile, "\n".join(_argfile_line(a) for a in args) + "\n")
+                write_private(argfile, "\n".join(_argfile_line(a) for a in args) + "\n")
                 log = Path(record.log)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with log.open("ab") as out:

@@ -29,8 +29,9 @@ import yaml
 
 from backbone.connections import MonitoringConnection
 from harness import observe
-from harness.errors import MissingBinaryError, ServiceStartError
+from harness.errors import ServiceStartError
 from harness.local.base import LocalService
+from harness.local.files import find_binary, write_private
 from harness.local.ports import LOOPBACK, PortAllocator
 from harness.local.postgres import SUPERUSER
 from harness.local.process import ProcessNode, ProcessRecord, log_tail
@@ -63,23 +64,6 @@ _START_TIMEOUT_S = 60.0
 #: for every target to be up gets longer than one process's start.
 _TARGETS_TIMEOUT_S = 240.0
 _PROBE_TIMEOUT_S = 2.0
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (
-        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
-    )
-    if found is None:
-        raise MissingBinaryError(name, f"{name} on PATH and /usr/bin")
-    return found
-
-
-def _write_private(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    return path
 
 
 def _http_ok(url: str) -> bool:
@@ -139,9 +123,9 @@ class LocalMonitoring:
         self.records = []
         if not self.enabled:
             return
-        redis_bin = _binary("prometheus-redis-exporter")
-        pg_bin = _binary("prometheus-postgres-exporter")
-        prom_bin = _binary("prometheus")
+        redis_bin = find_binary("prometheus-redis-exporter")
+        pg_bin = find_binary("prometheus-postgres-exporter")
+        prom_bin = find_binary("prometheus")
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, mode=0o700)
         os.chmod(self.root, 0o700)
@@ -191,7 +175,7 @@ class LocalMonitoring:
         sentinel = rec.name.startswith("sentinel-")
         redis_uri = f"redis://{LOOPBACK}:{rec.ports['client']}"
         # Keyed by address: redis_exporter looks the password up by the URI it scrapes.
-        passfile = _write_private(
+        passfile = write_private(
             self.root / f"{rec.name}.redis-password.json",
             json.dumps({redis_uri: self.secrets.redis_password}),
         )
@@ -209,7 +193,7 @@ class LocalMonitoring:
         return ScrapeTarget(job, f"{LOOPBACK}:{port}", {"node": rec.name})
 
     def _postgres_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
-        passfile = _write_private(
+        passfile = write_private(
             self.root / f"{rec.name}.pg-password", self.secrets.postgres_superuser_password
         )
         self._add_exporter(

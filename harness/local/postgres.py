@@ -35,6 +35,7 @@ from backbone.connections import HostPort, TimescaleConnection
 from backbone.store.schema import schema_statements
 from harness.errors import HarnessError, MissingBinaryError, ServiceStartError
 from harness.local.base import LocalService
+from harness.local.files import write_private
 from harness.local.ports import LOOPBACK, PortAllocator
 from harness.local.process import ProcessNode, ProcessRecord, log_tail
 from harness.local.secrets import StackSecrets
@@ -213,12 +214,8 @@ class LocalPostgres:
     def _write_owned(self, path: Path, text: str, *, append: bool = False) -> None:
         """Write a file readable only by the PostgreSQL user."""
         _, uid, gid = _as_pg_user()
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-        fd = os.open(path, flags, 0o600)
-        with os.fdopen(fd, "a" if append else "w") as fh:
-            fh.write(text)
-        if uid is not None and gid is not None:
-            os.chown(path, uid, gid)
+        owner = (uid, gid) if uid is not None and gid is not None else None
+        write_private(path, text, append=append, owner=owner)
 
     def _connect(
         self,

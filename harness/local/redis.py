@@ -29,8 +29,9 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from backbone.connections import HostPort, RedisConnection
-from harness.errors import MissingBinaryError, ServiceStartError
+from harness.errors import ServiceStartError
 from harness.local.base import LocalService
+from harness.local.files import find_binary, write_private
 from harness.local.ports import LOOPBACK, PortAllocator
 from harness.local.process import ProcessNode, ProcessRecord, log_tail
 from harness.local.secrets import StackSecrets
@@ -50,22 +51,6 @@ def _no_retry() -> Retry:
 
 
 _START_TIMEOUT_S = 30.0
-
-
-def _binary(name: str) -> str:
-    found = shutil.which(name) or (
-        f"/usr/bin/{name}" if Path(f"/usr/bin/{name}").exists() else None
-    )
-    if found is None:
-        raise MissingBinaryError(name, f"{name} on PATH and /usr/bin")
-    return found
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
 
 
 class LocalRedis:
@@ -88,9 +73,9 @@ class LocalRedis:
     @staticmethod
     def check_installed(spec: StackSpec) -> None:
         """Raise :class:`MissingBinaryError` unless the Redis programs are installed."""
-        _binary("redis-server")
+        find_binary("redis-server")
         if spec.redis.sentinels:
-            _binary("redis-sentinel")
+            find_binary("redis-sentinel")
 
     # -- layout -------------------------------------------------------------
 
@@ -119,8 +104,8 @@ class LocalRedis:
 
     def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
         """Choose ports and write one config file per node (0600, 0700 dirs)."""
-        server_bin = _binary("redis-server")
-        sentinel_bin = _binary("redis-sentinel") if self.sentinel_mode else ""
+        server_bin = find_binary("redis-server")
+        sentinel_bin = find_binary("redis-sentinel") if self.sentinel_mode else ""
         root = self.dir / "redis"
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True, mode=0o700)
@@ -131,12 +116,12 @@ class LocalRedis:
         for name, port in server_ports.items():
             conf = root / name / "redis.conf"
             replica_of = None if name == self.server_names[0] else primary_port
-            _write_private(conf, self._server_conf(conf.parent, port, replica_of))
+            write_private(conf, self._server_conf(conf.parent, port, replica_of))
             self._add_record(name, [server_bin, str(conf)], conf.parent, port)
         for name in self.sentinel_names:
             port = ports.allocate()
             conf = root / name / "sentinel.conf"
-            _write_private(conf, self._sentinel_conf(conf.parent, port, primary_port))
+            write_private(conf, self._sentinel_conf(conf.parent, port, primary_port))
             self._add_record(name, [sentinel_bin, str(conf)], conf.parent, port)
 
     def _add_record(self, name: str, command: list[str], cwd: Path, port: int) -> None:
