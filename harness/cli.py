@@ -121,10 +121,10 @@ def up(
     _choice(size, SIZES, "--size")
     _choice(tier, TIERS, "--tier")
     if env != "local":
-        what = "a Docker engine" if env == "docker" else "a Kubernetes cluster"
+        what, stack = ("a Docker engine", "dev") if env == "docker" else ("a cluster", "prod")
         raise UsageError(
-            f"--env {env} needs {what} and the Pulumi CLI: run `pulumi up` in infra/ "
-            "with the stack config set to that target; this machine supports --env local only"
+            f"--env {env} needs {what}: from the repository root run `pulumi up -s {stack}` "
+            f"(Pulumi.{stack}.yaml targets {env}; see docs/environments.md), or use --env local"
         )
     try:
         spec = build_spec(name, tier=tier, size=size)  # type: ignore[arg-type]
