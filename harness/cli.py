@@ -121,7 +121,9 @@ def up(
     _choice(size, SIZES, "--size")
     _choice(tier, TIERS, "--tier")
     if env != "local":
-        what, stack = ("a Docker engine", "dev") if env == "docker" else ("a cluster", "prod")
+        what, stack = (
+            ("a Docker engine", "dev") if env == "docker" else ("a Kubernetes cluster", "prod")
+        )
         raise UsageError(
             f"--env {env} needs {what}: from the repository root run `pulumi up -s {stack}` "
             f"(Pulumi.{stack}.yaml targets {env}; see docs/environments.md), or use --env local"
