@@ -19,6 +19,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import psutil
+
 from harness.errors import HarnessError
 from harness.local.state import stacks_root
 
@@ -26,6 +28,7 @@ __all__ = [
     "BACKEND_DIRNAME",
     "PULUMI_VERSION",
     "SETUP_COMMAND",
+    "STACK_MARKER",
     "PulumiCLIError",
     "PulumiCLIMissingError",
     "PulumiCLIVersionError",
@@ -33,6 +36,7 @@ __all__ = [
     "backend_url",
     "build_failure",
     "cli_dir",
+    "marked_processes",
     "passphrase_file",
     "pulumi_bin",
     "pulumi_env",
@@ -42,6 +46,8 @@ __all__ = [
 #: The CLI version the build script installs: always the pinned Python SDK's
 #: (``pulumi==`` in constraints.txt), so the engine and the SDK match exactly.
 PULUMI_VERSION = metadata.version("pulumi")
+#: Environment variable naming the stack on every process of its Pulumi runs.
+STACK_MARKER = "BACKBONE_PULUMI_STACK"
 #: The one command that builds (or reuses) the CLI.
 SETUP_COMMAND = "bash scripts/build-pulumi.sh  (or `make setup`)"
 #: The local file backend and the Pulumi workspaces live here, under the stacks root.
@@ -172,6 +178,10 @@ def pulumi_env(stack: str, root: Path | None = None) -> dict[str, str]:
         "PULUMI_SUPPRESS_NEO_LINK": "true",
         "PULUMI_DIY_BACKEND_NO_LEGACY_WARNING": "true",
         "PULUMI_SKIP_CONFIRMATIONS": "true",
+        # Marks every process of this stack's runs: the CLI hands its environment
+        # to the plugins it starts, so a dynamic provider orphaned by an
+        # interrupted `up` is found (and stopped) by `harness down --via pulumi`.
+        STACK_MARKER: stack,
         # The dynamic-provider launcher runs `$PULUMI_PYTHON_CMD -m pulumi.dynamic`:
         # use this interpreter, whose environment has the repository installed.
         "PULUMI_PYTHON_CMD": sys.executable,
@@ -212,3 +222,18 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def marked_processes(stack: str) -> list[psutil.Process]:
+    """Live processes of ``stack``'s Pulumi runs (those carrying :data:`STACK_MARKER`),
+    other than this one."""
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get(STACK_MARKER) == stack and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found

@@ -20,12 +20,13 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 from pulumi import automation as auto
 
 from backbone.connections import ConnectionsDocument, parse_document
 from harness.errors import HarnessError, StackExistsError, StackNotFoundError, UsageError
 from harness.local.state import stack_dir, stacks_root
-from harness.pulumi_cli import backend_dir, cli_dir, pulumi_bin, pulumi_env
+from harness.pulumi_cli import backend_dir, cli_dir, marked_processes, pulumi_bin, pulumi_env
 from infra.spec import StackSpec, build_spec
 
 __all__ = [
@@ -175,6 +176,20 @@ def up_via_pulumi(
     return name, doc
 
 
+def _stop_orphans(name: str) -> None:
+    """Stop what an interrupted ``up`` left behind: the CLI starts its dynamic
+    provider in a session of its own, so killing ``up`` orphans the provider
+    (which also holds the exit status of every service it started)."""
+    procs = marked_processes(name)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
 def down_via_pulumi(name: str, *, root: Path | None = None, echo: Echo | None = None) -> None:
     """Refresh, destroy and remove the Pulumi stack ``name``; stop its processes.
 
@@ -213,6 +228,7 @@ def down_via_pulumi(name: str, *, root: Path | None = None, echo: Echo | None = 
             stack.workspace.remove_stack(name, force=True)
         except auto.CommandError as exc:
             problems.append(f"stack rm: {_tail(exc, 3)}")
+    _stop_orphans(name)
     shutil.rmtree(_work_dir(name, base), ignore_errors=True)
     if not pulumi_stack_exists(name, root=base):
         (backend_dir(base) / "passphrases" / f"{name}.passphrase").unlink(missing_ok=True)

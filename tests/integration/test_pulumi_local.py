@@ -26,7 +26,7 @@ from backbone.connections import ConnectionsDocument, dump_document, parse_docum
 from harness.errors import HarnessError, StackExistsError
 from harness.local.process import ProcessNode, ProcessRecord
 from harness.local.state import load_state, stack_dir
-from harness.pulumi_cli import PulumiCLIError, cli_dir, pulumi_bin, pulumi_env
+from harness.pulumi_cli import PulumiCLIError, cli_dir, marked_processes, pulumi_bin, pulumi_env
 from harness.pulumi_stacks import down_via_pulumi, pulumi_stack_exists, up_via_pulumi
 from infra.spec import build_spec
 
@@ -207,6 +207,8 @@ def test_down_cleans_up_after_an_up_that_was_killed_midway(stacks_root: Path) ->
     records = _records(name, root)  # everything started by the time of the kill
     down_via_pulumi(name, root=root)
     assert _alive(records) == []
+    # The dynamic provider ran in a session of its own and outlived the kill.
+    assert marked_processes(name) == [], "a process of the interrupted run survived down"
     assert not pulumi_stack_exists(name, root=root)
     assert not (root / "pulumi-backend" / "workspaces" / name).exists()
 
