@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from harness.local import provisioner
@@ -76,6 +77,22 @@ def surviving_processes() -> list[str]:
         for directory in root.iterdir():
             for proc in provisioner.stack_processes(directory):
                 found.append(f"{directory.name}: pid {proc.pid} {' '.join(proc.cmdline()[:3])}")
+    found += [f"pulumi run: pid {p.pid} {' '.join(p.cmdline()[:4])}" for p in _pulumi_processes()]
+    return found
+
+
+def _pulumi_processes() -> list[psutil.Process]:
+    """Live processes of this session's Pulumi runs (CLI, plugins, dynamic
+    providers): their PULUMI_HOME lies under a session root."""
+    roots = tuple(str(root) + os.sep for root in _SESSION_ROOTS)
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            home = proc.environ().get("PULUMI_HOME", "")
+            if home.startswith(roots) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            continue
     return found
 
 
@@ -85,6 +102,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         for root in _SESSION_ROOTS:
             for directory in root.iterdir() if root.is_dir() else ():
                 provisioner.down(directory.name, root=root)
+        for proc in _pulumi_processes():
+            proc.kill()
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         if reporter is not None:
