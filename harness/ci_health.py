@@ -125,6 +125,13 @@ def _age(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def _table(header: Sequence[str], rows: list[str], empty: str) -> list[str]:
+    """A Markdown table of ``rows`` under ``header``, or the ``empty`` sentence."""
+    if not rows:
+        return [empty]
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
+
+
 def render_markdown(windows: Sequence[StackWindow], *, generated_at: float) -> str:
     """The snapshot as Markdown: one section per stack."""
     lines = [
@@ -141,50 +148,47 @@ def render_markdown(windows: Sequence[StackWindow], *, generated_at: float) -> s
             f"records in: {w.records_in:.0f}, rows written: {w.rows_written:.0f}."
         )
         lines += ["", "### Ingest freshness", ""]
-        if w.freshness:
-            lines += ["| symbol timeframe | last | worst |", "|---|---|---|"]
-            lines += [
+        lines += _table(
+            ("symbol timeframe", "last", "worst"),
+            [
                 f"| {k} | {_age(v['last'])} | {_age(v['max'])} |"
                 for k, v in sorted(w.freshness.items())
-            ]
-        else:
-            lines.append("No ingest reported freshness in this window.")
+            ],
+            "No ingest reported freshness in this window.",
+        )
         lines += ["", "### Cache hit rate", ""]
-        if w.cache:
-            lines += ["| namespace | hits | misses | hit rate |", "|---|---|---|---|"]
-            lines += [
+        lines += _table(
+            ("namespace", "hits", "misses", "hit rate"),
+            [
                 f"| {k} | {v['hits']:.0f} | {v['misses']:.0f} | {v['ratio']:.1%} |"
                 for k, v in sorted(w.cache.items())
-            ]
-        else:
-            lines.append("No cache lookups in this window.")
+            ],
+            "No cache lookups in this window.",
+        )
         lines += ["", "### Kafka consumer lag", ""]
-        if w.consumer_lag:
-            lines += ["| topic / group | worst | last |", "|---|---|---|"]
-            lines += [
+        lines += _table(
+            ("topic / group", "worst", "last"),
+            [
                 f"| {k} | {v['max']:.0f} | {v['last']:.0f} |"
                 for k, v in sorted(w.consumer_lag.items())
-            ]
-        else:
-            lines.append("No consumer reported lag in this window.")
+            ],
+            "No consumer reported lag in this window.",
+        )
         lines += ["", "### Dead letters", ""]
         if w.dead_letters:
             lines += [f"- {reason}: {n:.0f}" for reason, n in sorted(w.dead_letters.items())]
         else:
             lines.append("None.")
         lines += ["", "### Alerts that fired", ""]
-        if w.alerts:
-            lines += [
-                "| alert | severity | where | fired (s after the window began) | resolved |",
-                "|---|---|---|---|---|",
-            ]
-            lines += [
+        lines += _table(
+            ("alert", "severity", "where", "fired (s after the window began)", "resolved"),
+            [
                 f"| {a['alert']} | {a['severity']} | {a['where']} | {a['fired_after_s']} | "
                 f"{a['resolved_at'] or 'still firing'} |"
                 for a in w.alerts
-            ]
-        else:
-            lines.append("None.")
+            ],
+            "None.",
+        )
         if w.notes:
             lines += ["", "### Notes", ""] + [f"- {n}" for n in w.notes]
     return "\n".join(lines) + "\n"
