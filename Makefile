@@ -17,13 +17,14 @@ lint:
 	$(VENV)/bin/ruff check backbone harness infra tests
 	$(VENV)/bin/ruff format --check backbone harness infra tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup lint
 	$(PY) -m pytest
 
 bench: setup
 	$(VENV)/bin/harness bench up
-	$(VENV)/bin/backbone bench
+	$(VENV)/bin/harness bench perf
 
 clean:
 	-$(VENV)/bin/harness down --all

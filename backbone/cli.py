@@ -1,4 +1,4 @@
-"""``backbone``: ingest, status, replay, serve-metrics and bench from the command line.
+"""``backbone``: ingest, status, replay and serve-metrics from the command line.
 
 Every bad input ends the same way: one line on stderr naming what was wrong and
 what to do, and exit code 2. ``--json`` prints one machine-readable document on
@@ -83,7 +83,7 @@ class _App(typer.Typer):
 
 app = _App(
     name="backbone",
-    help="The market-data backbone runtime: ingest bars, check health, replay, metrics, bench.",
+    help="The market-data backbone runtime: ingest bars, check health, replay, metrics.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -383,32 +383,6 @@ def serve_metrics_command(
                     time.sleep(interval)
             except KeyboardInterrupt:
                 pass
-
-
-# --- bench -------------------------------------------------------------------------
-
-
-@app.command()
-def bench(
-    out: Annotated[Path, typer.Option("--out", help="where performance.md/.json go")] = Path(
-        "docs/status"
-    ),
-    bars: Annotated[int, typer.Option("--bars", help="bars per throughput run")] = 200_000,
-    skip_tier1: Annotated[
-        bool, typer.Option("--skip-tier1", help="Tier 0 only (no local stack)")
-    ] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Measure bars/s end to end on both tiers, p99 latency at 5,000 bars/s, and Kafka's
-    own ProducerPerformance; writes performance.md and performance.json."""
-    from backbone.bench import run_bench
-
-    if bars < 10_000:
-        raise BadInput(f"--bars {bars} is too few to measure a rate; use at least 10000")
-    report = run_bench(out, bars=bars, tier1=not skip_tier1, log=_err.print)
-    _emit(as_json, report)
-    if not as_json:
-        _out.print(f"wrote {out / 'performance.md'} and {out / 'performance.json'}")
 
 
 def main() -> None:

@@ -8,6 +8,7 @@
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
     harness bench up [--runs N]
+    harness bench perf [--bars N] [--skip-tier1]
 
 Every error is one line on stderr saying what was wrong and what to do, with
 exit code 2; a failed ``up`` leaves nothing running. Stack directories live
@@ -29,12 +30,12 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.drills.cli import drill_app
-from harness.errors import HarnessError, ServiceStartError, UsageError
+from harness.errors import USER_ERRORS, ServiceStartError, UsageError
 from harness.load.cli import load_app
-from harness.local import provisioner
-from harness.local.process import ProcessNode
-from harness.local.state import stacks_root
 from infra.spec import SIZES, TIERS, build_spec
+from infra.targets.local import provisioner
+from infra.targets.local.process import ProcessNode
+from infra.targets.local.state import stacks_root
 
 __all__ = ["app"]
 
@@ -84,7 +85,7 @@ def _user_errors(func: F) -> F:
             if tail:
                 err.print(tail, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
-        except HarnessError as exc:
+        except USER_ERRORS as exc:
             raise _fail(str(exc)) from None
         except KeyError as exc:  # an unknown node or service name
             raise _fail(str(exc.args[0]) if exc.args else str(exc)) from None
@@ -235,7 +236,7 @@ def _monitoring_panel(stack: provisioner.LocalStack) -> None:
     if callable(panel):
         try:
             rendered = panel(stack)
-        except HarnessError as exc:
+        except USER_ERRORS as exc:
             out.print(f"monitoring: {exc}")
             return
         if rendered is not None:
@@ -324,10 +325,31 @@ def bench_up(
 ) -> None:
     """Time `up` and `down` for minimal and ha, compare with each service's own
     start path, and write docs/status/stack-startup.md and .json."""
-    from harness.local.startup_bench import run_startup_bench
+    from harness.bench.startup import run_startup_bench
 
     md, js = run_startup_bench(runs=runs, output=output, echo=lambda m: out.print(m, markup=False))
     out.print(f"wrote {md} and {js}")
+
+
+@bench_app.command("perf")
+@_user_errors
+def bench_perf(
+    output: Annotated[
+        Path, typer.Option("--out", help="Where performance.md and .json go.")
+    ] = Path("docs/status"),
+    bars: Annotated[int, typer.Option("--bars", help="Bars per throughput run.")] = 200_000,
+    skip_tier1: Annotated[
+        bool, typer.Option("--skip-tier1", help="Tier 0 only (no local stack).")
+    ] = False,
+) -> None:
+    """Measure bars/s end to end on both tiers, p99 latency at 5,000 bars/s, and Kafka's
+    own ProducerPerformance; writes performance.md and performance.json."""
+    from harness.bench.performance import run_bench
+
+    if bars < 10_000:
+        raise UsageError(f"--bars {bars} is too few to measure a rate; use at least 10000")
+    run_bench(output, bars=bars, tier1=not skip_tier1, log=lambda m: out.print(m, markup=False))
+    out.print(f"wrote {output / 'performance.md'} and {output / 'performance.json'}")
 
 
 def main() -> None:  # pragma: no cover - console entry

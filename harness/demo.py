@@ -37,9 +37,9 @@ from backbone.runtime import Backbone, IngestResult
 from backbone.stream.bridge import BUS_TOPIC_INTRADAY, BarsEvent
 from backbone.telemetry import serve_metrics
 from backbone.tiers import TierValidationError, resolve_tier, switch_to_institutional
-from harness.errors import HarnessError
-from harness.local import provisioner
+from harness.errors import USER_ERRORS
 from infra.spec import Size, build_spec
+from infra.targets.local import provisioner
 
 __all__ = ["main"]
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run_tier0(console, report, root, names[0])
         _run_tier1(console, report, root, names[1], size)
-    except (HarnessError, TierValidationError) as exc:
+    except (*USER_ERRORS, TierValidationError) as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         return 2
     finally:

@@ -1,15 +1,24 @@
 """Every error the harness reports to a user, in one place.
 
 Each says what went wrong and what to do. The CLI turns a :class:`HarnessError`
-into one line on stderr and exit code 2; nothing here ever carries a secret.
+(or an :class:`~infra.errors.InfraError` from provisioning) into one line on
+stderr and exit code 2; nothing here ever carries a secret.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from infra.errors import (
+    InfraError,
+    MissingBinaryError,
+    ServiceStartError,
+    StackExistsError,
+    StackNotFoundError,
+)
 
 __all__ = [
+    "USER_ERRORS",
     "HarnessError",
+    "InfraError",
     "MissingBinaryError",
     "ServiceStartError",
     "StackExistsError",
@@ -26,44 +35,5 @@ class UsageError(HarnessError):
     """A command-line value is not one the harness knows (unknown --env, --size ...)."""
 
 
-class StackExistsError(HarnessError):
-    """``harness up`` was asked for a name whose stack is still running."""
-
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"stack {name!r} already exists and is running; "
-            f"run `harness down --name {name}` first or pick another --name"
-        )
-
-
-class StackNotFoundError(HarnessError):
-    """No state directory for the named stack."""
-
-    def __init__(self, name: str, root: Path) -> None:
-        super().__init__(
-            f"no stack named {name!r} under {root}; "
-            "bring one up with `harness up --env local --name NAME`"
-        )
-
-
-class MissingBinaryError(HarnessError):
-    """A program the local environment runs is not installed."""
-
-    def __init__(self, what: str, looked: str) -> None:
-        super().__init__(
-            f"{what} is not installed (looked for {looked}); run `make setup` "
-            "(it installs Debian packages and the Kafka jars) and try again"
-        )
-
-
-class ServiceStartError(HarnessError):
-    """A service did not become ready; carries the tail of its log."""
-
-    def __init__(self, node: str, reason: str, log: Path, tail: str) -> None:
-        self.node = node
-        self.log = log
-        self.tail = tail
-        super().__init__(
-            f"{node} {reason}; everything started so far was stopped and the state "
-            f"directory kept for inspection. Last lines of {log}:\n{tail}"
-        )
+#: What a CLI catches to print one line and exit 2.
+USER_ERRORS: tuple[type[Exception], ...] = (HarnessError, InfraError)

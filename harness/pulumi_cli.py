@@ -22,7 +22,7 @@ from pathlib import Path
 import psutil
 
 from harness.errors import HarnessError
-from harness.local.state import stacks_root
+from infra.targets.local.state import stacks_root
 
 __all__ = [
     "BACKEND_DIRNAME",

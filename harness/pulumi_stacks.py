@@ -25,9 +25,9 @@ from pulumi import automation as auto
 
 from backbone.connections import ConnectionsDocument, parse_document
 from harness.errors import HarnessError, StackExistsError, StackNotFoundError, UsageError
-from harness.local.state import stack_dir, stacks_root
 from harness.pulumi_cli import backend_dir, cli_dir, marked_processes, pulumi_bin, pulumi_env
 from infra.spec import StackSpec, build_spec
+from infra.targets.local.state import stack_dir, stacks_root
 
 __all__ = [
     "PROJECT",
@@ -79,7 +79,7 @@ def _program(root: Path) -> Callable[[], None]:
     def program() -> None:
         from infra.config import read_config
         from infra.program import run
-        from infra.targets.local import stacks_root_override
+        from infra.targets.local.pulumi_resource import stacks_root_override
 
         with stacks_root_override(root):
             run(read_config())
@@ -119,7 +119,7 @@ def pulumi_stack_exists(name: str, *, root: Path | None = None) -> bool:
 
 def _local_stack_running(name: str, base: Path) -> bool:
     """True when a local stack of that name has any process running."""
-    from harness.local import provisioner
+    from infra.targets.local import provisioner
 
     directory = stack_dir(name, base)
     return directory.is_dir() and bool(provisioner.stack_processes(directory))
@@ -194,11 +194,11 @@ def down_via_pulumi(name: str, *, root: Path | None = None, echo: Echo | None = 
     """Refresh, destroy and remove the Pulumi stack ``name``; stop its processes.
 
     Works after an interrupted ``up`` too: pending creates are cleared, a
-    failed destroy falls back to ``harness.local.provisioner.down``, and the
+    failed destroy falls back to ``infra.targets.local.provisioner.down``, and the
     stack is removed with ``--force``. Raises :class:`StackNotFoundError` when
     neither a Pulumi stack nor a local stack of that name exists.
     """
-    from harness.local import provisioner
+    from infra.targets.local import provisioner
 
     base = stacks_root(root)
     has_pulumi = pulumi_stack_exists(name, root=base)

@@ -28,7 +28,7 @@ from backbone.connections import (
 )
 from infra.components.kafka_cluster import KafkaCluster, KafkaClusterArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
-from infra.components.redis_cache import RedisCache, RedisCacheArgs
+from infra.components.redis_deployment import RedisDeployment, RedisDeploymentArgs
 from infra.components.timescale_database import TimescaleDatabase, TimescaleDatabaseArgs
 from infra.config import SECRET_KEYS, StackConfig
 from infra.spec import Images, Resources, StackSpec, build_spec
@@ -160,9 +160,9 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
     creds = _credentials(config)
     backend = _backend(config)
     backend.bind(None)
-    redis = RedisCache(
+    redis = RedisDeployment(
         f"{spec.name}-redis",
-        RedisCacheArgs(spec, backend, creds.redis_password, creds.redis_admin_password),
+        RedisDeploymentArgs(spec, backend, creds.redis_password, creds.redis_admin_password),
     )
     kafka = KafkaCluster(
         f"{spec.name}-kafka",
@@ -261,7 +261,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
 
 def _local(spec: StackSpec, config: StackConfig) -> ProgramResult:
     # Imported here: the local target pulls in the local provisioner.
-    from infra.targets import local
+    from infra.targets.local import pulumi_resource as local
 
     out = local.deploy(spec, config)
     connections = out.apply(lambda o: o["connections"])

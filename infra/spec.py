@@ -1,7 +1,7 @@
 """The stack spec: what a backbone stack *is*, as plain data.
 
 Defined once and rendered by every target: the local provisioner
-(``harness.local``) starts processes from it, the Pulumi programs
+(``infra.targets.local``) starts processes from it, the Pulumi programs
 (``infra.targets.docker`` / ``infra.targets.kubernetes``) declare resources from
 it. Nothing here knows how a service is started.
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.local import provisioner
-from harness.local.provisioner import LocalStack
 from infra.spec import build_spec
+from infra.targets.local import provisioner
+from infra.targets.local.provisioner import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 

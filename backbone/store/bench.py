@@ -1,6 +1,6 @@
 """Store write benchmarks: bulk rows/s for any :class:`BarStore`.
 
-``backbone bench`` calls :func:`bench_store` for each tier's store;
+``harness bench perf`` calls :func:`bench_store` for each tier's store;
 :func:`bench_pg_write_methods` is how the PostgreSQL bulk path was chosen
 (COPY into a staging table, then ``INSERT ... ON CONFLICT DO NOTHING``) and
 re-checks that choice on the machine at hand. Bars are generated before the

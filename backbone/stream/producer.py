@@ -79,7 +79,7 @@ def kafka_client_config(kafka: KafkaConfig, *, client_id: str) -> dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class ProducerTuning:
-    """Throughput knobs; the defaults were chosen with ``backbone bench``."""
+    """Throughput knobs; the defaults were chosen with ``harness bench perf``."""
 
     #: Bars per Kafka record (see ``docs/streaming.md``: batching).
     bars_per_record: int = MAX_BARS_PER_RECORD

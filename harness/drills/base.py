@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from backbone.bars import Bar
-from harness.local.provisioner import LocalStack
+from infra.targets.local.provisioner import LocalStack
 
 __all__ = ["Drill", "Fault", "FaultKind", "wait_until"]
 

@@ -19,9 +19,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from harness.errors import HarnessError
-from harness.local import provisioner
+from harness.errors import USER_ERRORS, HarnessError
 from infra.spec import build_spec
+from infra.targets.local import provisioner
 
 __all__ = ["STATUS_DIR", "drill_app"]
 
@@ -88,7 +88,7 @@ def run(
                 provisioner.down(stack_name)
                 if reports and all(r.passed for r in reports):
                     shutil.rmtree(stack.dir, ignore_errors=True)  # kept for logs otherwise
-    except (HarnessError, KeyError, TimeoutError, RuntimeError, ValueError) as exc:
+    except (*USER_ERRORS, KeyError, TimeoutError, RuntimeError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(2) from None

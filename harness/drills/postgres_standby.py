@@ -24,7 +24,7 @@ from backbone.bars import Bar
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill, Fault, wait_until
 from harness.drills.writer import drill_bars
-from harness.local.secrets import StackSecrets
+from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["PostgresStandbyKillDrill"]
 

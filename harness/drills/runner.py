@@ -18,7 +18,7 @@ from harness.drills.base import Drill
 from harness.drills.reconcile import reconcile
 from harness.drills.report import AlertFired, DrillReport
 from harness.drills.writer import Writer, longest_gap
-from harness.local.provisioner import LocalStack
+from infra.targets.local.provisioner import LocalStack
 
 __all__ = ["DRILLS", "drill_class", "run_drill"]
 
@@ -149,7 +149,7 @@ def run_drill(
 
 
 def _machine_and_versions(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
-    from backbone.bench import client_versions, machine_info, service_versions
+    from harness.bench.performance import client_versions, machine_info, service_versions
 
     versions = client_versions()
     try:

@@ -16,9 +16,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from harness.errors import HarnessError
-from harness.local import provisioner
+from harness.errors import USER_ERRORS, HarnessError
 from infra.spec import build_spec
+from infra.targets.local import provisioner
 
 __all__ = ["load_app"]
 
@@ -70,7 +70,7 @@ def run(
                 say(f"taking down {stack_name}")
                 provisioner.down(stack_name)
                 shutil.rmtree(stack.dir, ignore_errors=True)
-    except (HarnessError, RuntimeError) as exc:
+    except (*USER_ERRORS, RuntimeError) as exc:
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     say(str(write_report(report, out_dir)))

@@ -3,7 +3,7 @@
 The Locust run (``python -m harness.load``) is bounded by user count, spawn
 rate and run time. Against the same brokers, in the same run, Kafka's own
 ``ProducerPerformance`` (acks=all, idempotent, our average record size) gives
-the ceiling to compare with; it is :func:`backbone.bench.bench_producer_performance`,
+the ceiling to compare with; it is :func:`harness.bench.performance.bench_producer_performance`,
 reused as is. Reports go to ``load.md`` and ``load.json``.
 """
 
@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from backbone.bench import bench_producer_performance, client_versions, machine_info
-from harness.local.provisioner import LocalStack
+from harness.bench.performance import bench_producer_performance, client_versions, machine_info
+from infra.targets.local.provisioner import LocalStack
 
 __all__ = ["render_markdown", "run_load_test", "write_report"]
 

@@ -32,8 +32,8 @@ import psycopg
 
 from backbone.connections import HostPort, TimescaleConnection
 from backbone.store.timescale import TimescaleStore
-from harness.local.ports import LOOPBACK, PortAllocator
-from harness.local.process import ProcessNode, ProcessRecord
+from infra.targets.local.ports import LOOPBACK, PortAllocator
+from infra.targets.local.process import ProcessNode, ProcessRecord
 
 __all__ = ["TimescaleOracle", "oracle_modules_dir", "oracle_unavailable", "timescale_oracle"]
 

@@ -1,7 +1,7 @@
 """The Prometheus configuration of a stack, rendered from its scrape targets.
 
 One renderer for every target: the local environment
-(``harness.local.monitoring``) passes loopback addresses and absolute rule
+(``infra.targets.local.monitoring``) passes loopback addresses and absolute rule
 paths, the Pulumi ``Monitoring`` component passes service DNS names and the
 paths the rules are mounted at. Job names are fixed here because the alert
 rules (``rules.yml``) and the dashboards select on them.

@@ -1,6 +1,6 @@
 """The vocabulary the components speak and every target backend renders.
 
-A component (``RedisCache``, ``KafkaCluster`` ...) turns the stack spec into
+A component (``RedisDeployment``, ``KafkaCluster`` ...) turns the stack spec into
 plain workload descriptions: a :class:`StatefulService` of N replicas with a
 main container and exporter sidecars, its config and secret files, probes and
 resources, and one-shot :class:`InitJob` s. A :class:`Backend` renders those as

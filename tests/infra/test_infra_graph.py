@@ -59,7 +59,7 @@ def test_one_component_per_service_concern(rendering: Rendering) -> None:
     assert components == [
         "backbone:infra:KafkaCluster",
         "backbone:infra:Monitoring",
-        "backbone:infra:RedisCache",
+        "backbone:infra:RedisDeployment",
         "backbone:infra:TimescaleDatabase",
     ]
 

@@ -19,8 +19,8 @@ from collections.abc import Iterator
 import pytest
 
 from harness import ci_health
-from harness.errors import HarnessError
-from harness.local.provisioner import LocalStack
+from harness.errors import USER_ERRORS
+from infra.targets.local.provisioner import LocalStack
 
 _WINDOWS: list[ci_health.StackWindow] = []
 _NOTES: dict[str, list[str]] = {}
@@ -34,7 +34,7 @@ def _snapshot_of(stack: LocalStack) -> Iterator[None]:
         return
     try:
         window = ci_health.collect(stack.name, monitoring.prometheus_url, started)
-    except HarnessError as exc:  # the snapshot must never fail the run it reports on
+    except USER_ERRORS as exc:  # the snapshot must never fail the run it reports on
         warnings.warn(f"CI health snapshot of {stack.name} skipped: {exc}", stacklevel=1)
         return
     window.notes.extend(_NOTES.get(stack.name, []))

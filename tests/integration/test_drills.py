@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from harness.drills import DRILLS, run_drill
-from harness.local.provisioner import LocalStack
+from infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.load.report import run_load_test, write_report
-from harness.local.provisioner import LocalStack
+from infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -29,16 +29,16 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from backbone.connections import KafkaConnection
 from harness.errors import MissingBinaryError, ServiceStartError
-from harness.local.kafka import LocalKafka, NoLeaderError, kafka_libs_dir
-from harness.local.kafka_config import node_id
-from harness.local.ports import PortAllocator, is_port_conflict
-from harness.local.secrets import StackSecrets
 from infra.spec import build_spec
+from infra.targets.local.kafka import LocalKafka, NoLeaderError, kafka_libs_dir
+from infra.targets.local.kafka_config import node_id
+from infra.targets.local.ports import PortAllocator, is_port_conflict
+from infra.targets.local.secrets import StackSecrets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-#: The metric names monitoring relies on (harness/kafka/jmx-exporter.yml).
+#: The metric names monitoring relies on (infra/kafka/jmx-exporter.yml).
 REQUIRED_METRICS = (
     "kafka_server_replicamanager_underreplicatedpartitions",
     "kafka_controller_kafkacontroller_offlinepartitionscount",

@@ -27,13 +27,13 @@ from redis.sentinel import Sentinel
 
 from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
 from harness.errors import ServiceStartError, StackExistsError
-from harness.local import provisioner
-from harness.local.ports import PortAllocator
-from harness.local.provisioner import LocalStack, start_service
-from harness.local.redis import LocalRedis
-from harness.local.secrets import StackSecrets
-from harness.local.stack import NodeNotRunningError
 from infra.spec import build_spec
+from infra.targets.local import provisioner
+from infra.targets.local.ports import PortAllocator
+from infra.targets.local.provisioner import LocalStack, start_service
+from infra.targets.local.redis import LocalRedis
+from infra.targets.local.secrets import StackSecrets
+from infra.targets.local.stack import NodeNotRunningError
 
 pytestmark = pytest.mark.integration
 

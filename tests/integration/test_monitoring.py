@@ -20,10 +20,10 @@ from backbone.connections import TOPIC_NAMES
 from backbone.runtime import Backbone
 from backbone.telemetry import METRIC_NAMES, Telemetry, serve_metrics
 from harness import observe
-from harness.local.provisioner import LocalStack
 from infra.monitoring.assets import rules_file
 from infra.monitoring.dashboards import DASHBOARDS, build_dashboard, metric_names_in, panel_queries
 from infra.monitoring.prometheus import EXPORTER_JOBS
+from infra.targets.local.provisioner import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -23,12 +23,12 @@ import pytest
 import yaml
 
 from backbone.connections import ConnectionsDocument, dump_document, parse_document
-from harness.errors import HarnessError, StackExistsError
-from harness.local.process import ProcessNode, ProcessRecord
-from harness.local.state import load_state, stack_dir
+from harness.errors import USER_ERRORS, StackExistsError
 from harness.pulumi_cli import PulumiCLIError, cli_dir, marked_processes, pulumi_bin, pulumi_env
 from harness.pulumi_stacks import down_via_pulumi, pulumi_stack_exists, up_via_pulumi
 from infra.spec import build_spec
+from infra.targets.local.process import ProcessNode, ProcessRecord
+from infra.targets.local.state import load_state, stack_dir
 
 pytestmark = [pytest.mark.pulumi_cli, pytest.mark.integration, pytest.mark.slow]
 
@@ -42,7 +42,7 @@ def _cli() -> None:
     except PulumiCLIError as exc:
         pytest.skip(str(exc))
     try:
-        import harness.local.provisioner  # noqa: F401
+        import infra.targets.local.provisioner  # noqa: F401
     except ImportError as exc:  # only while the provisioner lands
         pytest.skip(f"the local provisioner is not importable: {exc}")
 
@@ -224,7 +224,7 @@ def test_the_name_of_a_running_local_stack_is_refused_before_pulumi_runs(
 
 
 def test_down_of_an_unknown_stack_says_so(stacks_root: Path) -> None:
-    with pytest.raises(HarnessError, match="no stack named 'ci-nothing'"):
+    with pytest.raises(USER_ERRORS, match="no stack named 'ci-nothing'"):
         down_via_pulumi("ci-nothing", root=stacks_root)
 
 
@@ -274,7 +274,7 @@ def test_pulumi_up_dash_s_at_the_command_line_runs_the_project_program(
     finally:
         destroy = pulumi("destroy", "-s", name, "--yes", "--skip-preview")
         if destroy.returncode != 0:
-            from harness.local import provisioner
+            from infra.targets.local import provisioner
 
             provisioner.down(name, root=stacks_root)
         pulumi("stack", "rm", name, "--yes", "--force")

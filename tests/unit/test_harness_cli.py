@@ -17,10 +17,10 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.local import provisioner
-from harness.local.process import ProcessRecord
-from harness.local.state import StackState, save_state
 from infra.spec import build_spec
+from infra.targets.local import provisioner
+from infra.targets.local.process import ProcessRecord
+from infra.targets.local.state import StackState, save_state
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()

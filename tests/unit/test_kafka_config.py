@@ -10,8 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.errors import MissingBinaryError
-from harness.local.kafka import kafka_libs_dir
-from harness.local.kafka_config import (
+from infra.spec import build_spec
+from infra.targets.local.kafka import kafka_libs_dir
+from infra.targets.local.kafka_config import (
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
@@ -20,7 +21,6 @@ from harness.local.kafka_config import (
     render_server_properties,
     storage_format_args,
 )
-from infra.spec import build_spec
 
 CLIENT_PW = "client-secret-Abc_123"
 ADMIN_PW = "admin-secret-Xyz_789"

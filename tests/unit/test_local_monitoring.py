@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from harness.errors import ServiceStartError
-from harness.local.monitoring import LocalMonitoring
-from harness.local.ports import PortAllocator
-from harness.local.process import ProcessRecord
-from harness.local.secrets import StackSecrets
 from infra.spec import MonitoringSpec, build_spec
+from infra.targets.local.monitoring import LocalMonitoring
+from infra.targets.local.ports import PortAllocator
+from infra.targets.local.process import ProcessRecord
+from infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.skipif(
     not all(

@@ -10,7 +10,7 @@ import pulumi
 import pytest
 
 from infra.spec import build_spec
-from infra.targets.local import LocalStackProvider, deploy, stacks_root_override
+from infra.targets.local.pulumi_resource import LocalStackProvider, deploy, stacks_root_override
 
 
 class _Recorder(pulumi.runtime.Mocks):

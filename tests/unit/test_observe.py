@@ -14,13 +14,13 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from harness import observe
-from harness.local.ports import PortAllocator
 from infra.monitoring.prometheus import (
     ScrapeTarget,
     check_config,
     render_prometheus_config,
     write_prometheus_config,
 )
+from infra.targets.local.ports import PortAllocator
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None,

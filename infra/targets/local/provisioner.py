@@ -28,20 +28,20 @@ from backbone.connections import (
     DuckDBConnection,
     write_document,
 )
-from harness.errors import ServiceStartError, StackExistsError, StackNotFoundError
-from harness.local.base import LocalService
-from harness.local.ports import PortAllocator, is_port_conflict
-from harness.local.process import ProcessNode, ProcessRecord
-from harness.local.secrets import StackSecrets
-from harness.local.stack import LocalStack
-from harness.local.state import (
+from infra.errors import ServiceStartError, StackExistsError, StackNotFoundError
+from infra.spec import StackSpec
+from infra.targets.local.base import LocalService
+from infra.targets.local.ports import PortAllocator, is_port_conflict
+from infra.targets.local.process import ProcessNode, ProcessRecord
+from infra.targets.local.secrets import StackSecrets
+from infra.targets.local.stack import LocalStack
+from infra.targets.local.state import (
     StackState,
     load_state,
     save_state,
     stack_dir,
     stacks_root,
 )
-from infra.spec import StackSpec
 
 __all__ = [
     "LocalStack",
@@ -60,10 +60,10 @@ def stages() -> tuple[tuple[type[Any], ...], ...]:
     start concurrently; each stage sees the services of the earlier ones as
     ``peers``. Adding a service is adding its class here. (Imported here, so
     ``down`` and node control do not pay for every client library.)"""
-    from harness.local.kafka import LocalKafka
-    from harness.local.monitoring import LocalMonitoring
-    from harness.local.postgres import LocalPostgres
-    from harness.local.redis import LocalRedis
+    from infra.targets.local.kafka import LocalKafka
+    from infra.targets.local.monitoring import LocalMonitoring
+    from infra.targets.local.postgres import LocalPostgres
+    from infra.targets.local.redis import LocalRedis
 
     return (
         (LocalPostgres, LocalRedis, LocalKafka),
@@ -154,7 +154,7 @@ def preflight(spec: StackSpec) -> None:
     """Fail before anything starts when a program the stack needs is missing.
 
     Each renderer may offer ``check_installed(spec)``, raising
-    :class:`~harness.errors.MissingBinaryError`.
+    :class:`~infra.errors.MissingBinaryError`.
     """
     for stage in stages():
         for cls in stage:
@@ -268,7 +268,7 @@ def start_service(
     """``prepare`` and ``start`` one service; returns its seconds-to-ready.
 
     A port taken between choosing and binding (the node's log says so, see
-    :func:`~harness.local.ports.is_port_conflict`) is retried with fresh
+    :func:`~infra.targets.local.ports.is_port_conflict`) is retried with fresh
     ports, up to :data:`PORT_RETRIES` tries. ``abort`` set by another thread
     makes it give up; ``on_change`` is called whenever the records changed,
     ``on_prepared`` after each successful ``prepare``.

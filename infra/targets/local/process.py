@@ -25,7 +25,7 @@ from mirakuru import Executor
 from mirakuru.base import ENV_UUID
 from mirakuru.exceptions import ProcessExitedWithError, TimeoutExpired
 
-from harness.errors import ServiceStartError
+from infra.errors import ServiceStartError
 
 __all__ = ["ProcessNode", "ProcessRecord", "ReadyCheck", "log_tail"]
 

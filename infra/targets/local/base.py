@@ -13,10 +13,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.local.ports import PortAllocator
-from harness.local.process import ProcessNode, ProcessRecord
-from harness.local.secrets import StackSecrets
 from infra.spec import StackSpec
+from infra.targets.local.ports import PortAllocator
+from infra.targets.local.process import ProcessNode, ProcessRecord
+from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["LocalService"]
 

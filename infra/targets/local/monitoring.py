@@ -28,14 +28,8 @@ from pathlib import Path
 import yaml
 
 from backbone.connections import MonitoringConnection
-from harness import observe
-from harness.errors import ServiceStartError
-from harness.local.base import LocalService
-from harness.local.files import find_binary, write_private
-from harness.local.ports import LOOPBACK, PortAllocator
-from harness.local.postgres import SUPERUSER
-from harness.local.process import ProcessNode, ProcessRecord, log_tail
-from harness.local.secrets import StackSecrets
+from infra.errors import ServiceStartError
+from infra.monitoring import prometheus_api as observe
 from infra.monitoring.assets import rules_file
 from infra.monitoring.prometheus import (
     EXPORTER_JOBS,
@@ -52,6 +46,12 @@ from infra.monitoring.prometheus import (
     write_prometheus_config,
 )
 from infra.spec import StackSpec
+from infra.targets.local.base import LocalService
+from infra.targets.local.files import find_binary, write_private
+from infra.targets.local.ports import LOOPBACK, PortAllocator
+from infra.targets.local.postgres import SUPERUSER
+from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
+from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["LOCAL_EVALUATION_INTERVAL_S", "LOCAL_SCRAPE_INTERVAL_S", "LocalMonitoring"]
 

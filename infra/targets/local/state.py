@@ -2,7 +2,7 @@
 
 Everything a later command needs to find, control and tear down a stack lives
 here: ``state.json`` (the spec, one process record per node, the status and
-timings; no secrets), ``secrets.json`` (0600, :mod:`harness.local.secrets`) and
+timings; no secrets), ``secrets.json`` (0600, :mod:`infra.targets.local.secrets`) and
 ``outputs.json`` (0600, the ``backbone.connections/v1`` document). Data and
 logs of every node live in sub-directories next to them.
 """
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.local.process import ProcessRecord
 from infra.spec import StackSpec
+from infra.targets.local.process import ProcessRecord
 
 __all__ = [
     "STACKS_ENV",
@@ -39,7 +39,7 @@ OUTPUTS_FILE = "outputs.json"
 
 Status = Literal["starting", "running", "failed", "stopped"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def stacks_root(root: Path | None = None) -> Path:

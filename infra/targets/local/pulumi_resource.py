@@ -1,10 +1,10 @@
 """Local target: ``pulumi up`` brings up the local process stack for real.
 
-One Pulumi *dynamic* resource (``LocalStack``) stands for one whole local stack.
+One Pulumi *dynamic* resource (``LocalStackResource``) stands for one whole local stack.
 Its provider runs inside the ``pulumi-python`` dynamic-provider process (no
 plugin binary) and calls the local provisioner: ``create`` is
-``harness.local.provisioner.up``, ``read`` checks that every process of the
-stack still runs, ``delete`` is ``harness.local.provisioner.down``.
+``infra.targets.local.provisioner.up``, ``read`` checks that every process of the
+stack still runs, ``delete`` is ``infra.targets.local.provisioner.down``.
 
 Why one resource per stack and not one per service: the provisioner brings a
 stack up as a unit. Its services are prepared together (ports, credentials,
@@ -33,7 +33,7 @@ import pulumi.dynamic as dyn
 from backbone.connections import ConnectionsError, dump_document, load_document
 from infra.spec import StackSpec
 
-__all__ = ["LocalStack", "LocalStackProvider", "deploy", "stacks_root_override"]
+__all__ = ["LocalStackProvider", "LocalStackResource", "deploy", "stacks_root_override"]
 
 #: The output keys ``deploy`` returns (stable snake_case, like every target).
 OUTPUT_KEYS = ("connections", "stack_dir", "outputs_path")
@@ -66,8 +66,8 @@ def _root_of(props: dict[str, Any]) -> Path | None:
 
 def _stack_running(name: str, root: Path | None) -> bool:
     """True when the stack's state says running and every recorded process lives."""
-    from harness.local.process import ProcessNode
-    from harness.local.state import load_state, stack_dir
+    from infra.targets.local.process import ProcessNode
+    from infra.targets.local.state import load_state, stack_dir
 
     try:
         state = load_state(stack_dir(name, root))
@@ -88,14 +88,14 @@ def _outs(document: dict[str, Any], stack_dir: Path, outputs_path: Path) -> dict
 
 
 class LocalStackProvider(dyn.ResourceProvider):
-    """Create/read/delete one local stack through ``harness.local.provisioner``.
+    """Create/read/delete one local stack through ``infra.targets.local.provisioner``.
 
     Serialised by value into the Pulumi state (dill); it holds no data and
     imports the provisioner lazily, inside the provider process.
     """
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        from harness.local import provisioner
+        from infra.targets.local import provisioner
 
         spec = _spec_of(props)
         stack = provisioner.up(spec, root=_root_of(props))
@@ -104,7 +104,7 @@ class LocalStackProvider(dyn.ResourceProvider):
         return dyn.CreateResult(id_=spec.name, outs=_outs(doc, outputs_path.parent, outputs_path))
 
     def read(self, id_: str, props: dict[str, Any]) -> dyn.ReadResult:
-        from harness.local.state import OUTPUTS_FILE, stack_dir
+        from infra.targets.local.state import OUTPUTS_FILE, stack_dir
 
         root = _root_of(props)
         if not _stack_running(id_, root):
@@ -130,12 +130,12 @@ class LocalStackProvider(dyn.ResourceProvider):
         )
 
     def delete(self, id_: str, props: dict[str, Any]) -> None:
-        from harness.local import provisioner
+        from infra.targets.local import provisioner
 
         provisioner.down(id_, root=_root_of(props))
 
 
-class LocalStack(dyn.Resource):
+class LocalStackResource(dyn.Resource):
     """One local process stack; ``connections`` is its outputs document (secret)."""
 
     connections: pulumi.Output[dict[str, Any]]
@@ -180,10 +180,12 @@ def deploy(
     in force, else ``$HARNESS_STACKS_DIR`` or ``<repo>/.stacks``); it is
     resolved now and kept in the resource, so a later destroy finds the stack.
     """
-    from harness.local.state import stacks_root
+    from infra.targets.local.state import stacks_root
 
     del config
-    resource = LocalStack(f"local-{spec.name}", spec, root=stacks_root(root or _ROOT_OVERRIDE))
+    resource = LocalStackResource(
+        f"local-{spec.name}", spec, root=stacks_root(root or _ROOT_OVERRIDE)
+    )
     # additional_secret_outputs encrypts it in the state; the explicit secret
     # keeps every Output derived from it secret in this program too.
     connections: pulumi.Output[dict[str, Any]] = pulumi.Output.secret(resource.connections)

@@ -1,4 +1,4 @@
-"""``RedisCache``: a Redis primary, its replicas and Sentinels, with exporters.
+"""``RedisDeployment``: a Redis primary, its replicas and Sentinels, with exporters.
 
 The primary is replica 0 when a stack first comes up; after a Sentinel
 failover any replica may be primary, so a restarting node asks the Sentinels
@@ -27,7 +27,7 @@ from infra.targets.workload import (
     secret_file,
 )
 
-__all__ = ["ADMIN_USER", "RedisCache", "RedisCacheArgs"]
+__all__ = ["ADMIN_USER", "RedisDeployment", "RedisDeploymentArgs"]
 
 ADMIN_USER = "admin"
 SERVICE = "redis"
@@ -41,7 +41,7 @@ EXPORTER_SECRET_DIR = "/run/secrets/redis-exporter"
 
 
 @dataclass(frozen=True)
-class RedisCacheArgs:
+class RedisDeploymentArgs:
     spec: StackSpec
     backend: Backend
     password: pulumi.Input[str]
@@ -149,7 +149,7 @@ def _exporter(spec: StackSpec, port: int, password_file: File | None) -> Contain
     )
 
 
-class RedisCache(pulumi.ComponentResource):
+class RedisDeployment(pulumi.ComponentResource):
     """Redis for the cache tier: standalone (minimal) or primary + replicas + Sentinels."""
 
     mode: str
@@ -161,9 +161,12 @@ class RedisCache(pulumi.ComponentResource):
     services: list[StatefulService]
 
     def __init__(
-        self, name: str, args: RedisCacheArgs, opts: pulumi.ResourceOptions | None = None
+        self, name: str, args: RedisDeploymentArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
-        super().__init__("backbone:infra:RedisCache", name, None, opts)
+        # Named RedisCache before 2026-12: the alias keeps existing stacks' URNs.
+        alias = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_="backbone:infra:RedisCache")])
+        opts = pulumi.ResourceOptions.merge(alias, opts)
+        super().__init__("backbone:infra:RedisDeployment", name, None, opts)
         spec, backend, r = args.spec, args.backend, args.spec.redis
         password = pulumi.Output.secret(args.password)
         admin = pulumi.Output.secret(args.admin_password)

@@ -28,8 +28,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.local.ports import LOOPBACK
 from infra.spec import KafkaSpec
+from infra.targets.local.ports import LOOPBACK
 
 __all__ = [
     "JVM_HEAP",
@@ -155,7 +155,7 @@ def render_server_properties(
         **{f"user_{spec.admin_username}": admin_password},
     )
     lines = [
-        "# Rendered by harness.local.kafka_config; contains credentials: keep 0600.",
+        "# Rendered by infra.targets.local.kafka_config; contains credentials: keep 0600.",
         "process.roles=broker,controller",
         f"node.id={node}",
         f"controller.quorum.voters={voters}",

@@ -29,13 +29,13 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from backbone.connections import HostPort, RedisConnection
-from harness.errors import ServiceStartError
-from harness.local.base import LocalService
-from harness.local.files import find_binary, write_private
-from harness.local.ports import LOOPBACK, PortAllocator
-from harness.local.process import ProcessNode, ProcessRecord, log_tail
-from harness.local.secrets import StackSecrets
+from infra.errors import ServiceStartError
 from infra.spec import StackSpec
+from infra.targets.local.base import LocalService
+from infra.targets.local.files import find_binary, write_private
+from infra.targets.local.ports import LOOPBACK, PortAllocator
+from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
+from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["ADMIN_USER", "LocalRedis"]
 

@@ -33,13 +33,13 @@ import psycopg
 
 from backbone.connections import HostPort, TimescaleConnection
 from backbone.store.schema import schema_statements
-from harness.errors import HarnessError, MissingBinaryError, ServiceStartError
-from harness.local.base import LocalService
-from harness.local.files import write_private
-from harness.local.ports import LOOPBACK, PortAllocator
-from harness.local.process import ProcessNode, ProcessRecord, log_tail
-from harness.local.secrets import StackSecrets
+from infra.errors import InfraError, MissingBinaryError, ServiceStartError
 from infra.spec import StackSpec
+from infra.targets.local.base import LocalService
+from infra.targets.local.files import write_private
+from infra.targets.local.ports import LOOPBACK, PortAllocator
+from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
+from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["PG_BIN", "PG_USER", "LocalPostgres", "scram_verifier"]
 
@@ -60,7 +60,7 @@ _INITDB_ARGS = (
 )
 #: Where the ``initdb`` template is cached (see ``LocalPostgres._template``).
 _TEMPLATE_CACHE = (
-    Path(os.environ.get("HARNESS_CACHE_DIR", Path(__file__).resolve().parents[2] / ".cache"))
+    Path(os.environ.get("HARNESS_CACHE_DIR", Path(__file__).resolve().parents[3] / ".cache"))
     / "postgres-template"
 )
 _PROBE_TIMEOUT_S = 2
@@ -481,7 +481,7 @@ class LocalPostgres:
         p = self.spec.postgres
         try:
             first = self.primary()
-        except HarnessError:
+        except InfraError:
             first = self.node_names[0]
         order = [first] + [n for n in self.node_names if n != first]
         return TimescaleConnection(
@@ -517,7 +517,7 @@ class LocalPostgres:
         roles = self.roles()
         primaries = [n for n, role in roles.items() if role == "primary"]
         if len(primaries) != 1:
-            raise HarnessError(
+            raise InfraError(
                 f"expected one PostgreSQL primary, found {primaries or 'none'} (roles: {roles}); "
                 "check the node logs under the stack's logs/ directory"
             )

@@ -28,10 +28,10 @@ import psutil
 import redis
 
 from harness.errors import HarnessError
-from harness.local import provisioner
-from harness.local.ports import LOOPBACK, PortAllocator
-from harness.local.postgres import PG_BIN, PG_USER
-from harness.local.state import STACKS_ENV, load_state, stacks_root
+from infra.targets.local import provisioner
+from infra.targets.local.ports import LOOPBACK, PortAllocator
+from infra.targets.local.postgres import PG_BIN, PG_USER
+from infra.targets.local.state import STACKS_ENV, load_state, stacks_root
 
 __all__ = ["run_startup_bench"]
 
@@ -51,7 +51,7 @@ def _cmd_version(args: list[str]) -> str:
 
 def machine() -> dict[str, Any]:
     """Cores, memory, kernel, load and the versions of everything a stack runs."""
-    from harness.local.kafka import KAFKA_VERSION
+    from infra.targets.local.kafka import KAFKA_VERSION
 
     return {
         "cores": os.cpu_count(),

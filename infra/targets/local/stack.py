@@ -1,7 +1,7 @@
 """A local stack that is (or was) up, as any process sees it.
 
-:class:`LocalStack` is what :func:`harness.local.provisioner.up` returns and
-:func:`~harness.local.provisioner.load` rebuilds from ``state.json`` in any
+:class:`LocalStack` is what :func:`infra.targets.local.provisioner.up` returns and
+:func:`~infra.targets.local.provisioner.load` rebuilds from ``state.json`` in any
 later process: the spec, the outputs document, the services and their nodes,
 node control (kill, stop, pause, resume, restart) and role look-ups.
 """
@@ -14,16 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from backbone.connections import ConnectionsDocument, load_document
-from harness.errors import HarnessError
-from harness.local.base import LocalService
-from harness.local.process import ProcessNode
-from harness.local.state import OUTPUTS_FILE, StackState, load_state, save_state, update_record
+from infra.errors import InfraError
 from infra.spec import StackSpec
+from infra.targets.local.base import LocalService
+from infra.targets.local.process import ProcessNode
+from infra.targets.local.state import (
+    OUTPUTS_FILE,
+    StackState,
+    load_state,
+    save_state,
+    update_record,
+)
 
 __all__ = ["LocalStack", "NodeNotRunningError"]
 
 
-class NodeNotRunningError(HarnessError):
+class NodeNotRunningError(InfraError):
     """A node control that needs a live process found none."""
 
     def __init__(self, stack: str, node: str) -> None:

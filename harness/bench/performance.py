@@ -1,4 +1,4 @@
-"""``backbone bench``: end-to-end ingest rates on both tiers, latency, and Kafka's own tool.
+"""``harness bench perf``: end-to-end ingest rates on both tiers, latency, and Kafka's own tool.
 
 What it measures (one run, numbers as they come — see ``docs/status/performance.md``):
 
@@ -19,7 +19,6 @@ always takes down.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import platform
@@ -41,6 +40,9 @@ from backbone.bars import Bar, synthetic_bars
 from backbone.connections import ConnectionsDocument
 from backbone.stream.codec import batch_records
 from backbone.stream.producer import BarProducer, kafka_client_config
+from infra.spec import build_spec
+from infra.targets.local import provisioner
+from infra.targets.local.kafka import kafka_libs_dir
 
 __all__ = ["TARGETS", "run_bench"]
 
@@ -348,7 +350,6 @@ def bench_producer_performance(
     """Kafka's ``ProducerPerformance`` (acks=all, idempotent) with our record size."""
     from kafka.admin import KafkaAdminClient, NewTopic
 
-    kafka_libs_dir = _harness("harness.local.kafka").kafka_libs_dir
     kafka = doc.kafka
     assert kafka is not None and kafka.password is not None
     admin = KafkaAdminClient(**kafka_client_config(kafka, client_id="bench-admin"))
@@ -409,18 +410,10 @@ def _attempt(measure: Callable[[], dict[str, Any]], log: Log) -> dict[str, Any]:
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
-def _harness(module: str) -> Any:
-    # The benchmark drives a stack like a user would, through the harness's API;
-    # imported at run time so the backbone package itself never depends on it.
-    return importlib.import_module(module)
-
-
 # --- the run -----------------------------------------------------------------------
 
 
 def _tier1(bars: int, log: Log) -> dict[str, Any]:
-    provisioner = _harness("harness.local.provisioner")
-    build_spec = _harness("infra.spec").build_spec
     name = f"bench-{secrets.token_hex(3)}"
     root = Path.cwd() / ".stacks" / name
     root.mkdir(parents=True)
@@ -566,7 +559,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Performance",
         "",
-        f"Produced by `backbone bench` on {r['date']}. Benchmarks, not timed tests: the",
+        f"Produced by `harness bench perf` on {r['date']}. Benchmarks, not timed tests: the",
         "figures are what this run measured on this machine, including the load other",
         "processes put on it (load average at start and end below). On this shared",
         "machine the same command has measured several times lower under heavy load;",

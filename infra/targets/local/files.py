@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.errors import MissingBinaryError
+from infra.errors import MissingBinaryError
 
 __all__ = ["find_binary", "write_private"]
 

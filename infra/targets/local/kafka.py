@@ -3,7 +3,7 @@
 ``kafka-1..N`` each run broker and controller in one JVM and are all voters
 of the metadata quorum; the jars come from the set-up step's cache
 (:func:`kafka_libs_dir`). Configuration is rendered by
-:mod:`harness.local.kafka_config`; this module prepares the data directories,
+:mod:`infra.targets.local.kafka_config`; this module prepares the data directories,
 starts the nodes together, creates the spec's topics and answers questions
 about the running cluster (partition leaders, the active controller) by asking
 Kafka itself through kafka-python.
@@ -26,10 +26,11 @@ from kafka import KafkaAdminClient
 from pydantic import SecretStr
 
 from backbone.connections import KafkaConnection, TopicInfo
-from harness.errors import MissingBinaryError, ServiceStartError
-from harness.local.base import LocalService
-from harness.local.files import write_private
-from harness.local.kafka_config import (
+from infra.errors import MissingBinaryError, ServiceStartError
+from infra.spec import StackSpec
+from infra.targets.local.base import LocalService
+from infra.targets.local.files import write_private
+from infra.targets.local.kafka_config import (
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
@@ -38,18 +39,17 @@ from harness.local.kafka_config import (
     render_server_properties,
     storage_format_args,
 )
-from harness.local.ports import LOOPBACK, PortAllocator, is_port_conflict
-from harness.local.process import ProcessNode, ProcessRecord, log_tail
-from harness.local.secrets import StackSecrets
-from infra.spec import StackSpec
+from infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
+from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
+from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["KAFKA_VERSION", "LocalKafka", "NoLeaderError", "kafka_cache_dir", "kafka_libs_dir"]
 
 KAFKA_VERSION = "4.1.1"
-_HARNESS_KAFKA = Path(__file__).resolve().parents[1] / "kafka"
+_KAFKA_ASSETS = Path(__file__).resolve().parents[2] / "kafka"
 #: JMX exporter rules; their metric names are listed at the top of the file.
-EXPORTER_CONFIG = _HARNESS_KAFKA / "jmx-exporter.yml"
-LOG4J_CONFIG = _HARNESS_KAFKA / "log4j2.properties"
+EXPORTER_CONFIG = _KAFKA_ASSETS / "jmx-exporter.yml"
+LOG4J_CONFIG = _KAFKA_ASSETS / "log4j2.properties"
 
 #: A JVM on a busy 2-core box can take a while; a node that is not ready in
 #: this many seconds has failed.
