@@ -5,13 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test lint unit integration bench clean
+.PHONY: setup demo test lint unit integration bench clean distclean
 
 setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m harness.demo
+	$(PY) -m harness.demo $(DEMO_ARGS)
 
 lint:
 	$(VENV)/bin/ruff check backbone harness infra tests
@@ -29,3 +29,9 @@ bench: setup
 clean:
 	-$(VENV)/bin/harness down --all
 	rm -rf .stacks
+
+# Everything the project made: the above, .venv, the PostgreSQL template cache,
+# ~/.cache/backbone (Kafka jars, Pulumi CLI build, TimescaleDB oracle, images),
+# and the Maven and Go module cache entries that set-up downloaded for it.
+distclean: clean
+	bash scripts/distclean.sh

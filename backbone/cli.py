@@ -22,10 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-# Typer 0.29 vendors click; its usage errors are these classes, not click's.
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
-
 from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_bars
+from backbone.clikit import fail, make_app, run_app
 from backbone.connections import ConnectionsError
 from backbone.deadletter import DeadLetter
 from backbone.store.base import StoreError
@@ -54,47 +52,15 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class _App(typer.Typer):
-    """Typer app whose usage errors are one line and exit code 2."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        argv = list(args[0]) if args else sys.argv[1:]
-        command = typer.main.get_command(self)
-        try:
-            rv = command.main(argv, prog_name="backbone", standalone_mode=False)
-        except NoArgsIsHelpError as exc:
-            if exc.ctx is not None:
-                _err.print(exc.ctx.get_help())
-            sys.exit(2)
-        except UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx else "backbone"
-            message = " ".join(exc.format_message().split()).rstrip(".")
-            print(f"{where}: {message}; run `{where} --help` for the options", file=sys.stderr)
-            sys.exit(2)
-        except ClickException as exc:
-            _fail(" ".join(exc.format_message().split()))
-        except (typer.Abort, KeyboardInterrupt):
-            _err.print("aborted")
-            sys.exit(130)
-        except _USER_ERRORS as exc:
-            _fail(str(exc))
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-app = _App(
-    name="backbone",
-    help="The market-data backbone runtime: ingest bars, check health, replay, metrics.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+app = make_app(
+    "backbone", "The market-data backbone runtime: ingest bars, check health, replay, metrics."
 )
 _out = Console()
 _err = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    print(f"backbone: {message}", file=sys.stderr)
-    sys.exit(2)
+    raise fail("backbone", message)
 
 
 # --- shared option parsing --------------------------------------------------------
@@ -386,5 +352,5 @@ def serve_metrics_command(
 
 
 def main() -> None:
-    """Entry point for ``python -m backbone``."""
-    app()
+    """Entry point for the ``backbone`` console script and ``python -m backbone``."""
+    sys.exit(run_app(app, "backbone", user_errors=_USER_ERRORS))

@@ -17,7 +17,6 @@ under ``$HARNESS_STACKS_DIR`` (default ``<repo>/.stacks``).
 
 from __future__ import annotations
 
-import functools
 import sys
 import time
 from collections.abc import Callable
@@ -29,8 +28,9 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from backbone.clikit import fail, make_app, user_errors
 from harness.drills.cli import drill_app
-from harness.errors import USER_ERRORS, ServiceStartError, UsageError
+from harness.errors import USER_ERRORS, UsageError
 from harness.load.cli import load_app
 from infra.spec import SIZES, TIERS, build_spec
 from infra.targets.local import provisioner
@@ -43,12 +43,8 @@ ENVIRONMENTS = ("local", "docker", "kubernetes")
 VIAS = ("provisioner", "pulumi")
 DEFAULT_NAME = "dev"
 
-app = typer.Typer(
-    name="harness",
-    help="Bring backbone stacks up and down, inspect them and control their nodes.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+app = make_app(
+    "harness", "Bring backbone stacks up and down, inspect them and control their nodes."
 )
 node_app = typer.Typer(help="Per-node control of a running stack (for outage drills).")
 bench_app = typer.Typer(help="Benchmarks of the harness itself.")
@@ -68,29 +64,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(2)
+    return fail("harness", message)
 
 
-def _user_errors(func: F) -> F:
-    """Turn a :class:`HarnessError` into one line on stderr and exit code 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ServiceStartError as exc:
-            first, _, tail = str(exc).partition("\n")
-            err.print(f"[bold red]error:[/] {first}", soft_wrap=True)
-            if tail:
-                err.print(tail, markup=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except USER_ERRORS as exc:
-            raise _fail(str(exc)) from None
-        except KeyError as exc:  # an unknown node or service name
-            raise _fail(str(exc.args[0]) if exc.args else str(exc)) from None
-
-    return wrapper  # type: ignore[return-value]
+#: Every command: a failure the user can act on is one message and exit code 2.
+_user_errors = user_errors("harness", (*USER_ERRORS, KeyError))
 
 
 def _choice(value: str, choices: tuple[str, ...], option: str) -> str:

@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -218,6 +219,7 @@ def _print_report(console: Console, report: DemoReport) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     size: Size = "ha" if "--ha" in args else "minimal"
+    keep = "--keep" in args  # keep the stacks' directories (configs, logs, data) to look at
     console = Console()
     root = Path(os.environ.get("HARNESS_STACKS_DIR", Path.cwd() / ".stacks"))
     base = f"demo-{secrets.token_hex(3)}"
@@ -232,6 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for name in names:
             provisioner.down(name, root=root)
+            if not keep:
+                shutil.rmtree(root / name, ignore_errors=True)
+    if keep:
+        console.print(f"kept the stacks' directories: {', '.join(str(root / n) for n in names)}")
     _print_report(console, report)
     for tier, result in report.ingests.items():
         if not result.reconciles:

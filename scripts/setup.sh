@@ -7,28 +7,37 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 STAMP_DIR=.venv/.stamps
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
-need_root() {
-  if [ "$(id -u)" != 0 ]; then
-    echo "setup: cannot install $1 without root; run: sudo $2" >&2
-    exit 2
-  fi
-}
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 # --- Debian packages: services the local environment runs --------------------
-APT_PKGS=(redis-server redis-sentinel prometheus prometheus-redis-exporter prometheus-postgres-exporter iproute2)
+APT_PKGS=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter prometheus-postgres-exporter iproute2)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 [ -x /usr/lib/postgresql/15/bin/postgres ] || missing+=(postgresql-15)
+# Kafka 4 needs Java 17+; its jars are resolved with Maven (scripts/setup.d/10-kafka.sh).
+java_major=$(java -XshowSettings:properties -version 2>&1 | awk -F'= ' '/java.specification.version/ {print $2}' || true)
+{ [ -n "$java_major" ] && [ "${java_major%%.*}" -ge 17 ] 2>/dev/null; } || missing+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || missing+=(maven)
 if [ ${#missing[@]} -gt 0 ]; then
-  need_root "${missing[*]}" "apt-get update && apt-get install -y ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: cannot install ${missing[*]} without root; run this, then make setup again:" >&2
+    echo "  $(root_hint "${missing[*]}")" >&2
+    exit 2
+  fi
   say "installing Debian packages: ${missing[*]}"
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian may start system services on install where an init runs them; the
-  # harness never uses them, and never kills what it did not start.
+  mkdir -p .venv
+  run_logged "apt-get update" /tmp/backbone-apt-update.log apt-get update -q
+  run_logged "installing ${#missing[@]} Debian packages" /tmp/backbone-apt-install.log \
+    env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # Debian starts a system Redis, PostgreSQL and Prometheus where an init runs
+  # its services. The harness never uses them (every stack starts its own on
+  # free loopback ports), and they would hold the default ports and memory, so
+  # the ones this step just installed are stopped and disabled. Services that
+  # were installed before are not ours to touch.
+  bash scripts/stop-system-services.sh "${missing[@]}"
 fi
 
 # --- Python: .venv with pinned dependencies ----------------------------------
@@ -41,12 +50,9 @@ req_hash=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
 if [ ! -f "$STAMP_DIR/pip-$req_hash" ]; then
   say "installing Python dependencies (pinned by constraints.txt)"
   # Build-backend chatter goes to a log; on failure its tail is shown.
-  if ! { .venv/bin/pip install -q --upgrade pip \
-        && .venv/bin/pip install -q -c constraints.txt -e ".[dev]"; } >.venv/pip-install.log 2>&1; then
-    tail -n 30 .venv/pip-install.log >&2
-    echo "setup: installing the Python dependencies failed (log: .venv/pip-install.log)" >&2
-    exit 2
-  fi
+  run_logged "upgrading pip" .venv/pip-install.log .venv/bin/pip install -q --upgrade pip || exit 2
+  run_logged "installing the Python dependencies" .venv/pip-install.log \
+    .venv/bin/pip install -q -c constraints.txt -e ".[dev]" || exit 2
   rm -f "$STAMP_DIR"/pip-*; touch "$STAMP_DIR/pip-$req_hash"
 fi
 

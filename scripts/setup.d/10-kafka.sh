@@ -14,7 +14,7 @@ HOME_DIR=$CACHE/kafka-$KAFKA_VERSION
 LIBS=$HOME_DIR/libs
 STAMP=$HOME_DIR/libs.complete
 
-say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+. scripts/lib.sh
 
 pom_hash=$(sha256sum "$POM" | cut -c1-16)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$pom_hash" ] && [ -d "$LIBS" ]; then
@@ -38,13 +38,11 @@ say "resolving Kafka $KAFKA_VERSION jars into $LIBS (Maven, cached in ~/.m2)"
 mkdir -p "$HOME_DIR"
 tmp=$(mktemp -d "$HOME_DIR/libs.tmp.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-if ! mvn -q -B -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp" >"$tmp.log" 2>&1; then
-  tail -n 30 "$tmp.log" >&2
-  rm -f "$tmp.log"
+if ! run_logged "resolving the Kafka jars with Maven" "$HOME_DIR/maven.log" \
+    mvn -q -B -f "$POM" dependency:copy-dependencies -DoutputDirectory="$tmp"; then
   echo "setup: Maven could not resolve $POM (see the lines above); check that Maven Central is reachable" >&2
   exit 2
 fi
-rm -f "$tmp.log"
 # Swap the complete directory in, so a half-copied libs/ is never used.
 rm -rf "$LIBS"
 mv "$tmp" "$LIBS"

@@ -34,6 +34,7 @@ import psycopg
 from backbone.connections import HostPort, TimescaleConnection
 from backbone.store.schema import schema_statements
 from infra.errors import InfraError, MissingBinaryError, ServiceStartError
+from infra.paths import cache_dir
 from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
 from infra.targets.local.files import write_private
@@ -58,12 +59,12 @@ _INITDB_ARGS = (
     "--no-sync",
     "--no-instructions",
 )
-#: Where the ``initdb`` template is cached (see ``LocalPostgres._template``).
-_TEMPLATE_CACHE = (
-    Path(os.environ.get("HARNESS_CACHE_DIR", Path(__file__).resolve().parents[3] / ".cache"))
-    / "postgres-template"
-)
 _PROBE_TIMEOUT_S = 2
+
+
+def _template_cache() -> Path:
+    """Where the ``initdb`` template is cached (see ``LocalPostgres._template``)."""
+    return cache_dir() / "postgres-template"
 
 
 def scram_verifier(password: str, *, iterations: int = 4096) -> str:
@@ -326,15 +327,15 @@ class LocalPostgres:
         _, uid, gid = _as_pg_user()
         build = _cmd_output([str(PG_BIN / "postgres"), "--version"])
         key = hashlib.sha256(f"{PG_BIN}|{build}|{_INITDB_ARGS}|{uid}".encode()).hexdigest()[:12]
-        cache = _TEMPLATE_CACHE / key
+        cache = _template_cache() / key
         if (cache / "PG_VERSION").exists():
             return cache
-        _TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
-        with (_TEMPLATE_CACHE / f"{key}.lock").open("w") as lock:
+        _template_cache().mkdir(parents=True, exist_ok=True)
+        with (_template_cache() / f"{key}.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if (cache / "PG_VERSION").exists():
                 return cache
-            building = _TEMPLATE_CACHE / f"{key}.building-{os.getpid()}"
+            building = _template_cache() / f"{key}.building-{os.getpid()}"
             shutil.rmtree(building, ignore_errors=True)
             building.mkdir(mode=0o700)
             if uid is not None and gid is not None:

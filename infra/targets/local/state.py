@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from infra.paths import project_home
 from infra.spec import StackSpec
 from infra.targets.local.process import ProcessRecord
 
@@ -39,16 +40,14 @@ OUTPUTS_FILE = "outputs.json"
 
 Status = Literal["starting", "running", "failed", "stopped"]
 
-_REPO_ROOT = Path(__file__).resolve().parents[3]
-
 
 def stacks_root(root: Path | None = None) -> Path:
     """Where stack directories live: ``root``, else ``$HARNESS_STACKS_DIR``,
-    else ``<repo>/.stacks``."""
+    else ``<project>/.stacks`` (:func:`infra.paths.project_home`)."""
     if root is not None:
         return Path(root).resolve()
     env = os.environ.get(STACKS_ENV)
-    return Path(env).resolve() if env else _REPO_ROOT / ".stacks"
+    return Path(env).resolve() if env else project_home() / ".stacks"
 
 
 def stack_dir(name: str, root: Path | None = None) -> Path:
