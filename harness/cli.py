@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from backbone.clikit import fail, make_app, user_errors
+from backbone.clikit import emit_json, fail, make_app, user_errors
 from harness.drills.cli import drill_app
 from harness.errors import USER_ERRORS, UsageError
 from harness.load.cli import load_app
@@ -39,9 +40,39 @@ from infra.targets.local.state import stacks_root
 
 __all__ = ["app"]
 
-ENVIRONMENTS = ("local", "docker", "kubernetes")
-VIAS = ("provisioner", "pulumi")
 DEFAULT_NAME = "dev"
+
+
+class Env(StrEnum):
+    """Where a stack runs."""
+
+    local = "local"
+    docker = "docker"
+    kubernetes = "kubernetes"
+
+
+class SizeChoice(StrEnum):
+    """How many nodes of each service (``infra.spec.SIZES``)."""
+
+    minimal = "minimal"
+    ha = "ha"
+
+
+class TierChoice(StrEnum):
+    """Which tier the stack serves (``infra.spec.TIERS``)."""
+
+    institutional = "institutional"
+    bootstrap = "bootstrap"
+
+
+class Via(StrEnum):
+    """Who brings the stack up: the provisioner directly, or an ephemeral Pulumi stack."""
+
+    provisioner = "provisioner"
+    pulumi = "pulumi"
+
+
+assert {s.value for s in SizeChoice} == set(SIZES) and {t.value for t in TierChoice} == set(TIERS)
 
 app = make_app(
     "harness", "Bring backbone stacks up and down, inspect them and control their nodes."
@@ -57,8 +88,9 @@ out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Stack name.")]
-ViaOpt = Annotated[
-    str, typer.Option("--via", help="provisioner | pulumi (an ephemeral Pulumi stack)")
+ViaOpt = Annotated[Via, typer.Option("--via", help="An ephemeral Pulumi stack, or not.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout instead of text.")
 ]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -71,53 +103,51 @@ def _fail(message: str) -> typer.Exit:
 _user_errors = user_errors("harness", (*USER_ERRORS, KeyError))
 
 
-def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
-    if value not in choices:
-        raise UsageError(f"unknown {option} {value!r}; choose one of: {', '.join(choices)}")
-    return value
-
-
 # -- up / down / status ----------------------------------------------------------------
 
 
 @app.command()
 @_user_errors
 def up(
-    env: Annotated[str, typer.Option(help="local | docker | kubernetes")] = "local",
-    size: Annotated[str, typer.Option(help="minimal | ha")] = "minimal",
-    tier: Annotated[str, typer.Option(help="institutional | bootstrap")] = "institutional",
+    env: Annotated[Env, typer.Option(help="Where the stack runs.")] = Env.local,
+    size: Annotated[SizeChoice, typer.Option(help="Nodes per service.")] = SizeChoice.minimal,
+    tier: Annotated[TierChoice, typer.Option(help="The tier served.")] = TierChoice.institutional,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
-    via: ViaOpt = "provisioner",
+    via: ViaOpt = Via.provisioner,
+    as_json: JsonOpt = False,
 ) -> None:
     """Bring a stack up; prints each service's time to ready and, last, the
     path of its outputs document."""
-    _choice(via, VIAS, "--via")
-    if via == "pulumi":
-        _up_via_pulumi(env, size, tier, name)
+    env_, size_, tier_ = env.value, size.value, tier.value
+    if via is Via.pulumi:
+        _up_via_pulumi(env_, size_, tier_, name, as_json)
         return
     name = name or DEFAULT_NAME
-    _choice(env, ENVIRONMENTS, "--env")
-    _choice(size, SIZES, "--size")
-    _choice(tier, TIERS, "--tier")
-    if env != "local":
-        what, stack = (
-            ("a Docker engine", "dev") if env == "docker" else ("a Kubernetes cluster", "prod")
+    if env is not Env.local:
+        what, pulumi_stack = (
+            ("a Docker engine", "dev") if env is Env.docker else ("a Kubernetes cluster", "prod")
         )
         raise UsageError(
-            f"--env {env} needs {what}: from the repository root run `pulumi up -s {stack}` "
-            f"(Pulumi.{stack}.yaml targets {env}; see docs/environments.md), or use --env local"
+            f"--env {env_} needs {what}: from the repository root run "
+            f"`pulumi up -s {pulumi_stack}` (Pulumi.{pulumi_stack}.yaml targets {env_}; "
+            "see docs/environments.md), or use --env local"
         )
     try:
-        spec = build_spec(name, tier=tier, size=size)  # type: ignore[arg-type]
+        spec = build_spec(name, tier=tier_, size=size_)  # type: ignore[arg-type]
     except ValidationError:
         raise UsageError(
             f"invalid --name {name!r}: use lowercase letters, digits and '-', "
             "at most 39 characters, starting with a letter or digit"
         ) from None
     began = time.monotonic()
-    out.print(f"bringing up stack [bold]{name}[/] ({tier}, {size}) on loopback ...")
-    stack = provisioner.up(spec, echo=lambda line: out.print(line, markup=False))
-    out.print(f"stack {name} ready in {time.monotonic() - began:.1f}s")
+    say = _progress(as_json)
+    say(f"bringing up stack {name} ({tier_}, {size_}) on loopback ...")
+    stack = provisioner.up(spec, echo=say)
+    took = time.monotonic() - began
+    if as_json:
+        emit_json(_stack_json(stack) | {"seconds_to_ready": round(took, 2)})
+        return
+    out.print(f"stack {name} ready in {took:.1f}s")
     # The path goes out last and unadorned, so scripts can take `tail -1`.
     print(stack.outputs_path, flush=True)
 
@@ -127,10 +157,10 @@ def up(
 def down(
     name: NameOpt = DEFAULT_NAME,
     all_: Annotated[bool, typer.Option("--all", help="Every stack under the root.")] = False,
-    via: ViaOpt = "provisioner",
+    via: ViaOpt = Via.provisioner,
 ) -> None:
     """Stop every node of a stack (idempotent; the state directory stays)."""
-    if _choice(via, VIAS, "--via") == "pulumi":
+    if via is Via.pulumi:
         from harness.pulumi_stacks import down_via_pulumi
 
         began = time.monotonic()
@@ -147,26 +177,60 @@ def down(
         out.print(f"stack {each} stopped in {time.monotonic() - began:.1f}s")
 
 
-def _up_via_pulumi(env: str, size: str, tier: str, name: str | None) -> None:
+def _up_via_pulumi(env: str, size: str, tier: str, name: str | None, as_json: bool) -> None:
     """``up --via pulumi``: an ephemeral Pulumi stack (``ci-XXXXXX`` unless named)."""
     from harness.pulumi_stacks import up_via_pulumi
 
-    if _choice(env, ENVIRONMENTS, "--env") != "local":
+    if env != Env.local.value:
         raise UsageError("--via pulumi drives the local target only; use --env local")
-    _choice(size, SIZES, "--size")
-    _choice(tier, TIERS, "--tier")
     try:
         spec = build_spec(name or "unnamed", tier=tier, size=size)  # type: ignore[arg-type]
     except ValidationError:
         raise UsageError(f"invalid --name {name!r}: lowercase letters, digits and '-'") from None
     began = time.monotonic()
-    stack, doc = up_via_pulumi(spec, name=name, echo=lambda line: out.print(line, markup=False))
-    out.print(f"pulumi stack {stack} ({doc.tier}) up in {time.monotonic() - began:.1f}s")
+    stack, doc = up_via_pulumi(spec, name=name, echo=_progress(as_json))
+    took = time.monotonic() - began
+    if as_json:
+        emit_json(_stack_json(provisioner.load(stack)) | {"seconds_to_ready": round(took, 2)})
+        return
+    out.print(f"pulumi stack {stack} ({doc.tier}) up in {took:.1f}s")
     print(provisioner.load(stack).outputs_path, flush=True)
 
 
 def _load(name: str) -> provisioner.LocalStack:
     return provisioner.load(name)
+
+
+def _progress(as_json: bool) -> Callable[[str], None]:
+    """Progress lines: on stdout for people, on stderr when stdout carries JSON."""
+    console = err if as_json else out
+    return lambda line: console.print(line, markup=False)
+
+
+def _stack_json(stack: provisioner.LocalStack) -> dict[str, Any]:
+    """A stack as ``--json`` shows it: nodes, roles and paths, never a secret."""
+    roles = stack.roles() if stack.node_names() else {}
+    nodes = [
+        {
+            "node": rec.name,
+            "service": svc_name,
+            "pid": rec.pid,
+            "ports": dict(rec.ports),
+            "state": _node_state(ProcessNode(rec)),
+            "role": roles.get(rec.name),
+        }
+        for svc_name, svc in stack.services.items()
+        for rec in svc.records
+    ]
+    return {
+        "stack": stack.name,
+        "tier": stack.spec.tier,
+        "size": stack.spec.size,
+        "status": stack.status,
+        "dir": str(stack.dir),
+        "outputs": str(stack.outputs_path) if stack.outputs_path.exists() else None,
+        "nodes": nodes,
+    }
 
 
 def _node_state(node: ProcessNode) -> str:
@@ -177,9 +241,12 @@ def _node_state(node: ProcessNode) -> str:
 
 @app.command()
 @_user_errors
-def status(name: NameOpt = DEFAULT_NAME) -> None:
+def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
     """Nodes of a stack with pids, roles and whether they run."""
     stack = _load(name)
+    if as_json:
+        emit_json(_stack_json(stack))
+        return
     out.print(
         f"stack [bold]{stack.name}[/] ({stack.spec.tier}, {stack.spec.size}) — {stack.status} — "
         f"{stack.dir}"
@@ -238,9 +305,12 @@ def node_list(name: NameOpt = DEFAULT_NAME) -> None:
 
 @node_app.command("roles")
 @_user_errors
-def node_roles(name: NameOpt = DEFAULT_NAME) -> None:
+def node_roles(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
     """Current role of every node, asked of the services themselves."""
     stack = _load(name)
+    if as_json:
+        emit_json(stack.roles())
+        return
     for node, role in stack.roles().items():
         out.print(f"{node:<22} {role}", markup=False)
 

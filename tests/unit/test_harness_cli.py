@@ -6,6 +6,7 @@ stand-in node (a `sleep` recorded in a stack's state) for "name in use".
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
+from backbone.version import package_version
 from harness.cli import app
 from infra.spec import build_spec
 from infra.targets.local import provisioner
@@ -42,12 +44,6 @@ def _one_error_line(stderr: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["up", "--env", "moon"], "unknown --env 'moon'; choose one of: local, docker, kubernetes"),
-        (["up", "--size", "huge"], "unknown --size 'huge'; choose one of: minimal, ha"),
-        (
-            ["up", "--tier", "gold"],
-            "unknown --tier 'gold'; choose one of: bootstrap, institutional",
-        ),
         (["up", "--name", "Not_A_Name"], "invalid --name 'Not_A_Name'"),
         (["up", "--env", "docker"], "needs a Docker engine"),
         (["up", "--env", "kubernetes"], "needs a Kubernetes cluster"),
@@ -60,6 +56,45 @@ def test_bad_input_is_one_line_and_exit_code_2(root: Path, args: list[str], expe
     assert result.exit_code == 2
     assert expected in _one_error_line(result.stderr)
     assert not any(root.iterdir())  # nothing was created, so nothing can run
+
+
+@pytest.mark.parametrize(
+    ("args", "option", "choices"),
+    [
+        (["up", "--env", "moon"], "--env", "'local', 'docker', 'kubernetes'"),
+        (["up", "--size", "huge"], "--size", "'minimal', 'ha'"),
+        (["up", "--tier", "gold"], "--tier", "'institutional', 'bootstrap'"),
+        (["down", "--via", "ssh"], "--via", "'provisioner', 'pulumi'"),
+    ],
+)
+def test_an_unknown_choice_is_a_usage_error_naming_the_option_and_its_choices(
+    root: Path, args: list[str], option: str, choices: str
+) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    text = " ".join(result.stderr.replace("│", " ").split())
+    assert f"Invalid value for '{option}'" in text
+    assert f"is not one of {choices}" in text
+    assert not any(root.iterdir())
+
+
+def test_json_output_is_one_document_without_secrets(root: Path) -> None:
+    up = runner.invoke(app, ["up", "--tier", "bootstrap", "--name", "js", "--json"])
+    assert up.exit_code == 0, up.output
+    doc = json.loads(up.stdout)
+    assert doc["stack"] == "js" and doc["tier"] == "bootstrap"
+    assert doc["outputs"] == str(root / "js" / "outputs.json")
+    status = runner.invoke(app, ["status", "--name", "js", "--json"])
+    assert status.exit_code == 0, status.output
+    assert json.loads(status.stdout)["stack"] == "js"
+    assert "password" not in status.stdout
+    runner.invoke(app, ["down", "--name", "js"])
+
+
+def test_version_names_the_tool_and_the_distribution_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"harness {package_version()}"
 
 
 def test_a_bootstrap_stack_writes_a_duckdb_document_and_down_is_idempotent(root: Path) -> None:
