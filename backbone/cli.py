@@ -28,6 +28,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_bars
 from backbone.connections import ConnectionsError
 from backbone.deadletter import DeadLetter
+from backbone.settings import SettingsError
 from backbone.store.base import StoreError
 from backbone.stream.producer import ProduceError
 from backbone.tiers import TierError, TierValidationError
@@ -43,6 +44,7 @@ class BadInput(Exception):
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     BadInput,
     ConnectionsError,
+    SettingsError,
     TierError,
     TierValidationError,
     StoreError,
@@ -101,7 +103,11 @@ def _fail(message: str) -> None:
 
 TierOpt = Annotated[
     str | None,
-    typer.Option("--tier", help="bootstrap | institutional (default: BACKBONE_TIER, the document)"),
+    typer.Option(
+        "--tier",
+        help="bootstrap | institutional (default: BACKBONE_TIER, DATA_BACKBONE_MODE, "
+        "config.yaml's data_backbone_mode, credentials, the document)",
+    ),
 ]
 OutputsOpt = Annotated[
     Path | None,
