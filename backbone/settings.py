@@ -171,8 +171,8 @@ class RedisConnectionSettings(RedisConnection, _ClientSettings):
     ssl_verify: bool = True
     #: Seconds to connect and to wait for each reply.
     socket_timeout: float = Field(default=2.0, gt=0)
-    #: The connection pool's size (redis-py's ``max_connections``); ``None``: unbounded.
-    max_connections: int | None = Field(default=None, ge=1)
+    #: The connection pool's size (redis-py's ``max_connections``; 100 is its own default).
+    max_connections: int = Field(default=100, ge=1)
 
     @model_validator(mode="before")
     @classmethod
