@@ -471,3 +471,34 @@ def test_any_redis_url_and_knobs_reach_redis_py(
         "max_connections": max_connections,
         "socket_timeout": socket_timeout,
     }
+
+
+# --- the documentation ----------------------------------------------------------------------
+
+
+def documented_rows() -> dict[str, list[str]]:
+    """``docs/configuration.md``: field name -> the cells of its table row."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `") and cells[0].count("`") == 2:
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_the_configuration_doc_lists_every_field_and_where_it_comes_from() -> None:
+    from backbone.cache.policy import CachePolicy
+
+    nested = {"cache": CachePolicy, **{name: pair[1] for name, pair in SECTIONS.items()}}
+    wanted = {name for name in BackboneSettings.model_fields if name not in nested}
+    for prefix, model in nested.items():
+        wanted |= {f"{prefix}.{field}" for field in model.model_fields}
+    rows = documented_rows()
+    assert set(rows) >= wanted, f"undocumented: {sorted(wanted - set(rows))}"
+    assert not {r for r in rows if "." in r or r in BackboneSettings.model_fields} - wanted
+    for section, (document_class, _) in SECTIONS.items():
+        for name, cells in rows.items():
+            if name.startswith(f"{section}."):
+                in_document = name.split(".", 1)[1] in document_class.model_fields
+                assert cells[0] == ("yes" if in_document else "no"), name
