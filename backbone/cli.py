@@ -26,6 +26,7 @@ from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_
 from backbone.clikit import fail, make_app, run_app
 from backbone.connections import ConnectionsError
 from backbone.deadletter import DeadLetter
+from backbone.settings import SettingsError
 from backbone.store.base import StoreError
 from backbone.stream.producer import ProduceError
 from backbone.tiers import TierError, TierValidationError
@@ -41,6 +42,7 @@ class BadInput(Exception):
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     BadInput,
     ConnectionsError,
+    SettingsError,
     TierError,
     TierValidationError,
     StoreError,
@@ -67,7 +69,11 @@ def _fail(message: str) -> None:
 
 TierOpt = Annotated[
     str | None,
-    typer.Option("--tier", help="bootstrap | institutional (default: BACKBONE_TIER, the document)"),
+    typer.Option(
+        "--tier",
+        help="bootstrap | institutional (default: BACKBONE_TIER, DATA_BACKBONE_MODE, "
+        "config.yaml's data_backbone_mode, credentials, the document)",
+    ),
 ]
 OutputsOpt = Annotated[
     Path | None,

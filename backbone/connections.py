@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -29,6 +29,8 @@ from pydantic_core.core_schema import SerializationInfo
 
 __all__ = [
     "SCHEMA",
+    "SIZES",
+    "TIERS",
     "TOPIC_NAMES",
     "ConnectionsDocument",
     "ConnectionsError",
@@ -37,6 +39,8 @@ __all__ = [
     "KafkaConnection",
     "MonitoringConnection",
     "RedisConnection",
+    "Size",
+    "Tier",
     "TimescaleConnection",
     "TopicInfo",
     "dump_document",
@@ -56,7 +60,13 @@ TOPIC_NAMES: dict[str, str] = {
     "ingest_health": "telemetry.ingest.health",
 }
 
+#: The two tiers (``data_backbone_mode``). Defined here, once: the spec, the
+#: settings and the tier toggle all import it, since the document carries it.
 Tier = Literal["bootstrap", "institutional"]
+TIERS: tuple[Tier, ...] = get_args(Tier)
+#: Stack sizes: ``minimal`` (one node per service) or ``ha``.
+Size = Literal["minimal", "ha"]
+SIZES: tuple[Size, ...] = get_args(Size)
 Environment = Literal["local", "docker", "kubernetes"]
 
 
@@ -80,21 +90,36 @@ class HostPort(_Model):
     host: str
     port: int = Field(ge=1, le=65535)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        # ``"host:port"`` (``"[::1]:6379"`` for IPv6) is how operators write an address.
+        if isinstance(data, str):
+            host, sep, port = data.strip().rpartition(":")
+            if not sep or not host:
+                raise ValueError("an address is written host:port")
+            return {"host": host.strip("[]"), "port": port}
+        return data
+
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
 
 
 class RedisConnection(_Model):
-    """Redis as a client reaches it: a single server, or a Sentinel-watched primary."""
+    """Redis as a client reaches it: a single server, or a Sentinel-watched primary.
 
-    mode: Literal["standalone", "sentinel"]
+    Credentials are optional here (a Redis without ACLs needs none); a document
+    written by a provisioner always carries them (see :class:`ConnectionsDocument`).
+    """
+
+    mode: Literal["standalone", "sentinel"] = "standalone"
     #: standalone: the server; sentinel: empty (discover through ``sentinels``).
     host: str | None = None
     port: int | None = None
     sentinels: list[HostPort] = Field(default_factory=list)
     master_name: str | None = None
-    username: str
-    password: SecretStr
+    username: str | None = None
+    password: SecretStr | None = None
     #: Sentinels may require their own password; ``None`` means none.
     sentinel_password: SecretStr | None = None
     db: int = 0
@@ -110,14 +135,22 @@ class RedisConnection(_Model):
 
 
 class TopicInfo(_Model):
+    """A topic and its layout. Configuration may name a topic only (``None`` layout);
+    a provisioner's document always states both numbers."""
+
     name: str
-    partitions: int = Field(ge=1)
-    replication_factor: int = Field(ge=1)
+    partitions: int | None = Field(default=None, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
 
 
 class KafkaConnection(_Model):
     bootstrap_servers: list[str] = Field(min_length=1)
-    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"]
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: str | None = None
     password: SecretStr | None = None
@@ -142,6 +175,16 @@ class KafkaConnection(_Model):
         """The Kafka topic name for a logical topic (``daily_bars`` ...)."""
         return self.topics[logical].name
 
+    def partitions(self, logical: str) -> int:
+        """The partition count of a logical topic, as the document states it."""
+        count = self.topics[logical].partitions
+        if count is None:
+            raise ConnectionsError(
+                f"kafka.topics.{logical} does not state its partitions; "
+                "use the stack's outputs document, which does"
+            )
+        return count
+
 
 class TimescaleConnection(_Model):
     """PostgreSQL/TimescaleDB; ``hosts`` lists every node, primary first when known."""
@@ -149,7 +192,8 @@ class TimescaleConnection(_Model):
     hosts: list[HostPort] = Field(min_length=1)
     dbname: str
     user: str
-    password: SecretStr
+    #: Optional here (peer or certificate authentication); documents carry it.
+    password: SecretStr | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     #: True when the TimescaleDB extension is installed; otherwise the schema
     #: uses native range partitioning with the same tables and columns.
@@ -190,7 +234,7 @@ class ConnectionsDocument(_Model):
     stack: str
     environment: Environment
     tier: Tier
-    size: Literal["minimal", "ha"] | None = None
+    size: Size | None = None
     redis: RedisConnection | None = None
     kafka: KafkaConnection | None = None
     timescale: TimescaleConnection | None = None
@@ -203,6 +247,28 @@ class ConnectionsDocument(_Model):
             missing = [n for n in ("redis", "kafka", "timescale") if getattr(self, n) is None]
             if missing:
                 raise ValueError(f"tier institutional needs {', '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _provisioned_fields(self) -> ConnectionsDocument:
+        # The section models allow what an operator may leave out; a provisioned
+        # stack states its credentials and topic layouts, and clients rely on that.
+        lacking: list[str] = []
+        if self.redis is not None:
+            lacking += [
+                f"redis.{n}" for n in ("username", "password") if not getattr(self.redis, n)
+            ]
+        if self.timescale is not None and self.timescale.password is None:
+            lacking.append("timescale.password")
+        if self.kafka is not None:
+            lacking += [
+                f"kafka.topics.{logical}.{n}"
+                for logical, info in self.kafka.topics.items()
+                for n in ("partitions", "replication_factor")
+                if getattr(info, n) is None
+            ]
+        if lacking:
+            raise ValueError(f"a stack's document needs {', '.join(lacking)}")
         return self
 
 

@@ -26,13 +26,9 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from backbone.bars import Bar
+from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import decode_record
-from backbone.stream.producer import (
-    BarProducer,
-    KafkaConfig,
-    as_kafka_settings,
-    kafka_client_config,
-)
+from backbone.stream.producer import BarProducer, kafka_client_config
 
 __all__ = ["BAR_TOPICS", "ReplayResult", "keys_in_topics", "replay"]
 
@@ -75,7 +71,7 @@ class ReplayResult:
 
 
 def keys_in_topics(
-    kafka: KafkaConfig,
+    kafka: KafkaConnectionSettings,
     start: datetime,
     end: datetime,
     symbols: Sequence[str] | None = None,
@@ -87,10 +83,9 @@ def keys_in_topics(
     Reads every partition from its earliest retained offset to the end offset
     seen at the start (without a consumer group, so no offsets are committed).
     """
-    settings = as_kafka_settings(kafka)
     wanted = {s.encode() for s in symbols} if symbols else None
     consumer = KafkaConsumer(
-        **kafka_client_config(settings, client_id="backbone-replay-scan"),
+        **kafka_client_config(kafka, client_id="backbone-replay-scan"),
         enable_auto_commit=False,
         group_id=None,
         fetch_max_wait_ms=100,
@@ -101,7 +96,7 @@ def keys_in_topics(
     try:
         partitions = [
             TopicPartition(topic, p)
-            for topic in (settings.topic(t) for t in BAR_TOPICS)
+            for topic in (kafka.topic(t) for t in BAR_TOPICS)
             for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         consumer.assign(partitions)

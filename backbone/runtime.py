@@ -28,13 +28,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from backbone.bars import Bar, bar_problem, reject_bar
 from backbone.bus import EventBus
 from backbone.cache import MemoryCache, RedisCache
 from backbone.cache.protocol import BarCache
-from backbone.connections import ConnectionsDocument, TimescaleConnection
+from backbone.connections import ConnectionsDocument
 from backbone.deadletter import DeadLetter
 from backbone.outputs import OUTPUTS_ENV, load_connections
 from backbone.settings import BackboneSettings, load_settings
@@ -44,7 +42,7 @@ from backbone.stream.bridge import EventBusBridge, streaming_enabled_from_env
 from backbone.stream.consumer import DEFAULT_GROUP, BarConsumer, ConsumeStats, write_bars
 from backbone.stream.producer import BarProducer
 from backbone.telemetry import Telemetry
-from backbone.tiers import TIER_ENV, resolve_tier
+from backbone.tiers import resolve_tier
 
 __all__ = ["HEALTH_TOPIC", "Backbone", "IngestResult"]
 
@@ -416,8 +414,13 @@ def _load_document(outputs: Path | str | None) -> ConnectionsDocument | None:
 def _choose_tier(
     tier: str | None, settings: BackboneSettings, document: ConnectionsDocument | None
 ) -> str:
-    # --tier > BACKBONE_TIER > config.yaml's ``tier`` > the document > bootstrap.
-    return resolve_tier(tier or os.environ.get(TIER_ENV) or settings.tier, document=document)
+    # --tier > the settings' tier (BACKBONE_TIER / DATA_BACKBONE_MODE, then config.yaml's
+    # data_backbone_mode) > Redis or Kafka credentials from any source > the document >
+    # bootstrap. The environment was read into the settings already.
+    chosen = tier or settings.tier
+    if chosen is None and settings.has_credentials:
+        chosen = "institutional"
+    return resolve_tier(chosen, env={}, document=document)
 
 
 def _open_bootstrap(
@@ -459,18 +462,8 @@ def _open_institutional(
     assert settings.redis is not None
     parts: list[Any] = []
     try:
-        ts = settings.timescale
-        store = TimescaleStore(
-            TimescaleConnection(
-                hosts=ts.hosts,
-                dbname=ts.dbname,
-                user=ts.user,
-                password=ts.password or SecretStr(""),
-                sslmode=ts.sslmode,
-                timescaledb=ts.timescaledb,
-            ),
-            pool_size=ts.pool_max_size,
-        )
+        # Each client takes its settings section whole: no field is copied by hand.
+        store = TimescaleStore(settings.timescale)
         parts.append(store)
         cache = RedisCache(
             settings.redis,

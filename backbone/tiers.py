@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from typing import Literal, cast
 
 import psycopg
 import redis
@@ -27,8 +27,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from backbone.connections import ConnectionsDocument
+from backbone.connections import TIERS, ConnectionsDocument, Tier
 from backbone.settings import (
+    MODE_ENV,
     BackboneSettings,
     KafkaConnectionSettings,
     RedisConnectionSettings,
@@ -49,10 +50,8 @@ __all__ = [
     "validate_institutional",
 ]
 
-Tier = Literal["bootstrap", "institutional"]
 #: The setting's name in the issue and the docs; the same two values as :data:`Tier`.
 DataBackboneMode = Tier
-TIERS: tuple[Tier, ...] = get_args(Tier)
 TIER_ENV = "BACKBONE_TIER"
 
 
@@ -105,13 +104,15 @@ def resolve_tier(
     env: Mapping[str, str] | None = None,
     document: ConnectionsDocument | None = None,
 ) -> Tier:
-    """The tier to run: ``--tier`` > ``BACKBONE_TIER`` > the document > bootstrap."""
+    """The tier to run: ``--tier`` > ``BACKBONE_TIER`` / ``DATA_BACKBONE_MODE`` > the
+    document > bootstrap."""
     if cli_tier:
         return _parse_tier(cli_tier, "--tier")
     environ = os.environ if env is None else env
-    from_env = environ.get(TIER_ENV)
-    if from_env:
-        return _parse_tier(from_env, TIER_ENV)
+    for name in (TIER_ENV, MODE_ENV):
+        from_env = environ.get(name)
+        if from_env:
+            return _parse_tier(from_env, name)
     if document is not None and document.redis is not None and document.kafka is not None:
         return "institutional"
     return "bootstrap"
@@ -172,7 +173,7 @@ def _check_kafka(conn: KafkaConnectionSettings, timeout: float) -> tuple[str, st
         present = consumer.topics()
     finally:
         consumer.close(autocommit=False)
-    wanted = sorted(set(conn.topics.values()))
+    wanted = sorted({info.name for info in conn.topics.values()})
     missing = [t for t in wanted if t not in present]
     if missing:
         raise LookupError(

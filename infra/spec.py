@@ -15,7 +15,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from backbone.connections import TOPIC_NAMES
+# The tier and size names are the outputs document's (defined once, in backbone).
+from backbone.connections import SIZES, TIERS, TOPIC_NAMES, Size, Tier
 
 __all__ = [
     "SIZES",
@@ -32,10 +33,6 @@ __all__ = [
     "build_spec",
 ]
 
-Tier = Literal["bootstrap", "institutional"]
-Size = Literal["minimal", "ha"]
-TIERS: tuple[Tier, ...] = ("bootstrap", "institutional")
-SIZES: tuple[Size, ...] = ("minimal", "ha")
 
 DAY_MS = 24 * 60 * 60 * 1000
 

@@ -42,7 +42,7 @@ from backbone.telemetry import Telemetry
 if TYPE_CHECKING:
     from backbone.settings import RedisConnectionSettings
 
-__all__ = ["RETRYABLE_ERRORS", "CacheUnavailableError", "RedisCache"]
+__all__ = ["RETRYABLE_ERRORS", "CacheUnavailableError", "RedisCache", "redis_client"]
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -84,6 +84,26 @@ end
 redis.call('DEL', KEYS[1])
 return dropped
 """
+
+
+def redis_client(
+    conn: RedisConnectionSettings, **extra: Any
+) -> tuple[redis.Redis, Sentinel | None]:
+    """The redis-py client for ``conn`` (and its :class:`Sentinel` in sentinel mode).
+
+    Every connection setting goes in through ``conn.client_kwargs()``; ``extra``
+    adds client behaviour (a retry policy). Nothing connects until a command runs.
+    """
+    kwargs = {**conn.client_kwargs(), **extra}
+    if conn.mode == "sentinel":
+        assert conn.master_name is not None  # checked by the settings
+        sentinel = Sentinel(
+            [(s.host, s.port) for s in conn.sentinels],
+            sentinel_kwargs=conn.sentinel_kwargs(),
+            socket_timeout=conn.socket_timeout,
+        )
+        return sentinel.master_for(conn.master_name, **kwargs), sentinel
+    return redis.Redis(host=conn.host or "", port=conn.port or 6379, **kwargs), None
 
 
 class CacheUnavailableError(ConnectionError):
@@ -221,16 +241,8 @@ class RedisCache:
     # --- internals --------------------------------------------------------------
     def _connect(self, conn: RedisConnectionSettings) -> redis.Redis:
         # This class retries (and rediscovers) itself; redis-py's own retry is off.
-        kwargs = {**conn.client_kwargs(), "retry": Retry(NoBackoff(), 0)}
-        if conn.mode == "sentinel":
-            assert conn.master_name is not None
-            self._sentinel = Sentinel(
-                [(s.host, s.port) for s in conn.sentinels],
-                sentinel_kwargs=conn.sentinel_kwargs(),
-                socket_timeout=conn.socket_timeout,
-            )
-            return self._sentinel.master_for(conn.master_name, **kwargs)
-        return redis.Redis(host=conn.host or "", port=conn.port or 6379, **kwargs)
+        client, self._sentinel = redis_client(conn, retry=Retry(NoBackoff(), 0))
+        return client
 
     def _execute(self, op: Callable[[redis.Redis], _T]) -> _T:
         """Run ``op`` with retries on a fresh connection; :class:`CacheUnavailableError` at last."""

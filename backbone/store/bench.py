@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backbone.bars import FX_SYMBOLS, Bar, synthetic_bars
-from backbone.connections import TimescaleConnection
+from backbone.settings import TimescaleConnectionSettings
 from backbone.store.base import BarStore
 
 __all__ = ["bench_pg_write_methods", "bench_store"]
@@ -91,7 +91,7 @@ def bench_store(
 
 
 def bench_pg_write_methods(
-    conn: TimescaleConnection, n: int, *, batch_size: int = 10_000
+    conn: TimescaleConnectionSettings, n: int, *, batch_size: int = 10_000
 ) -> dict[str, dict[str, Any]]:
     """:func:`bench_store` for each PostgreSQL bulk path (COPY, pipelined
     ``executemany``, array ``unnest``) against the same database."""
@@ -99,6 +99,7 @@ def bench_pg_write_methods(
 
     results: dict[str, dict[str, Any]] = {}
     for method in ("copy", "executemany", "unnest"):
-        with TimescaleStore(conn, pool_size=1, write_method=method) as store:
+        one = TimescaleConnectionSettings.from_section(conn, pool_min_size=1, pool_max_size=1)
+        with TimescaleStore(one, write_method=method) as store:
             results[method] = bench_store(store, n, batch_size=batch_size)
     return results

@@ -31,12 +31,12 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from backbone.bars import Bar
-from backbone.connections import TimescaleConnection
 from backbone.deadletter import DeadLetter
+from backbone.settings import TimescaleConnectionSettings
 from backbone.store.base import BUCKET_ORIGIN, StoreError, bucket_label, check_range
 from backbone.store.schema import BARS_COLUMNS, schema_statements
 
-__all__ = ["TimescaleStore", "WriteMethod"]
+__all__ = ["TimescaleStore", "WriteMethod", "store_pool"]
 
 T = TypeVar("T")
 WriteMethod = Literal["copy", "executemany", "unnest"]
@@ -75,7 +75,39 @@ _UNNEST_ROWS = 250
 _SNAPSHOT_ITERSIZE = 10_000
 #: Session settings every pooled connection gets (bars are read back in UTC).
 _SESSION_OPTIONS = "-c TimeZone=UTC"
-_CONNECT_TIMEOUT_S = 5
+
+
+def store_pool(
+    conn: TimescaleConnectionSettings,
+    *,
+    timeout: float = 30.0,
+    application_name: str = "backbone-store",
+    prepared_statements: bool = True,
+    configure: Callable[[psycopg.Connection[Any]], None] | None = None,
+) -> ConnectionPool[psycopg.Connection[Any]]:
+    """The store's connection pool for ``conn``, not yet open.
+
+    Every connection setting reaches libpq through ``conn.conninfo()`` (hosts,
+    sslmode, sslrootcert, connect_timeout ...) and ``conn.connect_kwargs()`` (the
+    password); the pool's bounds are ``pool_min_size``/``pool_max_size``.
+    """
+    return ConnectionPool(
+        conn.conninfo(target_session_attrs="read-write"),
+        kwargs={
+            **conn.connect_kwargs(),
+            "options": _SESSION_OPTIONS,
+            "application_name": application_name,
+            # psycopg's default: prepare a query after 5 executions; None: never
+            "prepare_threshold": 5 if prepared_statements else None,
+        },
+        min_size=conn.pool_min_size,
+        max_size=conn.pool_max_size,
+        timeout=timeout,
+        configure=configure,
+        check=ConnectionPool.check_connection,
+        name="backbone-store",
+        open=False,
+    )
 
 
 def _row(b: Bar) -> tuple[Any, ...]:
@@ -97,9 +129,10 @@ def _is_failover(exc: BaseException) -> bool:
 class TimescaleStore:
     """:class:`~backbone.store.base.BarStore` on PostgreSQL, with TimescaleDB if present.
 
-    ``conn`` is the ``timescale`` section of the outputs document. The pool
-    holds at most ``pool_size`` connections; ``timeout`` bounds how long a call
-    waits for one (also how long a retry waits for a new primary). With
+    ``conn`` is the ``timescale`` settings (the document's section and the pool's
+    bounds: build one with ``TimescaleConnectionSettings.from_section``); ``timeout``
+    bounds how long a call waits for a pooled connection (also how long a retry
+    waits for a new primary). With
     ``create_schema`` the bars schema is applied when it is missing.
     ``write_method`` picks the bulk path: ``copy`` (the default, fastest),
     ``executemany`` (pipelined) or ``unnest`` (array parameters, a few hundred
@@ -111,9 +144,8 @@ class TimescaleStore:
 
     def __init__(
         self,
-        conn: TimescaleConnection,
+        conn: TimescaleConnectionSettings,
         *,
-        pool_size: int = 4,
         timeout: float = 30.0,
         create_schema: bool = True,
         write_method: WriteMethod = "copy",
@@ -123,25 +155,14 @@ class TimescaleStore:
         self.connection = conn
         self.timescaledb = conn.timescaledb
         self._write_method = write_method
-        self._secret = conn.password.get_secret_value()
+        self._secret = conn.password.get_secret_value() if conn.password else ""
         self._where = ", ".join(str(h) for h in conn.hosts)
-        self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
-            conn.conninfo(target_session_attrs="read-write"),
-            kwargs={
-                "password": self._secret,
-                "options": _SESSION_OPTIONS,
-                "connect_timeout": _CONNECT_TIMEOUT_S,
-                "application_name": application_name,
-                # psycopg's default: prepare a query after 5 executions; None: never
-                "prepare_threshold": 5 if prepared_statements else None,
-            },
-            min_size=1,
-            max_size=max(1, pool_size),
+        self._pool = store_pool(
+            conn,
             timeout=timeout,
+            application_name=application_name,
+            prepared_statements=prepared_statements,
             configure=self._configure,
-            check=ConnectionPool.check_connection,
-            name="backbone-store",
-            open=False,
         )
         self._closed = threading.Event()
         #: Transactions that failed on a connection error and were run again.
@@ -183,8 +204,7 @@ class TimescaleStore:
         try:
             with psycopg.connect(
                 self.connection.conninfo(target_session_attrs="read-write"),
-                password=self._secret,
-                connect_timeout=_CONNECT_TIMEOUT_S,
+                **self.connection.connect_kwargs(),
             ):
                 return "a direct connection works now; retry"
         except psycopg.Error as exc:

@@ -35,14 +35,10 @@ from kafka.structs import OffsetAndMetadata
 
 from backbone.bars import Bar
 from backbone.deadletter import DeadLetter
+from backbone.settings import KafkaConnectionSettings
 from backbone.stream.bridge import EventBusBridge
 from backbone.stream.codec import decode_record
-from backbone.stream.producer import (
-    BarProducer,
-    KafkaConfig,
-    as_kafka_settings,
-    kafka_client_config,
-)
+from backbone.stream.producer import BarProducer, kafka_client_config
 from backbone.telemetry import Telemetry
 
 __all__ = [
@@ -148,7 +144,7 @@ class BarConsumer:
 
     def __init__(
         self,
-        kafka: KafkaConfig,
+        kafka: KafkaConnectionSettings,
         store: Any,
         *,
         cache: Any = None,
@@ -163,7 +159,7 @@ class BarConsumer:
         store_label: str = "timescale",
         start_at: str = "earliest",
     ) -> None:
-        self.kafka = as_kafka_settings(kafka)
+        self.kafka = kafka
         self.store = store
         self.cache = cache
         self.bridge = bridge

@@ -20,7 +20,6 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from backbone.bars import Bar
-from backbone.connections import KafkaConnection
 from backbone.deadletter import DeadLetter
 from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import (
@@ -32,10 +31,8 @@ from backbone.stream.codec import (
 
 __all__ = [
     "BarProducer",
-    "KafkaConfig",
     "ProduceError",
     "ProducerTuning",
-    "as_kafka_settings",
     "kafka_client_config",
 ]
 
@@ -46,35 +43,13 @@ class ProduceError(RuntimeError):
     """Records the broker did not acknowledge; the message says how many and why."""
 
 
-#: Kafka sections the streaming classes accept: the outputs document's, or the
-#: runtime settings built from it (with ``BACKBONE_KAFKA__*`` overrides).
-KafkaConfig = KafkaConnection | KafkaConnectionSettings
+def kafka_client_config(kafka: KafkaConnectionSettings, *, client_id: str) -> dict[str, Any]:
+    """kafka-python connection settings (servers, SASL, TLS with verification, timeout).
 
-
-def as_kafka_settings(kafka: KafkaConfig) -> KafkaConnectionSettings:
-    """The runtime settings for a Kafka section of the outputs document (or as given)."""
-    if isinstance(kafka, KafkaConnectionSettings):
-        return kafka
-    return KafkaConnectionSettings(
-        bootstrap_servers=list(kafka.bootstrap_servers),
-        security_protocol=kafka.security_protocol,
-        sasl_mechanism=kafka.sasl_mechanism,
-        username=kafka.username,
-        password=kafka.password,
-        ssl_cafile=kafka.ssl_cafile,
-        topics={logical: info.name for logical, info in kafka.topics.items()},
-    )
-
-
-def kafka_client_config(kafka: KafkaConfig, *, client_id: str) -> dict[str, Any]:
-    """kafka-python connection settings (servers, SASL, TLS with verification).
-
-    The request timeout is raised to kafka-python's 30 s default: the settings'
-    short timeout suits validation probes, not group joins under load.
+    Exactly :meth:`KafkaConnectionSettings.client_kwargs` plus the client id:
+    every setting reaches the client as configured.
     """
-    config = as_kafka_settings(kafka).client_kwargs()
-    config.update(client_id=client_id, request_timeout_ms=30_000)
-    return config
+    return {**kafka.client_kwargs(), "client_id": client_id}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,12 +77,12 @@ class BarProducer:
 
     def __init__(
         self,
-        kafka: KafkaConfig,
+        kafka: KafkaConnectionSettings,
         *,
         tuning: ProducerTuning | None = None,
         client_id: str = "backbone-producer",
     ) -> None:
-        self.kafka = as_kafka_settings(kafka)
+        self.kafka = kafka
         self.tuning = tuning or ProducerTuning()
         self._producer = KafkaProducer(
             **kafka_client_config(kafka, client_id=client_id),

@@ -38,6 +38,7 @@ from typing import Any
 
 from backbone.bars import Bar, synthetic_bars
 from backbone.connections import ConnectionsDocument
+from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import batch_records
 from backbone.stream.producer import BarProducer, kafka_client_config
 from infra.spec import build_spec
@@ -102,7 +103,7 @@ def service_versions(doc: ConnectionsDocument, kafka_version: str) -> dict[str, 
             host=doc.redis.host,
             port=doc.redis.port or 6379,
             username=doc.redis.username,
-            password=doc.redis.password.get_secret_value(),
+            password=doc.redis.password.get_secret_value() if doc.redis.password else None,
         )
         try:
             out["redis_server"] = str(client.info("server")["redis_version"])
@@ -110,7 +111,8 @@ def service_versions(doc: ConnectionsDocument, kafka_version: str) -> dict[str, 
             client.close()
     if doc.timescale is not None:
         ts = doc.timescale
-        with psycopg.connect(ts.conninfo(), password=ts.password.get_secret_value()) as pg:
+        secret = ts.password.get_secret_value() if ts.password else None
+        with psycopg.connect(ts.conninfo(), password=secret) as pg:
             row = pg.execute("SHOW server_version").fetchone()
             out["postgres_server"] = str(row[0]) if row else "unknown"
     return out
@@ -188,7 +190,7 @@ def _finish(proc: subprocess.Popen[str], timeout_s: float) -> dict[str, Any]:
 def _produce(doc: ConnectionsDocument, gen: Iterator[Bar]) -> tuple[int, float, float, int]:
     """Send everything ``gen`` yields; (bars, start, end, bytes) with wall-clock times."""
     assert doc.kafka is not None
-    producer = BarProducer(doc.kafka)
+    producer = BarProducer(KafkaConnectionSettings.from_section(doc.kafka))
     sent = 0
     size = 0
     start = time.time()
@@ -279,7 +281,7 @@ def bench_latency(
         symbols, "1m", total // len(symbols) + 1, start=datetime(2032, 1, 1, tzinfo=UTC)
     )
     with _consumer_process(outputs, group, total, timeout_s=seconds + 120) as proc:
-        producer = BarProducer(doc.kafka)
+        producer = BarProducer(KafkaConnectionSettings.from_section(doc.kafka))
         began = time.monotonic()
         try:
             for n in range(ticks):
@@ -322,7 +324,7 @@ def bench_produce_only(
     records = one_pass * max(1, round(volume_bytes / pass_bytes))
     size = sum(len(r.value) for r in records)
     n_bars = sum(r.bars for r in records)
-    producer = BarProducer(doc.kafka)
+    producer = BarProducer(KafkaConnectionSettings.from_section(doc.kafka))
     try:
         began = time.perf_counter()
         for record in records:
@@ -352,7 +354,9 @@ def bench_producer_performance(
 
     kafka = doc.kafka
     assert kafka is not None and kafka.password is not None
-    admin = KafkaAdminClient(**kafka_client_config(kafka, client_id="bench-admin"))
+    admin = KafkaAdminClient(
+        **kafka_client_config(KafkaConnectionSettings.from_section(kafka), client_id="bench-admin")
+    )
     try:
         if PERF_TOPIC not in admin.list_topics():
             admin.create_topics([NewTopic(PERF_TOPIC, 3, 1)])

@@ -25,6 +25,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from backbone.bars import Bar
+from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import CRASH_POINT_ENV, BarConsumer
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
@@ -63,11 +64,14 @@ class ConsumerCrashDrill(Drill):
         assert self.doc.kafka is not None and self.doc.timescale is not None
         self._start_group_at_the_end()
         self.producer = BarProducer(
-            self.doc.kafka,
+            KafkaConnectionSettings.from_section(self.doc.kafka),
             tuning=ProducerTuning(bars_per_record=25, flush_timeout_s=30.0),
             client_id=f"drill-{self.name}",
         )
-        self.store = TimescaleStore(self.doc.timescale, pool_size=2, timeout=30.0)
+        self.store = TimescaleStore(
+            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            timeout=30.0,
+        )
 
     def _start_group_at_the_end(self) -> None:
         # The drill's group starts where the topics end now: only its own bars
@@ -75,7 +79,9 @@ class ConsumerCrashDrill(Drill):
         kafka = self.doc.kafka
         assert kafka is not None
         client = KafkaConsumer(
-            **kafka_client_config(kafka, client_id=f"drill-{self.name}-setup"),
+            **kafka_client_config(
+                KafkaConnectionSettings.from_section(kafka), client_id=f"drill-{self.name}-setup"
+            ),
             group_id=self.group,
             enable_auto_commit=False,
         )
@@ -83,7 +89,7 @@ class ConsumerCrashDrill(Drill):
             tps = [
                 TopicPartition(kafka.topics[t].name, p)
                 for t in TOPICS
-                for p in range(kafka.topics[t].partitions)
+                for p in range(kafka.partitions(t))
             ]
             ends = client.end_offsets(tps)
             client.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
@@ -130,7 +136,12 @@ class ConsumerCrashDrill(Drill):
 
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         assert self.doc.kafka is not None and self.store is not None
-        consumer = BarConsumer(self.doc.kafka, self.store, group_id=self.group, topics=TOPICS)
+        consumer = BarConsumer(
+            KafkaConnectionSettings.from_section(self.doc.kafka),
+            self.store,
+            group_id=self.group,
+            topics=TOPICS,
+        )
         try:
             stats = consumer.catch_up(timeout_s=90)
         finally:

@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from backbone.bars import Bar
+from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from harness.drills.base import Drill, Fault, wait_until
@@ -55,9 +56,9 @@ class KafkaLeaderKillDrill(Drill):
         kafka = stack.document.kafka
         if kafka is None:
             raise ValueError(f"stack {stack.name!r} has no Kafka; drills need an ha stack")
-        self.kafka = kafka
+        self.kafka = KafkaConnectionSettings.from_section(kafka)
         self.topic = kafka.topics["intraday_bars"].name
-        partitions = kafka.topics["intraday_bars"].partitions
+        partitions = kafka.partitions("intraday_bars")
         prefix = f"DK{secrets.token_hex(2).upper()}"
         self.symbols = symbols_for_partition(partitions, PARTITION, SYMBOLS, prefix)
         self.tp = TopicPartition(self.topic, PARTITION)

@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from backbone.bars import Bar
+from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill, Fault, wait_until
 from harness.drills.writer import drill_bars
@@ -81,7 +82,10 @@ class PostgresStandbyKillDrill(Drill):
 
     def prepare(self) -> None:
         assert self.doc.timescale is not None
-        self.store = TimescaleStore(self.doc.timescale, pool_size=2, timeout=60.0)
+        self.store = TimescaleStore(
+            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            timeout=60.0,
+        )
 
     def bars(self) -> Iterator[Bar]:
         return drill_bars(self.symbols, "1m")

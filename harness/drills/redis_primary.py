@@ -25,7 +25,7 @@ import redis
 from backbone.bars import Bar
 from backbone.cache.redis import RedisCache
 from backbone.runtime import Backbone
-from backbone.settings import load_settings
+from backbone.settings import TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill, Fault, wait_until
 from harness.drills.writer import drill_bars
@@ -81,7 +81,10 @@ class RedisPrimaryKillDrill(Drill):
             retry_backoff=0.1,
         )
         assert self.doc.timescale is not None
-        self.store = TimescaleStore(self.doc.timescale, pool_size=2, timeout=10.0)
+        self.store = TimescaleStore(
+            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            timeout=10.0,
+        )
 
     def bars(self) -> Iterator[Bar]:
         return drill_bars(self.symbols, TIMEFRAME)

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from backbone.bars import Bar
+from backbone.connections import KafkaConnection
+from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import batch_records
-from backbone.stream.producer import BarProducer, KafkaConfig
+from backbone.stream.producer import BarProducer
 
 __all__ = ["REQUEST_TYPE", "BarProducerClient"]
 
@@ -25,9 +27,11 @@ REQUEST_TYPE = "kafka"
 class BarProducerClient:
     """Sends batches of bars and reports each one to Locust's ``request`` event."""
 
-    def __init__(self, kafka: KafkaConfig, *, request_event: Any, client_id: str) -> None:
+    def __init__(self, kafka: KafkaConnection, *, request_event: Any, client_id: str) -> None:
         self._request_event = request_event
-        self._producer = BarProducer(kafka, client_id=client_id)
+        self._producer = BarProducer(
+            KafkaConnectionSettings.from_section(kafka), client_id=client_id
+        )
         #: Bars and value bytes acknowledged through this client.
         self.bars_acknowledged = 0
         self.bytes_acknowledged = 0

@@ -30,7 +30,8 @@ from typing import Any
 
 import psycopg
 
-from backbone.connections import HostPort, TimescaleConnection
+from backbone.connections import HostPort
+from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from infra.targets.local.ports import LOOPBACK, PortAllocator
 from infra.targets.local.process import ProcessNode, ProcessRecord
@@ -70,15 +71,17 @@ class TimescaleOracle:
 
     port: int
 
-    def connection(self) -> TimescaleConnection:
-        """The outputs-document form, for :class:`backbone.store.TimescaleStore`."""
-        return TimescaleConnection(
+    def connection(self) -> TimescaleConnectionSettings:
+        """The settings for :class:`backbone.store.TimescaleStore`: one pooled connection."""
+        return TimescaleConnectionSettings(
             hosts=[HostPort(host=LOOPBACK, port=self.port)],
             dbname="postgres",
             user="postgres",
-            password=_ORACLE_PASSWORD,  # type: ignore[arg-type]  # pydantic coerces to SecretStr
+            password=_ORACLE_PASSWORD,  # pydantic makes it a SecretStr
             sslmode="disable",
             timescaledb=True,
+            pool_min_size=1,
+            pool_max_size=1,
         )
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
@@ -97,7 +100,6 @@ class TimescaleOracle:
         Close it before opening another connection."""
         return TimescaleStore(
             self.connection(),
-            pool_size=1,
             timeout=60,
             write_method="unnest",
             prepared_statements=False,

@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from backbone.bars import Bar, bar_to_dict, synthetic_bars
 from backbone.runtime import Backbone
+from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.bridge import BUS_TOPIC_DAILY, BUS_TOPIC_INTRADAY, BarsEvent
 from backbone.stream.codec import (
@@ -67,10 +68,15 @@ def backbone(local_stack: LocalStack) -> Iterator[Backbone]:
     bb.close()
 
 
+def kafka_settings(stack: LocalStack) -> KafkaConnectionSettings:
+    """The client settings for the stack's Kafka section (every field of it)."""
+    assert stack.document.kafka is not None
+    return KafkaConnectionSettings.from_section(stack.document.kafka)
+
+
 def read_topic(stack: LocalStack, logical: str, since: dict[TopicPartition, int]) -> list[Any]:
     """Every record of a topic from the given offsets (default 0) to its current end."""
-    kafka = stack.document.kafka
-    assert kafka is not None
+    kafka = kafka_settings(stack)
     topic = kafka.topic(logical)
     consumer = KafkaConsumer(**kafka_client_config(kafka, client_id="test-reader"))
     try:
@@ -95,12 +101,11 @@ def read_topic(stack: LocalStack, logical: str, since: dict[TopicPartition, int]
 def timescale_store(stack: LocalStack) -> TimescaleStore:
     timescale = stack.document.timescale
     assert timescale is not None
-    return TimescaleStore(timescale)
+    return TimescaleStore(TimescaleConnectionSettings.from_section(timescale))
 
 
 def end_offsets(stack: LocalStack, logical: str) -> dict[TopicPartition, int]:
-    kafka = stack.document.kafka
-    assert kafka is not None
+    kafka = kafka_settings(stack)
     consumer = KafkaConsumer(**kafka_client_config(kafka, client_id="test-ends"))
     try:
         topic = kafka.topic(logical)
@@ -116,8 +121,7 @@ def end_offsets(stack: LocalStack, logical: str) -> dict[TopicPartition, int]:
 def test_kafka_python_negotiates_an_idempotent_producer_with_the_4x_broker(
     local_stack: LocalStack,
 ) -> None:
-    kafka = local_stack.document.kafka
-    assert kafka is not None
+    kafka = kafka_settings(local_stack)
     producer = BarProducer(kafka)
     try:
         assert producer.api_version >= (4, 0), producer.api_version
@@ -191,8 +195,7 @@ def test_replayed_duplicates_and_out_of_order_bars_are_absorbed(backbone: Backbo
 def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(
     local_stack: LocalStack, backbone: Backbone
 ) -> None:
-    kafka = local_stack.document.kafka
-    assert kafka is not None
+    kafka = kafka_settings(local_stack)
     symbol = unique("D")
     good, *_ = bars_for([symbol], "1m", 1)
     nan_bar = {**bar_to_dict(good), "ts": "2030-01-01T00:00:00+00:00", "close": float("nan")}
@@ -266,8 +269,7 @@ def _wait_ready(proc: subprocess.Popen) -> None:
 def test_a_consumer_killed_between_store_commit_and_offset_commit_loses_and_duplicates_nothing(
     local_stack: LocalStack,
 ) -> None:
-    kafka = local_stack.document.kafka
-    assert kafka is not None
+    kafka = kafka_settings(local_stack)
     symbol, group = unique("K"), unique("crash-")
     bars = bars_for([symbol], "1m", 400)
 

@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from backbone.bars import Bar, synthetic_bars
-from backbone.connections import TimescaleConnection
 from backbone.deadletter import DeadLetter
+from backbone.settings import TimescaleConnectionSettings
 from backbone.store import BUCKET_ORIGIN, BarStore, DuckDBStore, StoreError, TimescaleStore
 
 pytestmark = pytest.mark.integration
@@ -38,19 +38,23 @@ def new_symbol() -> str:
 
 
 @pytest.fixture(scope="module")
-def pg(local_stack) -> TimescaleConnection:
+def pg(local_stack) -> TimescaleConnectionSettings:
     conn = local_stack.document.timescale
     assert conn is not None, "the local stack's outputs document has no timescale section"
-    return conn
+    return TimescaleConnectionSettings.from_section(conn)
+
+
+def pooled(pg: TimescaleConnectionSettings, size: int) -> TimescaleConnectionSettings:
+    return TimescaleConnectionSettings.from_section(pg, pool_max_size=size)
 
 
 @pytest.fixture
 def store(pg) -> Iterator[TimescaleStore]:
-    with TimescaleStore(pg, pool_size=2) as s:
+    with TimescaleStore(pooled(pg, 2)) as s:
         yield s
 
 
-def raw(pg: TimescaleConnection) -> psycopg.Connection:
+def raw(pg: TimescaleConnectionSettings) -> psycopg.Connection:
     return psycopg.connect(pg.conninfo(), password=pg.password.get_secret_value(), autocommit=True)
 
 
@@ -136,7 +140,8 @@ def test_state_survives_a_new_client_process(store, local_stack):
         "import json, sys\n"
         "from backbone.connections import load_document\n"
         "from backbone.store import TimescaleStore\n"
-        "with TimescaleStore(load_document(sys.argv[1]).timescale) as s:\n"
+        "from backbone.settings import TimescaleConnectionSettings as T\n"
+        "with TimescaleStore(T.from_section(load_document(sys.argv[1]).timescale)) as s:\n"
         "    last = s.latest(sys.argv[2], '15m')\n"
         "    print(json.dumps([s.count(sys.argv[2]), last.ts.isoformat(), last.close]))\n"
     )
@@ -231,7 +236,7 @@ def test_dead_letters_are_stored_with_reason_and_exact_bytes(store):
 def test_a_write_is_retried_once_when_its_connection_is_cut(pg):
     name = f"backbone-test-{uuid.uuid4().hex[:8]}"
     symbol = new_symbol()
-    with TimescaleStore(pg, pool_size=1, application_name=name) as s:
+    with TimescaleStore(pooled(pg, 1), application_name=name) as s:
         s.write(list(synthetic_bars([symbol], "1m", 10)))
         with raw(pg) as conn:
             (cut,) = conn.execute(
@@ -249,7 +254,7 @@ def test_a_write_is_retried_once_when_its_connection_is_cut(pg):
 def test_a_write_during_a_postgres_restart_lands_once_it_is_back(pg, local_stack):
     symbol = new_symbol()
     node = next(n for n in local_stack.node_names() if n.startswith("postgres"))
-    with TimescaleStore(pg, pool_size=1, timeout=60) as s:
+    with TimescaleStore(pooled(pg, 1), timeout=60) as s:
         s.write(list(synthetic_bars([symbol], "1m", 10)))
         local_stack.stop_node(node)
         restarter = threading.Timer(2.0, local_stack.restart_node, args=(node,))

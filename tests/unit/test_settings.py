@@ -14,6 +14,7 @@ from backbone.connections import ConnectionsDocument, parse_document
 from backbone.settings import (
     KafkaConnectionSettings,
     RedisConnectionSettings,
+    SettingsError,
     TimescaleConnectionSettings,
     load_settings,
 )
@@ -130,7 +131,7 @@ def test_secrets_never_show_in_repr_str_or_json() -> None:
 def test_validation_errors_do_not_echo_the_input(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BACKBONE_REDIS__PASSWORD", REDIS_PW)
     monkeypatch.setenv("BACKBONE_REDIS__PORT", "not-a-port")
-    with pytest.raises(ValidationError) as caught:
+    with pytest.raises(SettingsError) as caught:
         load_settings(document())
     assert "redis.port" in str(caught.value)
     assert REDIS_PW not in str(caught.value) and "not-a-port" not in str(caught.value)
