@@ -42,7 +42,7 @@ from backbone.store.base import BarStore
 from backbone.store.duckdb import DuckDBStore
 from backbone.stream.bridge import EventBusBridge, streaming_enabled_from_env
 from backbone.stream.consumer import DEFAULT_GROUP, BarConsumer, ConsumeStats, write_bars
-from backbone.stream.producer import BarProducer
+from backbone.stream.producer import BarProducer, ProducerTuning
 from backbone.telemetry import Telemetry
 from backbone.tiers import TIER_ENV, CheckResult, resolve_tier
 
@@ -393,6 +393,7 @@ class Backbone:
                     for tp, off in sorted(self.consumer.committed.items())
                 },
                 "lag": self.consumer.lag(),
+                "paused_for_store": self.consumer.paused_for_store,
             }
         if self.producer is not None:
             report["producer"] = {"dead_letters_sent": self.producer.dead_letters_sent}
@@ -517,7 +518,10 @@ def _open_institutional(
         parts.append(store)
         cache = _open_cache(settings, checks, store, telemetry, bus)
         parts.append(cache)
-        producer = BarProducer(settings.kafka)
+        producer = BarProducer(
+            settings.kafka,
+            tuning=ProducerTuning(max_bars_in_flight=settings.max_bars_in_flight),
+        )
         parts.append(producer)
         consumer = BarConsumer(
             settings.kafka,
@@ -528,6 +532,7 @@ def _open_institutional(
             group_id=group_id or DEFAULT_GROUP,
             store_label="timescale",
             start_at=consumer_start,
+            store_outage_max_s=settings.store_outage_max_seconds,
         )
         parts.append(consumer)
     except BaseException:
