@@ -230,6 +230,10 @@ class DegradableCache:
         except Exception as exc:
             _log.debug("cache probe: %s", _describe(exc))
             return False
+        with self._lock:
+            # The flush below drops every entry the pairs missed so far could touch;
+            # from here on, missed pairs are those the warm-up may have raced.
+            self._missed = set()
         try:
             flushed = inner.flush_namespace()
             warmed = self._warm_up(inner)
@@ -239,7 +243,7 @@ class DegradableCache:
             return False
         with self._lock:
             missed, self._missed = self._missed, set()
-            # Pairs ingested since the flush may have been warmed with older bars.
+            # Pairs ingested since the flush began may have been warmed with older bars.
             if missed:
                 inner.invalidate_pairs(missed)
             self._inner = inner

@@ -517,6 +517,11 @@ class BarConsumer:
                 f"the consumer group {self.group_id!r} assigned no partitions within "
                 f"{timeout_s:.0f}s; check the brokers with `harness status`"
             )
+        for tp in assigned:
+            # Resolve the start position now: with ``start_at="latest"`` a partition
+            # still empty here would otherwise resolve it lazily, after the caller's
+            # next produce, and skip those records.
+            self._consumer.position(tp)
         ends = self._consumer.end_offsets(assigned)
         targets = {(tp.topic, tp.partition): end - 1 for tp, end in ends.items() if end > 0}
         run.add(self.run_until(targets, timeout_s=max(1.0, deadline - time.monotonic())))
