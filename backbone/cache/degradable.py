@@ -267,7 +267,7 @@ class DegradableCache:
         self._since, self._reason = time.time(), reason
         _log.warning(
             "cache-degraded: Redis at %s is unreachable (%s); ingest continues, reads go "
-            "to the store, a probe re-attaches the cache every %.0fs (pass --require-cache "
+            "to the store, a probe re-attaches the cache every %gs (pass --require-cache "
             "to refuse instead)",
             self.endpoint,
             reason,
