@@ -23,6 +23,12 @@ does it give up (rewinding, so the records are read again), with an error
 saying so. ``max.poll.interval.ms`` is raised above that limit, so holding a
 poll never costs the group membership.
 
+**Kafka unreachable**: a poll that cannot reach the brokers returns nothing
+(after a short back-off) instead of raising, offset look-ups are retried, and
+a commit that cannot reach them counts as a commit failure (the records are
+read again and the store absorbs them). A bounded run that cannot finish
+ends with a :class:`TimeoutError` saying so — never a raw connection error.
+
 Counts reconcile per item (a bar, or an unreadable record):
 ``records_in = stored + dead_lettered + duplicates``.
 """
@@ -41,7 +47,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    RebalanceInProgressError,
+    RetriableError,
+)
 from kafka.structs import OffsetAndMetadata
 from tenacity import (
     RetryCallState,
@@ -68,12 +79,18 @@ from backbone.telemetry import Telemetry
 __all__ = [
     "CRASH_POINT_ENV",
     "DEFAULT_GROUP",
+    "TRANSIENT_KAFKA_ERRORS",
     "BarConsumer",
     "ConsumeStats",
     "write_bars",
 ]
 
 _log = logging.getLogger(__name__)
+
+#: Kafka errors that mean "the brokers do not answer now": wait, retry.
+TRANSIENT_KAFKA_ERRORS: tuple[type[Exception], ...] = (RetriableError,)
+#: Seconds to back off after a poll that could not reach the brokers.
+_KAFKA_BACKOFF_S = 0.5
 
 DEFAULT_GROUP = "backbone-ingest"
 #: Test hook: ``after-store-commit`` makes the consumer SIGKILL itself after the
@@ -243,8 +260,13 @@ class BarConsumer:
     # --- one unit of work ---------------------------------------------------
     def poll_once(self, timeout_ms: int = 500) -> ConsumeStats:
         """Poll once and carry the records through store, commit, cache and bridge."""
-        polled = self._consumer.poll(timeout_ms=timeout_ms)
         batch = ConsumeStats(polls=1)
+        try:
+            polled = self._consumer.poll(timeout_ms=timeout_ms)
+        except TRANSIENT_KAFKA_ERRORS as exc:
+            _log.warning("Kafka unreachable (%s: %s); polling again", type(exc).__name__, exc)
+            time.sleep(_KAFKA_BACKOFF_S)
+            return batch
         if not polled:
             self.report_lag()
             return batch
@@ -366,14 +388,12 @@ class BarConsumer:
     def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], batch: Any) -> None:
         try:
             self._consumer.commit(offsets=dict(offsets))
-        except (CommitFailedError, RebalanceInProgressError) as exc:
-            # The group rebalanced: the partitions' next owner (maybe this member
-            # again) re-reads these records from the last committed offset and the
-            # store absorbs them. Nothing is lost; count it and carry on.
+        except (CommitFailedError, RebalanceInProgressError, *TRANSIENT_KAFKA_ERRORS) as exc:
+            # The group rebalanced (or the brokers are gone): the partitions' next
+            # owner (maybe this member again) re-reads these records from the last
+            # committed offset and the store absorbs them. Nothing is lost; count it.
             batch.commit_failures += 1
-            _log.warning(
-                "offset commit failed after a rebalance (%s); records will be re-read", exc
-            )
+            _log.warning("offset commit failed (%s); records will be re-read", exc)
             return
         for tp, meta in offsets.items():
             self.committed[tp] = meta.offset
@@ -499,7 +519,11 @@ class BarConsumer:
                 if not assigned:
                     out[tp] = off  # not joined yet: everything is still ahead
                 continue
-            position = self._consumer.position(tp)
+            try:
+                position = self._consumer.position(tp)
+            except TRANSIENT_KAFKA_ERRORS:
+                out[tp] = off  # the brokers do not answer: not known to be done
+                continue
             if position is None or position < off:
                 out[tp] = off - (position or 0)
         return out
@@ -517,15 +541,34 @@ class BarConsumer:
                 f"the consumer group {self.group_id!r} assigned no partitions within "
                 f"{timeout_s:.0f}s; check the brokers with `harness status`"
             )
+        ends = self._until_answered(
+            lambda: self._start_positions_and_ends(assigned), deadline, "the end offsets"
+        )
+        targets = {(tp.topic, tp.partition): end - 1 for tp, end in ends.items() if end > 0}
+        run.add(self.run_until(targets, timeout_s=max(1.0, deadline - time.monotonic())))
+        return run
+
+    def _start_positions_and_ends(self, assigned: list[TopicPartition]) -> dict[Any, int]:
         for tp in assigned:
             # Resolve the start position now: with ``start_at="latest"`` a partition
             # still empty here would otherwise resolve it lazily, after the caller's
             # next produce, and skip those records.
             self._consumer.position(tp)
-        ends = self._consumer.end_offsets(assigned)
-        targets = {(tp.topic, tp.partition): end - 1 for tp, end in ends.items() if end > 0}
-        run.add(self.run_until(targets, timeout_s=max(1.0, deadline - time.monotonic())))
-        return run
+        return dict(self._consumer.end_offsets(assigned))
+
+    def _until_answered(self, call: Any, deadline: float, what: str) -> Any:
+        """``call()``, retried while the brokers do not answer, until ``deadline``."""
+        while True:
+            try:
+                return call()
+            except TRANSIENT_KAFKA_ERRORS as exc:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"Kafka did not answer for {what} ({type(exc).__name__}: {exc}); "
+                        "nothing uncommitted is lost (it is read again when the brokers "
+                        "answer): check them with `harness status`"
+                    ) from None
+                time.sleep(_KAFKA_BACKOFF_S)
 
     def wait_for_assignment(self, timeout_s: float = 30.0) -> set[TopicPartition]:
         """Poll until the group assigned this member partitions (records that arrive

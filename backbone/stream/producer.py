@@ -154,9 +154,18 @@ class BarProducer:
         topic = self.kafka.topic(record.logical_topic)
         if self._pending and self.bars_in_flight + record.bars > self.tuning.max_bars_in_flight:
             self._wait_for_room()
-        self._pending.append(
-            self._producer.send(topic, value=record.value, key=record.key, headers=record.headers)
-        )
+        try:
+            future = self._producer.send(
+                topic, value=record.value, key=record.key, headers=record.headers
+            )
+        except KafkaError as exc:  # no metadata within max_block_ms: the brokers are gone
+            raise ProduceError(
+                f"Kafka did not take a record for {topic} ({type(exc).__name__}: {exc}); "
+                f"{self.bars_in_flight} bars sent before it are not acknowledged yet and "
+                "nothing was dropped silently: check the brokers with `harness status`, "
+                "then resend what was not acknowledged (the store keeps each bar once)"
+            ) from None
+        self._pending.append(future)
         self.bars_in_flight += record.bars
         self.records_sent += 1
         self.bars_sent += record.bars

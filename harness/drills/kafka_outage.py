@@ -21,7 +21,7 @@ __all__ = ["KafkaOutageDrill"]
 
 #: What an ``ingest`` may raise while the brokers are gone: the producer's own
 #: error, or the consumer's catch-up deadline (both name what to check).
-LOUD_ERRORS = ("ProduceError", "TimeoutError", "KafkaTimeoutError")
+LOUD_ERRORS = ("ProduceError", "TimeoutError")
 
 
 class KafkaOutageDrill(OutageDrill):
