@@ -80,6 +80,15 @@ OutputsOpt = Annotated[
     typer.Option("--outputs", help="connections document (default: BACKBONE_OUTPUTS)"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print one JSON document on stdout")]
+RequireCacheOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--require-cache/--allow-cache-degraded",
+        help="refuse the institutional tier when Redis does not answer (default: the "
+        "require_cache setting; otherwise start cache-degraded, reads from the store)",
+        show_default=False,
+    ),
+]
 SymbolsOpt = Annotated[
     str | None, typer.Option("--symbols", help="comma-separated, e.g. EURUSD,GBPUSD")
 ]
@@ -111,7 +120,7 @@ def parse_time(raw: str, flag: str) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def _open(tier: str | None, outputs: Path | None) -> Any:
+def _open(tier: str | None, outputs: Path | None, require_cache: bool | None = None) -> Any:
     from backbone.runtime import Backbone
 
     if outputs is not None and not outputs.is_file():
@@ -119,7 +128,7 @@ def _open(tier: str | None, outputs: Path | None) -> Any:
             f"--outputs {outputs} does not exist; bring a stack up with `harness up` "
             "(it writes .stacks/NAME/outputs.json) or fix the path"
         )
-    return Backbone.open(tier=tier, outputs=outputs)
+    return Backbone.open(tier=tier, outputs=outputs, require_cache=require_cache)
 
 
 def _progress(enabled: bool) -> Progress:
@@ -167,6 +176,7 @@ def ingest(
     timeframe: Annotated[str, typer.Option("--timeframe", help="1d, 1h, 15m, 5m or 1m")] = "1m",
     csv: Annotated[Path | None, typer.Option("--csv", help="ingest this CSV instead")] = None,
     seed: Annotated[int, typer.Option("--seed", help="synthetic generator seed")] = 0,
+    require_cache: RequireCacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Ingest deterministic synthetic FX bars (labelled synthetic) or a CSV file."""
@@ -185,7 +195,10 @@ def ingest(
     else:
         total, source = bars * len(names), f"synthetic (deterministic, seed {seed})"
         items = synthetic_bars(names, timeframe, bars, seed=seed)
-    with _open(tier, outputs) as bb, _progress(not as_json and total >= 5_000) as progress:
+    with (
+        _open(tier, outputs, require_cache) as bb,
+        _progress(not as_json and total >= 5_000) as progress,
+    ):
         task = progress.add_task(f"ingest → {bb.tier}", total=total)
         result = bb.ingest(items, progress=lambda n: progress.advance(task, n))
     document = {"source": source, **result.as_dict()}
@@ -201,11 +214,12 @@ def status(
     tier: TierOpt = None,
     outputs: OutputsOpt = None,
     symbols: SymbolsOpt = None,
+    require_cache: RequireCacheOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Health of the active tier: freshness per series, store, cache and consumer state."""
     names = parse_symbols(symbols, FX_SYMBOLS)
-    with _open(tier, outputs) as bb:
+    with _open(tier, outputs, require_cache) as bb:
         report = bb.health(symbols=names, timeframes=sorted(TIMEFRAMES))
     if as_json:
         _emit(True, report)
@@ -217,7 +231,13 @@ def status(
                 ("stack", report.get("stack") or "-"),
                 ("streaming", "on" if report["streaming_enabled"] else "off"),
                 ("store", report["store"]),
-                ("cache", report["cache"]),
+                ("cache", _cache_line(report["cache"])),
+                ("cache counters", _cache_counters(report["cache"])),
+                *[
+                    (name, f"degraded ({d['degraded_reason']})")
+                    for name, d in report.get("degraded", {}).items()
+                    if name != "cache"
+                ],
                 *([("consumer", report["consumer"])] if "consumer" in report else []),
             ],
         )
@@ -228,6 +248,18 @@ def status(
     for s in report["series"]:
         table.add_row(s["symbol"], s["timeframe"], s["latest_ts"], f"{s['freshness_seconds']:,.0f}")
     _out.print(table)
+
+
+def _cache_line(cache: dict[str, Any]) -> str:
+    """``attached`` or ``degraded (since …, reason …)``."""
+    if cache.get("state") != "degraded":
+        return str(cache.get("state", "attached"))
+    return f"degraded (since {cache['degraded_since']}, reason {cache['degraded_reason']})"
+
+
+def _cache_counters(cache: dict[str, Any]) -> str:
+    keys = ("backing", "hits", "misses", "hit_ratio", "size", "evictions")
+    return ", ".join(f"{k} {cache[k]}" for k in keys if k in cache)
 
 
 # --- replay ------------------------------------------------------------------------

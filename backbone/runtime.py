@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -30,7 +30,7 @@ from typing import Any
 
 from backbone.bars import Bar, bar_problem, reject_bar
 from backbone.bus import EventBus
-from backbone.cache import MemoryCache, RedisCache
+from backbone.cache import DegradableCache, MemoryCache, RedisCache
 from backbone.cache.protocol import BarCache
 from backbone.connections import ConnectionsDocument
 from backbone.deadletter import DeadLetter
@@ -40,9 +40,9 @@ from backbone.store.base import BarStore
 from backbone.store.duckdb import DuckDBStore
 from backbone.stream.bridge import EventBusBridge, streaming_enabled_from_env
 from backbone.stream.consumer import DEFAULT_GROUP, BarConsumer, ConsumeStats, write_bars
-from backbone.stream.producer import BarProducer
+from backbone.stream.producer import BarProducer, ProducerTuning
 from backbone.telemetry import Telemetry
-from backbone.tiers import resolve_tier
+from backbone.tiers import CheckResult, resolve_tier
 
 __all__ = ["HEALTH_TOPIC", "Backbone", "IngestResult"]
 
@@ -69,6 +69,9 @@ class IngestResult:
     #: Tier 1: records earlier producers had left in the topics, processed first
     #: (stored or dead-lettered then) and not part of the counts above.
     backlog: int = 0
+    #: Degradable dependencies that were down during the call, with why
+    #: (``{"cache": {"state": "degraded", ...}}``); empty when all served.
+    degraded: dict[str, Any] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
@@ -110,6 +113,7 @@ class Backbone:
         consumer: BarConsumer | None = None,
         store_label: str = "duckdb",
         document: ConnectionsDocument | None = None,
+        checks: Sequence[CheckResult] = (),
     ) -> None:
         self.tier = tier
         self.settings = settings
@@ -121,6 +125,8 @@ class Backbone:
         self.consumer = consumer
         self.store_label = store_label
         self.document = document
+        #: The validation hooks' results (Tier 1); degradable failures stay listed.
+        self.checks = tuple(checks)
         self.bridge = EventBusBridge(bus, tier=tier, enabled=_streaming_enabled(settings))
         if consumer is not None:
             consumer.bridge = self.bridge
@@ -137,11 +143,14 @@ class Backbone:
         telemetry: Telemetry | None = None,
         group_id: str | None = None,
         consumer_start: str = "earliest",
+        require_cache: bool | None = None,
     ) -> Backbone:
         """Open the runtime for ``tier`` (``None``: decided by :func:`resolve_tier`).
 
         Institutional runs the validation hooks first and raises
-        :class:`~backbone.tiers.TierValidationError` listing every failing check.
+        :class:`~backbone.tiers.TierValidationError` listing every failing
+        *required* check; without Redis it starts cache-degraded, unless
+        ``require_cache`` (default: the ``require_cache`` setting) makes it required.
         ``group_id`` and ``consumer_start`` (``earliest``/``latest``: where a group
         without committed offsets begins) configure the Tier 1 consumer.
         """
@@ -153,7 +162,7 @@ class Backbone:
         bus = EventBus()
         if chosen == "institutional":
             return _open_institutional(
-                cls, settings, document, bus, telemetry, group_id, consumer_start
+                cls, settings, document, bus, telemetry, group_id, consumer_start, require_cache
             )
         return _open_bootstrap(cls, settings, document, bus, telemetry)
 
@@ -186,6 +195,8 @@ class Backbone:
                 progress(len(chunk))
         if self.producer is not None:
             self._drain(pending, totals)
+        # Degradation after the call too: a mode that began mid-call is reported.
+        degraded = self.degraded()
         return IngestResult(
             records_in=totals.records_in,
             stored=totals.stored,
@@ -194,6 +205,7 @@ class Backbone:
             seconds=time.perf_counter() - started,
             tier=self.tier,
             backlog=backlog,
+            degraded=degraded,
         )
 
     def _validate(self, chunk: Sequence[Bar | DeadLetter]) -> tuple[list[Bar], list[DeadLetter]]:
@@ -295,6 +307,26 @@ class Backbone:
             symbol, timeframe, lambda: self.store.latest(symbol, timeframe)
         )
 
+    # --- degraded modes -----------------------------------------------------
+    def degraded(self) -> dict[str, Any]:
+        """Every degradable dependency not serving now, with since when and why.
+
+        The cache's state is live (the probe may have re-attached it since);
+        metrics and the health topic are as the validation hooks found them.
+        """
+        out: dict[str, Any] = {}
+        if isinstance(self.cache, DegradableCache):
+            state = self.cache.state()
+            if state.degraded:
+                out["cache"] = state.as_dict()
+        for check in self.checks:
+            if not check.ok and not check.required and check.service != "redis":
+                out[check.service] = {"state": "degraded", "degraded_reason": check.detail}
+        return out
+
+    def _health_topic_usable(self) -> bool:
+        return not any(c.service == "health-topic" and not c.ok for c in self.checks)
+
     # --- health -------------------------------------------------------------
     def health(
         self, symbols: Sequence[str] | None = None, timeframes: Sequence[str] = ("1d", "1m")
@@ -341,7 +373,13 @@ class Backbone:
                 "evictions": cache.evictions,
                 "hit_ratio": round(cache.hit_ratio, 4),
                 "size": cache.size,
+                **(
+                    self.cache.state().as_dict()
+                    if isinstance(self.cache, DegradableCache)
+                    else {"state": "attached"}
+                ),
             },
+            "degraded": self.degraded(),
             "series": series,
         }
         if self.consumer is not None:
@@ -353,11 +391,14 @@ class Backbone:
                     for tp, off in sorted(self.consumer.committed.items())
                 },
                 "lag": self.consumer.lag(),
+                "paused_for_store": self.consumer.paused_for_store,
             }
         if self.producer is not None:
             report["producer"] = {"dead_letters_sent": self.producer.dead_letters_sent}
         self.bus.publish(HEALTH_TOPIC, report)
-        if self.producer is not None:
+        # A missing health topic is a degraded mode: the report stays on the bus
+        # (a send to it could block for the producer's max_block_ms).
+        if self.producer is not None and self._health_topic_usable():
             try:
                 self.producer.send_json("ingest_health", report, key=self.tier)
                 self.producer.flush()
@@ -452,29 +493,28 @@ def _open_institutional(
     telemetry: Telemetry,
     group_id: str | None,
     consumer_start: str,
+    require_cache: bool | None = None,
 ) -> Backbone:
     # Tier 1 clients load only when Tier 1 is chosen: Tier 0 needs no services.
     from backbone.store.timescale import TimescaleStore
     from backbone.tiers import switch_to_institutional
 
-    switch_to_institutional(document, settings)
+    checks = switch_to_institutional(document, settings, require_cache=require_cache)
+    for check in checks:
+        if not check.ok:
+            _log.warning("degraded mode: %s", check)
     assert settings.kafka is not None and settings.timescale is not None
-    assert settings.redis is not None
     parts: list[Any] = []
     try:
         # Each client takes its settings section whole: no field is copied by hand.
         store = TimescaleStore(settings.timescale)
         parts.append(store)
-        cache = RedisCache(
-            settings.redis,
-            settings.cache,
-            namespace=settings.namespace,
-            telemetry=telemetry,
-            bus=bus,
-            heartbeat_interval=settings.heartbeat_interval_seconds,
-        )
+        cache = _open_cache(settings, checks, store, telemetry, bus)
         parts.append(cache)
-        producer = BarProducer(settings.kafka)
+        producer = BarProducer(
+            settings.kafka,
+            tuning=ProducerTuning(max_bars_in_flight=settings.max_bars_in_flight),
+        )
         parts.append(producer)
         consumer = BarConsumer(
             settings.kafka,
@@ -485,6 +525,7 @@ def _open_institutional(
             group_id=group_id or DEFAULT_GROUP,
             store_label="timescale",
             start_at=consumer_start,
+            store_outage_max_s=settings.store_outage_max_seconds,
         )
         parts.append(consumer)
     except BaseException:
@@ -502,4 +543,40 @@ def _open_institutional(
         consumer=consumer,
         store_label="timescale",
         document=document,
+        checks=checks,
+    )
+
+
+def _open_cache(
+    settings: BackboneSettings,
+    checks: Sequence[CheckResult],
+    store: BarStore,
+    telemetry: Telemetry,
+    bus: EventBus,
+) -> DegradableCache:
+    """The Tier 1 cache: attached when Redis answered validation, else cache-degraded."""
+    redis_settings = settings.redis
+    redis_check = next((c for c in checks if c.service == "redis"), None)
+
+    def connect() -> RedisCache:
+        if redis_settings is None:
+            raise LookupError("no redis section in the settings or the outputs document")
+        return RedisCache(
+            redis_settings,
+            settings.cache,
+            namespace=settings.namespace,
+            telemetry=telemetry,
+            bus=bus,
+            heartbeat_interval=settings.heartbeat_interval_seconds,
+        )
+
+    return DegradableCache(
+        connect,
+        policy=settings.cache,
+        namespace=settings.namespace,
+        telemetry=telemetry,
+        warm=store.latest,
+        probe_interval=settings.cache_probe_interval_seconds,
+        endpoint=redis_settings.endpoint if redis_settings is not None else "-",
+        reason=None if redis_check is None or redis_check.ok else redis_check.detail,
     )

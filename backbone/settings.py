@@ -415,6 +415,17 @@ class BackboneSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     heartbeat_interval_seconds: float = Field(default=2.0, gt=0)
     validation_timeout_seconds: float = Field(default=3.0, gt=0)
+    #: Refuse the institutional tier when Redis does not answer, instead of
+    #: starting in cache-degraded mode (``--require-cache`` sets it per command).
+    require_cache: bool = False
+    #: Seconds between the probes that re-attach a detached cache.
+    cache_probe_interval_seconds: float = Field(default=2.0, gt=0)
+    #: Bars sent to Kafka and not yet acknowledged, at most; past it ``ingest``
+    #: waits for acknowledgements (and fails loudly when none come).
+    max_bars_in_flight: int = Field(default=50_000, ge=1)
+    #: How long the consumer holds a poll while the store is unreachable before
+    #: it gives up with an error (its offsets stay uncommitted).
+    store_outage_max_seconds: float = Field(default=300.0, gt=0)
     duckdb_path: str = ".backbone/bootstrap.duckdb"
     redis: RedisConnectionSettings | None = None
     kafka: KafkaConnectionSettings | None = None

@@ -40,7 +40,9 @@ METRIC_NAMES: tuple[str, ...] = (
     "backbone_cache_misses_total",
     "backbone_cache_evictions_total",
     "backbone_cache_hit_ratio",
+    "backbone_cache_degraded",
     "backbone_consumer_lag",
+    "backbone_consumer_store_paused",
     "backbone_dead_letter_total",
     "backbone_rows_written_total",
     "backbone_records_in_total",
@@ -138,6 +140,20 @@ class Telemetry:
             cache_labels,
             registry=self.registry,
         )
+        self._cache_degraded = Gauge(
+            "backbone_cache_degraded",
+            "1 while the Tier 1 cache is detached or Redis does not answer (reads go to "
+            "the store), else 0.",
+            ["namespace"],
+            registry=self.registry,
+        )
+        self._store_paused = Gauge(
+            "backbone_consumer_store_paused",
+            "1 while the consumer holds its partitions paused because the store is "
+            "unreachable (offsets uncommitted), else 0.",
+            ["group"],
+            registry=self.registry,
+        )
         self._consumer_lag = Gauge(
             "backbone_consumer_lag",
             "Records between the committed offset and the log end.",
@@ -221,6 +237,14 @@ class Telemetry:
             miss=self._cache_misses.labels(**labels).inc,
             evicted=self._cache_evictions.labels(**labels).inc,
         )
+
+    def cache_degraded(self, namespace: str, degraded: Callable[[], float]) -> None:
+        """Bind the cache-degraded gauge of ``namespace`` to ``degraded()`` (read at scrape)."""
+        self._cache_degraded.labels(namespace=namespace).set_function(degraded)
+
+    def store_paused(self, group: str, paused: bool) -> None:
+        """Set whether ``group``'s consumer is paused on a store outage."""
+        self._store_paused.labels(group=group).set(1 if paused else 0)
 
     # --- reading back -------------------------------------------------------
     def value(self, name: str, **labels: str) -> float | None:

@@ -6,8 +6,23 @@
 :func:`resolve_tier` picks the tier: ``--tier`` on the CLI, else ``BACKBONE_TIER``,
 else institutional when a connections document with Redis and Kafka is present,
 else bootstrap. :func:`switch_to_institutional` runs every validation hook
-(Redis PING, Kafka metadata for the configured topics, a PostgreSQL read-write
-session) with short timeouts and refuses with one message naming every failure.
+with short timeouts and refuses with one message naming every *required* failure.
+
+Required vs degradable, per dependency (``docs/runbooks/CacheDegraded.md``):
+
+==============  ==========  ====================================================
+dependency      kind        without it
+==============  ==========  ====================================================
+kafka           required    no ingest path at all (bars, dead letters)
+postgresql      required    nowhere to store; the data would be lost
+redis (cache)   degradable  reads go to the store, a probe re-attaches the cache;
+                            required with ``--require-cache`` / ``require_cache``
+metrics         degradable  Prometheus does not scrape; ingest is unaffected
+health-topic    degradable  health reports stay on the in-process bus
+==============  ==========  ====================================================
+
+A degradable failure is reported (``CheckResult.required`` is ``False``) and
+logged by the runtime, which then runs in that dependency's degraded mode.
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import math
 import os
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal, cast
@@ -38,13 +54,16 @@ from backbone.settings import (
 )
 
 __all__ = [
+    "DEGRADABLE",
     "TIERS",
     "TIER_ENV",
     "CheckResult",
     "DataBackboneMode",
+    "Service",
     "Tier",
     "TierError",
     "TierValidationError",
+    "cache_required",
     "resolve_tier",
     "switch_to_institutional",
     "validate_institutional",
@@ -55,6 +74,12 @@ DataBackboneMode = Tier
 TIER_ENV = "BACKBONE_TIER"
 
 
+#: Every dependency a validation hook checks.
+Service = Literal["redis", "kafka", "postgresql", "metrics", "health-topic"]
+#: Dependencies the institutional tier can run without (in a degraded mode).
+DEGRADABLE: frozenset[Service] = frozenset({"redis", "metrics", "health-topic"})
+
+
 class TierError(ValueError):
     """A tier name that is neither ``bootstrap`` nor ``institutional``."""
 
@@ -63,29 +88,39 @@ class TierError(ValueError):
 class CheckResult:
     """One validation hook's outcome. ``detail`` never holds a secret."""
 
-    service: Literal["redis", "kafka", "postgresql"]
+    service: Service
     endpoint: str
     ok: bool
     detail: str
     seconds: float
+    #: ``False``: the tier runs without it, in a degraded mode (see the module doc).
+    required: bool = True
 
     def __str__(self) -> str:
-        state = "ok" if self.ok else "FAILED"
-        return f"{self.service} at {self.endpoint}: {state} ({self.detail})"
+        state = "ok" if self.ok else ("FAILED" if self.required else "DEGRADED")
+        kind = "" if self.required else ", degradable"
+        return f"{self.service} at {self.endpoint}: {state} ({self.detail}{kind})"
 
 
 class TierValidationError(RuntimeError):
-    """Switching to institutional was refused; the message lists every failing check."""
+    """Switching to institutional was refused; the message lists every required failure."""
 
     def __init__(self, failures: list[CheckResult], total: int) -> None:
         self.failures = failures
         lines = "\n".join(f"  - {f.service} at {f.endpoint}: {f.detail}" for f in failures)
+        cache_hint = (
+            " The cache is required here (--require-cache / require_cache); without that "
+            "setting the tier would start in cache-degraded mode."
+            if any(f.service == "redis" for f in failures)
+            else ""
+        )
         super().__init__(
-            f"cannot switch to the institutional tier: {len(failures)} of {total} checks "
-            f"failed:\n{lines}\n"
+            f"cannot switch to the institutional tier: {len(failures)} of {total} required "
+            f"checks failed:\n{lines}\n"
             "Start or repair these services (`harness status` shows the stack, "
             "`harness up` starts one), check the outputs document (BACKBONE_OUTPUTS), "
             "or stay on the bootstrap tier with --tier bootstrap / BACKBONE_TIER=bootstrap."
+            + cache_hint
         )
 
 
@@ -160,7 +195,14 @@ def _check_redis(conn: RedisConnectionSettings, timeout: float) -> tuple[str, st
     return endpoint, "PING answered"
 
 
-def _check_kafka(conn: KafkaConnectionSettings, timeout: float) -> tuple[str, str]:
+#: Logical topics whose absence only degrades the tier (health reports stay on the bus).
+_DEGRADABLE_TOPICS = frozenset({"ingest_health"})
+
+
+def _check_kafka(
+    conn: KafkaConnectionSettings, timeout: float, *, degradable: bool = False
+) -> tuple[str, str]:
+    """Metadata for the required topics (or, ``degradable``, for the health topic)."""
     endpoint = ",".join(conn.bootstrap_servers)
     ms = int(timeout * 1000)
     consumer = KafkaConsumer(
@@ -173,7 +215,13 @@ def _check_kafka(conn: KafkaConnectionSettings, timeout: float) -> tuple[str, st
         present = consumer.topics()
     finally:
         consumer.close(autocommit=False)
-    wanted = sorted({info.name for info in conn.topics.values()})
+    wanted = sorted(
+        {
+            info.name
+            for logical, info in conn.topics.items()
+            if (logical in _DEGRADABLE_TOPICS) == degradable
+        }
+    )
     missing = [t for t in wanted if t not in present]
     if missing:
         raise LookupError(
@@ -196,29 +244,45 @@ def _check_postgresql(conn: TimescaleConnectionSettings, timeout: float) -> tupl
     return endpoint, "read-write session opened"
 
 
+def _check_metrics(prometheus_url: str, timeout: float) -> tuple[str, str]:
+    """The stack's Prometheus (what scrapes ``/metrics``) answers ``/-/ready``."""
+    url = prometheus_url.rstrip("/") + "/-/ready"
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        status = response.status
+    if status != 200:
+        raise RuntimeError(f"{url} answered HTTP {status}")
+    return prometheus_url, "Prometheus ready"
+
+
 Hook = Callable[[float], tuple[str, str]]
 
 
 def _run_hooks(
-    hooks: list[tuple[Literal["redis", "kafka", "postgresql"], str, Hook]],
+    hooks: list[tuple[Service, str, Hook]],
     timeout: float,
     secrets: list[str],
+    required: Callable[[Service], bool],
 ) -> list[CheckResult]:
     """Run every hook at once in daemon threads; a hook past the deadline fails."""
     results: dict[int, CheckResult] = {}
     threads: list[threading.Thread] = []
     started = time.monotonic()
 
-    def run(
-        index: int, service: Literal["redis", "kafka", "postgresql"], endpoint: str, hook: Hook
-    ) -> None:
+    def run(index: int, service: Service, endpoint: str, hook: Hook) -> None:
         t0 = time.monotonic()
         try:
             where, detail = hook(timeout)
-            results[index] = CheckResult(service, where, True, detail, time.monotonic() - t0)
+            results[index] = CheckResult(
+                service, where, True, detail, time.monotonic() - t0, required(service)
+            )
         except Exception as exc:
             results[index] = CheckResult(
-                service, endpoint, False, _one_line(exc, secrets), time.monotonic() - t0
+                service,
+                endpoint,
+                False,
+                _one_line(exc, secrets),
+                time.monotonic() - t0,
+                required(service),
             )
 
     for index, (service, endpoint, hook) in enumerate(hooks):
@@ -243,6 +307,7 @@ def _run_hooks(
                 False,
                 f"no answer within {timeout:.1f}s",
                 time.monotonic() - started,
+                required(service),
             )
         )
     return out
@@ -261,35 +326,67 @@ def _secrets(settings: BackboneSettings) -> list[str]:
     return [v for v in values if v]
 
 
+def cache_required(settings: BackboneSettings, require_cache: bool | None = None) -> bool:
+    """Whether Redis is required: ``--require-cache`` when given, else ``require_cache``."""
+    return settings.require_cache if require_cache is None else require_cache
+
+
 def validate_institutional(
     document: ConnectionsDocument | None,
     settings: BackboneSettings | None = None,
     *,
     timeout: float | None = None,
+    require_cache: bool | None = None,
 ) -> list[CheckResult]:
-    """Run every institutional validation hook (concurrently) and return all results."""
+    """Run every institutional validation hook (concurrently) and return all results.
+
+    The first three are Redis, Kafka and PostgreSQL; the degradable ``metrics``
+    and ``health-topic`` checks follow. ``required`` says which kind each is.
+    """
     if settings is None:
         settings = load_settings(document)
     limit = timeout if timeout is not None else settings.validation_timeout_seconds
-    hooks: list[tuple[Literal["redis", "kafka", "postgresql"], str, Hook]] = []
+    needs_cache = cache_required(settings, require_cache)
+
+    def required(service: Service) -> bool:
+        return service not in DEGRADABLE or (service == "redis" and needs_cache)
+
+    hooks: list[tuple[Service, str, Hook]] = []
     missing: list[CheckResult] = []
+
+    def absent(service: Service, detail: str) -> None:
+        missing.append(CheckResult(service, "-", False, detail, 0, required(service)))
+
     redis_conn, kafka_conn, pg_conn = settings.redis, settings.kafka, settings.timescale
     if redis_conn is not None:
         hooks.append(("redis", redis_conn.endpoint, lambda t: _check_redis(redis_conn, t)))
     else:
-        missing.append(CheckResult("redis", "-", False, "not configured (no redis section)", 0))
+        absent("redis", "not configured (no redis section)")
     if kafka_conn is not None:
         endpoint = ",".join(kafka_conn.bootstrap_servers)
         hooks.append(("kafka", endpoint, lambda t: _check_kafka(kafka_conn, t)))
     else:
-        missing.append(CheckResult("kafka", "-", False, "not configured (no kafka section)", 0))
+        absent("kafka", "not configured (no kafka section)")
     if pg_conn is not None:
         hooks.append(("postgresql", pg_conn.endpoint, lambda t: _check_postgresql(pg_conn, t)))
     else:
-        missing.append(
-            CheckResult("postgresql", "-", False, "not configured (no timescale section)", 0)
+        absent("postgresql", "not configured (no timescale section)")
+    monitoring = document.monitoring if document is not None else None
+    if monitoring is not None and monitoring.prometheus_url:
+        url = monitoring.prometheus_url
+        hooks.append(("metrics", url, lambda t: _check_metrics(url, t)))
+    else:
+        absent("metrics", "not configured (no monitoring.prometheus_url): nothing scrapes")
+    if kafka_conn is not None and "ingest_health" in kafka_conn.topics:
+        endpoint = ",".join(kafka_conn.bootstrap_servers)
+        hooks.append(
+            ("health-topic", endpoint, lambda t: _check_kafka(kafka_conn, t, degradable=True))
         )
-    return _run_hooks(hooks, limit, _secrets(settings)) + missing
+    else:
+        absent("health-topic", "not configured: health reports stay on the in-process bus")
+    results = _run_hooks(hooks, limit, _secrets(settings), required) + missing
+    order: list[Service] = ["redis", "kafka", "postgresql", "metrics", "health-topic"]
+    return sorted(results, key=lambda r: order.index(r.service))
 
 
 def switch_to_institutional(
@@ -297,10 +394,18 @@ def switch_to_institutional(
     settings: BackboneSettings | None = None,
     *,
     timeout: float | None = None,
+    require_cache: bool | None = None,
 ) -> list[CheckResult]:
-    """Validate, then allow the switch; :class:`TierValidationError` lists every failure."""
-    results = validate_institutional(document, settings, timeout=timeout)
-    failures = [r for r in results if not r.ok]
+    """Validate, then allow the switch unless a *required* check failed.
+
+    :class:`TierValidationError` lists every required failure; degradable ones
+    are in the returned results (``ok`` false, ``required`` false) for the
+    caller to run degraded and say so.
+    """
+    results = validate_institutional(
+        document, settings, timeout=timeout, require_cache=require_cache
+    )
+    failures = [r for r in results if not r.ok and r.required]
     if failures:
-        raise TierValidationError(failures, total=len(results))
+        raise TierValidationError(failures, total=sum(1 for r in results if r.required))
     return results

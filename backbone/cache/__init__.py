@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from backbone.cache.degradable import CacheState, DegradableCache
 from backbone.cache.memory import MemoryCache
 from backbone.cache.policy import CachePolicy
 from backbone.cache.protocol import BarCache, CacheStats
@@ -12,9 +13,11 @@ __all__ = [
     "CACHE_STATS_TOPIC",
     "BarCache",
     "CachePolicy",
+    "CacheState",
     "CacheStats",
     "CacheTelemetry",
     "CacheUnavailableError",
+    "DegradableCache",
     "MemoryCache",
     "RedisCache",
 ]

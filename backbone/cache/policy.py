@@ -41,6 +41,8 @@ class CachePolicy(BaseModel):
     hot_symbols: frozenset[str] = frozenset()
     hot_ttl_seconds: float | None = Field(default=None, gt=0)
     invalidate_on_new_bars: bool = True
+    #: Timeframes of the hot symbols warmed when a detached cache re-attaches.
+    warm_timeframes: tuple[str, ...] = ("1d", "1m")
 
     def ttl_for(self, symbol: str) -> float:
         """Seconds an entry for ``symbol`` lives."""

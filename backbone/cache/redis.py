@@ -106,6 +106,11 @@ def redis_client(
     return redis.Redis(host=conn.host or "", port=conn.port or 6379, **kwargs), None
 
 
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob (SCAN MATCH)."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
 class CacheUnavailableError(ConnectionError):
     """Redis cannot serve a cache command; the message names the endpoint and what to do."""
 
@@ -142,6 +147,8 @@ class RedisCache:
         self._invalidate_script = self._client.register_script(_INVALIDATE)
         self._state = threading.Lock()
         self._available = True
+        #: Unix seconds since when Redis has not answered; ``None`` while it answers.
+        self.unavailable_since: float | None = None
         self._pending: set[tuple[str, str]] = set()
         self._last_size = 0
         self._closed = False
@@ -197,6 +204,39 @@ class RedisCache:
             with self._state:
                 self._pending |= pairs
             return 0
+
+    def invalidate_pairs(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Drop every entry of ``(symbol, timeframe)`` pairs (remembered if Redis is down)."""
+        wanted = set(pairs)
+        try:
+            return self._invalidate(wanted) if wanted else 0
+        except CacheUnavailableError:
+            with self._state:
+                self._pending |= wanted
+            return 0
+
+    def flush_namespace(self) -> int:
+        """Delete every key under ``{namespace}:`` (entries, tags, the LRU index).
+
+        For re-attaching after a detached period (:mod:`backbone.cache.degradable`):
+        entries from before it may be stale. Returns the keys deleted.
+        """
+        pattern = _glob_escape(self.namespace) + ":*"
+
+        def op(c: redis.Redis) -> int:
+            deleted, batch = 0, []
+            for key in c.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(c.delete(*batch))
+                    batch.clear()
+            if batch:
+                deleted += int(c.delete(*batch))
+            return deleted
+
+        deleted = self._execute(op)
+        self._last_size = 0
+        return deleted
 
     def stats(self) -> CacheStats:
         if self.available and not self._closed:
@@ -353,11 +393,14 @@ class RedisCache:
     def _mark_available(self) -> None:
         with self._state:
             self._available = True
+            self.unavailable_since = None
 
     def _mark_unavailable(self, reason: Exception | None) -> None:
         with self._state:
             was = self._available
             self._available = False
+            if was:
+                self.unavailable_since = time.time()
         if was:
             _log.warning(
                 "Redis at %s unreachable (%s); serving reads from the store",

@@ -25,7 +25,14 @@ from typing import Protocol, runtime_checkable
 from backbone.bars import Bar
 from backbone.deadletter import DeadLetter
 
-__all__ = ["BUCKET_ORIGIN", "BarStore", "StoreError", "bucket_label", "check_range"]
+__all__ = [
+    "BUCKET_ORIGIN",
+    "BarStore",
+    "StoreError",
+    "StoreUnavailableError",
+    "bucket_label",
+    "check_range",
+]
 
 #: Every backend aligns buckets to this instant (TimescaleDB's own default, a
 #: Monday 00:00 UTC), so bucketed reads agree across Timescale, PostgreSQL and DuckDB.
@@ -34,6 +41,11 @@ BUCKET_ORIGIN = "2000-01-03 00:00:00+00"
 
 class StoreError(RuntimeError):
     """The store could not do what was asked; the message says what to check."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store did not answer (no connection, no primary); nothing of the call was
+    stored. Worth retrying later, unlike a refused statement."""
 
 
 @runtime_checkable

@@ -33,7 +33,13 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixe
 from backbone.bars import Bar
 from backbone.deadletter import DeadLetter
 from backbone.settings import TimescaleConnectionSettings
-from backbone.store.base import BUCKET_ORIGIN, StoreError, bucket_label, check_range
+from backbone.store.base import (
+    BUCKET_ORIGIN,
+    StoreError,
+    StoreUnavailableError,
+    bucket_label,
+    check_range,
+)
 from backbone.store.schema import BARS_COLUMNS, schema_statements
 
 __all__ = ["TimescaleStore", "WriteMethod", "store_pool"]
@@ -237,13 +243,13 @@ class TimescaleStore:
                         conn.close()  # a demoted node: the pool must not reuse it
                         raise
         except PoolTimeout:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"no read-write PostgreSQL connection from {self._where} within "
                 f"{self._pool.timeout:.0f}s; is the primary down with no standby promoted? "
                 "(`harness status`)"
             ) from None
         except (psycopg.OperationalError, pg_errors.ReadOnlySqlTransaction) as exc:
-            raise StoreError(
+            raise StoreUnavailableError(
                 f"PostgreSQL at {self._where} failed twice ({type(exc).__name__}: "
                 f"{self._scrub(str(exc))}); check the stack (`harness status`)"
             ) from None

@@ -12,6 +12,23 @@ One poll is one unit of work, in this order:
    stored (at-least-once delivery, exactly-once rows);
 5. tell the cache (``on_new_bars``) and the event-bus bridge.
 
+**The store unreachable** (:class:`~backbone.store.base.StoreUnavailableError`)
+at step 2 does not fail the poll: the consumer *pauses* its partitions (nothing
+more is fetched), keeps the poll's records in hand, commits nothing, and
+retries the same store transaction with exponential backoff and jitter
+(tenacity) for up to ``store_outage_max_s``. When the store answers, the poll
+goes on from step 2: stored once, committed, partitions resumed — 0 lost,
+0 duplicated, and never an offset past what is stored. Only past the limit
+does it give up (rewinding, so the records are read again), with an error
+saying so. ``max.poll.interval.ms`` is raised above that limit, so holding a
+poll never costs the group membership.
+
+**Kafka unreachable**: a poll that cannot reach the brokers returns nothing
+(after a short back-off) instead of raising, offset look-ups are retried, and
+a commit that cannot reach them counts as a commit failure (the records are
+read again and the store absorbs them). A bounded run that cannot finish
+ends with a :class:`TimeoutError` saying so — never a raw connection error.
+
 Counts reconcile per item (a bar, or an unreadable record):
 ``records_in = stored + dead_lettered + duplicates``.
 """
@@ -30,12 +47,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    RebalanceInProgressError,
+    RetriableError,
+)
 from kafka.structs import OffsetAndMetadata
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
 
 from backbone.bars import Bar
 from backbone.deadletter import DeadLetter
 from backbone.settings import KafkaConnectionSettings
+from backbone.store.base import StoreUnavailableError
 from backbone.stream.bridge import EventBusBridge
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, kafka_client_config
@@ -44,12 +75,18 @@ from backbone.telemetry import Telemetry
 __all__ = [
     "CRASH_POINT_ENV",
     "DEFAULT_GROUP",
+    "TRANSIENT_KAFKA_ERRORS",
     "BarConsumer",
     "ConsumeStats",
     "write_bars",
 ]
 
 _log = logging.getLogger(__name__)
+
+#: Kafka errors that mean "the brokers do not answer now": wait, retry.
+TRANSIENT_KAFKA_ERRORS: tuple[type[Exception], ...] = (RetriableError,)
+#: Seconds to back off after a poll that could not reach the brokers.
+_KAFKA_BACKOFF_S = 0.5
 
 DEFAULT_GROUP = "backbone-ingest"
 #: Test hook: ``after-store-commit`` makes the consumer SIGKILL itself after the
@@ -68,6 +105,9 @@ class ConsumeStats:
     kafka_records: int = 0
     polls: int = 0
     commit_failures: int = 0
+    #: Polls held while the store was unreachable, and the seconds they were held.
+    store_pauses: int = 0
+    store_paused_s: float = 0.0
     #: Produce-to-stored latency per Kafka record, seconds (record timestamp → store commit).
     latencies_s: list[float] = field(default_factory=list)
     #: Wall-clock time (Unix s) of the first and the last store commit.
@@ -82,6 +122,8 @@ class ConsumeStats:
         self.kafka_records += other.kafka_records
         self.polls += other.polls
         self.commit_failures += other.commit_failures
+        self.store_pauses += other.store_pauses
+        self.store_paused_s += other.store_paused_s
         self.latencies_s.extend(other.latencies_s)
         if other.first_stored_at is not None:
             self.first_stored_at = min(
@@ -111,6 +153,8 @@ class ConsumeStats:
             "reconciles": self.records_in == self.stored + self.dead_lettered + self.duplicates,
             "kafka_records": self.kafka_records,
             "commit_failures": self.commit_failures,
+            "store_pauses": self.store_pauses,
+            "store_paused_s": round(self.store_paused_s, 2),
             "first_stored_at": self.first_stored_at,
             "last_stored_at": self.last_stored_at,
             "latency_ms": {
@@ -158,6 +202,8 @@ class BarConsumer:
         client_id: str = "backbone-consumer",
         store_label: str = "timescale",
         start_at: str = "earliest",
+        store_outage_max_s: float = 300.0,
+        store_retry_max_wait_s: float = 5.0,
     ) -> None:
         self.kafka = kafka
         self.store = store
@@ -168,6 +214,10 @@ class BarConsumer:
         self.group_id = group_id
         self.store_label = store_label
         self.stats = ConsumeStats()
+        self.store_outage_max_s = store_outage_max_s
+        self._store_retry_max_wait_s = store_retry_max_wait_s
+        #: Whether a poll is held now because the store does not answer.
+        self.paused_for_store = False
         self._stop = threading.Event()
         self._crash_point = os.environ.get(CRASH_POINT_ENV, "")
         #: Next offset to read per partition, as committed by this consumer.
@@ -180,6 +230,8 @@ class BarConsumer:
             # retained is skipped) or ``latest`` (only what arrives from now on).
             auto_offset_reset=start_at,
             max_poll_records=max_poll_records,
+            # A poll held through a store outage must not cost the membership.
+            max_poll_interval_ms=int(max(300.0, store_outage_max_s + 60.0) * 1000),
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
             # Each poll costs a store transaction and an offset commit, whatever its
@@ -204,8 +256,13 @@ class BarConsumer:
     # --- one unit of work ---------------------------------------------------
     def poll_once(self, timeout_ms: int = 500) -> ConsumeStats:
         """Poll once and carry the records through store, commit, cache and bridge."""
-        polled = self._consumer.poll(timeout_ms=timeout_ms)
         batch = ConsumeStats(polls=1)
+        try:
+            polled = self._consumer.poll(timeout_ms=timeout_ms)
+        except TRANSIENT_KAFKA_ERRORS as exc:
+            _log.warning("Kafka unreachable (%s: %s); polling again", type(exc).__name__, exc)
+            time.sleep(_KAFKA_BACKOFF_S)
+            return batch
         if not polled:
             self.report_lag()
             return batch
@@ -235,7 +292,7 @@ class BarConsumer:
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         every_bar = bars + [b for group in backfill_bars.values() for b in group]
         try:
-            batch.stored, batch.duplicates = write_bars(self.store, every_bar)
+            batch.stored, batch.duplicates = self._store_holding(every_bar, list(first), batch)
             self._persist_dead_letters(dead)
         except Exception:
             # Nothing of this poll is committed: rewind so it is read again.
@@ -253,6 +310,68 @@ class BarConsumer:
         self.stats.add(batch)
         return batch
 
+    def _store_holding(
+        self, bars: Sequence[Bar], partitions: list[TopicPartition], batch: ConsumeStats
+    ) -> tuple[int, int]:
+        """Write ``bars``; while the store is unreachable, pause and retry (see the module doc)."""
+        try:
+            return write_bars(self.store, bars)
+        except StoreUnavailableError as exc:
+            first_error = exc
+        assigned = set(self._consumer.assignment()) | set(partitions)
+        self._consumer.pause(*assigned)
+        self.paused_for_store = True
+        if self.telemetry is not None:
+            self.telemetry.store_paused(self.group_id, True)
+        began = time.monotonic()
+        _log.warning(
+            "store unreachable (%s); consumer %s paused %d partitions, holding %d bars "
+            "uncommitted, retrying with backoff for up to %.0fs",
+            first_error,
+            self.group_id,
+            len(assigned),
+            len(bars),
+            self.store_outage_max_s,
+        )
+
+        def before_sleep(state: RetryCallState) -> None:
+            _log.info(
+                "store still unreachable after %d retries (%.0fs held)",
+                state.attempt_number,
+                time.monotonic() - began,
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(StoreUnavailableError),
+            wait=wait_exponential_jitter(initial=0.5, max=self._store_retry_max_wait_s, jitter=1),
+            # Stopping hands the poll back uncommitted (re-read by the next owner).
+            stop=stop_after_delay(self.store_outage_max_s) | stop_when_event_set(self._stop),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    result = write_bars(self.store, bars)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"{exc} — the consumer held its poll for {time.monotonic() - began:.0f}s "
+                f"(store_outage_max_seconds {self.store_outage_max_s:.0f}) and gave up; "
+                "nothing of it was committed, so it is read again on restart"
+            ) from None
+        finally:
+            self._consumer.resume(*assigned)
+            self.paused_for_store = False
+            if self.telemetry is not None:
+                self.telemetry.store_paused(self.group_id, False)
+            batch.store_pauses += 1
+            batch.store_paused_s += time.monotonic() - began
+        _log.warning(
+            "store answers again after %.1fs; the held poll is stored, partitions resumed",
+            time.monotonic() - began,
+        )
+        return result
+
     def _persist_dead_letters(self, dead: Sequence[DeadLetter]) -> None:
         if not dead:
             return
@@ -265,14 +384,12 @@ class BarConsumer:
     def _commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata], batch: Any) -> None:
         try:
             self._consumer.commit(offsets=dict(offsets))
-        except (CommitFailedError, RebalanceInProgressError) as exc:
-            # The group rebalanced: the partitions' next owner (maybe this member
-            # again) re-reads these records from the last committed offset and the
-            # store absorbs them. Nothing is lost; count it and carry on.
+        except (CommitFailedError, RebalanceInProgressError, *TRANSIENT_KAFKA_ERRORS) as exc:
+            # The group rebalanced (or the brokers are gone): the partitions' next
+            # owner (maybe this member again) re-reads these records from the last
+            # committed offset and the store absorbs them. Nothing is lost; count it.
             batch.commit_failures += 1
-            _log.warning(
-                "offset commit failed after a rebalance (%s); records will be re-read", exc
-            )
+            _log.warning("offset commit failed (%s); records will be re-read", exc)
             return
         for tp, meta in offsets.items():
             self.committed[tp] = meta.offset
@@ -382,7 +499,10 @@ class BarConsumer:
                     f"the consumer did not catch up within {timeout_s:.0f}s (behind: {named}); "
                     "check the store and the brokers with `backbone status`"
                 )
-            run.add(self.poll_once(timeout_ms=200))
+            batch = self.poll_once(timeout_ms=200)
+            # Time held through a store outage is not the consumer falling behind.
+            deadline += batch.store_paused_s
+            run.add(batch)
         return run
 
     def _behind(self, wanted: Mapping[TopicPartition, int]) -> dict[TopicPartition, int]:
@@ -395,7 +515,11 @@ class BarConsumer:
                 if not assigned:
                     out[tp] = off  # not joined yet: everything is still ahead
                 continue
-            position = self._consumer.position(tp)
+            try:
+                position = self._consumer.position(tp)
+            except TRANSIENT_KAFKA_ERRORS:
+                out[tp] = off  # the brokers do not answer: not known to be done
+                continue
             if position is None or position < off:
                 out[tp] = off - (position or 0)
         return out
@@ -413,10 +537,34 @@ class BarConsumer:
                 f"the consumer group {self.group_id!r} assigned no partitions within "
                 f"{timeout_s:.0f}s; check the brokers with `harness status`"
             )
-        ends = self._consumer.end_offsets(assigned)
+        ends = self._until_answered(
+            lambda: self._start_positions_and_ends(assigned), deadline, "the end offsets"
+        )
         targets = {(tp.topic, tp.partition): end - 1 for tp, end in ends.items() if end > 0}
         run.add(self.run_until(targets, timeout_s=max(1.0, deadline - time.monotonic())))
         return run
+
+    def _start_positions_and_ends(self, assigned: list[TopicPartition]) -> dict[Any, int]:
+        for tp in assigned:
+            # Resolve the start position now: with ``start_at="latest"`` a partition
+            # still empty here would otherwise resolve it lazily, after the caller's
+            # next produce, and skip those records.
+            self._consumer.position(tp)
+        return dict(self._consumer.end_offsets(assigned))
+
+    def _until_answered(self, call: Any, deadline: float, what: str) -> Any:
+        """``call()``, retried while the brokers do not answer, until ``deadline``."""
+        while True:
+            try:
+                return call()
+            except TRANSIENT_KAFKA_ERRORS as exc:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"Kafka did not answer for {what} ({type(exc).__name__}: {exc}); "
+                        "nothing uncommitted is lost (it is read again when the brokers "
+                        "answer): check them with `harness status`"
+                    ) from None
+                time.sleep(_KAFKA_BACKOFF_S)
 
     def wait_for_assignment(self, timeout_s: float = 30.0) -> set[TopicPartition]:
         """Poll until the group assigned this member partitions (records that arrive

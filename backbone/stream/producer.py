@@ -5,6 +5,14 @@ both are set explicitly here so a future default change cannot weaken delivery,
 and kafka-python then *raises* on a conflicting setting instead of silently
 turning idempotence off. With idempotence the broker de-duplicates the
 producer's retries, and up to 5 in-flight requests keep per-partition order.
+
+**Bounded in flight.** At most ``ProducerTuning.max_bars_in_flight`` bars are
+sent and not yet acknowledged: the send that would pass the bound first waits
+for the acknowledgements (back-pressure: ``ingest`` blocks). If Kafka does not
+acknowledge within ``flush_timeout_s`` — the brokers are gone — it raises
+:class:`ProduceError` naming how many bars are unacknowledged: never a silent
+drop. Acknowledged offsets are kept until :meth:`BarProducer.flush` returns
+them and nothing acknowledged is ever sent again by this class.
 """
 
 from __future__ import annotations
@@ -66,6 +74,8 @@ class ProducerTuning:
     compression_type: str | None = None
     #: How long ``flush``/``close`` wait for acknowledgements, seconds.
     flush_timeout_s: float = 60.0
+    #: Bars sent and not yet acknowledged, at most (back-pressure beyond it).
+    max_bars_in_flight: int = 50_000
 
 
 class BarProducer:
@@ -94,6 +104,12 @@ class BarProducer:
             compression_type=self.tuning.compression_type,
         )
         self._pending: list[Any] = []
+        #: Bars in ``_pending`` (sent, acknowledgement not yet seen).
+        self.bars_in_flight = 0
+        #: Last acknowledged offset per (topic, partition) since the last ``flush``.
+        self._acked: dict[tuple[str, int], int] = {}
+        #: Times a send waited for acknowledgements because the bound was reached.
+        self.backpressure_waits = 0
         self.records_sent = 0
         self.bars_sent = 0
         self.dead_letters_sent = 0
@@ -111,9 +127,21 @@ class BarProducer:
     def send_record(self, record: BarRecord) -> None:
         """Send one encoded record to its topic (asynchronously)."""
         topic = self.kafka.topic(record.logical_topic)
-        self._pending.append(
-            self._producer.send(topic, value=record.value, key=record.key, headers=record.headers)
-        )
+        if self._pending and self.bars_in_flight + record.bars > self.tuning.max_bars_in_flight:
+            self._wait_for_room()
+        try:
+            future = self._producer.send(
+                topic, value=record.value, key=record.key, headers=record.headers
+            )
+        except KafkaError as exc:  # no metadata within max_block_ms: the brokers are gone
+            raise ProduceError(
+                f"Kafka did not take a record for {topic} ({type(exc).__name__}: {exc}); "
+                f"{self.bars_in_flight} bars sent before it are not acknowledged yet and "
+                "nothing was dropped silently: check the brokers with `harness status`, "
+                "then resend what was not acknowledged (the store keeps each bar once)"
+            ) from None
+        self._pending.append(future)
+        self.bars_in_flight += record.bars
         self.records_sent += 1
         self.bars_sent += record.bars
 
@@ -170,11 +198,25 @@ class BarProducer:
 
         Raises :class:`ProduceError` if any record was not acknowledged.
         """
-        timeout = self.tuning.flush_timeout_s if timeout_s is None else timeout_s
+        self._settle(self.tuning.flush_timeout_s if timeout_s is None else timeout_s)
+        acked, self._acked = self._acked, {}
+        return acked
+
+    def _wait_for_room(self) -> None:
+        """Back-pressure: the bound of bars in flight is reached; wait for their acks."""
+        self.backpressure_waits += 1
+        self._settle(self.tuning.flush_timeout_s)
+
+    def _settle(self, timeout: float) -> None:
+        """Wait for the pending sends; keep their offsets; raise on any not acknowledged."""
         deadline = time.monotonic() + timeout
-        self._producer.flush(timeout=timeout)
+        in_flight = self.bars_in_flight
+        try:
+            self._producer.flush(timeout=timeout)
+        except KafkaError as exc:  # KafkaTimeoutError: the brokers did not answer in time
+            _log.warning("flush: %s", exc)
         pending, self._pending = self._pending, []
-        last: dict[tuple[str, int], int] = {}
+        self.bars_in_flight = 0
         failures: list[str] = []
         for future in pending:
             try:
@@ -183,14 +225,17 @@ class BarProducer:
                 failures.append(f"{type(exc).__name__}: {exc}")
                 continue
             key = (meta.topic, meta.partition)
-            if meta.offset > last.get(key, -1):
-                last[key] = meta.offset
+            if meta.offset > self._acked.get(key, -1):
+                self._acked[key] = meta.offset
         if failures:
             raise ProduceError(
-                f"{len(failures)} of {len(pending)} records were not acknowledged "
-                f"(first: {failures[0]}); check the brokers with `harness status` and resend"
+                f"Kafka did not acknowledge {len(failures)} of {len(pending)} records "
+                f"(up to {in_flight} bars; at most {self.tuning.max_bars_in_flight} are "
+                f"kept in flight) within {timeout:.0f}s (first: {failures[0]}); "
+                "nothing was dropped silently and nothing unacknowledged counts as "
+                "ingested: check the brokers with `harness status`, then resend those bars "
+                "(the store keeps each bar once)"
             )
-        return last
 
     def close(self, timeout_s: float | None = None) -> None:
         """Flush what is pending and close the connection."""

@@ -70,6 +70,8 @@ class Drill(ABC):
     #: The drill fails when fewer bars than this were acknowledged (a drill that
     #: wrote nothing proves nothing).
     min_acknowledged: int = 200
+    #: Stack sizes the drill can run on (a failover needs the replicas of ``ha``).
+    stack_sizes: tuple[str, ...] = ("ha",)
     #: Seconds of writing before the fault, and after recovery.
     warmup_s: float = 2.0
     tail_s: float = 2.0

@@ -3,8 +3,9 @@
     harness drill list
     harness drill run NAME|all [--name STACK] [--up] [--hold S] [--out DIR]
 
-Without ``--up`` the drill runs on the running ha stack ``--name`` (default
-``dev``); with ``--up`` it brings an ha stack up itself and always takes it
+Without ``--up`` the drill runs on the running stack ``--name`` (default
+``dev``; ha, except the outage drills, which also run on a minimal stack);
+with ``--up`` it brings an ha stack up itself and always takes it
 down. The report is merged into ``docs/status/drills.md`` and ``.json``.
 Exit code 0: the drill passed; 1: it ran and failed; 2: it could not run.
 """
@@ -72,10 +73,12 @@ def run(
             stack = provisioner.up(build_spec(stack_name, size="ha"), echo=say)
         else:
             stack = provisioner.load(stack_name)
-            if stack.spec.size != "ha" or stack.status != "running":
+            unfit = [c.name for c in classes if stack.spec.size not in c.stack_sizes]
+            if stack.status != "running" or unfit:
                 raise HarnessError(
-                    f"stack {stack_name!r} is {stack.status} and {stack.spec.size}; drills need "
-                    "a running ha stack: `harness up --size ha --name NAME`, or pass --up"
+                    f"stack {stack_name!r} is {stack.status} and {stack.spec.size}; "
+                    f"{', '.join(unfit) or 'drills'} need a running ha stack: "
+                    "`harness up --size ha --name NAME`, or pass --up"
                 )
         try:
             for cls in classes:

@@ -28,14 +28,20 @@ Log = Callable[[str], None]
 def _registry() -> dict[str, type[Drill]]:
     from harness.drills.consumer_crash import ConsumerCrashDrill
     from harness.drills.kafka_leader import KafkaLeaderKillDrill
+    from harness.drills.kafka_outage import KafkaOutageDrill
     from harness.drills.postgres_standby import PostgresStandbyKillDrill
+    from harness.drills.redis_outage import RedisOutageRestartDrill
     from harness.drills.redis_primary import RedisPrimaryKillDrill
+    from harness.drills.store_outage import StoreOutageDrill
 
     drills: list[type[Drill]] = [
         KafkaLeaderKillDrill,
         RedisPrimaryKillDrill,
         PostgresStandbyKillDrill,
         ConsumerCrashDrill,
+        RedisOutageRestartDrill,
+        StoreOutageDrill,
+        KafkaOutageDrill,
     ]
     return {d.name: d for d in drills}
 

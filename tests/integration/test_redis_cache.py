@@ -230,17 +230,23 @@ def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
     assert cache.stats().hits == hits_before + 1  # warmed up again
 
 
-def test_tier_toggle_refuses_while_redis_is_paused_and_names_it(local: Any) -> None:
+def test_tier_toggle_with_redis_paused_degrades_and_refuses_only_with_require_cache(
+    local: Any,
+) -> None:
     doc = local.document
     settings = load_settings(doc)
     assert settings.redis is not None
     node = local.redis_primary()
     local.pause_node(node)
     try:
+        degraded = switch_to_institutional(doc, settings, timeout=1.0)
         with pytest.raises(TierValidationError) as caught:
-            switch_to_institutional(doc, settings, timeout=1.0)
+            switch_to_institutional(doc, settings, timeout=1.0, require_cache=True)
     finally:
         local.resume_node(node)
+    cache_check = degraded[0]
+    assert cache_check.service == "redis" and not cache_check.ok and not cache_check.required
+    assert all(r.ok for r in degraded[1:]), [str(r) for r in degraded]
     failed = {f.service: f for f in caught.value.failures}
     assert set(failed) == {"redis"}
     assert f"redis at {settings.redis.endpoint}" in str(caught.value)

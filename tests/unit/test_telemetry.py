@@ -29,6 +29,8 @@ def test_every_documented_metric_is_exported_under_its_exact_name() -> None:
     t.dead_lettered("negative volume")
     t.rows_written("duckdb", 10)
     t.records_in("synthetic", 11)
+    t.cache_degraded("ns", lambda: 1.0)
+    t.store_paused("store-writer", True)
     assert set(METRIC_NAMES) <= _exposed_sample_names(t)
 
 
