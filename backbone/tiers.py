@@ -3,9 +3,10 @@
 * **bootstrap** (Tier 0): DuckDB, the in-memory cache and the in-process bus; no services.
 * **institutional** (Tier 1): TimescaleDB, Redis and Kafka from the outputs document.
 
-:func:`resolve_tier` picks the tier: ``--tier`` on the CLI, else ``BACKBONE_TIER``,
-else institutional when a connections document with Redis and Kafka is present,
-else bootstrap. :func:`switch_to_institutional` runs every validation hook
+:func:`resolve_tier` picks the tier: ``--tier`` on the CLI, else ``BACKBONE_TIER`` or
+``DATA_BACKBONE_MODE``, else institutional when a connections document with Redis
+and Kafka is present, else bootstrap (the runtime also weighs ``config.yaml`` and
+credentials: ``docs/configuration.md``). :func:`switch_to_institutional` runs every validation hook
 (Redis PING, Kafka metadata for the configured topics, a PostgreSQL read-write
 session) with short timeouts and refuses with one message naming every failure.
 """
