@@ -3,27 +3,15 @@
 * **bootstrap** (Tier 0): DuckDB, the in-memory cache and the in-process bus; no services.
 * **institutional** (Tier 1): TimescaleDB, Redis and Kafka from the outputs document.
 
-:func:`resolve_tier` picks the tier: ``--tier`` on the CLI, else ``BACKBONE_TIER``,
-else institutional when a connections document with Redis and Kafka is present,
-else bootstrap. :func:`switch_to_institutional` runs every validation hook
+:func:`resolve_tier` picks the tier: ``--tier`` on the CLI, else ``BACKBONE_TIER`` or
+``DATA_BACKBONE_MODE``, else institutional when a connections document with Redis
+and Kafka is present, else bootstrap (the runtime also weighs ``config.yaml`` and
+credentials: ``docs/configuration.md``). :func:`switch_to_institutional` runs every validation hook
 with short timeouts and refuses with one message naming every *required* failure.
 
 Required vs degradable, per dependency (``docs/runbooks/CacheDegraded.md``):
 
-==============  ==========  ====================================================
-dependency      kind        without it
-==============  ==========  ====================================================
-kafka           required    no ingest path at all (bars, dead letters)
-postgresql      required    nowhere to store; the data would be lost
-redis (cache)   degradable  reads go to the store, a probe re-attaches the cache;
-                            required with ``--require-cache`` / ``require_cache``
-metrics         degradable  Prometheus does not scrape; ingest is unaffected
-health-topic    degradable  health reports stay on the in-process bus
-==============  ==========  ====================================================
-
-A degradable failure is reported (``CheckResult.required`` is ``False``) and
-logged by the runtime, which then runs in that dependency's degraded mode.
-"""
+==============  ==========  ============================================="""
 
 from __future__ import annotations
 
