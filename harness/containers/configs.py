@@ -61,7 +61,9 @@ def redis_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str:
     return _replace_line(text, r"^protected-mode yes$", "protected-mode no")
 
 
-def kafka_server_properties(spec: StackSpec, secrets: StackSecrets, *, ports: KafkaNodePorts) -> str:
+def kafka_server_properties(
+    spec: StackSpec, secrets: StackSecrets, *, ports: KafkaNodePorts
+) -> str:
     """server.properties of a one-node KRaft cluster in a container.
 
     Listeners bind every interface at the same port numbers the host publishes,

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from harness.errors import HarnessError
 
@@ -61,7 +62,9 @@ def no_engine_reason() -> str | None:
     return None
 
 
-def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def podman(
+    *args: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run one podman command; a failure raises :class:`EngineError` with its stderr tail."""
     done = subprocess.run(
         ["podman", *args], capture_output=True, text=True, timeout=timeout, check=False
@@ -117,36 +120,38 @@ def api_service(sock: Path = PODMAN_SOCKET) -> Iterator[dict[str, str]]:
         return
     sock.parent.mkdir(parents=True, exist_ok=True)
     # Its log goes to a file, not a pipe nobody reads while it runs (a full pipe blocks it).
-    log = tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(
-        ["podman", "system", "service", "--time=0", f"unix://{sock}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + API_START_TIMEOUT_S
-        while not api_answers(sock):
-            if proc.poll() is not None:
-                log.seek(0)
-                err = log.read()
-                raise EngineError(
-                    f"`podman system service` exited with {proc.returncode}: "
-                    f"{err.strip()[-500:]}; check `podman info`"
-                )
-            if time.monotonic() > deadline:
-                raise EngineError(
-                    f"the podman API did not answer on {sock} within "
-                    f"{API_START_TIMEOUT_S:.0f} s; check `podman info`"
-                )
-            time.sleep(0.2)
-        yield docker_env(sock)
-    finally:
-        proc.terminate()
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(
+            ["podman", "system", "service", "--time=0", f"unix://{sock}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
         try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+            _wait_answering(sock, proc, log)
+            yield docker_env(sock)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def _wait_answering(sock: Path, proc: subprocess.Popen[bytes], log: IO[str]) -> None:
+    deadline = time.monotonic() + API_START_TIMEOUT_S
+    while not api_answers(sock):
+        if proc.poll() is not None:
+            log.seek(0)
+            raise EngineError(
+                f"`podman system service` exited with {proc.returncode}: "
+                f"{log.read().strip()[-500:]}; check `podman info`"
+            )
+        if time.monotonic() > deadline:
+            raise EngineError(
+                f"the podman API did not answer on {sock} within "
+                f"{API_START_TIMEOUT_S:.0f} s; check `podman info`"
+            )
+        time.sleep(0.2)

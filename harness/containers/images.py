@@ -92,7 +92,9 @@ def pinned_version(package: str) -> tuple[str, str | None]:
     served = _archive_versions(package)
     if host in served or not served:
         return host, None
-    return served[0], f"{package}: host has {host}, no longer in the archive; image pins {served[0]}"
+    return served[
+        0
+    ], f"{package}: host has {host}, no longer in the archive; image pins {served[0]}"
 
 
 @dataclass(frozen=True)
@@ -245,7 +247,9 @@ def build_base(progress: Progress = print, *, rebuild: bool = False) -> BuildRes
             tar.stdout.close()
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
-            raise EngineError(f"podman import of the base image failed: {imp.stderr.strip()[-500:]}")
+            raise EngineError(
+                f"podman import of the base image failed: {imp.stderr.strip()[-500:]}"
+            )
     return BuildResult("base", BASE_IMAGE, True, time.monotonic() - start)
 
 
@@ -276,7 +280,9 @@ def build_all(
         if name not in IMAGES:
             raise EngineError(f"no image named {name!r}; known: {', '.join(IMAGES)}")
         result = build_image(name, progress)
-        progress(f"{name}: {'built' if result.built else 'reused'} {result.ref} ({result.seconds:.1f} s)")
+        progress(
+            f"{name}: {'built' if result.built else 'reused'} {result.ref} ({result.seconds:.1f} s)"
+        )
         results.append(result)
     return results
 
@@ -292,7 +298,9 @@ def main() -> None:
         print(f"images: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     built = [r for r in results if r.built]
-    say(f"{len(results)} images ready, {len(built)} built ({sum(r.seconds for r in results):.0f} s)")
+    say(
+        f"{len(results)} images ready, {len(built)} built ({sum(r.seconds for r in results):.0f} s)"
+    )
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from harness.local.kafka_config import (
     jvm_command,
     storage_format_args,
 )
+from harness.local.postgres import _INITDB_ARGS  # the local environment's initdb flags
 from harness.local.secrets import StackSecrets
 from infra.spec import StackSpec
 
@@ -127,13 +128,11 @@ def kafka_broker(
     )
     # The same command line, with the image's jar folder and the metrics
     # endpoint on every interface of the container (so it can be published).
-    run = [
-        a.replace(str(host_libs), _KAFKA_LIBS).replace("=127.0.0.1:", "=0.0.0.0:") for a in run
-    ]
+    run = [a.replace(str(host_libs), _KAFKA_LIBS).replace("=127.0.0.1:", "=0.0.0.0:") for a in run]
+    fmt_cmd = ["java", "-Xmx256m", "-cp", f"{_KAFKA_LIBS}/*", f"@{_KAFKA_CONF}/format.args"]
     script = (
-        f"[ -f {configs.KAFKA_DATA}/meta.properties ] || "
-        f"{shlex.join(['java', '-Xmx256m', '-cp', f'{_KAFKA_LIBS}/*', f'@{_KAFKA_CONF}/format.args'])}"
-        f" >/dev/null && exec {shlex.join(run)}"
+        f"[ -f {configs.KAFKA_DATA}/meta.properties ] || {shlex.join(fmt_cmd)} >/dev/null"
+        f" && exec {shlex.join(run)}"
     )
     return ServiceContainer(
         name="kafka-0",
@@ -155,7 +154,7 @@ def postgres_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> Ser
     pwfile = f"{_PG_CONF}/superuser-password"
     script = (
         f"if [ ! -f {_PG_DATA}/PG_VERSION ]; then "
-        f"initdb -D {_PG_DATA} -U postgres --auth=scram-sha-256 --pwfile={pwfile} >/dev/null"
+        f"initdb -D {_PG_DATA} {shlex.join(_INITDB_ARGS)} --pwfile={pwfile} >/dev/null"
         f" && cat {_PG_CONF}/postgresql.conf >> {_PG_DATA}/postgresql.conf"
         f" && cp {_PG_CONF}/pg_hba.conf {_PG_DATA}/pg_hba.conf; fi"
         f" && exec postgres -D {_PG_DATA}"
