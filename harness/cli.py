@@ -8,6 +8,8 @@
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
     harness bench up [--runs N]
+    harness images build [NAME ...]
+    harness compose render --size minimal|ha [--name NAME] [--out DIR]
 
 Every error is one line on stderr saying what was wrong and what to do, with
 exit code 2; a failed ``up`` leaves nothing running. Stack directories live
@@ -28,6 +30,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from harness.containers.cli import compose_app, images_app
 from harness.drills.cli import drill_app
 from harness.errors import HarnessError, ServiceStartError, UsageError
 from harness.load.cli import load_app
@@ -55,6 +58,8 @@ app.add_typer(node_app, name="node")
 app.add_typer(bench_app, name="bench")
 app.add_typer(drill_app, name="drill")
 app.add_typer(load_app, name="load")
+app.add_typer(images_app, name="images")
+app.add_typer(compose_app, name="compose")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
