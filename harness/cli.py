@@ -1,6 +1,7 @@
 """``harness``: bring stacks up and down, look at them, control their nodes.
 
     harness up --env local [--size minimal|ha] [--tier institutional|bootstrap] [--name NAME]
+    harness up --env compose --size minimal [--name NAME]      (the project's images on podman)
     harness up --env local --via pulumi [--name ci-XXXXXX]    (an ephemeral Pulumi stack)
     harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
@@ -41,7 +42,7 @@ from infra.spec import SIZES, TIERS, build_spec
 
 __all__ = ["app"]
 
-ENVIRONMENTS = ("local", "docker", "kubernetes")
+ENVIRONMENTS = ("local", "compose", "docker", "kubernetes")
 VIAS = ("provisioner", "pulumi")
 DEFAULT_NAME = "dev"
 
@@ -109,7 +110,7 @@ def _choice(value: str, choices: tuple[str, ...], option: str) -> str:
 @app.command()
 @_user_errors
 def up(
-    env: Annotated[str, typer.Option(help="local | docker | kubernetes")] = "local",
+    env: Annotated[str, typer.Option(help="local | compose | docker | kubernetes")] = "local",
     size: Annotated[str, typer.Option(help="minimal | ha")] = "minimal",
     tier: Annotated[str, typer.Option(help="institutional | bootstrap")] = "institutional",
     name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
@@ -125,6 +126,9 @@ def up(
     _choice(env, ENVIRONMENTS, "--env")
     _choice(size, SIZES, "--size")
     _choice(tier, TIERS, "--tier")
+    if env == "compose":
+        _up_compose(name, size, tier)
+        return
     if env != "local":
         what, stack = (
             ("a Docker engine", "dev") if env == "docker" else ("a Kubernetes cluster", "prod")
@@ -163,6 +167,14 @@ def down(
         down_via_pulumi(name, echo=lambda line: out.print(line, markup=False))
         out.print(f"pulumi stack {name} destroyed and removed in {time.monotonic() - began:.1f}s")
         return
+    from harness.containers.stack import ContainerStack, is_container_stack
+
+    for each in _container_stacks() if all_ else [name] if is_container_stack(name) else []:
+        began = time.monotonic()
+        ContainerStack(each).down()
+        out.print(f"stack {each} (containers) removed in {time.monotonic() - began:.1f}s")
+        if not all_:
+            return
     names = provisioner.list_stacks() if all_ else [name]
     if not all_ and name not in provisioner.list_stacks():
         out.print(f"no stack named {name!r} under {stacks_root()}; nothing to stop")
@@ -171,6 +183,33 @@ def down(
         began = time.monotonic()
         provisioner.down(each)
         out.print(f"stack {each} stopped in {time.monotonic() - began:.1f}s")
+
+
+def _up_compose(name: str, size: str, tier: str) -> None:
+    """``up --env compose``: the project's images as containers on podman."""
+    from harness.containers import stack as containers
+
+    try:
+        spec = build_spec(name, tier=tier, size=size)  # type: ignore[arg-type]
+    except ValidationError:
+        raise UsageError(
+            f"invalid --name {name!r}: use lowercase letters, digits and '-', "
+            "at most 39 characters, starting with a letter or digit"
+        ) from None
+    began = time.monotonic()
+    out.print(f"bringing up stack [bold]{name}[/] ({tier}, {size}) as containers on podman ...")
+    path = containers.up(spec, echo=lambda line: out.print(line, markup=False))
+    out.print(f"stack {name} ready in {time.monotonic() - began:.1f}s")
+    print(path, flush=True)
+
+
+def _container_stacks() -> list[str]:
+    root = stacks_root()
+    if not root.is_dir():
+        return []
+    from harness.containers.stack import STATE_FILE
+
+    return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).is_file())
 
 
 def _up_via_pulumi(env: str, size: str, tier: str, name: str | None) -> None:
@@ -205,6 +244,17 @@ def _node_state(node: ProcessNode) -> str:
 @_user_errors
 def status(name: NameOpt = DEFAULT_NAME) -> None:
     """Nodes of a stack with pids, roles and whether they run."""
+    from harness.containers.stack import ContainerStack, is_container_stack
+
+    if is_container_stack(name):
+        cstack = ContainerStack(name)
+        out.print(f"stack [bold]{name}[/] (containers) — {cstack.state.status} — {cstack.dir}")
+        table = Table("node", "container", "ports", "state")
+        for row in cstack.status_rows():
+            table.add_row(*row)
+        out.print(table)
+        out.print(f"outputs: {cstack.outputs_path}")
+        return
     stack = _load(name)
     out.print(
         f"stack [bold]{stack.name}[/] ({stack.spec.tier}, {stack.spec.size}) — {stack.status} — "
@@ -272,7 +322,9 @@ def node_roles(name: NameOpt = DEFAULT_NAME) -> None:
 
 
 def _control(action: str, node: str, name: str) -> None:
-    stack = _load(name)
+    from harness.containers.stack import ContainerStack, is_container_stack
+
+    stack: Any = ContainerStack(name) if is_container_stack(name) else _load(name)
     began = time.monotonic()
     getattr(stack, f"{action}_node")(node)
     out.print(f"{action} {node}: done in {time.monotonic() - began:.1f}s")
