@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 from backbone.cli import app as backbone_app
 from harness.cli import app as harness_app
 from harness.containers.engine import no_engine_reason, podman
+from harness.local.state import stacks_root
 
 _REASON = no_engine_reason()
 pytestmark = [
@@ -49,6 +51,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
     finally:
         _harness("down", "--name", name)
         assert _containers(name) == [], "containers outlived `harness down`"
+        shutil.rmtree(stacks_root() / name, ignore_errors=True)
 
 
 def _ingest(outputs: Path) -> dict[str, object]:
