@@ -14,6 +14,7 @@ second ``harness images build`` finds every tag and builds nothing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
@@ -81,9 +82,11 @@ def _archive_versions(package: str) -> list[str]:
     return [line.split("|")[1].strip() for line in done.stdout.splitlines() if "|" in line]
 
 
+@functools.cache
 def pinned_version(package: str) -> tuple[str, str | None]:
     """The version an image installs, and a note when it is not the host's.
 
+    Cached per process (asked once per image for its tag, again for a build).
     The host's version when the archive still serves it (the normal case);
     otherwise (a security update replaced it) the archive's newest, with a note
     saying so: an image cannot install what the archive no longer has.
