@@ -42,7 +42,10 @@ def _one_error_line(stderr: str) -> str:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["up", "--env", "moon"], "unknown --env 'moon'; choose one of: local, docker, kubernetes"),
+        (
+            ["up", "--env", "moon"],
+            "unknown --env 'moon'; choose one of: local, compose, docker, kubernetes",
+        ),
         (["up", "--size", "huge"], "unknown --size 'huge'; choose one of: minimal, ha"),
         (
             ["up", "--tier", "gold"],
