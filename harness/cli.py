@@ -1,6 +1,7 @@
 """``harness``: bring stacks up and down, look at them, control their nodes.
 
     harness up --env local [--size minimal|ha] [--tier institutional|bootstrap] [--name NAME]
+    harness up --env compose --size minimal [--name NAME]      (the project's images on podman)
     harness up --env local --via pulumi [--name ci-XXXXXX]    (an ephemeral Pulumi stack)
     harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
@@ -9,6 +10,8 @@
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
     harness bench up [--runs N]
     harness bench perf [--bars N] [--skip-tier1]
+    harness images build [NAME ...]
+    harness compose render --size minimal|ha [--name NAME] [--out DIR]
 
 Every error is one line on stderr saying what was wrong and what to do, with
 exit code 2; a failed ``up`` leaves nothing running. Stack directories live
@@ -30,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone.clikit import emit_json, fail, make_app, user_errors
+from harness.containers.cli import compose_app, images_app
 from harness.drills.cli import drill_app
 from harness.errors import USER_ERRORS, UsageError
 from harness.load.cli import load_app
@@ -47,6 +51,7 @@ class Env(StrEnum):
     """Where a stack runs."""
 
     local = "local"
+    compose = "compose"
     docker = "docker"
     kubernetes = "kubernetes"
 
@@ -83,6 +88,8 @@ app.add_typer(node_app, name="node")
 app.add_typer(bench_app, name="bench")
 app.add_typer(drill_app, name="drill")
 app.add_typer(load_app, name="load")
+app.add_typer(images_app, name="images")
+app.add_typer(compose_app, name="compose")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -123,6 +130,9 @@ def up(
         _up_via_pulumi(env_, size_, tier_, name, as_json)
         return
     name = name or DEFAULT_NAME
+    if env is Env.compose:
+        _up_compose(name, size_, tier_)
+        return
     if env is not Env.local:
         what, pulumi_stack = (
             ("a Docker engine", "dev") if env is Env.docker else ("a Kubernetes cluster", "prod")
@@ -167,6 +177,14 @@ def down(
         down_via_pulumi(name, echo=lambda line: out.print(line, markup=False))
         out.print(f"pulumi stack {name} destroyed and removed in {time.monotonic() - began:.1f}s")
         return
+    from harness.containers.stack import ContainerStack, is_container_stack
+
+    for each in _container_stacks() if all_ else [name] if is_container_stack(name) else []:
+        began = time.monotonic()
+        ContainerStack(each).down()
+        out.print(f"stack {each} (containers) removed in {time.monotonic() - began:.1f}s")
+        if not all_:
+            return
     names = provisioner.list_stacks() if all_ else [name]
     if not all_ and name not in provisioner.list_stacks():
         out.print(f"no stack named {name!r} under {stacks_root()}; nothing to stop")
@@ -175,6 +193,33 @@ def down(
         began = time.monotonic()
         provisioner.down(each)
         out.print(f"stack {each} stopped in {time.monotonic() - began:.1f}s")
+
+
+def _up_compose(name: str, size: str, tier: str) -> None:
+    """``up --env compose``: the project's images as containers on podman."""
+    from harness.containers import stack as containers
+
+    try:
+        spec = build_spec(name, tier=tier, size=size)  # type: ignore[arg-type]
+    except ValidationError:
+        raise UsageError(
+            f"invalid --name {name!r}: use lowercase letters, digits and '-', "
+            "at most 39 characters, starting with a letter or digit"
+        ) from None
+    began = time.monotonic()
+    out.print(f"bringing up stack [bold]{name}[/] ({tier}, {size}) as containers on podman ...")
+    path = containers.up(spec, echo=lambda line: out.print(line, markup=False))
+    out.print(f"stack {name} ready in {time.monotonic() - began:.1f}s")
+    print(path, flush=True)
+
+
+def _container_stacks() -> list[str]:
+    root = stacks_root()
+    if not root.is_dir():
+        return []
+    from harness.containers.stack import STATE_FILE
+
+    return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).is_file())
 
 
 def _up_via_pulumi(env: str, size: str, tier: str, name: str | None, as_json: bool) -> None:
@@ -243,6 +288,17 @@ def _node_state(node: ProcessNode) -> str:
 @_user_errors
 def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
     """Nodes of a stack with pids, roles and whether they run."""
+    from harness.containers.stack import ContainerStack, is_container_stack
+
+    if is_container_stack(name):
+        cstack = ContainerStack(name)
+        out.print(f"stack [bold]{name}[/] (containers) — {cstack.state.status} — {cstack.dir}")
+        table = Table("node", "container", "ports", "state")
+        for row in cstack.status_rows():
+            table.add_row(*row)
+        out.print(table)
+        out.print(f"outputs: {cstack.outputs_path}")
+        return
     stack = _load(name)
     if as_json:
         emit_json(_stack_json(stack))
@@ -316,7 +372,9 @@ def node_roles(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 
 def _control(action: str, node: str, name: str) -> None:
-    stack = _load(name)
+    from harness.containers.stack import ContainerStack, is_container_stack
+
+    stack: Any = ContainerStack(name) if is_container_stack(name) else _load(name)
     began = time.monotonic()
     getattr(stack, f"{action}_node")(node)
     out.print(f"{action} {node}: done in {time.monotonic() - began:.1f}s")

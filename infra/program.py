@@ -78,6 +78,8 @@ class ProgramResult:
     spec: StackSpec
     exports: dict[str, pulumi.Output[Any]]
     components: dict[str, pulumi.ComponentResource] = field(default_factory=dict)
+    #: The target backend that rendered the services (its ``plan`` on Docker).
+    backend: DockerBackend | KubernetesBackend | None = None
 
 
 def make_spec(config: StackConfig) -> StackSpec:
@@ -256,6 +258,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             "timescale": timescale,
             "monitoring": monitoring,
         },
+        backend=backend,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from backbone.bars import Bar
 from backbone.runtime import Backbone
-from backbone.settings import BackboneSettings, load_settings
+from backbone.settings import BackboneSettings, TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill
 from harness.drills.writer import drill_bars
@@ -115,7 +115,10 @@ class OutageDrill(Drill):
     def prepare(self) -> None:
         self.backbone = self.open_backbone()
         assert self.doc.timescale is not None
-        self.store = TimescaleStore(self.doc.timescale, pool_size=2, timeout=10.0)
+        self.store = TimescaleStore(
+            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            timeout=10.0,
+        )
 
     def bars(self) -> Iterator[Bar]:
         return drill_bars(self.symbols, TIMEFRAME)

@@ -11,6 +11,10 @@ are written into the container with ``uploads`` (mode 0400, owned by the
 service user) from Pulumi secret Outputs. They are never in ``envs`` (which
 ``docker inspect`` shows to anyone with the socket) and stay encrypted in the
 Pulumi state. Published ports bind to 127.0.0.1 only.
+
+Which containers a service makes is decided in :mod:`infra.targets.containers`
+(the same plan the Compose renderer writes); this module only declares each
+planned container as a Pulumi resource, and keeps the plan in :attr:`DockerBackend.plan`.
 """
 
 from __future__ import annotations
@@ -22,48 +26,28 @@ import pulumi
 import pulumi_docker as docker
 
 from backbone.connections import HostPort
-from infra.spec import Resources
-from infra.targets.workload import (
-    Container,
-    File,
-    InitJob,
-    Probe,
-    RenderedService,
-    StatefulService,
+from infra.targets.containers import (
+    Health,
+    PlannedContainer,
+    memory_mb,
+    plan_job,
+    plan_service,
+    replica_host,
 )
+from infra.targets.workload import File, InitJob, RenderedService, StatefulService
 
 __all__ = ["DockerBackend", "memory_mb"]
 
-_UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
 
-
-def memory_mb(quantity: str) -> int:
-    """A Kubernetes memory quantity (``512Mi``, ``1Gi``) in MiB for Docker."""
-    for suffix, factor in _UNITS.items():
-        if quantity.endswith(suffix):
-            return max(1, int(float(quantity[: -len(suffix)]) * factor))
-    raise ValueError(f"memory {quantity!r} needs a Ki/Mi/Gi/Ti suffix (for example 512Mi)")
-
-
-def _cpus(quantity: str) -> str:
-    return str(int(quantity[:-1]) / 1000) if quantity.endswith("m") else quantity
-
-
-def _healthcheck(container: Container) -> docker.ContainerHealthcheckArgs | None:
-    probe: Probe = container.probe
-    if probe.command is not None:
-        tests = ["CMD", *probe.command]
-    elif container.has_wget:
-        url = f"http://127.0.0.1:{probe.http_port}{probe.http_path}"
-        tests = ["CMD", "wget", "-q", "-O", "/dev/null", url]
-    else:
-        return None  # distroless exporter images have no tool to run a check with
+def _healthcheck(health: Health | None) -> docker.ContainerHealthcheckArgs | None:
+    if health is None:
+        return None
     return docker.ContainerHealthcheckArgs(
-        tests=tests,
-        interval=f"{probe.period_s}s",
-        timeout=f"{probe.timeout_s}s",
-        retries=probe.failure_threshold,
-        start_period=f"{probe.initial_delay_s}s",
+        tests=list(health.test),
+        interval=f"{health.interval_s}s",
+        timeout=f"{health.timeout_s}s",
+        retries=health.retries,
+        start_period=f"{health.start_period_s}s",
     )
 
 
@@ -79,14 +63,6 @@ def _uploads(files: Sequence[File], uid: int | None) -> list[docker.ContainerUpl
     ]
 
 
-def _limits(resources: Resources) -> dict[str, object]:
-    return {
-        "memory": memory_mb(resources.memory_limit),
-        "memory_reservation": memory_mb(resources.memory_request),
-        "cpus": _cpus(resources.cpu_limit),
-    }
-
-
 @dataclass
 class DockerBackend:
     """Renders services as containers on one Docker network of the stack."""
@@ -96,14 +72,18 @@ class DockerBackend:
     host_port_base: int = 21000
     environment: str = "docker"
     clients_outside: bool = True
+    #: Every container declared so far, in order: the stack's container model.
+    plan: list[PlannedContainer] = field(default_factory=list)
     _ports: dict[tuple[str, int, int], int] = field(default_factory=dict)
     _network: docker.Network | None = None
     _images: dict[str, docker.RemoteImage] = field(default_factory=dict)
     _scope: pulumi.Resource | None = None
+    _declared: dict[str, docker.Container] = field(default_factory=dict)
+    _volumes: dict[str, docker.Volume] = field(default_factory=dict)
 
     # -- names ---------------------------------------------------------------
     def replica_host(self, service: str, ordinal: int) -> str:
-        return f"{service}-{ordinal}"
+        return replica_host(service, ordinal)
 
     def service_host(self, service: str) -> str:
         return service
@@ -151,118 +131,95 @@ class DockerBackend:
             )
         return self._images[ref].image_id
 
-    def _labels(self, service: str) -> list[docker.ContainerLabelArgs]:
-        return [
-            docker.ContainerLabelArgs(label="backbone.stack", value=self.stack),
-            docker.ContainerLabelArgs(label="backbone.service", value=service),
-        ]
+    def _volume(self, key: str, parent: pulumi.Resource) -> docker.Volume:
+        if key not in self._volumes:
+            self._volumes[key] = docker.Volume(
+                f"{self.stack}-{key}",
+                name=f"backbone-{self.stack}-{key}",
+                opts=pulumi.ResourceOptions(parent=parent),
+            )
+        return self._volumes[key]
+
+    # -- one planned container as a Pulumi resource ---------------------------
+    def _declare(
+        self,
+        c: PlannedContainer,
+        parent: pulumi.Resource,
+        extra_deps: Sequence[pulumi.Resource] = (),
+    ) -> docker.Container:
+        volume = self._volume(c.volume, parent) if c.volume else None
+        deps: list[pulumi.Resource] = [self._declared[k] for k in c.depends_on]
+        shared = self._declared[c.shares_network_of] if c.shares_network_of else None
+        if shared is not None:
+            # Sidecars wait for their replica through network_mode; no explicit edge.
+            deps = []
+        networks = (
+            [
+                docker.ContainerNetworksAdvancedArgs(
+                    name=self.network.name, aliases=list(c.aliases) or None
+                )
+            ]
+            if c.aliases is not None
+            else None
+        )
+        container = docker.Container(
+            f"{self.stack}-{c.key}",
+            name=c.name,
+            hostname=c.hostname,
+            image=self._image(c.image),
+            entrypoints=list(c.entrypoint) if c.entrypoint else None,
+            command=list(c.command) if c.command else None,
+            envs=[f"{k}={v}" for k, v in c.env.items()] or None,
+            uploads=_uploads(c.files, c.uid),
+            user=c.user,
+            volumes=(
+                [
+                    docker.ContainerVolumeArgs(
+                        volume_name=volume.name, container_path=c.data_dir or "/data"
+                    )
+                ]
+                if volume is not None
+                else None
+            ),
+            networks_advanced=networks,
+            network_mode=(
+                shared.id.apply(lambda cid: f"container:{cid}") if shared is not None else None
+            ),
+            hosts=[docker.ContainerHostArgs(host=h, ip=ip) for h, ip in c.extra_hosts] or None,
+            ports=[
+                docker.ContainerPortArgs(internal=inner, external=outer, ip="127.0.0.1")
+                for outer, inner in c.ports
+            ]
+            or None,
+            healthcheck=_healthcheck(c.health),
+            # Run once to completion: Pulumi waits for it (attach) and it is not restarted.
+            must_run=False if c.run_once else None,
+            attach=True if c.run_once else None,
+            restart="no" if c.run_once else "unless-stopped",
+            labels=[docker.ContainerLabelArgs(label=k, value=v) for k, v in c.labels.items()],
+            memory=c.memory_mb,
+            memory_reservation=c.memory_reservation_mb,
+            cpus=c.cpus,
+            opts=pulumi.ResourceOptions(parent=parent, depends_on=[*deps, *extra_deps] or None),
+        )
+        self.plan.append(c)
+        self._declared[c.key] = container
+        return container
 
     # -- primitives -------------------------------------------------------------
     def stateful_service(self, svc: StatefulService, parent: pulumi.Resource) -> RenderedService:
         made: list[pulumi.Resource] = []
-        opts = pulumi.ResourceOptions(parent=parent)
-        for ordinal in range(svc.replicas):
-            host = self.replica_host(svc.name, ordinal)
-            volume = docker.Volume(
-                f"{self.stack}-{host}-data",
-                name=f"backbone-{self.stack}-{host}-data",
-                opts=opts,
-            )
-            main = svc.main
-            steps = [
-                docker.Container(
-                    f"{self.stack}-{host}-{step.name}",
-                    name=f"backbone-{self.stack}-{host}-{step.name}",
-                    image=self._image(step.image),
-                    entrypoints=list(step.command),
-                    user="0" if step.as_root else None,
-                    volumes=[
-                        docker.ContainerVolumeArgs(
-                            volume_name=volume.name, container_path=main.data_dir or "/data"
-                        )
-                    ],
-                    # Egress for the step (a download) needs a network; it runs once.
-                    networks_advanced=[
-                        docker.ContainerNetworksAdvancedArgs(name=self.network.name)
-                    ],
-                    must_run=False,
-                    attach=True,
-                    restart="no",
-                    labels=self._labels(svc.name),
-                    **_limits(step.resources),
-                    opts=opts,
-                )
-                for step in svc.init
-            ]
-            ports = [
-                docker.ContainerPortArgs(internal=port, external=ext.port, ip="127.0.0.1")
-                for port in svc.published.values()
-                if (ext := self.external(svc.name, ordinal, port)) is not None
-            ]
-            container = docker.Container(
-                f"{self.stack}-{host}",
-                name=f"backbone-{self.stack}-{host}",
-                hostname=host,
-                image=self._image(main.image),
-                entrypoints=list(main.command) if main.command else None,
-                command=list(main.args) if main.args else None,
-                envs=[f"{k}={v}" for k, v in main.env.items()] or None,
-                uploads=_uploads(main.files, main.uid),
-                volumes=[
-                    docker.ContainerVolumeArgs(
-                        volume_name=volume.name, container_path=main.data_dir or "/data"
-                    )
-                ],
-                networks_advanced=[
-                    docker.ContainerNetworksAdvancedArgs(
-                        name=self.network.name, aliases=[host, self.service_host(svc.name)]
-                    )
-                ],
-                hosts=[docker.ContainerHostArgs(host="host.docker.internal", ip="host-gateway")],
-                ports=ports or None,
-                healthcheck=_healthcheck(main),
-                restart="unless-stopped",
-                labels=self._labels(svc.name),
-                **_limits(main.resources),
-                opts=pulumi.ResourceOptions(parent=parent, depends_on=steps),
-            )
-            made += [volume, *steps, container]
-            for sidecar in svc.containers[1:]:
-                made.append(
-                    docker.Container(
-                        f"{self.stack}-{host}-{sidecar.name}",
-                        name=f"backbone-{self.stack}-{host}-{sidecar.name}",
-                        image=self._image(sidecar.image),
-                        entrypoints=list(sidecar.command) if sidecar.command else None,
-                        command=list(sidecar.args) if sidecar.args else None,
-                        envs=[f"{k}={v}" for k, v in sidecar.env.items()] or None,
-                        uploads=_uploads(sidecar.files, sidecar.uid),
-                        # Share the replica's network namespace, as a pod's containers do.
-                        network_mode=container.id.apply(lambda cid: f"container:{cid}"),
-                        healthcheck=_healthcheck(sidecar),
-                        restart="unless-stopped",
-                        labels=self._labels(svc.name),
-                        **_limits(sidecar.resources),
-                        opts=opts,
-                    )
-                )
+        for c in plan_service(svc, stack=self.stack, external=self.external):
+            fresh_volume = c.volume is not None and c.volume not in self._volumes
+            container = self._declare(c, parent)
+            if fresh_volume and c.volume is not None:
+                made.append(self._volumes[c.volume])
+            made.append(container)
         return RenderedService(resources=made)
 
     def init_job(
         self, job: InitJob, parent: pulumi.Resource, depends_on: Sequence[pulumi.Resource]
     ) -> pulumi.Resource:
-        return docker.Container(
-            f"{self.stack}-{job.name}",
-            name=f"backbone-{self.stack}-{job.name}",
-            image=self._image(job.image),
-            entrypoints=list(job.command),
-            uploads=_uploads(job.files, job.uid),
-            networks_advanced=[docker.ContainerNetworksAdvancedArgs(name=self.network.name)],
-            # Run once to completion: Pulumi waits for it (attach) and it is not restarted.
-            must_run=False,
-            attach=True,
-            restart="no",
-            labels=self._labels(job.name),
-            **_limits(job.resources),
-            opts=pulumi.ResourceOptions(parent=parent, depends_on=list(depends_on)),
-        )
+        after = [k for k, res in self._declared.items() if any(res is d for d in depends_on)]
+        others = [d for d in depends_on if not any(d is res for res in self._declared.values())]
+        return self._declare(plan_job(job, stack=self.stack, after=after), parent, others)

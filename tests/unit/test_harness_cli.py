@@ -61,7 +61,7 @@ def test_bad_input_is_one_line_and_exit_code_2(root: Path, args: list[str], expe
 @pytest.mark.parametrize(
     ("args", "option", "choices"),
     [
-        (["up", "--env", "moon"], "--env", "'local', 'docker', 'kubernetes'"),
+        (["up", "--env", "moon"], "--env", "'local', 'compose', 'docker', 'kubernetes'"),
         (["up", "--size", "huge"], "--size", "'minimal', 'ha'"),
         (["up", "--tier", "gold"], "--tier", "'institutional', 'bootstrap'"),
         (["down", "--via", "ssh"], "--via", "'provisioner', 'pulumi'"),

@@ -1,0 +1,270 @@
+"""The project's own images, started by testcontainers on a real engine (podman).
+
+Each test builds (or reuses) the image from ``images/<service>/Containerfile``,
+starts it through podman's Docker-compatible API with the command and the
+mounted config files of :mod:`harness.containers.services` (the local
+environment's renderings), and drives it with the backbone's clients: the
+Redis cache, kafka-python produce/consume with SCRAM, the PostgreSQL store.
+
+Where podman cannot run (not installed, or an unprivileged user it refuses),
+the module skips with podman's own reason. The API service is started for
+this module only and stopped after it; every container is removed on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+from pydantic import SecretStr
+
+from backbone.bars import Bar
+from backbone.cache.redis import RedisCache
+from backbone.connections import HostPort, TimescaleConnection
+from backbone.settings import RedisConnectionSettings
+from backbone.store.timescale import TimescaleStore
+from harness.containers.engine import api_service, no_engine_reason, podman
+from harness.containers.images import build_all
+from harness.containers.services import (
+    ServiceContainer,
+    kafka_broker,
+    materialise,
+    postgres_server,
+    redis_server,
+)
+from infra.spec import StackSpec, build_spec
+from infra.targets.local.kafka_config import KafkaNodePorts, new_cluster_id
+from infra.targets.local.ports import PortAllocator
+from infra.targets.local.secrets import StackSecrets
+
+_REASON = no_engine_reason()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
+]
+
+LABEL = "backbone.test"
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[None]:
+    """podman's Docker API for this module, and the images it starts."""
+    with api_service() as env:
+        saved = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            build_all(["redis", "kafka", "postgres"], progress=lambda _msg: None)
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    left = podman("ps", "-a", "--filter", f"label={LABEL}", "--format", "{{.Names}}").stdout
+    assert not left.strip(), f"containers outlived their test: {left}"
+
+
+@pytest.fixture
+def spec() -> StackSpec:
+    return build_spec(f"tc-{secrets.token_hex(3)}", size="minimal")
+
+
+@pytest.fixture
+def stack_secrets() -> StackSecrets:
+    return StackSecrets()
+
+
+def _started(service: ServiceContainer, files: Path, ready_log: str) -> Any:
+    """A testcontainers container for ``service``: its command, files and ports."""
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    container = DockerContainer(service.image).with_command(list(service.command))
+    for host, target in materialise(service, files).items():
+        container.with_volume_mapping(host, target, "ro")
+    for port in service.ports:
+        # Published on loopback only, at the same number (Kafka advertises it).
+        container.ports[f"{port}/tcp"] = ("127.0.0.1", port)  # type: ignore[assignment]
+    container.with_kwargs(labels={LABEL: service.name})
+    return container.waiting_for(LogMessageWaitStrategy(ready_log))
+
+
+def test_redis_image_serves_the_backbone_cache(
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+) -> None:
+    port = PortAllocator().allocate()
+    service = redis_server(spec, stack_secrets, port=port)
+    with _started(service, tmp_path, "Ready to accept connections"):
+        settings = RedisConnectionSettings(
+            host="127.0.0.1",
+            port=port,
+            username=spec.redis.username,
+            password=stack_secrets.redis_password,
+        )
+        bar = Bar("EURUSD", "1d", datetime(2024, 1, 2, tzinfo=UTC), 1.1, 1.2, 1.0, 1.15, 10)
+        cache = RedisCache(settings, namespace=f"tc-{secrets.token_hex(3)}")
+        try:
+            assert cache.get_latest("EURUSD", "1d", lambda: bar) == bar  # miss, filled
+            assert cache.get_latest("EURUSD", "1d", lambda: None) == bar  # hit
+            stats = cache.stats()
+            assert (stats.hits, stats.misses) == (1, 1)
+        finally:
+            cache.close()
+
+
+def test_redis_image_refuses_the_disabled_default_user(
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+) -> None:
+    import redis
+
+    port = PortAllocator().allocate()
+    with _started(redis_server(spec, stack_secrets, port=port), tmp_path, "Ready to accept"):
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+        with pytest.raises(redis.AuthenticationError):
+            client.ping()
+        client.close()
+
+
+def _kafka_ports() -> KafkaNodePorts:
+    alloc = PortAllocator()
+    return KafkaNodePorts(
+        client=alloc.allocate(),
+        internal=alloc.allocate(),
+        controller=alloc.allocate(),
+        metrics=alloc.allocate(),
+    )
+
+
+def test_kafka_image_round_trips_records_with_scram(
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+) -> None:
+    ports = _kafka_ports()
+    service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
+    k = spec.kafka
+    common: dict[str, Any] = {
+        "bootstrap_servers": f"127.0.0.1:{ports.client}",
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": k.sasl_mechanism,
+    }
+    with _started(service, tmp_path, "Kafka Server started"):
+        admin = KafkaAdminClient(
+            **common,
+            sasl_plain_username=k.admin_username,
+            sasl_plain_password=stack_secrets.kafka_admin_password,
+        )
+        topic = f"tc-bars-{secrets.token_hex(3)}"
+        try:
+            admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        finally:
+            admin.close()
+        user = {
+            "sasl_plain_username": k.username,
+            "sasl_plain_password": stack_secrets.kafka_password,
+        }
+        producer = KafkaProducer(**common, **user, acks="all")
+        sent = [f"bar-{i}".encode() for i in range(50)]
+        try:
+            for value in sent:
+                producer.send(topic, value=value, key=value[-1:])
+            producer.flush(timeout=30)
+        finally:
+            producer.close()
+        consumer = KafkaConsumer(
+            topic,
+            **common,
+            **user,
+            group_id=f"tc-{secrets.token_hex(3)}",
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=15000,
+        )
+        try:
+            got = [record.value for record in consumer]
+        finally:
+            consumer.close()
+        assert sorted(got) == sorted(sent)
+
+
+def test_kafka_image_refuses_a_wrong_password(
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+) -> None:
+    from kafka.errors import KafkaError
+
+    ports = _kafka_ports()
+    service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
+    with _started(service, tmp_path, "Kafka Server started"), pytest.raises(KafkaError):
+        producer = KafkaProducer(
+            bootstrap_servers=f"127.0.0.1:{ports.client}",
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism=spec.kafka.sasl_mechanism,
+            sasl_plain_username=spec.kafka.username,
+            sasl_plain_password="not-the-password",
+            max_block_ms=10000,
+        )
+        try:
+            producer.send("anything", b"refused").get(timeout=15)
+        finally:
+            producer.close(timeout=5)
+
+
+def test_postgres_image_serves_the_bar_store(
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+) -> None:
+    port = PortAllocator().allocate()
+    p = spec.postgres
+    service = postgres_server(spec, stack_secrets, port=port)
+    with _started(service, tmp_path, "database system is ready to accept connections"):
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user="postgres",
+            password=stack_secrets.postgres_superuser_password,
+            dbname="postgres",
+            sslmode="disable",
+            autocommit=True,
+            connect_timeout=10,
+        ) as admin:
+            row = admin.execute("SHOW server_version_num").fetchone()
+            assert row is not None and str(row[0]).startswith("15")
+            row = admin.execute("SHOW server_encoding").fetchone()
+            assert row == ("UTF8",)
+            admin.execute(
+                psycopg.sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    psycopg.sql.Identifier(p.user),
+                    psycopg.sql.Literal(stack_secrets.postgres_password),
+                )
+            )
+            admin.execute(
+                psycopg.sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    psycopg.sql.Identifier(p.dbname), psycopg.sql.Identifier(p.user)
+                )
+            )
+        conn = TimescaleConnection(
+            hosts=[HostPort(host="127.0.0.1", port=port)],
+            dbname=p.dbname,
+            user=p.user,
+            password=SecretStr(stack_secrets.postgres_password),
+            sslmode="disable",
+        )
+        store = TimescaleStore(conn)
+        start = datetime(2024, 1, 1, tzinfo=UTC)
+        bars = [
+            Bar("EURUSD", "1d", start + timedelta(days=i), 1.0, 1.2, 0.9, 1.1, 100 + i)
+            for i in range(30)
+        ]
+        try:
+            assert store.write(bars) == 30
+            assert store.write(bars[:5]) == 0  # idempotent upsert
+            assert store.read("EURUSD", "1d", start, start + timedelta(days=30)) == bars
+            assert store.latest("EURUSD", "1d") == bars[-1]
+        finally:
+            store.close()

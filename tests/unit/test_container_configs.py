@@ -1,0 +1,63 @@
+"""Container configs are the local renderings, re-bound for a container's network.
+
+What a service *listens* on moves to every interface of its container (the
+engine forwards published ports to the container's address); what it
+*advertises* to clients, its credentials and its settings stay as rendered.
+"""
+
+from __future__ import annotations
+
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from harness.containers import configs
+from infra.spec import build_spec
+from infra.targets.local.kafka_config import KafkaNodePorts
+from infra.targets.local.secrets import StackSecrets
+
+SPEC = build_spec("cfg", size="minimal")
+ports = st.integers(min_value=1024, max_value=65535)
+
+
+@settings(max_examples=25, deadline=None)
+@given(port=ports)
+def test_redis_listens_everywhere_and_keeps_its_users(port: int) -> None:
+    secrets = StackSecrets()
+    text = configs.redis_conf(SPEC, secrets, port=port)
+    assert re.search(r"^bind 0\.0\.0\.0$", text, re.M)
+    assert re.search(rf"^port {port}$", text, re.M)
+    assert "bind 127.0.0.1" not in text
+    assert re.search(r"^user default off$", text, re.M)
+    assert f">{secrets.redis_password} " in text
+    assert re.search(rf"^dir {configs.REDIS_DATA}$", text, re.M)
+
+
+@settings(max_examples=25, deadline=None)
+@given(client=ports, internal=ports, controller=ports, metrics=ports)
+def test_kafka_binds_everywhere_but_advertises_the_hosts_loopback(
+    client: int, internal: int, controller: int, metrics: int
+) -> None:
+    node = KafkaNodePorts(client=client, internal=internal, controller=controller, metrics=metrics)
+    text = configs.kafka_server_properties(SPEC, StackSecrets(), ports=node)
+    listeners = re.search(r"^listeners=(.*)$", text, re.M)
+    advertised = re.search(r"^advertised\.listeners=(.*)$", text, re.M)
+    assert listeners and advertised
+    assert listeners.group(1) == (
+        f"CLIENT://0.0.0.0:{client},INTERNAL://0.0.0.0:{internal},CONTROLLER://0.0.0.0:{controller}"
+    )
+    assert advertised.group(1) == f"CLIENT://127.0.0.1:{client},INTERNAL://127.0.0.1:{internal}"
+    assert re.search(rf"^log\.dirs={configs.KAFKA_DATA}$", text, re.M)
+
+
+def test_postgres_listens_everywhere_and_keeps_scram_only() -> None:
+    secrets = StackSecrets()
+    conf = configs.postgresql_conf(SPEC, secrets, port=5433)
+    assert "listen_addresses = '*'" in conf and "port = 5433" in conf
+    assert "password_encryption = 'scram-sha-256'" in conf
+    assert "timescaledb" not in conf  # Debian's PostgreSQL in the image has no TimescaleDB
+    hba = configs.postgres_hba(SPEC, secrets)
+    rules = [line.split() for line in hba.splitlines() if line.strip()]
+    assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
+    assert all(rule[0] == "host" for rule in rules)
