@@ -25,8 +25,9 @@ from rich.table import Table
 # Typer 0.29 vendors click; its usage errors are these classes, not click's.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
-from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_bars
+from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, synthetic_bars
 from backbone.connections import ConnectionsError
+from backbone.csvfile import CsvBarFile, CsvHeaderError
 from backbone.deadletter import DeadLetter
 from backbone.store.base import StoreError
 from backbone.stream.producer import ProduceError
@@ -42,6 +43,7 @@ class BadInput(Exception):
 #: Failures the user can act on: one line (the message), exit code 2.
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     BadInput,
+    CsvHeaderError,
     ConnectionsError,
     TierError,
     TierValidationError,
@@ -205,17 +207,32 @@ def ingest(
     names = parse_symbols(symbols, FX_SYMBOLS[:4])
     assert names is not None
     items: Iterator[Bar | DeadLetter]
+    csv_file: CsvBarFile | None = None
     if csv is not None:
         if not csv.is_file():
             raise BadInput(f"--csv {csv} does not exist or is not a file; check the path")
+        # The whole-file checks run before anything opens or any row is read: a
+        # wrong header raises CsvHeaderError here (exit 2) and nothing is stored.
+        csv_file = CsvBarFile(csv)
         total, source = _count_csv(csv), f"csv:{csv}"
-        items = iter(read_csv_bars(csv))
     else:
         total, source = bars * len(names), f"synthetic (deterministic, seed {seed})"
         items = synthetic_bars(names, timeframe, bars, seed=seed)
     with _open(tier, outputs) as bb, _progress(not as_json and total >= 5_000) as progress:
+        if csv_file is not None:
+            csv_file.contract = bb.contract  # the configured rules, with line numbers
+            if csv_file.empty is not None:
+                print(
+                    f"backbone: {csv} is {csv_file.empty}; it holds no bars, nothing to ingest",
+                    file=sys.stderr,
+                )
+            items = iter(csv_file)
         task = progress.add_task(f"ingest → {bb.tier}", total=total)
-        result = bb.ingest(items, progress=lambda n: progress.advance(task, n))
+        try:
+            result = bb.ingest(items, progress=lambda n: progress.advance(task, n))
+        finally:
+            if csv_file is not None:
+                csv_file.close()
     document = {"source": source, **result.as_dict()}
     rows = [(k, v) for k, v in document.items()]
     _emit(as_json, document, _kv_table(f"ingest ({result.tier}, {source})", rows))

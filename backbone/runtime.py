@@ -12,8 +12,9 @@ dead letters   ``dead_letter`` table                          ``market-data.dead
 
 ``ingest`` is synchronous on both tiers: it returns once every bar it was given
 is stored (Tier 1: produced, consumed, stored, offsets committed), cached entries
-are invalidated and the bus has the events. Counts reconcile:
-``records_in = stored + dead_lettered + duplicates``.
+are invalidated and the bus has the events. Every bar meets the bar contract
+(:mod:`backbone.contract`) before it is stored or produced. Counts reconcile:
+``records_in = stored + duplicates + corrections + conflicts + dead_lettered``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from itertools import islice
 from pathlib import Path
@@ -30,11 +31,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from backbone.bars import Bar, bar_problem, reject_bar
+from backbone.bars import Bar
 from backbone.bus import EventBus
 from backbone.cache import MemoryCache, RedisCache
 from backbone.cache.protocol import BarCache
 from backbone.connections import ConnectionsDocument, TimescaleConnection
+from backbone.contract import BarContract, reason_code
 from backbone.deadletter import DeadLetter
 from backbone.outputs import OUTPUTS_ENV, load_connections
 from backbone.settings import BackboneSettings, load_settings
@@ -60,7 +62,8 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one ``ingest`` call moved; ``records_in = stored + dead_lettered + duplicates``."""
+    """What one ``ingest`` call moved;
+    ``records_in = stored + duplicates + corrections + conflicts + dead_lettered``."""
 
     records_in: int
     stored: int
@@ -71,10 +74,18 @@ class IngestResult:
     #: Tier 1: records earlier producers had left in the topics, processed first
     #: (stored or dead-lettered then) and not part of the counts above.
     backlog: int = 0
+    #: Re-sends with new values, applied as a new revision (``contract.corrections: revise``).
+    corrections: int = 0
+    #: Re-sends with new values, refused to the dead-letter stream (``refuse``).
+    conflicts: int = 0
+    #: Rejections per reason code (``dead_lettered`` and ``conflicts`` together).
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
-        return self.records_in == self.stored + self.dead_lettered + self.duplicates
+        return self.records_in == (
+            self.stored + self.duplicates + self.corrections + self.conflicts + self.dead_lettered
+        )
 
     @property
     def bars_per_second(self) -> float:
@@ -123,6 +134,10 @@ class Backbone:
         self.consumer = consumer
         self.store_label = store_label
         self.document = document
+        #: The rules every bar meets before it is stored or produced.
+        self.contract = (
+            consumer.contract if consumer is not None else BarContract(settings.contract)
+        )
         self.bridge = EventBusBridge(bus, tier=tier, enabled=_streaming_enabled(settings))
         if consumer is not None:
             consumer.bridge = self.bridge
@@ -171,6 +186,7 @@ class Backbone:
         self._check_open()
         started = time.perf_counter()
         totals = ConsumeStats()
+        self._rejected: dict[str, int] = {}
         pending: dict[tuple[str, int], int] = {}
         backlog = 0
         if self.consumer is not None:
@@ -180,6 +196,7 @@ class Backbone:
             bars, dead = self._validate(chunk)
             totals.records_in += len(dead)
             totals.dead_lettered += len(dead)
+            self._count_rejects(dead)
             if self.producer is None:
                 self._ingest_local(bars, dead, totals)
             else:
@@ -196,7 +213,15 @@ class Backbone:
             seconds=time.perf_counter() - started,
             tier=self.tier,
             backlog=backlog,
+            corrections=totals.corrections,
+            conflicts=totals.conflicts,
+            rejected_by_reason=_merged(self._rejected, totals.reasons),
         )
+
+    def _count_rejects(self, dead: Sequence[DeadLetter]) -> None:
+        for letter in dead:
+            code = reason_code(letter.reason)
+            self._rejected[code] = self._rejected.get(code, 0) + 1
 
     def _validate(self, chunk: Sequence[Bar | DeadLetter]) -> tuple[list[Bar], list[DeadLetter]]:
         bars: list[Bar] = []
@@ -205,14 +230,13 @@ class Backbone:
             if isinstance(item, DeadLetter):
                 dead.append(item)
                 continue
-            problem = bar_problem(item)
-            if problem is None:
-                bars.append(item)
+            admitted = self.contract.admit(item)
+            if isinstance(admitted, Bar):
+                bars.append(admitted)
             else:
-                dead.append(reject_bar(item, problem, origin=f"ingest:{item.source}"))
-        if dead:
-            for letter in dead:
-                self.telemetry.dead_lettered(letter.reason)
+                dead.append(self.contract.reject(item, admitted, origin=f"ingest:{item.source}"))
+        for letter in dead:
+            self.telemetry.dead_lettered(reason_code(letter.reason))
         return bars, dead
 
     def _ingest_local(self, bars: list[Bar], dead: list[DeadLetter], totals: ConsumeStats) -> None:
@@ -220,10 +244,20 @@ class Backbone:
             self.store.write_dead_letters(dead)
         if not bars:
             return
-        stored, dupes = write_bars(self.store, bars)
+        outcome, conflicts = write_bars(
+            self.store, bars, self.contract.policy, origin=f"ingest:{self.tier}"
+        )
+        if conflicts:
+            self.store.write_dead_letters(conflicts)
+            self._count_rejects(conflicts)
+            for letter in conflicts:
+                self.telemetry.dead_lettered(reason_code(letter.reason))
+        stored = outcome.stored
         totals.records_in += len(bars)
         totals.stored += stored
-        totals.duplicates += dupes
+        totals.duplicates += outcome.duplicates
+        totals.corrections += outcome.corrections
+        totals.conflicts += len(conflicts)
         self.cache.on_new_bars(bars)
         self.bridge.publish(bars)
         self.telemetry.records_in("ingest", len(bars))
@@ -392,6 +426,14 @@ class Backbone:
             raise RuntimeError("this Backbone is closed; open a new one with Backbone.open()")
 
 
+def _merged(*counts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in counts:
+        for code, n in part.items():
+            out[code] = out.get(code, 0) + n
+    return dict(sorted(out.items()))
+
+
 def _streaming_enabled(settings: BackboneSettings) -> bool:
     return bool(settings.streaming_enabled) and streaming_enabled_from_env()
 
@@ -492,6 +534,7 @@ def _open_institutional(
             group_id=group_id or DEFAULT_GROUP,
             store_label="timescale",
             start_at=consumer_start,
+            contract=BarContract(settings.contract),
         )
         parts.append(consumer)
     except BaseException:

@@ -13,7 +13,8 @@ One poll is one unit of work, in this order:
 5. tell the cache (``on_new_bars``) and the event-bus bridge.
 
 Counts reconcile per item (a bar, or an unreadable record):
-``records_in = stored + dead_lettered + duplicates``.
+``records_in = stored + duplicates + corrections + conflicts + dead_lettered``
+(conflicts, refused corrections, also go to the dead-letter stream).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 
 from backbone.bars import Bar
+from backbone.contract import DEFAULT_POLICY, BarContract, ContractPolicy, reason_code
 from backbone.deadletter import DeadLetter
+from backbone.store.revisions import WriteOutcome, conflict_letter
 from backbone.stream.bridge import EventBusBridge
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import (
@@ -63,12 +66,19 @@ CRASH_POINT_ENV = "BACKBONE_TEST_CRASH_POINT"
 
 @dataclass
 class ConsumeStats:
-    """What a consumer run moved; ``records_in = stored + dead_lettered + duplicates``."""
+    """What a consumer run moved;
+    ``records_in = stored + duplicates + corrections + conflicts + dead_lettered``."""
 
     records_in: int = 0
     stored: int = 0
     dead_lettered: int = 0
     duplicates: int = 0
+    #: Re-sends with new values applied as a new revision (policy ``revise``).
+    corrections: int = 0
+    #: Re-sends with new values refused to the dead-letter stream (policy ``refuse``).
+    conflicts: int = 0
+    #: Rejections (dead letters and conflicts) per reason code.
+    reasons: dict[str, int] = field(default_factory=dict)
     kafka_records: int = 0
     polls: int = 0
     commit_failures: int = 0
@@ -83,6 +93,10 @@ class ConsumeStats:
         self.stored += other.stored
         self.dead_lettered += other.dead_lettered
         self.duplicates += other.duplicates
+        self.corrections += other.corrections
+        self.conflicts += other.conflicts
+        for code, n in other.reasons.items():
+            self.reasons[code] = self.reasons.get(code, 0) + n
         self.kafka_records += other.kafka_records
         self.polls += other.polls
         self.commit_failures += other.commit_failures
@@ -101,6 +115,12 @@ class ConsumeStats:
         index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
         return ordered[index]
 
+    @property
+    def reconciles(self) -> bool:
+        return self.records_in == (
+            self.stored + self.duplicates + self.corrections + self.conflicts + self.dead_lettered
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counts and latency percentiles (milliseconds)."""
 
@@ -112,7 +132,10 @@ class ConsumeStats:
             "stored": self.stored,
             "dead_lettered": self.dead_lettered,
             "duplicates": self.duplicates,
-            "reconciles": self.records_in == self.stored + self.dead_lettered + self.duplicates,
+            "corrections": self.corrections,
+            "conflicts": self.conflicts,
+            "rejected_by_reason": dict(sorted(self.reasons.items())),
+            "reconciles": self.reconciles,
             "kafka_records": self.kafka_records,
             "commit_failures": self.commit_failures,
             "first_stored_at": self.first_stored_at,
@@ -126,17 +149,19 @@ class ConsumeStats:
         }
 
 
-def write_bars(store: Any, bars: Sequence[Bar]) -> tuple[int, int]:
-    """Write ``bars`` in one store transaction; returns (new rows, duplicates).
+def write_bars(
+    store: Any, bars: Sequence[Bar], policy: ContractPolicy, *, origin: str
+) -> tuple[WriteOutcome, list[DeadLetter]]:
+    """Write ``bars`` in one store transaction under the correction policy.
 
-    The store inserts keys it does not hold and ignores the rest (the first write
-    wins); duplicates are the bars it ignored, whether the key was stored before
-    or repeated inside ``bars``. They are counted apart from new rows.
+    Returns what the store did and the dead letters of refused corrections
+    (``correction_conflict``), which the caller makes durable with its other rejects.
     """
     if not bars:
-        return 0, 0
-    new_rows = int(store.write(bars))
-    return new_rows, len(bars) - new_rows
+        return WriteOutcome(), []
+    outcome: WriteOutcome = store.apply(bars, corrections=policy.corrections)
+    letters = [conflict_letter(new, old, origin=origin) for new, old in outcome.conflicts]
+    return outcome, letters
 
 
 class BarConsumer:
@@ -162,8 +187,11 @@ class BarConsumer:
         client_id: str = "backbone-consumer",
         store_label: str = "timescale",
         start_at: str = "earliest",
+        contract: BarContract | None = None,
     ) -> None:
         self.kafka = as_kafka_settings(kafka)
+        #: Records from any producer meet the same contract as local ingest.
+        self.contract = contract or BarContract(DEFAULT_POLICY)
         self.store = store
         self.cache = cache
         self.bridge = bridge
@@ -227,6 +255,7 @@ class BarConsumer:
                     rec.headers,
                     key=rec.key,
                     origin=f"kafka:{rec.topic}/{rec.partition}@{rec.offset}",
+                    contract=self.contract,
                 )
                 batch.records_in += decoded.items
                 dead.extend(decoded.dead_letters)
@@ -239,14 +268,22 @@ class BarConsumer:
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         every_bar = bars + [b for group in backfill_bars.values() for b in group]
         try:
-            batch.stored, batch.duplicates = write_bars(self.store, every_bar)
-            self._persist_dead_letters(dead)
+            outcome, conflicts = write_bars(
+                self.store, every_bar, self.contract.policy, origin=f"kafka:{self.group_id}"
+            )
+            self._persist_dead_letters(dead + conflicts)
         except Exception:
             # Nothing of this poll is committed: rewind so it is read again.
             for tp, offset in first.items():
                 self._consumer.seek(tp, offset)
             raise
+        batch.stored, batch.duplicates = outcome.stored, outcome.duplicates
+        batch.corrections, batch.conflicts = outcome.corrections, len(conflicts)
         batch.dead_lettered = len(dead)
+        dead = dead + conflicts
+        for letter in dead:
+            code = reason_code(letter.reason)
+            batch.reasons[code] = batch.reasons.get(code, 0) + 1
         stored_at = time.time()
         batch.latencies_s = [max(0.0, stored_at - ts) for ts in timestamps]
         batch.first_stored_at = batch.last_stored_at = stored_at
@@ -309,7 +346,7 @@ class BarConsumer:
         tel.records_in("kafka", batch.records_in)
         tel.rows_written(self.store_label, batch.stored)
         for letter in dead:
-            tel.dead_lettered(letter.reason)
+            tel.dead_lettered(reason_code(letter.reason))
         newest: dict[tuple[str, str], Bar] = {}
         for bar in bars:
             seen = newest.get((bar.symbol, bar.timeframe))
