@@ -132,6 +132,13 @@ class CsvBarFile:
                 "csv_undecodable", f"line {lineno} is not UTF-8 (bad byte at column {exc.start})"
             )
             return DeadLetter(origin, why, line)
+        if text.count('"') % 2:
+            why = reason(
+                "csv_malformed",
+                f"line {lineno} has an unbalanced quote: a quoted field spans lines, which "
+                "this reader refuses (each line is one record)",
+            )
+            return DeadLetter(origin, why, line)
         try:
             fields = next(csv.reader([text], strict=True), [])
         except csv.Error as exc:
