@@ -380,6 +380,7 @@ class Backbone:
             },
             "series": series,
         }
+        report["dead_letters"] = _dead_letter_counts(self)
         if self.consumer is not None:
             self.consumer.report_lag()
             report["consumer"] = {
@@ -424,6 +425,20 @@ class Backbone:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this Backbone is closed; open a new one with Backbone.open()")
+
+
+def _dead_letter_counts(bb: Backbone) -> dict[str, int | None]:
+    """Dead letters per place the tier keeps them (``None``: that place did not answer)."""
+    from backbone.deadletter_queue import queues_for
+
+    counts: dict[str, int | None] = {}
+    for queue in queues_for(bb):
+        try:
+            counts[queue.where] = queue.count()
+        except Exception as exc:  # a status report must not fail on one place
+            _log.warning("counting dead letters in %s: %s", queue.where, exc)
+            counts[queue.where] = None
+    return counts
 
 
 def _merged(*counts: dict[str, int]) -> dict[str, int]:
