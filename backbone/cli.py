@@ -429,6 +429,46 @@ def bench(
         _out.print(f"wrote {out / 'performance.md'} and {out / 'performance.json'}")
 
 
+@app.command("bench-contract")
+def bench_contract(
+    out: Annotated[Path, typer.Option("--out", help="where contract.md/.json go")] = Path(
+        "docs/status"
+    ),
+    rows: Annotated[
+        str, typer.Option("--rows", help="CSV sizes to measure, comma-separated rows")
+    ] = "250000,1000000",
+    bars: Annotated[int, typer.Option("--bars", help="bars per compression run")] = 200_000,
+    outputs: OutputsOpt = None,
+    skip_tier1: Annotated[
+        bool, typer.Option("--skip-tier1", help="CSV memory only (no Kafka)")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the contract's costs: CSV peak memory vs file size, and Kafka record
+    compression (bytes and bars/s per codec); writes contract.md and contract.json.
+    Without --outputs it brings a minimal local stack up and down itself."""
+    from backbone.contract_bench import run_contract_bench
+    from backbone.outputs import load_connections
+
+    try:
+        sizes = tuple(int(n) for n in rows.split(","))
+    except ValueError:
+        raise BadInput(
+            f"--rows {rows!r} is not comma-separated numbers, e.g. 250000,1000000"
+        ) from None
+    if not sizes or min(sizes) < 1000:
+        raise BadInput(f"--rows {rows!r}: use sizes of at least 1000 rows")
+    if bars < 10_000:
+        raise BadInput(f"--bars {bars} is too few to measure a rate; use at least 10000")
+    document = load_connections(outputs) if outputs is not None else None
+    report = run_contract_bench(
+        out, rows=sizes, bars=bars, document=document, tier1=not skip_tier1, log=_err.print
+    )
+    _emit(as_json, report)
+    if not as_json:
+        _out.print(f"wrote {out / 'contract.md'} and {out / 'contract.json'}")
+
+
 # --- dead-letters ------------------------------------------------------------------
 
 dead_letters_app = typer.Typer(
