@@ -154,15 +154,13 @@ class CsvBarFile:
             )
             return DeadLetter(origin, why, line)
         values = {c: fields[self._index[c]].strip() for c in CSV_COLUMNS}
-        # Rejects keep the row as a JSON object, so `dead-letters replay` can read it.
-        payload = json.dumps(values, ensure_ascii=False).encode()
         parsed = _parse(values)
         if isinstance(parsed, str):
-            return DeadLetter(origin, parsed, payload)
+            return DeadLetter(origin, parsed, _payload(values))
         admitted = self.contract.admit(parsed)
         if isinstance(admitted, Bar):
             return admitted
-        return DeadLetter(origin, admitted.reason, payload)
+        return DeadLetter(origin, admitted.reason, _payload(values))
 
     def close(self) -> None:
         self._fh.close()
@@ -172,6 +170,11 @@ class CsvBarFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _payload(values: dict[str, str]) -> bytes:
+    """A refused row as a JSON object, so `backbone dead-letters replay` can read it."""
+    return json.dumps(values, ensure_ascii=False).encode()
 
 
 def _parse(values: dict[str, str]) -> Bar | str:
