@@ -203,3 +203,30 @@ def test_any_csv_file_is_stored_or_refused_line_by_line_and_reconciles(
         assert result.records_in == sum(1 for ln in flat if ln.strip()) == identity(result)
         assert bb.store.count() == result.stored
         assert all(bb.contract.check(b) is None for b in bb.store.snapshot(FAR_PAST, FAR))
+
+
+def test_a_store_file_from_before_corrections_is_upgraded_in_place(tmp_path: Path) -> None:
+    import duckdb
+
+    path = tmp_path / "old.duckdb"
+    with duckdb.connect(str(path)) as con:  # the schema as it was before revisions
+        con.execute(
+            "CREATE TABLE bars (symbol VARCHAR NOT NULL, timeframe VARCHAR NOT NULL, "
+            "ts TIMESTAMPTZ NOT NULL, open DOUBLE NOT NULL, high DOUBLE NOT NULL, "
+            "low DOUBLE NOT NULL, close DOUBLE NOT NULL, volume DOUBLE NOT NULL, "
+            "source VARCHAR NOT NULL DEFAULT 'live', ingested_at TIMESTAMPTZ NOT NULL "
+            "DEFAULT now(), PRIMARY KEY (symbol, timeframe, ts))"
+        )
+        con.execute(
+            "CREATE TABLE dead_letter (id BIGINT PRIMARY KEY, received_at TIMESTAMPTZ, "
+            "origin VARCHAR, reason VARCHAR, payload BLOB)"
+        )
+        con.execute(
+            "INSERT INTO bars VALUES ('EURUSD', '1m', TIMESTAMPTZ '2024-01-02 00:00:00+00', "
+            "1.1, 1.2, 1.0, 1.1, 5, 'live', now())"
+        )
+    with DuckDBStore(path) as store:
+        old = store.read("EURUSD", "1m", FAR_PAST, FAR)[0]
+        outcome = store.apply([dataclasses.replace(old, high=1.3)])
+        assert (outcome.corrections, outcome.stored) == (1, 0)
+        assert store.revisions("EURUSD", "1m")[0]["revision"] == 2
