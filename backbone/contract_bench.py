@@ -107,8 +107,9 @@ def bench_csv_memory(rows: tuple[int, ...], log: Log) -> list[dict[str, Any]]:
                 )  # fmt: skip
                 if done.returncode != 0:
                     raise RuntimeError(f"the {mode} child failed: {done.stderr[-500:]}")
-                row = {"rows": n, "file_mb": round(size / 1e6, 1), "mode": mode,
-                       **json.loads(done.stdout)}  # fmt: skip
+                # the child's last line is its report (a library may print before it)
+                report = json.loads(done.stdout.strip().splitlines()[-1])
+                row = {"rows": n, "file_mb": round(size / 1e6, 1), "mode": mode, **report}
                 row["rows_per_s"] = round(n / row["seconds"]) if row["seconds"] else None
                 log(
                     f"csv {mode} {n:,} rows ({row['file_mb']} MB): peak RSS "
