@@ -153,6 +153,8 @@ class DuckDBStore:
         self._closed = False
         with self._lock:
             self._con.execute("SET TimeZone = 'UTC'")
+            # A library must not draw DuckDB's progress bar on its caller's stdout.
+            self._con.execute("SET enable_progress_bar = false")
             for stmt in _SCHEMA:
                 self._con.execute(stmt)
 
