@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test lint unit integration bench clean distclean
+.PHONY: setup demo test lint unit integration bench fuzz clean distclean
 
 setup:
 	@bash scripts/setup.sh
@@ -25,6 +25,11 @@ test: setup lint
 bench: setup
 	$(VENV)/bin/harness bench up
 	$(VENV)/bin/harness bench perf
+
+# A short coverage-guided fuzz run of the contract's readers (atheris; not in `make test`).
+fuzz: setup
+	$(VENV)/bin/pip install -q -c constraints.txt -e ".[fuzz]"
+	$(PY) scripts/fuzz_contract.py -runs=$${FUZZ_RUNS:-20000}
 
 clean:
 	-$(VENV)/bin/harness down --all

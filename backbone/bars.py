@@ -1,26 +1,20 @@
 """OHLCV bars: the one record the backbone moves, and the rules a bar must obey.
 
-A bar that breaks a rule is never dropped: :func:`bar_problem` names the rule,
-and the caller dead-letters the bar with that reason (:func:`reject_bar`).
+What a bar must be before it is stored (its *contract*) lives in
+:mod:`backbone.contract`; CSV files are read by :mod:`backbone.csvfile`.
 Bars come in from three places besides the live feed: :func:`synthetic_bars`
-(a deterministic FX random walk, labelled ``synthetic``), :func:`read_csv_bars`
-(rows that cannot be read come back as rejected records, never skipped) and
+(a deterministic FX random walk, labelled ``synthetic``), CSV files and
 replays of the store (``backfill``).
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-
-from backbone.deadletter import DeadLetter, RejectedRecord
 
 __all__ = [
     "CSV_COLUMNS",
@@ -32,10 +26,7 @@ __all__ = [
     "Bar",
     "BarError",
     "bar_from_dict",
-    "bar_problem",
     "bar_to_dict",
-    "read_csv_bars",
-    "reject_bar",
     "synthetic_bars",
     "timeframe_delta",
     "topic_for",
@@ -77,30 +68,6 @@ class Bar:
     def key(self) -> tuple[str, str, datetime]:
         """The idempotency key: one stored row per (symbol, timeframe, ts)."""
         return (self.symbol, self.timeframe, self.ts)
-
-
-def bar_problem(bar: Bar) -> str | None:
-    """The first rule ``bar`` breaks, as a dead-letter reason; ``None`` if valid."""
-    if not bar.symbol or not bar.symbol.strip():
-        return "empty symbol"
-    if bar.timeframe not in TIMEFRAMES:
-        return f"unknown timeframe {bar.timeframe!r}"
-    prices = (bar.open, bar.high, bar.low, bar.close)
-    if not all(math.isfinite(p) for p in prices):
-        return "non-finite price"
-    if not math.isfinite(bar.volume):
-        return "non-finite volume"
-    if bar.volume < 0:
-        return "negative volume"
-    if bar.high < bar.low:
-        return "high below low"
-    if not bar.low <= bar.open <= bar.high:
-        return "open outside [low, high]"
-    if not bar.low <= bar.close <= bar.high:
-        return "close outside [low, high]"
-    if bar.ts.tzinfo is None:
-        return "timestamp without timezone"
-    return None
 
 
 def topic_for(timeframe: str) -> str:
@@ -156,15 +123,6 @@ def timeframe_delta(timeframe: str) -> timedelta:
         raise ValueError(
             f"unknown timeframe {timeframe!r}; use one of {sorted(TIMEFRAMES)}"
         ) from None
-
-
-def reject_bar(bar: Bar, reason: str, *, origin: str) -> DeadLetter:
-    """The dead letter for a bar that broke a rule; its payload is the bar's JSON."""
-    try:
-        payload = json.dumps(bar_to_dict(bar), allow_nan=True).encode()
-    except (TypeError, ValueError, OverflowError):  # a bar built from foreign types
-        payload = repr(bar).encode("utf-8", "replace")
-    return DeadLetter(origin=origin, reason=reason, payload=payload)
 
 
 # --- synthetic FX bars --------------------------------------------------------
@@ -235,7 +193,7 @@ def synthetic_bars(
     Bars come time-major (every symbol's bar at ``start``, then at the next
     step ...), so each symbol's bars are in time order as a live feed sends them.
     The same arguments always give the same bars; every bar passes
-    :func:`bar_problem`. ``start`` must be timezone-aware.
+    the default :class:`backbone.contract.BarContract`. ``start`` must be timezone-aware.
     """
     names = list(dict.fromkeys(s.strip() for s in symbols))
     if not names or not all(names):
@@ -267,72 +225,3 @@ CSV_COLUMNS: tuple[str, ...] = (
     "close",
     "volume",
 )
-_NUMERIC = ("open", "high", "low", "close", "volume")
-
-
-def read_csv_bars(path: Path | str) -> Iterator[Bar | RejectedRecord]:
-    """Bars from a CSV file with a header naming :data:`CSV_COLUMNS`; source ``csv``.
-
-    Every data line yields exactly one item: a valid :class:`Bar`, or a
-    :class:`RejectedRecord` (origin ``csv:PATH:LINE``, the reason, the raw line)
-    for a line that cannot be decoded or parsed or whose bar breaks a rule
-    (:func:`bar_problem`). Blank lines are not records and are skipped.
-    Timestamps are ISO-8601 with a UTC offset (``2024-01-02T10:00:00Z``).
-    """
-    p = Path(path)
-    header: dict[str, int] | None = None
-    result: Bar | str
-    with p.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            line = raw.rstrip(b"\r\n")
-            if not line.strip():
-                continue
-            try:
-                fields = next(csv.reader([line.decode("utf-8")]), [])
-            except UnicodeDecodeError as exc:
-                result = f"undecodable bytes (not UTF-8 at byte {exc.start})"
-            except csv.Error as exc:
-                result = f"not a CSV line ({exc})"
-            else:
-                if header is None:
-                    header = {name.strip().lower(): i for i, name in enumerate(fields)}
-                    continue
-                result = _csv_row(fields, header)
-            if isinstance(result, Bar):
-                yield result
-            else:
-                yield RejectedRecord(origin=f"csv:{p}:{lineno}", reason=result, payload=line)
-
-
-def _csv_row(fields: list[str], header: dict[str, int]) -> Bar | str:
-    """The bar on one CSV line, or the reason it is not one."""
-    missing = [c for c in CSV_COLUMNS if c not in header]
-    if missing:
-        return f"the CSV header lacks columns {missing}"
-    if len(fields) != len(header):
-        return f"expected {len(header)} fields, got {len(fields)}"
-    values = {c: fields[header[c]].strip() for c in CSV_COLUMNS}
-    try:
-        ts = datetime.fromisoformat(values["ts"])
-    except ValueError:
-        return f"unreadable timestamp {values['ts'][:40]!r} (use ISO-8601 with an offset)"
-    if ts.tzinfo is None:
-        return "timestamp without timezone (add Z or +00:00)"
-    numbers: dict[str, float] = {}
-    for col in _NUMERIC:
-        try:
-            numbers[col] = float(values[col])
-        except ValueError:
-            return f"bad number in column {col!r}: {values[col][:40]!r}"
-    bar = Bar(
-        values["symbol"],
-        values["timeframe"],
-        ts.astimezone(UTC),
-        numbers["open"],
-        numbers["high"],
-        numbers["low"],
-        numbers["close"],
-        numbers["volume"],
-        "csv",
-    )
-    return bar_problem(bar) or bar

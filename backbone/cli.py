@@ -22,9 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_bars
+from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, synthetic_bars
 from backbone.clikit import fail, make_app, run_app
 from backbone.connections import ConnectionsError
+from backbone.csvfile import CsvBarFile, CsvHeaderError
 from backbone.deadletter import DeadLetter
 from backbone.settings import SettingsError
 from backbone.store.base import StoreError
@@ -41,6 +42,7 @@ class BadInput(Exception):
 #: Failures the user can act on: one line (the message), exit code 2.
 _USER_ERRORS: tuple[type[BaseException], ...] = (
     BadInput,
+    CsvHeaderError,
     ConnectionsError,
     SettingsError,
     TierError,
@@ -187,11 +189,14 @@ def ingest(
     names = parse_symbols(symbols, FX_SYMBOLS[:4])
     assert names is not None
     items: Iterator[Bar | DeadLetter]
+    csv_file: CsvBarFile | None = None
     if csv is not None:
         if not csv.is_file():
             raise BadInput(f"--csv {csv} does not exist or is not a file; check the path")
+        # The whole-file checks run before anything opens or any row is read: a
+        # wrong header raises CsvHeaderError here (exit 2) and nothing is stored.
+        csv_file = CsvBarFile(csv)
         total, source = _count_csv(csv), f"csv:{csv}"
-        items = iter(read_csv_bars(csv))
     else:
         total, source = bars * len(names), f"synthetic (deterministic, seed {seed})"
         items = synthetic_bars(names, timeframe, bars, seed=seed)
@@ -199,8 +204,20 @@ def ingest(
         _open(tier, outputs, require_cache) as bb,
         _progress(not as_json and total >= 5_000) as progress,
     ):
+        if csv_file is not None:
+            csv_file.contract = bb.contract  # the configured rules, with line numbers
+            if csv_file.empty is not None:
+                print(
+                    f"backbone: {csv} is {csv_file.empty}; it holds no bars, nothing to ingest",
+                    file=sys.stderr,
+                )
+            items = iter(csv_file)
         task = progress.add_task(f"ingest → {bb.tier}", total=total)
-        result = bb.ingest(items, progress=lambda n: progress.advance(task, n))
+        try:
+            result = bb.ingest(items, progress=lambda n: progress.advance(task, n))
+        finally:
+            if csv_file is not None:
+                csv_file.close()
     document = {"source": source, **result.as_dict()}
     rows = [(k, v) for k, v in document.items()]
     _emit(as_json, document, _kv_table(f"ingest ({result.tier}, {source})", rows))
@@ -231,6 +248,7 @@ def status(
                 ("stack", report.get("stack") or "-"),
                 ("streaming", "on" if report["streaming_enabled"] else "off"),
                 ("store", report["store"]),
+                ("dead letters", report.get("dead_letters", {})),
                 ("cache", _cache_line(report["cache"])),
                 ("cache counters", _cache_counters(report["cache"])),
                 *[
@@ -291,7 +309,7 @@ def replay(
             task = progress.add_task("replay", total=None)
             result = run_replay(
                 bb.store, bb.producer, start, end, names,
-                progress=lambda n: progress.advance(task, n),
+                progress=lambda n: progress.advance(task, n), contract=bb.contract,
             )  # fmt: skip
     document = result.as_dict()
     _emit(as_json, document, _kv_table(f"replay {result.run_id}", document.items()))
@@ -387,6 +405,167 @@ def serve_metrics_command(
                     time.sleep(interval)
             except KeyboardInterrupt:
                 pass
+
+
+# --- dead-letters ------------------------------------------------------------------
+
+dead_letters_app = typer.Typer(
+    help="List, show and re-submit dead letters where the tier keeps them "
+    "(Tier 0: the store's table; Tier 1: the Kafka dead-letter topic and the store's table).",
+    no_args_is_help=True,
+)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+
+def _queues(bb: Any) -> list[Any]:
+    from backbone.deadletter_queue import queues_for
+
+    return queues_for(bb)
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    tier: TierOpt = None,
+    outputs: OutputsOpt = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="only this reason code, e.g. ts_in_future")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="newest entries to list")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """Counts by reason code and origin, per place, and the latest entries."""
+    from backbone.contract import REASON_CODES
+
+    if reason is not None and reason not in REASON_CODES and reason != "unclassified":
+        raise BadInput(f"--reason {reason!r} is not a reason code; see docs/data-contract.md")
+    if limit < 0:
+        raise BadInput(f"--limit must be >= 0 (got {limit})")
+    places: list[dict[str, Any]] = []
+    with _open(tier, outputs) as bb:
+        for queue in _queues(bb):
+            groups: dict[tuple[str, str], int] = {}
+            latest: list[dict[str, Any]] = []
+            for entry in queue.entries():
+                if reason is not None and entry.code != reason:
+                    continue
+                key = (entry.code, entry.origin_kind)
+                groups[key] = groups.get(key, 0) + 1
+                latest = [*latest[-(limit - 1) :], entry.summary()] if limit else []
+            places.append(
+                {
+                    "where": queue.where,
+                    "count": sum(groups.values()),
+                    "by_reason": [
+                        {"code": c, "origin": o, "count": n}
+                        for (c, o), n in sorted(groups.items(), key=lambda kv: -kv[1])
+                    ],
+                    "latest": latest,
+                }
+            )
+    document = {"tier": bb.tier, "places": places}
+    if as_json:
+        _emit(True, document)
+        return
+    for place in places:
+        table = Table(title=f"dead letters in {place['where']}: {place['count']}")
+        for col in ("code", "origin", "count"):
+            table.add_column(col)
+        for row in place["by_reason"]:
+            table.add_row(row["code"], row["origin"], str(row["count"]))
+        _out.print(table)
+        latest_table = Table(title="latest")
+        for col in ("id", "received", "code", "origin", "replayed"):
+            latest_table.add_column(col)
+        for e in place["latest"]:
+            latest_table.add_row(
+                e["id"], e["received_at"] or "-", e["code"], e["origin"], e["replayed_at"] or "-"
+            )
+        _out.print(latest_table)
+
+
+def _find(bb: Any, ids: Sequence[str]) -> list[Any]:
+    """The entries with ``ids`` (row ids in the store, ``P@OFFSET`` in Kafka), in order."""
+    found: dict[str, Any] = {}
+    for queue in _queues(bb):
+        kafka = queue.where.startswith("kafka:")
+        mine = [i for i in ids if ("@" in i) == kafka]
+        if mine:
+            try:
+                entries = queue.get(mine)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+            found.update({(e.id): e for e in entries})
+    missing = [i for i in ids if i not in found]
+    if missing:
+        raise BadInput(
+            f"no dead letter with id {', '.join(missing)} on the {bb.tier} tier; "
+            "list them with `backbone dead-letters list`"
+        )
+    return [found[i] for i in ids]
+
+
+@dead_letters_app.command("show")
+def dead_letters_show(
+    dead_letter_id: Annotated[str, typer.Argument(metavar="ID", help="row id or PARTITION@OFFSET")],
+    tier: TierOpt = None,
+    outputs: OutputsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """One dead letter with its reason and its raw payload."""
+    with _open(tier, outputs) as bb:
+        (entry,) = _find(bb, [dead_letter_id])
+    document = {**entry.summary(), "payload": entry.payload.decode("utf-8", "backslashreplace")}
+    if as_json:
+        _emit(True, document)
+        return
+    _out.print(_kv_table(f"dead letter {entry.id} ({entry.where})", document.items()))
+
+
+@dead_letters_app.command("replay")
+def dead_letters_replay(
+    ids: Annotated[list[str] | None, typer.Argument(metavar="[ID]...")] = None,
+    reason: Annotated[
+        str | None, typer.Option("--reason", help="every not-yet-replayed one with this code")
+    ] = None,
+    tier: TierOpt = None,
+    outputs: OutputsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Re-submit dead letters after a fix (a config change, an upgraded consumer):
+    their bars go through ingest and the contract again; still-bad ones come back
+    as new dead letters with today's reason."""
+    from backbone.deadletter_queue import bars_from_payload
+
+    if not ids and reason is None:
+        raise BadInput("name the dead letters: IDs (from `backbone dead-letters list`) or --reason")
+    with _open(tier, outputs) as bb:
+        if ids:
+            entries = _find(bb, ids)
+        else:
+            entries = [
+                e
+                for q in _queues(bb)
+                for e in q.entries()
+                if e.code == reason and e.replayed_at is None
+            ]
+        items: list[Bar | DeadLetter] = []
+        unreadable: list[str] = []
+        for entry in entries:
+            got = bars_from_payload(entry)
+            if isinstance(got, DeadLetter):
+                unreadable.append(f"{entry.id}: {got.payload.decode()}")
+            else:
+                items.extend(got)
+        result = bb.ingest(items)
+        for queue in _queues(bb):
+            kafka = queue.where.startswith("kafka:")
+            queue.mark_replayed([e.id for e in entries if ("@" in e.id) == kafka])
+    document = {
+        "replayed": [e.id for e in entries],
+        "not_replayable": unreadable,
+        **result.as_dict(),
+    }
+    _emit(as_json, document, _kv_table("dead-letters replay", document.items()))
 
 
 def main() -> None:

@@ -9,8 +9,9 @@ table and the streaming layer sends them to ``market-data.dead-letter``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
-__all__ = ["DeadLetter", "RejectedRecord"]
+__all__ = ["DeadLetter", "RejectedRecord", "StoredDeadLetter"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +19,9 @@ class DeadLetter:
     """One refused record.
 
     ``origin`` says where it came from (``csv:PATH:LINE``, ``kafka:TOPIC/P@OFFSET``,
-    ``synthetic`` ...), ``reason`` names the broken rule in words a person can act
-    on, and ``payload`` is the record as received (or its JSON form), so it can be
+    ``synthetic`` ...), ``reason`` is ``"CODE: sentence"`` — a stable code from
+    :data:`backbone.contract.REASON_CODES` and words a person can act on — and
+    ``payload`` is the record as received (or its JSON form), so it can be
     inspected and re-driven later.
     """
 
@@ -31,3 +33,16 @@ class DeadLetter:
 #: The name readers use for what they hand back instead of a bar; the same type,
 #: so a reader's rejects go straight to ``BarStore.write_dead_letters``.
 RejectedRecord = DeadLetter
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A dead letter as a store keeps it: with its id, when it came, and whether
+    it was re-submitted (``backbone dead-letters replay``)."""
+
+    id: int
+    received_at: datetime
+    origin: str
+    reason: str
+    payload: bytes
+    replayed_at: datetime | None = None

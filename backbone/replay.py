@@ -12,6 +12,14 @@ window are collected. A second replay of the same window therefore sends
 nothing, and live records still in retention are never duplicated. The scan
 costs one read of the retained topic data (filtered by symbol key before
 decoding); that bound is what retention buys.
+
+Two rules of the data contract (``docs/data-contract.md``) apply here too:
+
+* a stored bar that breaks today's contract (stored before the contract, or
+  under looser settings) is not re-sent; it is counted per reason code;
+* a stored bar whose key the topics hold *with other values* was corrected after
+  it was streamed: it is re-sent, in the snapshot's time order per symbol, so
+  downstream consumers get the corrections in the order they apply.
 """
 
 from __future__ import annotations
@@ -26,7 +34,9 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from backbone.bars import Bar
+from backbone.contract import DEFAULT_POLICY, BarContract
 from backbone.settings import KafkaConnectionSettings
+from backbone.store.revisions import VALUE_FIELDS
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, kafka_client_config
 
@@ -36,11 +46,12 @@ __all__ = ["BAR_TOPICS", "ReplayResult", "keys_in_topics", "replay"]
 BAR_TOPICS: tuple[str, ...] = ("daily_bars", "intraday_bars")
 
 BarKey = tuple[str, str, datetime]
+BarValues = tuple[float, ...]
 
 
 @dataclass
 class ReplayResult:
-    """What a replay did; ``sent + skipped`` is every bar of the window in the store."""
+    """What a replay did; ``sent + skipped + refused`` is every bar of the window in the store."""
 
     run_id: str
     start: datetime
@@ -54,6 +65,10 @@ class ReplayResult:
     skipped: int = 0
     seconds: float = 0.0
     sent_per_symbol: dict[str, int] = field(default_factory=dict)
+    #: Bars sent because the topics held their key with other (pre-correction) values.
+    corrections_resent: int = 0
+    #: Stored bars not sent because they break the contract, per reason code.
+    refused_by_reason: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +80,8 @@ class ReplayResult:
             "present_in_topics": self.present,
             "sent": self.sent,
             "skipped": self.skipped,
+            "corrections_resent": self.corrections_resent,
+            "refused_by_reason": dict(sorted(self.refused_by_reason.items())),
             "sent_per_symbol": dict(sorted(self.sent_per_symbol.items())),
             "seconds": round(self.seconds, 3),
         }
@@ -77,8 +94,9 @@ def keys_in_topics(
     symbols: Sequence[str] | None = None,
     *,
     timeout_s: float = 120.0,
-) -> tuple[set[BarKey], int]:
-    """Keys of the bars in ``[start, end)`` the bar topics hold now, and records read.
+) -> tuple[dict[BarKey, BarValues], int]:
+    """Keys of the bars in ``[start, end)`` the bar topics hold now (with the values
+    last seen for each), and records read.
 
     Reads every partition from its earliest retained offset to the end offset
     seen at the start (without a consumer group, so no offsets are committed).
@@ -91,7 +109,7 @@ def keys_in_topics(
         fetch_max_wait_ms=100,
         max_poll_records=2000,
     )
-    keys: set[BarKey] = set()
+    keys: dict[BarKey, BarValues] = {}
     scanned = 0
     try:
         partitions = [
@@ -119,17 +137,35 @@ def keys_in_topics(
                     decoded = decode_record(
                         rec.value, rec.headers, key=rec.key, origin="replay-scan"
                     )
-                    keys.update(b.key for b in decoded.bars if start <= b.ts < end)
+                    keys.update((b.key, _values(b)) for b in decoded.bars if start <= b.ts < end)
     finally:
         consumer.close(autocommit=False)
     return keys, scanned
 
 
-def _missing(bars: Iterable[Bar], present: set[BarKey], result: ReplayResult) -> Iterator[Bar]:
+def _values(bar: Bar) -> BarValues:
+    return tuple(getattr(bar, f) for f in VALUE_FIELDS)
+
+
+def _missing(
+    bars: Iterable[Bar],
+    present: dict[BarKey, BarValues],
+    result: ReplayResult,
+    contract: BarContract,
+) -> Iterator[Bar]:
     for bar in bars:
-        if bar.key in present:
-            result.skipped += 1
+        problem = contract.check(bar)
+        if problem is not None:
+            result.refused_by_reason[problem.code] = (
+                result.refused_by_reason.get(problem.code, 0) + 1
+            )
             continue
+        seen = present.get(bar.key)
+        if seen is not None:
+            if seen == _values(bar):
+                result.skipped += 1
+                continue
+            result.corrections_resent += 1
         result.sent += 1
         result.sent_per_symbol[bar.symbol] = result.sent_per_symbol.get(bar.symbol, 0) + 1
         yield bar
@@ -144,6 +180,7 @@ def replay(
     *,
     run_id: str | None = None,
     progress: Callable[[int], None] | None = None,
+    contract: BarContract | None = None,
 ) -> ReplayResult:
     """Backfill the bar topics with the store's bars in ``[start, end)`` they lack.
 
@@ -161,7 +198,8 @@ def replay(
     result.present = len(present)
     snapshot = store.snapshot(start, end, list(symbols) if symbols else None)
     batch: list[Bar] = []
-    for bar in _missing(snapshot, present, result):
+    rules = contract or BarContract(DEFAULT_POLICY)
+    for bar in _missing(snapshot, present, result, rules):
         batch.append(bar)
         if len(batch) >= 10_000:
             producer.send_bars(batch, backfill=name)

@@ -12,8 +12,9 @@ dead letters   ``dead_letter`` table                          ``market-data.dead
 
 ``ingest`` is synchronous on both tiers: it returns once every bar it was given
 is stored (Tier 1: produced, consumed, stored, offsets committed), cached entries
-are invalidated and the bus has the events. Counts reconcile:
-``records_in = stored + dead_lettered + duplicates``.
+are invalidated and the bus has the events. Every bar meets the bar contract
+(:mod:`backbone.contract`) before it is stored or produced. Counts reconcile:
+``records_in = stored + duplicates + corrections + conflicts + dead_lettered``.
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from backbone.bars import Bar, bar_problem, reject_bar
+from backbone.bars import Bar
 from backbone.bus import EventBus
 from backbone.cache import DegradableCache, MemoryCache, RedisCache
 from backbone.cache.protocol import BarCache
 from backbone.connections import ConnectionsDocument
+from backbone.contract import BarContract, reason_code
 from backbone.deadletter import DeadLetter
 from backbone.outputs import OUTPUTS_ENV, load_connections
 from backbone.settings import BackboneSettings, load_settings
@@ -58,7 +60,8 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What one ``ingest`` call moved; ``records_in = stored + dead_lettered + duplicates``."""
+    """What one ``ingest`` call moved;
+    ``records_in = stored + duplicates + corrections + conflicts + dead_lettered``."""
 
     records_in: int
     stored: int
@@ -72,10 +75,18 @@ class IngestResult:
     #: Degradable dependencies that were down during the call, with why
     #: (``{"cache": {"state": "degraded", ...}}``); empty when all served.
     degraded: dict[str, Any] = field(default_factory=dict)
+    #: Re-sends with new values, applied as a new revision (``contract.corrections: revise``).
+    corrections: int = 0
+    #: Re-sends with new values, refused to the dead-letter stream (``refuse``).
+    conflicts: int = 0
+    #: Rejections per reason code (``dead_lettered`` and ``conflicts`` together).
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
 
     @property
     def reconciles(self) -> bool:
-        return self.records_in == self.stored + self.dead_lettered + self.duplicates
+        return self.records_in == (
+            self.stored + self.duplicates + self.corrections + self.conflicts + self.dead_lettered
+        )
 
     @property
     def bars_per_second(self) -> float:
@@ -127,6 +138,10 @@ class Backbone:
         self.document = document
         #: The validation hooks' results (Tier 1); degradable failures stay listed.
         self.checks = tuple(checks)
+        #: The rules every bar meets before it is stored or produced.
+        self.contract = (
+            consumer.contract if consumer is not None else BarContract(settings.contract)
+        )
         self.bridge = EventBusBridge(bus, tier=tier, enabled=_streaming_enabled(settings))
         if consumer is not None:
             consumer.bridge = self.bridge
@@ -178,6 +193,7 @@ class Backbone:
         self._check_open()
         started = time.perf_counter()
         totals = ConsumeStats()
+        self._rejected: dict[str, int] = {}
         pending: dict[tuple[str, int], int] = {}
         backlog = 0
         if self.consumer is not None:
@@ -187,6 +203,7 @@ class Backbone:
             bars, dead = self._validate(chunk)
             totals.records_in += len(dead)
             totals.dead_lettered += len(dead)
+            self._count_rejects(dead)
             if self.producer is None:
                 self._ingest_local(bars, dead, totals)
             else:
@@ -206,7 +223,15 @@ class Backbone:
             tier=self.tier,
             backlog=backlog,
             degraded=degraded,
+            corrections=totals.corrections,
+            conflicts=totals.conflicts,
+            rejected_by_reason=_merged(self._rejected, totals.reasons),
         )
+
+    def _count_rejects(self, dead: Sequence[DeadLetter]) -> None:
+        for letter in dead:
+            code = reason_code(letter.reason)
+            self._rejected[code] = self._rejected.get(code, 0) + 1
 
     def _validate(self, chunk: Sequence[Bar | DeadLetter]) -> tuple[list[Bar], list[DeadLetter]]:
         bars: list[Bar] = []
@@ -215,14 +240,13 @@ class Backbone:
             if isinstance(item, DeadLetter):
                 dead.append(item)
                 continue
-            problem = bar_problem(item)
-            if problem is None:
-                bars.append(item)
+            admitted = self.contract.admit(item)
+            if isinstance(admitted, Bar):
+                bars.append(admitted)
             else:
-                dead.append(reject_bar(item, problem, origin=f"ingest:{item.source}"))
-        if dead:
-            for letter in dead:
-                self.telemetry.dead_lettered(letter.reason)
+                dead.append(self.contract.reject(item, admitted, origin=f"ingest:{item.source}"))
+        for letter in dead:
+            self.telemetry.dead_lettered(reason_code(letter.reason))
         return bars, dead
 
     def _ingest_local(self, bars: list[Bar], dead: list[DeadLetter], totals: ConsumeStats) -> None:
@@ -230,10 +254,20 @@ class Backbone:
             self.store.write_dead_letters(dead)
         if not bars:
             return
-        stored, dupes = write_bars(self.store, bars)
+        outcome, conflicts = write_bars(
+            self.store, bars, self.contract.policy, origin=f"ingest:{self.tier}"
+        )
+        if conflicts:
+            self.store.write_dead_letters(conflicts)
+            self._count_rejects(conflicts)
+            for letter in conflicts:
+                self.telemetry.dead_lettered(reason_code(letter.reason))
+        stored = outcome.stored
         totals.records_in += len(bars)
         totals.stored += stored
-        totals.duplicates += dupes
+        totals.duplicates += outcome.duplicates
+        totals.corrections += outcome.corrections
+        totals.conflicts += len(conflicts)
         self.cache.on_new_bars(bars)
         self.bridge.publish(bars)
         self.telemetry.records_in("ingest", len(bars))
@@ -382,6 +416,7 @@ class Backbone:
             "degraded": self.degraded(),
             "series": series,
         }
+        report["dead_letters"] = _dead_letter_counts(self)
         if self.consumer is not None:
             self.consumer.report_lag()
             report["consumer"] = {
@@ -429,6 +464,28 @@ class Backbone:
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("this Backbone is closed; open a new one with Backbone.open()")
+
+
+def _dead_letter_counts(bb: Backbone) -> dict[str, int | None]:
+    """Dead letters per place the tier keeps them (``None``: that place did not answer)."""
+    from backbone.deadletter_queue import queues_for
+
+    counts: dict[str, int | None] = {}
+    for queue in queues_for(bb):
+        try:
+            counts[queue.where] = queue.count()
+        except Exception as exc:  # a status report must not fail on one place
+            _log.warning("counting dead letters in %s: %s", queue.where, exc)
+            counts[queue.where] = None
+    return counts
+
+
+def _merged(*counts: dict[str, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for part in counts:
+        for code, n in part.items():
+            out[code] = out.get(code, 0) + n
+    return dict(sorted(out.items()))
 
 
 def _streaming_enabled(settings: BackboneSettings) -> bool:
@@ -526,6 +583,7 @@ def _open_institutional(
             store_label="timescale",
             start_at=consumer_start,
             store_outage_max_s=settings.store_outage_max_seconds,
+            contract=BarContract(settings.contract),
         )
         parts.append(consumer)
     except BaseException:

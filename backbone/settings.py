@@ -52,6 +52,7 @@ from backbone.connections import (
     TimescaleConnection,
     TopicInfo,
 )
+from backbone.contract import ContractPolicy
 
 __all__ = [
     "MODE_ENV",
@@ -410,6 +411,8 @@ class BackboneSettings(BaseSettings):
     #: Prefix of every cache key and label of every cache metric.
     namespace: str = "backbone"
     cache: CachePolicy = CachePolicy()
+    #: The bar contract's settings (``docs/data-contract.md``).
+    contract: ContractPolicy = ContractPolicy()
     streaming_enabled: bool = True
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"

@@ -458,6 +458,51 @@ def bench_perf(
     out.print(f"wrote {output / 'performance.md'} and {output / 'performance.json'}")
 
 
+@bench_app.command("contract")
+@_user_errors
+def bench_contract(
+    output: Annotated[Path, typer.Option("--out", help="Where contract.md and .json go.")] = Path(
+        "docs/status"
+    ),
+    rows: Annotated[
+        str, typer.Option("--rows", help="CSV sizes to measure, comma-separated rows.")
+    ] = "250000,1000000",
+    bars: Annotated[int, typer.Option("--bars", help="Bars per compression run.")] = 200_000,
+    outputs: Annotated[
+        Path | None, typer.Option("--outputs", help="A running stack's outputs document.")
+    ] = None,
+    skip_tier1: Annotated[
+        bool, typer.Option("--skip-tier1", help="CSV memory only (no Kafka).")
+    ] = False,
+) -> None:
+    """Measure the contract's costs: CSV peak memory vs file size, and Kafka record
+    compression (bytes and bars/s per codec); writes contract.md and contract.json.
+    Without --outputs it brings a minimal local stack up and down itself."""
+    from backbone.outputs import load_connections
+    from harness.bench.contract import run_contract_bench
+
+    try:
+        sizes = tuple(int(n) for n in rows.split(","))
+    except ValueError:
+        raise UsageError(
+            f"--rows {rows!r} is not comma-separated numbers, e.g. 250000,1000000"
+        ) from None
+    if not sizes or min(sizes) < 1000:
+        raise UsageError(f"--rows {rows!r}: use sizes of at least 1000 rows")
+    if bars < 10_000:
+        raise UsageError(f"--bars {bars} is too few to measure a rate; use at least 10000")
+    document = load_connections(outputs) if outputs is not None else None
+    run_contract_bench(
+        output,
+        rows=sizes,
+        bars=bars,
+        document=document,
+        tier1=not skip_tier1,
+        log=lambda m: out.print(m, markup=False),
+    )
+    out.print(f"wrote {output / 'contract.md'} and {output / 'contract.json'}")
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -79,7 +79,8 @@ class DemoReport:
 def _counts(result: IngestResult) -> str:
     return (
         f"{result.records_in} in = {result.stored} stored + {result.dead_lettered} dead-lettered"
-        f" + {result.duplicates} duplicates ({result.bars_per_second:,.0f} bars/s)"
+        f" + {result.duplicates} duplicates + {result.corrections} corrections"
+        f" + {result.conflicts} conflicts ({result.bars_per_second:,.0f} bars/s)"
     )
 
 

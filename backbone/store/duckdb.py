@@ -19,8 +19,17 @@ import duckdb
 import pyarrow as pa
 
 from backbone.bars import Bar
-from backbone.deadletter import DeadLetter
+from backbone.contract import CorrectionPolicy
+from backbone.deadletter import DeadLetter, StoredDeadLetter
 from backbone.store.base import BUCKET_ORIGIN, StoreError, bucket_label, check_range
+from backbone.store.revisions import (
+    AUDIT_COLUMNS,
+    WriteOutcome,
+    audit_row,
+    default_actor,
+    differing_fields,
+    rounds,
+)
 from backbone.store.schema import BARS_COLUMNS
 
 __all__ = ["DuckDBStore"]
@@ -37,7 +46,23 @@ _SCHEMA = (
         volume      DOUBLE      NOT NULL,
         source      VARCHAR     NOT NULL DEFAULT 'live',
         ingested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        revision    INTEGER     NOT NULL DEFAULT 1,
         PRIMARY KEY (symbol, timeframe, ts)
+    )""",
+    # Files written before corrections existed lack the column.
+    "ALTER TABLE bars ADD COLUMN IF NOT EXISTS revision INTEGER DEFAULT 1",
+    "CREATE SEQUENCE IF NOT EXISTS bar_revision_id",
+    """CREATE TABLE IF NOT EXISTS bar_revision (
+        id          BIGINT      PRIMARY KEY DEFAULT nextval('bar_revision_id'),
+        symbol      VARCHAR     NOT NULL,
+        timeframe   VARCHAR     NOT NULL,
+        ts          TIMESTAMPTZ NOT NULL,
+        revision    INTEGER     NOT NULL,
+        changed_at  TIMESTAMPTZ NOT NULL DEFAULT now(),
+        changed_by  VARCHAR     NOT NULL,
+        source      VARCHAR     NOT NULL,
+        old_open DOUBLE, old_high DOUBLE, old_low DOUBLE, old_close DOUBLE, old_volume DOUBLE,
+        new_open DOUBLE, new_high DOUBLE, new_low DOUBLE, new_close DOUBLE, new_volume DOUBLE
     )""",
     "CREATE SEQUENCE IF NOT EXISTS dead_letter_id",
     """CREATE TABLE IF NOT EXISTS dead_letter (
@@ -47,6 +72,7 @@ _SCHEMA = (
         reason      VARCHAR     NOT NULL,
         payload     BLOB        NOT NULL
     )""",
+    "ALTER TABLE dead_letter ADD COLUMN IF NOT EXISTS replayed_at TIMESTAMPTZ",
 )
 
 _ARROW_BARS = pa.schema(
@@ -69,12 +95,18 @@ _COLS = ", ".join(BARS_COLUMNS)
 #: Read ``ts`` as microseconds since the epoch: building the datetime in Python
 #: is twice as fast as DuckDB's TIMESTAMPTZ conversion (measured).
 _READ_COLS = ", ".join("epoch_us(ts)" if c == "ts" else c for c in BARS_COLUMNS)
+_VALUES_B = "b.open, b.high, b.low, b.close, b.volume"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SNAPSHOT_BATCH = 10_000
 
 
 def _ts(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
+
+
+def _micros(ts: datetime) -> int:
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def _bar(row: tuple[Any, ...]) -> Bar:
@@ -121,6 +153,8 @@ class DuckDBStore:
         self._closed = False
         with self._lock:
             self._con.execute("SET TimeZone = 'UTC'")
+            # A library must not draw DuckDB's progress bar on its caller's stdout.
+            self._con.execute("SET enable_progress_bar = false")
             for stmt in _SCHEMA:
                 self._con.execute(stmt)
 
@@ -158,6 +192,103 @@ class DuckDBStore:
             finally:
                 self._con.unregister("_incoming_bars")
         return int(row[0]) if row else 0
+
+    def apply(
+        self,
+        bars: Sequence[Bar],
+        *,
+        corrections: CorrectionPolicy = "revise",
+        changed_by: str | None = None,
+    ) -> WriteOutcome:
+        """Write ``bars`` in one transaction, telling new rows, duplicates and
+        corrections apart (:mod:`backbone.store.revisions`)."""
+        outcome = WriteOutcome()
+        if not bars:
+            return outcome
+        actor = changed_by or default_actor()
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed; open a new store")
+            self._con.execute("BEGIN TRANSACTION")
+            try:
+                for group in rounds(bars):
+                    outcome.add(self._apply_round(group, corrections, actor))
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+        return outcome
+
+    def _apply_round(
+        self, bars: Sequence[Bar], corrections: CorrectionPolicy, actor: str
+    ) -> WriteOutcome:
+        # Insert first: when every key is new (the common case) that is all, and
+        # no join with the whole table is needed. Otherwise every key is now
+        # stored; a row we just inserted holds exactly the incoming values, so the
+        # rows that differ are the stored ones a re-send corrects, and the rest of
+        # the keys that were there before are duplicates.
+        out = WriteOutcome()
+        self._con.register("_incoming_bars", _arrow_bars(bars))
+        try:
+            row = self._con.execute(
+                f"INSERT OR IGNORE INTO bars ({_COLS}) SELECT {_COLS} FROM _incoming_bars"
+            ).fetchone()
+            out.stored = int(row[0]) if row else 0
+            if out.stored == len(bars):
+                return out
+            lo, hi = min(b.ts for b in bars), max(b.ts for b in bars)
+            stored = {
+                (r[0], r[1], r[2]): r
+                for r in self._con.execute(
+                    f"SELECT b.symbol, b.timeframe, epoch_us(b.ts), {_VALUES_B}, b.source, "
+                    "b.revision FROM _incoming_bars i JOIN bars b ON b.symbol = i.symbol "
+                    "AND b.timeframe = i.timeframe AND b.ts = i.ts "
+                    "WHERE b.ts >= ? AND b.ts <= ?",  # lets DuckDB skip row groups
+                    [lo, hi],
+                ).fetchall()
+            }
+        finally:
+            self._con.unregister("_incoming_bars")
+        changed: list[tuple[Bar, Bar, int]] = []
+        for bar in bars:
+            found = stored.get((bar.symbol, bar.timeframe, _micros(bar.ts)))
+            if found is None:
+                continue
+            old = _bar(found[:9])
+            if not differing_fields(bar, old):
+                continue
+            if corrections == "revise":
+                changed.append((bar, old, int(found[9] or 1) + 1))
+            else:
+                out.conflicts.append((bar, old))
+        out.duplicates = len(bars) - out.stored - len(changed) - len(out.conflicts)
+        for bar, old, revision in changed:
+            self._con.execute(
+                "UPDATE bars SET open = ?, high = ?, low = ?, close = ?, volume = ?, source = ?, "
+                "revision = ?, ingested_at = now() WHERE symbol = ? AND timeframe = ? AND ts = ?",
+                [bar.open, bar.high, bar.low, bar.close, bar.volume, bar.source, revision,
+                 bar.symbol, bar.timeframe, bar.ts],
+            )  # fmt: skip
+            self._con.execute(
+                f"INSERT INTO bar_revision ({', '.join(AUDIT_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})",
+                list(audit_row(bar, old, revision, actor)),
+            )
+            out.corrections += 1
+        return out
+
+    def revisions(self, symbol: str, timeframe: str) -> list[dict[str, Any]]:
+        """The audit trail of one series' corrections, oldest first."""
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"{self!r} is closed; open a new store")
+            cur = self._con.execute(
+                f"SELECT changed_at, {', '.join(AUDIT_COLUMNS)} FROM bar_revision "
+                "WHERE symbol = ? AND timeframe = ? ORDER BY id",
+                [symbol, timeframe],
+            )
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     def write_dead_letters(self, items: Sequence[DeadLetter]) -> None:
         if not items:
@@ -216,6 +347,27 @@ class DuckDBStore:
         """Every stored dead letter, oldest first (for inspection and tests)."""
         rows = self._sql("SELECT origin, reason, payload FROM dead_letter ORDER BY id")
         return [DeadLetter(o, r, bytes(p)) for o, r, p in rows]
+
+    def dead_letter_records(
+        self, ids: Sequence[int] | None = None, *, limit: int | None = None
+    ) -> list[StoredDeadLetter]:
+        """Stored dead letters (all, or those with ``ids``), oldest first."""
+        sql = (
+            "SELECT id, received_at, origin, reason, payload, replayed_at FROM dead_letter"
+            + (" WHERE list_contains(?::BIGINT[], id)" if ids is not None else "")
+            + " ORDER BY id"
+            + (f" LIMIT {int(limit)}" if limit is not None else "")
+        )
+        rows = self._sql(sql, [list(ids)] if ids is not None else [])
+        return [StoredDeadLetter(int(i), at, o, r, bytes(p), done) for i, at, o, r, p, done in rows]
+
+    def mark_dead_letters_replayed(self, ids: Sequence[int]) -> None:
+        """Record that these dead letters were re-submitted (they stay, for the audit)."""
+        if ids:
+            self._sql(
+                "UPDATE dead_letter SET replayed_at = now() WHERE list_contains(?::BIGINT[], id)",
+                [list(ids)],
+            )
 
     def bucketed(
         self,

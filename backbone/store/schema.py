@@ -35,6 +35,7 @@ _BARS_COLUMNS_DDL = """
     volume      double precision NOT NULL,
     source      text             NOT NULL DEFAULT 'live',
     ingested_at timestamptz      NOT NULL DEFAULT now(),
+    revision    integer          NOT NULL DEFAULT 1,
     PRIMARY KEY (symbol, timeframe, ts)
 """
 
@@ -44,9 +45,35 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     received_at timestamptz NOT NULL DEFAULT now(),
     origin      text        NOT NULL,
     reason      text        NOT NULL,
-    payload     bytea       NOT NULL
+    payload     bytea       NOT NULL,
+    replayed_at timestamptz
 )
 """
+
+#: The audit trail of corrections (``backbone.store.revisions``): one row per
+#: revision, with the values before and after, who and when.
+_BAR_REVISION_DDL = """
+CREATE TABLE IF NOT EXISTS bar_revision (
+    id          bigserial        PRIMARY KEY,
+    symbol      text             NOT NULL,
+    timeframe   text             NOT NULL,
+    ts          timestamptz      NOT NULL,
+    revision    integer          NOT NULL,
+    changed_at  timestamptz      NOT NULL DEFAULT now(),
+    changed_by  text             NOT NULL,
+    source      text             NOT NULL,
+    old_open double precision, old_high double precision, old_low double precision,
+    old_close double precision, old_volume double precision,
+    new_open double precision, new_high double precision, new_low double precision,
+    new_close double precision, new_volume double precision
+)
+"""
+
+#: Databases created before corrections and dead-letter replay existed.
+_UPGRADES = (
+    "ALTER TABLE bars ADD COLUMN IF NOT EXISTS revision integer NOT NULL DEFAULT 1",
+    "ALTER TABLE dead_letter ADD COLUMN IF NOT EXISTS replayed_at timestamptz",
+)
 
 #: Native partitions: one per year over a wide range, plus a default partition
 #: so an out-of-range bar is stored rather than rejected.
@@ -87,6 +114,11 @@ def schema_statements(
         ]
         stmts.append("CREATE TABLE IF NOT EXISTS bars_default PARTITION OF bars DEFAULT")
     stmts.append(_DEAD_LETTER_DDL.strip())
+    stmts.append(_BAR_REVISION_DDL.strip())
+    stmts.extend(_UPGRADES)
+    stmts.append(
+        "CREATE INDEX IF NOT EXISTS bar_revision_series_idx ON bar_revision (symbol, timeframe, ts)"
+    )
     stmts.append("CREATE INDEX IF NOT EXISTS bars_timeframe_ts_idx ON bars (timeframe, ts DESC)")
     return stmts
 

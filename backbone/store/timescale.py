@@ -31,7 +31,8 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from backbone.bars import Bar
-from backbone.deadletter import DeadLetter
+from backbone.contract import CorrectionPolicy
+from backbone.deadletter import DeadLetter, StoredDeadLetter
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.base import (
     BUCKET_ORIGIN,
@@ -39,6 +40,14 @@ from backbone.store.base import (
     StoreUnavailableError,
     bucket_label,
     check_range,
+)
+from backbone.store.revisions import (
+    AUDIT_COLUMNS,
+    WriteOutcome,
+    audit_row,
+    default_actor,
+    differing_fields,
+    rounds,
 )
 from backbone.store.schema import BARS_COLUMNS, schema_statements
 
@@ -65,6 +74,21 @@ _COPY_TYPES = [
     "float8",
     "text",
 ]
+_EXISTING = (
+    "SELECT b.symbol, b.timeframe, b.ts, b.open, b.high, b.low, b.close, b.volume, b.source, "
+    "b.revision FROM bars_stage s JOIN bars b USING (symbol, timeframe, ts) {where} "
+    "FOR UPDATE OF b"
+)
+#: Rows this transaction did not insert itself (xmin is the inserting transaction).
+_NOT_OURS = "WHERE NOT (b.xmin = (pg_current_xact_id()::text::bigint % 4294967296)::text::xid)"
+_CORRECT = (
+    "UPDATE bars SET open = %s, high = %s, low = %s, close = %s, volume = %s, source = %s, "
+    "revision = %s, ingested_at = now() WHERE symbol = %s AND timeframe = %s AND ts = %s"
+)
+_AUDIT = (
+    f"INSERT INTO bar_revision ({', '.join(AUDIT_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(AUDIT_COLUMNS))})"
+)
 _STAGE_TO_BARS = f"INSERT INTO bars ({_COLS}) SELECT {_COLS} FROM bars_stage ON CONFLICT DO NOTHING"
 _INSERT_ONE = (
     f"INSERT INTO bars ({_COLS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
@@ -123,6 +147,61 @@ def _row(b: Bar) -> tuple[Any, ...]:
 def _bar(row: Sequence[Any]) -> Bar:
     s, tf, ts, o, h, lo, c, v, src = row
     return Bar(s, tf, ts.astimezone(UTC), o, h, lo, c, v, src)
+
+
+def _apply_round(
+    cur: psycopg.Cursor[Any],
+    bars: Sequence[Bar],
+    corrections: CorrectionPolicy,
+    actor: str,
+    *,
+    first: bool,
+) -> WriteOutcome:
+    """One round of :meth:`TimescaleStore.apply` (no key repeats inside ``bars``)."""
+    out = WriteOutcome()
+    cur.execute("DELETE FROM bars_stage")
+    with cur.copy(_COPY_STAGE) as copy:
+        copy.set_types(_COPY_TYPES)
+        for b in bars:
+            copy.write_row(_row(b))
+    if first:
+        # Fast path: insert first; look at stored rows only if some keys existed.
+        cur.execute(_STAGE_TO_BARS)
+        out.stored = max(cur.rowcount, 0)
+        if out.stored == len(bars):
+            return out
+        existing = cur.execute(_EXISTING.format(where=_NOT_OURS)).fetchall()
+    else:
+        existing = cur.execute(_EXISTING.format(where="")).fetchall()
+        cur.execute(_STAGE_TO_BARS)
+        out.stored = max(cur.rowcount, 0)
+    stored = {(r[0], r[1], r[2]): r for r in existing}
+    changed: list[tuple[Bar, Bar, int]] = []
+    for bar in bars:
+        row = stored.get(bar.key)
+        if row is None:
+            continue
+        old = _bar(row[:9])
+        if not differing_fields(bar, old):
+            out.duplicates += 1
+        elif corrections == "revise":
+            changed.append((bar, old, int(row[9]) + 1))
+        else:
+            out.conflicts.append((bar, old))
+    # Keys another writer inserted between our look-up and our insert.
+    out.duplicates += len(bars) - out.stored - len(existing)
+    if changed:
+        cur.executemany(
+            _CORRECT,
+            [
+                (b.open, b.high, b.low, b.close, b.volume, b.source, rev, b.symbol, b.timeframe,
+                 b.ts)
+                for b, _, rev in changed
+            ],
+        )  # fmt: skip
+        cur.executemany(_AUDIT, [audit_row(b, old, rev, actor) for b, old, rev in changed])
+        out.corrections = len(changed)
+    return out
 
 
 def _is_failover(exc: BaseException) -> bool:
@@ -265,7 +344,8 @@ class TimescaleStore:
     def _schema_present(self) -> bool:
         def check(conn: psycopg.Connection[Any]) -> bool:
             row = conn.execute(
-                "SELECT to_regclass('bars') IS NOT NULL AND to_regclass('dead_letter') IS NOT NULL"
+                "SELECT to_regclass('bars') IS NOT NULL AND to_regclass('dead_letter') IS NOT NULL "
+                "AND to_regclass('bar_revision') IS NOT NULL"
             ).fetchone()
             return bool(row and row[0])
 
@@ -325,6 +405,73 @@ class TimescaleStore:
                 cur.execute(_INSERT_UNNEST, [list(col) for col in zip(*rows, strict=True)])
                 inserted += max(cur.rowcount, 0)
         return inserted
+
+    def apply(
+        self,
+        bars: Sequence[Bar],
+        *,
+        corrections: CorrectionPolicy = "revise",
+        changed_by: str | None = None,
+    ) -> WriteOutcome:
+        """Write ``bars`` in one transaction, telling new rows, duplicates and
+        corrections apart (:mod:`backbone.store.revisions`).
+
+        The common case (every key new) costs what :meth:`write` costs: the rows
+        are inserted first, and stored rows are looked up only when some keys
+        were already there. Stored rows a batch corrects are locked
+        (``FOR UPDATE``) until the transaction commits.
+        """
+        if not bars:
+            return WriteOutcome()
+        actor = changed_by or default_actor()
+
+        def work(conn: psycopg.Connection[Any]) -> WriteOutcome:
+            outcome = WriteOutcome()
+            with conn.cursor() as cur:
+                for n, group in enumerate(rounds(bars)):
+                    outcome.add(_apply_round(cur, group, corrections, actor, first=n == 0))
+            return outcome
+
+        return self._transaction(work)
+
+    def revisions(self, symbol: str, timeframe: str) -> list[dict[str, Any]]:
+        """The audit trail of one series' corrections, oldest first."""
+
+        def fetch(conn: psycopg.Connection[Any]) -> list[dict[str, Any]]:
+            cur = conn.execute(
+                f"SELECT changed_at, {', '.join(AUDIT_COLUMNS)} FROM bar_revision "
+                "WHERE symbol = %s AND timeframe = %s ORDER BY id",
+                (symbol, timeframe),
+            )
+            names = [d.name for d in cur.description or ()]
+            return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+        return self._transaction(fetch)
+
+    def dead_letter_records(
+        self, ids: Sequence[int] | None = None, *, limit: int | None = None
+    ) -> list[StoredDeadLetter]:
+        """Stored dead letters (all, or those with ``ids``), oldest first."""
+        sql = (
+            "SELECT id, received_at, origin, reason, payload, replayed_at FROM dead_letter"
+            + (" WHERE id = ANY(%s)" if ids is not None else "")
+            + " ORDER BY id"
+            + (f" LIMIT {int(limit)}" if limit is not None else "")
+        )
+        rows = self._fetch(sql, [list(ids)] if ids is not None else [])
+        return [StoredDeadLetter(int(i), at, o, r, bytes(p), done) for i, at, o, r, p, done in rows]
+
+    def mark_dead_letters_replayed(self, ids: Sequence[int]) -> None:
+        """Record that these dead letters were re-submitted (they stay, for the audit)."""
+        if not ids:
+            return
+
+        def mark(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(
+                "UPDATE dead_letter SET replayed_at = now() WHERE id = ANY(%s)", (list(ids),)
+            )
+
+        self._transaction(mark)
 
     def write_dead_letters(self, items: Sequence[DeadLetter]) -> None:
         if not items:

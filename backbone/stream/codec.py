@@ -11,21 +11,30 @@ One record carries a *batch* of bars of one symbol and one timeframe:
   ``backfill`` (the replay run that produced it) and ``idempotency-key``
   (``SYMBOL|TIMEFRAME|FIRST_TS..LAST_TS`` of the batch).
 
+The value's format is published as a JSON Schema (``bars.v1.schema.json``, in
+the package and in ``docs/schemas/``); the decoder checks every bar against it,
+then against the bar contract (:class:`backbone.contract.BarContract`): records
+from other producers meet the same rules as local ingest.
+
 Decoding never raises: undecodable bytes, a schema version this consumer does not
-know, or a bar that breaks a rule (:func:`backbone.bars.bar_problem`) each become a
-:class:`~backbone.deadletter.DeadLetter` carrying the reason and the raw payload.
+know, a bar that does not fit the schema or breaks the contract each become a
+:class:`~backbone.deadletter.DeadLetter` carrying its reason code and the raw payload.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from typing import Any
 
+import fastjsonschema
 import orjson
 
-from backbone.bars import Bar, bar_from_dict, bar_problem, bar_to_dict, topic_for
+from backbone.bars import Bar, bar_from_dict, bar_to_dict, topic_for
+from backbone.contract import DEFAULT_POLICY, BarContract, reason, show_value
 from backbone.deadletter import DeadLetter
 
 __all__ = [
@@ -40,6 +49,7 @@ __all__ = [
     "BarRecord",
     "DecodedRecord",
     "bar_idempotency_key",
+    "bar_schema",
     "batch_records",
     "decode_record",
     "encode_batch",
@@ -47,6 +57,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: The published JSON Schema of this version's record value (package data).
+SCHEMA_FILE = f"bars.v{SCHEMA_VERSION}.schema.json"
 #: Versions :func:`decode_record` reads. A newer producer must bump the version.
 KNOWN_VERSIONS: frozenset[int] = frozenset({SCHEMA_VERSION})
 CONTENT_TYPE = "application/vnd.backbone.bars+json"
@@ -181,46 +193,79 @@ def _loads(payload: bytes) -> Any:
         return json.loads(payload)
 
 
+@cache
+def bar_schema() -> dict[str, Any]:
+    """The published JSON Schema of the record value (batch, with ``$defs.bar``)."""
+    text = resources.files("backbone.schemas").joinpath(SCHEMA_FILE).read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _bar_validator() -> Callable[[Any], Any]:
+    return fastjsonschema.compile(bar_schema()["$defs"]["bar"])
+
+
 def _version_problem(headers: Headers | None) -> str | None:
     raw = header(headers, HEADER_SCHEMA_VERSION)
     if raw is None:
-        return f"missing {HEADER_SCHEMA_VERSION} header"
+        return reason(
+            "schema_version_missing",
+            f"the record has no {HEADER_SCHEMA_VERSION} header; producers must send "
+            f"{HEADER_SCHEMA_VERSION}: {SCHEMA_VERSION}",
+        )
     try:
         version = int(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError):
-        return f"unreadable {HEADER_SCHEMA_VERSION} header {raw[:32]!r}"
+        return reason(
+            "schema_version_unsupported",
+            f"{HEADER_SCHEMA_VERSION} header {show_value(raw)} is not a version number",
+        )
     if version not in KNOWN_VERSIONS:
         known = ", ".join(str(v) for v in sorted(KNOWN_VERSIONS))
-        return f"unknown schema version {version} (this consumer reads {known})"
+        return reason(
+            "schema_version_unsupported",
+            f"{HEADER_SCHEMA_VERSION} {version} is unknown (this consumer reads {known}); "
+            "upgrade the consumer, then replay this dead letter",
+        )
     return None
 
 
-def _item_bar(item: Any, key: str | None) -> tuple[Bar | None, str | None]:
-    if not isinstance(item, dict):
-        return None, f"bar is not an object but {type(item).__name__}"
-    for name in ("symbol", "timeframe", "ts"):
-        if not isinstance(item.get(name), str):
-            return None, f"field {name!r} missing or not a string"
+def _item_bar(item: Any, key: str | None, contract: BarContract) -> tuple[Bar | None, str | None]:
+    try:
+        _bar_validator()(item)
+    except fastjsonschema.JsonSchemaException as exc:
+        return None, reason("schema_violation", f"{exc}"[:200])
     try:
         bar = bar_from_dict(item)
     except Exception as exc:  # hostile input must never stop ingest
-        return None, f"unreadable bar: {exc}"[:200]
-    problem = bar_problem(bar)
-    if problem is not None:
-        return None, problem
-    if key is not None and bar.symbol != key:
-        return None, f"symbol {bar.symbol[:40]!r} does not match record key {key[:40]!r}"
-    return bar, None
+        return None, reason("field_unreadable", f"unreadable bar: {exc}"[:200])
+    admitted = contract.admit(bar)
+    if not isinstance(admitted, Bar):
+        return None, admitted.reason
+    if key is not None and admitted.symbol != key:
+        return None, reason(
+            "record_key_mismatch",
+            f"symbol {show_value(admitted.symbol)} does not match the record key {show_value(key)}",
+        )
+    return admitted, None
 
 
 def decode_record(
-    value: bytes | None, headers: Headers | None, *, key: bytes | None = None, origin: str
+    value: bytes | None,
+    headers: Headers | None,
+    *,
+    key: bytes | None = None,
+    origin: str,
+    contract: BarContract | None = None,
 ) -> DecodedRecord:
     """Read one consumed record; never raises.
 
     ``origin`` names where the record came from (``topic/partition/offset``) and
     is copied onto every dead letter, so an operator can find the original.
+    ``contract`` defaults to the default policy's.
     """
+    rules = contract or _default_contract()
     out = DecodedRecord()
     try:
         backfill = header(headers, HEADER_BACKFILL)
@@ -233,19 +278,19 @@ def decode_record(
         try:
             items = _loads(payload)
         except (ValueError, RecursionError) as exc:
-            reason = f"undecodable value: {type(exc).__name__}: {exc}"[:200]
-            out.dead_letters.append(DeadLetter(origin=origin, reason=reason, payload=payload))
+            why = reason("record_undecodable", f"value is not JSON: {type(exc).__name__}: {exc}")
+            out.dead_letters.append(DeadLetter(origin=origin, reason=why[:240], payload=payload))
             return out
         if not isinstance(items, list) or not items:
-            reason = "value is not a non-empty JSON array of bars"
-            out.dead_letters.append(DeadLetter(origin=origin, reason=reason, payload=payload))
+            why = reason("schema_violation", "the value is not a non-empty JSON array of bars")
+            out.dead_letters.append(DeadLetter(origin=origin, reason=why, payload=payload))
             return out
         symbol: str | None = None
         if key is not None:
             # An undecodable key matches no bar: each is dead-lettered with the reason.
             symbol = key.decode("utf-8", "replace")
         for item in items:
-            bar, problem = _item_bar(item, symbol)
+            bar, problem = _item_bar(item, symbol, rules)
             if bar is not None:
                 out.bars.append(bar)
             else:
@@ -253,7 +298,12 @@ def decode_record(
                     DeadLetter(origin=origin, reason=str(problem), payload=_dump(item))
                 )
     except Exception as exc:  # last line of defence: report, never stop ingest
-        reason = f"decoder error: {type(exc).__name__}: {exc}"[:200]
+        why = reason("decoder_error", f"{type(exc).__name__}: {exc}")[:240]
         out.bars.clear()
-        out.dead_letters = [DeadLetter(origin=origin, reason=reason, payload=value or b"")]
+        out.dead_letters = [DeadLetter(origin=origin, reason=why, payload=value or b"")]
     return out
+
+
+@cache
+def _default_contract() -> BarContract:
+    return BarContract(DEFAULT_POLICY)

@@ -30,7 +30,8 @@ read again and the store absorbs them). A bounded run that cannot finish
 ends with a :class:`TimeoutError` saying so — never a raw connection error.
 
 Counts reconcile per item (a bar, or an unreadable record):
-``records_in = stored + dead_lettered + duplicates``.
+``records_in = stored + duplicates + corrections + conflicts + dead_lettered``
+(conflicts, refused corrections, also go to the dead-letter stream).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import (
@@ -64,9 +65,11 @@ from tenacity import (
 )
 
 from backbone.bars import Bar
+from backbone.contract import DEFAULT_POLICY, BarContract, ContractPolicy, reason_code
 from backbone.deadletter import DeadLetter
 from backbone.settings import KafkaConnectionSettings
 from backbone.store.base import StoreUnavailableError
+from backbone.store.revisions import WriteOutcome, conflict_letter
 from backbone.stream.bridge import EventBusBridge
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, kafka_client_config
@@ -80,6 +83,8 @@ __all__ = [
     "ConsumeStats",
     "write_bars",
 ]
+
+_T = TypeVar("_T")
 
 _log = logging.getLogger(__name__)
 
@@ -96,12 +101,19 @@ CRASH_POINT_ENV = "BACKBONE_TEST_CRASH_POINT"
 
 @dataclass
 class ConsumeStats:
-    """What a consumer run moved; ``records_in = stored + dead_lettered + duplicates``."""
+    """What a consumer run moved;
+    ``records_in = stored + duplicates + corrections + conflicts + dead_lettered``."""
 
     records_in: int = 0
     stored: int = 0
     dead_lettered: int = 0
     duplicates: int = 0
+    #: Re-sends with new values applied as a new revision (policy ``revise``).
+    corrections: int = 0
+    #: Re-sends with new values refused to the dead-letter stream (policy ``refuse``).
+    conflicts: int = 0
+    #: Rejections (dead letters and conflicts) per reason code.
+    reasons: dict[str, int] = field(default_factory=dict)
     kafka_records: int = 0
     polls: int = 0
     commit_failures: int = 0
@@ -119,6 +131,10 @@ class ConsumeStats:
         self.stored += other.stored
         self.dead_lettered += other.dead_lettered
         self.duplicates += other.duplicates
+        self.corrections += other.corrections
+        self.conflicts += other.conflicts
+        for code, n in other.reasons.items():
+            self.reasons[code] = self.reasons.get(code, 0) + n
         self.kafka_records += other.kafka_records
         self.polls += other.polls
         self.commit_failures += other.commit_failures
@@ -139,6 +155,12 @@ class ConsumeStats:
         index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
         return ordered[index]
 
+    @property
+    def reconciles(self) -> bool:
+        return self.records_in == (
+            self.stored + self.duplicates + self.corrections + self.conflicts + self.dead_lettered
+        )
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready counts and latency percentiles (milliseconds)."""
 
@@ -150,7 +172,10 @@ class ConsumeStats:
             "stored": self.stored,
             "dead_lettered": self.dead_lettered,
             "duplicates": self.duplicates,
-            "reconciles": self.records_in == self.stored + self.dead_lettered + self.duplicates,
+            "corrections": self.corrections,
+            "conflicts": self.conflicts,
+            "rejected_by_reason": dict(sorted(self.reasons.items())),
+            "reconciles": self.reconciles,
             "kafka_records": self.kafka_records,
             "commit_failures": self.commit_failures,
             "store_pauses": self.store_pauses,
@@ -166,17 +191,19 @@ class ConsumeStats:
         }
 
 
-def write_bars(store: Any, bars: Sequence[Bar]) -> tuple[int, int]:
-    """Write ``bars`` in one store transaction; returns (new rows, duplicates).
+def write_bars(
+    store: Any, bars: Sequence[Bar], policy: ContractPolicy, *, origin: str
+) -> tuple[WriteOutcome, list[DeadLetter]]:
+    """Write ``bars`` in one store transaction under the correction policy.
 
-    The store inserts keys it does not hold and ignores the rest (the first write
-    wins); duplicates are the bars it ignored, whether the key was stored before
-    or repeated inside ``bars``. They are counted apart from new rows.
+    Returns what the store did and the dead letters of refused corrections
+    (``correction_conflict``), which the caller makes durable with its other rejects.
     """
     if not bars:
-        return 0, 0
-    new_rows = int(store.write(bars))
-    return new_rows, len(bars) - new_rows
+        return WriteOutcome(), []
+    outcome: WriteOutcome = store.apply(bars, corrections=policy.corrections)
+    letters = [conflict_letter(new, old, origin=origin) for new, old in outcome.conflicts]
+    return outcome, letters
 
 
 class BarConsumer:
@@ -204,8 +231,11 @@ class BarConsumer:
         start_at: str = "earliest",
         store_outage_max_s: float = 300.0,
         store_retry_max_wait_s: float = 5.0,
+        contract: BarContract | None = None,
     ) -> None:
         self.kafka = kafka
+        #: Records from any producer meet the same contract as local ingest.
+        self.contract = contract or BarContract(DEFAULT_POLICY)
         self.store = store
         self.cache = cache
         self.bridge = bridge
@@ -280,6 +310,7 @@ class BarConsumer:
                     rec.headers,
                     key=rec.key,
                     origin=f"kafka:{rec.topic}/{rec.partition}@{rec.offset}",
+                    contract=self.contract,
                 )
                 batch.records_in += decoded.items
                 dead.extend(decoded.dead_letters)
@@ -292,14 +323,27 @@ class BarConsumer:
             offsets[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
         every_bar = bars + [b for group in backfill_bars.values() for b in group]
         try:
-            batch.stored, batch.duplicates = self._store_holding(every_bar, list(first), batch)
-            self._persist_dead_letters(dead)
+            outcome, conflicts = self._store_holding(
+                lambda: write_bars(
+                    self.store, every_bar, self.contract.policy, origin=f"kafka:{self.group_id}"
+                ),
+                len(every_bar),
+                list(first),
+                batch,
+            )
+            self._persist_dead_letters(dead + conflicts)
         except Exception:
             # Nothing of this poll is committed: rewind so it is read again.
             for tp, offset in first.items():
                 self._consumer.seek(tp, offset)
             raise
+        batch.stored, batch.duplicates = outcome.stored, outcome.duplicates
+        batch.corrections, batch.conflicts = outcome.corrections, len(conflicts)
         batch.dead_lettered = len(dead)
+        dead = dead + conflicts
+        for letter in dead:
+            code = reason_code(letter.reason)
+            batch.reasons[code] = batch.reasons.get(code, 0) + 1
         stored_at = time.time()
         batch.latencies_s = [max(0.0, stored_at - ts) for ts in timestamps]
         batch.first_stored_at = batch.last_stored_at = stored_at
@@ -311,11 +355,16 @@ class BarConsumer:
         return batch
 
     def _store_holding(
-        self, bars: Sequence[Bar], partitions: list[TopicPartition], batch: ConsumeStats
-    ) -> tuple[int, int]:
-        """Write ``bars``; while the store is unreachable, pause and retry (see the module doc)."""
+        self,
+        write: Callable[[], _T],
+        held: int,
+        partitions: list[TopicPartition],
+        batch: ConsumeStats,
+    ) -> _T:
+        """Run ``write`` (one store transaction of ``held`` bars); while the store is
+        unreachable, pause and retry (see the module doc)."""
         try:
-            return write_bars(self.store, bars)
+            return write()
         except StoreUnavailableError as exc:
             first_error = exc
         assigned = set(self._consumer.assignment()) | set(partitions)
@@ -330,7 +379,7 @@ class BarConsumer:
             first_error,
             self.group_id,
             len(assigned),
-            len(bars),
+            held,
             self.store_outage_max_s,
         )
 
@@ -352,7 +401,7 @@ class BarConsumer:
         try:
             for attempt in retrying:
                 with attempt:
-                    result = write_bars(self.store, bars)
+                    result = write()
         except StoreUnavailableError as exc:
             raise StoreUnavailableError(
                 f"{exc} — the consumer held its poll for {time.monotonic() - began:.0f}s "
@@ -422,7 +471,7 @@ class BarConsumer:
         tel.records_in("kafka", batch.records_in)
         tel.rows_written(self.store_label, batch.stored)
         for letter in dead:
-            tel.dead_lettered(letter.reason)
+            tel.dead_lettered(reason_code(letter.reason))
         newest: dict[tuple[str, str], Bar] = {}
         for bar in bars:
             seen = newest.get((bar.symbol, bar.timeframe))

@@ -214,7 +214,7 @@ def bench_tier1_end_to_end(
     group = f"bench-e2e-{secrets.token_hex(3)}"
     with _consumer_process(outputs, group, bars, timeout_s=600) as proc:
         gen = synthetic_bars(
-            SYMBOLS, "1m", bars // len(SYMBOLS), start=datetime(2030, 1, 1, tzinfo=UTC)
+            SYMBOLS, "1m", bars // len(SYMBOLS), start=datetime(2000, 1, 1, tzinfo=UTC)
         )
         sent, start, end, size = _produce(doc, gen)
         consumed = _finish(proc, 600)
@@ -315,7 +315,7 @@ def bench_produce_only(
     """Our producer sending already-encoded records (kafka-python + acks=all only)."""
     assert doc.kafka is not None
     gen = synthetic_bars(
-        SYMBOLS, "1m", bars // len(SYMBOLS), start=datetime(2030, 1, 1, tzinfo=UTC)
+        SYMBOLS, "1m", bars // len(SYMBOLS), start=datetime(2000, 1, 1, tzinfo=UTC)
     )
     one_pass = list(batch_records(gen))
     pass_bytes = sum(len(r.value) for r in one_pass)

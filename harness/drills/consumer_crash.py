@@ -34,7 +34,7 @@ from harness.drills.writer import drill_bars
 
 __all__ = ["ConsumerCrashDrill"]
 
-DRILL_SPAN = (datetime(2030, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC))
+DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
 TOPICS = ("daily_bars", "intraday_bars")
 
 

@@ -31,7 +31,7 @@ __all__ = ["PostgresStandbyKillDrill"]
 
 #: How long the standby stays down.
 HOLD_S = 6.0  # at least; the runner may hold longer (--hold)
-DRILL_SPAN = (datetime(2030, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC))
+DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
 
 
 class PostgresStandbyKillDrill(Drill):

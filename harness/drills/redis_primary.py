@@ -34,7 +34,7 @@ __all__ = ["RedisPrimaryKillDrill"]
 
 TIMEFRAME = "1m"
 #: Every drill bar falls in this range (see ``drill_bars``).
-DRILL_SPAN = (datetime(2030, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC))
+DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
 
 
 class RedisPrimaryKillDrill(Drill):

@@ -23,7 +23,7 @@ BarKey = tuple[str, str, datetime]
 
 def drill_bars(symbols: Sequence[str], timeframe: str = "1m") -> Iterator[Bar]:
     """Endless valid bars, time-major over ``symbols``, each key unique."""
-    ts = datetime(2030, 1, 1, tzinfo=UTC)
+    ts = datetime(2000, 1, 1, tzinfo=UTC)  # the past: the contract refuses future bars
     step = timedelta(minutes=1) if timeframe == "1m" else timedelta(days=1)
     n = 0
     while True:

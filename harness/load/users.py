@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from locust import User, constant, task
@@ -35,7 +36,9 @@ class BarProducerUser(User):
         )
         symbols = [f"{s}.{tag}" for s in sorted(FX_SYMBOLS)[:4]]
         self.intraday = synthetic_bars(symbols, "1m", 10**9)
-        self.daily = synthetic_bars(symbols, "1d", 10**6)
+        # Daily bars from 1990 (the contract's earliest): ~13,000 days before they
+        # would reach the future, which the contract refuses.
+        self.daily = synthetic_bars(symbols, "1d", 10**6, start=datetime(1990, 1, 1, tzinfo=UTC))
 
     def on_stop(self) -> None:
         self.client.close()

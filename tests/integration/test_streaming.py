@@ -232,9 +232,10 @@ def test_malformed_records_go_to_the_dead_letter_topic_with_reasons(
         for off, rs in ours.items()
     }
     undecodable, unknown_version, nan_batch = (reasons[m.offset] for m in metas)
-    assert len(undecodable) == 1 and undecodable[0].startswith("undecodable value")
-    assert unknown_version == ["unknown schema version 9 (this consumer reads 1)"]
-    assert nan_batch == ["non-finite price"]
+    assert len(undecodable) == 1 and undecodable[0].startswith("record_undecodable: ")
+    assert len(unknown_version) == 1
+    assert unknown_version[0].startswith("schema_version_unsupported: schema-version 9 is unknown")
+    assert len(nan_batch) == 1 and nan_batch[0].startswith("price_not_finite: close is nan")
     assert ours[metas[0].offset][0].value == b"\xff\xfenot json"
 
 

@@ -66,8 +66,8 @@ def test_the_longest_gap_is_never_shorter_than_any_gap_after_the_fault(
 def test_drill_bars_have_unique_keys_and_are_valid() -> None:
     from itertools import islice
 
-    from backbone.bars import bar_problem
+    from backbone.contract import BarContract
 
     bars = list(islice(drill_bars(["A", "B"]), 2000))
     assert len({b.key for b in bars}) == 2000
-    assert all(bar_problem(b) is None for b in bars)
+    assert all(BarContract().check(b) is None for b in bars)

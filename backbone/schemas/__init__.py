@@ -1,0 +1,1 @@
+"""Published JSON Schemas of the record formats (package data; copies in docs/schemas/)."""
