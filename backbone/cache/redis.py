@@ -226,7 +226,10 @@ class RedisCache:
             assert conn.master_name is not None
             self._sentinel = Sentinel(
                 [(s.host, s.port) for s in conn.sentinels],
-                sentinel_kwargs=conn.sentinel_kwargs(),
+                # redis-py 6+ gives every client (the Sentinel clients too) 3 retries
+                # with exponential backoff: with every Sentinel down, one discovery
+                # slept for seconds, and reads and ingest's invalidations with it.
+                sentinel_kwargs={**conn.sentinel_kwargs(), "retry": Retry(NoBackoff(), 0)},
                 socket_timeout=conn.socket_timeout,
             )
             return self._sentinel.master_for(conn.master_name, **kwargs)

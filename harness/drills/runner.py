@@ -36,8 +36,24 @@ def _registry() -> dict[str, type[Drill]]:
         RedisPrimaryKillDrill,
         PostgresStandbyKillDrill,
         ConsumerCrashDrill,
+        *_ha_drills(),
     ]
     return {d.name: d for d in drills}
+
+
+def _ha_drills() -> list[type[Drill]]:
+    """The drills of issue 12 (quorum loss, full outages, churn, network faults)."""
+    from harness.drills.kafka_controller import KafkaControllerKillDrill
+    from harness.drills.kafka_min_isr import KafkaBelowMinIsrDrill
+    from harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
+    from harness.drills.redis_outage import RedisFullOutageDrill
+
+    return [
+        KafkaBelowMinIsrDrill,
+        KafkaControllerKillDrill,
+        RedisFullOutageDrill,
+        ConsumerRebalanceStormDrill,
+    ]
 
 
 DRILLS: dict[str, type[Drill]] = _registry()
