@@ -5,7 +5,7 @@ invalidation), as in ``redis-primary-kill``. Two readers run every 0.1 s:
 
 * the latest bar of each symbol being written (it must never fail, and never
   be missing once acknowledged), and
-* the latest bar of ``WARM_SYMBOLS`` fixed symbols, written once before the
+* the latest bar of ``WARM_SYMBOLS`` fixed symbols, stored once before the
   fault, through a cache of its own: its hit ratio per ``WINDOW_S`` window
   shows the cache draining to 0 during the outage and warming back after.
 
@@ -73,7 +73,6 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
 
     def prepare(self) -> None:
         super().prepare()
-        assert self.backbone is not None
         settings = load_settings(self.doc)
         assert settings.redis is not None
         self.warm_cache = RedisCache(
@@ -85,9 +84,10 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
         )
         bars = drill_bars(self.warm_symbols, TIMEFRAME)
         reference: list[Bar] = [next(bars) for _ in range(len(self.warm_symbols) * 5)]
-        result = self.backbone.ingest(reference)
-        if result.stored + result.duplicates != len(reference):
-            raise RuntimeError(f"the warm reader's bars were not all stored: {result}")
+        # Straight into the store: the warm reader needs them stored, not streamed
+        # (the drill's consumer starts at "latest" and may join after they were sent).
+        assert self.store is not None
+        self.store.write(reference)
         self._warm_reads()  # fill the cache before the fault: the warm baseline
 
     def _warm_reads(self) -> None:

@@ -45,6 +45,7 @@ def _ha_drills() -> list[type[Drill]]:
     """The drills of issue 12 (quorum loss, full outages, churn, network faults)."""
     from harness.drills.kafka_controller import KafkaControllerKillDrill
     from harness.drills.kafka_min_isr import KafkaBelowMinIsrDrill
+    from harness.drills.network import NetworkLatencyDrill, NetworkPartitionDrill
     from harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
     from harness.drills.redis_outage import RedisFullOutageDrill
 
@@ -53,6 +54,8 @@ def _ha_drills() -> list[type[Drill]]:
         KafkaControllerKillDrill,
         RedisFullOutageDrill,
         ConsumerRebalanceStormDrill,
+        NetworkPartitionDrill,
+        NetworkLatencyDrill,
     ]
 
 
