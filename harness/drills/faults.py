@@ -5,11 +5,12 @@ several (two of three brokers, every Redis and Sentinel) names them all in its
 ``target`` as one comma-separated string, so the report shows exactly which
 nodes it hit, and uses :class:`NodeGroupFault`: it applies the fault in the
 order given and undoes it in the reverse order (the node stopped last comes
-back first), also when the runner undoes it after a failed drill.
+back first; or all at once with ``together``), also when the runner undoes it after a failed drill.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,10 @@ def split_nodes(target: str) -> list[str]:
 class NodeGroupFault(Fault):
     """The same fault on every node named in a comma-separated target."""
 
+    #: Undo on every node at once: nodes that need each other to be ready (the
+    #: voters of a quorum that was lost) must start together, as ``up`` does.
+    together: bool = False
+
     def apply(self, stack: LocalStack, node: str) -> None:
         for one in split_nodes(node):
             super().apply(stack, one)
@@ -42,11 +47,23 @@ class NodeGroupFault(Fault):
     def undo(self, stack: LocalStack, node: str) -> None:
         # Every node is tried even when one fails to come back, so a failed
         # restart leaves as few nodes down as possible; the first error is raised.
-        first: Exception | None = None
-        for one in reversed(split_nodes(node)):
+        errors: list[Exception] = []
+
+        def undo_one(one: str) -> None:
             try:
-                super().undo(stack, one)
+                super(NodeGroupFault, self).undo(stack, one)
             except Exception as exc:
-                first = first or exc
-        if first is not None:
-            raise first
+                errors.append(exc)
+
+        nodes = list(reversed(split_nodes(node)))
+        if self.together:
+            threads = [threading.Thread(target=undo_one, args=(n,)) for n in nodes]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        else:
+            for one in nodes:
+                undo_one(one)
+        if errors:
+            raise errors[0]
