@@ -33,6 +33,8 @@ from locust.env import Environment
 from locust.runners import WORKER_REPORT_INTERVAL
 from locust.stats import StatsEntry
 
+from harness.load.histogram import histogram_percentile
+
 __all__ = ["Counters", "LoadResult", "run_load", "run_worker"]
 
 #: Seconds users get to finish their current send after the run time is up.
@@ -142,24 +144,11 @@ def _sample_timeline(
             row[f"{kind}_rps"] = round(
                 (entry.num_requests - last_count.get(kind, 0)) / (now - last_t), 1
             )
-            row[f"{kind}_p50_ms"] = _percentile(second, 0.5)
-            row[f"{kind}_p95_ms"] = _percentile(second, 0.95)
+            row[f"{kind}_p50_ms"] = histogram_percentile(second, 0.5)
+            row[f"{kind}_p95_ms"] = histogram_percentile(second, 0.95)
             last_count[kind], last_hist[kind] = entry.num_requests, hist
         last_t = now
         rows.append(row)
-
-
-def _percentile(hist: Counter[int], q: float) -> float | None:
-    """The ``q`` percentile of a {response time ms: count} histogram (None if empty)."""
-    total = sum(hist.values())
-    if not total:
-        return None
-    seen = 0
-    for ms in sorted(hist):
-        seen += hist[ms]
-        if seen >= q * total:
-            return float(ms)
-    return float(max(hist))
 
 
 def run_load(
