@@ -86,6 +86,10 @@ return dropped
 """
 
 
+def _retry_only(extra: dict[str, Any]) -> dict[str, Any]:
+    return {"retry": extra["retry"]} if "retry" in extra else {}
+
+
 def redis_client(
     conn: RedisConnectionSettings, **extra: Any
 ) -> tuple[redis.Redis, Sentinel | None]:
@@ -99,7 +103,10 @@ def redis_client(
         assert conn.master_name is not None  # checked by the settings
         sentinel = Sentinel(
             [(s.host, s.port) for s in conn.sentinels],
-            sentinel_kwargs=conn.sentinel_kwargs(),
+            # The Sentinel clients get the same retry policy: redis-py 6+ gives every
+            # client 3 retries with exponential backoff, so with every Sentinel down
+            # one discovery slept for seconds, and reads and invalidations with it.
+            sentinel_kwargs={**conn.sentinel_kwargs(), **_retry_only(extra)},
             socket_timeout=conn.socket_timeout,
         )
         return sentinel.master_for(conn.master_name, **kwargs), sentinel

@@ -20,7 +20,9 @@ from infra.targets.local.provisioner import LocalStack
 
 __all__ = ["Drill", "Fault", "FaultKind", "wait_until"]
 
-FaultKind = Literal["kill", "stop", "pause"]
+#: ``cut`` and ``slow`` are network faults on a path, not on a node: the drill
+#: applies them itself (see :mod:`harness.drills.network`).
+FaultKind = Literal["kill", "stop", "pause", "cut", "slow"]
 
 
 @dataclass(frozen=True)

@@ -42,8 +42,27 @@ def _registry() -> dict[str, type[Drill]]:
         RedisOutageRestartDrill,
         StoreOutageDrill,
         KafkaOutageDrill,
+        *_ha_drills(),
     ]
     return {d.name: d for d in drills}
+
+
+def _ha_drills() -> list[type[Drill]]:
+    """The drills of issue 12 (quorum loss, full outages, churn, network faults)."""
+    from harness.drills.kafka_controller import KafkaControllerKillDrill
+    from harness.drills.kafka_min_isr import KafkaBelowMinIsrDrill
+    from harness.drills.network import NetworkLatencyDrill, NetworkPartitionDrill
+    from harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
+    from harness.drills.redis_full_outage import RedisFullOutageDrill
+
+    return [
+        KafkaBelowMinIsrDrill,
+        KafkaControllerKillDrill,
+        RedisFullOutageDrill,
+        ConsumerRebalanceStormDrill,
+        NetworkPartitionDrill,
+        NetworkLatencyDrill,
+    ]
 
 
 DRILLS: dict[str, type[Drill]] = _registry()

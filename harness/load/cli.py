@@ -1,15 +1,19 @@
-"""``harness load run [--users N] [--spawn-rate R] [--seconds S] [--name STACK] [--up]``.
+"""``harness load run [--users N] [--seconds S] [--profile P] [--workers N] [--hit-ratio H] ...``.
 
-A bounded Locust run producing bar batches through ``BarProducer`` on a running
-stack (default ``dev``), or on a minimal stack it brings up and down itself
-(``--up``), then Kafka's ``ProducerPerformance`` against the same brokers.
-Writes ``docs/status/load.md`` and ``.json``.
+A bounded Locust run on a running stack (default ``dev``), or on a minimal
+stack it brings up and down itself (``--up``): feed handlers producing bar
+batches through ``BarProducer`` and/or trading users reading through
+``Backbone`` (``--profile``), in one process or Locust's distributed mode
+(``--workers``); then Kafka's ``ProducerPerformance`` and ``redis-benchmark``
+GET against the same stack. Writes ``docs/status/load.md``, ``.json`` and the
+plots (PNG) beside them.
 """
 
 from __future__ import annotations
 
 import secrets
 import shutil
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +27,15 @@ from infra.targets.local import provisioner
 __all__ = ["load_app"]
 
 STATUS_DIR = Path(__file__).resolve().parents[2] / "docs" / "status"
+
+
+class Profile(StrEnum):
+    """Who the Locust users are."""
+
+    produce = "produce"
+    read = "read"
+    both = "both"
+
 
 load_app = typer.Typer(help="Throughput test with Locust (bounded, reported).")
 out = Console(highlight=False)
@@ -39,8 +52,22 @@ def run(
         bool, typer.Option("--up", help="Bring a minimal stack up for the run and down after.")
     ] = False,
     compare: Annotated[
-        bool, typer.Option("--compare/--no-compare", help="Also run ProducerPerformance.")
+        bool,
+        typer.Option(
+            "--compare/--no-compare",
+            help="Also run ProducerPerformance (producers) and redis-benchmark GET (readers).",
+        ),
     ] = True,
+    profile: Annotated[
+        Profile, typer.Option(help="Feed handlers (produce), trading readers (read), or both.")
+    ] = Profile.both,
+    workers: Annotated[
+        int,
+        typer.Option(min=0, max=16, help="Locust worker processes (0: one local process)."),
+    ] = 0,
+    hit_ratio: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of reads asking for hot (cached) data.")
+    ] = 0.9,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
 ) -> None:
     """Run the load test and write its report."""
@@ -63,8 +90,9 @@ def run(
                 )
         try:
             report = run_load_test(
-                stack, users=users, spawn_rate=spawn_rate, seconds=seconds, compare=compare, log=say
-            )
+                stack, users=users, spawn_rate=spawn_rate, seconds=seconds, compare=compare,
+                log=say, profile=profile.value, workers=workers, hit_ratio=hit_ratio,
+            )  # fmt: skip
         finally:
             if bring_up:
                 say(f"taking down {stack_name}")

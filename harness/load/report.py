@@ -29,12 +29,20 @@ _PERF_BYTES = 60_000_000
 
 
 def run_locust(
-    stack: LocalStack, *, users: int, spawn_rate: float, seconds: float
+    stack: LocalStack,
+    *,
+    users: int,
+    spawn_rate: float,
+    seconds: float,
+    profile: str = "produce",
+    workers: int = 0,
+    hit_ratio: float = 0.9,
 ) -> dict[str, Any]:
     """One bounded Locust run in a child process; its :class:`LoadResult` as a dict."""
     cmd = [
         sys.executable, "-m", "harness.load", "--outputs", str(stack.outputs_path),
         "--users", str(users), "--spawn-rate", str(spawn_rate), "--seconds", str(seconds),
+        "--profile", profile, "--workers", str(workers), "--hit-ratio", str(hit_ratio),
     ]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 120, check=False)
     if done.returncode != 0:
@@ -53,8 +61,12 @@ def run_load_test(
     seconds: float = 30.0,
     compare: bool = True,
     log: Log = print,
+    profile: str = "produce",
+    workers: int = 0,
+    hit_ratio: float = 0.9,
 ) -> dict[str, Any]:
-    """The Locust run and (with ``compare``) ProducerPerformance; the report as a dict."""
+    """The Locust run and (with ``compare``) ProducerPerformance for the producer and
+    ``redis-benchmark`` GET for the readers; the report as a dict."""
     doc = stack.document
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -68,13 +80,34 @@ def run_load_test(
             "kafka_broker": stack.spec.kafka.version,
         },
     }
-    log(f"Locust: {users} users, spawn rate {spawn_rate}/s, {seconds:.0f} s against {stack.name}")
-    locust = run_locust(stack, users=users, spawn_rate=spawn_rate, seconds=seconds)
-    report["locust"] = locust
     log(
-        f"Locust: {locust['requests']} sends, {locust['failures']} failed, "
+        f"Locust: {users} users ({profile}), spawn rate {spawn_rate}/s, {seconds:.0f} s, "
+        f"{workers or 'no'} worker processes, against {stack.name}"
+    )
+    locust = run_locust(
+        stack, users=users, spawn_rate=spawn_rate, seconds=seconds,
+        profile=profile, workers=workers, hit_ratio=hit_ratio,
+    )  # fmt: skip
+    report["locust"] = locust
+    report["profile"] = profile
+    report["hit_ratio_asked"] = hit_ratio if profile != "produce" else None
+    log(
+        f"Locust: {locust['requests']} requests, {locust['failures']} failed, "
         f"{locust['bars_per_s']:,.0f} bars/s, {locust['mb_per_s']} MB/s"
     )
+    reads = locust.get("profiles", {}).get("read")
+    if compare and reads and reads["requests"]:
+        from harness.load.redis_bench import redis_benchmark_get
+
+        bench = redis_benchmark_get(doc)
+        bench["ratio_our_reads_to_redis_get_per_s"] = round(
+            reads["requests_per_s"] / bench["requests_per_s"], 4
+        )
+        report["redis_benchmark"] = bench
+        log(
+            f"redis-benchmark GET: {bench['requests_per_s']:,.0f}/s; our reads "
+            f"{reads['requests_per_s']}/s (ratio {bench['ratio_our_reads_to_redis_get_per_s']})"
+        )
     if compare and locust["record_bytes_avg"] > 0:
         size = locust["record_bytes_avg"]
         records = max(5_000, min(300_000, _PERF_BYTES // size))
@@ -95,12 +128,63 @@ def _version(dist: str) -> str:
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``load.json`` and ``load.md`` under ``out_dir``; the .md path."""
+    """Write ``load.json``, ``load.md`` and the plots (PNG) under ``out_dir``; the .md path."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    timeline = report["locust"].get("timeline") or []
+    if timeline:
+        from harness.load.plots import plot_timeline
+
+        title = f"{report['locust']['users']} users, {report['size']} stack"
+        report["plots"] = [p.name for p in plot_timeline(timeline, out_dir, title)]
     (out_dir / "load.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     md = out_dir / "load.md"
     md.write_text(render_markdown(report))
     return md
+
+
+def _profile_lines(r: dict[str, Any]) -> list[str]:
+    lo = r["locust"]
+    profiles = lo.get("profiles") or {}
+    if not profiles:
+        return []
+    names = {"kafka": "produce (batches, acks=all)", "read": "read (Backbone: cache, then store)"}
+    lines = [
+        "",
+        "## Per profile",
+        "",
+        f"{lo.get('workers') or 'No'} Locust worker processes"
+        + (" (Locust's distributed mode: one master, the workers run the users)."
+           if lo.get("workers") else " (one local process)."),
+        "",
+        "| profile | requests | failures | requests/s | p50 ms | p95 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]  # fmt: skip
+    for kind, p in sorted(profiles.items()):
+        lines.append(
+            f"| {names.get(kind, kind)} | {p['requests']} | {p['failures']} | "
+            f"{p['requests_per_s']} | {p['p50_ms']} | {p['p95_ms']} | {p['p99_ms']} |"
+        )
+    if lo.get("cache_hit_ratio") is not None:
+        lines += [
+            "",
+            f"Readers' cache hit ratio: {lo['cache_hit_ratio']} measured "
+            f"(asked: {r.get('hit_ratio_asked')} of requests hot; cold requests read a random "
+            "hour, which the cache rarely holds yet).",
+        ]
+    bench = r.get("redis_benchmark")
+    if bench:
+        lines += [
+            "",
+            f"`redis-benchmark -t get` on the same Redis primary, same run ({bench['clients']} "
+            f"clients, {bench['requests']} GETs): {bench['requests_per_s']:,.0f} GET/s, p50 "
+            f"{bench['p50_ms']} ms, p95 {bench['p95_ms']} ms, p99 {bench['p99_ms']} ms. "
+            f"**Ratio our reads / bare GETs (per second): "
+            f"{bench['ratio_our_reads_to_redis_get_per_s']}** (a read of ours is a Redis GET "
+            "and LRU touch, or a store query on a miss, plus decoding, in Python under gevent).",
+        ]
+    for png in r.get("plots", []):
+        lines += ["", f"![{png}]({png})"]
+    return lines
 
 
 def render_markdown(r: dict[str, Any]) -> str:
@@ -108,7 +192,11 @@ def render_markdown(r: dict[str, Any]) -> str:
     m, v, lo = r["machine"], r["versions"], r["locust"]
     lat = lo["latency_ms"]
     lines = [
-        "# Load test: bar batches through BarProducer (Locust)",
+        "# Load test: "
+        + {
+            "produce": "bar batches through BarProducer (Locust)",
+            "read": "reads through Backbone (Locust)",
+        }.get(r.get("profile", "produce"), "producers and readers side by side (Locust)"),
         "",
         f"Run {r['date']} by `harness load run` on the `{r['size']}` stack `{r['stack']}`.",
         "",
@@ -135,6 +223,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| send-to-ack latency avg / p50 / p95 / p99 / max, ms | {lat['avg']} / {lat['p50']} / "
         f"{lat['p95']} / {lat['p99']} / {lat['max']} |",
     ]
+    lines += _profile_lines(r)
     perf = r.get("producer_performance")
     if perf:
         lines += [

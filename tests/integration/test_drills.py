@@ -61,3 +61,34 @@ def test_a_consumer_killed_between_store_and_offset_commit_loses_nothing_and_sto
     assert report.duplicates == 0, "a redelivered bar was stored twice"
     assert report.figures["redelivered_bars_absorbed"] > 0, "the crash missed the window"
     assert report.passed, report.reason
+
+
+def test_with_every_redis_node_stopped_reads_come_from_the_store_and_the_cache_warms_back(
+    ha_stack: LocalStack,
+) -> None:
+    primary_before = ha_stack.redis_primary()
+
+    report = run_drill(DRILLS["redis-full-outage"], ha_stack, max_write_s=60)
+
+    assert report.target.split(",")[-1] == primary_before  # the primary stopped last
+    assert report.acknowledged >= 200, report
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.figures["reads"] > 0 and report.figures["read_failures"] == 0, report.reason
+    assert report.figures["hit_ratio_during_outage"] == 0.0  # every read went to the store
+    assert report.figures["warm_reads_served_by_store_fallback"] > 0
+    assert report.figures["warm_hit_ratio_reached"] >= report.figures["warm_hit_ratio_target"]
+    assert report.passed, report.reason
+    assert ha_stack.redis_primary() == primary_before  # the stack as found
+
+
+def test_members_joining_and_leaving_the_group_under_load_lose_nothing_and_store_once(
+    ha_stack: LocalStack,
+) -> None:
+    report = run_drill(DRILLS["consumer-rebalance-storm"], ha_stack, max_write_s=60)
+
+    assert report.figures["member_joins"] >= 6, "no storm happened"
+    assert report.figures["member_leaves"] == report.figures["member_joins"]
+    assert report.acknowledged >= 200, report
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0, "a bar re-read after a rebalance was stored twice"
+    assert report.passed, report.reason
