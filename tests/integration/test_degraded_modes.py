@@ -26,7 +26,12 @@ from backbone.runtime import Backbone
 from backbone.settings import load_settings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer, ConsumeStats
-from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
+from backbone.stream.producer import (
+    BarProducer,
+    ProduceError,
+    ProducerTuning,
+    kafka_client_config,
+)
 from backbone.tiers import TierValidationError
 from harness.local.provisioner import LocalStack
 
@@ -261,3 +266,36 @@ def test_a_store_outage_pauses_the_consumer_and_resumes_with_nothing_lost_or_dou
         producer.close()
         consumer.close()
         store.close()
+
+
+# --- Kafka unreachable: bounded in flight, loud ----------------------------------
+
+
+def test_with_the_brokers_gone_the_producer_stops_at_its_bound_and_says_so(
+    local_stack: LocalStack,
+) -> None:
+    doc = local_stack.document
+    assert doc.kafka is not None
+    symbol = f"KB{secrets.token_hex(2).upper()}"
+    producer = BarProducer(
+        doc.kafka,
+        tuning=ProducerTuning(bars_per_record=10, max_bars_in_flight=100, flush_timeout_s=3.0),
+    )
+    brokers = sorted(n for n in local_stack.node_names() if n.startswith("kafka-"))
+    try:
+        producer.send_bars([bar(symbol, i, 1.0) for i in range(50)])
+        acked = producer.flush()  # acknowledged before the outage
+        assert acked
+        for name in brokers:
+            local_stack.stop_node(name)
+        with pytest.raises(ProduceError) as caught:
+            producer.send_bars([bar(symbol, 100 + i, 1.0) for i in range(500)])
+        message = str(caught.value)
+        assert "at most 100" in message and "nothing was dropped silently" in message
+        assert producer.backpressure_waits == 1
+        # The acknowledged offsets were handed out once and are not pending again.
+        assert producer.bars_in_flight == 0
+    finally:
+        for name in brokers:
+            _ensure_running(local_stack, name)
+        producer.close(timeout_s=5)

@@ -61,3 +61,34 @@ def test_a_consumer_killed_between_store_and_offset_commit_loses_nothing_and_sto
     assert report.duplicates == 0, "a redelivered bar was stored twice"
     assert report.figures["redelivered_bars_absorbed"] > 0, "the crash missed the window"
     assert report.passed, report.reason
+
+
+# --- degraded modes (issue 16): whole-service outages on the minimal stack ------------
+
+
+def test_redis_outage_with_a_consumer_restart_ingests_on_and_reattaches_without_stale_reads(
+    local_stack: LocalStack,
+) -> None:
+    report = run_drill(DRILLS["redis-outage-restart"], local_stack, max_write_s=60, hold_s=3)
+
+    assert report.figures["started_cache_degraded"] == "True"
+    assert report.figures["acknowledged_while_redis_down"] > 0  # type: ignore[operator]
+    assert report.figures["stale_reads"] == 0 and report.figures["read_failures"] == 0
+    assert report.figures["quiet_hot_symbol_hits_after_reattach"] > 0  # type: ignore[operator]
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    assert local_stack.node(report.target).running()  # the stack as found
+
+
+def test_a_store_outage_pauses_the_consumer_and_loses_or_doubles_nothing(
+    local_stack: LocalStack,
+) -> None:
+    report = run_drill(DRILLS["store-outage"], local_stack, max_write_s=90, hold_s=1)
+
+    assert report.figures["store_pauses"] >= 1  # type: ignore[operator]
+    assert report.failed_writes == 0, report.write_errors  # blocked, never crashed
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    assert local_stack.node(report.target).running()
