@@ -9,7 +9,11 @@ committed past what is stored. Every test leaves the stack as it found it.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -126,6 +130,37 @@ def test_require_cache_refuses_while_redis_is_stopped(
         Backbone.open(tier="institutional", outputs=local_stack.outputs_path, require_cache=True)
     assert [f.service for f in caught.value.failures] == ["redis"]
     assert "--require-cache" in str(caught.value)
+
+
+def _backbone(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backbone", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BACKBONE_")},
+    )
+
+
+def test_the_cli_ingests_cache_degraded_and_refuses_with_require_cache(
+    local_stack: LocalStack, redis_stopped: str
+) -> None:
+    symbol = f"DC{secrets.token_hex(2).upper()}"
+    common = ["--tier", "institutional", "--outputs", str(local_stack.outputs_path)]
+    ran = _backbone("ingest", *common, "--symbols", symbol, "--bars", "1000", "--json")
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["reconciles"] and result["stored"] == 1000
+    assert result["degraded"]["cache"]["state"] == "degraded"
+    assert "cache-degraded: Redis at" in ran.stderr  # the warning names the cause
+    status = _backbone("status", *common, "--symbols", symbol)
+    assert status.returncode == 0, status.stderr
+    assert "degraded (since" in " ".join(status.stdout.split())
+
+    refused = _backbone("ingest", *common, "--symbols", symbol, "--bars", "10", "--require-cache")
+    assert refused.returncode == 2
+    assert "redis at" in refused.stderr and "--require-cache" in refused.stderr
+    assert refused.stdout == ""
 
 
 def test_reattach_flushes_what_went_stale_while_detached_and_warms_hot_symbols(
