@@ -3,7 +3,8 @@
 Each drill faults a node chosen by role, keeps writing through the backbone's
 public API, recovers the node, and reconciles every acknowledged bar against
 where it must be. Each leaves the stack as it found it (the node back, roles
-restored), because other tests share ``ha_stack``.
+restored), because other tests share ``ha_stack``. The whole-service outage
+drills of the degraded modes run on the minimal ``local_stack``.
 """
 
 from __future__ import annotations
