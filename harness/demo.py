@@ -124,8 +124,12 @@ def _run_toggle(console: Console, report: DemoReport, doc: ConnectionsDocument) 
     report.add("Tier resolved from the outputs document", tier)
     checks = switch_to_institutional(doc)
     for check in checks:
-        console.print(f"  [green]✓[/green] {check}")
-    report.add("Validation hooks", ", ".join(f"{c.service} ok" for c in checks))
+        mark = "[green]✓[/green]" if check.ok else "[yellow]~[/yellow]"
+        console.print(f"  {mark} {check}")
+    report.add(
+        "Validation hooks",
+        ", ".join(f"{c.service} {'ok' if c.ok else 'degraded'}" for c in checks),
+    )
     try:
         switch_to_institutional(_dead_endpoint_copy(doc), timeout=2.0)
     except TierValidationError as refused:

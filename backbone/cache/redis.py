@@ -153,7 +153,10 @@ class RedisCache:
         self._put_script = self._client.register_script(_PUT)
         self._invalidate_script = self._client.register_script(_INVALIDATE)
         self._state = threading.Lock()
-        self._available = True
+        # Not available until the start-up PING answers: a failed start raises
+        # (the caller says so) instead of also logging an "unreachable" transition,
+        # which a re-attach probe would repeat every few seconds.
+        self._available = False
         #: Unix seconds since when Redis has not answered; ``None`` while it answers.
         self.unavailable_since: float | None = None
         self._pending: set[tuple[str, str]] = set()

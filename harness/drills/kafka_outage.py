@@ -59,7 +59,7 @@ class KafkaOutageDrill(OutageDrill):
         producer = backbone.producer if backbone is not None else None
         self.figures.update(
             loud_failures=self.loud_failures,
-            resent_bars_absorbed_by_the_store=self.duplicates_seen,
+            redelivered_or_resent_bars_absorbed_by_the_store=self.duplicates_seen,
             max_bars_in_flight=producer.tuning.max_bars_in_flight if producer else 0,
             backpressure_waits=producer.backpressure_waits if producer else 0,
         )

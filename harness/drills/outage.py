@@ -23,6 +23,7 @@ from backbone.bars import Bar
 from backbone.runtime import Backbone
 from backbone.settings import BackboneSettings, TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
+from backbone.telemetry import MetricsServer, Telemetry, serve_metrics
 from harness.drills.base import Drill
 from harness.drills.writer import drill_bars
 
@@ -55,6 +56,10 @@ class OutageDrill(Drill):
         self.symbols = [f"{self.symbol_prefix}{tag}{i}" for i in range(4)]
         self.namespace = f"drill-{self.name}-{secrets.token_hex(3)}"
         self.group = f"drill-{self.name}-{secrets.token_hex(3)}"
+        #: One registry across runtime restarts, served where the stack's Prometheus
+        #: scrapes the backbone, so the degraded-mode alerts can fire in the drill.
+        self.telemetry = Telemetry()
+        self.metrics: MetricsServer | None = None
         self.backbone: Backbone | None = None
         self.store: TimescaleStore | None = None
         #: Held while ``backbone`` is used or replaced (a consumer restart).
@@ -110,9 +115,17 @@ class OutageDrill(Drill):
             settings=self.settings(),
             group_id=self.group,
             consumer_start="latest",
+            telemetry=self.telemetry,
         )
 
     def prepare(self) -> None:
+        monitoring = self.doc.monitoring
+        port = monitoring.backbone_metrics_port if monitoring is not None else None
+        if port is not None:
+            try:
+                self.metrics = serve_metrics(self.telemetry.registry, port)
+            except OSError as exc:  # another ingest serves it: alerts are context only
+                self.figures["metrics_not_served"] = f"port {port}: {exc.strerror}"
         self.backbone = self.open_backbone()
         assert self.doc.timescale is not None
         self.store = TimescaleStore(
@@ -128,7 +141,9 @@ class OutageDrill(Drill):
             backbone = self.backbone
             assert backbone is not None
             result = backbone.ingest(bars)
-        if result.stored + result.duplicates != len(bars):
+        # More than the batch may come back: records re-read after a commit the
+        # outage made fail are counted (as duplicates) by the call that re-reads them.
+        if not result.reconciles or result.stored + result.duplicates < len(bars):
             raise RuntimeError(
                 f"ingest stored {result.stored} + {result.duplicates} duplicates of {len(bars)}"
             )
@@ -147,7 +162,7 @@ class OutageDrill(Drill):
         return found
 
     def close(self) -> None:
-        for part in (self.backbone, self.store):
+        for part in (self.backbone, self.store, self.metrics):
             if part is not None:
                 with contextlib.suppress(
                     Exception

@@ -9,7 +9,11 @@ committed past what is stored. Every test leaves the stack as it found it.
 
 from __future__ import annotations
 
+import json
+import os
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +30,12 @@ from backbone.runtime import Backbone
 from backbone.settings import load_settings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer, ConsumeStats
-from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
+from backbone.stream.producer import (
+    BarProducer,
+    ProduceError,
+    ProducerTuning,
+    kafka_client_config,
+)
 from backbone.tiers import TierValidationError
 from infra.targets.local.provisioner import LocalStack
 
@@ -121,6 +130,37 @@ def test_require_cache_refuses_while_redis_is_stopped(
         Backbone.open(tier="institutional", outputs=local_stack.outputs_path, require_cache=True)
     assert [f.service for f in caught.value.failures] == ["redis"]
     assert "--require-cache" in str(caught.value)
+
+
+def _backbone(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "backbone", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={k: v for k, v in os.environ.items() if not k.startswith("BACKBONE_")},
+    )
+
+
+def test_the_cli_ingests_cache_degraded_and_refuses_with_require_cache(
+    local_stack: LocalStack, redis_stopped: str
+) -> None:
+    symbol = f"DC{secrets.token_hex(2).upper()}"
+    common = ["--tier", "institutional", "--outputs", str(local_stack.outputs_path)]
+    ran = _backbone("ingest", *common, "--symbols", symbol, "--bars", "1000", "--json")
+    assert ran.returncode == 0, ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["reconciles"] and result["stored"] == 1000
+    assert result["degraded"]["cache"]["state"] == "degraded"
+    assert "cache-degraded: Redis at" in ran.stderr  # the warning names the cause
+    status = _backbone("status", *common, "--symbols", symbol)
+    assert status.returncode == 0, status.stderr
+    assert "degraded (since" in " ".join(status.stdout.split())
+
+    refused = _backbone("ingest", *common, "--symbols", symbol, "--bars", "10", "--require-cache")
+    assert refused.returncode == 2
+    assert "redis at" in refused.stderr and "--require-cache" in refused.stderr
+    assert refused.stdout == ""
 
 
 def test_reattach_flushes_what_went_stale_while_detached_and_warms_hot_symbols(
@@ -261,3 +301,36 @@ def test_a_store_outage_pauses_the_consumer_and_resumes_with_nothing_lost_or_dou
         producer.close()
         consumer.close()
         store.close()
+
+
+# --- Kafka unreachable: bounded in flight, loud ----------------------------------
+
+
+def test_with_the_brokers_gone_the_producer_stops_at_its_bound_and_says_so(
+    local_stack: LocalStack,
+) -> None:
+    doc = local_stack.document
+    assert doc.kafka is not None
+    symbol = f"KB{secrets.token_hex(2).upper()}"
+    producer = BarProducer(
+        doc.kafka,
+        tuning=ProducerTuning(bars_per_record=10, max_bars_in_flight=100, flush_timeout_s=3.0),
+    )
+    brokers = sorted(n for n in local_stack.node_names() if n.startswith("kafka-"))
+    try:
+        producer.send_bars([bar(symbol, i, 1.0) for i in range(50)])
+        acked = producer.flush()  # acknowledged before the outage
+        assert acked
+        for name in brokers:
+            local_stack.stop_node(name)
+        with pytest.raises(ProduceError) as caught:
+            producer.send_bars([bar(symbol, 100 + i, 1.0) for i in range(500)])
+        message = str(caught.value)
+        assert "at most 100" in message and "nothing was dropped silently" in message
+        assert producer.backpressure_waits == 1
+        # The acknowledged offsets were handed out once and are not pending again.
+        assert producer.bars_in_flight == 0
+    finally:
+        for name in brokers:
+            _ensure_running(local_stack, name)
+        producer.close(timeout_s=5)

@@ -3,7 +3,8 @@
 Each drill faults a node chosen by role, keeps writing through the backbone's
 public API, recovers the node, and reconciles every acknowledged bar against
 where it must be. Each leaves the stack as it found it (the node back, roles
-restored), because other tests share ``ha_stack``.
+restored), because other tests share ``ha_stack``. The whole-service outage
+drills of the degraded modes run on the minimal ``local_stack``.
 """
 
 from __future__ import annotations
@@ -92,3 +93,34 @@ def test_members_joining_and_leaving_the_group_under_load_lose_nothing_and_store
     assert report.lost_acknowledged == 0, report.lost_examples
     assert report.duplicates == 0, "a bar re-read after a rebalance was stored twice"
     assert report.passed, report.reason
+
+
+# --- degraded modes (issue 16): whole-service outages on the minimal stack ------------
+
+
+def test_redis_outage_with_a_consumer_restart_ingests_on_and_reattaches_without_stale_reads(
+    local_stack: LocalStack,
+) -> None:
+    report = run_drill(DRILLS["redis-outage-restart"], local_stack, max_write_s=60, hold_s=3)
+
+    assert report.figures["started_cache_degraded"] == "True"
+    assert report.figures["acknowledged_while_redis_down"] > 0  # type: ignore[operator]
+    assert report.figures["stale_reads"] == 0 and report.figures["read_failures"] == 0
+    assert report.figures["quiet_hot_symbol_hits_after_reattach"] > 0  # type: ignore[operator]
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    assert local_stack.node(report.target).running()  # the stack as found
+
+
+def test_a_store_outage_pauses_the_consumer_and_loses_or_doubles_nothing(
+    local_stack: LocalStack,
+) -> None:
+    report = run_drill(DRILLS["store-outage"], local_stack, max_write_s=90, hold_s=1)
+
+    assert report.figures["store_pauses"] >= 1  # type: ignore[operator]
+    assert report.failed_writes == 0, report.write_errors  # blocked, never crashed
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    assert local_stack.node(report.target).running()
