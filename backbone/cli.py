@@ -442,6 +442,9 @@ def bench_contract(
     skip_tier1: Annotated[
         bool, typer.Option("--skip-tier1", help="CSV memory only (no Kafka)")
     ] = False,
+    skip_csv: Annotated[
+        bool, typer.Option("--skip-csv", help="compression only; keep the last CSV section")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the contract's costs: CSV peak memory vs file size, and Kafka record
@@ -462,7 +465,12 @@ def bench_contract(
         raise BadInput(f"--bars {bars} is too few to measure a rate; use at least 10000")
     document = load_connections(outputs) if outputs is not None else None
     report = run_contract_bench(
-        out, rows=sizes, bars=bars, document=document, tier1=not skip_tier1, log=_err.print
+        out,
+        rows=() if skip_csv else sizes,
+        bars=bars,
+        document=document,
+        tier1=not skip_tier1,
+        log=_err.print,
     )
     _emit(as_json, report)
     if not as_json:
