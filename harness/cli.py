@@ -474,6 +474,9 @@ def bench_contract(
     skip_tier1: Annotated[
         bool, typer.Option("--skip-tier1", help="CSV memory only (no Kafka).")
     ] = False,
+    skip_csv: Annotated[
+        bool, typer.Option("--skip-csv", help="Compression only; keep the last CSV section.")
+    ] = False,
 ) -> None:
     """Measure the contract's costs: CSV peak memory vs file size, and Kafka record
     compression (bytes and bars/s per codec); writes contract.md and contract.json.
@@ -494,7 +497,7 @@ def bench_contract(
     document = load_connections(outputs) if outputs is not None else None
     run_contract_bench(
         output,
-        rows=sizes,
+        rows=() if skip_csv else sizes,
         bars=bars,
         document=document,
         tier1=not skip_tier1,

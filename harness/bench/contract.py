@@ -125,19 +125,26 @@ def bench_csv_memory(rows: tuple[int, ...], log: Log) -> list[dict[str, Any]]:
 
 
 def _topic_bytes(admin: Any, topic: str) -> int | None:
-    """Bytes the brokers hold for ``topic`` (all replicas), from DescribeLogDirs."""
+    """Bytes the brokers hold for ``topic`` (all replicas), from DescribeLogDirs.
+
+    kafka-python returns ``[{"broker": id, "log_dirs": [result dicts]}]``; each
+    result lists ``topics`` with ``name`` and ``partitions`` with ``partition_size``.
+    """
     try:
-        responses = admin.describe_log_dirs()
+        responses = admin.describe_log_dirs([topic])
     except Exception:
         return None
-    total = 0
-    for response in responses if isinstance(responses, list) else [responses]:
-        for log_dir in getattr(response, "log_dirs", None) or response.to_object()["log_dirs"]:
-            entry = log_dir if isinstance(log_dir, dict) else log_dir.to_object()
-            for t in entry.get("topics", []):
-                if t.get("name") == topic:
-                    total += sum(int(p.get("partition_size", 0)) for p in t.get("partitions", []))
-    return total
+
+    def sizes(node: Any, inside: bool) -> int:
+        if isinstance(node, dict):
+            here = inside or node.get("name") == topic or node.get("topic") == topic
+            own = int(node.get("partition_size", 0)) if here else 0
+            return own + sum(sizes(v, here) for v in node.values() if isinstance(v, list | dict))
+        if isinstance(node, list):
+            return sum(sizes(v, inside) for v in node)
+        return 0
+
+    return sizes(responses, False)
 
 
 def bench_compression(doc: ConnectionsDocument, bars: int, log: Log) -> list[dict[str, Any]]:
@@ -222,18 +229,27 @@ def run_contract_bench(
     log: Log = print,
 ) -> dict[str, Any]:
     """Measure, write ``contract.json`` and ``contract.md`` under ``out``, return the report."""
+    previous = out / "contract.json"
     report: dict[str, Any] = {
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "csv_memory": bench_csv_memory(rows, log),
+        "load_average_at_start": [round(x, 1) for x in os.getloadavg()],
     }
+    if rows:
+        report["csv_memory"] = bench_csv_memory(rows, log)
+        report["csv_memory_at"] = report["at"]
+    elif previous.is_file():  # --skip-csv: keep the last measured section, dated
+        old = json.loads(previous.read_text())
+        report["csv_memory"] = old.get("csv_memory", [])
+        report["csv_memory_at"] = old.get("csv_memory_at", old.get("at"))
+    out.mkdir(parents=True, exist_ok=True)
+    previous.write_text(json.dumps(report, indent=2) + "\n")  # a crash below keeps this
     if tier1:
         if document is not None:
             report["compression"] = bench_compression(document, bars, log)
         else:
             report["compression"] = _with_stack(lambda d: bench_compression(d, bars, log), log)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "contract.json").write_text(json.dumps(report, indent=2) + "\n")
+    previous.write_text(json.dumps(report, indent=2) + "\n")
     (out / "contract.md").write_text(render_markdown(report))
     return report
 
@@ -243,9 +259,12 @@ def render_markdown(r: dict[str, Any]) -> str:
         "# Data contract: measured costs",
         "",
         f"Measured {r['at']} on {r['machine']['cpus']} CPUs, Python {r['machine']['python']},"
-        " by `backbone bench-contract`.",
+        f" load average {r['load_average_at_start']} at the start (a shared machine: rates are"
+        " lower bounds), by `backbone bench-contract`.",
         "",
         "## CSV files stream in constant memory",
+        "",
+        f"Measured {r.get('csv_memory_at', r['at'])}.",
         "",
         "Each run is a fresh process; peak RSS is its high-water mark. `read` is the",
         "reader and the contract alone; `ingest` adds the Tier 0 store (DuckDB, whose",
@@ -254,7 +273,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "| rows | file MB | mode | peak RSS MB | rows/s | rejected |",
         "|---:|---:|---|---:|---:|---:|",
     ]
-    for row in r["csv_memory"]:
+    for row in r.get("csv_memory", []):
         lines.append(
             f"| {row['rows']:,} | {row['file_mb']} | {row['mode']} | {row['peak_rss_mb']} | "
             f"{row['rows_per_s']:,} | {row['rejected']:,} |"
