@@ -208,6 +208,8 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                     master_name=redis.master_name if redis.sentinels else None,
                     username=redis.username,
                     password=redis_pw,  # type: ignore[arg-type]
+                    # Sentinels require the application password, as locally.
+                    sentinel_password=redis_pw if redis.sentinels else None,  # type: ignore[arg-type]
                 ),
                 "kafka": KafkaConnection(
                     bootstrap_servers=[str(h) for h in kafka.bootstrap_servers],

@@ -35,6 +35,7 @@ from backbone.connections import HostPort
 from infra.monitoring.prometheus import JOB_KAFKA
 from infra.spec import StackSpec
 from infra.targets.workload import (
+    FIRST_ORDINAL,
     SIDECAR_RESOURCES,
     Backend,
     Container,
@@ -43,6 +44,7 @@ from infra.targets.workload import (
     InitStep,
     Probe,
     StatefulService,
+    ordinals,
     secret_file,
 )
 
@@ -109,7 +111,7 @@ def _jaas(user: str, password: str) -> str:
 def _server_properties(spec: StackSpec, backend: Backend, external: bool) -> str:
     k = spec.kafka
     voters = ",".join(
-        f"{i}@{backend.replica_host(SERVICE, i)}:{k.controller_port}" for i in range(k.brokers)
+        f"{i}@{backend.replica_host(SERVICE, i)}:{k.controller_port}" for i in ordinals(k.brokers)
     )
     listeners = [
         f"CLIENT://:{k.client_port}",
@@ -204,7 +206,7 @@ def _agent_script() -> str:
 def _topics_script(spec: StackSpec, backend: Backend) -> str:
     k = spec.kafka
     boot = ",".join(
-        f"{backend.replica_host(SERVICE, i)}:{k.internal_port}" for i in range(k.brokers)
+        f"{backend.replica_host(SERVICE, i)}:{k.internal_port}" for i in ordinals(k.brokers)
     )
     tool = (
         f"{KAFKA_HOME}/bin/kafka-topics.sh --bootstrap-server {boot} "
@@ -248,7 +250,7 @@ class KafkaCluster(pulumi.ComponentResource):
         spec, backend, k = args.spec, args.backend, args.spec.kafka
         password = pulumi.Output.secret(args.password)
         admin = pulumi.Output.secret(args.admin_password)
-        external = backend.external(SERVICE, 0, EXTERNAL_PORT) is not None
+        external = backend.external(SERVICE, FIRST_ORDINAL, EXTERNAL_PORT) is not None
         mech = k.sasl_mechanism
         admin_props = admin.apply(
             lambda a: (
@@ -329,7 +331,7 @@ class KafkaCluster(pulumi.ComponentResource):
                             File(
                                 CONF_DIR, f"node-{i}.properties", _node_properties(spec, backend, i)
                             )
-                            for i in range(k.brokers)
+                            for i in ordinals(k.brokers)
                         ),
                         File(CONF_DIR, "start.sh", START_SCRIPT),
                         File(CONF_DIR, "jmx-exporter.yml", JMX_EXPORTER_CONFIG),
@@ -359,10 +361,10 @@ class KafkaCluster(pulumi.ComponentResource):
         self.services = [broker]
         port = EXTERNAL_PORT if backend.clients_outside else k.client_port
         self.bootstrap_servers = [
-            backend.client_endpoint(SERVICE, i, port) for i in range(k.brokers)
+            backend.client_endpoint(SERVICE, i, port) for i in ordinals(k.brokers)
         ]
         self.internal_bootstrap = [
-            f"{backend.replica_host(SERVICE, i)}:{k.client_port}" for i in range(k.brokers)
+            f"{backend.replica_host(SERVICE, i)}:{k.client_port}" for i in ordinals(k.brokers)
         ]
         self.security_protocol = "SASL_PLAINTEXT"
         self.sasl_mechanism = mech

@@ -25,7 +25,16 @@ from infra.monitoring.prometheus import (
     render_prometheus_config,
 )
 from infra.spec import StackSpec
-from infra.targets.workload import Backend, Container, File, Probe, StatefulService, secret_file
+from infra.targets.workload import (
+    FIRST_ORDINAL,
+    Backend,
+    Container,
+    File,
+    Probe,
+    StatefulService,
+    ordinals,
+    secret_file,
+)
 
 __all__ = [
     "JOB_GRAFANA",
@@ -70,12 +79,14 @@ def scrape_targets(
             labels={"node": f"{svc.name}-{i}"},
         )
         for svc in services
-        for i in range(svc.replicas)
+        for i in ordinals(svc.replicas)
     ]
     targets += [
         ScrapeTarget(JOB_BACKBONE, backend.backbone_metrics_target(m.backbone_metrics_port)),
         ScrapeTarget(JOB_PROMETHEUS, f"localhost:{m.prometheus_port}"),
-        ScrapeTarget(JOB_GRAFANA, f"{backend.replica_host(GRAFANA, 0)}:{m.grafana_port}"),
+        ScrapeTarget(
+            JOB_GRAFANA, f"{backend.replica_host(GRAFANA, FIRST_ORDINAL)}:{m.grafana_port}"
+        ),
     ]
     return targets
 
@@ -237,8 +248,12 @@ class Monitoring(pulumi.ComponentResource):
             *backend.stateful_service(prometheus, self).resources,
             *backend.stateful_service(grafana, self).resources,
         ]
-        self.prometheus_url = f"http://{backend.client_endpoint(PROMETHEUS, 0, m.prometheus_port)}"
-        self.grafana_url = f"http://{backend.client_endpoint(GRAFANA, 0, m.grafana_port)}"
+        self.prometheus_url = (
+            f"http://{backend.client_endpoint(PROMETHEUS, FIRST_ORDINAL, m.prometheus_port)}"
+        )
+        self.grafana_url = (
+            f"http://{backend.client_endpoint(GRAFANA, FIRST_ORDINAL, m.grafana_port)}"
+        )
         self.grafana_admin_password = admin
         self.register_outputs(
             {

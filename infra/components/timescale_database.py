@@ -23,12 +23,14 @@ from backbone.store.schema import schema_sql
 from infra.monitoring.prometheus import JOB_POSTGRES
 from infra.spec import StackSpec
 from infra.targets.workload import (
+    FIRST_ORDINAL,
     SIDECAR_RESOURCES,
     Backend,
     Container,
     File,
     Probe,
     StatefulService,
+    ordinals,
     secret_file,
 )
 
@@ -106,13 +108,13 @@ SQL
 def _start_script(spec: StackSpec, backend: Backend) -> str:
     p = spec.postgres
     args = " ".join(f"-c '{k}={v}'" for k, v in server_settings(spec).items())
-    primary = backend.replica_host(SERVICE, 0)
+    primary = backend.replica_host(SERVICE, FIRST_ORDINAL)
     return f"""#!/bin/sh
 # Replica 0 is the primary; any other replica starts as a streaming copy of it.
 set -eu
 ORD="${{HOSTNAME##*-}}"
 export PGDATA={PGDATA}
-if [ "$ORD" != "0" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
+if [ "$ORD" != "{FIRST_ORDINAL}" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
   install -m 0600 {SECRET_DIR}/pgpass "$HOME/.pgpass"
   mkdir -p "$PGDATA"
   until pg_basebackup -h {primary} -p {p.port} -U {p.replication_user} -D "$PGDATA" \\
@@ -213,7 +215,7 @@ class TimescaleDatabase(pulumi.ComponentResource):
         )
         self.services = [database]
         self.resources = backend.stateful_service(database, self).resources
-        self.hosts = [backend.client_endpoint(SERVICE, i, p.port) for i in range(p.nodes)]
+        self.hosts = [backend.client_endpoint(SERVICE, i, p.port) for i in ordinals(p.nodes)]
         self.dbname = p.dbname
         self.user = p.user
         self.password = password

@@ -30,6 +30,7 @@ from infra.targets.workload import (
     Probe,
     RenderedService,
     StatefulService,
+    ordinals,
 )
 
 __all__ = ["DockerBackend", "memory_mb"]
@@ -161,7 +162,7 @@ class DockerBackend:
     def stateful_service(self, svc: StatefulService, parent: pulumi.Resource) -> RenderedService:
         made: list[pulumi.Resource] = []
         opts = pulumi.ResourceOptions(parent=parent)
-        for ordinal in range(svc.replicas):
+        for ordinal in ordinals(svc.replicas):
             host = self.replica_host(svc.name, ordinal)
             volume = docker.Volume(
                 f"{self.stack}-{host}-data",

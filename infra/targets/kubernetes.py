@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 
 from backbone.connections import HostPort
 from infra.targets.workload import (
+    FIRST_ORDINAL,
     Container,
     File,
     InitJob,
@@ -29,6 +30,7 @@ from infra.targets.workload import (
     Probe,
     RenderedService,
     StatefulService,
+    ordinals,
 )
 
 __all__ = ["CLIENT_LABEL", "KubernetesBackend"]
@@ -258,6 +260,9 @@ class KubernetesBackend:
                 spec=k8s.apps.v1.StatefulSetSpecArgs(
                     service_name=f"{name}-headless",
                     replicas=svc.replicas,
+                    # Pods are named from 1 (``redis-1``), like every other target
+                    # (StatefulSet start ordinal, GA since Kubernetes 1.31).
+                    ordinals=k8s.apps.v1.StatefulSetOrdinalsArgs(start=FIRST_ORDINAL),
                     # Every replica starts at once: a quorum cannot form one pod at a time.
                     pod_management_policy="Parallel",
                     selector=meta.LabelSelectorArgs(match_labels=selector),
@@ -365,7 +370,7 @@ class KubernetesBackend:
         self, svc: StatefulService, parent: pulumi.Resource
     ) -> list[pulumi.Resource]:
         made: list[pulumi.Resource] = []
-        for ordinal in range(svc.replicas):
+        for ordinal in ordinals(svc.replicas):
             ports = [
                 core.ServicePortArgs(
                     name=pname[:15], port=port, target_port=port, node_port=ext.port

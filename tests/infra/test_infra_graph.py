@@ -99,7 +99,7 @@ def test_docker_counts_per_kind(rendering: Rendering) -> None:
     hostnames = sorted(
         r.plain["hostname"] for r in rendering.of_type(DOCKER_CONTAINER) if "hostname" in r.plain
     )
-    assert hostnames == sorted(f"{s}-{i}" for s, n in expected.items() for i in range(n))
+    assert hostnames == sorted(f"{s}-{i}" for s, n in expected.items() for i in range(1, n + 1))
 
 
 def _pinned(image: str) -> bool:
@@ -142,7 +142,7 @@ def test_kubernetes_exported_addresses_are_the_services_replicas(rendering: Rend
         pod, headless, ns, *_ = host.split(".")
         sset = k8s_object(sets[service])
         assert headless == sset["spec"]["serviceName"] and ns == namespace, host
-        assert int(pod.rsplit("-", 1)[1]) < sset["spec"]["replicas"], host
+        assert 1 <= int(pod.rsplit("-", 1)[1]) <= sset["spec"]["replicas"], host
         ports = {
             p["containerPort"] for c in pod_spec(sets[service])["containers"] for p in c["ports"]
         }
@@ -200,7 +200,7 @@ def test_kafka_advertises_what_clients_are_given(rendering: Rendering) -> None:
     """A broker hands clients its advertised listeners: the exported bootstrap
     addresses must be among them, broker by broker, or clients get unreachable names."""
     servers = _document(rendering)["kafka"]["bootstrap_servers"]
-    for ordinal, server in enumerate(servers):
+    for ordinal, server in enumerate(servers, start=1):
         props = file_named(rendering, f"node-{ordinal}.properties")
         advertised = next(
             line.split("=", 1)[1] for line in props.splitlines() if line.startswith("advertised.")
@@ -218,7 +218,7 @@ def test_kafka_quorum_lists_every_broker(rendering: Rendering) -> None:
     server = file_named(rendering, "kafka/server.properties")
     voters = next(ln for ln in server.splitlines() if ln.startswith("controller.quorum.voters="))
     ids = [v.split("@", 1)[0] for v in voters.split("=", 1)[1].split(",")]
-    assert ids == [str(i) for i in range(spec.kafka.brokers)]
+    assert ids == [str(i) for i in range(1, spec.kafka.brokers + 1)]
     assert "process.roles=broker,controller" in server
     assert f"min.insync.replicas={spec.kafka.min_insync_replicas}" in server
 

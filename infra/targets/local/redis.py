@@ -30,6 +30,7 @@ from redis.sentinel import Sentinel
 
 from backbone.connections import HostPort, RedisConnection
 from infra.errors import ServiceStartError
+from infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
 from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
 from infra.targets.local.files import find_binary, write_private
@@ -39,8 +40,6 @@ from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["ADMIN_USER", "LocalRedis"]
 
-#: The ACL user replication and Sentinel use; clients get ``spec.redis.username``.
-ADMIN_USER = "admin"
 _PROBE_TIMEOUT_S = 1.0
 
 
@@ -137,57 +136,28 @@ class LocalRedis:
         )
 
     def _server_conf(self, data_dir: Path, port: int, replica_of: int | None) -> str:
-        r = self.spec.redis
-        lines = [
-            f"bind {LOOPBACK}",
-            f"port {port}",
-            "protected-mode yes",
-            "daemonize no",
-            'logfile ""',
-            f"dir {data_dir}",
-            f"appendonly {'yes' if r.appendonly else 'no'}",
-            "appendfsync everysec",
-            f"maxmemory {r.maxmemory_mb}mb",
-            f"maxmemory-policy {r.maxmemory_policy}",
-            "user default off",
-            f"user {ADMIN_USER} on >{self.secrets.redis_admin_password} ~* &* +@all",
-            f"user {r.username} on >{self.secrets.redis_password} ~* &* +@all",
-            # Sentinel's failover reconfigures nodes and rewrites this file;
-            # replicas authenticate to whichever node is primary.
-            f"masteruser {ADMIN_USER}",
-            f"masterauth {self.secrets.redis_admin_password}",
-            f"replica-announce-ip {LOOPBACK}",
-            # Diskless full sync waits 5 s by default for more replicas to
-            # join; locally the one replica attaches at once.
-            "repl-diskless-sync-delay 0",
-        ]
-        if replica_of is not None:
-            lines.append(f"replicaof {LOOPBACK} {replica_of}")
-        return "\n".join(lines) + "\n"
+        return redis_conf(
+            self.spec.redis,
+            bind=LOOPBACK,
+            port=port,
+            announce_host=LOOPBACK,
+            data_dir=str(data_dir),
+            primary=None if replica_of is None else HostPort(host=LOOPBACK, port=replica_of),
+            password=self.secrets.redis_password,
+            admin_password=self.secrets.redis_admin_password,
+        )
 
     def _sentinel_conf(self, data_dir: Path, port: int, primary_port: int) -> str:
-        r = self.spec.redis
-        m = r.master_name
-        lines = [
-            f"bind {LOOPBACK}",
-            f"port {port}",
-            "daemonize no",
-            'logfile ""',
-            f"dir {data_dir}",
-            f"sentinel announce-ip {LOOPBACK}",
-            # Clients (and the other Sentinels) authenticate to a Sentinel too.
-            f"requirepass {self.secrets.redis_password}",
-            f"sentinel sentinel-pass {self.secrets.redis_password}",
-            f"sentinel monitor {m} {LOOPBACK} {primary_port} {r.quorum}",
-            f"sentinel auth-user {m} {ADMIN_USER}",
-            f"sentinel auth-pass {m} {self.secrets.redis_admin_password}",
-            # Tuned far down from the defaults (30 s / 180 s) so a local
-            # failover drill completes in seconds; see RedisSpec.
-            f"sentinel down-after-milliseconds {m} {r.down_after_ms}",
-            f"sentinel failover-timeout {m} {r.failover_timeout_ms}",
-            f"sentinel parallel-syncs {m} 1",
-        ]
-        return "\n".join(lines) + "\n"
+        return sentinel_conf(
+            self.spec.redis,
+            bind=LOOPBACK,
+            port=port,
+            announce_host=LOOPBACK,
+            data_dir=str(data_dir),
+            primary=HostPort(host=LOOPBACK, port=primary_port),
+            password=self.secrets.redis_password,
+            admin_password=self.secrets.redis_admin_password,
+        )
 
     # -- clients ----------------------------------------------------------------
 

@@ -1,0 +1,21 @@
+"""Every service's configuration, rendered once, as pure functions.
+
+Each function takes the spec (``infra.spec``), what differs per node and per
+target (node index, listen and announce addresses, ports, data directory) and
+the secrets it must embed, and returns the text of one file. No I/O, no
+Pulumi: the local provisioner (``infra.targets.local``) writes the text to
+0600 files for its processes; the Docker and Kubernetes components
+(``infra.components``) mount it into containers that run the binaries with
+explicit commands and config paths. The same renderer therefore configures
+what is tested locally and what ships.
+
+Modules, one per service:
+
+``infra.render.redis``
+    ``redis_conf(spec, *, bind, port, announce_host, data_dir, primary,
+    password, admin_password)`` -> ``redis.conf``;
+    ``sentinel_conf(...)`` -> ``sentinel.conf``; ``acl_users(...)``.
+
+Differences between targets are arguments, and the ones that are intended
+are listed in ``docs/environments.md``.
+"""
