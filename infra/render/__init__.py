@@ -15,6 +15,13 @@ Modules, one per service:
     ``redis_conf(spec, *, bind, port, announce_host, data_dir, primary,
     password, admin_password)`` -> ``redis.conf``;
     ``sentinel_conf(...)`` -> ``sentinel.conf``; ``acl_users(...)``.
+``infra.render.kafka``
+    ``render_server_properties(spec, *, node, ports, hosts, bind_host, data_dir,
+    client_password, admin_password, external)`` -> ``server.properties`` (JAAS
+    of every listener inline); ``storage_format_argfile(...)`` -> the ``java
+    @argfile`` that formats a node's storage with its SCRAM users;
+    ``jvm_command(...)`` -> the node's command line; ``jmx_exporter_rules()`` ->
+    ``infra/kafka/jmx-exporter.yml``, the one rule set every target ships.
 
 Differences between targets are arguments, and the ones that are intended
 are listed in ``docs/environments.md``.

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 from pulumi_rendering import (
     BOOTSTRAP_IDS,
     CONFIG_MAP,
@@ -30,7 +29,8 @@ from pulumi_rendering import (
     pod_spec,
 )
 
-from infra.components.kafka_cluster import EXTERNAL_PORT
+from infra.components.kafka_cluster import EXTERNAL_PORT, JMX_JAR, VOLUME
+from infra.render.kafka import JMX_EXPORTER_RULES
 from infra.spec import StackSpec
 
 
@@ -201,7 +201,7 @@ def test_kafka_advertises_what_clients_are_given(rendering: Rendering) -> None:
     addresses must be among them, broker by broker, or clients get unreachable names."""
     servers = _document(rendering)["kafka"]["bootstrap_servers"]
     for ordinal, server in enumerate(servers, start=1):
-        props = file_named(rendering, f"node-{ordinal}.properties")
+        props = file_named(rendering, f"kafka/server-{ordinal}.properties", secret=True)
         advertised = next(
             line.split("=", 1)[1] for line in props.splitlines() if line.startswith("advertised.")
         )
@@ -215,7 +215,7 @@ def test_kafka_advertises_what_clients_are_given(rendering: Rendering) -> None:
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
 def test_kafka_quorum_lists_every_broker(rendering: Rendering) -> None:
     spec = rendering.result.spec
-    server = file_named(rendering, "kafka/server.properties")
+    server = file_named(rendering, "kafka/server-1.properties", secret=True)
     voters = next(ln for ln in server.splitlines() if ln.startswith("controller.quorum.voters="))
     ids = [v.split("@", 1)[0] for v in voters.split("=", 1)[1].split(",")]
     assert ids == [str(i) for i in range(1, spec.kafka.brokers + 1)]
@@ -271,12 +271,14 @@ def test_every_rendered_shell_script_parses(rendering: Rendering, tmp_path) -> N
 def test_broker_jvm_options_stay_out_of_the_container_env(rendering: Rendering) -> None:
     """Probes run Kafka's tools in the same container: a javaagent or a 512 MB heap
     in the env would start a second agent on the metrics port, or exhaust the limit."""
+    spec = rendering.result.spec
     for r in rendering.resources:
         text = str(r.plain.get("envs", "")) + str(r.plain.get("spec", ""))
         assert "KAFKA_OPTS" not in text and "KAFKA_HEAP_OPTS" not in text, str(r)
     start = file_named(rendering, "kafka/start.sh")
-    assert 'export KAFKA_OPTS="-javaagent:' in start
-    yaml.safe_load(file_named(rendering, "jmx-exporter.yml"))
+    assert f"-javaagent:{VOLUME}/jmx/{JMX_JAR}=0.0.0.0:{spec.kafka.exporter_port}:" in start
+    # The rules the local nodes run, byte for byte: one file for every target.
+    assert file_named(rendering, "jmx-exporter.yml") == JMX_EXPORTER_RULES.read_text()
 
 
 #: Shared by the whole stack, so parented by the stack itself.

@@ -82,6 +82,13 @@ def test_docker_every_replica_is_scraped_where_its_exporter_listens(rendering: R
             said = " ".join(
                 str(r.plain.get(k)) for r in pod for k in ("envs", "entrypoints", "command")
             )
+            # ... or the start script the container runs (Kafka's javaagent).
+            said += " ".join(
+                str(u["content"])
+                for r in pod
+                for u in r.plain.get("uploads") or []
+                if u["file"].endswith("/start.sh")
+            )
             assert re.search(rf"[:=]{port}\b", said), (
                 f"job {job}: nothing in {host} listens on {port}"
             )

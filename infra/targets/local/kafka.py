@@ -2,8 +2,8 @@
 
 ``kafka-1..N`` each run broker and controller in one JVM and are all voters
 of the metadata quorum; the jars come from the set-up step's cache
-(:func:`kafka_libs_dir`). Configuration is rendered by
-:mod:`infra.targets.local.kafka_config`; this module prepares the data directories,
+(:func:`kafka_libs_dir`). Configuration is rendered by :mod:`infra.render.kafka`
+(which the container targets use too); this module prepares the data directories,
 starts the nodes together, creates the spec's topics and answers questions
 about the running cluster (partition leaders, the active controller) by asking
 Kafka itself through kafka-python.
@@ -27,18 +27,21 @@ from pydantic import SecretStr
 
 from backbone.connections import KafkaConnection, TopicInfo
 from infra.errors import MissingBinaryError, ServiceStartError
-from infra.spec import StackSpec
-from infra.targets.local.base import LocalService
-from infra.targets.local.files import write_private
-from infra.targets.local.kafka_config import (
+from infra.render.kafka import (
+    FORMAT_JVM_OPTS,
+    JMX_EXPORTER_RULES,
+    LOG4J_CONFIG,
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
     node_id,
     node_name,
     render_server_properties,
-    storage_format_args,
+    storage_format_argfile,
 )
+from infra.spec import StackSpec
+from infra.targets.local.base import LocalService
+from infra.targets.local.files import write_private
 from infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
 from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
 from infra.targets.local.secrets import StackSecrets
@@ -46,10 +49,9 @@ from infra.targets.local.secrets import StackSecrets
 __all__ = ["KAFKA_VERSION", "LocalKafka", "NoLeaderError", "kafka_cache_dir", "kafka_libs_dir"]
 
 KAFKA_VERSION = "4.1.1"
-_KAFKA_ASSETS = Path(__file__).resolve().parents[2] / "kafka"
-#: JMX exporter rules; their metric names are listed at the top of the file.
-EXPORTER_CONFIG = _KAFKA_ASSETS / "jmx-exporter.yml"
-LOG4J_CONFIG = _KAFKA_ASSETS / "log4j2.properties"
+#: JMX exporter rules (shipped to every target); their metric names are
+#: listed at the top of the file.
+EXPORTER_CONFIG = JMX_EXPORTER_RULES
 
 #: A JVM on a busy 2-core box can take a while; a node that is not ready in
 #: this many seconds has failed.
@@ -59,8 +61,6 @@ TOPICS_TIMEOUT_S = 30.0
 #: One readiness probe: bootstrap against one node, at most this long.
 _PROBE_TIMEOUT_MS = 3000
 _FORMAT_TIMEOUT_S = 120.0
-#: The storage tool runs for a second: C1 only and a small heap start it fastest.
-_FORMAT_JVM_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m")
 
 
 class NoLeaderError(LookupError):
@@ -92,11 +92,6 @@ def _java() -> str:
     if java is None:
         raise MissingBinaryError("Java 17+ (for Kafka)", "java on PATH")
     return java
-
-
-def _argfile_line(arg: str) -> str:
-    # java @argfile syntax: double quotes group, backslash escapes.
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _answering(record: ProcessRecord) -> bool:
@@ -247,22 +242,24 @@ class LocalKafka:
         try:
             for record in self.records:
                 home = Path(record.cwd or self.node_dir(record.name))
-                args = storage_format_args(
-                    self.spec.kafka,
-                    config=home / "server.properties",
-                    cluster_id=cluster_id,
-                    client_password=self.secrets.kafka_password,
-                    admin_password=self.secrets.kafka_admin_password,
-                )
                 argfile = home / "format.args"
-                write_private(argfile, "\n".join(_argfile_line(a) for a in args) + "\n")
+                write_private(
+                    argfile,
+                    storage_format_argfile(
+                        self.spec.kafka,
+                        config=home / "server.properties",
+                        cluster_id=cluster_id,
+                        client_password=self.secrets.kafka_password,
+                        admin_password=self.secrets.kafka_admin_password,
+                    ),
+                )
                 log = Path(record.log)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with log.open("ab") as out:
                     out.write(f"\n--- format storage {time.strftime('%H:%M:%S')} ---\n".encode())
                     out.flush()
                     proc = subprocess.Popen(
-                        [java, *_FORMAT_JVM_OPTS, "-cp", f"{libs}/*", f"@{argfile}"],
+                        [java, *FORMAT_JVM_OPTS, "-cp", f"{libs}/*", f"@{argfile}"],
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=subprocess.STDOUT,
