@@ -10,8 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.errors import MissingBinaryError
-from infra.spec import build_spec
-from infra.targets.local.kafka import kafka_libs_dir
 from infra.render.kafka import (
     KafkaNodePorts,
     jvm_command,
@@ -21,6 +19,8 @@ from infra.render.kafka import (
     render_server_properties,
     storage_format_args,
 )
+from infra.spec import build_spec
+from infra.targets.local.kafka import kafka_libs_dir
 
 CLIENT_PW = "client-secret-Abc_123"
 ADMIN_PW = "admin-secret-Xyz_789"
