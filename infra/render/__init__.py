@@ -22,6 +22,12 @@ Modules, one per service:
     @argfile`` that formats a node's storage with its SCRAM users;
     ``jvm_command(...)`` -> the node's command line; ``jmx_exporter_rules()`` ->
     ``infra/kafka/jmx-exporter.yml``, the one rule set every target ships.
+``infra.render.postgres``
+    ``postgresql_conf(spec, *, listen, timescaledb, synchronous)`` -> settings
+    appended to ``initdb``'s ``postgresql.conf``; ``pg_hba_conf(spec, *,
+    network)``; ``bootstrap_statements(spec, *, password_verifier,
+    replication_verifier)`` -> the roles and the database;
+    ``scram_verifier(password)``; ``synchronous_standby_names(spec)``.
 
 Differences between targets are arguments, and the ones that are intended
 are listed in ``docs/environments.md``.

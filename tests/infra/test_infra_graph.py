@@ -235,23 +235,30 @@ def test_topics_job_creates_every_spec_topic(rendering: Rendering) -> None:
 
 
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
-def test_timescale_boots_the_shared_schema_with_telemetry_off(rendering: Rendering) -> None:
-    from backbone.store.schema import schema_sql
+def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
+    rendering: Rendering,
+) -> None:
+    from backbone.store.schema import schema_statements
+    from infra.render.postgres import postgresql_conf
 
     spec = rendering.result.spec.postgres
-    expected = schema_sql(
+    expected = schema_statements(
         timescaledb=True,
         chunk_interval_days=spec.chunk_interval_days,
         compress_after_days=spec.compress_after_days,
         retention_days=spec.retention_days,
     )
-    assert file_named(rendering, "timescale/schema.sql") == expected
-    start = file_named(rendering, "timescale/start.sh")
-    assert "timescaledb.telemetry_level=off" in start
+    assert file_named(rendering, "timescale/extension.sql") == f"{expected[0]};\n"
+    assert file_named(rendering, "timescale/schema.sql") == "".join(f"{s};\n" for s in expected[1:])
+    conf = file_named(rendering, "timescale/postgresql.conf")
+    assert conf == postgresql_conf(spec, listen="*", timescaledb=True)
+    assert "timescaledb.telemetry_level = off" in conf
     if spec.standbys and spec.synchronous:
-        assert "synchronous_standby_names=ANY 1 (*)" in start
+        assert "synchronous_standby_names = 'ANY 1 (*)'" in conf
     else:
-        assert "synchronous_standby_names" not in start
+        assert "synchronous_standby_names" not in conf
+    start = file_named(rendering, "timescale/start.sh")
+    assert "docker-entrypoint" not in start and 'exec "$PGBIN/postgres"' in start
 
 
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
@@ -259,7 +266,7 @@ def test_every_rendered_shell_script_parses(rendering: Rendering, tmp_path) -> N
     import subprocess
 
     scripts = {k: v for k, v in config_files(rendering).items() if k.endswith(".sh")}
-    assert len(scripts) >= 6  # redis start/probe, kafka start/topics, timescale start + init
+    assert len(scripts) >= 5  # redis start/probe, kafka start/topics, timescale start
     for key, text in scripts.items():
         path = tmp_path / "script.sh"
         path.write_text(text)

@@ -15,10 +15,8 @@ the postmaster itself). Passwords go through 0600 files owned by that user
 
 from __future__ import annotations
 
-import base64
 import fcntl
 import hashlib
-import hmac
 import os
 import pwd
 import secrets as pysecrets
@@ -34,6 +32,16 @@ import psycopg
 from backbone.connections import HostPort, TimescaleConnection
 from backbone.store.schema import schema_statements
 from infra.errors import InfraError, MissingBinaryError, ServiceStartError
+from infra.render.postgres import (
+    INITDB_ARGS,
+    SUPERUSER,
+    SYNC_STATES,
+    bootstrap_statements,
+    pg_hba_conf,
+    postgresql_conf,
+    scram_verifier,
+    synchronous_standby_names,
+)
 from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
 from infra.targets.local.files import write_private
@@ -41,47 +49,20 @@ from infra.targets.local.ports import LOOPBACK, PortAllocator
 from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
 from infra.targets.local.secrets import StackSecrets
 
-__all__ = ["PG_BIN", "PG_USER", "LocalPostgres", "scram_verifier"]
+__all__ = ["PG_BIN", "PG_USER", "SUPERUSER", "LocalPostgres"]
 
 PG_BIN = Path(os.environ.get("HARNESS_PG_BIN", "/usr/lib/postgresql/15/bin"))
 #: The system user PostgreSQL runs as when the harness runs as root
 #: (created by ``scripts/setup.d/05-postgres-user.sh``).
 PG_USER = os.environ.get("BACKBONE_PG_USER", "backbone-pg")
-SUPERUSER = "postgres"
 _TIMESCALE_CONTROL = Path("/usr/share/postgresql/15/extension/timescaledb.control")
 _START_TIMEOUT_S = 30.0
-_INITDB_ARGS = (
-    f"--username={SUPERUSER}",
-    "--auth=scram-sha-256",
-    "--encoding=UTF8",
-    "--locale=C",
-    "--no-sync",
-    "--no-instructions",
-)
 #: Where the ``initdb`` template is cached (see ``LocalPostgres._template``).
 _TEMPLATE_CACHE = (
     Path(os.environ.get("HARNESS_CACHE_DIR", Path(__file__).resolve().parents[3] / ".cache"))
     / "postgres-template"
 )
 _PROBE_TIMEOUT_S = 2
-
-
-def scram_verifier(password: str, *, iterations: int = 4096) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password``.
-
-    Sending the verifier instead of the password keeps the clear text out of
-    the server's log, even when a statement fails and is logged.
-    """
-    salt = pysecrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode()
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 def _cmd_output(args: list[str]) -> str:
@@ -247,34 +228,14 @@ class LocalPostgres:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     def _config(self) -> str:
-        lines = [
-            f"listen_addresses = '{LOOPBACK}'",
-            # No Unix socket: TCP on loopback only, and no socket-path length limits.
-            "unix_socket_directories = ''",
-            "password_encryption = 'scram-sha-256'",
-            "wal_level = replica",
-            "max_wal_senders = 10",
-            "max_replication_slots = 10",
-            "wal_keep_size = '256MB'",
-            "hot_standby = on",
-            "synchronous_commit = on",
-            "shared_buffers = '64MB'",
-            # A fresh clone starts as "interrupted" and would fsync every file
-            # one by one before recovery (seconds); one syncfs() does the same.
-            "recovery_init_sync_method = syncfs",
-            "logging_collector = off",
-            "log_line_prefix = '%m [%p] '",
-        ]
-        if self.timescaledb:
-            lines.append("shared_preload_libraries = 'timescaledb'")
-        return "\n".join(lines) + "\n"
+        # synchronous_standby_names comes later (_make_synchronous): the
+        # bootstrap would otherwise wait for a standby that does not exist yet.
+        return postgresql_conf(
+            self.spec.postgres, listen=LOOPBACK, timescaledb=self.timescaledb, synchronous=False
+        )
 
     def _hba(self) -> str:
-        p = self.spec.postgres
-        return (
-            f"host all all {LOOPBACK}/32 scram-sha-256\n"
-            f"host replication {p.replication_user} {LOOPBACK}/32 scram-sha-256\n"
-        )
+        return pg_hba_conf(self.spec.postgres, network=f"{LOOPBACK}/32")
 
     # -- start ----------------------------------------------------------------------
 
@@ -325,7 +286,7 @@ class LocalPostgres:
         each copy. Built once under a lock; later stacks skip ``initdb``."""
         _, uid, gid = _as_pg_user()
         build = _cmd_output([str(PG_BIN / "postgres"), "--version"])
-        key = hashlib.sha256(f"{PG_BIN}|{build}|{_INITDB_ARGS}|{uid}".encode()).hexdigest()[:12]
+        key = hashlib.sha256(f"{PG_BIN}|{build}|{INITDB_ARGS}|{uid}".encode()).hexdigest()[:12]
         cache = _TEMPLATE_CACHE / key
         if (cache / "PG_VERSION").exists():
             return cache
@@ -349,7 +310,7 @@ class LocalPostgres:
                         "-D",
                         str(building / "data"),
                         f"--pwfile={pwfile}",
-                        *_INITDB_ARGS,
+                        *INITDB_ARGS,
                     ],
                     "initdb (template, once per machine)",
                     log,
@@ -383,15 +344,12 @@ class LocalPostgres:
     def _bootstrap(self, name: str) -> None:
         p = self.spec.postgres
         with self._connect(name) as conn:
-            conn.execute(
-                f"CREATE ROLE {p.user} LOGIN PASSWORD "
-                f"'{scram_verifier(self.secrets.postgres_password)}'"
-            )
-            conn.execute(
-                f"CREATE ROLE {p.replication_user} REPLICATION LOGIN PASSWORD "
-                f"'{scram_verifier(self.secrets.replication_password)}'"
-            )
-            conn.execute(f"CREATE DATABASE {p.dbname} OWNER {p.user}")
+            for statement in bootstrap_statements(
+                p,
+                password_verifier=scram_verifier(self.secrets.postgres_password),
+                replication_verifier=scram_verifier(self.secrets.replication_password),
+            ):
+                conn.execute(statement)  # type: ignore[arg-type]
             row = conn.execute(
                 "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
             ).fetchone()
@@ -441,14 +399,15 @@ class LocalPostgres:
         """From now on the primary's commits wait for a standby.
 
         Set only on the primary, once a standby streams (earlier, the bootstrap
-        itself would wait for a standby that does not exist yet). Every node is
-        listed, so the old primary rejoining under its own name is synchronous
-        again; a promoted standby runs without a synchronous standby until one is
-        configured, rather than blocking every commit.
+        itself would wait for a standby that does not exist yet). The value is
+        the one every target renders, ``ANY 1 (*)``: any streaming standby
+        counts, so the old primary rejoining as a standby is synchronous again.
         """
-        names = ", ".join(f'"{n}"' for n in self.node_names)
+        names = synchronous_standby_names(self.spec.postgres)
+        if names is None:
+            return
         with self._connect(primary) as conn:
-            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ({names})'")
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")  # type: ignore[arg-type]
             conn.execute("SELECT pg_reload_conf()")
 
     def _wait_streaming(self, primary: str, *, sync: bool) -> None:
@@ -463,7 +422,7 @@ class LocalPostgres:
             seen = {r[0]: (r[1], r[2]) for r in rows}
             streaming = {n for n, (state, _) in seen.items() if state == "streaming"}
             if standbys <= streaming and (
-                not sync or any(state == "sync" for _, state in seen.values())
+                not sync or any(state in SYNC_STATES for _, state in seen.values())
             ):
                 return
             time.sleep(0.05)
