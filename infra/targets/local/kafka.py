@@ -201,17 +201,7 @@ class LocalKafka:
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True, mode=0o700)
             config = home / "server.properties"
-            write_private(
-                config,
-                render_server_properties(
-                    kafka,
-                    node=n,
-                    ports=node_ports,
-                    data_dir=home / "data",
-                    client_password=self.secrets.kafka_password,
-                    admin_password=self.secrets.kafka_admin_password,
-                ),
-            )
+            write_private(config, self.render_node_config(n, node_ports))
             command = jvm_command(
                 libs=libs,
                 config=config,
@@ -231,6 +221,17 @@ class LocalKafka:
                 )
             )
         self._format_storage(java, libs, new_cluster_id())
+
+    def render_node_config(self, node: int, node_ports: Mapping[int, KafkaNodePorts]) -> str:
+        """The ``server.properties`` :meth:`prepare` writes for ``node`` (0600)."""
+        return render_server_properties(
+            self.spec.kafka,
+            node=node,
+            ports=node_ports,
+            data_dir=self.node_dir(node_name(node)) / "data",
+            client_password=self.secrets.kafka_password,
+            admin_password=self.secrets.kafka_admin_password,
+        )
 
     def _format_storage(self, java: str, libs: Path, cluster_id: str) -> None:
         """Format every node's storage, in parallel: one short JVM each.
