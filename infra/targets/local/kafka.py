@@ -39,12 +39,11 @@ from infra.render.kafka import (
     render_server_properties,
     storage_format_argfile,
 )
-from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
 from infra.targets.local.files import write_private
 from infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
 from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
-from infra.targets.local.secrets import StackSecrets
+from infra.targets.local.service import LocalNodes, start_together
 
 __all__ = ["KAFKA_VERSION", "LocalKafka", "NoLeaderError", "kafka_cache_dir", "kafka_libs_dir"]
 
@@ -137,22 +136,14 @@ class _Admin(KafkaAdminClient):
             raise
 
 
-class LocalKafka:
+class LocalKafka(LocalNodes):
     """Kafka of one local stack: ``kafka-1..N`` in KRaft combined mode."""
 
     service = "kafka"
 
-    def __init__(
-        self,
-        spec: StackSpec,
-        stack_dir: Path,
-        secrets: StackSecrets,
-        records: list[ProcessRecord] | None = None,
-    ) -> None:
-        self.spec = spec
-        self.stack_dir = Path(stack_dir)
-        self.secrets = secrets
-        self.records: list[ProcessRecord] = list(records or [])
+    @property
+    def stack_dir(self) -> Path:
+        return self.dir
 
     # -- layout ----------------------------------------------------------------
 
@@ -163,16 +154,6 @@ class LocalKafka:
     def node_dir(self, name: str) -> Path:
         """``stack_dir/kafka-N``: ``server.properties`` (0600) and ``data/``."""
         return self.stack_dir / name
-
-    def _log(self, name: str) -> Path:
-        return self.stack_dir / "logs" / f"{name}.log"
-
-    def _record(self, name: str) -> ProcessRecord:
-        for record in self.records:
-            if record.name == name:
-                return record
-        known = ", ".join(r.name for r in self.records) or "none (not prepared)"
-        raise KeyError(f"no Kafka node {name!r} in this stack; nodes: {known}")
 
     # -- prepare ---------------------------------------------------------------
 
@@ -210,16 +191,7 @@ class LocalKafka:
                 log4j_config=LOG4J_CONFIG,
             )
             command[0] = java
-            self.records.append(
-                ProcessRecord(
-                    name=name,
-                    service=self.service,
-                    command=command,
-                    log=str(self._log(name)),
-                    cwd=str(home),
-                    ports=own.as_dict(),
-                )
-            )
+            self.records.append(self._new_record(name, command, cwd=home, ports=own.as_dict()))
         self._format_storage(java, libs, new_cluster_id())
 
     def render_node_config(self, node: int, node_ports: Mapping[int, KafkaNodePorts]) -> str:
@@ -296,24 +268,11 @@ class LocalKafka:
         if not self.records:
             raise RuntimeError("LocalKafka.start() before prepare()")
         nodes = [self.node(r.name) for r in self.records]
-        times: dict[str, float] = {}
-        errors: dict[str, ServiceStartError] = {}
-
-        def run(node: ProcessNode) -> None:
-            try:
-                times[node.name] = node.start(timeout=START_TIMEOUT_S, poll=0.5)
-            except ServiceStartError as exc:
-                errors[node.name] = exc
-
-        threads = [threading.Thread(target=run, args=(n,), name=f"start-{n.name}") for n in nodes]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        times, errors = start_together(nodes, timeout=START_TIMEOUT_S, poll=0.5)
         if errors:
             self.stop_all()
             # A lost port race first: the provisioner retries prepare() on it.
-            found = [_with_port_conflict(e) for e in errors.values()]
+            found = [_with_port_conflict(e) for e in errors]
             found.sort(key=lambda e: not is_port_conflict(e.tail))
             raise found[0]
         try:
