@@ -35,6 +35,7 @@ import base64
 import shlex
 import uuid
 from dataclasses import dataclass
+from functools import partial
 from pathlib import PurePosixPath
 
 import pulumi
@@ -297,9 +298,7 @@ class KafkaCluster(pulumi.ComponentResource):
                             secret_file(
                                 SECRET_DIR,
                                 f"server-{i}.properties",
-                                both.apply(
-                                    lambda pw, i=i: _server_properties(spec, backend, i, pw)
-                                ),
+                                both.apply(partial(_server_properties, spec, backend, i)),
                             )
                             for i in ordinals(k.brokers)
                         ),
@@ -307,7 +306,7 @@ class KafkaCluster(pulumi.ComponentResource):
                             secret_file(
                                 SECRET_DIR,
                                 f"format-{i}.args",
-                                both.apply(lambda pw, i=i: _format_args(spec, i, pw)),
+                                both.apply(partial(_format_args, spec, i)),
                             )
                             for i in ordinals(k.brokers)
                         ),

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import yaml
@@ -142,7 +143,7 @@ class Monitoring(pulumi.ComponentResource):
 
     prometheus_url: str
     grafana_url: str
-    prometheus_config: dict[str, object]
+    prometheus_config: dict[str, Any]
     grafana_admin_password: pulumi.Output[str]
     services: list[StatefulService]
 

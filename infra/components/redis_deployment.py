@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 
 import pulumi
 
@@ -186,7 +187,7 @@ class RedisDeployment(pulumi.ComponentResource):
             secret_file(
                 SECRET_DIR,
                 f"redis-{i}.conf",
-                both.apply(lambda pw, i=i: _server_conf(spec, backend, i, pw)),
+                both.apply(partial(_server_conf, spec, backend, i)),
             )
             for i in ordinals(r.nodes)
         )
@@ -260,9 +261,7 @@ class RedisDeployment(pulumi.ComponentResource):
                                 secret_file(
                                     SECRET_DIR,
                                     f"sentinel-{i}.conf",
-                                    both.apply(
-                                        lambda pw, i=i: _sentinel_conf(spec, backend, i, pw)
-                                    ),
+                                    both.apply(partial(_sentinel_conf, spec, backend, i)),
                                 )
                                 for i in ordinals(r.sentinels)
                             ),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import pulumi
 import pulumi_docker as docker
@@ -74,13 +75,19 @@ def _uploads(files: Sequence[File], uid: int | None) -> list[docker.ContainerUpl
             file=f.path,
             content=f.content,
             permissions="0400" if f.secret else "0444",
-            owner=uid if f.secret else None,
+            owner=str(uid) if f.secret and uid is not None else None,
         )
         for f in files
     ]
 
 
-def _limits(resources: Resources) -> dict[str, object]:
+class _Limits(TypedDict):
+    memory: int
+    memory_reservation: int
+    cpus: str
+
+
+def _limits(resources: Resources) -> _Limits:
     return {
         "memory": memory_mb(resources.memory_limit),
         "memory_reservation": memory_mb(resources.memory_request),
