@@ -203,27 +203,29 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             backend.environment,
             {
                 "redis": RedisConnection(
-                    mode=redis.mode,  # type: ignore[arg-type]
+                    mode=redis.mode,
                     host=redis.endpoint.host if redis.endpoint else None,
                     port=redis.endpoint.port if redis.endpoint else None,
                     sentinels=redis.sentinels,
                     master_name=redis.master_name if redis.sentinels else None,
                     username=redis.username,
-                    password=redis_pw,  # type: ignore[arg-type]
+                    password=redis_pw,
+                    # Sentinels require the application password, as locally.
+                    sentinel_password=redis_pw if redis.sentinels else None,
                 ),
                 "kafka": KafkaConnection(
                     bootstrap_servers=[str(h) for h in kafka.bootstrap_servers],
-                    security_protocol=kafka.security_protocol,  # type: ignore[arg-type]
-                    sasl_mechanism=kafka.sasl_mechanism,  # type: ignore[arg-type]
+                    security_protocol=kafka.security_protocol,
+                    sasl_mechanism=kafka.sasl_mechanism,
                     username=kafka.username,
-                    password=kafka_pw,  # type: ignore[arg-type]
+                    password=kafka_pw,
                     topics=topics,
                 ),
                 "timescale": TimescaleConnection(
                     hosts=timescale.hosts,
                     dbname=timescale.dbname,
                     user=timescale.user,
-                    password=pg_pw,  # type: ignore[arg-type]
+                    password=pg_pw,
                     timescaledb=True,
                 ),
                 "monitoring": MonitoringConnection(

@@ -18,12 +18,19 @@ from pathlib import Path
 
 import psutil
 import pytest
+from hypothesis import settings
 
 from infra.spec import build_spec
 from infra.targets.local import provisioner
 from infra.targets.local.provisioner import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
+
+# No test asserts a duration, and hypothesis's per-example deadline is one: on a
+# loaded 2-core machine a 200 ms deadline fails correct code. Examples still
+# run to completion and every property is checked.
+settings.register_profile("backbone", deadline=None)
+settings.load_profile("backbone")
 
 #: Stack roots created by this session, checked for survivors at the end.
 _SESSION_ROOTS: list[Path] = []

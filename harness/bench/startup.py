@@ -30,7 +30,7 @@ import redis
 from harness.errors import HarnessError
 from infra.targets.local import provisioner
 from infra.targets.local.ports import LOOPBACK, PortAllocator
-from infra.targets.local.postgres import PG_BIN, PG_USER
+from infra.targets.local.postgres_programs import PG_BIN, PG_USER
 from infra.targets.local.state import STACKS_ENV, load_state, stacks_root
 
 __all__ = ["run_startup_bench"]

@@ -22,14 +22,14 @@ from pathlib import Path
 
 from harness.containers import configs
 from harness.containers.images import image_ref, kafka_home
-from infra.spec import StackSpec
-from infra.targets.local.kafka_config import (
+from infra.render.kafka import (
     STORAGE_TOOL_MAIN,
     KafkaNodePorts,
     jvm_command,
     storage_format_args,
 )
-from infra.targets.local.postgres import _INITDB_ARGS  # the local environment's initdb flags
+from infra.render.postgres import INITDB_ARGS  # the local environment's initdb flags
+from infra.spec import StackSpec
 from infra.targets.local.secrets import StackSecrets
 
 __all__ = [
@@ -83,7 +83,7 @@ def materialise(container: ServiceContainer, directory: Path) -> dict[str, str]:
 def redis_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> ServiceContainer:
     """A standalone Redis server (the minimal size's cache)."""
     return ServiceContainer(
-        name="redis-0",
+        name="redis-1",
         image=image_ref("redis"),
         command=("redis-server", _REDIS_CONF),
         files={_REDIS_CONF: configs.redis_conf(spec, secrets, port=port)},
@@ -135,7 +135,7 @@ def kafka_broker(
         f" && exec {shlex.join(run)}"
     )
     return ServiceContainer(
-        name="kafka-0",
+        name="kafka-1",
         image=image_ref("kafka"),
         command=("sh", "-c", script),
         files={
@@ -154,13 +154,13 @@ def postgres_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> Ser
     pwfile = f"{_PG_CONF}/superuser-password"
     script = (
         f"if [ ! -f {_PG_DATA}/PG_VERSION ]; then "
-        f"initdb -D {_PG_DATA} {shlex.join(_INITDB_ARGS)} --pwfile={pwfile} >/dev/null"
+        f"initdb -D {_PG_DATA} {shlex.join(INITDB_ARGS)} --pwfile={pwfile} >/dev/null"
         f" && cat {_PG_CONF}/postgresql.conf >> {_PG_DATA}/postgresql.conf"
         f" && cp {_PG_CONF}/pg_hba.conf {_PG_DATA}/pg_hba.conf; fi"
         f" && exec postgres -D {_PG_DATA}"
     )
     return ServiceContainer(
-        name="postgres-0",
+        name="postgres-1",
         image=image_ref("postgres"),
         command=("sh", "-c", script),
         files={

@@ -51,8 +51,8 @@ from harness.containers.services import (
     redis_server,
 )
 from harness.errors import HarnessError, StackExistsError, UsageError
+from infra.render.kafka import KafkaNodePorts, new_cluster_id
 from infra.spec import StackSpec
-from infra.targets.local.kafka_config import KafkaNodePorts, new_cluster_id
 from infra.targets.local.ports import LOOPBACK, PortAllocator
 from infra.targets.local.secrets import StackSecrets
 from infra.targets.local.state import OUTPUTS_FILE, stacks_root
@@ -253,12 +253,12 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
             "redis": RedisConnection(
                 mode="standalone",
                 host=LOOPBACK,
-                port=ports["redis-0"]["client"],
+                port=ports["redis-1"]["client"],
                 username=spec.redis.username,
                 password=SecretStr(secrets.redis_password),
             ),
             "kafka": KafkaConnection(
-                bootstrap_servers=[f"{LOOPBACK}:{ports['kafka-0']['client']}"],
+                bootstrap_servers=[f"{LOOPBACK}:{ports['kafka-1']['client']}"],
                 security_protocol="SASL_PLAINTEXT",
                 sasl_mechanism=kafka.sasl_mechanism,
                 username=kafka.username,
@@ -272,7 +272,7 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
                     for t in kafka.topics
                 },
             ),
-            "timescale": _timescale(spec, secrets, ports["postgres-0"]["client"]),
+            "timescale": _timescale(spec, secrets, ports["postgres-1"]["client"]),
         }
     )
 
@@ -310,17 +310,17 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         metrics=alloc.allocate(),
     )
     ports = {
-        "redis-0": {"client": alloc.allocate()},
-        "kafka-0": kafka_ports.as_dict(),
-        "postgres-0": {"client": alloc.allocate()},
+        "redis-1": {"client": alloc.allocate()},
+        "kafka-1": kafka_ports.as_dict(),
+        "postgres-1": {"client": alloc.allocate()},
     }
     state = ContainerState(name=spec.name, size=spec.size, network=f"backbone-{spec.name}")
     state.ports = ports
     _save(directory, state)
     services = [
-        redis_server(spec, secrets, port=ports["redis-0"]["client"]),
+        redis_server(spec, secrets, port=ports["redis-1"]["client"]),
         kafka_broker(spec, secrets, ports=kafka_ports, cluster_id=new_cluster_id()),
-        postgres_server(spec, secrets, port=ports["postgres-0"]["client"]),
+        postgres_server(spec, secrets, port=ports["postgres-1"]["client"]),
     ]
     stack = ContainerStack(spec.name)
     try:
@@ -334,8 +334,8 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         for node, ready in stack.readiness(spec, secrets).items():
             _wait(node, state.nodes[node], ready)
             echo(f"{node}: ready ({time.monotonic() - began:.1f} s after start)")
-        _create_topics(spec, secrets, ports["kafka-0"]["client"])
-        _bootstrap_postgres(spec, secrets, ports["postgres-0"]["client"])
+        _create_topics(spec, secrets, ports["kafka-1"]["client"])
+        _bootstrap_postgres(spec, secrets, ports["postgres-1"]["client"])
         path = write_document(_document(spec, secrets, ports), directory / OUTPUTS_FILE)
     except BaseException:
         echo("up failed; removing what was started")
@@ -369,13 +369,13 @@ class ContainerStack:
         ports = self.state.ports
 
         def kafka() -> bool:
-            _kafka_admin(spec, secrets, ports["kafka-0"]["client"]).close()
+            _kafka_admin(spec, secrets, ports["kafka-1"]["client"]).close()
             return True
 
         def postgres() -> bool:
             with psycopg.connect(
                 host=LOOPBACK,
-                port=ports["postgres-0"]["client"],
+                port=ports["postgres-1"]["client"],
                 user="postgres",
                 password=secrets.postgres_superuser_password,
                 dbname="postgres",
@@ -385,9 +385,9 @@ class ContainerStack:
                 return conn.execute("SELECT 1").fetchone() == (1,)
 
         return {
-            "redis-0": _redis_ready(spec, secrets, ports["redis-0"]["client"]),
-            "kafka-0": kafka,
-            "postgres-0": postgres,
+            "redis-1": _redis_ready(spec, secrets, ports["redis-1"]["client"]),
+            "kafka-1": kafka,
+            "postgres-1": postgres,
         }
 
     def status_rows(self) -> list[tuple[str, str, str, str]]:

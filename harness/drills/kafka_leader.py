@@ -24,7 +24,7 @@ from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from harness.drills.base import Drill, Fault, wait_until
 from harness.drills.writer import drill_bars
-from infra.targets.local.kafka_config import node_id
+from infra.render.kafka import node_id
 
 __all__ = ["KafkaLeaderKillDrill"]
 

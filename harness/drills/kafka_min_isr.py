@@ -27,7 +27,7 @@ from backbone.stream.producer import BarProducer, ProducerTuning
 from harness.drills.base import wait_until
 from harness.drills.faults import NodeGroupFault, join_nodes, split_nodes
 from harness.drills.kafka_leader import PARTITION, KafkaLeaderKillDrill
-from infra.targets.local.kafka_config import node_id
+from infra.render.kafka import node_id
 
 __all__ = ["KafkaBelowMinIsrDrill"]
 

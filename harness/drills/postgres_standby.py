@@ -1,7 +1,7 @@
 """Drill: SIGKILL the PostgreSQL synchronous standby while bars are committed.
 
 The primary runs ``synchronous_commit=on`` with ``synchronous_standby_names =
-'FIRST 1 (...)'``: a commit returns only once the standby has the WAL. With the
+'ANY 1 (*)'``: a commit returns only once a standby has the WAL. With the
 only standby down, commits *wait* — the documented price of losing no
 committed transaction when the primary dies. The drill holds the fault for
 :data:`HOLD_S`, measures how long commits were blocked, restarts the standby,
@@ -25,6 +25,7 @@ from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill, Fault, wait_until
 from harness.drills.writer import drill_bars
+from infra.render.postgres import SYNC_STATES
 from infra.targets.local.secrets import StackSecrets
 
 __all__ = ["PostgresStandbyKillDrill"]
@@ -32,6 +33,15 @@ __all__ = ["PostgresStandbyKillDrill"]
 #: How long the standby stays down.
 HOLD_S = 6.0  # at least; the runner may hold longer (--hold)
 DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
+
+
+def _synchronous(replication: tuple[str, str] | None) -> bool:
+    """Streaming, and a standby commits wait for (``quorum`` under ``ANY 1 (*)``)."""
+    return (
+        replication is not None
+        and replication[0] == "streaming"
+        and (replication[1] in SYNC_STATES)
+    )
 
 
 class PostgresStandbyKillDrill(Drill):
@@ -75,7 +85,7 @@ class PostgresStandbyKillDrill(Drill):
         return {r[0]: (r[1], r[2]) for r in rows}
 
     def target(self) -> str:
-        sync = [n for n, (state, mode) in self._replication().items() if mode == "sync"]
+        sync = [n for n, (_, mode) in self._replication().items() if mode in SYNC_STATES]
         if not sync:
             raise RuntimeError("the PostgreSQL primary has no synchronous standby now")
         return sync[0]
@@ -100,7 +110,7 @@ class PostgresStandbyKillDrill(Drill):
     def recover(self, node: str) -> None:
         self.fault.undo(self.stack, node)
         took = wait_until(
-            lambda: self._replication().get(node) == ("streaming", "sync"),
+            lambda: _synchronous(self._replication().get(node)),
             60,
             f"{node} to stream synchronously again",
         )

@@ -1,6 +1,11 @@
 """``KafkaCluster``: KRaft brokers in combined mode, SASL/SCRAM, topics, JMX metrics.
 
-Listeners:
+Each node's ``server.properties`` (JAAS included), its storage-format
+arguments, its JVM command line and the JMX exporter rules come from
+:mod:`infra.render.kafka`, the renderer the local nodes use; the container
+runs ``java ... kafka.Kafka`` on the mounted file (no image entrypoint).
+
+Listeners (as locally, see :mod:`infra.render.kafka`):
 
 - ``CLIENT`` (``spec.kafka.client_port``, SASL/SCRAM): clients inside the
   network, advertised as each broker's in-network name;
@@ -9,32 +14,47 @@ Listeners:
 - ``EXTERNAL`` (9095, SASL/SCRAM), only where the target publishes ports:
   advertised as the published address (``127.0.0.1:<host port>`` on Docker),
   so a client outside the network is never handed an address it cannot reach;
-- ``CONTROLLER`` (``spec.kafka.controller_port``): the KRaft quorum, reachable
-  by the brokers only (NetworkPolicy on Kubernetes).
+- ``CONTROLLER`` (``spec.kafka.controller_port``, SASL/PLAIN as ``admin``): the
+  KRaft quorum, reachable by the brokers only (NetworkPolicy on Kubernetes).
 
 SCRAM users (the client user and ``admin``) are written into the metadata log
-when a broker formats its storage (``kafka-storage format --add-scram``), so
+when a broker formats its storage (``StorageTool format --add-scram``), so
 they exist before the first listener accepts a connection. Topics come from
 ``spec.kafka.topics`` and are created by a one-shot job running
 ``kafka-topics.sh`` with the admin credentials.
 
-Metrics: the Prometheus JMX exporter javaagent inside each broker (the same
-agent and metric names as the local environment, which the alert rules use),
-fetched once per volume by an init step and checked against a pinned SHA-256.
+Metrics: the Prometheus JMX exporter javaagent inside each broker with
+``infra/kafka/jmx-exporter.yml`` (the same rules and metric names as the local
+environment, which the dashboards and alert rules use), fetched once per volume
+by an init step and checked against a pinned SHA-256.
 """
 
 from __future__ import annotations
 
 import base64
+import shlex
 import uuid
 from dataclasses import dataclass
+from functools import partial
+from pathlib import PurePosixPath
 
 import pulumi
 
 from backbone.connections import HostPort
 from infra.monitoring.prometheus import JOB_KAFKA
+from infra.render.kafka import (
+    EXTERNAL_LISTENER_PORT,
+    FORMAT_JVM_OPTS,
+    KafkaNodePorts,
+    jmx_exporter_rules,
+    jvm_command,
+    log4j_config,
+    render_server_properties,
+    storage_format_argfile,
+)
 from infra.spec import StackSpec
 from infra.targets.workload import (
+    FIRST_ORDINAL,
     SIDECAR_RESOURCES,
     Backend,
     Container,
@@ -43,6 +63,7 @@ from infra.targets.workload import (
     InitStep,
     Probe,
     StatefulService,
+    ordinals,
     secret_file,
 )
 
@@ -51,38 +72,17 @@ __all__ = ["EXTERNAL_PORT", "JMX_AGENT", "KafkaCluster", "KafkaClusterArgs", "cl
 SERVICE = "kafka"
 TOPICS_JOB = "kafka-topics"
 ADMIN_USER = "admin"
-EXTERNAL_PORT = 9095
+EXTERNAL_PORT = EXTERNAL_LISTENER_PORT
 KAFKA_UID = 1000
 KAFKA_HOME = "/opt/kafka"
 VOLUME = "/var/lib/kafka"
+DATA_DIR = f"{VOLUME}/data"
 CONF_DIR = "/opt/backbone/kafka"
 SECRET_DIR = "/run/secrets/kafka"
 AGENT_FETCH_IMAGE = "curlimages/curl:8.11.1"
 #: (version, SHA-256) of io.prometheus.jmx:jmx_prometheus_javaagent on Maven Central.
 JMX_AGENT = ("1.0.1", "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1")
 JMX_JAR = f"jmx_prometheus_javaagent-{JMX_AGENT[0]}.jar"
-
-#: JMX exporter rules: ``kafka.<domain><type=T, name=N><>Value|Count`` becomes
-#: ``kafka_<domain>_<t>_<n>`` (lower case), the names the alert rules select.
-JMX_EXPORTER_CONFIG = """\
-lowercaseOutputName: true
-lowercaseOutputLabelNames: true
-rules:
-  - pattern: 'kafka\\.(\\w+)<type=(.+), name=(.+), (.+)=(.+), (.+)=(.+)><>(Value|Count)'
-    name: kafka_$1_$2_$3
-    type: GAUGE
-    labels:
-      "$4": "$5"
-      "$6": "$7"
-  - pattern: 'kafka\\.(\\w+)<type=(.+), name=(.+), (.+)=(.+)><>(Value|Count)'
-    name: kafka_$1_$2_$3
-    type: GAUGE
-    labels:
-      "$4": "$5"
-  - pattern: 'kafka\\.(\\w+)<type=(.+), name=(.+)><>(Value|Count)'
-    name: kafka_$1_$2_$3
-    type: GAUGE
-"""
 
 
 def cluster_id(stack: str) -> str:
@@ -106,84 +106,71 @@ def _jaas(user: str, password: str) -> str:
     )
 
 
-def _server_properties(spec: StackSpec, backend: Backend, external: bool) -> str:
+def _node_ports(spec: StackSpec) -> KafkaNodePorts:
     k = spec.kafka
-    voters = ",".join(
-        f"{i}@{backend.replica_host(SERVICE, i)}:{k.controller_port}" for i in range(k.brokers)
+    return KafkaNodePorts(
+        client=k.client_port,
+        internal=k.internal_port,
+        controller=k.controller_port,
+        metrics=k.exporter_port,
     )
-    listeners = [
-        f"CLIENT://:{k.client_port}",
-        f"INTERNAL://:{k.internal_port}",
-        f"CONTROLLER://:{k.controller_port}",
-    ]
-    protocols = ["CLIENT:SASL_PLAINTEXT", "INTERNAL:SASL_PLAINTEXT", "CONTROLLER:PLAINTEXT"]
-    if external:
-        listeners.append(f"EXTERNAL://:{EXTERNAL_PORT}")
-        protocols.append("EXTERNAL:SASL_PLAINTEXT")
-    mech = k.sasl_mechanism.lower()
-    lines = [
-        "process.roles=broker,controller",
-        f"controller.quorum.voters={voters}",
-        f"listeners={','.join(listeners)}",
-        f"listener.security.protocol.map={','.join(protocols)}",
-        "inter.broker.listener.name=INTERNAL",
-        "controller.listener.names=CONTROLLER",
-        f"sasl.enabled.mechanisms={k.sasl_mechanism}",
-        f"sasl.mechanism.inter.broker.protocol={k.sasl_mechanism}",
-        f"listener.name.client.{mech}.sasl.jaas.config="
-        "org.apache.kafka.common.security.scram.ScramLoginModule required;",
-        f"super.users=User:{ADMIN_USER}",
-        f"log.dirs={VOLUME}/data",
-        f"num.partitions={k.topics[0].partitions}",
-        f"default.replication.factor={k.replication_factor}",
-        f"min.insync.replicas={k.min_insync_replicas}",
-        f"offsets.topic.replication.factor={k.replication_factor}",
-        f"transaction.state.log.replication.factor={k.replication_factor}",
-        f"transaction.state.log.min.isr={k.min_insync_replicas}",
-        "auto.create.topics.enable=false",
-        "unclean.leader.election.enable=false",
-        "broker.session.timeout.ms=9000",
-        "broker.heartbeat.interval.ms=2000",
-        "controller.quorum.election.timeout.ms=1000",
-    ]
-    if external:
-        lines.append(
-            f"listener.name.external.{mech}.sasl.jaas.config="
-            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
-        )
-    return "\n".join(lines) + "\n"
 
 
-def _node_properties(spec: StackSpec, backend: Backend, ordinal: int) -> str:
+def _config_path(ordinal: int | str) -> str:
+    return f"{SECRET_DIR}/server-{ordinal}.properties"
+
+
+def _server_properties(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
     k = spec.kafka
-    host = backend.replica_host(SERVICE, ordinal)
-    advertised = [f"CLIENT://{host}:{k.client_port}", f"INTERNAL://{host}:{k.internal_port}"]
-    ext = backend.external(SERVICE, ordinal, EXTERNAL_PORT)
-    if ext is not None:
-        advertised.append(f"EXTERNAL://{ext}")
-    return f"node.id={ordinal}\nadvertised.listeners={','.join(advertised)}\n"
+    return render_server_properties(
+        k,
+        node=ordinal,
+        ports={i: _node_ports(spec) for i in ordinals(k.brokers)},
+        hosts={i: backend.replica_host(SERVICE, i) for i in ordinals(k.brokers)},
+        bind_host="",
+        data_dir=DATA_DIR,
+        client_password=pw[0],
+        admin_password=pw[1],
+        external=backend.external(SERVICE, ordinal, EXTERNAL_PORT),
+    )
 
 
-START_SCRIPT = f"""#!/bin/sh
-# Start one KRaft node (broker + controller): assemble its config, format the
-# storage once (creating the SCRAM users), then run the broker.
+def _format_args(spec: StackSpec, ordinal: int, pw: list[str]) -> str:
+    return storage_format_argfile(
+        spec.kafka,
+        config=_config_path(ordinal),
+        cluster_id=cluster_id(spec.name),
+        client_password=pw[0],
+        admin_password=pw[1],
+    )
+
+
+def _start_script(spec: StackSpec) -> str:
+    """Format the node's storage once, then run the JVM the local nodes run."""
+    marker = "/__server.properties__"
+    command = jvm_command(
+        libs=PurePosixPath(f"{KAFKA_HOME}/libs"),
+        config=marker,
+        metrics_port=spec.kafka.exporter_port,
+        exporter_config=f"{CONF_DIR}/jmx-exporter.yml",
+        log4j_config=f"{CONF_DIR}/log4j2.properties",
+        agent=PurePosixPath(f"{VOLUME}/jmx/{JMX_JAR}"),
+        metrics_host="0.0.0.0",
+    )
+    run = " ".join('"$CONF"' if a == marker else shlex.quote(a) for a in command)
+    fmt = " ".join(shlex.quote(a) for a in FORMAT_JVM_OPTS)
+    return f"""#!/bin/sh
+# Start one KRaft node (broker + controller) from its rendered server.properties:
+# format the storage once (creating the SCRAM users), then run the broker.
 set -eu
-ORD="${{HOSTNAME##*-}}"
-CONF={VOLUME}/server.properties
 umask 077
-cat {CONF_DIR}/server.properties "{CONF_DIR}/node-$ORD.properties" \\
-    {SECRET_DIR}/listener-jaas.properties > "$CONF"
-if [ ! -f {VOLUME}/data/meta.properties ]; then
-  set --
-  while IFS= read -r user; do
-    [ -n "$user" ] && set -- "$@" --add-scram "$user"
-  done < {SECRET_DIR}/scram-users
-  {KAFKA_HOME}/bin/kafka-storage.sh format --cluster-id "$CLUSTER_ID" --config "$CONF" \\
-      --ignore-formatted "$@"
+ORD="${{HOSTNAME##*-}}"
+CONF="{SECRET_DIR}/server-$ORD.properties"
+mkdir -p {DATA_DIR}
+if [ ! -f {DATA_DIR}/meta.properties ]; then
+  java {fmt} -cp '{KAFKA_HOME}/libs/*' "@{SECRET_DIR}/format-$ORD.args"
 fi
-export KAFKA_HEAP_OPTS="$BROKER_HEAP_OPTS"
-export KAFKA_OPTS="-javaagent:{VOLUME}/jmx/{JMX_JAR}=$JMX_EXPORTER_PORT:{CONF_DIR}/jmx-exporter.yml"
-exec {KAFKA_HOME}/bin/kafka-server-start.sh "$CONF"
+exec {run}
 """
 
 
@@ -204,7 +191,7 @@ def _agent_script() -> str:
 def _topics_script(spec: StackSpec, backend: Backend) -> str:
     k = spec.kafka
     boot = ",".join(
-        f"{backend.replica_host(SERVICE, i)}:{k.internal_port}" for i in range(k.brokers)
+        f"{backend.replica_host(SERVICE, i)}:{k.internal_port}" for i in ordinals(k.brokers)
     )
     tool = (
         f"{KAFKA_HOME}/bin/kafka-topics.sh --bootstrap-server {boot} "
@@ -248,7 +235,7 @@ class KafkaCluster(pulumi.ComponentResource):
         spec, backend, k = args.spec, args.backend, args.spec.kafka
         password = pulumi.Output.secret(args.password)
         admin = pulumi.Output.secret(args.admin_password)
-        external = backend.external(SERVICE, 0, EXTERNAL_PORT) is not None
+        external = backend.external(SERVICE, FIRST_ORDINAL, EXTERNAL_PORT) is not None
         mech = k.sasl_mechanism
         admin_props = admin.apply(
             lambda a: (
@@ -256,17 +243,7 @@ class KafkaCluster(pulumi.ComponentResource):
                 f"sasl.jaas.config={_jaas(ADMIN_USER, a)}\n"
             )
         )
-        scram_users = pulumi.Output.all(password, admin).apply(
-            lambda pw: (
-                f"{mech}=[name={k.username},password={pw[0]}]\n"
-                f"{mech}=[name={ADMIN_USER},password={pw[1]}]\n"
-            )
-        )
-        listener_jaas = admin.apply(
-            lambda a: (
-                f"listener.name.internal.{mech.lower()}.sasl.jaas.config={_jaas(ADMIN_USER, a)}\n"
-            )
-        )
+        both = pulumi.Output.all(password, admin)
         broker = StatefulService(
             name=SERVICE,
             replicas=k.brokers,
@@ -297,13 +274,6 @@ class KafkaCluster(pulumi.ComponentResource):
                         **({"external": EXTERNAL_PORT} if external else {}),
                     },
                     command=("sh", f"{CONF_DIR}/start.sh"),
-                    env={
-                        "CLUSTER_ID": cluster_id(spec.name),
-                        # Read by start.sh only: the broker JVM's heap and JMX agent
-                        # must not reach the probe's tool JVM through the env.
-                        "BROKER_HEAP_OPTS": "-Xms512m -Xmx512m",
-                        "JMX_EXPORTER_PORT": str(k.exporter_port),
-                    },
                     probe=Probe(
                         command=(
                             f"{KAFKA_HOME}/bin/kafka-broker-api-versions.sh",
@@ -320,21 +290,26 @@ class KafkaCluster(pulumi.ComponentResource):
                     data_dir=VOLUME,
                     uid=KAFKA_UID,
                     files=(
-                        File(
-                            CONF_DIR,
-                            "server.properties",
-                            _server_properties(spec, backend, external),
+                        File(CONF_DIR, "start.sh", _start_script(spec)),
+                        # The rules the local nodes use: one file, every target.
+                        File(CONF_DIR, "jmx-exporter.yml", jmx_exporter_rules()),
+                        File(CONF_DIR, "log4j2.properties", log4j_config()),
+                        *(
+                            secret_file(
+                                SECRET_DIR,
+                                f"server-{i}.properties",
+                                both.apply(partial(_server_properties, spec, backend, i)),
+                            )
+                            for i in ordinals(k.brokers)
                         ),
                         *(
-                            File(
-                                CONF_DIR, f"node-{i}.properties", _node_properties(spec, backend, i)
+                            secret_file(
+                                SECRET_DIR,
+                                f"format-{i}.args",
+                                both.apply(partial(_format_args, spec, i)),
                             )
-                            for i in range(k.brokers)
+                            for i in ordinals(k.brokers)
                         ),
-                        File(CONF_DIR, "start.sh", START_SCRIPT),
-                        File(CONF_DIR, "jmx-exporter.yml", JMX_EXPORTER_CONFIG),
-                        secret_file(SECRET_DIR, "listener-jaas.properties", listener_jaas),
-                        secret_file(SECRET_DIR, "scram-users", scram_users),
                         secret_file(SECRET_DIR, "admin.properties", admin_props),
                     ),
                 ),
@@ -359,10 +334,10 @@ class KafkaCluster(pulumi.ComponentResource):
         self.services = [broker]
         port = EXTERNAL_PORT if backend.clients_outside else k.client_port
         self.bootstrap_servers = [
-            backend.client_endpoint(SERVICE, i, port) for i in range(k.brokers)
+            backend.client_endpoint(SERVICE, i, port) for i in ordinals(k.brokers)
         ]
         self.internal_bootstrap = [
-            f"{backend.replica_host(SERVICE, i)}:{k.client_port}" for i in range(k.brokers)
+            f"{backend.replica_host(SERVICE, i)}:{k.client_port}" for i in ordinals(k.brokers)
         ]
         self.security_protocol = "SASL_PLAINTEXT"
         self.sasl_mechanism = mech

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import yaml
@@ -25,7 +26,16 @@ from infra.monitoring.prometheus import (
     render_prometheus_config,
 )
 from infra.spec import StackSpec
-from infra.targets.workload import Backend, Container, File, Probe, StatefulService, secret_file
+from infra.targets.workload import (
+    FIRST_ORDINAL,
+    Backend,
+    Container,
+    File,
+    Probe,
+    StatefulService,
+    ordinals,
+    secret_file,
+)
 
 __all__ = [
     "JOB_GRAFANA",
@@ -70,12 +80,14 @@ def scrape_targets(
             labels={"node": f"{svc.name}-{i}"},
         )
         for svc in services
-        for i in range(svc.replicas)
+        for i in ordinals(svc.replicas)
     ]
     targets += [
         ScrapeTarget(JOB_BACKBONE, backend.backbone_metrics_target(m.backbone_metrics_port)),
         ScrapeTarget(JOB_PROMETHEUS, f"localhost:{m.prometheus_port}"),
-        ScrapeTarget(JOB_GRAFANA, f"{backend.replica_host(GRAFANA, 0)}:{m.grafana_port}"),
+        ScrapeTarget(
+            JOB_GRAFANA, f"{backend.replica_host(GRAFANA, FIRST_ORDINAL)}:{m.grafana_port}"
+        ),
     ]
     return targets
 
@@ -131,7 +143,7 @@ class Monitoring(pulumi.ComponentResource):
 
     prometheus_url: str
     grafana_url: str
-    prometheus_config: dict[str, object]
+    prometheus_config: dict[str, Any]
     grafana_admin_password: pulumi.Output[str]
     services: list[StatefulService]
 
@@ -237,8 +249,12 @@ class Monitoring(pulumi.ComponentResource):
             *backend.stateful_service(prometheus, self).resources,
             *backend.stateful_service(grafana, self).resources,
         ]
-        self.prometheus_url = f"http://{backend.client_endpoint(PROMETHEUS, 0, m.prometheus_port)}"
-        self.grafana_url = f"http://{backend.client_endpoint(GRAFANA, 0, m.grafana_port)}"
+        self.prometheus_url = (
+            f"http://{backend.client_endpoint(PROMETHEUS, FIRST_ORDINAL, m.prometheus_port)}"
+        )
+        self.grafana_url = (
+            f"http://{backend.client_endpoint(GRAFANA, FIRST_ORDINAL, m.grafana_port)}"
+        )
         self.grafana_admin_password = admin
         self.register_outputs(
             {

@@ -1,8 +1,12 @@
 """``RedisDeployment``: a Redis primary, its replicas and Sentinels, with exporters.
 
-The primary is replica 0 when a stack first comes up; after a Sentinel
-failover any replica may be primary, so a restarting node asks the Sentinels
-for the current primary before choosing to replicate. Clients authenticate as
+``redis.conf`` and ``sentinel.conf`` come from :mod:`infra.render.redis`, the
+renderer the local processes use too; each node gets its own file, mounted
+as a secret, and the containers run ``redis-server`` / ``redis-sentinel`` on
+it (no image entrypoint). The primary is replica 1 when a stack first comes
+up; after a Sentinel failover any replica may be primary, so a restarting
+node asks the Sentinels for the current primary before choosing to replicate.
+Clients authenticate as
 the ACL user ``spec.redis.username``; the ``default`` user is disabled. The
 ``admin`` user serves replication, Sentinel and the exporter.
 """
@@ -11,30 +15,36 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 
 import pulumi
 
 from backbone.connections import HostPort
 from infra.monitoring.prometheus import JOB_REDIS, JOB_REDIS_SENTINEL
+from infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
 from infra.spec import StackSpec
 from infra.targets.workload import (
+    FIRST_ORDINAL,
     SIDECAR_RESOURCES,
     Backend,
     Container,
     File,
     Probe,
     StatefulService,
+    ordinals,
     secret_file,
 )
 
 __all__ = ["ADMIN_USER", "RedisDeployment", "RedisDeploymentArgs"]
 
-ADMIN_USER = "admin"
 SERVICE = "redis"
 SENTINEL_SERVICE = "redis-sentinel"
 REDIS_UID = 999
 EXPORTER_UID = 59000
 SENTINEL_STORAGE = "1Gi"
+DATA_DIR = "/data"
+#: Containers listen on every interface of their network namespace.
+BIND_ALL = "* -::*"
 CONF_DIR = "/opt/backbone/redis"
 SECRET_DIR = "/run/secrets/redis"
 EXPORTER_SECRET_DIR = "/run/secrets/redis-exporter"
@@ -48,95 +58,97 @@ class RedisDeploymentArgs:
     admin_password: pulumi.Input[str]
 
 
-def _redis_conf(spec: StackSpec) -> str:
-    r = spec.redis
-    return "\n".join(
-        [
-            f"port {r.port}",
-            "bind * -::*",
-            "dir /data",
-            f"appendonly {'yes' if r.appendonly else 'no'}",
-            f"maxmemory {r.maxmemory_mb}mb",
-            f"maxmemory-policy {r.maxmemory_policy}",
-            f"aclfile {SECRET_DIR}/users.acl",
-            f"include {SECRET_DIR}/replication.conf",
-            "",
-        ]
+def _primary(backend: Backend, spec: StackSpec) -> HostPort:
+    """The first primary: replica 1, as locally."""
+    return HostPort(host=backend.replica_host(SERVICE, FIRST_ORDINAL), port=spec.redis.port)
+
+
+def _server_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
+    return redis_conf(
+        spec.redis,
+        bind=BIND_ALL,
+        port=spec.redis.port,
+        announce_host=backend.replica_host(SERVICE, ordinal),
+        data_dir=DATA_DIR,
+        primary=None if ordinal == FIRST_ORDINAL else _primary(backend, spec),
+        password=pw[0],
+        admin_password=pw[1],
     )
 
 
-def _acl(spec: StackSpec, password: str, admin_password: str) -> str:
-    return (
-        "user default off\n"
-        f"user {spec.redis.username} on >{password} ~* &* +@all\n"
-        f"user {ADMIN_USER} on >{admin_password} ~* &* +@all\n"
+def _sentinel_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
+    return sentinel_conf(
+        spec.redis,
+        bind=BIND_ALL,
+        port=spec.redis.sentinel_port,
+        announce_host=backend.replica_host(SENTINEL_SERVICE, ordinal),
+        data_dir=DATA_DIR,
+        primary=_primary(backend, spec),
+        password=pw[0],
+        admin_password=pw[1],
     )
 
 
 def _start_script(spec: StackSpec, backend: Backend) -> str:
     r = spec.redis
-    sentinels = " ".join(backend.replica_host(SENTINEL_SERVICE, i) for i in range(r.sentinels))
+    sentinels = " ".join(backend.replica_host(SENTINEL_SERVICE, i) for i in ordinals(r.sentinels))
     return f"""#!/bin/sh
-# Start one Redis node: replica 0 is the first primary; afterwards the
-# Sentinels know which node is primary, so ask them first.
+# Start one Redis node from its rendered redis.conf. After a failover the
+# Sentinels know which node is primary: ask them first and follow it.
 set -eu
+umask 077
 ORD="${{HOSTNAME##*-}}"
-CONF=/data/redis-runtime.conf
-cat {CONF_DIR}/redis.conf "{CONF_DIR}/node-$ORD.conf" > "$CONF"
+SOURCE="{SECRET_DIR}/redis-$ORD.conf"
+CONF={DATA_DIR}/redis-runtime.conf
 PRIMARY=""
 for s in {sentinels}; do
-  PRIMARY=$(redis-cli -h "$s" -p {r.sentinel_port} --raw \\
-    sentinel get-master-addr-by-name {r.master_name} 2>/dev/null | head -n 1) || PRIMARY=""
+  PRIMARY=$(REDISCLI_AUTH="$(cat {SECRET_DIR}/password)" redis-cli -h "$s" -p {r.sentinel_port} \
+    --raw sentinel get-master-addr-by-name {r.master_name} 2>/dev/null | head -n 1) || PRIMARY=""
   [ -n "$PRIMARY" ] && break
 done
-[ -n "$PRIMARY" ] || PRIMARY={backend.replica_host(SERVICE, 0)}
-SELF=$(sed -n 's/^replica-announce-ip //p' "{CONF_DIR}/node-$ORD.conf")
-if [ "$PRIMARY" != "$SELF" ]; then
-  echo "replicaof $PRIMARY {r.port}" >> "$CONF"
+if [ -n "$PRIMARY" ]; then
+  grep -v '^replicaof ' "$SOURCE" > "$CONF"
+  SELF=$(sed -n 's/^replica-announce-ip //p' "$SOURCE")
+  [ "$PRIMARY" = "$SELF" ] || echo "replicaof $PRIMARY {r.port}" >> "$CONF"
+else
+  cat "$SOURCE" > "$CONF"
 fi
-exec docker-entrypoint.sh redis-server "$CONF"
+exec redis-server "$CONF"
 """
 
 
-def _sentinel_script(spec: StackSpec, backend: Backend) -> str:
-    r = spec.redis
+def _sentinel_script() -> str:
     return f"""#!/bin/sh
-# Write sentinel.conf once (Sentinel rewrites it as it learns the topology).
+# Copy sentinel.conf once: Sentinel rewrites it as it learns the topology.
 set -eu
+umask 077
 ORD="${{HOSTNAME##*-}}"
-CONF=/data/sentinel.conf
-if [ ! -s "$CONF" ]; then
-  {{
-    echo "port {r.sentinel_port}"
-    echo "dir /data"
-    echo "sentinel resolve-hostnames yes"
-    echo "sentinel announce-hostnames yes"
-    cat "{CONF_DIR}/sentinel-$ORD.conf"
-    echo "sentinel monitor {r.master_name} {backend.replica_host(SERVICE, 0)} {r.port} {r.quorum}"
-    echo "sentinel down-after-milliseconds {r.master_name} {r.down_after_ms}"
-    echo "sentinel failover-timeout {r.master_name} {r.failover_timeout_ms}"
-    echo "sentinel parallel-syncs {r.master_name} 1"
-    echo "sentinel auth-user {r.master_name} {ADMIN_USER}"
-    printf 'sentinel auth-pass {r.master_name} %s\\n' "$(cat {SECRET_DIR}/admin-password)"
-  }} > "$CONF"
-fi
-exec docker-entrypoint.sh redis-server "$CONF" --sentinel
+CONF={DATA_DIR}/sentinel.conf
+[ -s "$CONF" ] || cat "{SECRET_DIR}/sentinel-$ORD.conf" > "$CONF"
+exec redis-sentinel "$CONF"
 """
 
 
-def _probe_script(port: int, auth: bool) -> str:
-    login = f'REDISCLI_AUTH="$(cat {SECRET_DIR}/admin-password)" ' if auth else ""
-    user = f"--user {ADMIN_USER} " if auth else ""
-    return f"#!/bin/sh\n{login}redis-cli {user}-p {port} ping | grep -q PONG\n"
+def _probe_script(port: int, *, admin: bool) -> str:
+    if admin:
+        return (
+            f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/admin-password)" '
+            f"redis-cli --user {ADMIN_USER} -p {port} ping | grep -q PONG\n"
+        )
+    return (
+        f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/password)" '
+        f"redis-cli -p {port} ping | grep -q PONG\n"
+    )
 
 
-def _exporter(spec: StackSpec, port: int, password_file: File | None) -> Container:
+def _exporter(spec: StackSpec, port: int, password_file: File, user: str | None) -> Container:
     env = {
         "REDIS_ADDR": f"redis://localhost:{port}",
         "REDIS_EXPORTER_WEB_LISTEN_ADDRESS": f":{spec.redis.exporter_port}",
+        "REDIS_PASSWORD_FILE": password_file.path,
     }
-    if password_file is not None:
-        env |= {"REDIS_USER": ADMIN_USER, "REDIS_PASSWORD_FILE": password_file.path}
+    if user is not None:
+        env["REDIS_USER"] = user
     return Container(
         name="exporter",
         image=spec.images.redis_exporter,
@@ -144,7 +156,7 @@ def _exporter(spec: StackSpec, port: int, password_file: File | None) -> Contain
         probe=Probe(http_port=spec.redis.exporter_port, http_path="/health"),
         resources=SIDECAR_RESOURCES,
         env=env,
-        files=(password_file,) if password_file is not None else (),
+        files=(password_file,),
         uid=EXPORTER_UID,
     )
 
@@ -170,13 +182,14 @@ class RedisDeployment(pulumi.ComponentResource):
         spec, backend, r = args.spec, args.backend, args.spec.redis
         password = pulumi.Output.secret(args.password)
         admin = pulumi.Output.secret(args.admin_password)
-        node_files = tuple(
-            File(
-                CONF_DIR,
-                f"node-{i}.conf",
-                f"replica-announce-ip {backend.replica_host(SERVICE, i)}\n",
+        both = pulumi.Output.all(password, admin)
+        server_confs = tuple(
+            secret_file(
+                SECRET_DIR,
+                f"redis-{i}.conf",
+                both.apply(partial(_server_conf, spec, backend, i)),
             )
-            for i in range(r.nodes)
+            for i in ordinals(r.nodes)
         )
         redis = StatefulService(
             name=SERVICE,
@@ -196,26 +209,14 @@ class RedisDeployment(pulumi.ComponentResource):
                     command=("sh", f"{CONF_DIR}/start.sh"),
                     probe=Probe(command=("sh", f"{CONF_DIR}/probe.sh")),
                     resources=spec.resources,
-                    data_dir="/data",
+                    data_dir=DATA_DIR,
                     uid=REDIS_UID,
                     files=(
-                        File(CONF_DIR, "redis.conf", _redis_conf(spec)),
                         File(CONF_DIR, "start.sh", _start_script(spec, backend)),
-                        File(CONF_DIR, "probe.sh", _probe_script(r.port, auth=True)),
-                        *node_files,
-                        secret_file(
-                            SECRET_DIR,
-                            "users.acl",
-                            pulumi.Output.all(password, admin).apply(
-                                lambda pw: _acl(spec, pw[0], pw[1])
-                            ),
-                        ),
-                        secret_file(
-                            SECRET_DIR,
-                            "replication.conf",
-                            admin.apply(lambda a: f"masteruser {ADMIN_USER}\nmasterauth {a}\n"),
-                        ),
+                        File(CONF_DIR, "probe.sh", _probe_script(r.port, admin=True)),
+                        *server_confs,
                         secret_file(SECRET_DIR, "admin-password", admin),
+                        secret_file(SECRET_DIR, "password", password),
                     ),
                 ),
                 _exporter(
@@ -226,6 +227,7 @@ class RedisDeployment(pulumi.ComponentResource):
                         "passwords.json",
                         admin.apply(lambda a: json.dumps({f"redis://localhost:{r.port}": a})),
                     ),
+                    ADMIN_USER,
                 ),
             ),
         )
@@ -250,24 +252,34 @@ class RedisDeployment(pulumi.ComponentResource):
                         command=("sh", f"{CONF_DIR}/sentinel.sh"),
                         probe=Probe(command=("sh", f"{CONF_DIR}/probe.sh")),
                         resources=spec.resources,
-                        data_dir="/data",
+                        data_dir=DATA_DIR,
                         uid=REDIS_UID,
                         files=(
-                            File(CONF_DIR, "sentinel.sh", _sentinel_script(spec, backend)),
-                            File(CONF_DIR, "probe.sh", _probe_script(r.sentinel_port, auth=False)),
+                            File(CONF_DIR, "sentinel.sh", _sentinel_script()),
+                            File(CONF_DIR, "probe.sh", _probe_script(r.sentinel_port, admin=False)),
                             *(
-                                File(
-                                    CONF_DIR,
+                                secret_file(
+                                    SECRET_DIR,
                                     f"sentinel-{i}.conf",
-                                    "sentinel announce-ip "
-                                    f"{backend.replica_host(SENTINEL_SERVICE, i)}\n",
+                                    both.apply(partial(_sentinel_conf, spec, backend, i)),
                                 )
-                                for i in range(r.sentinels)
+                                for i in ordinals(r.sentinels)
                             ),
-                            secret_file(SECRET_DIR, "admin-password", admin),
+                            secret_file(SECRET_DIR, "password", password),
                         ),
                     ),
-                    _exporter(spec, r.sentinel_port, None),
+                    _exporter(
+                        spec,
+                        r.sentinel_port,
+                        secret_file(
+                            EXPORTER_SECRET_DIR,
+                            "passwords.json",
+                            password.apply(
+                                lambda a: json.dumps({f"redis://localhost:{r.sentinel_port}": a})
+                            ),
+                        ),
+                        None,
+                    ),
                 ),
             )
             self.services.append(sentinel)
@@ -277,10 +289,12 @@ class RedisDeployment(pulumi.ComponentResource):
         self.master_name = r.master_name
         self.username = r.username
         self.password = password
-        self.endpoint = None if r.sentinels else backend.client_endpoint(SERVICE, 0, r.port)
+        self.endpoint = (
+            None if r.sentinels else backend.client_endpoint(SERVICE, FIRST_ORDINAL, r.port)
+        )
         self.sentinels = [
             backend.client_endpoint(SENTINEL_SERVICE, i, r.sentinel_port)
-            for i in range(r.sentinels)
+            for i in ordinals(r.sentinels)
         ]
         self.resources = made
         self.register_outputs(

@@ -1,47 +1,59 @@
 """``TimescaleDatabase``: TimescaleDB primary and streaming standbys, with an exporter.
 
-Replica 0 initialises the cluster: the image's entrypoint creates the
-database, runs the init scripts (roles, ``pg_hba`` for replication, the bars
-schema from :func:`backbone.store.schema.schema_sql` as the application role)
-and starts PostgreSQL. Every other replica starts as a ``pg_basebackup`` copy
-of replica 0 and streams from it; with ``spec.postgres.synchronous`` commits
-wait for one standby. Telemetry is off (``timescaledb.telemetry_level=off``).
+``postgresql.conf``, ``pg_hba.conf``, the roles and the schema come from
+:mod:`infra.render.postgres` and :mod:`backbone.store.schema`, as for the local
+processes. The container runs PostgreSQL's own programs on them (no image
+entrypoint): on its first start replica 1 runs ``initdb``, starts on loopback,
+creates the roles, the database, the extension and the bars schema (as the
+application role), and restarts as the primary; every other replica starts as
+a ``pg_basebackup`` copy of replica 1 and streams from it. With
+``spec.postgres.synchronous`` commits wait for one standby (``ANY 1 (*)``).
+Telemetry is off (``timescaledb.telemetry_level=off``).
 
-Passwords reach PostgreSQL only as files: ``POSTGRES_PASSWORD_FILE`` for the
-superuser, psql's ``\\set x `cat file` `` for the roles (never a command line),
-a ``.pgpass`` for the standby and ``DATA_SOURCE_PASS_FILE`` for the exporter.
+Passwords reach PostgreSQL only as files: ``initdb --pwfile`` for the
+superuser, SCRAM verifiers in a secret SQL file for the roles, a ``.pgpass``
+for the bootstrap and the standby, ``DATA_SOURCE_PASS_FILE`` for the exporter.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import pulumi
 
 from backbone.connections import HostPort
-from backbone.store.schema import schema_sql
+from backbone.store.schema import schema_statements
 from infra.monitoring.prometheus import JOB_POSTGRES
+from infra.render.postgres import (
+    INITDB_ARGS,
+    SUPERUSER,
+    bootstrap_statements,
+    pg_hba_conf,
+    postgresql_conf,
+    scram_verifier,
+)
 from infra.spec import StackSpec
 from infra.targets.workload import (
+    FIRST_ORDINAL,
     SIDECAR_RESOURCES,
     Backend,
     Container,
     File,
     Probe,
     StatefulService,
+    ordinals,
     secret_file,
 )
 
-__all__ = ["TimescaleDatabase", "TimescaleDatabaseArgs", "server_settings"]
+__all__ = ["TimescaleDatabase", "TimescaleDatabaseArgs"]
 
 SERVICE = "timescale"
-SUPERUSER = "postgres"
 POSTGRES_UID = 1000
 EXPORTER_UID = 65534
 HOME = "/home/postgres"
 PGDATA = f"{HOME}/pgdata/data"
 CONF_DIR = "/opt/backbone/timescale"
-INITDB_DIR = "/docker-entrypoint-initdb.d"
 SECRET_DIR = "/run/secrets/timescale"
 EXPORTER_SECRET_DIR = "/run/secrets/timescale-exporter"
 
@@ -55,74 +67,66 @@ class TimescaleDatabaseArgs:
     replication_password: pulumi.Input[str]
 
 
-def server_settings(spec: StackSpec) -> dict[str, str]:
-    """The ``postgres -c`` settings of every node (standbys ignore primary-only ones)."""
+def _salt(spec: StackSpec, role: str) -> bytes:
+    # A stable salt per stack and role: an unchanged password renders an
+    # unchanged file, so Pulumi shows no diff on every preview.
+    return hashlib.sha256(f"{spec.name}/{role}/scram".encode()).digest()[:16]
+
+
+def _bootstrap_sql(spec: StackSpec, pw: list[str]) -> str:
     p = spec.postgres
-    settings = {
-        "shared_preload_libraries": "timescaledb",
-        "timescaledb.telemetry_level": "off",
-        "listen_addresses": "*",
-        "port": str(p.port),
-        "wal_level": "replica",
-        "max_wal_senders": "10",
-        "max_replication_slots": "10",
-        "hot_standby": "on",
-        "wal_keep_size": "512MB",
-    }
-    if p.standbys and p.synchronous:
-        settings |= {"synchronous_standby_names": "ANY 1 (*)", "synchronous_commit": "on"}
-    return settings
+    statements = bootstrap_statements(
+        p,
+        password_verifier=scram_verifier(pw[0], salt=_salt(spec, p.user)),
+        replication_verifier=scram_verifier(pw[1], salt=_salt(spec, p.replication_user)),
+    )
+    return "".join(f"{s};\n" for s in statements)
 
 
-def _roles_script(spec: StackSpec) -> str:
+def _bootstrap_pgpass(spec: StackSpec, pw: list[str]) -> str:
     p = spec.postgres
-    return f"""#!/bin/sh
-# Roles and replication access (runs once, when replica 0 initialises).
-set -eu
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<'SQL'
-\\set app_pw `cat {SECRET_DIR}/app-password`
-\\set repl_pw `cat {SECRET_DIR}/replication-password`
-CREATE ROLE {p.user} LOGIN PASSWORD :'app_pw';
-CREATE ROLE {p.replication_user} REPLICATION LOGIN PASSWORD :'repl_pw';
-ALTER DATABASE {p.dbname} OWNER TO {p.user};
-GRANT ALL ON SCHEMA public TO {p.user};
-CREATE EXTENSION IF NOT EXISTS timescaledb;
-SQL
-echo "host replication {p.replication_user} all scram-sha-256" >> "$PGDATA/pg_hba.conf"
-"""
-
-
-def _schema_script(spec: StackSpec) -> str:
-    return f"""#!/bin/sh
-# The bars schema, owned by the application role.
-set -eu
-psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname "$POSTGRES_DB" <<'SQL'
-SET ROLE {spec.postgres.user};
-\\i {CONF_DIR}/schema.sql
-SQL
-"""
+    return (
+        f"127.0.0.1:{p.port}:*:{SUPERUSER}:{pw[2]}\n"
+        f"127.0.0.1:{p.port}:*:{p.user}:{pw[0]}\n"
+        f"*:{p.port}:replication:{p.replication_user}:{pw[1]}\n"
+    )
 
 
 def _start_script(spec: StackSpec, backend: Backend) -> str:
+    """initdb and bootstrap replica 1 once (as the local provisioner does), clone
+    any other replica from it, then run ``postgres`` on the rendered files."""
     p = spec.postgres
-    args = " ".join(f"-c '{k}={v}'" for k, v in server_settings(spec).items())
-    primary = backend.replica_host(SERVICE, 0)
+    primary = backend.replica_host(SERVICE, FIRST_ORDINAL)
+    psql = f'"$PGBIN/psql" -h 127.0.0.1 -p {p.port} -v ON_ERROR_STOP=1 -X -q'
     return f"""#!/bin/sh
-# Replica 0 is the primary; any other replica starts as a streaming copy of it.
 set -eu
+umask 077
 ORD="${{HOSTNAME##*-}}"
-export PGDATA={PGDATA}
-if [ "$ORD" != "0" ] && [ ! -s "$PGDATA/PG_VERSION" ]; then
-  install -m 0600 {SECRET_DIR}/pgpass "$HOME/.pgpass"
+PGDATA={PGDATA}
+PGBIN=$(dirname "$(command -v postgres || echo /usr/lib/postgresql/{p.version}/bin/postgres)")
+export PGPASSFILE="$HOME/.pgpass"
+cat {SECRET_DIR}/pgpass > "$PGPASSFILE"
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
   mkdir -p "$PGDATA"
-  until pg_basebackup -h {primary} -p {p.port} -U {p.replication_user} -D "$PGDATA" \\
-      -R -X stream --no-password; do
-    echo "waiting for the primary {primary}" >&2; rm -rf "$PGDATA"/*; sleep 3
-  done
+  if [ "$ORD" = "{FIRST_ORDINAL}" ]; then
+    "$PGBIN/initdb" -D "$PGDATA" {" ".join(INITDB_ARGS)} --pwfile={SECRET_DIR}/superuser-password
+    cat {CONF_DIR}/postgresql.conf >> "$PGDATA/postgresql.conf"
+    cat {CONF_DIR}/pg_hba.conf > "$PGDATA/pg_hba.conf"
+    # Bootstrap on loopback, before any standby exists to wait for.
+    "$PGBIN/pg_ctl" -D "$PGDATA" -w -o "-p {p.port} -c listen_addresses=127.0.0.1 \
+        -c synchronous_standby_names=" start
+    {psql} -U {SUPERUSER} -d postgres -f {SECRET_DIR}/bootstrap.sql
+    {psql} -U {SUPERUSER} -d {p.dbname} -f {CONF_DIR}/extension.sql
+    {psql} -U {p.user} -d {p.dbname} -f {CONF_DIR}/schema.sql
+    "$PGBIN/pg_ctl" -D "$PGDATA" -w stop
+  else
+    until "$PGBIN/pg_basebackup" -h {primary} -p {p.port} -U {p.replication_user} \
+        -D "$PGDATA" -R -X stream --checkpoint=fast --no-password; do
+      echo "waiting for the primary {primary}" >&2; rm -rf "$PGDATA"/*; sleep 3
+    done
+  fi
 fi
-# The image's entrypoint (initdb, init scripts, POSTGRES_PASSWORD_FILE) runs postgres.
-ENTRY=$(command -v docker-entrypoint.sh || echo /docker-entrypoint.sh)
-exec "$ENTRY" postgres {args}
+exec "$PGBIN/postgres" -D "$PGDATA" -p {p.port}
 """
 
 
@@ -143,12 +147,13 @@ class TimescaleDatabase(pulumi.ComponentResource):
         password = pulumi.Output.secret(args.password)
         superuser = pulumi.Output.secret(args.superuser_password)
         replication = pulumi.Output.secret(args.replication_password)
-        schema = schema_sql(
+        extension, *schema = schema_statements(
             timescaledb=True,
             chunk_interval_days=p.chunk_interval_days,
             compress_after_days=p.compress_after_days,
             retention_days=p.retention_days,
         )
+        secrets = pulumi.Output.all(password, replication, superuser)
         database = StatefulService(
             name=SERVICE,
             replicas=p.nodes,
@@ -164,12 +169,6 @@ class TimescaleDatabase(pulumi.ComponentResource):
                     image=spec.images.timescale,
                     ports={"postgres": p.port},
                     command=("sh", f"{CONF_DIR}/start.sh"),
-                    env={
-                        "POSTGRES_USER": SUPERUSER,
-                        "POSTGRES_DB": p.dbname,
-                        "POSTGRES_PASSWORD_FILE": f"{SECRET_DIR}/superuser-password",
-                        "PGDATA": PGDATA,
-                    },
                     probe=Probe(
                         command=("pg_isready", "-h", "127.0.0.1", "-p", str(p.port)),
                         initial_delay_s=20,
@@ -179,18 +178,24 @@ class TimescaleDatabase(pulumi.ComponentResource):
                     uid=POSTGRES_UID,
                     files=(
                         File(CONF_DIR, "start.sh", _start_script(spec, backend)),
-                        File(CONF_DIR, "schema.sql", schema),
-                        File(INITDB_DIR, "010-roles.sh", _roles_script(spec)),
-                        File(INITDB_DIR, "020-schema.sh", _schema_script(spec)),
+                        File(
+                            CONF_DIR,
+                            "postgresql.conf",
+                            postgresql_conf(p, listen="*", timescaledb=True),
+                        ),
+                        File(CONF_DIR, "pg_hba.conf", pg_hba_conf(p, network="all")),
+                        File(CONF_DIR, "extension.sql", f"{extension};\n"),
+                        File(CONF_DIR, "schema.sql", "".join(f"{s};\n" for s in schema)),
                         secret_file(SECRET_DIR, "superuser-password", superuser),
-                        secret_file(SECRET_DIR, "app-password", password),
-                        secret_file(SECRET_DIR, "replication-password", replication),
+                        secret_file(
+                            SECRET_DIR,
+                            "bootstrap.sql",
+                            secrets.apply(lambda pw: _bootstrap_sql(spec, pw)),
+                        ),
                         secret_file(
                             SECRET_DIR,
                             "pgpass",
-                            replication.apply(
-                                lambda r: f"*:{p.port}:replication:{p.replication_user}:{r}\n"
-                            ),
+                            secrets.apply(lambda pw: _bootstrap_pgpass(spec, pw)),
                         ),
                     ),
                 ),
@@ -213,7 +218,7 @@ class TimescaleDatabase(pulumi.ComponentResource):
         )
         self.services = [database]
         self.resources = backend.stateful_service(database, self).resources
-        self.hosts = [backend.client_endpoint(SERVICE, i, p.port) for i in range(p.nodes)]
+        self.hosts = [backend.client_endpoint(SERVICE, i, p.port) for i in ordinals(p.nodes)]
         self.dbname = p.dbname
         self.user = p.user
         self.password = password

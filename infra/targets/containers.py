@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from backbone.connections import HostPort
 from infra.spec import Resources
-from infra.targets.workload import Container, File, InitJob, StatefulService
+from infra.targets.workload import Container, File, InitJob, StatefulService, ordinals
 
 __all__ = [
     "HOST_GATEWAY",
@@ -100,7 +100,7 @@ def health_of(container: Container) -> Health | None:
 class PlannedContainer:
     """One container of a stack, whichever renderer declares it."""
 
-    #: Unique within the stack: ``redis-0``, ``redis-0-exporter``, ``create-topics``.
+    #: Unique within the stack: ``redis-1``, ``redis-1-exporter``, ``create-topics``.
     key: str
     #: Engine-wide name (:func:`container_name`).
     name: str
@@ -153,7 +153,7 @@ def plan_service(svc: StatefulService, *, stack: str, external: External) -> lis
     planned: list[PlannedContainer] = []
     main = svc.main
     data_dir = main.data_dir or "/data"
-    for ordinal in range(svc.replicas):
+    for ordinal in ordinals(svc.replicas):
         host = replica_host(svc.name, ordinal)
         volume = f"{host}-data"
         steps = [

@@ -57,7 +57,7 @@ def _uploads(files: Sequence[File], uid: int | None) -> list[docker.ContainerUpl
             file=f.path,
             content=f.content,
             permissions="0400" if f.secret else "0444",
-            owner=uid if f.secret else None,
+            owner=str(uid) if f.secret and uid is not None else None,
         )
         for f in files
     ]

@@ -22,6 +22,7 @@ import pulumi_kubernetes as k8s
 
 from backbone.connections import HostPort
 from infra.targets.workload import (
+    FIRST_ORDINAL,
     Container,
     File,
     InitJob,
@@ -29,6 +30,7 @@ from infra.targets.workload import (
     Probe,
     RenderedService,
     StatefulService,
+    ordinals,
 )
 
 __all__ = ["CLIENT_LABEL", "KubernetesBackend"]
@@ -57,34 +59,39 @@ def _volumes_for(
         vname = f"{prefix}-{'s' if is_secret else 'c'}{n}"
         items = [core.KeyToPathArgs(key=_key(f.path), path=f.name) for f in group]
         if is_secret:
-            source = {
-                "secret": core.SecretVolumeSourceArgs(
+            volume = core.VolumeArgs(
+                name=vname,
+                secret=core.SecretVolumeSourceArgs(
                     secret_name=secret, items=items, default_mode=0o440
-                )
-            }
+                ),
+            )
         else:
-            source = {
-                "config_map": core.ConfigMapVolumeSourceArgs(
+            volume = core.VolumeArgs(
+                name=vname,
+                config_map=core.ConfigMapVolumeSourceArgs(
                     name=config_map, items=items, default_mode=0o444
-                )
-            }
-        volumes.append(core.VolumeArgs(name=vname, **source))
+                ),
+            )
+        volumes.append(volume)
         mounts.append(core.VolumeMountArgs(name=vname, mount_path=directory, read_only=True))
     return volumes, mounts
 
 
 def _probe(probe: Probe, *, readiness: bool) -> core.ProbeArgs:
-    action: dict[str, object]
+    exec_: core.ExecActionArgs | None = None
+    http_get: core.HTTPGetActionArgs | None = None
     if probe.command is not None:
-        action = {"exec_": core.ExecActionArgs(command=list(probe.command))}
+        exec_ = core.ExecActionArgs(command=list(probe.command))
     else:
-        action = {"http_get": core.HTTPGetActionArgs(path=probe.http_path, port=probe.http_port)}
+        assert probe.http_port is not None  # a Probe has exactly one of the two
+        http_get = core.HTTPGetActionArgs(path=probe.http_path, port=probe.http_port)
     return core.ProbeArgs(
         initial_delay_seconds=5 if readiness else probe.initial_delay_s,
         period_seconds=5 if readiness else probe.period_s,
         timeout_seconds=probe.timeout_s,
         failure_threshold=probe.failure_threshold,
-        **action,
+        exec_=exec_,
+        http_get=http_get,
     )
 
 
@@ -258,6 +265,9 @@ class KubernetesBackend:
                 spec=k8s.apps.v1.StatefulSetSpecArgs(
                     service_name=f"{name}-headless",
                     replicas=svc.replicas,
+                    # Pods are named from 1 (``redis-1``), like every other target
+                    # (StatefulSet start ordinal, GA since Kubernetes 1.31).
+                    ordinals=k8s.apps.v1.StatefulSetOrdinalsArgs(start=FIRST_ORDINAL),
                     # Every replica starts at once: a quorum cannot form one pod at a time.
                     pod_management_policy="Parallel",
                     selector=meta.LabelSelectorArgs(match_labels=selector),
@@ -365,7 +375,7 @@ class KubernetesBackend:
         self, svc: StatefulService, parent: pulumi.Resource
     ) -> list[pulumi.Resource]:
         made: list[pulumi.Resource] = []
-        for ordinal in range(svc.replicas):
+        for ordinal in ordinals(svc.replicas):
             ports = [
                 core.ServicePortArgs(
                     name=pname[:15], port=port, target_port=port, node_port=ext.port

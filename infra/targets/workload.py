@@ -10,7 +10,7 @@ know how their platform runs a replica.
 
 Per-replica behaviour (which Redis is the primary, a broker's ``node.id``)
 comes from the replica's ordinal, read by the start scripts from the host
-name (``redis-0``, ``kafka-2``): a StatefulSet pod name on Kubernetes, the
+name (``redis-1``, ``kafka-2``): a StatefulSet pod name on Kubernetes, the
 container host name on Docker.
 """
 
@@ -26,6 +26,7 @@ from backbone.connections import HostPort
 from infra.spec import Resources
 
 __all__ = [
+    "FIRST_ORDINAL",
     "SIDECAR_RESOURCES",
     "Backend",
     "Container",
@@ -35,8 +36,19 @@ __all__ = [
     "Probe",
     "RenderedService",
     "StatefulService",
+    "ordinals",
     "secret_file",
 ]
+
+#: Replicas are numbered from 1 on every target (``redis-1``, ``kafka-3``), as
+#: the local environment names its processes: one numbering in every place a
+#: replica is named (host names, Kafka ``node.id``, scrape targets, drills).
+FIRST_ORDINAL = 1
+
+
+def ordinals(replicas: int) -> range:
+    """The ordinals of ``replicas`` replicas: ``1..replicas``."""
+    return range(FIRST_ORDINAL, FIRST_ORDINAL + replicas)
 
 
 #: Requests/limits of exporter sidecars and one-shot steps (small, fixed).

@@ -216,12 +216,24 @@ def config_files(rendering: Rendering) -> dict[str, str]:
     return files
 
 
-def file_named(rendering: Rendering, suffix: str) -> str:
-    """The content of the one mounted config file whose path/key ends with ``suffix``."""
+def secret_files(rendering: Rendering) -> dict[str, str]:
+    """Every secret file the stack mounts, unwrapped (for reading, not for leak checks)."""
+    files: dict[str, str] = {}
+    for r in rendering.of_type(K8S_SECRET):
+        files.update(r.plain.get("stringData") or {})
+    for r in rendering.of_type(DOCKER_CONTAINER):
+        for upload in r.plain.get("uploads") or []:
+            if upload["permissions"] == "0400":
+                files[upload["file"]] = upload["content"]
+    return files
+
+
+def file_named(rendering: Rendering, suffix: str, *, secret: bool = False) -> str:
+    """The content of the one mounted config file whose path/key ends with ``suffix``
+    (with ``secret``: of the one secret file)."""
     # ConfigMap keys are the mount paths with "/" turned into "_".
     wanted = suffix.replace("/", "_")
-    hits = {
-        k: v for k, v in config_files(rendering).items() if k.replace("/", "_").endswith(wanted)
-    }
+    files = secret_files(rendering) if secret else config_files(rendering)
+    hits = {k: v for k, v in files.items() if k.replace("/", "_").endswith(wanted)}
     assert len(hits) == 1, f"expected one config file ending {suffix!r}, found {sorted(hits)}"
     return next(iter(hits.values()))

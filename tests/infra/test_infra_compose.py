@@ -85,7 +85,7 @@ def test_compose_render_writes_a_file_without_credentials(tmp_path: Path) -> Non
     path = Path(result.output.strip().splitlines()[-1])
     assert path == tmp_path / "compose.yaml"
     doc = yaml.safe_load(path.read_text())
-    assert set(doc["services"]) >= {"redis-0", "kafka-0", "timescale-0", "prometheus-0"}
+    assert set(doc["services"]) >= {"redis-1", "kafka-1", "timescale-1", "prometheus-1"}
     assert stat.S_IMODE(tmp_path.stat().st_mode) == 0o700
     secret_files = [p for p in (tmp_path / "files").rglob("*") if "/run/secrets/" in str(p)]
     assert secret_files

@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 from pulumi_rendering import (
     BOOTSTRAP_IDS,
     CONFIG_MAP,
@@ -30,7 +29,8 @@ from pulumi_rendering import (
     pod_spec,
 )
 
-from infra.components.kafka_cluster import EXTERNAL_PORT
+from infra.components.kafka_cluster import EXTERNAL_PORT, JMX_JAR, VOLUME
+from infra.render.kafka import JMX_EXPORTER_RULES
 from infra.spec import StackSpec
 
 
@@ -99,7 +99,7 @@ def test_docker_counts_per_kind(rendering: Rendering) -> None:
     hostnames = sorted(
         r.plain["hostname"] for r in rendering.of_type(DOCKER_CONTAINER) if "hostname" in r.plain
     )
-    assert hostnames == sorted(f"{s}-{i}" for s, n in expected.items() for i in range(n))
+    assert hostnames == sorted(f"{s}-{i}" for s, n in expected.items() for i in range(1, n + 1))
 
 
 def _pinned(image: str) -> bool:
@@ -142,7 +142,7 @@ def test_kubernetes_exported_addresses_are_the_services_replicas(rendering: Rend
         pod, headless, ns, *_ = host.split(".")
         sset = k8s_object(sets[service])
         assert headless == sset["spec"]["serviceName"] and ns == namespace, host
-        assert int(pod.rsplit("-", 1)[1]) < sset["spec"]["replicas"], host
+        assert 1 <= int(pod.rsplit("-", 1)[1]) <= sset["spec"]["replicas"], host
         ports = {
             p["containerPort"] for c in pod_spec(sets[service])["containers"] for p in c["ports"]
         }
@@ -200,8 +200,8 @@ def test_kafka_advertises_what_clients_are_given(rendering: Rendering) -> None:
     """A broker hands clients its advertised listeners: the exported bootstrap
     addresses must be among them, broker by broker, or clients get unreachable names."""
     servers = _document(rendering)["kafka"]["bootstrap_servers"]
-    for ordinal, server in enumerate(servers):
-        props = file_named(rendering, f"node-{ordinal}.properties")
+    for ordinal, server in enumerate(servers, start=1):
+        props = file_named(rendering, f"kafka/server-{ordinal}.properties", secret=True)
         advertised = next(
             line.split("=", 1)[1] for line in props.splitlines() if line.startswith("advertised.")
         )
@@ -215,10 +215,10 @@ def test_kafka_advertises_what_clients_are_given(rendering: Rendering) -> None:
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
 def test_kafka_quorum_lists_every_broker(rendering: Rendering) -> None:
     spec = rendering.result.spec
-    server = file_named(rendering, "kafka/server.properties")
+    server = file_named(rendering, "kafka/server-1.properties", secret=True)
     voters = next(ln for ln in server.splitlines() if ln.startswith("controller.quorum.voters="))
     ids = [v.split("@", 1)[0] for v in voters.split("=", 1)[1].split(",")]
-    assert ids == [str(i) for i in range(spec.kafka.brokers)]
+    assert ids == [str(i) for i in range(1, spec.kafka.brokers + 1)]
     assert "process.roles=broker,controller" in server
     assert f"min.insync.replicas={spec.kafka.min_insync_replicas}" in server
 
@@ -235,23 +235,30 @@ def test_topics_job_creates_every_spec_topic(rendering: Rendering) -> None:
 
 
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
-def test_timescale_boots_the_shared_schema_with_telemetry_off(rendering: Rendering) -> None:
-    from backbone.store.schema import schema_sql
+def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
+    rendering: Rendering,
+) -> None:
+    from backbone.store.schema import schema_statements
+    from infra.render.postgres import postgresql_conf
 
     spec = rendering.result.spec.postgres
-    expected = schema_sql(
+    expected = schema_statements(
         timescaledb=True,
         chunk_interval_days=spec.chunk_interval_days,
         compress_after_days=spec.compress_after_days,
         retention_days=spec.retention_days,
     )
-    assert file_named(rendering, "timescale/schema.sql") == expected
-    start = file_named(rendering, "timescale/start.sh")
-    assert "timescaledb.telemetry_level=off" in start
+    assert file_named(rendering, "timescale/extension.sql") == f"{expected[0]};\n"
+    assert file_named(rendering, "timescale/schema.sql") == "".join(f"{s};\n" for s in expected[1:])
+    conf = file_named(rendering, "timescale/postgresql.conf")
+    assert conf == postgresql_conf(spec, listen="*", timescaledb=True)
+    assert "timescaledb.telemetry_level = off" in conf
     if spec.standbys and spec.synchronous:
-        assert "synchronous_standby_names=ANY 1 (*)" in start
+        assert "synchronous_standby_names = 'ANY 1 (*)'" in conf
     else:
-        assert "synchronous_standby_names" not in start
+        assert "synchronous_standby_names" not in conf
+    start = file_named(rendering, "timescale/start.sh")
+    assert "docker-entrypoint" not in start and 'exec "$PGBIN/postgres"' in start
 
 
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
@@ -259,7 +266,7 @@ def test_every_rendered_shell_script_parses(rendering: Rendering, tmp_path) -> N
     import subprocess
 
     scripts = {k: v for k, v in config_files(rendering).items() if k.endswith(".sh")}
-    assert len(scripts) >= 6  # redis start/probe, kafka start/topics, timescale start + init
+    assert len(scripts) >= 5  # redis start/probe, kafka start/topics, timescale start
     for key, text in scripts.items():
         path = tmp_path / "script.sh"
         path.write_text(text)
@@ -271,12 +278,14 @@ def test_every_rendered_shell_script_parses(rendering: Rendering, tmp_path) -> N
 def test_broker_jvm_options_stay_out_of_the_container_env(rendering: Rendering) -> None:
     """Probes run Kafka's tools in the same container: a javaagent or a 512 MB heap
     in the env would start a second agent on the metrics port, or exhaust the limit."""
+    spec = rendering.result.spec
     for r in rendering.resources:
         text = str(r.plain.get("envs", "")) + str(r.plain.get("spec", ""))
         assert "KAFKA_OPTS" not in text and "KAFKA_HEAP_OPTS" not in text, str(r)
     start = file_named(rendering, "kafka/start.sh")
-    assert 'export KAFKA_OPTS="-javaagent:' in start
-    yaml.safe_load(file_named(rendering, "jmx-exporter.yml"))
+    assert f"-javaagent:{VOLUME}/jmx/{JMX_JAR}=0.0.0.0:{spec.kafka.exporter_port}:" in start
+    # The rules the local nodes run, byte for byte: one file for every target.
+    assert file_named(rendering, "jmx-exporter.yml") == JMX_EXPORTER_RULES.read_text()
 
 
 #: Shared by the whole stack, so parented by the stack itself.

@@ -160,9 +160,9 @@ def test_external_host_adds_node_ports_and_kafka_advertises_them() -> None:
     assert len(numbers) == len(set(numbers)) and all(30000 <= n <= 32767 for n in numbers)
     by_pod = {s["spec"]["selector"]["statefulset.kubernetes.io/pod-name"]: s for s in node_ports}
     spec = rendering.result.spec
-    for ordinal in range(spec.kafka.brokers):
+    for ordinal in range(1, spec.kafka.brokers + 1):
         (port,) = by_pod[f"kafka-{ordinal}"]["spec"]["ports"]
-        props = file_named(rendering, f"node-{ordinal}.properties")
+        props = file_named(rendering, f"kafka/server-{ordinal}.properties", secret=True)
         assert f"EXTERNAL://node.example.internal:{port['nodePort']}" in props
     # The only rules open to any source are those for the published ports.
     for r in rendering.of_type(NETWORK_POLICY):

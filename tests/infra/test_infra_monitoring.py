@@ -59,9 +59,11 @@ def test_kubernetes_every_replica_is_scraped_at_an_exporter_port(rendering: Rend
             assert int(port) in ports, f"job {job} scrapes {target}: no container serves {port}"
             scraped.add((service, int(ordinal)))
     every_replica = {
-        (name, i) for name, r in sets.items() for i in range(k8s_object(r)["spec"]["replicas"])
+        (name, i)
+        for name, r in sets.items()
+        for i in range(1, k8s_object(r)["spec"]["replicas"] + 1)
     }
-    assert every_replica - {("prometheus", 0)} <= scraped, every_replica - scraped
+    assert every_replica - {("prometheus", 1)} <= scraped, every_replica - scraped
 
 
 @pytest.mark.parametrize("rendering", DOCKER_IDS, indirect=True)
@@ -80,11 +82,18 @@ def test_docker_every_replica_is_scraped_where_its_exporter_listens(rendering: R
             said = " ".join(
                 str(r.plain.get(k)) for r in pod for k in ("envs", "entrypoints", "command")
             )
+            # ... or the start script the container runs (Kafka's javaagent).
+            said += " ".join(
+                str(u["content"])
+                for r in pod
+                for u in r.plain.get("uploads") or []
+                if u["file"].endswith("/start.sh")
+            )
             assert re.search(rf"[:=]{port}\b", said), (
                 f"job {job}: nothing in {host} listens on {port}"
             )
             scraped.add(host)
-    assert set(by_host) - {"prometheus-0"} <= scraped, set(by_host) - scraped
+    assert set(by_host) - {"prometheus-1"} <= scraped, set(by_host) - scraped
 
 
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)

@@ -95,9 +95,9 @@ def test_ingest_reconciles_against_the_containers(compose_stack: tuple[str, Path
 def test_a_killed_kafka_container_recovers_with_its_data(compose_stack: tuple[str, Path]) -> None:
     name, outputs = compose_stack
     before = _ingest(outputs)
-    _harness("node", "kill", "kafka-0", "--name", name)
+    _harness("node", "kill", "kafka-1", "--name", name)
     assert "exited" in _harness("status", "--name", name)
-    _harness("node", "restart", "kafka-0", "--name", name)
+    _harness("node", "restart", "kafka-1", "--name", name)
     after = _ingest(outputs)
     assert after["reconciles"] is True
     # The same deterministic bars again: all already stored, none lost or doubled.

@@ -40,8 +40,8 @@ from harness.containers.services import (
     postgres_server,
     redis_server,
 )
+from infra.render.kafka import KafkaNodePorts, new_cluster_id
 from infra.spec import StackSpec, build_spec
-from infra.targets.local.kafka_config import KafkaNodePorts, new_cluster_id
 from infra.targets.local.ports import PortAllocator
 from infra.targets.local.secrets import StackSecrets
 

@@ -29,9 +29,9 @@ from kafka.admin import ConfigResource, ConfigResourceType
 
 from backbone.connections import KafkaConnection
 from harness.errors import MissingBinaryError, ServiceStartError
+from infra.render.kafka import node_id
 from infra.spec import build_spec
 from infra.targets.local.kafka import LocalKafka, NoLeaderError, kafka_libs_dir
-from infra.targets.local.kafka_config import node_id
 from infra.targets.local.ports import PortAllocator, is_port_conflict
 from infra.targets.local.secrets import StackSecrets
 

@@ -27,6 +27,7 @@ from redis.sentinel import Sentinel
 
 from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
 from harness.errors import ServiceStartError, StackExistsError
+from infra.render.postgres import synchronous_standby_names
 from infra.spec import build_spec
 from infra.targets.local import provisioner
 from infra.targets.local.ports import PortAllocator
@@ -279,7 +280,10 @@ def test_ha_postgres_commits_wait_for_a_synchronous_standby(ha_stack: LocalStack
         rows = conn.execute(
             "SELECT application_name, state, sync_state FROM pg_stat_replication"
         ).fetchall()
-        assert ("postgres-2", "streaming", "sync") in rows
+        # ANY 1 (*), as every target renders it: the standby is a quorum member.
+        assert ("postgres-2", "streaming", "quorum") in rows
+        names = conn.execute("SHOW synchronous_standby_names").fetchone()
+        assert names == (synchronous_standby_names(build_spec("x", size="ha").postgres),)
     with _postgres(doc) as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         conn.execute(

@@ -22,6 +22,7 @@ from backbone.telemetry import METRIC_NAMES, Telemetry, serve_metrics
 from harness import observe
 from infra.monitoring.assets import rules_file
 from infra.monitoring.dashboards import DASHBOARDS, build_dashboard, metric_names_in, panel_queries
+from infra.monitoring.metrics_contract import PROMETHEUS_SERIES, used_metric_names
 from infra.monitoring.prometheus import EXPORTER_JOBS
 from infra.targets.local.provisioner import LocalStack
 
@@ -187,6 +188,14 @@ def test_dashboards_query_only_metrics_the_stack_has_after_an_ingest(
         if name not in have
     }
     assert missing == set()
+    # The metrics contract, local target: every name a dashboard or an alert
+    # rule uses is scraped from this stack (or written by Prometheus itself).
+    unproduced = {
+        name: sorted(where)
+        for name, where in used_metric_names().items()
+        if name not in have | PROMETHEUS_SERIES
+    }
+    assert unproduced == {}
 
 
 # --- ha stack: the drill the issue asks for -------------------------------------------

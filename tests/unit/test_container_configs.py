@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.containers import configs
+from infra.render.kafka import KafkaNodePorts
 from infra.spec import build_spec
-from infra.targets.local.kafka_config import KafkaNodePorts
 from infra.targets.local.secrets import StackSecrets
 
 SPEC = build_spec("cfg", size="minimal")
@@ -26,10 +26,10 @@ ports = st.integers(min_value=1024, max_value=65535)
 def test_redis_listens_everywhere_and_keeps_its_users(port: int) -> None:
     secrets = StackSecrets()
     text = configs.redis_conf(SPEC, secrets, port=port)
-    assert re.search(r"^bind 0\.0\.0\.0$", text, re.M)
+    assert re.search(r"^bind \* -::\*$", text, re.M)  # every IPv4 and (if any) IPv6 address
     assert re.search(rf"^port {port}$", text, re.M)
     assert "bind 127.0.0.1" not in text
-    assert re.search(r"^user default off$", text, re.M)
+    assert re.search(r"^user default off\b", text, re.M)
     assert f">{secrets.redis_password} " in text
     assert re.search(rf"^dir {configs.REDIS_DATA}$", text, re.M)
 

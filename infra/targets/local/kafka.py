@@ -2,8 +2,8 @@
 
 ``kafka-1..N`` each run broker and controller in one JVM and are all voters
 of the metadata quorum; the jars come from the set-up step's cache
-(:func:`kafka_libs_dir`). Configuration is rendered by
-:mod:`infra.targets.local.kafka_config`; this module prepares the data directories,
+(:func:`kafka_libs_dir`). Configuration is rendered by :mod:`infra.render.kafka`
+(which the container targets use too); this module prepares the data directories,
 starts the nodes together, creates the spec's topics and answers questions
 about the running cluster (partition leaders, the active controller) by asking
 Kafka itself through kafka-python.
@@ -27,29 +27,30 @@ from pydantic import SecretStr
 
 from backbone.connections import KafkaConnection, TopicInfo
 from infra.errors import MissingBinaryError, ServiceStartError
-from infra.spec import StackSpec
-from infra.targets.local.base import LocalService
-from infra.targets.local.files import write_private
-from infra.targets.local.kafka_config import (
+from infra.render.kafka import (
+    FORMAT_JVM_OPTS,
+    JMX_EXPORTER_RULES,
+    LOG4J_CONFIG,
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
     node_id,
     node_name,
     render_server_properties,
-    storage_format_args,
+    storage_format_argfile,
 )
+from infra.targets.local.base import LocalService
+from infra.targets.local.files import write_private
 from infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
 from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
-from infra.targets.local.secrets import StackSecrets
+from infra.targets.local.service import LocalNodes, start_together
 
 __all__ = ["KAFKA_VERSION", "LocalKafka", "NoLeaderError", "kafka_cache_dir", "kafka_libs_dir"]
 
 KAFKA_VERSION = "4.1.1"
-_KAFKA_ASSETS = Path(__file__).resolve().parents[2] / "kafka"
-#: JMX exporter rules; their metric names are listed at the top of the file.
-EXPORTER_CONFIG = _KAFKA_ASSETS / "jmx-exporter.yml"
-LOG4J_CONFIG = _KAFKA_ASSETS / "log4j2.properties"
+#: JMX exporter rules (shipped to every target); their metric names are
+#: listed at the top of the file.
+EXPORTER_CONFIG = JMX_EXPORTER_RULES
 
 #: A JVM on a busy 2-core box can take a while; a node that is not ready in
 #: this many seconds has failed.
@@ -59,8 +60,6 @@ TOPICS_TIMEOUT_S = 30.0
 #: One readiness probe: bootstrap against one node, at most this long.
 _PROBE_TIMEOUT_MS = 3000
 _FORMAT_TIMEOUT_S = 120.0
-#: The storage tool runs for a second: C1 only and a small heap start it fastest.
-_FORMAT_JVM_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m")
 
 
 class NoLeaderError(LookupError):
@@ -92,11 +91,6 @@ def _java() -> str:
     if java is None:
         raise MissingBinaryError("Java 17+ (for Kafka)", "java on PATH")
     return java
-
-
-def _argfile_line(arg: str) -> str:
-    # java @argfile syntax: double quotes group, backslash escapes.
-    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _answering(record: ProcessRecord) -> bool:
@@ -142,22 +136,14 @@ class _Admin(KafkaAdminClient):
             raise
 
 
-class LocalKafka:
+class LocalKafka(LocalNodes):
     """Kafka of one local stack: ``kafka-1..N`` in KRaft combined mode."""
 
     service = "kafka"
 
-    def __init__(
-        self,
-        spec: StackSpec,
-        stack_dir: Path,
-        secrets: StackSecrets,
-        records: list[ProcessRecord] | None = None,
-    ) -> None:
-        self.spec = spec
-        self.stack_dir = Path(stack_dir)
-        self.secrets = secrets
-        self.records: list[ProcessRecord] = list(records or [])
+    @property
+    def stack_dir(self) -> Path:
+        return self.dir
 
     # -- layout ----------------------------------------------------------------
 
@@ -168,16 +154,6 @@ class LocalKafka:
     def node_dir(self, name: str) -> Path:
         """``stack_dir/kafka-N``: ``server.properties`` (0600) and ``data/``."""
         return self.stack_dir / name
-
-    def _log(self, name: str) -> Path:
-        return self.stack_dir / "logs" / f"{name}.log"
-
-    def _record(self, name: str) -> ProcessRecord:
-        for record in self.records:
-            if record.name == name:
-                return record
-        known = ", ".join(r.name for r in self.records) or "none (not prepared)"
-        raise KeyError(f"no Kafka node {name!r} in this stack; nodes: {known}")
 
     # -- prepare ---------------------------------------------------------------
 
@@ -206,17 +182,7 @@ class LocalKafka:
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True, mode=0o700)
             config = home / "server.properties"
-            write_private(
-                config,
-                render_server_properties(
-                    kafka,
-                    node=n,
-                    ports=node_ports,
-                    data_dir=home / "data",
-                    client_password=self.secrets.kafka_password,
-                    admin_password=self.secrets.kafka_admin_password,
-                ),
-            )
+            write_private(config, self.render_node_config(n, node_ports))
             command = jvm_command(
                 libs=libs,
                 config=config,
@@ -225,17 +191,19 @@ class LocalKafka:
                 log4j_config=LOG4J_CONFIG,
             )
             command[0] = java
-            self.records.append(
-                ProcessRecord(
-                    name=name,
-                    service=self.service,
-                    command=command,
-                    log=str(self._log(name)),
-                    cwd=str(home),
-                    ports=own.as_dict(),
-                )
-            )
+            self.records.append(self._new_record(name, command, cwd=home, ports=own.as_dict()))
         self._format_storage(java, libs, new_cluster_id())
+
+    def render_node_config(self, node: int, node_ports: Mapping[int, KafkaNodePorts]) -> str:
+        """The ``server.properties`` :meth:`prepare` writes for ``node`` (0600)."""
+        return render_server_properties(
+            self.spec.kafka,
+            node=node,
+            ports=node_ports,
+            data_dir=self.node_dir(node_name(node)) / "data",
+            client_password=self.secrets.kafka_password,
+            admin_password=self.secrets.kafka_admin_password,
+        )
 
     def _format_storage(self, java: str, libs: Path, cluster_id: str) -> None:
         """Format every node's storage, in parallel: one short JVM each.
@@ -247,22 +215,24 @@ class LocalKafka:
         try:
             for record in self.records:
                 home = Path(record.cwd or self.node_dir(record.name))
-                args = storage_format_args(
-                    self.spec.kafka,
-                    config=home / "server.properties",
-                    cluster_id=cluster_id,
-                    client_password=self.secrets.kafka_password,
-                    admin_password=self.secrets.kafka_admin_password,
-                )
                 argfile = home / "format.args"
-                write_private(argfile, "\n".join(_argfile_line(a) for a in args) + "\n")
+                write_private(
+                    argfile,
+                    storage_format_argfile(
+                        self.spec.kafka,
+                        config=home / "server.properties",
+                        cluster_id=cluster_id,
+                        client_password=self.secrets.kafka_password,
+                        admin_password=self.secrets.kafka_admin_password,
+                    ),
+                )
                 log = Path(record.log)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 with log.open("ab") as out:
                     out.write(f"\n--- format storage {time.strftime('%H:%M:%S')} ---\n".encode())
                     out.flush()
                     proc = subprocess.Popen(
-                        [java, *_FORMAT_JVM_OPTS, "-cp", f"{libs}/*", f"@{argfile}"],
+                        [java, *FORMAT_JVM_OPTS, "-cp", f"{libs}/*", f"@{argfile}"],
                         stdin=subprocess.DEVNULL,
                         stdout=out,
                         stderr=subprocess.STDOUT,
@@ -298,24 +268,11 @@ class LocalKafka:
         if not self.records:
             raise RuntimeError("LocalKafka.start() before prepare()")
         nodes = [self.node(r.name) for r in self.records]
-        times: dict[str, float] = {}
-        errors: dict[str, ServiceStartError] = {}
-
-        def run(node: ProcessNode) -> None:
-            try:
-                times[node.name] = node.start(timeout=START_TIMEOUT_S, poll=0.5)
-            except ServiceStartError as exc:
-                errors[node.name] = exc
-
-        threads = [threading.Thread(target=run, args=(n,), name=f"start-{n.name}") for n in nodes]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        times, errors = start_together(nodes, timeout=START_TIMEOUT_S, poll=0.5)
         if errors:
             self.stop_all()
             # A lost port race first: the provisioner retries prepare() on it.
-            found = [_with_port_conflict(e) for e in errors.values()]
+            found = [_with_port_conflict(e) for e in errors]
             found.sort(key=lambda e: not is_port_conflict(e.tail))
             raise found[0]
         try:

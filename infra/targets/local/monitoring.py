@@ -22,7 +22,6 @@ import shutil
 import time
 import urllib.request
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -50,8 +49,9 @@ from infra.targets.local.base import LocalService
 from infra.targets.local.files import find_binary, write_private
 from infra.targets.local.ports import LOOPBACK, PortAllocator
 from infra.targets.local.postgres import SUPERUSER
-from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
+from infra.targets.local.process import ProcessNode, ProcessRecord
 from infra.targets.local.secrets import StackSecrets
+from infra.targets.local.service import LocalNodes, start_together, wait_until
 
 __all__ = ["LOCAL_EVALUATION_INTERVAL_S", "LOCAL_SCRAPE_INTERVAL_S", "LocalMonitoring"]
 
@@ -71,7 +71,7 @@ def _http_ok(url: str) -> bool:
         return bool(resp.status == 200)
 
 
-class LocalMonitoring:
+class LocalMonitoring(LocalNodes):
     """Renders ``spec.monitoring`` as exporter processes and one Prometheus."""
 
     service = "monitoring"
@@ -83,25 +83,14 @@ class LocalMonitoring:
         secrets: StackSecrets,
         records: list[ProcessRecord] | None = None,
     ) -> None:
-        self.spec = spec
-        self.dir = stack_dir.resolve()
+        super().__init__(spec, stack_dir, secrets, records)
         self.root = self.dir / "monitoring"
-        self.secrets = secrets
-        self.records: list[ProcessRecord] = list(records or [])
 
     @property
     def enabled(self) -> bool:
         return self.spec.has_services and self.spec.monitoring.enabled
 
     # -- lookups ----------------------------------------------------------------
-
-    def _record(self, name: str) -> ProcessRecord:
-        for rec in self.records:
-            if rec.name == name:
-                return rec
-        raise KeyError(
-            f"no monitoring node named {name!r}; nodes: {[r.name for r in self.records]}"
-        )
 
     @property
     def prometheus_url(self) -> str:
@@ -249,42 +238,39 @@ class LocalMonitoring:
             raise ServiceStartError(
                 PROMETHEUS, f"has an invalid config: {exc}", self.config_path, ""
             ) from None
-        exporters = [r.name for r in self.records if r.name != PROMETHEUS]
-        with ThreadPoolExecutor(max_workers=max(1, len(exporters))) as pool:
-            timings = dict(zip(exporters, pool.map(self._start_node, exporters), strict=True))
+        exporters = [self.node(r.name) for r in self.records if r.name != PROMETHEUS]
+        timings, errors = start_together(exporters, timeout=_START_TIMEOUT_S)
+        if errors:
+            raise errors[0]
         began = time.monotonic()
         self.node(PROMETHEUS).start(timeout=_START_TIMEOUT_S)
         self._wait_targets_up(began)
         timings[PROMETHEUS] = time.monotonic() - began
         return timings
 
-    def _start_node(self, name: str) -> float:
-        return self.node(name).start(timeout=_START_TIMEOUT_S)
-
     def _wait_targets_up(self, began: float) -> None:
         expected = self._expected_targets()
-        problem = "no scrape yet"
-        log = Path(self._record(PROMETHEUS).log)
         prometheus = self.node(PROMETHEUS)
-        while time.monotonic() - began < _TARGETS_TIMEOUT_S:
+
+        def all_up() -> bool:
             try:
                 problem = self._targets_problem(expected)
             except observe.PrometheusUnavailableError as exc:
                 problem = str(exc)
-            if not problem:
-                return
-            if not prometheus.running():  # stopped: the stack's start was aborted
-                raise ServiceStartError(
-                    PROMETHEUS, f"stopped while waiting for its targets ({problem})", log,
-                    log_tail(log),
-                )  # fmt: skip
-            time.sleep(0.25)
-        raise ServiceStartError(
-            PROMETHEUS,
-            f"did not see every exporter up within {_TARGETS_TIMEOUT_S:.0f}s ({problem}); "
-            "each exporter's log is in the stack's logs/ directory",
-            log,
-            log_tail(log),
+            if problem:
+                raise RuntimeError(problem)
+            return True
+
+        wait_until(
+            all_up,
+            "every exporter up",
+            max(0.0, _TARGETS_TIMEOUT_S - (time.monotonic() - began)),
+            node=PROMETHEUS,
+            log=Path(self._record(PROMETHEUS).log),
+            hint="each exporter's log is in the stack's logs/ directory",
+            poll=0.25,
+            # Stopped: the stack's start was aborted.
+            abort=lambda: None if prometheus.running() else "stopped",
         )
 
     def _expected_targets(self) -> int:

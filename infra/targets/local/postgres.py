@@ -7,21 +7,17 @@ are cloned with ``pg_basebackup -R`` and stream from it. With a standby the
 primary's commits wait for it (``synchronous_commit=on`` and
 ``synchronous_standby_names``), so a killed primary loses no acknowledged commit.
 
-PostgreSQL refuses to run as root: as root, every PostgreSQL program runs as the
-system user :data:`PG_USER` through ``setpriv``, which execs (the recorded pid is
-the postmaster itself). Passwords go through 0600 files owned by that user
-(``--pwfile``, a passfile) or as SCRAM verifiers, never on a command line.
+Configuration and roles are rendered by :mod:`infra.render.postgres` (which
+the container targets use too); how PostgreSQL's programs run on this machine
+(as a non-root user, the cached ``initdb`` template) is
+:mod:`infra.targets.local.postgres_programs`. Passwords go through 0600 files
+owned by the PostgreSQL user (``--pwfile``, a passfile) or as SCRAM verifiers,
+never on a command line.
 """
 
 from __future__ import annotations
 
-import base64
-import fcntl
-import hashlib
-import hmac
 import os
-import pwd
-import secrets as pysecrets
 import shutil
 import signal
 import subprocess
@@ -33,78 +29,40 @@ import psycopg
 
 from backbone.connections import HostPort, TimescaleConnection
 from backbone.store.schema import schema_statements
-from infra.errors import InfraError, MissingBinaryError, ServiceStartError
-from infra.paths import cache_dir
+from infra.errors import InfraError, MissingBinaryError
+from infra.render.postgres import (
+    SUPERUSER,
+    SYNC_STATES,
+    bootstrap_statements,
+    pg_hba_conf,
+    postgresql_conf,
+    scram_verifier,
+    synchronous_standby_names,
+)
 from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
-from infra.targets.local.files import write_private
 from infra.targets.local.ports import LOOPBACK, PortAllocator
-from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
+from infra.targets.local.postgres_programs import (
+    PG_BIN,
+    PG_USER,
+    as_pg_user,
+    initdb_template,
+    run_pg_program,
+    single_user,
+    write_owned,
+)
+from infra.targets.local.process import ProcessNode, ProcessRecord
 from infra.targets.local.secrets import StackSecrets
+from infra.targets.local.service import LocalNodes, wait_until
 
-__all__ = ["PG_BIN", "PG_USER", "LocalPostgres", "scram_verifier"]
+__all__ = ["PG_BIN", "PG_USER", "SUPERUSER", "LocalPostgres"]
 
-PG_BIN = Path(os.environ.get("HARNESS_PG_BIN", "/usr/lib/postgresql/15/bin"))
-#: The system user PostgreSQL runs as when the harness runs as root
-#: (created by ``scripts/setup.d/05-postgres-user.sh``).
-PG_USER = os.environ.get("BACKBONE_PG_USER", "backbone-pg")
-SUPERUSER = "postgres"
 _TIMESCALE_CONTROL = Path("/usr/share/postgresql/15/extension/timescaledb.control")
 _START_TIMEOUT_S = 30.0
-_INITDB_ARGS = (
-    f"--username={SUPERUSER}",
-    "--auth=scram-sha-256",
-    "--encoding=UTF8",
-    "--locale=C",
-    "--no-sync",
-    "--no-instructions",
-)
 _PROBE_TIMEOUT_S = 2
 
 
-def _template_cache() -> Path:
-    """Where the ``initdb`` template is cached (see ``LocalPostgres._template``)."""
-    return cache_dir() / "postgres-template"
-
-
-def scram_verifier(password: str, *, iterations: int = 4096) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password``.
-
-    Sending the verifier instead of the password keeps the clear text out of
-    the server's log, even when a statement fails and is logged.
-    """
-    salt = pysecrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode()
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
-def _cmd_output(args: list[str]) -> str:
-    return subprocess.run(args, capture_output=True, text=True, check=False).stdout.strip()
-
-
-def _as_pg_user() -> tuple[list[str], int | None, int | None]:
-    """Command prefix, uid and gid for running PostgreSQL programs."""
-    if os.geteuid() != 0:
-        return [], None, None
-    try:
-        pw = pwd.getpwnam(PG_USER)
-    except KeyError:
-        raise MissingBinaryError(
-            f"the system user {PG_USER!r} (PostgreSQL refuses to run as root)",
-            "getent passwd",
-        ) from None
-    prefix = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups"]
-    return prefix, pw.pw_uid, pw.pw_gid
-
-
-class LocalPostgres:
+class LocalPostgres(LocalNodes):
     """Renders ``spec.postgres`` as ``postgres`` processes."""
 
     service = "postgres"
@@ -116,11 +74,8 @@ class LocalPostgres:
         secrets: StackSecrets,
         records: list[ProcessRecord] | None = None,
     ) -> None:
-        self.spec = spec
-        self.dir = stack_dir.resolve()
+        super().__init__(spec, stack_dir, secrets, records)
         self.root = self.dir / "postgres"
-        self.secrets = secrets
-        self.records: list[ProcessRecord] = list(records or [])
         self.timescaledb = _TIMESCALE_CONTROL.exists()
 
     @staticmethod
@@ -130,22 +85,11 @@ class LocalPostgres:
         for tool in ("postgres", "initdb", "pg_basebackup"):
             if not (PG_BIN / tool).exists():
                 raise MissingBinaryError(f"PostgreSQL 15 ({tool})", str(PG_BIN / tool))
-        _as_pg_user()
+        as_pg_user()
 
     @property
     def node_names(self) -> list[str]:
         return [f"postgres-{i}" for i in range(1, self.spec.postgres.nodes + 1)]
-
-    def _record(self, name: str) -> ProcessRecord:
-        for rec in self.records:
-            if rec.name == name:
-                return rec
-        raise KeyError(
-            f"no PostgreSQL node named {name!r}; nodes: {[r.name for r in self.records]}"
-        )
-
-    def _port(self, name: str) -> int:
-        return self._record(name).ports["client"]
 
     def _data(self, name: str) -> Path:
         return self.root / name
@@ -161,7 +105,7 @@ class LocalPostgres:
         PostgreSQL user; ``initdb`` and cloning happen in :meth:`start` so they
         overlap with the other services' start-up."""
         self.check_installed(self.spec)
-        prefix, uid, gid = _as_pg_user()
+        prefix, uid, gid = as_pg_user()
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True, mode=0o700)
         if uid is not None and gid is not None:
@@ -169,19 +113,10 @@ class LocalPostgres:
             # The PostgreSQL user must be able to walk into its directory.
             os.chmod(self.dir, os.stat(self.dir).st_mode | 0o111)
         self.records = [
-            ProcessRecord(
-                name=name,
-                service=self.service,
-                command=[
-                    *prefix,
-                    str(PG_BIN / "postgres"),
-                    "-D",
-                    str(self._data(name)),
-                    "-p",
-                    str(port),
-                ],
-                log=str(self.dir / "logs" / f"{name}.log"),
-                cwd=str(self.root),
+            self._new_record(
+                name,
+                [*prefix, str(PG_BIN / "postgres"), "-D", str(self._data(name)), "-p", str(port)],
+                cwd=self.root,
                 ports={"client": port},
                 # SIGTERM is "smart" shutdown, which waits for every client to leave.
                 stop_signal=int(signal.SIGINT),
@@ -190,33 +125,6 @@ class LocalPostgres:
         ]
 
     # -- helpers -------------------------------------------------------------------
-
-    def _run(self, args: list[str], what: str, log: Path) -> None:
-        """Run a PostgreSQL tool as the PostgreSQL user; its output goes to ``log``."""
-        prefix, _, _ = _as_pg_user()
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("ab") as out:
-            out.write(f"\n--- {what} ---\n".encode())
-            out.flush()
-            proc = subprocess.run(
-                [*prefix, *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.root,
-                check=False,
-                timeout=120,
-            )
-        if proc.returncode != 0:
-            raise ServiceStartError(
-                what, f"failed with exit code {proc.returncode}", log, log_tail(log)
-            )
-
-    def _write_owned(self, path: Path, text: str, *, append: bool = False) -> None:
-        """Write a file readable only by the PostgreSQL user."""
-        _, uid, gid = _as_pg_user()
-        owner = (uid, gid) if uid is not None and gid is not None else None
-        write_private(path, text, append=append, owner=owner)
 
     def _connect(
         self,
@@ -248,34 +156,14 @@ class LocalPostgres:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     def _config(self) -> str:
-        lines = [
-            f"listen_addresses = '{LOOPBACK}'",
-            # No Unix socket: TCP on loopback only, and no socket-path length limits.
-            "unix_socket_directories = ''",
-            "password_encryption = 'scram-sha-256'",
-            "wal_level = replica",
-            "max_wal_senders = 10",
-            "max_replication_slots = 10",
-            "wal_keep_size = '256MB'",
-            "hot_standby = on",
-            "synchronous_commit = on",
-            "shared_buffers = '64MB'",
-            # A fresh clone starts as "interrupted" and would fsync every file
-            # one by one before recovery (seconds); one syncfs() does the same.
-            "recovery_init_sync_method = syncfs",
-            "logging_collector = off",
-            "log_line_prefix = '%m [%p] '",
-        ]
-        if self.timescaledb:
-            lines.append("shared_preload_libraries = 'timescaledb'")
-        return "\n".join(lines) + "\n"
+        # synchronous_standby_names comes later (_make_synchronous): the
+        # bootstrap would otherwise wait for a standby that does not exist yet.
+        return postgresql_conf(
+            self.spec.postgres, listen=LOOPBACK, timescaledb=self.timescaledb, synchronous=False
+        )
 
     def _hba(self) -> str:
-        p = self.spec.postgres
-        return (
-            f"host all all {LOOPBACK}/32 scram-sha-256\n"
-            f"host replication {p.replication_user} {LOOPBACK}/32 scram-sha-256\n"
-        )
+        return pg_hba_conf(self.spec.postgres, network=f"{LOOPBACK}/32")
 
     # -- start ----------------------------------------------------------------------
 
@@ -308,91 +196,28 @@ class LocalPostgres:
         stack's superuser password set in single-user mode (no network)."""
         data = self._data(name)
         log = Path(self._record(name).log)
-        template = self._template(log)
+        template = initdb_template(log, cwd=self.root)
         subprocess.run(["cp", "-a", str(template), str(data)], check=True, timeout=120)
-        self._single_user(
+        single_user(
             data,
             f"ALTER ROLE {SUPERUSER} PASSWORD "
             f"'{scram_verifier(self.secrets.postgres_superuser_password)}';\n",
             f"{name} set superuser password",
             log,
+            cwd=self.root,
         )
-        self._write_owned(data / "postgresql.conf", self._config(), append=True)
-        self._write_owned(data / "pg_hba.conf", self._hba())
-
-    def _template(self, log: Path) -> Path:
-        """An ``initdb`` output cached per machine (and PostgreSQL build): the
-        same for every stack except the superuser password, which is reset on
-        each copy. Built once under a lock; later stacks skip ``initdb``."""
-        _, uid, gid = _as_pg_user()
-        build = _cmd_output([str(PG_BIN / "postgres"), "--version"])
-        key = hashlib.sha256(f"{PG_BIN}|{build}|{_INITDB_ARGS}|{uid}".encode()).hexdigest()[:12]
-        cache = _template_cache() / key
-        if (cache / "PG_VERSION").exists():
-            return cache
-        _template_cache().mkdir(parents=True, exist_ok=True)
-        with (_template_cache() / f"{key}.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if (cache / "PG_VERSION").exists():
-                return cache
-            building = _template_cache() / f"{key}.building-{os.getpid()}"
-            shutil.rmtree(building, ignore_errors=True)
-            building.mkdir(mode=0o700)
-            if uid is not None and gid is not None:
-                os.chown(building, uid, gid)
-            pwfile = building / "pw"
-            # A throwaway password: every copy gets its own before it starts.
-            self._write_owned(pwfile, pysecrets.token_urlsafe(24) + "\n")
-            try:
-                self._run(
-                    [
-                        str(PG_BIN / "initdb"),
-                        "-D",
-                        str(building / "data"),
-                        f"--pwfile={pwfile}",
-                        *_INITDB_ARGS,
-                    ],
-                    "initdb (template, once per machine)",
-                    log,
-                )
-            finally:
-                pwfile.unlink(missing_ok=True)
-            os.replace(building / "data", cache)
-            shutil.rmtree(building, ignore_errors=True)
-        return cache
-
-    def _single_user(self, data: Path, sql: str, what: str, log: Path) -> None:
-        """Run SQL in single-user mode (stdin, never a command line)."""
-        prefix, _, _ = _as_pg_user()
-        with log.open("ab") as out:
-            out.write(f"\n--- {what} ---\n".encode())
-            out.flush()
-            proc = subprocess.run(
-                [*prefix, str(PG_BIN / "postgres"), "--single", "-D", str(data), "-j", "postgres"],
-                input=sql.encode(),
-                stdout=subprocess.DEVNULL,
-                stderr=out,
-                cwd=self.root,
-                check=False,
-                timeout=60,
-            )
-        if proc.returncode != 0:
-            raise ServiceStartError(
-                what, f"failed with exit code {proc.returncode}", log, log_tail(log)
-            )
+        write_owned(data / "postgresql.conf", self._config(), append=True)
+        write_owned(data / "pg_hba.conf", self._hba())
 
     def _bootstrap(self, name: str) -> None:
         p = self.spec.postgres
         with self._connect(name) as conn:
-            conn.execute(
-                f"CREATE ROLE {p.user} LOGIN PASSWORD "
-                f"'{scram_verifier(self.secrets.postgres_password)}'"
-            )
-            conn.execute(
-                f"CREATE ROLE {p.replication_user} REPLICATION LOGIN PASSWORD "
-                f"'{scram_verifier(self.secrets.replication_password)}'"
-            )
-            conn.execute(f"CREATE DATABASE {p.dbname} OWNER {p.user}")
+            for statement in bootstrap_statements(
+                p,
+                password_verifier=scram_verifier(self.secrets.postgres_password),
+                replication_verifier=scram_verifier(self.secrets.replication_password),
+            ):
+                conn.execute(statement)
             row = conn.execute(
                 "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
             ).fetchone()
@@ -409,19 +234,19 @@ class LocalPostgres:
                 statements = statements[1:]
         with self._connect(name, dbname=p.dbname, superuser=False, autocommit=False) as conn:
             for stmt in statements:
-                conn.execute(stmt)  # type: ignore[arg-type]
+                conn.execute(stmt)
             conn.commit()
 
     def _clone(self, primary: str, name: str) -> None:
         p = self.spec.postgres
-        self._write_owned(
+        write_owned(
             self._passfile, f"*:*:*:{p.replication_user}:{self.secrets.replication_password}\n"
         )
         conninfo = (
             f"host={LOOPBACK} port={self._port(primary)} user={p.replication_user} "
             f"application_name={name} passfile={self._passfile} sslmode=disable"
         )
-        self._run(
+        run_pg_program(
             [
                 str(PG_BIN / "pg_basebackup"),
                 "-d",
@@ -436,44 +261,46 @@ class LocalPostgres:
             ],
             f"{name} pg_basebackup",
             Path(self._record(name).log),
+            cwd=self.root,
         )
 
     def _make_synchronous(self, primary: str) -> None:
         """From now on the primary's commits wait for a standby.
 
         Set only on the primary, once a standby streams (earlier, the bootstrap
-        itself would wait for a standby that does not exist yet). Every node is
-        listed, so the old primary rejoining under its own name is synchronous
-        again; a promoted standby runs without a synchronous standby until one is
-        configured, rather than blocking every commit.
+        itself would wait for a standby that does not exist yet). The value is
+        the one every target renders, ``ANY 1 (*)``: any streaming standby
+        counts, so the old primary rejoining as a standby is synchronous again.
         """
-        names = ", ".join(f'"{n}"' for n in self.node_names)
+        names = synchronous_standby_names(self.spec.postgres)
+        if names is None:
+            return
         with self._connect(primary) as conn:
-            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 ({names})'")
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
             conn.execute("SELECT pg_reload_conf()")
 
     def _wait_streaming(self, primary: str, *, sync: bool) -> None:
         standbys = set(self.node_names[1:])
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        seen: dict[str, tuple[str, str]] = {}
-        while time.monotonic() < deadline:
+
+        def streaming() -> bool:
             with self._connect(primary) as conn:
                 rows = conn.execute(
                     "SELECT application_name, state, sync_state FROM pg_stat_replication"
                 ).fetchall()
             seen = {r[0]: (r[1], r[2]) for r in rows}
-            streaming = {n for n, (state, _) in seen.items() if state == "streaming"}
-            if standbys <= streaming and (
-                not sync or any(state == "sync" for _, state in seen.values())
-            ):
-                return
-            time.sleep(0.05)
-        log = Path(self._record(self.node_names[-1]).log)
-        raise ServiceStartError(
-            "postgres",
-            f"standbys not streaming within {_START_TIMEOUT_S:.0f}s (pg_stat_replication: {seen})",
-            log,
-            log_tail(log),
+            if not standbys <= {n for n, (state, _) in seen.items() if state == "streaming"}:
+                raise RuntimeError(f"pg_stat_replication: {seen}")
+            if sync and not any(state in SYNC_STATES for _, state in seen.values()):
+                raise RuntimeError(f"no synchronous standby yet; pg_stat_replication: {seen}")
+            return True
+
+        wait_until(
+            streaming,
+            "standbys streaming" + (" synchronously" if sync else ""),
+            _START_TIMEOUT_S,
+            node=self.service,
+            log=Path(self._record(self.node_names[-1]).log),
+            hint="the standby's log says why it does not stream",
         )
 
     # -- outputs and roles -------------------------------------------------------------
@@ -489,7 +316,7 @@ class LocalPostgres:
             hosts=[HostPort(host=LOOPBACK, port=self._port(n)) for n in order],
             dbname=p.dbname,
             user=p.user,
-            password=self.secrets.postgres_password,  # type: ignore[arg-type]
+            password=self.secrets.postgres_password,
             sslmode="disable",
             timescaledb=self.timescaledb,
         )
@@ -497,21 +324,13 @@ class LocalPostgres:
     def roles(self) -> dict[str, str]:
         """``primary`` or ``standby`` per node as ``pg_is_in_recovery()`` says;
         ``down``, ``paused`` or ``unreachable`` otherwise."""
-        out: dict[str, str] = {}
-        for rec in self.records:
-            node = ProcessNode(rec)
-            if not node.running():
-                out[rec.name] = "down"
-            elif node.paused():
-                out[rec.name] = "paused"
-            else:
-                try:
-                    with self._connect(rec.name) as conn:
-                        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-                    out[rec.name] = "standby" if row and row[0] else "primary"
-                except psycopg.Error:
-                    out[rec.name] = "unreachable"
-        return out
+
+        def ask(rec: ProcessRecord) -> str:
+            with self._connect(rec.name) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            return "standby" if row and row[0] else "primary"
+
+        return self._roles(ask, unreachable=(psycopg.Error,))
 
     def primary(self) -> str:
         """The node that is not in recovery."""

@@ -19,7 +19,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,16 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from backbone.connections import HostPort, RedisConnection
-from infra.errors import ServiceStartError
+from infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
 from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
 from infra.targets.local.files import find_binary, write_private
 from infra.targets.local.ports import LOOPBACK, PortAllocator
-from infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
-from infra.targets.local.secrets import StackSecrets
+from infra.targets.local.process import ProcessNode, ProcessRecord
+from infra.targets.local.service import LocalNodes, start_together, wait_until
 
 __all__ = ["ADMIN_USER", "LocalRedis"]
 
-#: The ACL user replication and Sentinel use; clients get ``spec.redis.username``.
-ADMIN_USER = "admin"
 _PROBE_TIMEOUT_S = 1.0
 
 
@@ -53,22 +50,10 @@ def _no_retry() -> Retry:
 _START_TIMEOUT_S = 30.0
 
 
-class LocalRedis:
+class LocalRedis(LocalNodes):
     """Renders ``spec.redis`` as ``redis-server`` / ``redis-sentinel`` processes."""
 
     service = "redis"
-
-    def __init__(
-        self,
-        spec: StackSpec,
-        stack_dir: Path,
-        secrets: StackSecrets,
-        records: list[ProcessRecord] | None = None,
-    ) -> None:
-        self.spec = spec
-        self.dir = stack_dir.resolve()
-        self.secrets = secrets
-        self.records: list[ProcessRecord] = list(records or [])
 
     @staticmethod
     def check_installed(spec: StackSpec) -> None:
@@ -91,15 +76,6 @@ class LocalRedis:
     def sentinel_mode(self) -> bool:
         return self.spec.redis.sentinels > 0
 
-    def _record(self, name: str) -> ProcessRecord:
-        for rec in self.records:
-            if rec.name == name:
-                return rec
-        raise KeyError(f"no Redis node named {name!r}; nodes: {[r.name for r in self.records]}")
-
-    def _port(self, name: str) -> int:
-        return self._record(name).ports["client"]
-
     # -- prepare --------------------------------------------------------------
 
     def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
@@ -117,77 +93,44 @@ class LocalRedis:
             conf = root / name / "redis.conf"
             replica_of = None if name == self.server_names[0] else primary_port
             write_private(conf, self._server_conf(conf.parent, port, replica_of))
-            self._add_record(name, [server_bin, str(conf)], conf.parent, port)
+            self.records.append(
+                self._new_record(
+                    name, [server_bin, str(conf)], cwd=conf.parent, ports={"client": port}
+                )
+            )
         for name in self.sentinel_names:
             port = ports.allocate()
             conf = root / name / "sentinel.conf"
             write_private(conf, self._sentinel_conf(conf.parent, port, primary_port))
-            self._add_record(name, [sentinel_bin, str(conf)], conf.parent, port)
-
-    def _add_record(self, name: str, command: list[str], cwd: Path, port: int) -> None:
-        self.records.append(
-            ProcessRecord(
-                name=name,
-                service=self.service,
-                command=command,
-                log=str(self.dir / "logs" / f"{name}.log"),
-                cwd=str(cwd),
-                ports={"client": port},
+            self.records.append(
+                self._new_record(
+                    name, [sentinel_bin, str(conf)], cwd=conf.parent, ports={"client": port}
+                )
             )
-        )
 
     def _server_conf(self, data_dir: Path, port: int, replica_of: int | None) -> str:
-        r = self.spec.redis
-        lines = [
-            f"bind {LOOPBACK}",
-            f"port {port}",
-            "protected-mode yes",
-            "daemonize no",
-            'logfile ""',
-            f"dir {data_dir}",
-            f"appendonly {'yes' if r.appendonly else 'no'}",
-            "appendfsync everysec",
-            f"maxmemory {r.maxmemory_mb}mb",
-            f"maxmemory-policy {r.maxmemory_policy}",
-            "user default off",
-            f"user {ADMIN_USER} on >{self.secrets.redis_admin_password} ~* &* +@all",
-            f"user {r.username} on >{self.secrets.redis_password} ~* &* +@all",
-            # Sentinel's failover reconfigures nodes and rewrites this file;
-            # replicas authenticate to whichever node is primary.
-            f"masteruser {ADMIN_USER}",
-            f"masterauth {self.secrets.redis_admin_password}",
-            f"replica-announce-ip {LOOPBACK}",
-            # Diskless full sync waits 5 s by default for more replicas to
-            # join; locally the one replica attaches at once.
-            "repl-diskless-sync-delay 0",
-        ]
-        if replica_of is not None:
-            lines.append(f"replicaof {LOOPBACK} {replica_of}")
-        return "\n".join(lines) + "\n"
+        return redis_conf(
+            self.spec.redis,
+            bind=LOOPBACK,
+            port=port,
+            announce_host=LOOPBACK,
+            data_dir=str(data_dir),
+            primary=None if replica_of is None else HostPort(host=LOOPBACK, port=replica_of),
+            password=self.secrets.redis_password,
+            admin_password=self.secrets.redis_admin_password,
+        )
 
     def _sentinel_conf(self, data_dir: Path, port: int, primary_port: int) -> str:
-        r = self.spec.redis
-        m = r.master_name
-        lines = [
-            f"bind {LOOPBACK}",
-            f"port {port}",
-            "daemonize no",
-            'logfile ""',
-            f"dir {data_dir}",
-            f"sentinel announce-ip {LOOPBACK}",
-            # Clients (and the other Sentinels) authenticate to a Sentinel too.
-            f"requirepass {self.secrets.redis_password}",
-            f"sentinel sentinel-pass {self.secrets.redis_password}",
-            f"sentinel monitor {m} {LOOPBACK} {primary_port} {r.quorum}",
-            f"sentinel auth-user {m} {ADMIN_USER}",
-            f"sentinel auth-pass {m} {self.secrets.redis_admin_password}",
-            # Tuned far down from the defaults (30 s / 180 s) so a local
-            # failover drill completes in seconds; see RedisSpec.
-            f"sentinel down-after-milliseconds {m} {r.down_after_ms}",
-            f"sentinel failover-timeout {m} {r.failover_timeout_ms}",
-            f"sentinel parallel-syncs {m} 1",
-        ]
-        return "\n".join(lines) + "\n"
+        return sentinel_conf(
+            self.spec.redis,
+            bind=LOOPBACK,
+            port=port,
+            announce_host=LOOPBACK,
+            data_dir=str(data_dir),
+            primary=HostPort(host=LOOPBACK, port=primary_port),
+            password=self.secrets.redis_password,
+            admin_password=self.secrets.redis_admin_password,
+        )
 
     # -- clients ----------------------------------------------------------------
 
@@ -255,28 +198,19 @@ class LocalRedis:
         return timings
 
     def _start_together(self, names: list[str]) -> dict[str, float]:
-        if not names:
-            return {}
-        timings: dict[str, float] = {}
-        errors: list[ServiceStartError] = []
-        with ThreadPoolExecutor(max_workers=len(names)) as pool:
-            futures = {n: pool.submit(self.node(n).start, timeout=_START_TIMEOUT_S) for n in names}
-            for n, fut in futures.items():
-                try:
-                    timings[n] = fut.result()
-                except ServiceStartError as exc:
-                    errors.append(exc)
+        timings, errors = start_together([self.node(n) for n in names], timeout=_START_TIMEOUT_S)
         if errors:
             raise errors[0]
         return timings
 
-    def _replicas_linked(self) -> None:
+    def _replicas_linked(self) -> bool:
         for name in self.server_names[1:]:
             with self._client(name, admin=True) as c:
                 if c.info("replication").get("master_link_status") != "up":
                     raise RuntimeError(f"{name}: replication link not up")
+        return True
 
-    def _sentinels_converged(self) -> None:
+    def _sentinels_converged(self) -> bool:
         m = self.spec.redis.master_name
         for name in self.sentinel_names:
             with self._client(name) as c:
@@ -289,22 +223,16 @@ class LocalRedis:
                 )
         if not self._sentinel().master_for(m, socket_timeout=_PROBE_TIMEOUT_S).ping():
             raise RuntimeError("PING through Sentinel failed")
+        return True
 
-    def _wait_until(
-        self, check: Callable[[], None], what: str, timeout: float = _START_TIMEOUT_S
-    ) -> None:
-        deadline = time.monotonic() + timeout
-        last = "nothing checked yet"
-        while time.monotonic() < deadline:
-            try:
-                check()
-                return
-            except Exception as exc:  # not converged yet
-                last = f"{type(exc).__name__}: {exc}"
-            time.sleep(0.05)
-        log = Path(self.records[-1].log)
-        raise ServiceStartError(
-            "redis", f"{what} did not converge within {timeout:.0f}s ({last})", log, log_tail(log)
+    def _wait_until(self, check: Callable[[], bool], what: str) -> None:
+        wait_until(
+            check,
+            what,
+            _START_TIMEOUT_S,
+            node=self.service,
+            log=Path(self.records[-1].log),
+            hint="each node's log is in the stack's logs/ directory",
         )
 
     # -- outputs and roles ----------------------------------------------------------
@@ -334,23 +262,15 @@ class LocalRedis:
     def roles(self) -> dict[str, str]:
         """``primary`` / ``replica`` per server as INFO reports it, ``sentinel``
         per Sentinel; ``down`` or ``paused`` for nodes that do not answer."""
-        out: dict[str, str] = {}
-        for rec in self.records:
-            node = ProcessNode(rec)
-            if not node.running():
-                out[rec.name] = "down"
-            elif node.paused():
-                out[rec.name] = "paused"
-            elif rec.name.startswith("sentinel-"):
-                out[rec.name] = "sentinel"
-            else:
-                try:
-                    with self._client(rec.name, admin=True) as c:
-                        role = c.info("replication").get("role")
-                    out[rec.name] = "primary" if role == "master" else "replica"
-                except redis.RedisError:
-                    out[rec.name] = "unreachable"
-        return out
+
+        def ask(rec: ProcessRecord) -> str:
+            if rec.name.startswith("sentinel-"):
+                return "sentinel"
+            with self._client(rec.name, admin=True) as c:
+                role = c.info("replication").get("role")
+            return "primary" if role == "master" else "replica"
+
+        return self._roles(ask, unreachable=(redis.RedisError,))
 
     def primary(self) -> str:
         """The node the Sentinels name as primary (the only server when standalone)."""

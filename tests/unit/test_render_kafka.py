@@ -10,9 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from harness.errors import MissingBinaryError
-from infra.spec import build_spec
-from infra.targets.local.kafka import kafka_libs_dir
-from infra.targets.local.kafka_config import (
+from infra.render.kafka import (
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
@@ -21,6 +19,8 @@ from infra.targets.local.kafka_config import (
     render_server_properties,
     storage_format_args,
 )
+from infra.spec import build_spec
+from infra.targets.local.kafka import kafka_libs_dir
 
 CLIENT_PW = "client-secret-Abc_123"
 ADMIN_PW = "admin-secret-Xyz_789"
@@ -201,3 +201,35 @@ def test_plain_keeps_its_users_in_the_listener_and_adds_no_scram() -> None:
         admin_password=ADMIN_PW,
     )
     assert "--add-scram" not in args
+
+
+def test_container_rendering_names_hosts_binds_everywhere_and_adds_external() -> None:
+    """The container targets' variant: nodes reach each other by name, listen on
+    every interface and (Docker) advertise a published EXTERNAL address."""
+    from backbone.connections import HostPort
+
+    spec = build_spec("t", size="ha").kafka
+    same = KafkaNodePorts(client=9092, internal=9094, controller=9093, metrics=9404)
+    text = render_server_properties(
+        spec,
+        node=2,
+        ports={n: same for n in (1, 2, 3)},
+        hosts={n: f"kafka-{n}" for n in (1, 2, 3)},
+        bind_host="",
+        data_dir="/var/lib/kafka/data",
+        client_password=CLIENT_PW,
+        admin_password=ADMIN_PW,
+        external=HostPort(host="127.0.0.1", port=21005),
+    )
+    props = dict(ln.split("=", 1) for ln in text.splitlines() if ln and not ln.startswith("#"))
+    assert props["controller.quorum.voters"] == "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert props["listeners"].split(",") == [
+        "CLIENT://:9092",
+        "INTERNAL://:9094",
+        "CONTROLLER://:9093",
+        "EXTERNAL://:9095",
+    ]
+    assert "EXTERNAL://127.0.0.1:21005" in props["advertised.listeners"].split(",")
+    assert "INTERNAL://kafka-2:9094" in props["advertised.listeners"].split(",")
+    assert props["listener.security.protocol.map"].count("SASL_PLAINTEXT") == 4
+    assert "listener.name.external.scram-sha-512.sasl.jaas.config" in props

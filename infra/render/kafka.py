@@ -1,9 +1,16 @@
-"""What a local Kafka node is made of: its ports, its ``server.properties``, its
-storage-format arguments and its JVM command line. Pure functions, no I/O.
+"""What a Kafka node is made of: its ports, its ``server.properties`` (with the
+JAAS settings of every listener), its storage-format arguments, its JVM
+command line and the JMX exporter rules. Pure functions, no I/O.
+
+One rendering for every target: the local provisioner runs it on loopback
+ports, the Docker and Kubernetes components mount it into their containers
+and start the same JVM command (no image entrypoint). What differs per target
+comes in as arguments: the hosts nodes reach each other at, the address the
+listeners bind, the data directory and, where a target publishes a port to
+clients outside its network, an ``EXTERNAL`` listener.
 
 Every node runs KRaft in combined mode (``process.roles=broker,controller``)
-and is a voter of a static quorum. Three listeners, each on its own loopback
-port:
+and is a voter of a static quorum. Three listeners, each on its own port:
 
 ``CLIENT``
     SASL_PLAINTEXT with the spec's mechanism (SCRAM-SHA-512): what clients use.
@@ -16,31 +23,42 @@ port:
     authenticate each other before the metadata log (and so any SCRAM
     credential) is loaded, which SCRAM cannot do.
 
-Every listener authenticates, so a local process that can reach loopback
-cannot bypass the client credentials by talking to the replication or quorum
-port. Nothing is encrypted: the stack is loopback-only.
+``EXTERNAL`` (container targets that publish ports only)
+    Like ``CLIENT``, advertised as the published address.
+
+Every listener authenticates, so a process that can reach a node cannot
+bypass the client credentials by talking to the replication or quorum port.
+Nothing is encrypted (SASL_PLAINTEXT).
 """
 
 from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
+from backbone.connections import HostPort
 from infra.spec import KafkaSpec
-from infra.targets.local.ports import LOOPBACK
 
 __all__ = [
+    "EXTERNAL_LISTENER_PORT",
+    "FORMAT_JVM_OPTS",
+    "JMX_EXPORTER_RULES",
     "JVM_HEAP",
     "KAFKA_MAIN",
+    "LOG4J_CONFIG",
     "STORAGE_TOOL_MAIN",
     "KafkaNodePorts",
+    "jmx_exporter_rules",
     "jvm_command",
+    "log4j_config",
     "new_cluster_id",
     "node_id",
     "node_name",
     "render_server_properties",
+    "storage_format_argfile",
     "storage_format_args",
 ]
 
@@ -50,6 +68,19 @@ KAFKA_MAIN = "kafka.Kafka"
 STORAGE_TOOL_MAIN = "kafka.tools.StorageTool"
 #: Small heap for a shared 2-core box; Kafka leans on the page cache, not the heap.
 JVM_HEAP = ("-Xms256m", "-Xmx512m")
+#: The storage tool runs for a second: C1 only and a small heap start it fastest.
+FORMAT_JVM_OPTS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Xmx256m")
+
+_ASSETS = Path(__file__).resolve().parents[1] / "kafka"
+#: The JMX exporter rules every target ships; the metric names they emit are
+#: listed at the top of the file (dashboards and alert rules select them).
+JMX_EXPORTER_RULES = _ASSETS / "jmx-exporter.yml"
+#: Log4j 2 configuration of every node: everything to stdout.
+LOG4J_CONFIG = _ASSETS / "log4j2.properties"
+_LOOPBACK = "127.0.0.1"
+
+#: The port of the ``EXTERNAL`` listener, where a target publishes one.
+EXTERNAL_LISTENER_PORT = 9095
 
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 _PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -107,6 +138,16 @@ def new_cluster_id() -> str:
             return text
 
 
+def jmx_exporter_rules() -> str:
+    """The text of the JMX exporter rules (:data:`JMX_EXPORTER_RULES`)."""
+    return JMX_EXPORTER_RULES.read_text()
+
+
+def log4j_config() -> str:
+    """The text of the nodes' Log4j 2 configuration (:data:`LOG4J_CONFIG`)."""
+    return LOG4J_CONFIG.read_text()
+
+
 def _jaas(module: str, **options: str) -> str:
     opts = "".join(f' {key}="{value}"' for key, value in options.items())
     return f"{module} required{opts};"
@@ -116,19 +157,33 @@ def render_server_properties(
     spec: KafkaSpec,
     *,
     node: int,
-    ports: dict[int, KafkaNodePorts],
-    data_dir: Path,
+    ports: Mapping[int, KafkaNodePorts],
+    data_dir: PurePath | str,
     client_password: str,
     admin_password: str,
+    hosts: Mapping[int, str] | None = None,
+    bind_host: str = _LOOPBACK,
+    external: HostPort | None = None,
 ) -> str:
     """``server.properties`` of node ``node`` (1-based) in a cluster whose nodes
-    have ``ports``. Holds the admin password (JAAS inline): write it 0600."""
+    have ``ports``.
+
+    ``hosts``: where each node is reached by the others and advertised to
+    clients (default: loopback for all). ``bind_host``: the address the
+    listeners bind (``""`` binds every interface). ``external``: the published
+    address of this node's ``EXTERNAL`` listener, if the target has one (it
+    listens on :data:`EXTERNAL_LISTENER_PORT`).
+    Holds the admin password (JAAS inline): write it 0600.
+    """
     own = ports[node]
+    host = (hosts or {}).get(node, _LOOPBACK)
     mechanism = spec.sasl_mechanism
     mech_key = mechanism.lower()
     rf = spec.replication_factor
     isr = spec.min_insync_replicas
-    voters = ",".join(f"{n}@{LOOPBACK}:{p.controller}" for n, p in sorted(ports.items()))
+    voters = ",".join(
+        f"{n}@{(hosts or {}).get(n, _LOOPBACK)}:{p.controller}" for n, p in sorted(ports.items())
+    )
     if mechanism == "PLAIN":
         # PLAIN keeps its user table in the JAAS config of the listener itself.
         client_jaas = _jaas(
@@ -154,18 +209,31 @@ def render_server_properties(
         password=admin_password,
         **{f"user_{spec.admin_username}": admin_password},
     )
+    listeners = [
+        f"CLIENT://{bind_host}:{own.client}",
+        f"INTERNAL://{bind_host}:{own.internal}",
+        f"CONTROLLER://{bind_host}:{own.controller}",
+    ]
+    advertised = [f"CLIENT://{host}:{own.client}", f"INTERNAL://{host}:{own.internal}"]
+    protocols = ["CLIENT:SASL_PLAINTEXT", "INTERNAL:SASL_PLAINTEXT", "CONTROLLER:SASL_PLAINTEXT"]
+    external_lines: list[str] = []
+    if external is not None:
+        listeners.append(f"EXTERNAL://{bind_host}:{EXTERNAL_LISTENER_PORT}")
+        advertised.append(f"EXTERNAL://{external}")
+        protocols.append("EXTERNAL:SASL_PLAINTEXT")
+        external_lines = [
+            f"listener.name.external.sasl.enabled.mechanisms={mechanism}",
+            f"listener.name.external.{mech_key}.sasl.jaas.config={client_jaas}",
+        ]
     lines = [
-        "# Rendered by infra.targets.local.kafka_config; contains credentials: keep 0600.",
+        "# Rendered by infra.render.kafka; contains credentials: keep 0600.",
         "process.roles=broker,controller",
         f"node.id={node}",
         f"controller.quorum.voters={voters}",
         "controller.listener.names=CONTROLLER",
-        f"listeners=CLIENT://{LOOPBACK}:{own.client},INTERNAL://{LOOPBACK}:{own.internal},"
-        f"CONTROLLER://{LOOPBACK}:{own.controller}",
-        f"advertised.listeners=CLIENT://{LOOPBACK}:{own.client},"
-        f"INTERNAL://{LOOPBACK}:{own.internal}",
-        "listener.security.protocol.map="
-        "CLIENT:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        f"listeners={','.join(listeners)}",
+        f"advertised.listeners={','.join(advertised)}",
+        f"listener.security.protocol.map={','.join(protocols)}",
         "inter.broker.listener.name=INTERNAL",
         f"sasl.enabled.mechanisms={mechanism}",
         f"listener.name.client.sasl.enabled.mechanisms={mechanism}",
@@ -176,6 +244,7 @@ def render_server_properties(
         "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
         "sasl.mechanism.controller.protocol=PLAIN",
         f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}",
+        *external_lines,
         # No authorizer: every authenticated user may produce, consume and
         # create topics (ACLs are out of scope for the local environment).
         f"log.dirs={data_dir}",
@@ -221,7 +290,7 @@ def render_server_properties(
 def storage_format_args(
     spec: KafkaSpec,
     *,
-    config: Path,
+    config: PurePath | str,
     cluster_id: str,
     client_password: str,
     admin_password: str,
@@ -242,16 +311,49 @@ def storage_format_args(
     return args
 
 
+def storage_format_argfile(
+    spec: KafkaSpec,
+    *,
+    config: PurePath | str,
+    cluster_id: str,
+    client_password: str,
+    admin_password: str,
+) -> str:
+    """A ``java @argfile`` running :func:`storage_format_args`: ``java
+    FORMAT_JVM_OPTS -cp LIBS/* @file``. Holds passwords: write it 0600."""
+    args = storage_format_args(
+        spec,
+        config=config,
+        cluster_id=cluster_id,
+        client_password=client_password,
+        admin_password=admin_password,
+    )
+    return "\n".join(_argfile_line(a) for a in args) + "\n"
+
+
+def _argfile_line(arg: str) -> str:
+    # java @argfile syntax: double quotes group, backslash escapes.
+    return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def jvm_command(
     *,
-    libs: Path,
-    config: Path,
+    libs: PurePath,
+    config: PurePath | str,
     metrics_port: int,
-    exporter_config: Path,
-    log4j_config: Path,
+    exporter_config: PurePath | str,
+    log4j_config: PurePath | str,
+    agent: PurePath | None = None,
+    metrics_host: str = _LOOPBACK,
 ) -> list[str]:
-    """The command line of one node. No secrets: they are in ``config`` (0600)."""
-    agent = next(iter(sorted(libs.glob("jmx_prometheus_javaagent-*.jar"))), None)
+    """The command line of one node. No secrets: they are in ``config`` (0600).
+
+    ``agent``: the JMX exporter javaagent jar (default: the one in ``libs``).
+    ``metrics_host``: the address its HTTP server binds (``0.0.0.0`` in a
+    container, where Prometheus scrapes from another host).
+    """
+    if agent is None:
+        agent = next(iter(sorted(Path(libs).glob("jmx_prometheus_javaagent-*.jar"))), None)
     if agent is None:
         raise FileNotFoundError(f"no jmx_prometheus_javaagent jar in {libs}")
     return [
@@ -268,8 +370,8 @@ def jvm_command(
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={log4j_config}",
-        # Metrics on loopback only: [host:]port:config.
-        f"-javaagent:{agent}={LOOPBACK}:{metrics_port}:{exporter_config}",
+        # [host:]port:config; locally on loopback only.
+        f"-javaagent:{agent}={metrics_host}:{metrics_port}:{exporter_config}",
         "-cp",
         f"{libs}/*",
         KAFKA_MAIN,

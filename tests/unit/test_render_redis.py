@@ -1,0 +1,80 @@
+"""The Redis renderer: the same users, replication and Sentinel settings for every target."""
+
+from __future__ import annotations
+
+import string
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from backbone.connections import HostPort
+from infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
+from infra.spec import RedisSpec
+
+PASSWORDS = st.text(alphabet=string.ascii_letters + string.digits, min_size=8, max_size=40)
+
+
+def directives(text: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+@given(password=PASSWORDS, admin=PASSWORDS)
+def test_server_users_hold_their_own_passwords(password: str, admin: str) -> None:
+    spec = RedisSpec()
+    text = redis_conf(
+        spec,
+        bind="127.0.0.1",
+        port=7000,
+        announce_host="127.0.0.1",
+        data_dir="/data",
+        primary=None,
+        password=password,
+        admin_password=admin,
+    )
+    users = {v.split()[0]: v for v in directives(text)["user"]}
+    assert set(users) == {"default", ADMIN_USER, spec.username}
+    assert users["default"].split()[1] == "off"
+    assert ">" not in users["default"]
+    assert f">{password} " in users[spec.username]
+    assert f">{admin} " in users[ADMIN_USER]
+    assert directives(text)["masterauth"] == [admin]
+    assert "replicaof" not in directives(text)
+
+
+def test_replica_follows_the_given_primary() -> None:
+    text = redis_conf(
+        RedisSpec(),
+        bind="* -::*",
+        port=6379,
+        announce_host="redis-2",
+        data_dir="/data",
+        primary=HostPort(host="redis-1", port=6379),
+        password="p" * 10,
+        admin_password="a" * 10,
+    )
+    assert directives(text)["replicaof"] == ["redis-1 6379"]
+    assert directives(text)["replica-announce-ip"] == ["redis-2"]
+
+
+def test_sentinel_watches_the_primary_with_the_spec_timings() -> None:
+    spec = RedisSpec(sentinels=3, replicas=1)
+    text = sentinel_conf(
+        spec,
+        bind="127.0.0.1",
+        port=26000,
+        announce_host="127.0.0.1",
+        data_dir="/tmp/s",
+        primary=HostPort(host="127.0.0.1", port=7001),
+        password="app-password",
+        admin_password="admin-password",
+    )
+    sentinel = directives(text)["sentinel"]
+    m = spec.master_name
+    assert f"monitor {m} 127.0.0.1 7001 {spec.quorum}" in sentinel
+    assert f"down-after-milliseconds {m} {spec.down_after_ms}" in sentinel
+    assert f"auth-pass {m} admin-password" in sentinel
+    assert directives(text)["requirepass"] == ["app-password"]
