@@ -25,6 +25,7 @@ test: setup lint
 bench: setup
 	$(VENV)/bin/harness bench up
 	$(VENV)/bin/harness bench perf
+	$(VENV)/bin/harness bench sprint-close
 
 clean:
 	-$(VENV)/bin/harness down --all

@@ -76,9 +76,9 @@ class BenchPlan:
 
 
 FULL = BenchPlan(
-    name="full", tier0_bars=200_000, store_rows=500_000, batch_sizes=(500, 2_000, 10_000, 50_000),
-    batch_rows=200_000, cache_reads=50_000, replay_bars=200_000, e2e_bars=300_000,
-    latency_s=20.0, latency_rate=5_000, consumer_counts=(1, 2, 3), consumer_bars=200_000,
+    name="full", tier0_bars=200_000, store_rows=300_000, batch_sizes=(500, 2_000, 10_000, 50_000),
+    batch_rows=100_000, cache_reads=20_000, replay_bars=200_000, e2e_bars=300_000,
+    latency_s=20.0, latency_rate=5_000, consumer_counts=(1, 2, 3), consumer_bars=150_000,
     consumer_stack="ha", producer_warmup_s=10.0, producer_measure_s=20.0,
 )  # fmt: skip
 #: Every path, briefly. ProducerPerformance prints a window every 5 s, so 5 s each is the least.
