@@ -17,13 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Proof", "Row", "build_rows", "render", "write_sprint_close"]
+from harness.errors import HarnessError, UsageError
+
+__all__ = ["MissingProofError", "Proof", "Row", "build_rows", "render", "write_sprint_close"]
 
 _REPO = Path(__file__).resolve().parents[2]
 _PAGES = ("performance", "ci_health", "drills", "load")
 
 
-class MissingProofError(FileNotFoundError):
+class MissingProofError(HarnessError):
     """A row names a test or file that is not in the repository."""
 
 
@@ -231,7 +233,7 @@ def render(rows: list[Row], pages: dict[str, Any], page_dir: Path, repo: Path = 
 def write_sprint_close(status: Path, output: Path, repo: Path = _REPO) -> Path:
     """Read ``status/*.json``, write the page to ``output``; returns its path."""
     if not status.is_dir():
-        raise FileNotFoundError(f"{status} is not a folder of status pages; pass --status DIR")
+        raise UsageError(f"--status {status} is not a folder of status pages; pass --status DIR")
     pages = _load(status)
     page_dir = output.resolve().parent
     text = render(build_rows(pages, repo), pages, page_dir, repo)

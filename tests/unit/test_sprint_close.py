@@ -137,3 +137,24 @@ def test_a_proof_that_is_not_in_the_repository_is_an_error(tmp_path: Path) -> No
     (empty_repo / "docs/runbooks").mkdir(parents=True)
     with pytest.raises(MissingProofError, match="does not exist"):
         write_sprint_close(_status(tmp_path, PAGES), tmp_path / "x.md", repo=empty_repo)
+
+
+def test_the_command_names_a_missing_status_folder_with_exit_code_2(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "sprint-close",
+            "--status",
+            str(tmp_path / "nope"),
+            "--out",
+            str(tmp_path / "x.md"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert "is not a folder of status pages" in result.output
+    assert not (tmp_path / "x.md").exists()
