@@ -45,10 +45,10 @@ def figure(
     return {
         "path": path,
         "ours": ours,
-        "value": round(value, 1),
+        "value": round(value, 2),
         "unit": unit,
         "ceiling": ceiling,
-        "ceiling_value": round(ceiling_value, 1),
+        "ceiling_value": round(ceiling_value, 2),
         "ratio": round(value / ceiling_value, 3) if ceiling_value else None,
         "load_average": load_average(),
         **extra,
