@@ -18,6 +18,10 @@ import pytest
 from harness.bench.performance import QUICK, run_bench
 from harness.bench.report import render_markdown
 
+# The quick run brings up its own minimal stack and runs every path (minutes on a
+# loaded 2-core machine): give the module fixture room beyond the default 600 s.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+
 PATHS = ("producer", "store write", "Tier 1 end to end", "replay / backfill", "cache read")
 
 
