@@ -109,6 +109,15 @@ def _details(r: dict[str, Any]) -> list[str]:
             f"- **Cache.** {ca['reads']:,} reads of one cached key by each client, one at a time "
             "on one connection (redis-benchmark `-c 1`); `-c 50` is redis-benchmark's default."
         )
+    cc = r.get("consumer_counts", {})
+    if cc.get("points"):
+        lines.append(
+            f"- **Consumer count** ({cc['stack']} stack): for each count a new group whose "
+            "offsets are first committed at the topics' ends, so members that rebalance late "
+            f"miss nothing; {cc['points'][0]['bars']:,} new bars per point, from the first send "
+            "to the last store commit of any member; p99 is the worst member's, send → stored, "
+            "with the producer sending as fast as it can."
+        )
     lat = r.get("latency", {})
     if "latency_ms" in lat:
         ms = lat["latency_ms"]
