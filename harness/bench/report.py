@@ -78,7 +78,9 @@ def _details(r: dict[str, Any]) -> list[str]:
             f"{ours['bars_per_s']:,} bars/s), ProducerPerformance {tool['measured_s']} s "
             f"({tool['records']:,} records, its own 5 s windows after the warm-up; avg latency "
             f"{tool['avg_latency_ms']} ms). Kafka 4.1's tool has no warm-up option, so its "
-            "windows that began inside the warm-up are dropped."
+            "windows that began inside the warm-up are dropped. Both count only acknowledged "
+            "records: our measured time runs until the last record sent is acknowledged, "
+            "so it is longer than the sending phase when kafka-python had queued ahead."
         )
     st = r.get("store", {})
     if "ours" in st:
@@ -107,7 +109,9 @@ def _details(r: dict[str, Any]) -> list[str]:
     if "reads" in ca:
         lines.append(
             f"- **Cache.** {ca['reads']:,} reads of one cached key by each client, one at a time "
-            "on one connection (redis-benchmark `-c 1`); `-c 50` is redis-benchmark's default."
+            "on one connection (redis-benchmark `-c 1`); `-c 50` is redis-benchmark's default. "
+            "A `latest()` hit is one round trip carrying two commands (GET, and the ZADD that "
+            "keeps the LRU index), then decoding the bar and counting the hit."
         )
     cc = r.get("consumer_counts", {})
     if cc.get("points"):
