@@ -25,6 +25,7 @@ test: setup lint
 bench: setup
 	$(VENV)/bin/harness bench up
 	$(VENV)/bin/harness bench perf
+	$(VENV)/bin/harness bench sprint-close
 
 # A short coverage-guided fuzz run of the contract's readers (atheris; not in `make test`).
 fuzz: setup

@@ -9,7 +9,9 @@
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
     harness bench up [--runs N]
-    harness bench perf [--bars N] [--skip-tier1]
+    harness bench perf [--quick] [--out DIR]
+    harness bench sprint-close [--status DIR]
+    harness bench contract [--rows N,N] [--outputs PATH]
     harness images build [NAME ...]
     harness compose render --size minimal|ha [--name NAME] [--out DIR]
 
@@ -441,20 +443,18 @@ def bench_up(
 @_user_errors
 def bench_perf(
     output: Annotated[
-        Path, typer.Option("--out", help="Where performance.md and .json go.")
+        Path, typer.Option("--out", help="Where performance.md, .json and the plots go.")
     ] = Path("docs/status"),
-    bars: Annotated[int, typer.Option("--bars", help="Bars per throughput run.")] = 200_000,
-    skip_tier1: Annotated[
-        bool, typer.Option("--skip-tier1", help="Tier 0 only (no local stack).")
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Every path briefly (minutes, not a measurement).")
     ] = False,
 ) -> None:
-    """Measure bars/s end to end on both tiers, p99 latency at 5,000 bars/s, and Kafka's
-    own ProducerPerformance; writes performance.md and performance.json."""
-    from harness.bench.performance import run_bench
+    """Every path next to its ceiling in one run (producer vs ProducerPerformance, store
+    vs COPY, end to end, replay, cache reads), plots against batch size and consumer
+    count, bottlenecks from cProfile; writes performance.md/.json and PNGs."""
+    from harness.bench.performance import FULL, QUICK, run_bench
 
-    if bars < 10_000:
-        raise UsageError(f"--bars {bars} is too few to measure a rate; use at least 10000")
-    run_bench(output, bars=bars, tier1=not skip_tier1, log=lambda m: out.print(m, markup=False))
+    run_bench(output, plan=QUICK if quick else FULL, log=lambda m: out.print(m, markup=False))
     out.print(f"wrote {output / 'performance.md'} and {output / 'performance.json'}")
 
 
@@ -504,6 +504,23 @@ def bench_contract(
         log=lambda m: out.print(m, markup=False),
     )
     out.print(f"wrote {output / 'contract.md'} and {output / 'contract.json'}")
+
+
+@bench_app.command("sprint-close")
+@_user_errors
+def bench_sprint_close(
+    status: Annotated[
+        Path, typer.Option("--status", help="Folder of the measured status pages (*.json).")
+    ] = Path("docs/status"),
+    output: Annotated[
+        Path | None, typer.Option("--out", help="Where to write (default: STATUS/sprint-close.md).")
+    ] = None,
+) -> None:
+    """The sprint-close summary: before (Tier 0 alone) / after, from the status pages."""
+    from harness.bench.sprint_close import write_sprint_close
+
+    target = write_sprint_close(status, output or status / "sprint-close.md")
+    out.print(f"wrote {target}")
 
 
 def main() -> None:  # pragma: no cover - console entry
