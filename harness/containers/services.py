@@ -24,6 +24,7 @@ from pathlib import Path
 from harness.containers import configs
 from harness.containers.images import image_ref, kafka_home
 from harness.local.kafka_config import (
+    STORAGE_TOOL_MAIN,
     KafkaNodePorts,
     jvm_command,
     storage_format_args,
@@ -143,6 +144,7 @@ def kafka_broker(
         client_password=secrets.kafka_password,
         admin_password=secrets.kafka_admin_password,
     )
+    assert fmt[0] == STORAGE_TOOL_MAIN
     host_libs = kafka_home() / "libs"
     run = jvm_command(
         libs=host_libs,

@@ -56,7 +56,7 @@ from harness.local.kafka_config import KafkaNodePorts, new_cluster_id
 from harness.local.ports import LOOPBACK, PortAllocator
 from harness.local.secrets import StackSecrets
 from harness.local.state import OUTPUTS_FILE, stacks_root
-from infra.spec import StackSpec, build_spec
+from infra.spec import StackSpec
 
 __all__ = ["STATE_FILE", "ContainerStack", "is_container_stack", "up"]
 
@@ -438,6 +438,8 @@ class ContainerStack:
         container = self._container(node)
         podman("restart", "--time", "10", container)
         secrets = StackSecrets.load(self.dir)
+        from infra.spec import build_spec
+
         spec = build_spec(self.name, size=self.state.size)  # type: ignore[arg-type]
         _wait(node, container, self.readiness(spec, secrets)[node])
 
