@@ -8,6 +8,7 @@
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
+    harness node disconnect|reconnect NODE [--name NAME]       (compose stacks: a partition)
     harness bench up [--runs N]
     harness bench perf [--quick] [--out DIR]
     harness bench sprint-close [--status DIR]
@@ -377,6 +378,11 @@ def _control(action: str, node: str, name: str) -> None:
     from harness.containers.stack import ContainerStack, is_container_stack
 
     stack: Any = ContainerStack(name) if is_container_stack(name) else _load(name)
+    if not hasattr(stack, f"{action}_node"):
+        raise UsageError(
+            f"`harness node {action}` needs a container stack (--env compose); "
+            f"{name!r} is a local process stack"
+        )
     began = time.monotonic()
     getattr(stack, f"{action}_node")(node)
     out.print(f"{action} {node}: done in {time.monotonic() - began:.1f}s")
@@ -411,6 +417,20 @@ def node_pause(node: NodeArg, name: NameOpt = DEFAULT_NAME) -> None:
 def node_resume(node: NodeArg, name: NameOpt = DEFAULT_NAME) -> None:
     """SIGCONT a paused node."""
     _control("resume", node, name)
+
+
+@node_app.command("disconnect")
+@_user_errors
+def node_disconnect(node: NodeArg, name: NameOpt = DEFAULT_NAME) -> None:
+    """Take the node's container off the stack network (compose stacks): a partition."""
+    _control("disconnect", node, name)
+
+
+@node_app.command("reconnect")
+@_user_errors
+def node_reconnect(node: NodeArg, name: NameOpt = DEFAULT_NAME) -> None:
+    """Put a disconnected node's container back on the stack network."""
+    _control("reconnect", node, name)
 
 
 @node_app.command("restart")

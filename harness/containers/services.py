@@ -14,6 +14,7 @@ client on the host dials.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections.abc import Mapping
@@ -37,6 +38,7 @@ __all__ = [
     "kafka_broker",
     "materialise",
     "postgres_server",
+    "redis_exporter",
     "redis_server",
 ]
 
@@ -61,6 +63,9 @@ class ServiceContainer:
     files: Mapping[str, str] = field(default_factory=dict)
     #: Ports published on 127.0.0.1, the same number inside and outside.
     ports: tuple[int, ...] = ()
+    #: The node whose network namespace it joins (a sidecar, as in a pod);
+    #: that node's container publishes this one's ports.
+    shares_network_of: str | None = None
 
 
 def materialise(container: ServiceContainer, directory: Path) -> dict[str, str]:
@@ -88,6 +93,28 @@ def redis_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> Servic
         command=("redis-server", _REDIS_CONF),
         files={_REDIS_CONF: configs.redis_conf(spec, secrets, port=port)},
         ports=(port,),
+    )
+
+
+def redis_exporter(
+    spec: StackSpec, secrets: StackSecrets, *, redis_port: int, port: int
+) -> ServiceContainer:
+    """Debian's redis_exporter beside ``redis-0``, as the local environment runs it:
+    the password from a mounted JSON file keyed by the address it scrapes."""
+    uri = f"redis://127.0.0.1:{redis_port}"
+    passfile = "/etc/redis-exporter/passwords.json"
+    return ServiceContainer(
+        name="redis-0-exporter",
+        image=image_ref("redis-exporter"),
+        command=(
+            "prometheus-redis-exporter",
+            f"--redis.addr={uri}",
+            f"--redis.user={spec.redis.username}",
+            f"--redis.password-file={passfile}",
+            f"--web.listen-address=0.0.0.0:{port}",
+        ),
+        files={passfile: json.dumps({uri: secrets.redis_password})},
+        shares_network_of="redis-0",
     )
 
 

@@ -6,7 +6,9 @@ container per node on a stack network with :mod:`harness.containers.services`
 at the same number inside and out), bootstraps the database and the topics as
 the local environment does, and writes the same ``backbone.connections/v1``
 document. ``harness down`` removes every container and the network; node
-control maps to ``podman kill|stop|pause|unpause|restart``.
+control maps to ``podman kill|stop|pause|unpause|restart``, and
+``disconnect|reconnect`` take a container off its network and back (a real
+partition, which processes on loopback cannot have).
 
 The stack's state is ``containers.json`` in its directory (no ``state.json``,
 so the local provisioner never mistakes it for a process stack).
@@ -418,6 +420,22 @@ class ContainerStack:
 
     def resume_node(self, node: str) -> None:
         podman("unpause", self._container(node))
+
+    def disconnect_node(self, node: str) -> None:
+        """Cut the node's container off its network: a real partition. Its published
+        ports stop answering (connections time out; nothing is refused)."""
+        podman("network", "disconnect", self.state.network, self._container(node))
+
+    def reconnect_node(self, node: str) -> None:
+        """Join the node's container to its network again, under its node name."""
+        podman(
+            "network",
+            "connect",
+            "--alias",
+            node,
+            self.state.network,
+            self._container(node),
+        )
 
     def restart_node(self, node: str) -> None:
         """Start the node's container again (it keeps its data) and wait until it answers."""

@@ -41,7 +41,7 @@ _UNITS = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
 HOST_GATEWAY = ("host.docker.internal", "host-gateway")
 
 #: Where a published port of a replica is reached from the host.
-External = Callable[[str, int, int], "HostPort | None"]
+External = Callable[[str, int, int], HostPort | None]
 
 
 def memory_mb(quantity: str) -> int:

@@ -38,6 +38,7 @@ from harness.containers.services import (
     kafka_broker,
     materialise,
     postgres_server,
+    redis_exporter,
     redis_server,
 )
 from infra.render.kafka import KafkaNodePorts, new_cluster_id
@@ -62,7 +63,7 @@ def engine() -> Iterator[None]:
         saved = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
         try:
-            build_all(["redis", "kafka", "postgres"], progress=lambda _msg: None)
+            build_all(["redis", "kafka", "postgres", "redis-exporter"], progress=lambda _msg: None)
             yield
         finally:
             for key, value in saved.items():
@@ -268,3 +269,37 @@ def test_postgres_image_serves_the_bar_store(
             assert store.latest("EURUSD", "1d") == bars[-1]
         finally:
             store.close()
+
+
+def test_redis_exporter_image_scrapes_the_redis_container(
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+) -> None:
+    import urllib.request
+
+    alloc = PortAllocator()
+    port, metrics = alloc.allocate(), alloc.allocate()
+    server = redis_server(spec, stack_secrets, port=port)
+    # The exporter joins the server's network namespace; the server publishes its port.
+    server = ServiceContainer(
+        server.name, server.image, server.command, server.files, (port, metrics)
+    )
+    exporter = redis_exporter(spec, stack_secrets, redis_port=port, port=metrics)
+    with _started(server, tmp_path / "redis", "Ready to accept connections") as redis_c:
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+        sidecar = DockerContainer(exporter.image).with_command(list(exporter.command))
+        for host, target in materialise(exporter, tmp_path / "exporter").items():
+            sidecar.with_volume_mapping(host, target, "ro")
+        sidecar.with_kwargs(
+            labels={LABEL: exporter.name},
+            network_mode=f"container:{redis_c.get_wrapped_container().id}",
+        )
+        url = f"http://127.0.0.1:{metrics}/metrics"
+        with (
+            sidecar.waiting_for(LogMessageWaitStrategy("Providing metrics")),
+            urllib.request.urlopen(url, timeout=10) as reply,
+        ):
+            text = reply.read().decode()
+    assert "\nredis_up 1\n" in text
+    assert "redis_connected_clients" in text
