@@ -26,7 +26,9 @@ from harness.containers.images import image_ref, kafka_home
 from infra.render.kafka import (
     STORAGE_TOOL_MAIN,
     KafkaNodePorts,
+    jmx_exporter_rules,
     jvm_command,
+    log4j_config,
     storage_format_args,
 )
 from infra.render.postgres import INITDB_ARGS  # the local environment's initdb flags
@@ -47,8 +49,6 @@ _KAFKA_LIBS = "/opt/kafka/libs"
 _PG_CONF = "/etc/backbone/postgres"
 _PG_DATA = "/var/lib/postgresql/data"
 _REDIS_CONF = "/etc/redis/redis.conf"
-_LOG4J = Path(__file__).resolve().parents[1] / "kafka" / "log4j2.properties"
-_JMX_RULES = Path(__file__).resolve().parents[1] / "kafka" / "jmx-exporter.yml"
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,8 @@ def kafka_broker(
         files={
             props: configs.kafka_server_properties(spec, secrets, ports=ports),
             f"{_KAFKA_CONF}/format.args": _argfile(fmt),
-            f"{_KAFKA_CONF}/log4j2.properties": _LOG4J.read_text(),
-            f"{_KAFKA_CONF}/jmx-exporter.yml": _JMX_RULES.read_text(),
+            f"{_KAFKA_CONF}/log4j2.properties": log4j_config(),
+            f"{_KAFKA_CONF}/jmx-exporter.yml": jmx_exporter_rules(),
         },
         ports=(ports.client, ports.metrics),
     )

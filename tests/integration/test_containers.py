@@ -29,7 +29,7 @@ from pydantic import SecretStr
 from backbone.bars import Bar
 from backbone.cache.redis import RedisCache
 from backbone.connections import HostPort, TimescaleConnection
-from backbone.settings import RedisConnectionSettings
+from backbone.settings import RedisConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from harness.containers.engine import api_service, no_engine_reason, podman
 from harness.containers.images import build_all
@@ -256,7 +256,7 @@ def test_postgres_image_serves_the_bar_store(
             password=SecretStr(stack_secrets.postgres_password),
             sslmode="disable",
         )
-        store = TimescaleStore(conn)
+        store = TimescaleStore(TimescaleConnectionSettings.from_section(conn))
         start = datetime(2024, 1, 1, tzinfo=UTC)
         bars = [
             Bar("EURUSD", "1d", start + timedelta(days=i), 1.0, 1.2, 0.9, 1.1, 100 + i)
