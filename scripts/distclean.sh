@@ -28,6 +28,13 @@ if command -v go >/dev/null 2>&1; then
     [ -n "$gomod" ] && remove "$gomod/$mod" "Go modules $mod"
   done
 fi
+if command -v podman >/dev/null 2>&1; then
+  images=$(podman images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep '^localhost/backbone-' || true)
+  if [ -n "$images" ]; then
+    say "removing the project's container images: $(echo "$images" | wc -l) images"
+    echo "$images" | xargs podman rmi -f >/dev/null 2>&1 || true
+  fi
+fi
 remove infra/.venv "the link to .venv"
 remove .venv "the Python virtual environment"
 say "distclean done; \`make setup\` makes everything again (about 20 min cold)"
