@@ -28,6 +28,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from backbone.bars import FX_SYMBOLS, TIMEFRAMES, Bar, read_csv_bars, synthetic_bars
 from backbone.connections import ConnectionsError
 from backbone.deadletter import DeadLetter
+from backbone.logs import LogFormat, LogLevel, configure_logging
 from backbone.store.base import StoreError
 from backbone.stream.producer import ProduceError
 from backbone.tiers import TierError, TierValidationError
@@ -90,6 +91,19 @@ app = _App(
 )
 _out = Console()
 _err = Console(stderr=True)
+
+
+@app.callback()
+def _logging(
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="log threshold")] = (
+        LogLevel.info
+    ),
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="text, or json (one object a line)")
+    ] = LogFormat.text,
+) -> None:
+    """The market-data backbone runtime: ingest bars, check health, replay, metrics."""
+    configure_logging(log_level, log_format)
 
 
 def _fail(message: str) -> None:
@@ -303,23 +317,37 @@ def consume(
     max_records: Annotated[
         int | None, typer.Option("--max-records", help="stop after this many bars/records")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="stop after this many s")] = 3600.0,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="stop after this many s (default: never)")
+    ] = None,
     idle_timeout: Annotated[
         float | None, typer.Option("--idle-timeout", help="stop after this many s without data")
     ] = None,
     start: Annotated[
         str, typer.Option("--start", help="earliest | latest, for a group with no offsets")
     ] = "earliest",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="serve /metrics here (default: the port the stack's Prometheus scrapes; "
+            "-1 serves none)",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run one consumer-group member (Tier 1): Kafka → store → cache → bus, committing
-    offsets only after each store commit. SIGTERM or Ctrl-C stops it cleanly."""
+    offsets only after each store commit, serving /metrics and publishing its health
+    heartbeat. Runs until SIGTERM or Ctrl-C (or a --max-records/--timeout bound)."""
     if max_records is not None and max_records < 1:
         raise BadInput(f"--max-records must be at least 1 (got {max_records})")
-    if timeout <= 0:
+    if timeout is not None and timeout <= 0:
         raise BadInput(f"--timeout must be positive (got {timeout})")
     if start not in ("earliest", "latest"):
         raise BadInput(f"--start {start!r} is unknown; use earliest or latest")
+    if metrics_port is not None and not -1 <= metrics_port <= 65535:
+        raise BadInput(f"--metrics-port {metrics_port} is not a TCP port; use 0..65535 or -1")
+    from backbone.daemon import ConsumerDaemon
     from backbone.runtime import Backbone
 
     if outputs is not None and not outputs.is_file():
@@ -327,17 +355,33 @@ def consume(
     with Backbone.open(
         tier="institutional", outputs=outputs, group_id=group, consumer_start=start
     ) as bb:
-        assert bb.consumer is not None
-        assigned = bb.consumer.wait_for_assignment()
-        # One line for scripts and tests that wait until the member is ready.
-        print(f"consuming: group {group}, {len(assigned)} partitions", file=sys.stderr, flush=True)
-        previous = signal.signal(signal.SIGTERM, lambda *_: bb.stop())
+        port = bb.settings.metrics_port if metrics_port is None else metrics_port
         try:
-            bb.consume(max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            daemon = ConsumerDaemon(
+                bb, metrics_port=None if port < 0 else port, metrics_host=bb.settings.metrics_host
+            ).__enter__()
+        except OSError as exc:
+            raise BadInput(
+                f"cannot serve /metrics on {bb.settings.metrics_host}:{port} ({exc.strerror}); "
+                "pass another --metrics-port (or -1 for none)"
+            ) from None
+        with daemon:
+            assert bb.consumer is not None
+            assigned = bb.consumer.wait_for_assignment()
+            # One line for scripts and tests that wait until the member is ready.
+            served = f", metrics {daemon.server.url}" if daemon.server else ""
+            print(
+                f"consuming: group {group}, {len(assigned)} partitions{served}",
+                file=sys.stderr,
+                flush=True,
+            )
+            previous = signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+            try:
+                daemon.run(max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         # Everything this member moved, including while it waited for its partitions.
         report = {"group": group, **bb.consumer.stats.as_dict()}
     _emit(as_json, report, _kv_table(f"consume ({group})", report.items()))

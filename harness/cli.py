@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from backbone.logs import LogFormat, LogLevel, configure_logging
 from harness.drills.cli import drill_app
 from harness.errors import USER_ERRORS, ServiceStartError, UsageError
 from harness.load.cli import load_app
@@ -59,6 +60,20 @@ app.add_typer(load_app, name="load")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+
+
+@app.callback()
+def _logging(
+    log_level: Annotated[LogLevel, typer.Option("--log-level", help="log threshold")] = (
+        LogLevel.warning
+    ),
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="text, or json (one object a line)")
+    ] = LogFormat.text,
+) -> None:
+    """Bring backbone stacks up and down, inspect them and control their nodes."""
+    configure_logging(log_level, log_format)
+
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Stack name.")]
 ViaOpt = Annotated[
