@@ -8,8 +8,10 @@ stdout (and nothing else there), for scripts.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -356,10 +358,11 @@ def consume(
         tier="institutional", outputs=outputs, group_id=group, consumer_start=start
     ) as bb:
         port = bb.settings.metrics_port if metrics_port is None else metrics_port
+        daemon = ConsumerDaemon(
+            bb, metrics_port=None if port < 0 else port, metrics_host=bb.settings.metrics_host
+        )
         try:
-            daemon = ConsumerDaemon(
-                bb, metrics_port=None if port < 0 else port, metrics_host=bb.settings.metrics_host
-            ).__enter__()
+            daemon.serve()
         except OSError as exc:
             raise BadInput(
                 f"cannot serve /metrics on {bb.settings.metrics_host}:{port} ({exc.strerror}); "
@@ -427,6 +430,62 @@ def serve_metrics_command(
                     time.sleep(interval)
             except KeyboardInterrupt:
                 pass
+
+
+@app.command("lag-exporter")
+def lag_exporter_command(
+    port: Annotated[int, typer.Option("--port", help="0 picks a free port")] = 9308,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    outputs: OutputsOpt = None,
+    groups: Annotated[
+        str | None, typer.Option("--groups", help="comma-separated group ids (default: all)")
+    ] = None,
+    interval: Annotated[float, typer.Option("--interval", help="measure every N s")] = 5.0,
+) -> None:
+    """Serve broker-side consumer lag (committed vs. log-end offsets) on /metrics until
+    stopped. Kafka settings: --outputs, BACKBONE_OUTPUTS, BACKBONE_CONFIG or BACKBONE_KAFKA__*."""
+    from prometheus_client import CollectorRegistry
+
+    from backbone.outputs import OUTPUTS_ENV, load_connections
+    from backbone.settings import load_settings
+    from backbone.stream.broker_lag import BrokerLagCollector
+    from backbone.telemetry import serve_metrics
+
+    if not 0 <= port <= 65535:
+        raise BadInput(f"--port {port} is not a TCP port; use 0..65535 (0 picks a free one)")
+    if outputs is not None and not outputs.is_file():
+        raise BadInput(f"--outputs {outputs} does not exist; fix the path or run `harness up`")
+    document = load_connections(outputs) if outputs or os.environ.get(OUTPUTS_ENV) else None
+    settings = load_settings(document)
+    if settings.kafka is None:
+        raise BadInput(
+            "no Kafka settings: pass --outputs (a stack's outputs.json), or set "
+            "BACKBONE_CONFIG to a config.yaml with a kafka: section"
+        )
+    if interval <= 0:
+        raise BadInput(f"--interval must be positive (got {interval})")
+    names = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
+    collector = BrokerLagCollector(settings.kafka, groups=names)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    try:
+        server = serve_metrics(registry, port, host=host)
+    except OSError as exc:
+        raise BadInput(
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port"
+        ) from None
+    collector.start(interval)
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with server:
+        print(server.url, flush=True)
+        try:
+            stopped.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            collector.close()
 
 
 def main() -> None:

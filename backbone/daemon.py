@@ -124,13 +124,18 @@ class ConsumerDaemon:
         self.health_failures = 0
 
     # --- lifecycle ------------------------------------------------------------
-    def __enter__(self) -> ConsumerDaemon:
-        if self._metrics_port is not None:
+    def serve(self) -> None:
+        """Start serving ``/metrics`` (idempotent; raises :class:`OSError` if the
+        port is taken) and record a first heartbeat."""
+        if self.server is None and self._metrics_port is not None:
             self.server = serve_metrics(
                 self.bb.telemetry.registry, self._metrics_port, host=self._metrics_host
             )
             _log.info("serving %s", self.server.url)
         self._observe(ConsumeStats())
+
+    def __enter__(self) -> ConsumerDaemon:
+        self.serve()
         return self
 
     def __exit__(

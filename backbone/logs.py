@@ -114,6 +114,9 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level_name)
-    # kafka-python logs every reconnect at INFO/WARNING; keep it a level quieter.
-    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+    # kafka-python logs every refused connection while a broker starts (at ERROR)
+    # and every SASL handshake over plaintext; the backbone reports the failures
+    # that matter itself, so kafka-python's own lines show only when debugging.
+    kafka_level = logging.DEBUG if root.level <= logging.DEBUG else logging.CRITICAL
+    logging.getLogger("kafka").setLevel(kafka_level)
     return handler

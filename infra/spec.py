@@ -150,6 +150,16 @@ class MonitoringSpec(_Spec):
     evaluation_interval_s: int = 5
     #: Port the backbone's own ``/metrics`` is served on by ingest processes.
     backbone_metrics_port: int = 9464
+    #: Alertmanager's HTTP port (container targets; local stacks pick a free one).
+    alertmanager_port: int = 9093
+    #: The broker-side lag exporter's ``/metrics`` port (``backbone lag-exporter``).
+    lag_exporter_port: int = 9308
+    #: Where Alertmanager posts warning and critical alerts (a webhook receiver);
+    #: ``None``: they are kept in Alertmanager only (its UI and API).
+    alert_webhook_url: str | None = None
+    #: Base of every alert's ``runbook_url`` (``<base>/<Alert>.md``); ``None``:
+    #: this checkout's ``docs/runbooks`` as a ``file://`` URL.
+    runbook_base_url: str | None = None
 
 
 class Resources(_Spec):
