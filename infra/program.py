@@ -94,7 +94,15 @@ def make_spec(config: StackConfig) -> StackSpec:
     resources = Resources.model_validate(
         {**spec.resources.model_dump(), **config.resource_overrides}
     )
-    return spec.model_copy(update={"images": images, "resources": resources})
+    monitoring = spec.monitoring.model_copy(
+        update={
+            "alert_webhook_url": config.alert_webhook_url,
+            "runbook_base_url": config.runbook_base_url,
+        }
+    )
+    return spec.model_copy(
+        update={"images": images, "resources": resources, "monitoring": monitoring}
+    )
 
 
 def _credentials(config: StackConfig) -> Credentials:
@@ -227,6 +235,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                 "monitoring": MonitoringConnection(
                     prometheus_url=monitoring.prometheus_url,
                     grafana_url=monitoring.grafana_url,
+                    alertmanager_url=monitoring.alertmanager_url,
                 ),
             },
         )

@@ -58,6 +58,7 @@ class Images(_Spec):
     postgres_exporter: str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
     kafka_exporter: str = "danielqsj/kafka-exporter:v1.9.0"
     prometheus: str = "prom/prometheus:v2.53.4"
+    alertmanager: str = "prom/alertmanager:v0.28.1"
     grafana: str = "grafana/grafana:11.5.2"
 
 
