@@ -271,7 +271,7 @@ class Monitoring(pulumi.ComponentResource):
 def _alertmanager(spec: StackSpec) -> StatefulService:
     """One Alertmanager (clustering off), routing by severity to the stack's webhook."""
     m = spec.monitoring
-    config = render_alertmanager_config(webhook_url=m.alert_webhook_url)
+    text = yaml.safe_dump(render_alertmanager_config(webhook_url=m.alert_webhook_url))
     return StatefulService(
         name=ALERTMANAGER,
         replicas=1,
@@ -298,11 +298,11 @@ def _alertmanager(spec: StackSpec) -> StatefulService:
                 data_dir="/alertmanager",
                 has_wget=True,
                 uid=ALERTMANAGER_UID,
+                # A webhook URL may carry a token: with one, the config is a secret file.
                 files=(
-                    # A webhook URL may carry a token: a secret file, not a ConfigMap.
-                    secret_file(
-                        AM_DIR, "alertmanager.yml", yaml.safe_dump(config, sort_keys=False)
-                    ),
+                    secret_file(AM_DIR, "alertmanager.yml", text)
+                    if m.alert_webhook_url
+                    else File(AM_DIR, "alertmanager.yml", text),
                 ),
             ),
         ),

@@ -42,6 +42,7 @@ def stateful_replicas(spec: StackSpec) -> dict[str, int]:
         "timescale": 1 + spec.postgres.standbys,
         "prometheus": 1,
         "grafana": 1,
+        "alertmanager": 1,
     }
     if spec.redis.sentinels:
         replicas["redis-sentinel"] = spec.redis.sentinels
@@ -75,7 +76,9 @@ def test_kubernetes_counts_per_kind(rendering: Rendering) -> None:
     assert counts[NETWORK_POLICY] == n + 1  # one per service + the namespace's default deny
     assert counts[K8S_SERVICE] == 2 * n  # headless + client per service (no externalHost)
     assert counts[CONFIG_MAP] == n + 1  # one per service + the topic job
-    assert counts[K8S_SECRET] == n  # every service but Prometheus holds a credential, + the job
+    # Every service but Prometheus and Alertmanager (no webhook configured) holds a
+    # credential, + the job.
+    assert counts[K8S_SECRET] == n - 1
     assert counts[K8S_JOB] == 1
     assert counts["kubernetes:core/v1:Namespace"] == 1
     assert counts["random:index/randomPassword:RandomPassword"] == 8
@@ -91,6 +94,7 @@ def test_docker_counts_per_kind(rendering: Rendering) -> None:
         "timescale": 2,
         "prometheus": 1,
         "grafana": 1,
+        "alertmanager": 1,
     }
     counts = rendering.count()
     assert counts[DOCKER_VOLUME] == sum(expected.values())
