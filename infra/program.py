@@ -26,6 +26,7 @@ from backbone.connections import (
     TopicInfo,
     dump_document,
 )
+from infra.components.backbone_ingest import BackboneIngest, BackboneIngestArgs
 from infra.components.kafka_cluster import KafkaCluster, KafkaClusterArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.redis_deployment import RedisDeployment, RedisDeploymentArgs
@@ -241,6 +242,19 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
         )
 
     document = pulumi.Output.all(redis.password, kafka.password, timescale.password).apply(build)
+    ingest = BackboneIngest(
+        f"{spec.name}-backbone",
+        BackboneIngestArgs(
+            spec,
+            backend,
+            kafka_bootstrap=kafka.internal_bootstrap,
+            kafka_username=kafka.username,
+            kafka_sasl_mechanism=kafka.sasl_mechanism,
+            kafka_password=kafka.password,
+            # Only where the document's addresses are in-network (Kubernetes).
+            document=None if backend.clients_outside else document,
+        ),
+    )
     redis_endpoints: list[HostPort] = redis.sentinels or [redis.endpoint]  # type: ignore[list-item]
     return ProgramResult(
         spec=spec,
@@ -264,6 +278,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             "kafka": kafka,
             "timescale": timescale,
             "monitoring": monitoring,
+            "backbone": ingest,
         },
     )
 

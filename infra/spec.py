@@ -59,6 +59,9 @@ class Images(_Spec):
     kafka_exporter: str = "danielqsj/kafka-exporter:v1.9.0"
     prometheus: str = "prom/prometheus:v2.53.4"
     alertmanager: str = "prom/alertmanager:v0.28.1"
+    #: This repository's image (``Containerfile``): ``backbone consume`` and
+    #: ``backbone lag-exporter``. Build and push it with the version as its tag.
+    backbone: str = "market-data-backbone:0.1.0"
     grafana: str = "grafana/grafana:11.5.2"
 
 

@@ -22,6 +22,7 @@ from infra.monitoring.assets import dashboards_dir, rules_file
 from infra.monitoring.prometheus import (
     JOB_ALERTMANAGER,
     JOB_BACKBONE,
+    JOB_KAFKA_LAG,
     JOB_PROMETHEUS,
     ScrapeTarget,
     render_prometheus_config,
@@ -84,6 +85,10 @@ def scrape_targets(
         ScrapeTarget(JOB_GRAFANA, f"{backend.replica_host(GRAFANA, 0)}:{m.grafana_port}"),
         ScrapeTarget(
             JOB_ALERTMANAGER, f"{backend.replica_host(ALERTMANAGER, 0)}:{m.alertmanager_port}"
+        ),
+        # backbone lag-exporter (infra/components/backbone_ingest.py).
+        ScrapeTarget(
+            JOB_KAFKA_LAG, f"{backend.replica_host('kafka-lag', 0)}:{m.lag_exporter_port}"
         ),
     ]
     return targets

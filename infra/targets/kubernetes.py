@@ -262,7 +262,9 @@ class KubernetesBackend:
                     pod_management_policy="Parallel",
                     selector=meta.LabelSelectorArgs(match_labels=selector),
                     template=core.PodTemplateSpecArgs(
-                        metadata=meta.ObjectMetaArgs(labels=labels),
+                        metadata=meta.ObjectMetaArgs(
+                            labels={**labels, CLIENT_LABEL: "true"} if svc.client else labels
+                        ),
                         spec=core.PodSpecArgs(
                             init_containers=[
                                 core.ContainerArgs(

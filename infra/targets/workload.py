@@ -138,6 +138,9 @@ class StatefulService:
     #: Steps run before the containers, with the data volume mounted at the
     #: main container's ``data_dir``.
     init: tuple[InitStep, ...] = ()
+    #: The pods are clients of the data services (Kubernetes: labelled
+    #: ``backbone.io/client=true``, which the services' network policies admit).
+    client: bool = False
 
     @property
     def main(self) -> Container:

@@ -43,6 +43,7 @@ def stateful_replicas(spec: StackSpec) -> dict[str, int]:
         "prometheus": 1,
         "grafana": 1,
         "alertmanager": 1,
+        "kafka-lag": 1,
     }
     if spec.redis.sentinels:
         replicas["redis-sentinel"] = spec.redis.sentinels
@@ -58,6 +59,7 @@ def test_bootstrap_tier_provisions_nothing(rendering: Rendering) -> None:
 def test_one_component_per_service_concern(rendering: Rendering) -> None:
     components = sorted(r.typ for r in rendering.resources if r.typ.startswith("backbone:"))
     assert components == [
+        "backbone:infra:BackboneIngest",
         "backbone:infra:KafkaCluster",
         "backbone:infra:Monitoring",
         "backbone:infra:RedisDeployment",
@@ -67,7 +69,8 @@ def test_one_component_per_service_concern(rendering: Rendering) -> None:
 
 @pytest.mark.parametrize("rendering", KUBERNETES_IDS, indirect=True)
 def test_kubernetes_counts_per_kind(rendering: Rendering) -> None:
-    expected = stateful_replicas(rendering.result.spec)
+    # In Kubernetes the consumer runs in the cluster too (its clients are in-network).
+    expected = {**stateful_replicas(rendering.result.spec), "backbone-ingest": 1}
     sets = {name_of(r): k8s_object(r)["spec"]["replicas"] for r in rendering.of_type(STATEFUL_SET)}
     assert sets == expected
     n = len(expected)
@@ -95,6 +98,7 @@ def test_docker_counts_per_kind(rendering: Rendering) -> None:
         "prometheus": 1,
         "grafana": 1,
         "alertmanager": 1,
+        "kafka-lag": 1,
     }
     counts = rendering.count()
     assert counts[DOCKER_VOLUME] == sum(expected.values())

@@ -61,7 +61,16 @@ def test_kubernetes_every_replica_is_scraped_at_an_exporter_port(rendering: Rend
     every_replica = {
         (name, i) for name, r in sets.items() for i in range(k8s_object(r)["spec"]["replicas"])
     }
-    assert every_replica - {("prometheus", 0)} <= scraped, every_replica - scraped
+    # The consumer is scraped through its Service, the target the config always had.
+    (backbone,) = scrape_targets(rendering)["backbone"]
+    host, port = backbone.rsplit(":", 1)
+    assert host.split(".")[0] == "backbone-ingest"
+    consumer_ports = [p["containerPort"] for c in pod_spec(sets["backbone-ingest"])["containers"]
+                      for p in c["ports"]]  # fmt: skip
+    assert int(port) in consumer_ports
+    assert every_replica - {("prometheus", 0), ("backbone-ingest", 0)} <= scraped, (
+        every_replica - scraped
+    )
 
 
 @pytest.mark.parametrize("rendering", DOCKER_IDS, indirect=True)
