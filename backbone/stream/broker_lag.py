@@ -37,7 +37,17 @@ from prometheus_client.registry import Collector
 
 from backbone.settings import KafkaConnectionSettings
 
-__all__ = ["BrokerLagCollector", "GroupLag", "measure_lag"]
+__all__ = ["BROKER_LAG_METRICS", "BrokerLagCollector", "GroupLag", "measure_lag"]
+
+#: Every series the lag exporter serves (``docs/metrics.md``).
+BROKER_LAG_METRICS: tuple[str, ...] = (
+    "backbone_broker_consumer_lag",
+    "backbone_broker_committed_offset",
+    "backbone_broker_log_end_offset",
+    "backbone_broker_lag_up",
+    "backbone_broker_lag_measured_timestamp_seconds",
+    "backbone_broker_lag_measure_seconds",
+)
 
 _log = logging.getLogger(__name__)
 

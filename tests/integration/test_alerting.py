@@ -6,6 +6,7 @@ server on 127.0.0.1) and a runbook base URL, then:
 - Prometheus lists its Alertmanager as active;
 - a stopped Redis produces a ``RedisDown`` alert that arrives at the webhook
   with its labels and its runbook link, and the Watchdog never does;
+- with no consumer running, ``BackboneTargetDown`` pages too;
 - a real ``backbone consume`` process serves ``/metrics`` (scraped by the
   stack's Prometheus), publishes its heartbeat to ``telemetry.ingest.health``
   with the documented shape at the configured cadence;
@@ -155,6 +156,20 @@ def test_a_stopped_redis_pages_the_webhook_with_labels_and_runbook(
     assert observe.firing_alerts(_prom(paging_stack))
     assert "Watchdog" in {a.name for a in observe.firing_alerts(_prom(paging_stack))}
     assert webhook.alerts("Watchdog") == []
+
+
+def test_a_stack_without_its_consumer_pages_backbone_target_down(
+    paging_stack: LocalStack, webhook: Webhook
+) -> None:
+    # Nothing serves the backbone's /metrics yet: the scraped target is down.
+    alerts = _wait(
+        "BackboneTargetDown at the webhook",
+        lambda: [a for a in webhook.alerts("BackboneTargetDown") if a["status"] == "firing"],
+        180,
+    )
+    assert alerts[0]["labels"]["job"] == "backbone"
+    assert alerts[0]["labels"]["severity"] == "critical"
+    assert alerts[0]["annotations"]["runbook_url"] == f"{RUNBOOKS}/BackboneTargetDown.md"
 
 
 def _produce(stack: LocalStack, count: int, seed: int) -> None:
