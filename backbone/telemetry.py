@@ -25,6 +25,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "DAEMON_METRIC_NAMES",
     "METRIC_NAMES",
     "CacheMeters",
     "MetricsServer",
@@ -53,6 +54,15 @@ METRIC_NAMES: tuple[str, ...] = (
     "backbone_consumer_assigned_partitions",
     "backbone_health_published_total",
     "backbone_health_publish_failures_total",
+)
+
+#: The subset only a long-running ``backbone consume`` exports (its main loop sets them).
+DAEMON_METRIC_NAMES: tuple[str, ...] = (
+    "backbone_heartbeat_timestamp_seconds",
+    "backbone_consumer_records_processed_total",
+    "backbone_consumer_records_committed_total",
+    "backbone_consumer_committed_offset",
+    "backbone_consumer_assigned_partitions",
 )
 
 

@@ -97,8 +97,8 @@ def make_spec(config: StackConfig) -> StackSpec:
     )
     monitoring = spec.monitoring.model_copy(
         update={
-            "alert_webhook_url": config.alert_webhook_url,
-            "runbook_base_url": config.runbook_base_url,
+            "alert_webhook_url": config.alert_webhook_url or "",
+            "runbook_base_url": config.runbook_base_url or "",
         }
     )
     return spec.model_copy(

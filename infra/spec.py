@@ -159,11 +159,11 @@ class MonitoringSpec(_Spec):
     #: The broker-side lag exporter's ``/metrics`` port (``backbone lag-exporter``).
     lag_exporter_port: int = 9308
     #: Where Alertmanager posts warning and critical alerts (a webhook receiver);
-    #: ``None``: they are kept in Alertmanager only (its UI and API).
-    alert_webhook_url: str | None = None
-    #: Base of every alert's ``runbook_url`` (``<base>/<Alert>.md``); ``None``:
+    #: empty: they are kept in Alertmanager only (its UI and API).
+    alert_webhook_url: str = ""
+    #: Base of every alert's ``runbook_url`` (``<base>/<Alert>.md``); empty:
     #: this checkout's ``docs/runbooks`` as a ``file://`` URL.
-    runbook_base_url: str | None = None
+    runbook_base_url: str = ""
 
 
 class Resources(_Spec):
