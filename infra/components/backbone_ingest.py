@@ -5,8 +5,8 @@
   credentials handling differ from what the rules expect, so every environment
   runs the same exporter.
 - ``backbone-ingest`` (Kubernetes): ``backbone consume``, the Tier 1 consumer,
-  serving ``/metrics`` behind the Service ``backbone-ingest`` that the scrape
-  config already targets. Docker stacks address clients outside the network
+  a Deployment serving ``/metrics`` behind the Service ``backbone-ingest`` that
+  the scrape config already targets. Docker stacks address clients outside the network
   (published ports), so their consumer runs on the host and Prometheus scrapes
   it through ``host.docker.internal``.
 
@@ -75,6 +75,7 @@ def _service(
         storage="1Gi",
         fs_group=BACKBONE_UID,
         client=True,
+        stateless=True,
         containers=(
             Container(
                 name=name,
@@ -83,7 +84,7 @@ def _service(
                 args=args,
                 probe=_metrics_probe(port),
                 resources=spec.resources,
-                # The volume is the process's working directory (nothing must persist).
+                # Scratch space (an emptyDir in Kubernetes): nothing must persist.
                 data_dir="/var/lib/backbone",
                 uid=BACKBONE_UID,
                 **kw,

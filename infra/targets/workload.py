@@ -141,6 +141,9 @@ class StatefulService:
     #: The pods are clients of the data services (Kubernetes: labelled
     #: ``backbone.io/client=true``, which the services' network policies admit).
     client: bool = False
+    #: Nothing to keep across restarts: Kubernetes runs a Deployment (``data_dir``
+    #: on an emptyDir) instead of a StatefulSet.
+    stateless: bool = False
 
     @property
     def main(self) -> Container:

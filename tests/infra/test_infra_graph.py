@@ -69,10 +69,17 @@ def test_one_component_per_service_concern(rendering: Rendering) -> None:
 
 @pytest.mark.parametrize("rendering", KUBERNETES_IDS, indirect=True)
 def test_kubernetes_counts_per_kind(rendering: Rendering) -> None:
-    # In Kubernetes the consumer runs in the cluster too (its clients are in-network).
+    # In Kubernetes the consumer runs in the cluster too (its clients are in-network);
+    # it and the lag exporter keep no state: Deployments.
     expected = {**stateful_replicas(rendering.result.spec), "backbone-ingest": 1}
+    stateless = {"backbone-ingest", "kafka-lag"}
     sets = {name_of(r): k8s_object(r)["spec"]["replicas"] for r in rendering.of_type(STATEFUL_SET)}
-    assert sets == expected
+    deployments = {
+        name_of(r): k8s_object(r)["spec"]["replicas"]
+        for r in rendering.of_type("kubernetes:apps/v1:Deployment")
+    }
+    assert sets == {k: v for k, v in expected.items() if k not in stateless}
+    assert deployments == {k: v for k, v in expected.items() if k in stateless}
     n = len(expected)
     counts = rendering.count()
     assert counts[PDB] == n

@@ -42,7 +42,11 @@ def scrape_targets(rendering: Rendering) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("rendering", KUBERNETES_IDS, indirect=True)
 def test_kubernetes_every_replica_is_scraped_at_an_exporter_port(rendering: Rendering) -> None:
-    sets = {name_of(r): r for r in rendering.of_type(STATEFUL_SET)}
+    sets = {
+        name_of(r): r
+        for kind in (STATEFUL_SET, "kubernetes:apps/v1:Deployment")
+        for r in rendering.of_type(kind)
+    }
     scraped: set[tuple[str, int]] = set()
     for job, targets in scrape_targets(rendering).items():
         for target in targets:
