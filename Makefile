@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test lint unit integration bench fuzz clean distclean
+.PHONY: setup demo test lint unit integration bench fuzz clean distclean ci-health-publish
 
 setup:
 	@bash scripts/setup.sh
@@ -21,6 +21,11 @@ lint:
 
 test: setup lint
 	$(PY) -m pytest
+
+# `make test` writes the CI health snapshot to build/status/ (ignored); this
+# copies the last one into docs/status/, the committed copy, on purpose.
+ci-health-publish:
+	$(PY) -m harness.ci_health publish
 
 bench: setup
 	$(VENV)/bin/harness bench up

@@ -8,8 +8,10 @@ stdout (and nothing else there), for scripts.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -325,23 +327,37 @@ def consume(
     max_records: Annotated[
         int | None, typer.Option("--max-records", help="stop after this many bars/records")
     ] = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="stop after this many s")] = 3600.0,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="stop after this many s (default: never)")
+    ] = None,
     idle_timeout: Annotated[
         float | None, typer.Option("--idle-timeout", help="stop after this many s without data")
     ] = None,
     start: Annotated[
         str, typer.Option("--start", help="earliest | latest, for a group with no offsets")
     ] = "earliest",
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            help="serve /metrics here (default: the port the stack's Prometheus scrapes; "
+            "-1 serves none)",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run one consumer-group member (Tier 1): Kafka → store → cache → bus, committing
-    offsets only after each store commit. SIGTERM or Ctrl-C stops it cleanly."""
+    offsets only after each store commit, serving /metrics and publishing its health
+    heartbeat. Runs until SIGTERM or Ctrl-C (or a --max-records/--timeout bound)."""
     if max_records is not None and max_records < 1:
         raise BadInput(f"--max-records must be at least 1 (got {max_records})")
-    if timeout <= 0:
+    if timeout is not None and timeout <= 0:
         raise BadInput(f"--timeout must be positive (got {timeout})")
     if start not in ("earliest", "latest"):
         raise BadInput(f"--start {start!r} is unknown; use earliest or latest")
+    if metrics_port is not None and not -1 <= metrics_port <= 65535:
+        raise BadInput(f"--metrics-port {metrics_port} is not a TCP port; use 0..65535 or -1")
+    from backbone.daemon import ConsumerDaemon
     from backbone.runtime import Backbone
 
     if outputs is not None and not outputs.is_file():
@@ -349,17 +365,34 @@ def consume(
     with Backbone.open(
         tier="institutional", outputs=outputs, group_id=group, consumer_start=start
     ) as bb:
-        assert bb.consumer is not None
-        assigned = bb.consumer.wait_for_assignment()
-        # One line for scripts and tests that wait until the member is ready.
-        print(f"consuming: group {group}, {len(assigned)} partitions", file=sys.stderr, flush=True)
-        previous = signal.signal(signal.SIGTERM, lambda *_: bb.stop())
+        port = bb.settings.metrics_port if metrics_port is None else metrics_port
+        daemon = ConsumerDaemon(
+            bb, metrics_port=None if port < 0 else port, metrics_host=bb.settings.metrics_host
+        )
         try:
-            bb.consume(max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            daemon.serve()
+        except OSError as exc:
+            raise BadInput(
+                f"cannot serve /metrics on {bb.settings.metrics_host}:{port} ({exc.strerror}); "
+                "pass another --metrics-port (or -1 for none)"
+            ) from None
+        with daemon:
+            assert bb.consumer is not None
+            assigned = bb.consumer.wait_for_assignment()
+            # One line for scripts and tests that wait until the member is ready.
+            served = f", metrics {daemon.server.url}" if daemon.server else ""
+            print(
+                f"consuming: group {group}, {len(assigned)} partitions{served}",
+                file=sys.stderr,
+                flush=True,
+            )
+            previous = signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+            try:
+                daemon.run(max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout)
+            except KeyboardInterrupt:
+                pass
+            finally:
+                signal.signal(signal.SIGTERM, previous)
         # Everything this member moved, including while it waited for its partitions.
         report = {"group": group, **bb.consumer.stats.as_dict()}
     _emit(as_json, report, _kv_table(f"consume ({group})", report.items()))
@@ -566,6 +599,62 @@ def dead_letters_replay(
         **result.as_dict(),
     }
     _emit(as_json, document, _kv_table("dead-letters replay", document.items()))
+
+
+@app.command("lag-exporter")
+def lag_exporter_command(
+    port: Annotated[int, typer.Option("--port", help="0 picks a free port")] = 9308,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    outputs: OutputsOpt = None,
+    groups: Annotated[
+        str | None, typer.Option("--groups", help="comma-separated group ids (default: all)")
+    ] = None,
+    interval: Annotated[float, typer.Option("--interval", help="measure every N s")] = 5.0,
+) -> None:
+    """Serve broker-side consumer lag (committed vs. log-end offsets) on /metrics until
+    stopped. Kafka settings: --outputs, BACKBONE_OUTPUTS, BACKBONE_CONFIG or BACKBONE_KAFKA__*."""
+    from prometheus_client import CollectorRegistry
+
+    from backbone.outputs import OUTPUTS_ENV, load_connections
+    from backbone.settings import load_settings
+    from backbone.stream.broker_lag import BrokerLagCollector
+    from backbone.telemetry import serve_metrics
+
+    if not 0 <= port <= 65535:
+        raise BadInput(f"--port {port} is not a TCP port; use 0..65535 (0 picks a free one)")
+    if outputs is not None and not outputs.is_file():
+        raise BadInput(f"--outputs {outputs} does not exist; fix the path or run `harness up`")
+    document = load_connections(outputs) if outputs or os.environ.get(OUTPUTS_ENV) else None
+    settings = load_settings(document)
+    if settings.kafka is None:
+        raise BadInput(
+            "no Kafka settings: pass --outputs (a stack's outputs.json), or set "
+            "BACKBONE_CONFIG to a config.yaml with a kafka: section"
+        )
+    if interval <= 0:
+        raise BadInput(f"--interval must be positive (got {interval})")
+    names = [g.strip() for g in groups.split(",") if g.strip()] if groups else None
+    collector = BrokerLagCollector(settings.kafka, groups=names)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    try:
+        server = serve_metrics(registry, port, host=host)
+    except OSError as exc:
+        raise BadInput(
+            f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port"
+        ) from None
+    collector.start(interval)
+    stopped = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    with server:
+        print(server.url, flush=True)
+        try:
+            stopped.wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            collector.close()
 
 
 def main() -> None:

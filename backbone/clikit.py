@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from backbone.logs import LogFormat, LogLevel, configure_logging
 from backbone.version import DISTRIBUTION, package_version
 
 __all__ = [
@@ -41,8 +42,11 @@ def _show_version(ctx: typer.Context, value: bool) -> None:
         raise typer.Exit(0)
 
 
-def make_app(name: str, help: str) -> typer.Typer:
-    """A Typer app with ``--version``, shell completion and no pretty tracebacks."""
+def make_app(name: str, help: str, *, log_level: LogLevel = LogLevel.info) -> typer.Typer:
+    """A Typer app with ``--version``, ``--log-level``/``--log-format`` (logging set up
+    once, secrets redacted: :mod:`backbone.logs`), shell completion and no pretty
+    tracebacks. ``log_level`` is the tool's default threshold."""
+    default_level = log_level
     app = typer.Typer(
         name=name,
         help=help,
@@ -62,8 +66,15 @@ def make_app(name: str, help: str) -> typer.Typer:
                 is_eager=True,
             ),
         ] = False,
+        log_level: Annotated[
+            LogLevel, typer.Option("--log-level", help="Log threshold.")
+        ] = default_level,
+        log_format: Annotated[
+            LogFormat, typer.Option("--log-format", help="text, or json (one object a line).")
+        ] = LogFormat.text,
     ) -> None:
         """Root options shared by every command."""
+        configure_logging(log_level, log_format)
 
     _root.__doc__ = help
     return app

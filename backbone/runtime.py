@@ -438,7 +438,15 @@ class Backbone:
                 self.producer.send_json("ingest_health", report, key=self.tier)
                 self.producer.flush()
             except Exception as exc:  # health reporting must not break the caller
-                _log.warning("could not publish the health report to Kafka: %s", exc)
+                self.telemetry.health_published(False)
+                _log.warning(
+                    "could not publish the health report to Kafka (%s: %s); counted in "
+                    "backbone_health_publish_failures_total",
+                    type(exc).__name__,
+                    exc,
+                )
+            else:
+                self.telemetry.health_published(True)
         return report
 
     # --- lifecycle ----------------------------------------------------------

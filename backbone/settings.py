@@ -417,6 +417,10 @@ class BackboneSettings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
     heartbeat_interval_seconds: float = Field(default=2.0, gt=0)
+    #: How often a consumer publishes its report to ``telemetry.ingest.health``.
+    health_interval_seconds: float = Field(default=10.0, gt=0)
+    #: How often ``backbone consume`` logs its one-line summary.
+    summary_interval_seconds: float = Field(default=30.0, gt=0)
     validation_timeout_seconds: float = Field(default=3.0, gt=0)
     #: Refuse the institutional tier when Redis does not answer, instead of
     #: starting in cache-degraded mode (``--require-cache`` sets it per command).
@@ -474,6 +478,9 @@ def _document_values(document: ConnectionsDocument) -> dict[str, Any]:
             values[name] = section_values(section)
     if document.duckdb is not None:
         values["duckdb_path"] = document.duckdb.path
+    if document.monitoring is not None and document.monitoring.backbone_metrics_port:
+        # The port the stack's Prometheus scrapes the backbone on.
+        values["metrics_port"] = document.monitoring.backbone_metrics_port
     return values
 
 

@@ -25,6 +25,7 @@ from prometheus_client.exposition import start_http_server
 from prometheus_client.registry import Collector
 
 __all__ = [
+    "DAEMON_METRIC_NAMES",
     "METRIC_NAMES",
     "CacheMeters",
     "MetricsServer",
@@ -46,6 +47,24 @@ METRIC_NAMES: tuple[str, ...] = (
     "backbone_dead_letter_total",
     "backbone_rows_written_total",
     "backbone_records_in_total",
+    "backbone_cache_available",
+    "backbone_cache_fallbacks_total",
+    "backbone_heartbeat_timestamp_seconds",
+    "backbone_consumer_records_processed_total",
+    "backbone_consumer_records_committed_total",
+    "backbone_consumer_committed_offset",
+    "backbone_consumer_assigned_partitions",
+    "backbone_health_published_total",
+    "backbone_health_publish_failures_total",
+)
+
+#: The subset only a long-running ``backbone consume`` exports (its main loop sets them).
+DAEMON_METRIC_NAMES: tuple[str, ...] = (
+    "backbone_heartbeat_timestamp_seconds",
+    "backbone_consumer_records_processed_total",
+    "backbone_consumer_records_committed_total",
+    "backbone_consumer_committed_offset",
+    "backbone_consumer_assigned_partitions",
 )
 
 
@@ -98,6 +117,8 @@ class CacheMeters:
     hit: Callable[[float], None]
     miss: Callable[[float], None]
     evicted: Callable[[float], None]
+    #: A read answered by the loader because the backing (Redis) was down.
+    fallback: Callable[[float], None] = lambda _n: None
 
 
 class Telemetry:
@@ -178,6 +199,63 @@ class Telemetry:
             ["source"],
             registry=self.registry,
         )
+        self._daemon_metrics()
+
+    def _daemon_metrics(self) -> None:
+        """What a long-running process (``backbone consume``) proves it is alive with."""
+        self._cache_available = Gauge(
+            "backbone_cache_available",
+            "1 while the cache's backing (Redis) answered its last command or heartbeat.",
+            ["namespace", "backing"],
+            registry=self.registry,
+        )
+        self._cache_fallbacks = Counter(
+            "backbone_cache_fallbacks",
+            "Cache reads answered by the store because the backing was down.",
+            ["namespace", "backing"],
+            registry=self.registry,
+        )
+        self._heartbeat = Gauge(
+            "backbone_heartbeat_timestamp_seconds",
+            "Unix time of the process's last main-loop turn; stops moving when it hangs.",
+            ["process"],
+            registry=self.registry,
+        )
+        self._processed = Counter(
+            "backbone_consumer_records_processed",
+            "Items (bars or unreadable records) the consumer carried through a poll.",
+            ["group"],
+            registry=self.registry,
+        )
+        self._committed_records = Counter(
+            "backbone_consumer_records_committed",
+            "Offsets the consumer committed to Kafka (records moved past), all partitions.",
+            ["group"],
+            registry=self.registry,
+        )
+        self._committed_offset = Gauge(
+            "backbone_consumer_committed_offset",
+            "The next offset to read, as this member last committed it.",
+            ["group", "topic", "partition"],
+            registry=self.registry,
+        )
+        self._assigned = Gauge(
+            "backbone_consumer_assigned_partitions",
+            "Partitions the group assigned to this member.",
+            ["group"],
+            registry=self.registry,
+        )
+        self._health_published = Counter(
+            "backbone_health_published",
+            "Health reports published to the telemetry.ingest.health topic.",
+            registry=self.registry,
+        )
+        self._last_committed: dict[tuple[str, str, int], int] = {}
+        self._health_failures = Counter(
+            "backbone_health_publish_failures",
+            "Health reports that could not be published to the topic.",
+            registry=self.registry,
+        )
 
     # --- ingest -------------------------------------------------------------
     def bar_stored(self, symbol: str, timeframe: str, ts: datetime | float) -> None:
@@ -236,6 +314,7 @@ class Telemetry:
             hit=self._cache_hits.labels(**labels).inc,
             miss=self._cache_misses.labels(**labels).inc,
             evicted=self._cache_evictions.labels(**labels).inc,
+            fallback=self._cache_fallbacks.labels(**labels).inc,
         )
 
     def cache_degraded(self, namespace: str, degraded: Callable[[], float]) -> None:
@@ -245,6 +324,43 @@ class Telemetry:
     def store_paused(self, group: str, paused: bool) -> None:
         """Set whether ``group``'s consumer is paused on a store outage."""
         self._store_paused.labels(group=group).set(1 if paused else 0)
+
+    def cache_available(self, namespace: str, backing: str, available: Callable[[], bool]) -> None:
+        """Bind the availability gauge of one cache to ``available()`` (read at scrape)."""
+        gauge = self._cache_available.labels(namespace=namespace, backing=backing)
+        gauge.set_function(lambda: 1.0 if available() else 0.0)
+
+    # --- long-running processes ---------------------------------------------
+    def heartbeat(self, process: str, at: float | None = None) -> None:
+        """Record one turn of ``process``'s main loop (``at``: Unix s, default now)."""
+        self._heartbeat.labels(process=process).set(time.time() if at is None else at)
+
+    def consumer_processed(self, group: str, count: int) -> None:
+        """Count items the consumer carried through store, commit, cache and bus."""
+        if count > 0:
+            self._processed.labels(group=group).inc(count)
+
+    def consumer_committed(self, group: str, offsets: dict[tuple[str, int], int]) -> None:
+        """Set the committed offsets and count how far they moved since the last call."""
+        counter = self._committed_records.labels(group=group)  # at 0 before any commit
+        for (topic, partition), offset in offsets.items():
+            # A partition seen for the first time (startup, a rebalance) sets the
+            # mark; only movement after that is counted as committed work.
+            before = self._last_committed.get((group, topic, partition))
+            if before is not None and offset > before:
+                counter.inc(offset - before)
+            self._last_committed[(group, topic, partition)] = offset
+            self._committed_offset.labels(group=group, topic=topic, partition=str(partition)).set(
+                offset
+            )
+
+    def consumer_assigned(self, group: str, partitions: int) -> None:
+        """Set how many partitions this member holds."""
+        self._assigned.labels(group=group).set(partitions)
+
+    def health_published(self, ok: bool) -> None:
+        """Count one health report publish, or one failed attempt."""
+        (self._health_published if ok else self._health_failures).inc()
 
     # --- reading back -------------------------------------------------------
     def value(self, name: str, **labels: str) -> float | None:

@@ -36,6 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone.clikit import emit_json, fail, make_app, user_errors
+from backbone.logs import LogLevel
 from harness.containers.cli import compose_app, images_app
 from harness.drills.cli import drill_app
 from harness.errors import USER_ERRORS, UsageError
@@ -83,7 +84,9 @@ class Via(StrEnum):
 assert {s.value for s in SizeChoice} == set(SIZES) and {t.value for t in TierChoice} == set(TIERS)
 
 app = make_app(
-    "harness", "Bring backbone stacks up and down, inspect them and control their nodes."
+    "harness",
+    "Bring backbone stacks up and down, inspect them and control their nodes.",
+    log_level=LogLevel.warning,
 )
 node_app = typer.Typer(help="Per-node control of a running stack (for outage drills).")
 bench_app = typer.Typer(help="Benchmarks of the harness itself.")
@@ -96,6 +99,7 @@ app.add_typer(compose_app, name="compose")
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="Stack name.")]
 ViaOpt = Annotated[Via, typer.Option("--via", help="An ephemeral Pulumi stack, or not.")]

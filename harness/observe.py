@@ -61,7 +61,7 @@ class StackHealth:
     freshness: Mapping[tuple[str, str], float] = field(default_factory=dict)
     #: (namespace, backing) -> hits / (hits + misses), from the counters.
     cache_hit_ratio: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    #: (topic, group) -> records behind, summed over partitions.
+    #: (topic, group) -> records behind, summed over partitions (broker-side).
     consumer_lag: Mapping[tuple[str, str], float] = field(default_factory=dict)
     #: Records dead-lettered since the ingest processes started.
     dlq_count: float = 0.0
@@ -94,7 +94,10 @@ def stack_health(prom_url: str) -> StackHealth:
         "namespace",
         "backing",
     )
-    lag = _by(instant(prom_url, "sum by (topic, group) (backbone_consumer_lag)"), "topic", "group")
+    # From the brokers (the lag exporter), so a dead consumer still shows its lag.
+    lag = _by(
+        instant(prom_url, "sum by (topic, group) (backbone_broker_consumer_lag)"), "topic", "group"
+    )
     dlq = instant(prom_url, "sum(backbone_dead_letter_total)")
     return StackHealth(
         freshness=freshness,

@@ -67,6 +67,10 @@ class StackConfig:
     image_overrides: dict[str, str] = field(default_factory=dict)
     resource_overrides: dict[str, str] = field(default_factory=dict)
     duckdb_path: str | None = None
+    #: Where Alertmanager posts warning and critical alerts (``alertWebhookUrl``).
+    alert_webhook_url: str | None = None
+    #: Base URL of the alerts' runbook links (``runbookBaseUrl``).
+    runbook_base_url: str | None = None
     #: Credentials given with ``pulumi config set --secret``; missing ones are generated.
     secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
 
@@ -118,5 +122,7 @@ def read_config(cfg: pulumi.Config | None = None, *, stack: str | None = None) -
         image_overrides=_object(cfg, "images"),
         resource_overrides=_object(cfg, "resources"),
         duckdb_path=cfg.get("duckdbPath"),
+        alert_webhook_url=cfg.get("alertWebhookUrl"),
+        runbook_base_url=cfg.get("runbookBaseUrl"),
         secrets=secrets,
     )

@@ -26,6 +26,7 @@ from backbone.connections import (
     TopicInfo,
     dump_document,
 )
+from infra.components.backbone_ingest import BackboneIngest, BackboneIngestArgs
 from infra.components.kafka_cluster import KafkaCluster, KafkaClusterArgs
 from infra.components.monitoring import Monitoring, MonitoringArgs
 from infra.components.redis_deployment import RedisDeployment, RedisDeploymentArgs
@@ -96,7 +97,15 @@ def make_spec(config: StackConfig) -> StackSpec:
     resources = Resources.model_validate(
         {**spec.resources.model_dump(), **config.resource_overrides}
     )
-    return spec.model_copy(update={"images": images, "resources": resources})
+    monitoring = spec.monitoring.model_copy(
+        update={
+            "alert_webhook_url": config.alert_webhook_url or "",
+            "runbook_base_url": config.runbook_base_url or "",
+        }
+    )
+    return spec.model_copy(
+        update={"images": images, "resources": resources, "monitoring": monitoring}
+    )
 
 
 def _credentials(config: StackConfig) -> Credentials:
@@ -231,11 +240,25 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                 "monitoring": MonitoringConnection(
                     prometheus_url=monitoring.prometheus_url,
                     grafana_url=monitoring.grafana_url,
+                    alertmanager_url=monitoring.alertmanager_url,
                 ),
             },
         )
 
     document = pulumi.Output.all(redis.password, kafka.password, timescale.password).apply(build)
+    ingest = BackboneIngest(
+        f"{spec.name}-backbone",
+        BackboneIngestArgs(
+            spec,
+            backend,
+            kafka_bootstrap=kafka.internal_bootstrap,
+            kafka_username=kafka.username,
+            kafka_sasl_mechanism=kafka.sasl_mechanism,
+            kafka_password=kafka.password,
+            # Only where the document's addresses are in-network (Kubernetes).
+            document=None if backend.clients_outside else document,
+        ),
+    )
     redis_endpoints: list[HostPort] = redis.sentinels or [redis.endpoint]  # type: ignore[list-item]
     return ProgramResult(
         spec=spec,
@@ -259,6 +282,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             "kafka": kafka,
             "timescale": timescale,
             "monitoring": monitoring,
+            "backbone": ingest,
         },
         backend=backend,
     )

@@ -55,6 +55,10 @@ class Images(_Spec):
     postgres_exporter: str = "quay.io/prometheuscommunity/postgres-exporter:v0.17.1"
     kafka_exporter: str = "danielqsj/kafka-exporter:v1.9.0"
     prometheus: str = "prom/prometheus:v2.53.4"
+    alertmanager: str = "prom/alertmanager:v0.28.1"
+    #: This repository's image (``Containerfile``): ``backbone consume`` and
+    #: ``backbone lag-exporter``. Build and push it with the version as its tag.
+    backbone: str = "market-data-backbone:0.1.0"
     grafana: str = "grafana/grafana:11.5.2"
 
 
@@ -147,6 +151,16 @@ class MonitoringSpec(_Spec):
     evaluation_interval_s: int = 5
     #: Port the backbone's own ``/metrics`` is served on by ingest processes.
     backbone_metrics_port: int = 9464
+    #: Alertmanager's HTTP port (container targets; local stacks pick a free one).
+    alertmanager_port: int = 9093
+    #: The broker-side lag exporter's ``/metrics`` port (``backbone lag-exporter``).
+    lag_exporter_port: int = 9308
+    #: Where Alertmanager posts warning and critical alerts (a webhook receiver);
+    #: empty: they are kept in Alertmanager only (its UI and API).
+    alert_webhook_url: str = ""
+    #: Base of every alert's ``runbook_url`` (``<base>/<Alert>.md``); empty:
+    #: this checkout's ``docs/runbooks`` as a ``file://`` URL.
+    runbook_base_url: str = ""
 
 
 class Resources(_Spec):

@@ -11,7 +11,7 @@ STAMP_DIR=.venv/.stamps
 . scripts/lib.sh
 
 # --- Debian packages: services the local environment runs --------------------
-APT_PKGS=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter prometheus-postgres-exporter iproute2)
+APT_PKGS=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter prometheus-postgres-exporter prometheus-alertmanager iproute2)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -167,6 +167,8 @@ class RedisCache:
         except CacheUnavailableError:
             self._release()
             raise
+        if telemetry is not None:
+            telemetry.cache_available(namespace, "redis", lambda: self.available)
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
             target=self._beat,

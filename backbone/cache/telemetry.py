@@ -68,6 +68,8 @@ class CacheTelemetry:
                 self._fallbacks += 1
         if self._meters is not None:
             self._meters.miss(1)
+            if fallback:
+                self._meters.fallback(1)
         return self._after_read()
 
     def evicted(self, count: int) -> None:

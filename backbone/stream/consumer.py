@@ -628,6 +628,10 @@ class BarConsumer:
             self._consumer.position(tp)
         return assigned
 
+    def assigned(self) -> set[TopicPartition]:
+        """The partitions the group assigned to this member now."""
+        return set(self._consumer.assignment())
+
     def stop(self) -> None:
         """Ask a running :meth:`run` to return after the current poll (thread-safe)."""
         self._stop.set()

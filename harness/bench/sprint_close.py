@@ -181,12 +181,13 @@ def build_rows(pages: dict[str, Any], repo: Path = _REPO) -> list[Row]:
                    "test_ingest_flows_through_kafka_to_store_cache_and_bus"),
              Proof("docs/status/performance.md"))),
         Row("The tier toggle", "Tier 0 only; nothing to switch to",
-            "`--tier`/`BACKBONE_TIER` choose bootstrap or institutional; switching runs "
-            "validation hooks and refuses with every failing check listed",
+            "`--tier`, `BACKBONE_TIER`/`DATA_BACKBONE_MODE` or `data_backbone_mode` choose; "
+            "switching runs validation hooks and refuses on every failing required check "
+            "(Redis is degradable unless `--require-cache`)",
             (Proof("tests/unit/test_tiers.py",
-                   "test_switch_refuses_with_one_message_listing_every_failure_and_no_secret"),
+                   "test_switch_refuses_only_on_required_failures_naming_each_and_no_secret"),
              Proof("tests/integration/test_redis_cache.py",
-                   "test_tier_toggle_refuses_while_redis_is_paused_and_names_it"))),
+                   "test_tier_toggle_with_redis_paused_degrades_and_refuses_only_with_require_cache"))),
         *_health_rows(pages["ci_health"]),
         *_drill_rows(drills, repo),
     ]  # fmt: skip

@@ -18,12 +18,16 @@ from typing import Any
 import pulumi
 import yaml
 
+from infra.monitoring.alertmanager import render_alertmanager_config
 from infra.monitoring.assets import dashboards_dir, rules_file
 from infra.monitoring.prometheus import (
+    JOB_ALERTMANAGER,
     JOB_BACKBONE,
+    JOB_KAFKA_LAG,
     JOB_PROMETHEUS,
     ScrapeTarget,
     render_prometheus_config,
+    runbook_base_url,
 )
 from infra.spec import StackSpec
 from infra.targets.workload import (
@@ -48,6 +52,9 @@ __all__ = [
 
 PROMETHEUS = "prometheus"
 GRAFANA = "grafana"
+ALERTMANAGER = "alertmanager"
+ALERTMANAGER_UID = 65534
+AM_DIR = "/etc/alertmanager/backbone"
 JOB_GRAFANA = "grafana"
 PROMETHEUS_UID = 65534
 GRAFANA_UID = 472
@@ -87,6 +94,15 @@ def scrape_targets(
         ScrapeTarget(JOB_PROMETHEUS, f"localhost:{m.prometheus_port}"),
         ScrapeTarget(
             JOB_GRAFANA, f"{backend.replica_host(GRAFANA, FIRST_ORDINAL)}:{m.grafana_port}"
+        ),
+        ScrapeTarget(
+            JOB_ALERTMANAGER,
+            f"{backend.replica_host(ALERTMANAGER, FIRST_ORDINAL)}:{m.alertmanager_port}",
+        ),
+        # backbone lag-exporter (infra/components/backbone_ingest.py).
+        ScrapeTarget(
+            JOB_KAFKA_LAG,
+            f"{backend.replica_host('kafka-lag', FIRST_ORDINAL)}:{m.lag_exporter_port}",
         ),
     ]
     return targets
@@ -143,6 +159,7 @@ class Monitoring(pulumi.ComponentResource):
 
     prometheus_url: str
     grafana_url: str
+    alertmanager_url: str
     prometheus_config: dict[str, Any]
     grafana_admin_password: pulumi.Output[str]
     services: list[StatefulService]
@@ -159,6 +176,8 @@ class Monitoring(pulumi.ComponentResource):
             evaluation_interval_s=m.evaluation_interval_s,
             rule_files=[f"{PROM_DIR}/rules.yml"],
             external_labels={"stack": spec.name, "environment": backend.environment},
+            alertmanagers=[f"{backend.service_host(ALERTMANAGER)}:{m.alertmanager_port}"],
+            runbook_base=runbook_base_url(m.runbook_base_url),
         )
         prometheus = StatefulService(
             name=PROMETHEUS,
@@ -244,11 +263,16 @@ class Monitoring(pulumi.ComponentResource):
                 ),
             ),
         )
-        self.services = [prometheus, grafana]
+        alertmanager = _alertmanager(spec)
+        self.services = [prometheus, grafana, alertmanager]
         self.resources = [
             *backend.stateful_service(prometheus, self).resources,
             *backend.stateful_service(grafana, self).resources,
+            *backend.stateful_service(alertmanager, self).resources,
         ]
+        self.alertmanager_url = (
+            f"http://{backend.client_endpoint(ALERTMANAGER, FIRST_ORDINAL, m.alertmanager_port)}"
+        )
         self.prometheus_url = (
             f"http://{backend.client_endpoint(PROMETHEUS, FIRST_ORDINAL, m.prometheus_port)}"
         )
@@ -260,7 +284,49 @@ class Monitoring(pulumi.ComponentResource):
             {
                 "prometheus_url": self.prometheus_url,
                 "grafana_url": self.grafana_url,
+                "alertmanager_url": self.alertmanager_url,
                 "grafana_admin_password": self.grafana_admin_password,
                 "scrape_jobs": [c["job_name"] for c in self.prometheus_config["scrape_configs"]],
             }
         )
+
+
+def _alertmanager(spec: StackSpec) -> StatefulService:
+    """One Alertmanager (clustering off), routing by severity to the stack's webhook."""
+    m = spec.monitoring
+    text = yaml.safe_dump(render_alertmanager_config(webhook_url=m.alert_webhook_url))
+    return StatefulService(
+        name=ALERTMANAGER,
+        replicas=1,
+        client_ports={"http": m.alertmanager_port},
+        metrics_port=m.alertmanager_port,
+        metrics_job=JOB_ALERTMANAGER,
+        storage="1Gi",
+        peers=(PROMETHEUS,),
+        fs_group=ALERTMANAGER_UID,
+        published={"http": m.alertmanager_port},
+        containers=(
+            Container(
+                name="alertmanager",
+                image=spec.images.alertmanager,
+                ports={"http": m.alertmanager_port},
+                args=(
+                    f"--config.file={AM_DIR}/alertmanager.yml",
+                    "--storage.path=/alertmanager",
+                    f"--web.listen-address=:{m.alertmanager_port}",
+                    "--cluster.listen-address=",
+                ),
+                probe=Probe(http_port=m.alertmanager_port, http_path="/-/ready"),
+                resources=spec.resources,
+                data_dir="/alertmanager",
+                has_wget=True,
+                uid=ALERTMANAGER_UID,
+                # A webhook URL may carry a token: with one, the config is a secret file.
+                files=(
+                    secret_file(AM_DIR, "alertmanager.yml", text)
+                    if m.alert_webhook_url
+                    else File(AM_DIR, "alertmanager.yml", text),
+                ),
+            ),
+        ),
+    )

@@ -34,6 +34,7 @@ __all__ = [
     "PROMETHEUS_SERIES",
     "backbone_metric_names",
     "jmx_name_patterns",
+    "lag_exporter_metric_names",
     "produced",
     "used_metric_names",
 ]
@@ -143,6 +144,14 @@ def backbone_metric_names() -> set[str]:
         if family.type == "counter":
             names.add(f"{family.name}_total")
     return names
+
+
+def lag_exporter_metric_names() -> set[str]:
+    """The series ``backbone lag-exporter`` (job ``kafka-lag``) serves: broker-side
+    lag from the group's committed offsets."""
+    from backbone.stream.broker_lag import BROKER_LAG_METRICS
+
+    return set(BROKER_LAG_METRICS)
 
 
 def produced(

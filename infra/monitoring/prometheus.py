@@ -20,8 +20,10 @@ import yaml
 
 __all__ = [
     "EXPORTER_JOBS",
+    "JOB_ALERTMANAGER",
     "JOB_BACKBONE",
     "JOB_KAFKA",
+    "JOB_KAFKA_LAG",
     "JOB_POSTGRES",
     "JOB_PROMETHEUS",
     "JOB_REDIS",
@@ -30,6 +32,7 @@ __all__ = [
     "ScrapeTarget",
     "check_config",
     "render_prometheus_config",
+    "runbook_base_url",
     "write_prometheus_config",
 ]
 
@@ -41,6 +44,11 @@ JOB_KAFKA = "kafka"
 #: The backbone's own ``/metrics`` (served only while something ingests).
 JOB_BACKBONE = "backbone"
 JOB_PROMETHEUS = "prometheus"
+#: Broker-side consumer lag (``backbone lag-exporter``).
+JOB_KAFKA_LAG = "kafka-lag"
+JOB_ALERTMANAGER = "alertmanager"
+#: The external label alert rules build ``runbook_url`` from.
+RUNBOOK_LABEL = "runbook_base"
 #: Jobs whose targets must all be ``up == 1`` for a stack's monitoring to be ready.
 EXPORTER_JOBS: tuple[str, ...] = (JOB_REDIS, JOB_REDIS_SENTINEL, JOB_POSTGRES, JOB_KAFKA)
 
@@ -69,11 +77,15 @@ def render_prometheus_config(
     evaluation_interval_s: float,
     rule_files: Sequence[str | Path],
     external_labels: Mapping[str, str] | None = None,
+    alertmanagers: Sequence[str] = (),
+    runbook_base: str | None = None,
 ) -> dict[str, Any]:
     """The ``prometheus.yml`` document (a YAML-ready dict) for ``targets``.
 
     Targets are grouped into one scrape job per ``job`` in first-seen order;
-    each target keeps its own labels.
+    each target keeps its own labels. ``alertmanagers`` (``host:port``) get the
+    ``alerting:`` block; ``runbook_base`` becomes the external label the rules'
+    ``runbook_url`` annotations are built from.
     """
     if scrape_interval_s <= 0 or evaluation_interval_s <= 0:
         raise ValueError("scrape and evaluation intervals must be positive seconds")
@@ -89,15 +101,28 @@ def render_prometheus_config(
         "scrape_timeout": _duration(timeout),
         "evaluation_interval": _duration(evaluation_interval_s),
     }
-    if external_labels:
-        global_section["external_labels"] = dict(external_labels)
-    return {
-        "global": global_section,
-        "rule_files": [str(p) for p in rule_files],
-        "scrape_configs": [
-            {"job_name": job, "static_configs": statics} for job, statics in jobs.items()
-        ],
-    }
+    labels = dict(external_labels or {})
+    if runbook_base:
+        labels[RUNBOOK_LABEL] = runbook_base.rstrip("/")
+    if labels:
+        global_section["external_labels"] = labels
+    config: dict[str, Any] = {"global": global_section}
+    if alertmanagers:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]
+        }
+    config["rule_files"] = [str(p) for p in rule_files]
+    config["scrape_configs"] = [
+        {"job_name": job, "static_configs": statics} for job, statics in jobs.items()
+    ]
+    return config
+
+
+def runbook_base_url(configured: str | None) -> str:
+    """``configured``, or this checkout's ``docs/runbooks`` as a ``file://`` URL."""
+    if configured:
+        return configured.rstrip("/")
+    return (Path(__file__).resolve().parents[2] / "docs" / "runbooks").as_uri()
 
 
 def write_prometheus_config(config: Mapping[str, Any], path: Path) -> Path:

@@ -105,7 +105,7 @@ def _resources(c: Container | InitJob | InitStep) -> core.ResourceRequirementsAr
 
 @dataclass
 class KubernetesBackend:
-    """Renders services as StatefulSets in the stack's namespace."""
+    """Renders services as StatefulSets (Deployments when stateless) in the stack's namespace."""
 
     stack: str
     namespace: str
@@ -225,7 +225,7 @@ class KubernetesBackend:
         return args, volumes
 
     def stateful_service(self, svc: StatefulService, parent: pulumi.Resource) -> RenderedService:
-        name, labels, selector = svc.name, self._labels(svc.name), self._selector(svc.name)
+        name, selector = svc.name, self._selector(svc.name)
         made = self._files(name, name, [f for c in svc.containers for f in c.files], parent)
         containers, volumes = [], []
         for n, c in enumerate(svc.containers):
@@ -258,65 +258,10 @@ class KubernetesBackend:
                 opts=self._opts(parent),
             )
         )
-        made.append(
-            k8s.apps.v1.StatefulSet(
-                f"{self.stack}-{name}",
-                metadata=self._meta(name, name),
-                spec=k8s.apps.v1.StatefulSetSpecArgs(
-                    service_name=f"{name}-headless",
-                    replicas=svc.replicas,
-                    # Pods are named from 1 (``redis-1``), like every other target
-                    # (StatefulSet start ordinal, GA since Kubernetes 1.31).
-                    ordinals=k8s.apps.v1.StatefulSetOrdinalsArgs(start=FIRST_ORDINAL),
-                    # Every replica starts at once: a quorum cannot form one pod at a time.
-                    pod_management_policy="Parallel",
-                    selector=meta.LabelSelectorArgs(match_labels=selector),
-                    template=core.PodTemplateSpecArgs(
-                        metadata=meta.ObjectMetaArgs(labels=labels),
-                        spec=core.PodSpecArgs(
-                            init_containers=[
-                                core.ContainerArgs(
-                                    name=step.name,
-                                    image=step.image,
-                                    image_pull_policy="IfNotPresent",
-                                    command=list(step.command),
-                                    resources=_resources(step),
-                                    security_context=core.SecurityContextArgs(run_as_user=0)
-                                    if step.as_root
-                                    else None,
-                                    volume_mounts=[
-                                        core.VolumeMountArgs(
-                                            name="data", mount_path=svc.main.data_dir or "/data"
-                                        )
-                                    ],
-                                )
-                                for step in svc.init
-                            ]
-                            or None,
-                            containers=containers,
-                            volumes=volumes or None,
-                            security_context=core.PodSecurityContextArgs(fs_group=svc.fs_group)
-                            if svc.fs_group is not None
-                            else None,
-                            termination_grace_period_seconds=30,
-                        ),
-                    ),
-                    volume_claim_templates=[
-                        core.PersistentVolumeClaimArgs(
-                            metadata=meta.ObjectMetaArgs(name="data", labels=labels),
-                            spec=core.PersistentVolumeClaimSpecArgs(
-                                access_modes=["ReadWriteOnce"],
-                                storage_class_name=self.storage_class,
-                                resources=core.VolumeResourceRequirementsArgs(
-                                    requests={"storage": svc.storage}
-                                ),
-                            ),
-                        )
-                    ],
-                ),
-                opts=self._opts(parent, *made),
-            )
-        )
+        if svc.stateless:
+            made.append(self._deployment(svc, containers, volumes, parent, made))
+        else:
+            made.append(self._stateful_set(svc, containers, volumes, parent, made))
         made.append(
             k8s.policy.v1.PodDisruptionBudget(
                 f"{self.stack}-{name}-pdb",
@@ -330,6 +275,108 @@ class KubernetesBackend:
         made.append(self._network_policy(svc, parent))
         made += self._node_port_services(svc, parent)
         return RenderedService(resources=made)
+
+    def _stateful_set(
+        self,
+        svc: StatefulService,
+        containers: list[core.ContainerArgs],
+        volumes: list[core.VolumeArgs],
+        parent: pulumi.Resource,
+        made: list[pulumi.Resource],
+    ) -> pulumi.Resource:
+        name, labels, selector = svc.name, self._labels(svc.name), self._selector(svc.name)
+        return k8s.apps.v1.StatefulSet(
+            f"{self.stack}-{name}",
+            metadata=self._meta(name, name),
+            spec=k8s.apps.v1.StatefulSetSpecArgs(
+                service_name=f"{name}-headless",
+                replicas=svc.replicas,
+                # Pods are named from 1 (``redis-1``), like every other target
+                # (StatefulSet start ordinal, GA since Kubernetes 1.31).
+                ordinals=k8s.apps.v1.StatefulSetOrdinalsArgs(start=FIRST_ORDINAL),
+                # Every replica starts at once: a quorum cannot form one pod at a time.
+                pod_management_policy="Parallel",
+                selector=meta.LabelSelectorArgs(match_labels=selector),
+                template=core.PodTemplateSpecArgs(
+                    metadata=meta.ObjectMetaArgs(
+                        labels={**labels, CLIENT_LABEL: "true"} if svc.client else labels
+                    ),
+                    spec=core.PodSpecArgs(
+                        init_containers=[
+                            core.ContainerArgs(
+                                name=step.name,
+                                image=step.image,
+                                image_pull_policy="IfNotPresent",
+                                command=list(step.command),
+                                resources=_resources(step),
+                                security_context=core.SecurityContextArgs(run_as_user=0)
+                                if step.as_root
+                                else None,
+                                volume_mounts=[
+                                    core.VolumeMountArgs(
+                                        name="data", mount_path=svc.main.data_dir or "/data"
+                                    )
+                                ],
+                            )
+                            for step in svc.init
+                        ]
+                        or None,
+                        containers=containers,
+                        volumes=volumes or None,
+                        security_context=core.PodSecurityContextArgs(fs_group=svc.fs_group)
+                        if svc.fs_group is not None
+                        else None,
+                        termination_grace_period_seconds=30,
+                    ),
+                ),
+                volume_claim_templates=[
+                    core.PersistentVolumeClaimArgs(
+                        metadata=meta.ObjectMetaArgs(name="data", labels=labels),
+                        spec=core.PersistentVolumeClaimSpecArgs(
+                            access_modes=["ReadWriteOnce"],
+                            storage_class_name=self.storage_class,
+                            resources=core.VolumeResourceRequirementsArgs(
+                                requests={"storage": svc.storage}
+                            ),
+                        ),
+                    )
+                ],
+            ),
+            opts=self._opts(parent, *made),
+        )
+
+    def _deployment(
+        self,
+        svc: StatefulService,
+        containers: list[core.ContainerArgs],
+        volumes: list[core.VolumeArgs],
+        parent: pulumi.Resource,
+        made: list[pulumi.Resource],
+    ) -> pulumi.Resource:
+        name, labels, selector = svc.name, self._labels(svc.name), self._selector(svc.name)
+        if svc.client:
+            labels = {**labels, CLIENT_LABEL: "true"}
+        scratch = core.VolumeArgs(name="data", empty_dir=core.EmptyDirVolumeSourceArgs())
+        return k8s.apps.v1.Deployment(
+            f"{self.stack}-{name}",
+            metadata=self._meta(name, name),
+            spec=k8s.apps.v1.DeploymentSpecArgs(
+                replicas=svc.replicas,
+                selector=meta.LabelSelectorArgs(match_labels=selector),
+                template=core.PodTemplateSpecArgs(
+                    metadata=meta.ObjectMetaArgs(labels=labels),
+                    spec=core.PodSpecArgs(
+                        containers=containers,
+                        volumes=[*volumes, scratch],
+                        security_context=core.PodSecurityContextArgs(fs_group=svc.fs_group)
+                        if svc.fs_group is not None
+                        else None,
+                        termination_grace_period_seconds=30,
+                    ),
+                ),
+            ),
+            opts=self._opts(parent, *made),
+        )
 
     def _network_policy(self, svc: StatefulService, parent: pulumi.Resource) -> pulumi.Resource:
         np = k8s.networking.v1

@@ -150,6 +150,12 @@ class StatefulService:
     #: Steps run before the containers, with the data volume mounted at the
     #: main container's ``data_dir``.
     init: tuple[InitStep, ...] = ()
+    #: The pods are clients of the data services (Kubernetes: labelled
+    #: ``backbone.io/client=true``, which the services' network policies admit).
+    client: bool = False
+    #: Nothing to keep across restarts: Kubernetes runs a Deployment (``data_dir``
+    #: on an emptyDir) instead of a StatefulSet.
+    stateless: bool = False
 
     @property
     def main(self) -> Container:

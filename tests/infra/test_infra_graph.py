@@ -42,6 +42,8 @@ def stateful_replicas(spec: StackSpec) -> dict[str, int]:
         "timescale": 1 + spec.postgres.standbys,
         "prometheus": 1,
         "grafana": 1,
+        "alertmanager": 1,
+        "kafka-lag": 1,
     }
     if spec.redis.sentinels:
         replicas["redis-sentinel"] = spec.redis.sentinels
@@ -57,6 +59,7 @@ def test_bootstrap_tier_provisions_nothing(rendering: Rendering) -> None:
 def test_one_component_per_service_concern(rendering: Rendering) -> None:
     components = sorted(r.typ for r in rendering.resources if r.typ.startswith("backbone:"))
     assert components == [
+        "backbone:infra:BackboneIngest",
         "backbone:infra:KafkaCluster",
         "backbone:infra:Monitoring",
         "backbone:infra:RedisDeployment",
@@ -66,16 +69,26 @@ def test_one_component_per_service_concern(rendering: Rendering) -> None:
 
 @pytest.mark.parametrize("rendering", KUBERNETES_IDS, indirect=True)
 def test_kubernetes_counts_per_kind(rendering: Rendering) -> None:
-    expected = stateful_replicas(rendering.result.spec)
+    # In Kubernetes the consumer runs in the cluster too (its clients are in-network);
+    # it and the lag exporter keep no state: Deployments.
+    expected = {**stateful_replicas(rendering.result.spec), "backbone-ingest": 1}
+    stateless = {"backbone-ingest", "kafka-lag"}
     sets = {name_of(r): k8s_object(r)["spec"]["replicas"] for r in rendering.of_type(STATEFUL_SET)}
-    assert sets == expected
+    deployments = {
+        name_of(r): k8s_object(r)["spec"]["replicas"]
+        for r in rendering.of_type("kubernetes:apps/v1:Deployment")
+    }
+    assert sets == {k: v for k, v in expected.items() if k not in stateless}
+    assert deployments == {k: v for k, v in expected.items() if k in stateless}
     n = len(expected)
     counts = rendering.count()
     assert counts[PDB] == n
     assert counts[NETWORK_POLICY] == n + 1  # one per service + the namespace's default deny
     assert counts[K8S_SERVICE] == 2 * n  # headless + client per service (no externalHost)
     assert counts[CONFIG_MAP] == n + 1  # one per service + the topic job
-    assert counts[K8S_SECRET] == n  # every service but Prometheus holds a credential, + the job
+    # Every service but Prometheus and Alertmanager (no webhook configured) holds a
+    # credential, + the job.
+    assert counts[K8S_SECRET] == n - 1
     assert counts[K8S_JOB] == 1
     assert counts["kubernetes:core/v1:Namespace"] == 1
     assert counts["random:index/randomPassword:RandomPassword"] == 8
@@ -91,6 +104,8 @@ def test_docker_counts_per_kind(rendering: Rendering) -> None:
         "timescale": 2,
         "prometheus": 1,
         "grafana": 1,
+        "alertmanager": 1,
+        "kafka-lag": 1,
     }
     counts = rendering.count()
     assert counts[DOCKER_VOLUME] == sum(expected.values())

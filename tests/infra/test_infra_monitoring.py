@@ -27,6 +27,7 @@ from pulumi_rendering import (
 
 from infra.monitoring.assets import dashboards_dir, rules_file
 from infra.monitoring.prometheus import EXPORTER_JOBS, JOB_BACKBONE, check_config
+from infra.targets.workload import FIRST_ORDINAL
 
 
 def prometheus_config(rendering: Rendering) -> dict:
@@ -42,7 +43,11 @@ def scrape_targets(rendering: Rendering) -> dict[str, list[str]]:
 
 @pytest.mark.parametrize("rendering", KUBERNETES_IDS, indirect=True)
 def test_kubernetes_every_replica_is_scraped_at_an_exporter_port(rendering: Rendering) -> None:
-    sets = {name_of(r): r for r in rendering.of_type(STATEFUL_SET)}
+    sets = {
+        name_of(r): r
+        for kind in (STATEFUL_SET, "kubernetes:apps/v1:Deployment")
+        for r in rendering.of_type(kind)
+    }
     scraped: set[tuple[str, int]] = set()
     for job, targets in scrape_targets(rendering).items():
         for target in targets:
@@ -63,7 +68,17 @@ def test_kubernetes_every_replica_is_scraped_at_an_exporter_port(rendering: Rend
         for name, r in sets.items()
         for i in range(1, k8s_object(r)["spec"]["replicas"] + 1)
     }
-    assert every_replica - {("prometheus", 1)} <= scraped, every_replica - scraped
+    # The consumer is scraped through its Service, the target the config always had.
+    (backbone,) = scrape_targets(rendering)["backbone"]
+    host, port = backbone.rsplit(":", 1)
+    assert host.split(".")[0] == "backbone-ingest"
+    consumer_ports = [p["containerPort"] for c in pod_spec(sets["backbone-ingest"])["containers"]
+                      for p in c["ports"]]  # fmt: skip
+    assert int(port) in consumer_ports
+    assert (
+        every_replica - {("prometheus", FIRST_ORDINAL), ("backbone-ingest", FIRST_ORDINAL)}
+        <= scraped
+    ), every_replica - scraped
 
 
 @pytest.mark.parametrize("rendering", DOCKER_IDS, indirect=True)

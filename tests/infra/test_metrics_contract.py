@@ -25,10 +25,11 @@ from infra.monitoring.metrics_contract import (
     PROMETHEUS_SERIES,
     backbone_metric_names,
     jmx_name_patterns,
+    lag_exporter_metric_names,
     produced,
     used_metric_names,
 )
-from infra.monitoring.prometheus import JOB_BACKBONE, JOB_KAFKA
+from infra.monitoring.prometheus import JOB_BACKBONE, JOB_KAFKA, JOB_KAFKA_LAG
 from infra.render.kafka import jmx_exporter_rules
 
 USED = used_metric_names()
@@ -70,11 +71,13 @@ def test_every_used_metric_has_a_producer_the_target_ships(rendering: Rendering)
                 image in i or image.replace("/", "-").replace(":", "-") in i for i in images
             ), f"{sorted(names)} need the {image} sidecar"
         from_exporters |= names
-    assert JOB_KAFKA in jobs and JOB_BACKBONE in jobs
+    assert JOB_KAFKA in jobs and JOB_BACKBONE in jobs and JOB_KAFKA_LAG in jobs
+    from_lag_exporter = produced(USED, exact=lag_exporter_metric_names())
     missing = {
         name: sorted(where)
         for name, where in USED.items()
-        if name not in from_jmx | from_backbone | from_exporters | PROMETHEUS_SERIES
+        if name
+        not in from_jmx | from_backbone | from_lag_exporter | from_exporters | PROMETHEUS_SERIES
     }
     assert missing == {}
 

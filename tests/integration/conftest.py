@@ -3,7 +3,8 @@
 When an integration test uses ``local_stack`` or ``ha_stack``, a session
 fixture that depends on that stack is pulled in; it is therefore torn down
 *before* the stack, while its Prometheus still answers, and writes
-``docs/status/ci_health.md`` / ``.json`` with what that Prometheus recorded
+``build/status/ci_health.md`` / ``.json`` (ignored by git; ``make
+ci-health-publish`` copies them to ``docs/status/``) with what that Prometheus recorded
 over the whole session (see :mod:`harness.ci_health`). Each stack's teardown
 rewrites the snapshot with every stack collected so far, so the last one
 leaves the complete file. Tests may add notes (a drill's fault times) through

@@ -29,7 +29,7 @@ def _alerts() -> list[dict]:
 def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL is not None
     return subprocess.run(
-        [PROMTOOL, *args], capture_output=True, text=True, timeout=120, check=False
+        [PROMTOOL, *args], capture_output=True, text=True, timeout=300, check=False
     )
 
 
@@ -59,8 +59,9 @@ def test_every_alert_has_a_window_severity_text_and_runbook(rule: dict) -> None:
     assert rule["labels"]["severity"] in {"info", "warning", "critical"}
     ann = rule["annotations"]
     assert ann["summary"].strip() and ann["description"].strip()
-    assert ann["runbook_url"] == f"docs/runbooks/{rule['alert']}.md"
-    runbook = REPO / ann["runbook_url"]
+    # The link is the stack's runbook base URL (an external label) + the file.
+    assert ann["runbook_url"] == "{{ $externalLabels.runbook_base }}/" + f"{rule['alert']}.md"
+    runbook = REPO / "docs" / "runbooks" / f"{rule['alert']}.md"
     assert runbook.is_file(), f"write the runbook {runbook}"
     assert rule["alert"] in runbook.read_text()
 
@@ -74,4 +75,5 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
             (fired if check.get("exp_alerts") else quiet).add(check["alertname"])
     names = {rule["alert"] for rule in _alerts()}
     assert names - fired == set(), "alerts without a test that fires them"
-    assert names - quiet == set(), "alerts without a test where they stay quiet"
+    # The Watchdog fires always, by design: it has no quiet case.
+    assert names - quiet == {"Watchdog"}, "alerts without a test where they stay quiet"

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
+from backbone.connections import TOPIC_NAMES, KafkaConnection, TopicInfo
 from harness.errors import ServiceStartError
 from infra.spec import MonitoringSpec, build_spec
 from infra.targets.local.monitoring import LocalMonitoring
@@ -33,6 +35,9 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+KAFKA_PASSWORD = "kafka-client-secret-0123456789"
+
+
 class _Peer:
     def __init__(self, service: str, names: list[str], **extra_ports: int) -> None:
         self.service = service
@@ -40,6 +45,20 @@ class _Peer:
             ProcessRecord(name, service, ["x"], "log", ports={"client": 1000 + i, **extra_ports})
             for i, name in enumerate(names)
         ]
+
+    def connection(self) -> KafkaConnection:
+        """The client section the lag exporter reads (Kafka peers only)."""
+        return KafkaConnection(
+            bootstrap_servers=[f"127.0.0.1:{r.ports['client']}" for r in self.records],
+            security_protocol="SASL_PLAINTEXT",
+            sasl_mechanism="SCRAM-SHA-512",
+            username="backbone",
+            password=SecretStr(KAFKA_PASSWORD),
+            topics={
+                logical: TopicInfo(name=name, partitions=1, replication_factor=1)
+                for logical, name in TOPIC_NAMES.items()
+            },
+        )
 
 
 def _peers() -> dict[str, _Peer]:
@@ -61,7 +80,8 @@ def test_one_exporter_per_redis_and_postgres_node_and_every_broker_scraped(tmp_p
     mon, _ = _prepared(tmp_path)
     assert [r.name for r in mon.records] == [
         "exporter-redis-1", "exporter-redis-2", "exporter-sentinel-1",
-        "exporter-postgres-1", "exporter-postgres-2", "prometheus",
+        "exporter-postgres-1", "exporter-postgres-2", "exporter-kafka-lag", "alertmanager",
+        "prometheus",
     ]  # fmt: skip
     config = yaml.safe_load(mon.config_path.read_text())
     nodes = {
@@ -73,17 +93,28 @@ def test_one_exporter_per_redis_and_postgres_node_and_every_broker_scraped(tmp_p
     assert nodes["postgres"] == ["postgres-1", "postgres-2"]
     assert nodes["kafka"] == ["kafka-1"]
     assert "backbone" in nodes
+    assert nodes["kafka-lag"] == ["exporter-kafka-lag"]
+    assert nodes["alertmanager"] == ["alertmanager"]
     assert config["global"]["scrape_interval"] == "1s"
+    am_port = next(r for r in mon.records if r.name == "alertmanager").ports["http"]
+    assert config["alerting"]["alertmanagers"] == [
+        {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}
+    ]
+    assert config["global"]["external_labels"]["runbook_base"].endswith("/docs/runbooks")
     conn = mon.connection()
     assert conn is not None and conn.prometheus_url == mon.prometheus_url
+    assert conn.alertmanager_url == f"http://127.0.0.1:{am_port}"
     assert conn.backbone_metrics_port == mon.backbone_metrics_port
 
 
 def test_credentials_live_only_in_private_files(tmp_path) -> None:
     mon, secrets = _prepared(tmp_path)
     saved = json.dumps([r.to_dict() for r in mon.records]) + mon.config_path.read_text()
-    for secret in (secrets.redis_password, secrets.postgres_superuser_password):
+    for secret in (secrets.redis_password, secrets.postgres_superuser_password, KAFKA_PASSWORD):
         assert secret not in saved
+    lag_settings = mon.root / "lag-exporter.yaml"
+    assert stat.S_IMODE(lag_settings.stat().st_mode) == 0o600
+    assert yaml.safe_load(lag_settings.read_text())["kafka"]["password"] == KAFKA_PASSWORD
     private = [p for p in mon.root.iterdir() if "password" in p.name]
     assert len(private) == 5
     for path in private:

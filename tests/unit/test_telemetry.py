@@ -31,6 +31,14 @@ def test_every_documented_metric_is_exported_under_its_exact_name() -> None:
     t.records_in("synthetic", 11)
     t.cache_degraded("ns", lambda: 1.0)
     t.store_paused("store-writer", True)
+    t.cache_available("ns", "redis", lambda: True)
+    t.cache_meters("ns", "redis").fallback(1)
+    t.heartbeat("consume")
+    t.consumer_processed("store-writer", 3)
+    t.consumer_committed("store-writer", {("market-data.intraday-bars", 0): 3})
+    t.consumer_assigned("store-writer", 1)
+    t.health_published(True)
+    t.health_published(False)
     assert set(METRIC_NAMES) <= _exposed_sample_names(t)
 
 

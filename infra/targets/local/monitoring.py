@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -29,11 +30,14 @@ import yaml
 from backbone.connections import MonitoringConnection
 from infra.errors import ServiceStartError
 from infra.monitoring import prometheus_api as observe
+from infra.monitoring.alertmanager import AlertmanagerConfigError, check_alertmanager_config
 from infra.monitoring.assets import rules_file
 from infra.monitoring.prometheus import (
     EXPORTER_JOBS,
+    JOB_ALERTMANAGER,
     JOB_BACKBONE,
     JOB_KAFKA,
+    JOB_KAFKA_LAG,
     JOB_POSTGRES,
     JOB_PROMETHEUS,
     JOB_REDIS,
@@ -42,11 +46,14 @@ from infra.monitoring.prometheus import (
     ScrapeTarget,
     check_config,
     render_prometheus_config,
+    runbook_base_url,
     write_prometheus_config,
 )
 from infra.spec import StackSpec
+from infra.targets.local.alertmanager import ALERTMANAGER, alertmanager_record, alertmanager_url
 from infra.targets.local.base import LocalService
 from infra.targets.local.files import find_binary, write_private
+from infra.targets.local.lag_exporter import LAG_EXPORTER, lag_exporter_record
 from infra.targets.local.ports import LOOPBACK, PortAllocator
 from infra.targets.local.postgres import SUPERUSER
 from infra.targets.local.process import ProcessNode, ProcessRecord
@@ -69,6 +76,11 @@ _PROBE_TIMEOUT_S = 2.0
 def _http_ok(url: str) -> bool:
     with urllib.request.urlopen(url, timeout=_PROBE_TIMEOUT_S) as resp:
         return bool(resp.status == 200)
+
+
+def _listening(port: int) -> bool:
+    with socket.create_connection((LOOPBACK, port), timeout=_PROBE_TIMEOUT_S):
+        return True
 
 
 class LocalMonitoring(LocalNodes):
@@ -129,6 +141,22 @@ class LocalMonitoring(LocalNodes):
                 address = f"{LOOPBACK}:{rec.ports['metrics']}"
                 targets.append(ScrapeTarget(JOB_KAFKA, address, {"node": rec.name}))
 
+        logs = self.dir / "logs"
+        if "kafka" in peers and peers["kafka"].records:
+            lag = lag_exporter_record(
+                peers["kafka"].connection(),  # type: ignore[attr-defined]
+                root=self.root, logs=logs, port=ports.allocate(), service=self.service,
+            )  # fmt: skip
+            self.records.append(lag)
+            address = f"{LOOPBACK}:{lag.ports['http']}"
+            targets.append(ScrapeTarget(JOB_KAFKA_LAG, address, {"node": LAG_EXPORTER}))
+        alerting = alertmanager_record(
+            self.spec, root=self.root, logs=logs, port=ports.allocate(), service=self.service
+        )
+        self.records.append(alerting)
+        alerting_address = f"{LOOPBACK}:{alerting.ports['http']}"
+        targets.append(ScrapeTarget(JOB_ALERTMANAGER, alerting_address, {"node": ALERTMANAGER}))
+
         http_port, backbone_port = ports.allocate(), ports.allocate()
         targets.append(ScrapeTarget(JOB_BACKBONE, f"{LOOPBACK}:{backbone_port}"))
         targets.append(
@@ -140,6 +168,8 @@ class LocalMonitoring(LocalNodes):
             evaluation_interval_s=LOCAL_EVALUATION_INTERVAL_S,
             rule_files=[rules_file()],
             external_labels={"stack": self.spec.name},
+            alertmanagers=[alerting_address],
+            runbook_base=runbook_base_url(self.spec.monitoring.runbook_base_url),
         )
         write_prometheus_config(config, self.config_path)
         self.records.append(
@@ -224,6 +254,11 @@ class LocalMonitoring(LocalNodes):
         rec = self._record(name)
         if name == PROMETHEUS:
             return ProcessNode(rec, ready=lambda: observe.is_ready(self.prometheus_url))
+        if name == ALERTMANAGER:
+            return ProcessNode(rec, ready=lambda: _http_ok(f"{alertmanager_url(rec)}/-/ready"))
+        if name == LAG_EXPORTER:
+            # Its /metrics asks the brokers, which may still be starting: listening is ready.
+            return ProcessNode(rec, ready=lambda: _listening(rec.ports["http"]))
         url = f"http://{LOOPBACK}:{rec.ports['http']}/metrics"
         return ProcessNode(rec, ready=lambda: _http_ok(url))
 
@@ -237,6 +272,13 @@ class LocalMonitoring(LocalNodes):
         except PrometheusConfigError as exc:
             raise ServiceStartError(
                 PROMETHEUS, f"has an invalid config: {exc}", self.config_path, ""
+            ) from None
+        alerting_config = self.root / "alertmanager.yml"
+        try:
+            check_alertmanager_config(alerting_config)
+        except AlertmanagerConfigError as exc:
+            raise ServiceStartError(
+                ALERTMANAGER, f"has an invalid config: {exc}", alerting_config, ""
             ) from None
         exporters = [self.node(r.name) for r in self.records if r.name != PROMETHEUS]
         timings, errors = start_together(exporters, timeout=_START_TIMEOUT_S)
@@ -305,8 +347,10 @@ class LocalMonitoring(LocalNodes):
             return None
         return MonitoringConnection(
             prometheus_url=self.prometheus_url,
+            alertmanager_url=alertmanager_url(self._record(ALERTMANAGER)),
             backbone_metrics_port=self.backbone_metrics_port,
         )
 
     def roles(self) -> dict[str, str]:
-        return {r.name: "prometheus" if r.name == PROMETHEUS else "exporter" for r in self.records}
+        named = {PROMETHEUS: "prometheus", ALERTMANAGER: "alertmanager"}
+        return {r.name: named.get(r.name, "exporter") for r in self.records}
