@@ -122,12 +122,13 @@ def up(
     _choice(size, SIZES, "--size")
     _choice(tier, TIERS, "--tier")
     if env != "local":
-        what, stack = (
+        what, pulumi_stack = (
             ("a Docker engine", "dev") if env == "docker" else ("a Kubernetes cluster", "prod")
         )
         raise UsageError(
-            f"--env {env} needs {what}: from the repository root run `pulumi up -s {stack}` "
-            f"(Pulumi.{stack}.yaml targets {env}; see docs/environments.md), or use --env local"
+            f"--env {env} needs {what}: from the repository root run `pulumi up -s {pulumi_stack}` "
+            f"(Pulumi.{pulumi_stack}.yaml targets {env}; see docs/environments.md), "
+            "or use --env local"
         )
     try:
         spec = build_spec(name, tier=tier, size=size)  # type: ignore[arg-type]

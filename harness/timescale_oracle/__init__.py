@@ -76,7 +76,7 @@ class TimescaleOracle:
             hosts=[HostPort(host=LOOPBACK, port=self.port)],
             dbname="postgres",
             user="postgres",
-            password=_ORACLE_PASSWORD,  # type: ignore[arg-type]  # pydantic coerces to SecretStr
+            password=_ORACLE_PASSWORD,  # pydantic coerces it to SecretStr
             sslmode="disable",
             timescaledb=True,
         )
