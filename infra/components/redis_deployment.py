@@ -20,7 +20,7 @@ from functools import partial
 import pulumi
 
 from backbone.connections import HostPort
-from infra.monitoring.prometheus import JOB_REDIS, JOB_REDIS_SENTINEL
+from infra.render.prometheus import JOB_REDIS, JOB_REDIS_SENTINEL
 from infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
 from infra.spec import StackSpec
 from infra.targets.workload import (

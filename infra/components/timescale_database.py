@@ -24,7 +24,6 @@ import pulumi
 
 from backbone.connections import HostPort
 from backbone.store.schema import schema_statements
-from infra.monitoring.prometheus import JOB_POSTGRES
 from infra.render.postgres import (
     INITDB_ARGS,
     SUPERUSER,
@@ -33,6 +32,7 @@ from infra.render.postgres import (
     postgresql_conf,
     scram_verifier,
 )
+from infra.render.prometheus import JOB_POSTGRES
 from infra.spec import StackSpec
 from infra.targets.workload import (
     FIRST_ORDINAL,

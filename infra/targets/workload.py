@@ -137,7 +137,7 @@ class StatefulService:
     #: Ports clients (and peers) connect to: name -> port.
     client_ports: Mapping[str, int]
     #: The exporter port Prometheus scrapes on every replica, and the scrape
-    #: job it belongs to (``infra.monitoring.prometheus.JOB_*``).
+    #: job it belongs to (``infra.render.prometheus.JOB_*``).
     metrics_port: int
     metrics_job: str
     storage: str

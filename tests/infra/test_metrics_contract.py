@@ -28,8 +28,8 @@ from infra.monitoring.metrics_contract import (
     produced,
     used_metric_names,
 )
-from infra.monitoring.prometheus import JOB_BACKBONE, JOB_KAFKA
 from infra.render.kafka import jmx_exporter_rules
+from infra.render.prometheus import JOB_BACKBONE, JOB_KAFKA
 
 USED = used_metric_names()
 

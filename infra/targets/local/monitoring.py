@@ -30,7 +30,8 @@ from backbone.connections import MonitoringConnection
 from infra.errors import ServiceStartError
 from infra.monitoring import prometheus_api as observe
 from infra.monitoring.assets import rules_file
-from infra.monitoring.prometheus import (
+from infra.monitoring.promtool import PrometheusConfigError, check_config, write_prometheus_config
+from infra.render.prometheus import (
     EXPORTER_JOBS,
     JOB_BACKBONE,
     JOB_KAFKA,
@@ -38,11 +39,8 @@ from infra.monitoring.prometheus import (
     JOB_PROMETHEUS,
     JOB_REDIS,
     JOB_REDIS_SENTINEL,
-    PrometheusConfigError,
     ScrapeTarget,
-    check_config,
     render_prometheus_config,
-    write_prometheus_config,
 )
 from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
