@@ -211,6 +211,7 @@ class RedisDeployment(pulumi.ComponentResource):
                     resources=spec.resources,
                     data_dir=DATA_DIR,
                     uid=REDIS_UID,
+                    run_as_uid=True,
                     files=(
                         File(CONF_DIR, "start.sh", _start_script(spec, backend)),
                         File(CONF_DIR, "probe.sh", _probe_script(r.port, admin=True)),
@@ -254,6 +255,7 @@ class RedisDeployment(pulumi.ComponentResource):
                         resources=spec.resources,
                         data_dir=DATA_DIR,
                         uid=REDIS_UID,
+                        run_as_uid=True,
                         files=(
                             File(CONF_DIR, "sentinel.sh", _sentinel_script()),
                             File(CONF_DIR, "probe.sh", _probe_script(r.sentinel_port, admin=False)),

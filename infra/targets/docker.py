@@ -212,6 +212,7 @@ class DockerBackend:
                 name=f"backbone-{self.stack}-{host}",
                 hostname=host,
                 image=self._image(main.image),
+                user=str(main.uid) if main.run_as_uid and main.uid is not None else None,
                 entrypoints=list(main.command) if main.command else None,
                 command=list(main.args) if main.args else None,
                 envs=[f"{k}={v}" for k, v in main.env.items()] or None,

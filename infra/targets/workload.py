@@ -113,6 +113,9 @@ class Container:
     has_wget: bool = False
     #: The image's service user: owns the secret files Docker writes.
     uid: int | None = None
+    #: Run the main process as ``uid`` (for images whose entrypoint, which the
+    #: components no longer use, was what dropped root).
+    run_as_uid: bool = False
 
 
 @dataclass(frozen=True)
