@@ -28,6 +28,11 @@ Modules, one per service:
     network)``; ``bootstrap_statements(spec, *, password_verifier,
     replication_verifier)`` -> the roles and the database;
     ``scram_verifier(password)``; ``synchronous_standby_names(spec)``.
+``infra.render.exporters``
+    ``redis_exporter_args(spec, *, redis_uri, listen, password_file, sentinel)``,
+    ``redis_exporter_passwords(uri, password)``, ``postgres_exporter_args(*,
+    listen)``, ``postgres_exporter_env(*, server, password_file)``: the
+    exporters' command lines, the same locally and in the sidecars.
 ``infra.render.prometheus``
     ``render_prometheus_config(targets, *, scrape_interval_s,
     evaluation_interval_s, rule_files, external_labels)`` -> the

@@ -16,7 +16,6 @@ fires, not the scrape interval.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -31,6 +30,12 @@ from infra.errors import ServiceStartError
 from infra.monitoring import prometheus_api as observe
 from infra.monitoring.assets import rules_file
 from infra.monitoring.promtool import PrometheusConfigError, check_config, write_prometheus_config
+from infra.render.exporters import (
+    postgres_exporter_args,
+    postgres_exporter_env,
+    redis_exporter_args,
+    redis_exporter_passwords,
+)
 from infra.render.prometheus import (
     EXPORTER_JOBS,
     JOB_BACKBONE,
@@ -46,7 +51,6 @@ from infra.spec import StackSpec
 from infra.targets.local.base import LocalService
 from infra.targets.local.files import find_binary, write_private
 from infra.targets.local.ports import LOOPBACK, PortAllocator
-from infra.targets.local.postgres import SUPERUSER
 from infra.targets.local.process import ProcessNode, ProcessRecord
 from infra.targets.local.secrets import StackSecrets
 from infra.targets.local.service import LocalNodes, start_together, wait_until
@@ -164,17 +168,18 @@ class LocalMonitoring(LocalNodes):
         # Keyed by address: redis_exporter looks the password up by the URI it scrapes.
         passfile = write_private(
             self.root / f"{rec.name}.redis-password.json",
-            json.dumps({redis_uri: self.secrets.redis_password}),
+            redis_exporter_passwords(redis_uri, self.secrets.redis_password),
         )
         command = [
             binary,
-            f"--redis.addr={redis_uri}",
-            f"--redis.password-file={passfile}",
-            f"--web.listen-address={LOOPBACK}:{port}",
+            *redis_exporter_args(
+                self.spec.redis,
+                redis_uri=redis_uri,
+                listen=f"{LOOPBACK}:{port}",
+                password_file=str(passfile),
+                sentinel=sentinel,
+            ),
         ]
-        if not sentinel:
-            # Sentinels authenticate with requirepass alone; servers with an ACL user.
-            command.insert(2, f"--redis.user={self.spec.redis.username}")
         self._add_exporter(f"exporter-{rec.name}", command, port, rec.name)
         job = JOB_REDIS_SENTINEL if sentinel else JOB_REDIS
         return ScrapeTarget(job, f"{LOOPBACK}:{port}", {"node": rec.name})
@@ -185,14 +190,12 @@ class LocalMonitoring(LocalNodes):
         )
         self._add_exporter(
             f"exporter-{rec.name}",
-            [binary, f"--web.listen-address={LOOPBACK}:{port}"],
+            [binary, *postgres_exporter_args(listen=f"{LOOPBACK}:{port}")],
             port,
             rec.name,
-            env={
-                "DATA_SOURCE_URI": f"{LOOPBACK}:{rec.ports['client']}/postgres?sslmode=disable",
-                "DATA_SOURCE_USER": SUPERUSER,
-                "DATA_SOURCE_PASS_FILE": str(passfile),
-            },
+            env=postgres_exporter_env(
+                server=f"{LOOPBACK}:{rec.ports['client']}", password_file=str(passfile)
+            ),
         )
         return ScrapeTarget(JOB_POSTGRES, f"{LOOPBACK}:{port}", {"node": rec.name})
 
