@@ -146,9 +146,9 @@ def collect(stack: str, prometheus_url: str, start: float, end: float | None = N
 
     hits = totals("backbone_cache_hits_total", "namespace", "backing")
     misses = totals("backbone_cache_misses_total", "namespace", "backing")
-    for key in sorted(set(hits) | set(misses)):
-        h, m = hits.get(key, 0.0), misses.get(key, 0.0)
-        out.cache[f"{key[0]} ({key[1]})"] = {
+    for pair in sorted(set(hits) | set(misses)):
+        h, m = hits.get(pair, 0.0), misses.get(pair, 0.0)
+        out.cache[f"{pair[0]} ({pair[1]})"] = {
             "hits": h,
             "misses": m,
             "ratio": h / (h + m) if h + m else 0.0,
@@ -159,10 +159,10 @@ def collect(stack: str, prometheus_url: str, start: float, end: float | None = N
         for s in _at_end(prometheus_url, f"last_over_time(({lag_sum})[{window}:1s])", end)
     }
     for s in _at_end(prometheus_url, f"max_over_time(({lag_sum})[{window}:1s])", end):
-        key = (s.labels.get("topic", ""), s.labels.get("group", ""))
-        out.consumer_lag[f"{key[0]} / {key[1]}"] = {
+        topic_group = (s.labels.get("topic", ""), s.labels.get("group", ""))
+        out.consumer_lag[f"{topic_group[0]} / {topic_group[1]}"] = {
             "max": s.value,
-            "last": lag_last.get(key, s.value),
+            "last": lag_last.get(topic_group, s.value),
         }
     out.dead_letters = {k[0]: v for k, v in totals("backbone_dead_letter_total", "reason").items()}
     out.records_in = sum(totals("backbone_records_in_total", "source").values())

@@ -45,8 +45,8 @@ from infra.targets.local import provisioner
 
 __all__ = ["main"]
 
-#: What this command reports as one line and exit code 2.
-_FAILURES: tuple[type[Exception], ...] = (*USER_ERRORS, TierValidationError)
+#: What ends the demo with exit code 2 and a message, not a traceback.
+_DEMO_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, TierValidationError)
 
 SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD")
 DAILY_BARS = 500
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _run_tier0(console, report, root, names[0])
         _run_tier1(console, report, root, names[1], size)
-    except _FAILURES as exc:
+    except _DEMO_ERRORS as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         return 2
     finally:

@@ -26,8 +26,8 @@ from infra.targets.local import provisioner
 
 __all__ = ["STATUS_DIR", "drill_app"]
 
-#: What this command reports as one line and exit code 2.
-_FAILURES: tuple[type[Exception], ...] = (
+#: What ends a drill command with exit code 2 and a message, not a traceback.
+_DRILL_ERRORS: tuple[type[Exception], ...] = (
     *USER_ERRORS,
     KeyError,
     TimeoutError,
@@ -100,7 +100,7 @@ def run(
                 provisioner.down(stack_name)
                 if reports and all(r.passed for r in reports):
                     shutil.rmtree(stack.dir, ignore_errors=True)  # kept for logs otherwise
-    except _FAILURES as exc:
+    except _DRILL_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
         raise typer.Exit(2) from None

@@ -20,7 +20,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from backbone.settings import TimescaleConnectionSettings
+from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer
 from harness.drills.base import Fault, wait_until
@@ -75,7 +75,7 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
             n += 1
             try:
                 member = BarConsumer(
-                    self.doc.kafka,  # type: ignore[arg-type]
+                    KafkaConnectionSettings.from_section(self.doc.kafka),
                     self.store,
                     group_id=self.group,
                     topics=TOPICS,
@@ -116,7 +116,12 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
 
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         assert self.doc.kafka is not None and self.store is not None
-        consumer = BarConsumer(self.doc.kafka, self.store, group_id=self.group, topics=TOPICS)
+        consumer = BarConsumer(
+            KafkaConnectionSettings.from_section(self.doc.kafka),
+            self.store,
+            group_id=self.group,
+            topics=TOPICS,
+        )
         try:
             stats = consumer.catch_up(timeout_s=90)
         finally:

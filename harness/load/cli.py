@@ -26,8 +26,8 @@ from infra.targets.local import provisioner
 
 __all__ = ["load_app"]
 
-#: What this command reports as one line and exit code 2.
-_FAILURES: tuple[type[Exception], ...] = (*USER_ERRORS, RuntimeError)
+#: What ends a load command with exit code 2 and a message, not a traceback.
+_LOAD_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, RuntimeError)
 
 STATUS_DIR = Path(__file__).resolve().parents[2] / "docs" / "status"
 
@@ -101,7 +101,7 @@ def run(
                 say(f"taking down {stack_name}")
                 provisioner.down(stack_name)
                 shutil.rmtree(stack.dir, ignore_errors=True)
-    except _FAILURES as exc:
+    except _LOAD_ERRORS as exc:
         err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
     say(str(write_report(report, out_dir)))

@@ -24,7 +24,7 @@ from typing import Any
 import pulumi
 import yaml
 
-from infra.monitoring.prometheus import JOB_BACKBONE, JOB_KAFKA_LAG
+from infra.render.prometheus import JOB_BACKBONE, JOB_KAFKA_LAG
 from infra.spec import StackSpec
 from infra.targets.workload import Backend, Container, Probe, StatefulService, secret_file
 

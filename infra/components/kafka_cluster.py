@@ -41,7 +41,6 @@ from pathlib import PurePosixPath
 import pulumi
 
 from backbone.connections import HostPort
-from infra.monitoring.prometheus import JOB_KAFKA
 from infra.render.kafka import (
     EXTERNAL_LISTENER_PORT,
     FORMAT_JVM_OPTS,
@@ -52,6 +51,7 @@ from infra.render.kafka import (
     render_server_properties,
     storage_format_argfile,
 )
+from infra.render.prometheus import JOB_KAFKA
 from infra.spec import StackSpec
 from infra.targets.workload import (
     FIRST_ORDINAL,

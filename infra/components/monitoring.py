@@ -1,7 +1,7 @@
 """``Monitoring``: Prometheus scraping every exporter, with the shared alert
 rules, and Grafana with a provisioned Prometheus datasource and the dashboards.
 
-The scrape config is rendered by :func:`infra.monitoring.prometheus.render_prometheus_config`
+The scrape config is rendered by :func:`infra.render.prometheus.render_prometheus_config`
 (the same renderer the local environment uses) from the services the other
 components declared: one target per replica at its exporter port, plus the
 backbone's own ``/metrics``, Prometheus itself and Grafana. The rules file and
@@ -20,12 +20,14 @@ import yaml
 
 from infra.monitoring.alertmanager import render_alertmanager_config
 from infra.monitoring.assets import dashboards_dir, rules_file
-from infra.monitoring.prometheus import (
+from infra.render.prometheus import (
     JOB_ALERTMANAGER,
     JOB_BACKBONE,
     JOB_KAFKA_LAG,
     JOB_PROMETHEUS,
     ScrapeTarget,
+    alert_rules,
+    prometheus_yaml,
     render_prometheus_config,
     runbook_base_url,
 )
@@ -109,9 +111,8 @@ def scrape_targets(
 
 
 def rules_text() -> str:
-    """The shared alert rules (``infra/monitoring/rules.yml``)."""
-    path = rules_file()
-    return path.read_text() if path.exists() else _EMPTY_RULES
+    """The shared alert rules (``infra/monitoring/rules.yml``), as every target loads them."""
+    return alert_rules() if rules_file().exists() else _EMPTY_RULES
 
 
 def dashboard_files() -> dict[str, str]:
@@ -209,7 +210,7 @@ class Monitoring(pulumi.ComponentResource):
                         File(
                             PROM_DIR,
                             "prometheus.yml",
-                            yaml.safe_dump(self.prometheus_config, sort_keys=False),
+                            prometheus_yaml(self.prometheus_config),
                         ),
                         File(PROM_DIR, "rules.yml", rules_text()),
                     ),

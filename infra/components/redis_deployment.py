@@ -13,14 +13,14 @@ the ACL user ``spec.redis.username``; the ``default`` user is disabled. The
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import partial
 
 import pulumi
 
 from backbone.connections import HostPort
-from infra.monitoring.prometheus import JOB_REDIS, JOB_REDIS_SENTINEL
+from infra.render.exporters import redis_exporter_args, redis_exporter_passwords
+from infra.render.prometheus import JOB_REDIS, JOB_REDIS_SENTINEL
 from infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
 from infra.spec import StackSpec
 from infra.targets.workload import (
@@ -141,21 +141,31 @@ def _probe_script(port: int, *, admin: bool) -> str:
     )
 
 
-def _exporter(spec: StackSpec, port: int, password_file: File, user: str | None) -> Container:
-    env = {
-        "REDIS_ADDR": f"redis://localhost:{port}",
-        "REDIS_EXPORTER_WEB_LISTEN_ADDRESS": f":{spec.redis.exporter_port}",
-        "REDIS_PASSWORD_FILE": password_file.path,
-    }
-    if user is not None:
-        env["REDIS_USER"] = user
+def _exporter(
+    spec: StackSpec, port: int, password: pulumi.Output[str], sentinel: bool
+) -> Container:
+    """The exporter sidecar, with the arguments the local exporters run with."""
+    uri = f"redis://localhost:{port}"
+    password_file = secret_file(
+        EXPORTER_SECRET_DIR,
+        "passwords.json",
+        password.apply(partial(redis_exporter_passwords, uri)),
+    )
     return Container(
         name="exporter",
         image=spec.images.redis_exporter,
         ports={"metrics": spec.redis.exporter_port},
+        args=tuple(
+            redis_exporter_args(
+                spec.redis,
+                redis_uri=uri,
+                listen=f":{spec.redis.exporter_port}",
+                password_file=password_file.path,
+                sentinel=sentinel,
+            )
+        ),
         probe=Probe(http_port=spec.redis.exporter_port, http_path="/health"),
         resources=SIDECAR_RESOURCES,
-        env=env,
         files=(password_file,),
         uid=EXPORTER_UID,
     )
@@ -211,6 +221,7 @@ class RedisDeployment(pulumi.ComponentResource):
                     resources=spec.resources,
                     data_dir=DATA_DIR,
                     uid=REDIS_UID,
+                    run_as_uid=True,
                     files=(
                         File(CONF_DIR, "start.sh", _start_script(spec, backend)),
                         File(CONF_DIR, "probe.sh", _probe_script(r.port, admin=True)),
@@ -219,16 +230,7 @@ class RedisDeployment(pulumi.ComponentResource):
                         secret_file(SECRET_DIR, "password", password),
                     ),
                 ),
-                _exporter(
-                    spec,
-                    r.port,
-                    secret_file(
-                        EXPORTER_SECRET_DIR,
-                        "passwords.json",
-                        admin.apply(lambda a: json.dumps({f"redis://localhost:{r.port}": a})),
-                    ),
-                    ADMIN_USER,
-                ),
+                _exporter(spec, r.port, password, sentinel=False),
             ),
         )
         self.services = [redis]
@@ -254,6 +256,7 @@ class RedisDeployment(pulumi.ComponentResource):
                         resources=spec.resources,
                         data_dir=DATA_DIR,
                         uid=REDIS_UID,
+                        run_as_uid=True,
                         files=(
                             File(CONF_DIR, "sentinel.sh", _sentinel_script()),
                             File(CONF_DIR, "probe.sh", _probe_script(r.sentinel_port, admin=False)),
@@ -268,18 +271,7 @@ class RedisDeployment(pulumi.ComponentResource):
                             secret_file(SECRET_DIR, "password", password),
                         ),
                     ),
-                    _exporter(
-                        spec,
-                        r.sentinel_port,
-                        secret_file(
-                            EXPORTER_SECRET_DIR,
-                            "passwords.json",
-                            password.apply(
-                                lambda a: json.dumps({f"redis://localhost:{r.sentinel_port}": a})
-                            ),
-                        ),
-                        None,
-                    ),
+                    _exporter(spec, r.sentinel_port, password, sentinel=True),
                 ),
             )
             self.services.append(sentinel)

@@ -24,7 +24,7 @@ import pulumi
 
 from backbone.connections import HostPort
 from backbone.store.schema import schema_statements
-from infra.monitoring.prometheus import JOB_POSTGRES
+from infra.render.exporters import postgres_exporter_args, postgres_exporter_env
 from infra.render.postgres import (
     INITDB_ARGS,
     SUPERUSER,
@@ -33,6 +33,7 @@ from infra.render.postgres import (
     postgresql_conf,
     scram_verifier,
 )
+from infra.render.prometheus import JOB_POSTGRES
 from infra.spec import StackSpec
 from infra.targets.workload import (
     FIRST_ORDINAL,
@@ -203,12 +204,11 @@ class TimescaleDatabase(pulumi.ComponentResource):
                     name="exporter",
                     image=spec.images.postgres_exporter,
                     ports={"metrics": p.exporter_port},
-                    args=(f"--web.listen-address=:{p.exporter_port}",),
-                    env={
-                        "DATA_SOURCE_URI": f"localhost:{p.port}/{p.dbname}?sslmode=disable",
-                        "DATA_SOURCE_USER": SUPERUSER,
-                        "DATA_SOURCE_PASS_FILE": f"{EXPORTER_SECRET_DIR}/superuser-password",
-                    },
+                    args=tuple(postgres_exporter_args(listen=f":{p.exporter_port}")),
+                    env=postgres_exporter_env(
+                        server=f"localhost:{p.port}",
+                        password_file=f"{EXPORTER_SECRET_DIR}/superuser-password",
+                    ),
                     probe=Probe(http_port=p.exporter_port, http_path="/metrics"),
                     resources=SIDECAR_RESOURCES,
                     uid=EXPORTER_UID,

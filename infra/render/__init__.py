@@ -28,6 +28,18 @@ Modules, one per service:
     network)``; ``bootstrap_statements(spec, *, password_verifier,
     replication_verifier)`` -> the roles and the database;
     ``scram_verifier(password)``; ``synchronous_standby_names(spec)``.
+``infra.render.exporters``
+    ``redis_exporter_args(spec, *, redis_uri, listen, password_file, sentinel)``,
+    ``redis_exporter_passwords(uri, password)``, ``postgres_exporter_args(*,
+    listen)``, ``postgres_exporter_env(*, server, password_file)``: the
+    exporters' command lines, the same locally and in the sidecars.
+``infra.render.prometheus``
+    ``render_prometheus_config(targets, *, scrape_interval_s,
+    evaluation_interval_s, rule_files, external_labels)`` -> the
+    ``prometheus.yml`` document; ``prometheus_yaml(config)`` -> its text;
+    ``alert_rules()`` -> ``infra/monitoring/rules.yml``; the scrape job names
+    (``JOB_*``) the rules and dashboards select on. Writing and ``promtool``
+    checks are :mod:`infra.monitoring.promtool`.
 
 Differences between targets are arguments, and the ones that are intended
 are listed in ``docs/environments.md``.

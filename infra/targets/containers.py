@@ -202,6 +202,8 @@ def plan_service(svc: StatefulService, *, stack: str, external: External) -> lis
                 extra_hosts=(HOST_GATEWAY,),
                 ports=ports,
                 health=health_of(main),
+                # Images whose entrypoint dropped root run the binary as their user.
+                user=str(main.uid) if main.run_as_uid and main.uid is not None else None,
                 depends_on=tuple(s.key for s in steps),
                 labels=_labels(stack, svc.name),
                 **_limits(main.resources),  # type: ignore[arg-type]

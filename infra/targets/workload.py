@@ -113,6 +113,9 @@ class Container:
     has_wget: bool = False
     #: The image's service user: owns the secret files Docker writes.
     uid: int | None = None
+    #: Run the main process as ``uid`` (for images whose entrypoint, which the
+    #: components no longer use, was what dropped root).
+    run_as_uid: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ class StatefulService:
     #: Ports clients (and peers) connect to: name -> port.
     client_ports: Mapping[str, int]
     #: The exporter port Prometheus scrapes on every replica, and the scrape
-    #: job it belongs to (``infra.monitoring.prometheus.JOB_*``).
+    #: job it belongs to (``infra.render.prometheus.JOB_*``).
     metrics_port: int
     metrics_job: str
     storage: str

@@ -26,7 +26,8 @@ from pulumi_rendering import (
 )
 
 from infra.monitoring.assets import dashboards_dir, rules_file
-from infra.monitoring.prometheus import EXPORTER_JOBS, JOB_BACKBONE, check_config
+from infra.monitoring.promtool import check_config
+from infra.render.prometheus import EXPORTER_JOBS, JOB_BACKBONE
 from infra.targets.workload import FIRST_ORDINAL
 
 

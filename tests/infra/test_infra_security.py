@@ -13,10 +13,13 @@ from pulumi_rendering import (
     INSTITUTIONAL_IDS,
     K8S_SECRET,
     KUBERNETES_IDS,
+    STATEFUL_SET,
     Recorded,
     Rendering,
     config_for,
     is_secret,
+    name_of,
+    pod_spec,
     render,
     unwrap,
 )
@@ -110,3 +113,26 @@ def test_configured_secrets_are_used_instead_of_generated_ones() -> None:
     assert doc["timescale"]["password"] == given["postgres_password"]
     for r in rendering.resources:
         assert not plain_leaks(r.inputs, given), str(r)
+
+
+@pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
+def test_redis_runs_as_its_service_user_without_the_image_entrypoint(rendering: Rendering) -> None:
+    """The official Redis image's entrypoint dropped root; the components start
+    redis-server themselves, so the target must run it as the redis user."""
+    from infra.components.redis_deployment import REDIS_UID
+
+    if rendering.config.target == "docker":
+        expected: object = str(REDIS_UID)
+        users = {
+            r.plain["hostname"]: r.plain.get("user")
+            for r in rendering.of_type(DOCKER_CONTAINER)
+            if r.plain.get("hostname", "").startswith("redis")
+        }
+    else:
+        expected = REDIS_UID
+        users = {
+            name_of(r): pod_spec(r)["containers"][0].get("securityContext", {}).get("runAsUser")
+            for r in rendering.of_type(STATEFUL_SET)
+            if name_of(r).startswith("redis")
+        }
+    assert users and all(user == expected for user in users.values()), users

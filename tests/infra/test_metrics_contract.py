@@ -29,8 +29,8 @@ from infra.monitoring.metrics_contract import (
     produced,
     used_metric_names,
 )
-from infra.monitoring.prometheus import JOB_BACKBONE, JOB_KAFKA, JOB_KAFKA_LAG
 from infra.render.kafka import jmx_exporter_rules
+from infra.render.prometheus import JOB_BACKBONE, JOB_KAFKA, JOB_KAFKA_LAG
 
 USED = used_metric_names()
 

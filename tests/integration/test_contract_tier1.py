@@ -27,7 +27,7 @@ from backbone.contract import REASON_CODES, reason_code
 from backbone.deadletter_queue import KafkaDeadLetters
 from backbone.outputs import load_connections
 from backbone.runtime import Backbone
-from backbone.settings import load_settings
+from backbone.settings import KafkaConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.codec import CONTENT_TYPE, SCHEMA_VERSION, encode_batch
 from backbone.stream.producer import kafka_client_config
@@ -78,7 +78,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def dead_letters_in_kafka(stack: LocalStack) -> int:
     assert stack.document.kafka is not None
-    return KafkaDeadLetters(stack.document.kafka).count()
+    return KafkaDeadLetters(KafkaConnectionSettings.from_section(stack.document.kafka)).count()
 
 
 # --- CSV through the CLI ------------------------------------------------------------------
@@ -204,7 +204,11 @@ def test_a_record_of_version_n_plus_1_goes_to_the_dead_letter_topic_and_can_be_f
     assert kafka is not None and backbone.consumer is not None
     s = unique("V")
     record = encode_batch(list(synthetic_bars([s], "1m", 3, start=T0)))
-    raw = KafkaProducer(**kafka_client_config(kafka, client_id="test-newer-producer"))
+    raw = KafkaProducer(
+        **kafka_client_config(
+            KafkaConnectionSettings.from_section(kafka), client_id="test-newer-producer"
+        )
+    )
     newer = [("schema-version", str(SCHEMA_VERSION + 1).encode()), ("content-type", b"x")]
     meta = raw.send(kafka.topic("intraday_bars"), key=record.key, value=record.value,
                     headers=newer).get(timeout=10)  # fmt: skip
@@ -260,7 +264,11 @@ def test_records_from_another_producer_meet_the_contract(
         {**good, "volume": 1e308},
         {**good, "extra": "field"},
     ]
-    raw = KafkaProducer(**kafka_client_config(kafka, client_id="test-other-producer"))
+    raw = KafkaProducer(
+        **kafka_client_config(
+            KafkaConnectionSettings.from_section(kafka), client_id="test-other-producer"
+        )
+    )
     headers = [("schema-version", b"1"), ("content-type", CONTENT_TYPE.encode())]
     value = json.dumps(hostile).encode()
     sent = raw.send(kafka.topic("intraday_bars"), key=s.encode(), value=value, headers=headers)

@@ -27,7 +27,7 @@ from kafka import KafkaConsumer, TopicPartition
 from backbone.bars import Bar
 from backbone.cache import CachePolicy, DegradableCache
 from backbone.runtime import Backbone
-from backbone.settings import load_settings
+from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer, ConsumeStats
 from backbone.stream.producer import (
@@ -233,7 +233,9 @@ def _committed(stack: LocalStack, group: str, tps: list[TopicPartition]) -> dict
     kafka = stack.document.kafka
     assert kafka is not None
     client = KafkaConsumer(
-        **kafka_client_config(kafka, client_id="degraded-test-offsets"),
+        **kafka_client_config(
+            KafkaConnectionSettings.from_section(kafka), client_id="degraded-test-offsets"
+        ),
         group_id=group,
         enable_auto_commit=False,
     )
@@ -251,12 +253,16 @@ def test_a_store_outage_pauses_the_consumer_and_resumes_with_nothing_lost_or_dou
     symbols = [f"SP{secrets.token_hex(2).upper()}{i}" for i in range(3)]
     bars = [bar(s, i, 1.0 + i) for s in symbols for i in range(200)]
     group = f"degraded-store-{secrets.token_hex(3)}"
-    store = TimescaleStore(doc.timescale, pool_size=2, timeout=3.0)
+    store = TimescaleStore(
+        TimescaleConnectionSettings.from_section(doc.timescale, pool_max_size=2), timeout=3.0
+    )
     consumer = BarConsumer(
-        doc.kafka, store, group_id=group, topics=TOPICS, start_at="latest",
-        store_outage_max_s=120, store_retry_max_wait_s=1.0,
+        KafkaConnectionSettings.from_section(doc.kafka), store, group_id=group, topics=TOPICS,
+        start_at="latest", store_outage_max_s=120, store_retry_max_wait_s=1.0,
     )  # fmt: skip
-    producer = BarProducer(doc.kafka, tuning=ProducerTuning(bars_per_record=20))
+    producer = BarProducer(
+        KafkaConnectionSettings.from_section(doc.kafka), tuning=ProducerTuning(bars_per_record=20)
+    )
     pg = local_stack.postgres_primary()
     try:
         assigned = consumer.wait_for_assignment(30)
@@ -313,7 +319,7 @@ def test_with_the_brokers_gone_the_producer_stops_at_its_bound_and_says_so(
     assert doc.kafka is not None
     symbol = f"KB{secrets.token_hex(2).upper()}"
     producer = BarProducer(
-        doc.kafka,
+        KafkaConnectionSettings.from_section(doc.kafka),
         tuning=ProducerTuning(bars_per_record=10, max_bars_in_flight=100, flush_timeout_s=3.0),
     )
     brokers = sorted(n for n in local_stack.node_names() if n.startswith("kafka-"))

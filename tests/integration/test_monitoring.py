@@ -23,7 +23,7 @@ from harness import observe
 from infra.monitoring.assets import rules_file
 from infra.monitoring.dashboards import DASHBOARDS, build_dashboard, metric_names_in, panel_queries
 from infra.monitoring.metrics_contract import PROMETHEUS_SERIES, used_metric_names
-from infra.monitoring.prometheus import EXPORTER_JOBS
+from infra.render.prometheus import EXPORTER_JOBS
 from infra.targets.local.provisioner import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,12 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
 from harness import observe
-from infra.monitoring.prometheus import (
-    ScrapeTarget,
-    check_config,
-    render_prometheus_config,
-    write_prometheus_config,
-)
+from infra.monitoring.promtool import check_config, write_prometheus_config
+from infra.render.prometheus import ScrapeTarget, render_prometheus_config
 from infra.targets.local.ports import PortAllocator
 
 pytestmark = pytest.mark.skipif(

@@ -11,13 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from infra.monitoring.assets import rules_file
-from infra.monitoring.prometheus import (
-    PrometheusConfigError,
-    ScrapeTarget,
-    check_config,
-    render_prometheus_config,
-    write_prometheus_config,
-)
+from infra.monitoring.promtool import PrometheusConfigError, check_config, write_prometheus_config
+from infra.render.prometheus import ScrapeTarget, render_prometheus_config
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,

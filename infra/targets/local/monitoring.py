@@ -16,7 +16,6 @@ fires, not the scrape interval.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -32,7 +31,14 @@ from infra.errors import ServiceStartError
 from infra.monitoring import prometheus_api as observe
 from infra.monitoring.alertmanager import AlertmanagerConfigError, check_alertmanager_config
 from infra.monitoring.assets import rules_file
-from infra.monitoring.prometheus import (
+from infra.monitoring.promtool import PrometheusConfigError, check_config, write_prometheus_config
+from infra.render.exporters import (
+    postgres_exporter_args,
+    postgres_exporter_env,
+    redis_exporter_args,
+    redis_exporter_passwords,
+)
+from infra.render.prometheus import (
     EXPORTER_JOBS,
     JOB_ALERTMANAGER,
     JOB_BACKBONE,
@@ -42,12 +48,9 @@ from infra.monitoring.prometheus import (
     JOB_PROMETHEUS,
     JOB_REDIS,
     JOB_REDIS_SENTINEL,
-    PrometheusConfigError,
     ScrapeTarget,
-    check_config,
     render_prometheus_config,
     runbook_base_url,
-    write_prometheus_config,
 )
 from infra.spec import StackSpec
 from infra.targets.local.alertmanager import ALERTMANAGER, alertmanager_record, alertmanager_url
@@ -55,7 +58,6 @@ from infra.targets.local.base import LocalService
 from infra.targets.local.files import find_binary, write_private
 from infra.targets.local.lag_exporter import LAG_EXPORTER, lag_exporter_record
 from infra.targets.local.ports import LOOPBACK, PortAllocator
-from infra.targets.local.postgres import SUPERUSER
 from infra.targets.local.process import ProcessNode, ProcessRecord
 from infra.targets.local.secrets import StackSecrets
 from infra.targets.local.service import LocalNodes, start_together, wait_until
@@ -144,7 +146,7 @@ class LocalMonitoring(LocalNodes):
         logs = self.dir / "logs"
         if "kafka" in peers and peers["kafka"].records:
             lag = lag_exporter_record(
-                peers["kafka"].connection(),  # type: ignore[attr-defined]
+                peers["kafka"].connection(),
                 root=self.root, logs=logs, port=ports.allocate(), service=self.service,
             )  # fmt: skip
             self.records.append(lag)
@@ -196,17 +198,18 @@ class LocalMonitoring(LocalNodes):
         # Keyed by address: redis_exporter looks the password up by the URI it scrapes.
         passfile = write_private(
             self.root / f"{rec.name}.redis-password.json",
-            json.dumps({redis_uri: self.secrets.redis_password}),
+            redis_exporter_passwords(redis_uri, self.secrets.redis_password),
         )
         command = [
             binary,
-            f"--redis.addr={redis_uri}",
-            f"--redis.password-file={passfile}",
-            f"--web.listen-address={LOOPBACK}:{port}",
+            *redis_exporter_args(
+                self.spec.redis,
+                redis_uri=redis_uri,
+                listen=f"{LOOPBACK}:{port}",
+                password_file=str(passfile),
+                sentinel=sentinel,
+            ),
         ]
-        if not sentinel:
-            # Sentinels authenticate with requirepass alone; servers with an ACL user.
-            command.insert(2, f"--redis.user={self.spec.redis.username}")
         self._add_exporter(f"exporter-{rec.name}", command, port, rec.name)
         job = JOB_REDIS_SENTINEL if sentinel else JOB_REDIS
         return ScrapeTarget(job, f"{LOOPBACK}:{port}", {"node": rec.name})
@@ -217,14 +220,12 @@ class LocalMonitoring(LocalNodes):
         )
         self._add_exporter(
             f"exporter-{rec.name}",
-            [binary, f"--web.listen-address={LOOPBACK}:{port}"],
+            [binary, *postgres_exporter_args(listen=f"{LOOPBACK}:{port}")],
             port,
             rec.name,
-            env={
-                "DATA_SOURCE_URI": f"{LOOPBACK}:{rec.ports['client']}/postgres?sslmode=disable",
-                "DATA_SOURCE_USER": SUPERUSER,
-                "DATA_SOURCE_PASS_FILE": str(passfile),
-            },
+            env=postgres_exporter_env(
+                server=f"{LOOPBACK}:{rec.ports['client']}", password_file=str(passfile)
+            ),
         )
         return ScrapeTarget(JOB_POSTGRES, f"{LOOPBACK}:{port}", {"node": rec.name})
 

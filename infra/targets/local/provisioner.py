@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,7 @@ def _start_stages(stack: LocalStack, secrets: StackSecrets, say: Echo) -> None:
         futures = {}
         for index, svc in flat:
             fut = pool.submit(run, index, svc)
-            fut.add_done_callback(lambda _f, name=svc.service: running.discard(name))
+            fut.add_done_callback(partial(_discard, running, svc.service))
             futures[fut] = svc
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
         if any(f.exception() for f in done):
@@ -427,3 +428,8 @@ def list_stacks(root: Path | None = None) -> list[str]:
     if not base.is_dir():
         return []
     return sorted(p.name for p in base.iterdir() if (p / "state.json").is_file())
+
+
+def _discard(names: set[str], name: str, _done: object) -> None:
+    """Done-callback of a service's bring-up: it no longer runs."""
+    names.discard(name)

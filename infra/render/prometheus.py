@@ -1,4 +1,5 @@
-"""The Prometheus configuration of a stack, rendered from its scrape targets.
+"""The Prometheus configuration and alert rules of a stack. Pure functions, no I/O
+beyond reading the rules file that ships with the package.
 
 One renderer for every target: the local environment
 (``infra.targets.local.monitoring``) passes loopback addresses and absolute rule
@@ -9,14 +10,14 @@ rules (``rules.yml``) and the dashboards select on them.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from infra.monitoring.assets import rules_file
 
 __all__ = [
     "EXPORTER_JOBS",
@@ -28,12 +29,11 @@ __all__ = [
     "JOB_PROMETHEUS",
     "JOB_REDIS",
     "JOB_REDIS_SENTINEL",
-    "PrometheusConfigError",
     "ScrapeTarget",
-    "check_config",
+    "alert_rules",
+    "prometheus_yaml",
     "render_prometheus_config",
     "runbook_base_url",
-    "write_prometheus_config",
 ]
 
 JOB_REDIS = "redis"
@@ -54,10 +54,6 @@ EXPORTER_JOBS: tuple[str, ...] = (JOB_REDIS, JOB_REDIS_SENTINEL, JOB_POSTGRES, J
 
 #: Cap on a scrape's duration; Prometheus refuses a timeout above the interval.
 _MAX_SCRAPE_TIMEOUT_S = 10
-
-
-class PrometheusConfigError(ValueError):
-    """promtool rejected a Prometheus config or rules file; names the file and why."""
 
 
 @dataclass(frozen=True)
@@ -125,36 +121,14 @@ def runbook_base_url(configured: str | None) -> str:
     return (Path(__file__).resolve().parents[2] / "docs" / "runbooks").as_uri()
 
 
-def write_prometheus_config(config: Mapping[str, Any], path: Path) -> Path:
-    """Write ``config`` as YAML to ``path`` (it holds no secrets)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(dict(config), sort_keys=False))
-    return path
+def prometheus_yaml(config: Mapping[str, Any]) -> str:
+    """The text of ``prometheus.yml`` for ``config`` (it holds no secrets)."""
+    return yaml.safe_dump(dict(config), sort_keys=False)
 
 
-def check_config(path: Path, *, promtool: str | None = None) -> None:
-    """Validate a config file and the rule files it names with ``promtool check config``.
-
-    Raises :class:`PrometheusConfigError` naming the file and quoting promtool.
-    """
-    tool = promtool or shutil.which("promtool")
-    if tool is None:
-        raise PrometheusConfigError(
-            "promtool is not installed (Debian package `prometheus`); run `make setup`"
-        )
-    result = subprocess.run(
-        [tool, "check", "config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode != 0:
-        said = (result.stderr + result.stdout).strip()
-        raise PrometheusConfigError(
-            f"promtool rejected the Prometheus config {path}: {said}; "
-            "fix the file (or infra/monitoring/rules.yml) and run `promtool check config` again"
-        )
+def alert_rules() -> str:
+    """The text of the one alert rules file every stack's Prometheus loads."""
+    return rules_file().read_text()
 
 
 def _duration(seconds: float) -> str:
