@@ -23,6 +23,7 @@ under ``$HARNESS_STACKS_DIR`` (default ``<repo>/.stacks``).
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -454,12 +455,16 @@ def bench_up(
     output: Annotated[
         Path, typer.Option(help="Report path without suffix (.md and .json are written).")
     ] = Path("docs/status/stack-startup"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Time `up` and `down` for minimal and ha, compare with each service's own
     start path, and write docs/status/stack-startup.md and .json."""
     from harness.bench.startup import run_startup_bench
 
-    md, js = run_startup_bench(runs=runs, output=output, echo=lambda m: out.print(m, markup=False))
+    md, js = run_startup_bench(runs=runs, output=output, echo=_progress(as_json))
+    if as_json:
+        emit_json(json.loads(js.read_text()))
+        return
     out.print(f"wrote {md} and {js}")
 
 
@@ -472,13 +477,17 @@ def bench_perf(
     quick: Annotated[
         bool, typer.Option("--quick", help="Every path briefly (minutes, not a measurement).")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Every path next to its ceiling in one run (producer vs ProducerPerformance, store
     vs COPY, end to end, replay, cache reads), plots against batch size and consumer
     count, bottlenecks from cProfile; writes performance.md/.json and PNGs."""
     from harness.bench.performance import FULL, QUICK, run_bench
 
-    run_bench(output, plan=QUICK if quick else FULL, log=lambda m: out.print(m, markup=False))
+    report = run_bench(output, plan=QUICK if quick else FULL, log=_progress(as_json))
+    if as_json:
+        emit_json(report)
+        return
     out.print(f"wrote {output / 'performance.md'} and {output / 'performance.json'}")
 
 
@@ -501,6 +510,7 @@ def bench_contract(
     skip_csv: Annotated[
         bool, typer.Option("--skip-csv", help="Compression only; keep the last CSV section.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Measure the contract's costs: CSV peak memory vs file size, and Kafka record
     compression (bytes and bars/s per codec); writes contract.md and contract.json.
@@ -519,14 +529,17 @@ def bench_contract(
     if bars < 10_000:
         raise UsageError(f"--bars {bars} is too few to measure a rate; use at least 10000")
     document = load_connections(outputs) if outputs is not None else None
-    run_contract_bench(
+    report = run_contract_bench(
         output,
         rows=() if skip_csv else sizes,
         bars=bars,
         document=document,
         tier1=not skip_tier1,
-        log=lambda m: out.print(m, markup=False),
+        log=_progress(as_json),
     )
+    if as_json:
+        emit_json(report)
+        return
     out.print(f"wrote {output / 'contract.md'} and {output / 'contract.json'}")
 
 

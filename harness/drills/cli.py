@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from backbone.clikit import emit_json, fail
 from harness.errors import USER_ERRORS, HarnessError
 from infra.spec import build_spec
 from infra.targets.local import provisioner
@@ -65,13 +66,18 @@ def run(
         typer.Option(help="Keep each fault at least this many seconds, so alerts can fire."),
     ] = 45.0,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the reports as one JSON document on stdout.")
+    ] = False,
 ) -> None:
     """Run one drill (or all, one after the other on the same stack) and write the report."""
     from harness.drills.report import DrillReport, write_report
     from harness.drills.runner import DRILLS, drill_class, run_drill
 
+    progress = err if as_json else out
+
     def say(line: str) -> None:
-        out.print(line, markup=False)
+        progress.print(line, markup=False)
 
     reports: list[DrillReport] = []
     try:
@@ -102,8 +108,12 @@ def run(
                     shutil.rmtree(stack.dir, ignore_errors=True)  # kept for logs otherwise
     except _DRILL_ERRORS as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        err.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-        raise typer.Exit(2) from None
+        raise fail("harness", message) from None
+    if as_json:
+        emit_json({"reports": [r.as_dict() for r in reports], "report": str(out_dir / "drills.md")})
+        if not all(r.passed for r in reports):
+            raise typer.Exit(1)
+        return
     for report in reports:
         say(
             f"{report.drill}: acknowledged {report.acknowledged}, lost "

@@ -20,6 +20,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from backbone.clikit import emit_json, fail
 from harness.errors import USER_ERRORS, HarnessError
 from infra.spec import build_spec
 from infra.targets.local import provisioner
@@ -72,12 +73,17 @@ def run(
         float, typer.Option(min=0.0, max=1.0, help="Share of reads asking for hot (cached) data.")
     ] = 0.9,
     out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as one JSON document on stdout.")
+    ] = False,
 ) -> None:
     """Run the load test and write its report."""
     from harness.load.report import run_load_test, write_report
 
+    progress = err if as_json else out
+
     def say(line: str) -> None:
-        out.print(line, markup=False)
+        progress.print(line, markup=False)
 
     stack_name = name or (f"load-{secrets.token_hex(3)}" if bring_up else "dev")
     try:
@@ -102,8 +108,11 @@ def run(
                 provisioner.down(stack_name)
                 shutil.rmtree(stack.dir, ignore_errors=True)
     except _LOAD_ERRORS as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    say(str(write_report(report, out_dir)))
+        raise fail("harness", str(exc)) from None
+    written = write_report(report, out_dir)
+    if as_json:
+        emit_json({**report, "report": str(written)})
+    else:
+        say(str(written))
     if report["locust"]["failures"]:
         raise typer.Exit(1)
