@@ -237,7 +237,7 @@ def _show_prometheus(console: Console, report: DemoReport, doc: ConnectionsDocum
     report.places.append(("Prometheus", url))
 
 
-def _print_report(console: Console, report: DemoReport) -> None:
+def _print_report(console: Console, report: DemoReport, *, kept: bool) -> None:
     console.rule("[bold]Report")
     table = Table(title="What ran", show_lines=False)
     table.add_column("step")
@@ -245,7 +245,12 @@ def _print_report(console: Console, report: DemoReport) -> None:
     for what, result in report.rows:
         table.add_row(what, result)
     console.print(table)
-    places = Table(title="Where the data was (stacks are torn down now)")
+    title = (
+        "Where the data is (stacks stopped, directories kept)"
+        if kept
+        else "Where the data was (stacks stopped and removed; DEMO_ARGS=--keep keeps them)"
+    )
+    places = Table(title=title)
     places.add_column("what")
     places.add_column("where")
     for what, where in report.places:
@@ -277,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
             provisioner.down(name, root=root)
             if not keep:
                 shutil.rmtree(root / name, ignore_errors=True)
-    if keep:
-        console.print(f"kept the stacks' directories: {', '.join(str(root / n) for n in names)}")
-    _print_report(console, report)
+    _print_report(console, report, kept=keep)
     for tier, result in report.ingests.items():
         if not result.reconciles:
             console.print(f"[red]{tier}: counts do not reconcile[/red]")
