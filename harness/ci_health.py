@@ -27,6 +27,7 @@ from typing import Any
 
 from backbone.bars import FX_SYMBOLS
 from harness import observe
+from infra.paths import project_home
 
 __all__ = [
     "PUBLISHED_DIR",
@@ -40,7 +41,7 @@ __all__ = [
     "write_snapshot",
 ]
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = project_home()
 #: Where a test run writes the snapshot (ignored by git); ``HARNESS_STATUS_DIR`` overrides it.
 STATUS_DIR = Path(os.environ.get("HARNESS_STATUS_DIR") or _REPO / "build" / "status")
 #: The committed copy, refreshed only by :func:`publish`.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["HOME_ENV", "cache_dir", "project_home"]
+__all__ = ["HOME_ENV", "cache_dir", "project_home", "status_dir"]
 
 #: Environment variable naming the project directory.
 HOME_ENV = "BACKBONE_HOME"
@@ -36,3 +36,8 @@ def cache_dir() -> Path:
     """``$HARNESS_CACHE_DIR``, else ``<project>/.cache``."""
     env = os.environ.get("HARNESS_CACHE_DIR")
     return Path(env).resolve() if env else project_home() / ".cache"
+
+
+def status_dir() -> Path:
+    """``<project>/docs/status``: where the measured status pages are committed."""
+    return project_home() / "docs" / "status"

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from backbone.clikit import emit_json, fail
 from harness.errors import USER_ERRORS, HarnessError
+from infra.paths import status_dir
 from infra.spec import build_spec
 from infra.targets.local import provisioner
 
@@ -36,7 +37,8 @@ _DRILL_ERRORS: tuple[type[Exception], ...] = (
     ValueError,
 )
 
-STATUS_DIR = Path(__file__).resolve().parents[2] / "docs" / "status"
+#: The committed status pages of the project (``infra.paths``), never the package's folder.
+STATUS_DIR = status_dir()
 
 drill_app = typer.Typer(help="Scripted outage drills: nothing acknowledged may be lost.")
 out = Console(highlight=False)

@@ -22,6 +22,7 @@ from rich.console import Console
 
 from backbone.clikit import emit_json, fail
 from harness.errors import USER_ERRORS, HarnessError
+from infra.paths import status_dir
 from infra.spec import build_spec
 from infra.targets.local import provisioner
 
@@ -30,7 +31,8 @@ __all__ = ["load_app"]
 #: What ends a load command with exit code 2 and a message, not a traceback.
 _LOAD_ERRORS: tuple[type[Exception], ...] = (*USER_ERRORS, RuntimeError)
 
-STATUS_DIR = Path(__file__).resolve().parents[2] / "docs" / "status"
+#: The committed status pages of the project (``infra.paths``), never the package's folder.
+STATUS_DIR = status_dir()
 
 
 class Profile(StrEnum):

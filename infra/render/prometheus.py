@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from infra.monitoring.assets import rules_file
+from infra.paths import project_home
 
 __all__ = [
     "EXPORTER_JOBS",
@@ -115,10 +116,11 @@ def render_prometheus_config(
 
 
 def runbook_base_url(configured: str | None) -> str:
-    """``configured``, or this checkout's ``docs/runbooks`` as a ``file://`` URL."""
+    """``configured``, or the project's ``docs/runbooks`` (:mod:`infra.paths`) as a
+    ``file://`` URL."""
     if configured:
         return configured.rstrip("/")
-    return (Path(__file__).resolve().parents[2] / "docs" / "runbooks").as_uri()
+    return (project_home() / "docs" / "runbooks").as_uri()
 
 
 def prometheus_yaml(config: Mapping[str, Any]) -> str:
