@@ -6,7 +6,7 @@ import base64
 import hashlib
 import hmac
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from infra.render.postgres import (
@@ -25,6 +25,8 @@ def _settings(text: str) -> dict[str, str]:
     )
 
 
+# PBKDF2 with 4096 rounds twice per example: no per-example deadline on a shared box.
+@settings(deadline=None)
 @given(password=st.text(min_size=1, max_size=40), salt=st.binary(min_size=16, max_size=16))
 def test_scram_verifier_proves_the_password(password: str, salt: bytes) -> None:
     """RFC 5802: the stored key is H(HMAC(salted, "Client Key")); recompute it."""

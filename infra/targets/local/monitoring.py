@@ -99,6 +99,9 @@ class LocalMonitoring(LocalNodes):
     ) -> None:
         super().__init__(spec, stack_dir, secrets, records)
         self.root = self.dir / "monitoring"
+        #: The services scraped and their ports when the config was written.
+        self._peers: Mapping[str, LocalService] = {}
+        self._peer_ports: dict[str, list[dict[str, int]]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -133,6 +136,8 @@ class LocalMonitoring(LocalNodes):
         self.root.mkdir(parents=True, mode=0o700)
         os.chmod(self.root, 0o700)
         targets: list[ScrapeTarget] = []
+        self._peers = peers
+        self._peer_ports = self._ports_of(peers)
 
         for rec in peers["redis"].records if "redis" in peers else []:
             targets.append(self._redis_exporter(rec, redis_bin, ports.allocate()))
@@ -291,11 +296,22 @@ class LocalMonitoring(LocalNodes):
         timings[PROMETHEUS] = time.monotonic() - began
         return timings
 
+    @staticmethod
+    def _ports_of(peers: Mapping[str, LocalService]) -> dict[str, list[dict[str, int]]]:
+        return {name: [dict(r.ports) for r in svc.records] for name, svc in peers.items()}
+
+    def _peers_moved(self) -> bool:
+        """A scraped service re-prepared on new ports (it lost a port race)
+        since the config was written: the provisioner starts monitoring again."""
+        return bool(self._peers) and self._ports_of(self._peers) != self._peer_ports
+
     def _wait_targets_up(self, began: float) -> None:
         expected = self._expected_targets()
         prometheus = self.node(PROMETHEUS)
 
         def all_up() -> bool:
+            if self._peers_moved():
+                return True  # stale targets: waiting for them cannot succeed
             try:
                 problem = self._targets_problem(expected)
             except observe.PrometheusUnavailableError as exc:
