@@ -59,7 +59,7 @@ def bench_cache_reads(doc: ConnectionsDocument, outputs: Path, n: int, log: Log)
         consumer_start="latest",
     ) as bb:  # fmt: skip
         bb.store.write(
-            list(synthetic_bars([symbol], "1m", 10, start=datetime(2030, 1, 1, tzinfo=UTC)))
+            list(synthetic_bars([symbol], "1m", 10, start=datetime(2004, 1, 1, tzinfo=UTC)))
         )
         assert bb.latest(symbol, "1m") is not None  # the miss that fills the cache
         redis_cache = bb.cache

@@ -54,7 +54,7 @@ _WINDOW = re.compile(
 def sample_records(symbols: Sequence[str], bars: int) -> list[BarRecord]:
     """Encoded bar records as the producer makes them (one symbol per record)."""
     gen = synthetic_bars(
-        symbols, "1m", bars // len(symbols), start=datetime(2030, 1, 1, tzinfo=UTC)
+        symbols, "1m", bars // len(symbols), start=datetime(2003, 1, 1, tzinfo=UTC)
     )
     return list(batch_records(gen, max_bars=ProducerTuning().bars_per_record))
 

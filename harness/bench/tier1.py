@@ -189,7 +189,7 @@ def bench_end_to_end(
     _prime_group(doc, group)
     with _members(outputs, group, consumers, profile_dir) as procs:
         gen = synthetic_bars(
-            symbols, "1m", bars // len(symbols), start=datetime(2030, 1, 1, tzinfo=UTC)
+            symbols, "1m", bars // len(symbols), start=datetime(2001, 1, 1, tzinfo=UTC)
         )
         sent, start, end, size, records = _produce(doc, gen)
         _wait_stored(doc, symbols, sent, timeout_s=600)
@@ -236,7 +236,7 @@ def bench_latency(
     total = ticks * per_tick
     group = f"bench-latency-{secrets.token_hex(3)}"
     gen = synthetic_bars(
-        symbols, "1m", total // len(symbols) + 1, start=datetime(2032, 1, 1, tzinfo=UTC)
+        symbols, "1m", total // len(symbols) + 1, start=datetime(2002, 1, 1, tzinfo=UTC)
     )
     _prime_group(doc, group)
     with _members(outputs, group, 1, None) as procs:

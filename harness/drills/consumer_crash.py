@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 from collections.abc import Hashable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
@@ -30,11 +29,10 @@ from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import CRASH_POINT_ENV, BarConsumer
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from harness.drills.base import Drill, Fault, wait_until
-from harness.drills.writer import drill_bars
+from harness.drills.writer import DRILL_SPAN, drill_bars
 
 __all__ = ["ConsumerCrashDrill"]
 
-DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
 TOPICS = ("daily_bars", "intraday_bars")
 
 

@@ -18,7 +18,6 @@ import secrets
 import threading
 import time
 from collections.abc import Hashable
-from datetime import UTC, datetime
 from typing import Any
 
 from backbone.settings import TimescaleConnectionSettings
@@ -26,10 +25,9 @@ from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer
 from harness.drills.base import Fault, wait_until
 from harness.drills.kafka_leader import KafkaLeaderKillDrill
+from harness.drills.writer import DRILL_SPAN
 
 __all__ = ["KafkaControllerKillDrill"]
-
-DRILL_SPAN = (datetime(2030, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC))
 
 
 class KafkaControllerKillDrill(KafkaLeaderKillDrill):

@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from backbone.bars import Bar
@@ -39,12 +38,11 @@ from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill, Fault, wait_until
 from harness.drills.toxiproxy import Proxy, Toxiproxy
-from harness.drills.writer import drill_bars
+from harness.drills.writer import DRILL_SPAN, drill_bars
 from infra.targets.local.provisioner import LocalStack
 
 __all__ = ["NetworkLatencyDrill", "NetworkPartitionDrill"]
 
-DRILL_SPAN = (datetime(2030, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC))
 TOXIC = "drill"
 PATH_ROLE = "the network path from the clients to the PostgreSQL primary"
 #: A partitioned connection is closed after this long (both directions silent till then).

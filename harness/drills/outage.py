@@ -16,7 +16,6 @@ import contextlib
 import secrets
 import threading
 from collections.abc import Hashable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 from backbone.bars import Bar
@@ -25,13 +24,12 @@ from backbone.settings import BackboneSettings, TimescaleConnectionSettings, loa
 from backbone.store.timescale import TimescaleStore
 from backbone.telemetry import MetricsServer, Telemetry, serve_metrics
 from harness.drills.base import Drill
-from harness.drills.writer import drill_bars
+from harness.drills.writer import DRILL_SPAN, drill_bars
 
 __all__ = ["DRILL_SPAN", "TIMEFRAME", "OutageDrill"]
 
 TIMEFRAME = "1m"
 #: Every drill bar falls in this range (see ``drill_bars``).
-DRILL_SPAN = (datetime(2030, 1, 1, tzinfo=UTC), datetime(2040, 1, 1, tzinfo=UTC))
 
 
 class OutageDrill(Drill):

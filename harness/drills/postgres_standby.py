@@ -15,7 +15,6 @@ import contextlib
 import secrets
 import time
 from collections.abc import Hashable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -24,7 +23,7 @@ from backbone.bars import Bar
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill, Fault, wait_until
-from harness.drills.writer import drill_bars
+from harness.drills.writer import DRILL_SPAN, drill_bars
 from infra.render.postgres import SYNC_STATES
 from infra.targets.local.secrets import StackSecrets
 
@@ -32,7 +31,6 @@ __all__ = ["PostgresStandbyKillDrill"]
 
 #: How long the standby stays down.
 HOLD_S = 6.0  # at least; the runner may hold longer (--hold)
-DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
 
 
 def _synchronous(replication: tuple[str, str] | None) -> bool:

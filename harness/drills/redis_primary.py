@@ -17,7 +17,6 @@ import secrets
 import threading
 import time
 from collections.abc import Hashable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -28,13 +27,12 @@ from backbone.runtime import Backbone
 from backbone.settings import TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from harness.drills.base import Drill, Fault, wait_until
-from harness.drills.writer import drill_bars
+from harness.drills.writer import DRILL_SPAN, drill_bars
 
 __all__ = ["RedisPrimaryKillDrill"]
 
 TIMEFRAME = "1m"
 #: Every drill bar falls in this range (see ``drill_bars``).
-DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
 
 
 class RedisPrimaryKillDrill(Drill):

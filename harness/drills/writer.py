@@ -16,14 +16,18 @@ from datetime import UTC, datetime, timedelta
 
 from backbone.bars import Bar
 
-__all__ = ["AckLog", "Writer", "drill_bars", "longest_gap"]
+__all__ = ["DRILL_SPAN", "AckLog", "Writer", "drill_bars", "longest_gap"]
 
 BarKey = tuple[str, str, datetime]
 
 
+#: Where every drill's bars fall: the past, since the contract refuses future bars.
+DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
+
+
 def drill_bars(symbols: Sequence[str], timeframe: str = "1m") -> Iterator[Bar]:
-    """Endless valid bars, time-major over ``symbols``, each key unique."""
-    ts = datetime(2000, 1, 1, tzinfo=UTC)  # the past: the contract refuses future bars
+    """Endless valid bars, time-major over ``symbols``, each key unique, in :data:`DRILL_SPAN`."""
+    ts = DRILL_SPAN[0]
     step = timedelta(minutes=1) if timeframe == "1m" else timedelta(days=1)
     n = 0
     while True:

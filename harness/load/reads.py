@@ -41,7 +41,7 @@ READ_REQUEST_TYPE = "read"
 #: Seeded series the readers ask for, and minute bars per series.
 READ_SYMBOLS = tuple(f"LDR{i}" for i in range(8))
 SEEDED_MINUTES = 2_000
-SEED_START = datetime(2031, 1, 6, tzinfo=UTC)
+SEED_START = datetime(2005, 1, 3, tzinfo=UTC)  # a Monday, in the past (the contract)
 #: A short history: the last hour.
 HISTORY = timedelta(hours=1)
 

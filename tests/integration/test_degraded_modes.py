@@ -41,7 +41,7 @@ from infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2031, 5, 6, tzinfo=UTC)
+T0 = datetime(2006, 5, 8, tzinfo=UTC)  # the past: the contract refuses future bars
 TOPICS = ("daily_bars", "intraday_bars")
 
 
