@@ -50,7 +50,7 @@ def _connect(ts: TimescaleConnection) -> psycopg.Connection[Any]:
 
 
 def _fresh_bars(n: int) -> tuple[list[Bar], list[str]]:
-    run = secrets.token_hex(3)
+    run = secrets.token_hex(3).upper()  # the contract: upper-case symbols
     names = [f"{s}.{run}" for s in _SYMBOLS]
     per_symbol = -(-n // len(names))
     return list(synthetic_bars(names, "1m", per_symbol, seed=11))[:n], names

@@ -49,7 +49,7 @@ _SYMBOLS = ("EURUSD", "GBPUSD", "USDJPY", "AUDUSD")
 
 
 def _run_symbols(label: str) -> list[str]:
-    run = secrets.token_hex(3)
+    run = secrets.token_hex(3).upper()  # the contract: upper-case symbols
     return [f"{s}.{label}{run}" for s in _SYMBOLS]
 
 
