@@ -93,7 +93,9 @@ def _members(
             )
             procs.append(subprocess.Popen(
                 [sys.executable, *prof, "-m", "backbone", "consume", "--outputs", str(outputs),
-                 "--group", group, "--start", "latest", "--timeout", "900", "--json"],
+                 "--group", group, "--start", "latest", "--timeout", "900", "--json",
+                 # Members share a machine: each serves /metrics on a free port of its own.
+                 "--metrics-port", "0"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
             ))  # fmt: skip
         for proc in procs:

@@ -98,7 +98,7 @@ def test_client_knobs_from_each_source_reach_the_live_clients(
     params = postgres_parameters(bb)
     assert params["connect_timeout"] == "7"
     assert params["sslrootcert"] == KNOBS["timescale"]["sslrootcert"]
-    redis_pool = bb.cache._client.connection_pool
+    redis_pool = bb.cache.redis._client.connection_pool  # Tier 1: DegradableCache over Redis
     assert redis_pool.max_connections == 5
     assert redis_pool.connection_kwargs["socket_timeout"] == 1.5
     assert bb.producer is not None and bb.consumer is not None
@@ -120,7 +120,7 @@ def test_the_documents_fields_reach_the_live_clients(local_stack: LocalStack, op
         doc.timescale.sslmode,
     )
     assert bb.store.timescaledb is doc.timescale.timescaledb
-    kw = bb.cache._client.connection_pool.connection_kwargs
+    kw = bb.cache.redis._client.connection_pool.connection_kwargs
     assert doc.redis.password is not None
     assert (kw["username"], kw["password"], kw["db"]) == (
         doc.redis.username,
