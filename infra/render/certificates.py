@@ -1,0 +1,157 @@
+"""A per-stack certificate authority and server certificates (groundwork for TLS).
+
+Each stack gets its own CA, so a certificate of one stack is worthless against
+another (a client that trusts stack A's CA refuses stack B's servers). Server
+certificates name every address a client may dial (IP SANs for addresses,
+DNS SANs for host names), so clients can verify host names
+(``sslmode=verify-full``, ``ssl_check_hostname``). Keys are ECDSA P-256, PEM,
+PKCS#8 without a passphrase: the form Redis, PostgreSQL and Kafka
+(``ssl.keystore.type=PEM``) read directly. The key files must be written
+0600; the outputs document may carry the CA certificate, never a key.
+
+Pure functions apart from randomness (key generation, serial numbers); no I/O.
+Nothing uses these certificates yet: the services still run without TLS (see
+``docs/security.md``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+__all__ = ["CA_VALID_DAYS", "SERVER_VALID_DAYS", "CertifiedKey", "issue_server_cert", "new_ca"]
+
+#: A stack's CA outlives its server certificates, which are re-issued on rotation.
+CA_VALID_DAYS = 3650
+SERVER_VALID_DAYS = 397
+#: Tolerated clock skew between the machine that issues and the one that checks.
+_BACKDATE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class CertifiedKey:
+    """A certificate and its private key, both PEM."""
+
+    cert_pem: bytes
+    key_pem: bytes
+
+    def __repr__(self) -> str:
+        return "CertifiedKey(<certificate>, <private key hidden>)"
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert_pem)
+
+
+#: A CA signs certificates and CRLs, nothing else.
+_CA_KEY_USAGE = x509.KeyUsage(
+    digital_signature=False,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
+_SERVER_USAGE = x509.ExtendedKeyUsage(
+    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "market-data-backbone"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def new_ca(
+    stack: str, *, now: datetime | None = None, valid_days: int = CA_VALID_DAYS
+) -> CertifiedKey:
+    """A self-signed CA for ``stack`` that may sign server certificates only
+    (``path_length=0``)."""
+    now = now or datetime.now(UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(f"backbone {stack} CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_CA_KEY_USAGE, critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return CertifiedKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _san(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
+
+
+def issue_server_cert(
+    ca: CertifiedKey,
+    hosts: Sequence[str],
+    *,
+    now: datetime | None = None,
+    valid_days: int = SERVER_VALID_DAYS,
+) -> CertifiedKey:
+    """A certificate for a server reached at any of ``hosts`` (addresses or
+    names; the first is its common name), signed by ``ca``. Good for server and
+    client authentication (Kafka brokers and Redis replicas are both)."""
+    if not hosts:
+        raise ValueError("a server certificate needs at least one host name or address")
+    now = now or datetime.now(UTC)
+    ca_cert = ca.certificate
+    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError("the CA key is not an ECDSA key made by new_ca()")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(hosts[0]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + timedelta(days=valid_days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    return CertifiedKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
