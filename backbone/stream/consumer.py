@@ -248,6 +248,10 @@ class BarConsumer:
         self._store_retry_max_wait_s = store_retry_max_wait_s
         #: Whether a poll is held now because the store does not answer.
         self.paused_for_store = False
+        if telemetry is not None:
+            # The series exists (at 0) from the start, so a dashboard or a rule sees
+            # "not paused" rather than nothing until the first outage.
+            telemetry.store_paused(group_id, False)
         self._stop = threading.Event()
         self._crash_point = os.environ.get(CRASH_POINT_ENV, "")
         #: Next offset to read per partition, as committed by this consumer.

@@ -99,12 +99,12 @@ def redis_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> Servic
 def redis_exporter(
     spec: StackSpec, secrets: StackSecrets, *, redis_port: int, port: int
 ) -> ServiceContainer:
-    """Debian's redis_exporter beside ``redis-0``, as the local environment runs it:
+    """Debian's redis_exporter beside ``redis-1``, as the local environment runs it:
     the password from a mounted JSON file keyed by the address it scrapes."""
     uri = f"redis://127.0.0.1:{redis_port}"
     passfile = "/etc/redis-exporter/passwords.json"
     return ServiceContainer(
-        name="redis-0-exporter",
+        name="redis-1-exporter",
         image=image_ref("redis-exporter"),
         command=(
             "prometheus-redis-exporter",
@@ -114,7 +114,7 @@ def redis_exporter(
             f"--web.listen-address=0.0.0.0:{port}",
         ),
         files={passfile: json.dumps({uri: secrets.redis_password})},
-        shares_network_of="redis-0",
+        shares_network_of="redis-1",
     )
 
 

@@ -132,13 +132,13 @@ def test_a_partitioned_kafka_loses_nothing_it_acknowledged(
     before = _ingest(outputs)
     assert before["reconciles"] is True
     assert _kafka_answers(outputs)
-    _harness("node", "disconnect", "kafka-0", "--name", name)
+    _harness("node", "disconnect", "kafka-1", "--name", name)
     try:
         # A partition, not a crash: podman still holds the published port, but
         # nothing behind it answers.
         assert not _kafka_answers(outputs)
     finally:
-        _harness("node", "reconnect", "kafka-0", "--name", name)
+        _harness("node", "reconnect", "kafka-1", "--name", name)
     assert _kafka_answers(outputs)
     after = _ingest(outputs)
     assert after["reconciles"] is True
