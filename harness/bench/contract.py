@@ -260,7 +260,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         f"Measured {r['at']} on {r['machine']['cpus']} CPUs, Python {r['machine']['python']},"
         f" load average {r['load_average_at_start']} at the start (a shared machine: rates are"
-        " lower bounds), by `backbone bench-contract`.",
+        " lower bounds), by `harness bench contract`.",
         "",
         "## CSV files stream in constant memory",
         "",
