@@ -11,11 +11,11 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m harness.demo $(DEMO_ARGS)
+	$(PY) -m backbone_harness.demo $(DEMO_ARGS)
 
 lint:
-	$(VENV)/bin/ruff check backbone harness infra tests
-	$(VENV)/bin/ruff format --check backbone harness infra tests
+	$(VENV)/bin/ruff check backbone backbone_harness backbone_infra tests
+	$(VENV)/bin/ruff format --check backbone backbone_harness backbone_infra tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
@@ -25,7 +25,7 @@ test: setup lint
 # `make test` writes the CI health snapshot to build/status/ (ignored); this
 # copies the last one into docs/status/, the committed copy, on purpose.
 ci-health-publish:
-	$(PY) -m harness.ci_health publish
+	$(PY) -m backbone_harness.ci_health publish
 
 bench: setup
 	$(VENV)/bin/harness bench up

@@ -16,7 +16,7 @@ remove() { # remove PATH WHAT
 remove .stacks "local stacks' state"
 remove .cache "the PostgreSQL template cluster and build outputs"
 remove build "generated reports"
-remove infra/kafka/target "Maven's build folder"
+remove backbone_infra/kafka/target "Maven's build folder"
 remove "$CACHE" "Kafka jars, the Pulumi CLI build, the TimescaleDB oracle"
 m2=${MAVEN_REPO:-$HOME/.m2/repository}
 for group in org/apache/kafka io/prometheus/jmx; do
@@ -35,6 +35,6 @@ if command -v podman >/dev/null 2>&1; then
     echo "$images" | xargs podman rmi -f >/dev/null 2>&1 || true
   fi
 fi
-remove infra/.venv "the link to .venv"
+remove backbone_infra/.venv "the link to .venv"
 remove .venv "the Python virtual environment"
 say "distclean done; \`make setup\` makes everything again (about 20 min cold)"

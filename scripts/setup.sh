@@ -57,8 +57,8 @@ if [ ! -f "$STAMP_DIR/pip-$req_hash" ]; then
 fi
 
 # Pulumi's Python dynamic providers resolve `virtualenv` relative to `main:`
-# (infra/), not to Pulumi.yaml (pulumi/pulumi#7061); a link makes both work.
-[ -e infra/.venv ] || ln -s ../.venv infra/.venv
+# (backbone_infra/), not to Pulumi.yaml (pulumi/pulumi#7061); a link makes both work.
+[ -e backbone_infra/.venv ] || ln -s ../.venv backbone_infra/.venv
 
 # --- Further components (each script is idempotent and caches its downloads) -
 for step in scripts/setup.d/*.sh; do

@@ -20,9 +20,9 @@ import psutil
 import pytest
 from hypothesis import settings
 
-from infra.spec import build_spec
-from infra.targets.local import provisioner
-from infra.targets.local.provisioner import LocalStack
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local import provisioner
+from backbone_infra.targets.local.provisioner import LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 

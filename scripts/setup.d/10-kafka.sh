@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kafka for the local environment: the broker, the tools and the Prometheus JMX
-# agent as plain jars, resolved from Maven Central by infra/kafka/pom.xml into
+# agent as plain jars, resolved from Maven Central by backbone_infra/kafka/pom.xml into
 #   ${BACKBONE_CACHE:-$HOME/.cache/backbone}/kafka-<version>/libs/
 # Idempotent: a stamp holding the POM's hash makes a second run instant, and
 # Maven keeps its downloads in ~/.m2, so even a changed POM re-copies quickly.
@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 KAFKA_VERSION=4.1.1
-POM=infra/kafka/pom.xml
+POM=backbone_infra/kafka/pom.xml
 CACHE=${BACKBONE_CACHE:-$HOME/.cache/backbone}
 HOME_DIR=$CACHE/kafka-$KAFKA_VERSION
 LIBS=$HOME_DIR/libs

@@ -3,7 +3,7 @@
 # ${BACKBONE_CACHE:-$HOME/.cache/backbone}/pulumi-vVERSION. A no-op once built.
 # A failed build does not fail the set-up: the build script leaves FAILED (the
 # reason) and build.log next to where the CLI goes, and the tests that need the
-# CLI skip with that reason (harness.pulumi_cli.build_failure).
+# CLI skip with that reason (backbone_harness.pulumi_cli.build_failure).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 [ -d /usr/local/go/bin ] && PATH="$PATH:/usr/local/go/bin"

@@ -8,7 +8,7 @@
 # file already holds: runc as the runtime, and no default ulimits (with them,
 # runc fails to start a container on setrlimit).
 #
-# The Docker-compatible API service is NOT started here: harness.containers.engine
+# The Docker-compatible API service is NOT started here: backbone_harness.containers.engine
 # starts it for the command or test that needs it and stops what it started.
 #
 # Without root nothing is installed; the container tests then skip with the

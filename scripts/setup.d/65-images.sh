@@ -9,12 +9,12 @@ cd "$(dirname "$0")/../.."
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
-reason=$(.venv/bin/python -c 'from harness.containers.engine import no_engine_reason as r; print(r() or "")')
+reason=$(.venv/bin/python -c 'from backbone_harness.containers.engine import no_engine_reason as r; print(r() or "")')
 if [ -n "$reason" ]; then
   say "skipping the container images: $reason"
   exit 0
 fi
-if ! .venv/bin/python -m harness.containers.images; then
+if ! .venv/bin/python -m backbone_harness.containers.images; then
   say "the container images did not build (see above); the container tests will fail until they do"
   exit 2
 fi

@@ -1,7 +1,7 @@
 """Pulumi mocks for the infra program: one rendering per target, tier and size.
 
 Every combination is rendered once per session (``renderings``) by running
-``infra.program.run`` under fresh ``pulumi.runtime`` mocks; tests take the
+``backbone_infra.program.run`` under fresh ``pulumi.runtime`` mocks; tests take the
 rendering they need by id (``docker-institutional-ha`` ...). The total time
 of those renderings is kept for the 30-second budget test.
 """

@@ -16,9 +16,9 @@ from typing import Any
 import pulumi
 from pulumi.runtime import rpc
 
-from infra.config import SECRET_KEYS, StackConfig
-from infra.program import ProgramResult, run
-from infra.spec import SIZES, TIERS
+from backbone_infra.config import SECRET_KEYS, StackConfig
+from backbone_infra.program import ProgramResult, run
+from backbone_infra.spec import SIZES, TIERS
 
 PROJECT = "market-data-backbone"
 CONTAINER_TARGETS = ("docker", "kubernetes")
@@ -128,7 +128,7 @@ class Renderings:
 
 
 def render(config: StackConfig) -> Rendering:
-    """Run ``infra.program.run(config)`` under fresh mocks and wait for everything."""
+    """Run ``backbone_infra.program.run(config)`` under fresh mocks and wait for everything."""
     mocks = RecordingMocks()
     monitor = pulumi.runtime.mocks.MockMonitor(mocks)
     pulumi.runtime.set_mocks(

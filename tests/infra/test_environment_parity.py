@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from pulumi_rendering import Rendering, Renderings, file_named
 
-from infra.render.kafka import KafkaNodePorts
-from infra.spec import StackSpec
-from infra.targets.local.kafka import LocalKafka
-from infra.targets.local.postgres import LocalPostgres
-from infra.targets.local.redis import LocalRedis
-from infra.targets.local.secrets import StackSecrets
+from backbone_infra.render.kafka import KafkaNodePorts
+from backbone_infra.spec import StackSpec
+from backbone_infra.targets.local.kafka import LocalKafka
+from backbone_infra.targets.local.postgres import LocalPostgres
+from backbone_infra.targets.local.redis import LocalRedis
+from backbone_infra.targets.local.secrets import StackSecrets
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "environments.md"
 CONTAINER_IDS = ("docker-institutional-ha", "kubernetes-institutional-ha")

@@ -1,6 +1,6 @@
 """One container model, two renderings: the Pulumi Docker resources and the Compose file.
 
-Both come from the Docker backend's plan (``infra.targets.containers``); these
+Both come from the Docker backend's plan (``backbone_infra.targets.containers``); these
 tests hold them to carrying the same containers, with the same images,
 commands, published ports, health checks and shared network namespaces, and
 check that ``harness compose render`` writes a file that holds no credential.
@@ -18,9 +18,9 @@ import yaml
 from pulumi_rendering import DOCKER_CONTAINER, DOCKER_IDS, DOCKER_IMAGE, Rendering
 from typer.testing import CliRunner
 
-from harness.cli import app
-from infra.targets.compose import compose_document
-from infra.targets.docker import DockerBackend
+from backbone_harness.cli import app
+from backbone_infra.targets.compose import compose_document
+from backbone_infra.targets.docker import DockerBackend
 
 
 def _compose(rendering: Rendering) -> dict[str, Any]:

@@ -15,11 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pulumi_rendering import PROJECT, RecordingMocks
 
-from infra.components.kafka_cluster import cluster_id
-from infra.config import SECRET_KEYS, TARGETS, StackConfig, read_config
-from infra.program import make_spec
-from infra.spec import SIZES, TIERS
-from infra.targets.docker import memory_mb
+from backbone_infra.components.kafka_cluster import cluster_id
+from backbone_infra.config import SECRET_KEYS, TARGETS, StackConfig, read_config
+from backbone_infra.program import make_spec
+from backbone_infra.spec import SIZES, TIERS
+from backbone_infra.targets.docker import memory_mb
 
 ROOT = Path(__file__).resolve().parents[2]
 STACK_FILES = sorted(ROOT.glob("Pulumi.*.yaml"))
@@ -127,7 +127,7 @@ def test_the_entry_point_reads_the_config_and_runs_the_program() -> None:
 
         @pulumi.runtime.test
         def program() -> None:
-            runpy.run_path(str(ROOT / "infra" / "__main__.py"), run_name="__main__")
+            runpy.run_path(str(ROOT / "backbone_infra" / "__main__.py"), run_name="__main__")
 
         program()
     finally:

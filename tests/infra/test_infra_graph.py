@@ -29,9 +29,9 @@ from pulumi_rendering import (
     pod_spec,
 )
 
-from infra.components.kafka_cluster import EXTERNAL_PORT, JMX_JAR, VOLUME
-from infra.render.kafka import JMX_EXPORTER_RULES
-from infra.spec import StackSpec
+from backbone_infra.components.kafka_cluster import EXTERNAL_PORT, JMX_JAR, VOLUME
+from backbone_infra.render.kafka import JMX_EXPORTER_RULES
+from backbone_infra.spec import StackSpec
 
 
 def stateful_replicas(spec: StackSpec) -> dict[str, int]:
@@ -254,7 +254,7 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
     rendering: Rendering,
 ) -> None:
     from backbone.store.schema import schema_statements
-    from infra.render.postgres import postgresql_conf
+    from backbone_infra.render.postgres import postgresql_conf
 
     spec = rendering.result.spec.postgres
     expected = schema_statements(

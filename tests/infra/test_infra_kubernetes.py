@@ -20,7 +20,7 @@ from pulumi_rendering import (
     pod_spec,
 )
 
-from infra.targets.kubernetes import CLIENT_LABEL
+from backbone_infra.targets.kubernetes import CLIENT_LABEL
 
 #: The Kubernetes release the objects are validated against (bundled schemas, offline).
 KUBERNETES_VERSION = "1.31"

@@ -1,4 +1,4 @@
-"""The ``local`` target: the program hands the spec to ``infra.targets.local``
+"""The ``local`` target: the program hands the spec to ``backbone_infra.targets.local``
 and re-exports the document that target reports, still secret."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pytest
 from pulumi_rendering import PROJECT, RecordingMocks, config_for
 
 from backbone.connections import parse_document
-from infra.program import run
-from infra.spec import StackSpec
+from backbone_infra.program import run
+from backbone_infra.spec import StackSpec
 
 DYNAMIC = "pulumi-python:dynamic:Resource"
 

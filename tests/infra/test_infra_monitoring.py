@@ -25,10 +25,10 @@ from pulumi_rendering import (
     pod_spec,
 )
 
-from infra.monitoring.assets import dashboards_dir, rules_file
-from infra.monitoring.promtool import check_config
-from infra.render.prometheus import EXPORTER_JOBS, JOB_BACKBONE
-from infra.targets.workload import FIRST_ORDINAL
+from backbone_infra.monitoring.assets import dashboards_dir, rules_file
+from backbone_infra.monitoring.promtool import check_config
+from backbone_infra.render.prometheus import EXPORTER_JOBS, JOB_BACKBONE
+from backbone_infra.targets.workload import FIRST_ORDINAL
 
 
 def prometheus_config(rendering: Rendering) -> dict:

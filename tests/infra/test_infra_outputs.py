@@ -13,7 +13,7 @@ from pulumi_rendering import (
 )
 
 from backbone.connections import TOPIC_NAMES, parse_document
-from infra.program import EXPORT_KEYS
+from backbone_infra.program import EXPORT_KEYS
 
 #: Seconds the issue allows for running the program under mocks for every combination.
 BUDGET_S = 30.0

@@ -24,7 +24,7 @@ from pulumi_rendering import (
     unwrap,
 )
 
-from infra.config import SECRET_KEYS
+from backbone_infra.config import SECRET_KEYS
 
 
 def plain_leaks(value: Any, credentials: dict[str, str], path: str = "") -> list[str]:
@@ -119,7 +119,7 @@ def test_configured_secrets_are_used_instead_of_generated_ones() -> None:
 def test_redis_runs_as_its_service_user_without_the_image_entrypoint(rendering: Rendering) -> None:
     """The official Redis image's entrypoint dropped root; the components start
     redis-server themselves, so the target must run it as the redis user."""
-    from infra.components.redis_deployment import REDIS_UID
+    from backbone_infra.components.redis_deployment import REDIS_UID
 
     if rendering.config.target == "docker":
         expected: object = str(REDIS_UID)

@@ -20,7 +20,7 @@ from pulumi_rendering import (
     pod_spec,
 )
 
-from infra.monitoring.metrics_contract import (
+from backbone_infra.monitoring.metrics_contract import (
     EXPORTER_PREFIXES,
     PROMETHEUS_SERIES,
     backbone_metric_names,
@@ -29,8 +29,8 @@ from infra.monitoring.metrics_contract import (
     produced,
     used_metric_names,
 )
-from infra.render.kafka import jmx_exporter_rules
-from infra.render.prometheus import JOB_BACKBONE, JOB_KAFKA, JOB_KAFKA_LAG
+from backbone_infra.render.kafka import jmx_exporter_rules
+from backbone_infra.render.prometheus import JOB_BACKBONE, JOB_KAFKA, JOB_KAFKA_LAG
 
 USED = used_metric_names()
 

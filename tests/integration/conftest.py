@@ -5,7 +5,7 @@ fixture that depends on that stack is pulled in; it is therefore torn down
 *before* the stack, while its Prometheus still answers, and writes
 ``build/status/ci_health.md`` / ``.json`` (ignored by git; ``make
 ci-health-publish`` copies them to ``docs/status/``) with what that Prometheus recorded
-over the whole session (see :mod:`harness.ci_health`). Each stack's teardown
+over the whole session (see :mod:`backbone_harness.ci_health`). Each stack's teardown
 rewrites the snapshot with every stack collected so far, so the last one
 leaves the complete file. Tests may add notes (a drill's fault times) through
 the ``ci_health_notes`` fixture.
@@ -19,9 +19,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness import ci_health
-from harness.errors import USER_ERRORS
-from infra.targets.local.provisioner import LocalStack
+from backbone_harness import ci_health
+from backbone_harness.errors import USER_ERRORS
+from backbone_infra.targets.local.provisioner import LocalStack
 
 _WINDOWS: list[ci_health.StackWindow] = []
 _NOTES: dict[str, list[str]] = {}

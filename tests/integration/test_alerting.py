@@ -37,10 +37,10 @@ from backbone.bars import synthetic_bars
 from backbone.daemon import HEALTH_SCHEMA
 from backbone.settings import load_settings
 from backbone.stream.producer import BarProducer, kafka_client_config
-from harness import observe
-from infra.spec import build_spec
-from infra.targets.local import provisioner
-from infra.targets.local.provisioner import LocalStack
+from backbone_harness import observe
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local import provisioner
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from harness.bench.performance import QUICK, run_bench
-from harness.bench.report import render_markdown
+from backbone_harness.bench.performance import QUICK, run_bench
+from backbone_harness.bench.report import render_markdown
 
 # The quick run brings up its own minimal stack and runs every path (minutes on a
 # loaded 2-core machine): give the module fixture room beyond the default 600 s.

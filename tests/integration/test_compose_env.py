@@ -19,9 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 from backbone.cli import app as backbone_app
-from harness.cli import app as harness_app
-from harness.containers.engine import no_engine_reason, podman
-from infra.targets.local.state import stacks_root
+from backbone_harness.cli import app as harness_app
+from backbone_harness.containers.engine import no_engine_reason, podman
+from backbone_infra.targets.local.state import stacks_root
 
 _REASON = no_engine_reason()
 pytestmark = [

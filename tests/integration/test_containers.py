@@ -2,7 +2,7 @@
 
 Each test builds (or reuses) the image from ``images/<service>/Containerfile``,
 starts it through podman's Docker-compatible API with the command and the
-mounted config files of :mod:`harness.containers.services` (the local
+mounted config files of :mod:`backbone_harness.containers.services` (the local
 environment's renderings), and drives it with the backbone's clients: the
 Redis cache, kafka-python produce/consume with SCRAM, the PostgreSQL store.
 
@@ -31,9 +31,9 @@ from backbone.cache.redis import RedisCache
 from backbone.connections import HostPort, TimescaleConnection
 from backbone.settings import RedisConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
-from harness.containers.engine import api_service, no_engine_reason, podman
-from harness.containers.images import build_all
-from harness.containers.services import (
+from backbone_harness.containers.engine import api_service, no_engine_reason, podman
+from backbone_harness.containers.images import build_all
+from backbone_harness.containers.services import (
     ServiceContainer,
     kafka_broker,
     materialise,
@@ -41,10 +41,10 @@ from harness.containers.services import (
     redis_exporter,
     redis_server,
 )
-from infra.render.kafka import KafkaNodePorts, new_cluster_id
-from infra.spec import StackSpec, build_spec
-from infra.targets.local.ports import PortAllocator
-from infra.targets.local.secrets import StackSecrets
+from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
+from backbone_infra.spec import StackSpec, build_spec
+from backbone_infra.targets.local.ports import PortAllocator
+from backbone_infra.targets.local.secrets import StackSecrets
 
 _REASON = no_engine_reason()
 pytestmark = [

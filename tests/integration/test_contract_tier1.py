@@ -31,7 +31,7 @@ from backbone.settings import KafkaConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.codec import CONTENT_TYPE, SCHEMA_VERSION, encode_batch
 from backbone.stream.producer import kafka_client_config
-from infra.targets.local.provisioner import LocalStack
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

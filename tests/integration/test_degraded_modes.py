@@ -37,7 +37,7 @@ from backbone.stream.producer import (
     kafka_client_config,
 )
 from backbone.tiers import TierValidationError
-from infra.targets.local.provisioner import LocalStack
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
 

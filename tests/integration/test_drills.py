@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.drills import DRILLS, run_drill
-from infra.targets.local.provisioner import LocalStack
+from backbone_harness.drills import DRILLS, run_drill
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
 

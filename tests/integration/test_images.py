@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.containers import images
-from harness.containers.engine import no_engine_reason, podman
+from backbone_harness.cli import app
+from backbone_harness.containers import images
+from backbone_harness.containers.engine import no_engine_reason, podman
 
 _REASON = no_engine_reason()
 pytestmark = [

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.load.report import run_load_test, write_report
-from infra.targets.local.provisioner import LocalStack
+from backbone_harness.load.report import run_load_test, write_report
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -28,17 +28,17 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from backbone.connections import KafkaConnection
-from harness.errors import MissingBinaryError, ServiceStartError
-from infra.render.kafka import node_id
-from infra.spec import build_spec
-from infra.targets.local.kafka import LocalKafka, NoLeaderError, kafka_libs_dir
-from infra.targets.local.ports import PortAllocator, is_port_conflict
-from infra.targets.local.secrets import StackSecrets
+from backbone_harness.errors import MissingBinaryError, ServiceStartError
+from backbone_infra.render.kafka import node_id
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local.kafka import LocalKafka, NoLeaderError, kafka_libs_dir
+from backbone_infra.targets.local.ports import PortAllocator, is_port_conflict
+from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-#: The metric names monitoring relies on (infra/kafka/jmx-exporter.yml).
+#: The metric names monitoring relies on (backbone_infra/kafka/jmx-exporter.yml).
 REQUIRED_METRICS = (
     "kafka_server_replicamanager_underreplicatedpartitions",
     "kafka_controller_kafkacontroller_offlinepartitionscount",

@@ -26,15 +26,15 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
-from harness.errors import ServiceStartError, StackExistsError
-from infra.render.postgres import synchronous_standby_names
-from infra.spec import build_spec
-from infra.targets.local import provisioner
-from infra.targets.local.ports import PortAllocator
-from infra.targets.local.provisioner import LocalStack, start_service
-from infra.targets.local.redis import LocalRedis
-from infra.targets.local.secrets import StackSecrets
-from infra.targets.local.stack import NodeNotRunningError
+from backbone_harness.errors import ServiceStartError, StackExistsError
+from backbone_infra.render.postgres import synchronous_standby_names
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local import provisioner
+from backbone_infra.targets.local.ports import PortAllocator
+from backbone_infra.targets.local.provisioner import LocalStack, start_service
+from backbone_infra.targets.local.redis import LocalRedis
+from backbone_infra.targets.local.secrets import StackSecrets
+from backbone_infra.targets.local.stack import NodeNotRunningError
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +85,7 @@ def _kafka_admin(doc: ConnectionsDocument) -> KafkaAdminClient:
 def _harness(*args: str, root: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HARNESS_STACKS_DIR": str(root)}
     return subprocess.run(
-        [sys.executable, "-m", "harness", *args],
+        [sys.executable, "-m", "backbone_harness", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -1,5 +1,5 @@
 """Monitoring on real local stacks: every exporter scraped, faults show up as
-the alerts ``infra/monitoring/rules.yml`` promises, within their ``for:``
+the alerts ``backbone_infra/monitoring/rules.yml`` promises, within their ``for:``
 windows, and resolve after recovery. Dashboards only query metrics the stack
 really has."""
 
@@ -19,16 +19,21 @@ from backbone.bars import synthetic_bars
 from backbone.connections import TOPIC_NAMES
 from backbone.runtime import Backbone
 from backbone.telemetry import DAEMON_METRIC_NAMES, METRIC_NAMES, Telemetry, serve_metrics
-from harness import observe
-from infra.monitoring.assets import rules_file
-from infra.monitoring.dashboards import DASHBOARDS, build_dashboard, metric_names_in, panel_queries
-from infra.monitoring.metrics_contract import (
+from backbone_harness import observe
+from backbone_infra.monitoring.assets import rules_file
+from backbone_infra.monitoring.dashboards import (
+    DASHBOARDS,
+    build_dashboard,
+    metric_names_in,
+    panel_queries,
+)
+from backbone_infra.monitoring.metrics_contract import (
     PROMETHEUS_SERIES,
     lag_exporter_metric_names,
     used_metric_names,
 )
-from infra.render.prometheus import EXPORTER_JOBS
-from infra.targets.local.provisioner import LocalStack
+from backbone_infra.render.prometheus import EXPORTER_JOBS
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -17,9 +17,9 @@ import pytest
 import yaml
 from pulumi import automation as auto
 
-from harness.pulumi_cli import PulumiCLIError, cli_dir, pulumi_bin, pulumi_env
-from harness.pulumi_stacks import PROJECT
-from infra.config import SECRET_KEYS
+from backbone_harness.pulumi_cli import PulumiCLIError, cli_dir, pulumi_bin, pulumi_env
+from backbone_harness.pulumi_stacks import PROJECT
+from backbone_infra.config import SECRET_KEYS
 
 pytestmark = [pytest.mark.pulumi_cli, pytest.mark.slow]
 
@@ -41,8 +41,8 @@ def _plugin() -> None:
 
 
 def _program() -> None:
-    from infra.config import read_config
-    from infra.program import run
+    from backbone_infra.config import read_config
+    from backbone_infra.program import run
 
     run(read_config())
 

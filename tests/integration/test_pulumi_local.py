@@ -1,7 +1,7 @@
 """A real ``pulumi up`` / ``pulumi destroy`` of the local target.
 
 The CLI is the one ``scripts/build-pulumi.sh`` built; the program is the
-Automation API inline program of :mod:`harness.pulumi_stacks`, whose dynamic
+Automation API inline program of :mod:`backbone_harness.pulumi_stacks`, whose dynamic
 provider calls the local provisioner. These tests skip only when the CLI is
 not there, with the reason the build recorded.
 """
@@ -23,12 +23,18 @@ import pytest
 import yaml
 
 from backbone.connections import ConnectionsDocument, dump_document, parse_document
-from harness.errors import USER_ERRORS, StackExistsError
-from harness.pulumi_cli import PulumiCLIError, cli_dir, marked_processes, pulumi_bin, pulumi_env
-from harness.pulumi_stacks import down_via_pulumi, pulumi_stack_exists, up_via_pulumi
-from infra.spec import build_spec
-from infra.targets.local.process import ProcessNode, ProcessRecord
-from infra.targets.local.state import load_state, stack_dir
+from backbone_harness.errors import USER_ERRORS, StackExistsError
+from backbone_harness.pulumi_cli import (
+    PulumiCLIError,
+    cli_dir,
+    marked_processes,
+    pulumi_bin,
+    pulumi_env,
+)
+from backbone_harness.pulumi_stacks import down_via_pulumi, pulumi_stack_exists, up_via_pulumi
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local.process import ProcessNode, ProcessRecord
+from backbone_infra.targets.local.state import load_state, stack_dir
 
 pytestmark = [pytest.mark.pulumi_cli, pytest.mark.integration, pytest.mark.slow]
 
@@ -42,7 +48,7 @@ def _cli() -> None:
     except PulumiCLIError as exc:
         pytest.skip(str(exc))
     try:
-        import infra.targets.local.provisioner  # noqa: F401
+        import backbone_infra.targets.local.provisioner  # noqa: F401
     except ImportError as exc:  # only while the provisioner lands
         pytest.skip(f"the local provisioner is not importable: {exc}")
 
@@ -171,8 +177,8 @@ def test_pulumi_up_brings_up_a_stack_that_ingests_and_destroy_stops_every_proces
 _UP_SCRIPT = """
 import sys
 from pathlib import Path
-from harness.pulumi_stacks import up_via_pulumi
-from infra.spec import build_spec
+from backbone_harness.pulumi_stacks import up_via_pulumi
+from backbone_infra.spec import build_spec
 up_via_pulumi(build_spec(sys.argv[1]), name=sys.argv[1], root=Path(sys.argv[2]))
 """
 
@@ -231,7 +237,7 @@ def test_down_of_an_unknown_stack_says_so(stacks_root: Path) -> None:
 def test_pulumi_up_dash_s_at_the_command_line_runs_the_project_program(
     stacks_root: Path, tmp_path: Path
 ) -> None:
-    """`pulumi up -s NAME` as a user types it: Pulumi.yaml → infra/ through the
+    """`pulumi up -s NAME` as a user types it: Pulumi.yaml → backbone_infra/ through the
     Python language host, then `stack output`, then `destroy`."""
     host = cli_dir() / "bin" / "pulumi-language-python"
     if not host.exists():
@@ -241,10 +247,10 @@ def test_pulumi_up_dash_s_at_the_command_line_runs_the_project_program(
     project.mkdir()
     settings = yaml.safe_load((REPO / "Pulumi.yaml").read_text())
     # The dynamic-provider launcher resolves a relative `virtualenv` against the
-    # program directory (infra/), not the project root: give it the running one.
+    # program directory (backbone_infra/), not the project root: give it the running one.
     settings["runtime"]["options"]["virtualenv"] = sys.prefix
     (project / "Pulumi.yaml").write_text(yaml.safe_dump(settings))
-    (project / "infra").symlink_to(REPO / "infra")
+    (project / "backbone_infra").symlink_to(REPO / "backbone_infra")
     name = f"cli-{secrets.token_hex(3)}"
     (project / f"Pulumi.{name}.yaml").write_text("config:\n  market-data-backbone:target: local\n")
     env = {**os.environ, **pulumi_env(name, stacks_root), "HARNESS_STACKS_DIR": str(stacks_root)}
@@ -274,7 +280,7 @@ def test_pulumi_up_dash_s_at_the_command_line_runs_the_project_program(
     finally:
         destroy = pulumi("destroy", "-s", name, "--yes", "--skip-preview")
         if destroy.returncode != 0:
-            from infra.targets.local import provisioner
+            from backbone_infra.targets.local import provisioner
 
             provisioner.down(name, root=stacks_root)
         pulumi("stack", "rm", name, "--yes", "--force")

@@ -21,7 +21,7 @@ from backbone.cache.redis import RedisCache
 from backbone.connections import ConnectionsDocument
 from backbone.runtime import Backbone
 from backbone.settings import BackboneSettings, load_settings
-from infra.targets.local.provisioner import LocalStack
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
 

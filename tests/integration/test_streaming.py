@@ -36,7 +36,7 @@ from backbone.stream.codec import (
 )
 from backbone.stream.consumer import CRASH_POINT_ENV
 from backbone.stream.producer import BarProducer, kafka_client_config
-from infra.targets.local.provisioner import LocalStack
+from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -1,6 +1,6 @@
 """The Timescale-specific SQL, run against a real TimescaleDB.
 
-The oracle is TimescaleDB 2.23 inside PGlite (see ``harness/timescale_oracle``):
+The oracle is TimescaleDB 2.23 inside PGlite (see ``backbone_harness/timescale_oracle``):
 the schema's hypertable, compression and retention statements, and the
 store's ``time_bucket``/``first``/``last`` read, run there unchanged. The
 oracle serves one connection at a time and drops large messages (COPY), so
@@ -19,7 +19,7 @@ import pytest
 from backbone.bars import Bar, synthetic_bars
 from backbone.store import BUCKET_ORIGIN, DuckDBStore, TimescaleStore
 from backbone.store.schema import schema_statements
-from harness.timescale_oracle import TimescaleOracle, oracle_unavailable, timescale_oracle
+from backbone_harness.timescale_oracle import TimescaleOracle, oracle_unavailable, timescale_oracle
 
 pytestmark = [
     pytest.mark.integration,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra.monitoring.assets import RULES_TEST_FILE, rules_file
+from backbone_infra.monitoring.assets import RULES_TEST_FILE, rules_file
 
 REPO = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.bench.measure import figure, profiled
+from backbone_harness.bench.measure import figure, profiled
 
 
 @given(

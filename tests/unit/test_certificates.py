@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from infra.render.certificates import CertifiedKey, issue_server_cert, new_ca
+from backbone_infra.render.certificates import CertifiedKey, issue_server_cert, new_ca
 
 
 def _files(tmp: Path, name: str, pair: CertifiedKey) -> tuple[Path, Path]:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness import ci_health
-from harness.ci_health import THRESHOLDS, StackWindow, checks, publish, render_markdown
+from backbone_harness import ci_health
+from backbone_harness.ci_health import THRESHOLDS, StackWindow, checks, publish, render_markdown
 
 
 def _window() -> StackWindow:

@@ -12,10 +12,10 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.containers import configs
-from infra.render.kafka import KafkaNodePorts
-from infra.spec import build_spec
-from infra.targets.local.secrets import StackSecrets
+from backbone_harness.containers import configs
+from backbone_infra.render.kafka import KafkaNodePorts
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local.secrets import StackSecrets
 
 SPEC = build_spec("cfg", size="minimal")
 ports = st.integers(min_value=1024, max_value=65535)

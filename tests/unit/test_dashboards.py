@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from backbone.stream.broker_lag import BROKER_LAG_METRICS
 from backbone.telemetry import METRIC_NAMES
-from infra.monitoring.assets import dashboards_dir, rules_file
-from infra.monitoring.dashboards import (
+from backbone_infra.monitoring.assets import dashboards_dir, rules_file
+from backbone_infra.monitoring.dashboards import (
     DASHBOARDS,
     DATASOURCE_UID,
     build_dashboard,
@@ -27,7 +27,7 @@ from infra.monitoring.dashboards import (
 def test_the_committed_json_is_what_the_generator_writes() -> None:
     committed = {p.name: p.read_text() for p in dashboards_dir().glob("*.json")}
     assert committed == render_all(), (
-        "regenerate with `python -m infra.monitoring.dashboards` and commit the JSON"
+        "regenerate with `python -m backbone_infra.monitoring.dashboards` and commit the JSON"
     )
 
 

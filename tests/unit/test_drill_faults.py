@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.drills.faults import NodeGroupFault, join_nodes, split_nodes
+from backbone_harness.drills.faults import NodeGroupFault, join_nodes, split_nodes
 
 node_names = st.lists(
     st.from_regex(r"[a-z]+-[0-9]", fullmatch=True), min_size=1, max_size=6, unique=True

@@ -8,8 +8,8 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.drills.reconcile import reconcile
-from harness.drills.writer import drill_bars, longest_gap
+from backbone_harness.drills.reconcile import reconcile
+from backbone_harness.drills.writer import drill_bars, longest_gap
 
 keys = st.integers(min_value=0, max_value=60)
 

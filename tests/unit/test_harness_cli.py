@@ -18,11 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from backbone.version import package_version
-from harness.cli import app
-from infra.spec import build_spec
-from infra.targets.local import provisioner
-from infra.targets.local.process import ProcessRecord
-from infra.targets.local.state import StackState, save_state
+from backbone_harness.cli import app
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local import provisioner
+from backbone_infra.targets.local.process import ProcessRecord
+from backbone_infra.targets.local.state import StackState, save_state
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -158,7 +158,7 @@ def test_a_name_in_use_is_refused_and_down_stops_it(
 def test_a_missing_binary_names_it_and_the_fix_before_anything_starts(tmp_path: Path) -> None:
     env = {**os.environ, "HARNESS_STACKS_DIR": str(tmp_path), "HARNESS_PG_BIN": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "harness", "up", "--name", "nobin"],
+        [sys.executable, "-m", "backbone_harness", "up", "--name", "nobin"],
         cwd=REPO,
         env=env,
         capture_output=True,

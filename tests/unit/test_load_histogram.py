@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.load.histogram import histogram_percentile
+from backbone_harness.load.histogram import histogram_percentile
 
 histograms = st.dictionaries(st.integers(0, 5000), st.integers(1, 50), min_size=1, max_size=30)
 quantiles = st.floats(min_value=0.01, max_value=1.0)

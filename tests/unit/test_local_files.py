@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import MissingBinaryError
-from infra.targets.local.files import find_binary, write_private
+from backbone_harness.errors import MissingBinaryError
+from backbone_infra.targets.local.files import find_binary, write_private
 
 
 def test_a_written_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ import yaml
 from pydantic import SecretStr
 
 from backbone.connections import TOPIC_NAMES, KafkaConnection, TopicInfo
-from harness.errors import ServiceStartError
-from infra.spec import MonitoringSpec, build_spec
-from infra.targets.local.monitoring import LocalMonitoring
-from infra.targets.local.ports import PortAllocator
-from infra.targets.local.process import ProcessRecord
-from infra.targets.local.secrets import StackSecrets
+from backbone_harness.errors import ServiceStartError
+from backbone_infra.spec import MonitoringSpec, build_spec
+from backbone_infra.targets.local.monitoring import LocalMonitoring
+from backbone_infra.targets.local.ports import PortAllocator
+from backbone_infra.targets.local.process import ProcessRecord
+from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.skipif(
     not all(

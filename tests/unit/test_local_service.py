@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.errors import ServiceStartError
-from infra.targets.local.process import ProcessNode, ProcessRecord
-from infra.targets.local.service import start_together, wait_until
+from backbone_infra.errors import ServiceStartError
+from backbone_infra.targets.local.process import ProcessNode, ProcessRecord
+from backbone_infra.targets.local.service import start_together, wait_until
 
 
 def test_wait_until_returns_once_the_check_holds(tmp_path: Path) -> None:

@@ -9,8 +9,12 @@ from typing import Any
 import pulumi
 import pytest
 
-from infra.spec import build_spec
-from infra.targets.local.pulumi_resource import LocalStackProvider, deploy, stacks_root_override
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local.pulumi_resource import (
+    LocalStackProvider,
+    deploy,
+    stacks_root_override,
+)
 
 
 class _Recorder(pulumi.runtime.Mocks):

@@ -1,4 +1,4 @@
-"""harness.observe against a real Prometheus fed by a tiny exporter: the
+"""backbone_harness.observe against a real Prometheus fed by a tiny exporter: the
 instant and range queries, target health, and firing episodes read from
 ``ALERTS`` (fired, resolved, fired again)."""
 
@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from harness import observe
-from infra.monitoring.promtool import check_config, write_prometheus_config
-from infra.render.prometheus import ScrapeTarget, render_prometheus_config
-from infra.targets.local.ports import PortAllocator
+from backbone_harness import observe
+from backbone_infra.monitoring.promtool import check_config, write_prometheus_config
+from backbone_infra.render.prometheus import ScrapeTarget, render_prometheus_config
+from backbone_infra.targets.local.ports import PortAllocator
 
 pytestmark = pytest.mark.skipif(
     shutil.which("prometheus") is None,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.paths import cache_dir, project_home, status_dir
-from infra.targets.local.state import stacks_root
+from backbone_infra.paths import cache_dir, project_home, status_dir
+from backbone_infra.targets.local.state import stacks_root
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def test_a_checkout_is_found_from_any_folder_inside_it(
     tmp_path: Path, clean_env: pytest.MonkeyPatch
 ) -> None:
     (tmp_path / "Pulumi.yaml").write_text("name: x\n")
-    deep = tmp_path / "infra" / "targets"
+    deep = tmp_path / "backbone_infra" / "targets"
     deep.mkdir(parents=True)
     clean_env.chdir(deep)
     assert project_home() == tmp_path.resolve()
@@ -41,7 +41,7 @@ def test_outside_a_checkout_the_current_folder_is_the_project(
 ) -> None:
     clean_env.chdir(tmp_path)
     assert project_home() == tmp_path.resolve()
-    package = Path(__import__("infra").__file__).resolve().parent
+    package = Path(__import__("backbone_infra").__file__).resolve().parent
     assert package not in stacks_root().parents
 
 

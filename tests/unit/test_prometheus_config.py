@@ -10,9 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infra.monitoring.assets import rules_file
-from infra.monitoring.promtool import PrometheusConfigError, check_config, write_prometheus_config
-from infra.render.prometheus import ScrapeTarget, render_prometheus_config
+from backbone_infra.monitoring.assets import rules_file
+from backbone_infra.monitoring.promtool import (
+    PrometheusConfigError,
+    check_config,
+    write_prometheus_config,
+)
+from backbone_infra.render.prometheus import ScrapeTarget, render_prometheus_config
 
 needs_promtool = pytest.mark.skipif(
     shutil.which("promtool") is None,

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from harness import pulumi_cli
-from harness.errors import HarnessError
-from harness.pulumi_cli import (
+from backbone_harness import pulumi_cli
+from backbone_harness.errors import HarnessError
+from backbone_harness.pulumi_cli import (
     PULUMI_VERSION,
     PulumiCLIMissingError,
     PulumiCLIVersionError,

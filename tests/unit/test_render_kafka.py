@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from harness.errors import MissingBinaryError
-from infra.render.kafka import (
+from backbone_harness.errors import MissingBinaryError
+from backbone_infra.render.kafka import (
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
@@ -19,8 +19,8 @@ from infra.render.kafka import (
     render_server_properties,
     storage_format_args,
 )
-from infra.spec import build_spec
-from infra.targets.local.kafka import kafka_libs_dir
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local.kafka import kafka_libs_dir
 
 CLIENT_PW = "client-secret-Abc_123"
 ADMIN_PW = "admin-secret-Xyz_789"

@@ -9,14 +9,14 @@ import hmac
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.render.postgres import (
+from backbone_infra.render.postgres import (
     bootstrap_statements,
     pg_hba_conf,
     postgresql_conf,
     scram_verifier,
     synchronous_standby_names,
 )
-from infra.spec import build_spec
+from backbone_infra.spec import build_spec
 
 
 def _settings(text: str) -> dict[str, str]:

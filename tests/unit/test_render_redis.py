@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backbone.connections import HostPort
-from infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
-from infra.spec import RedisSpec
+from backbone_infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
+from backbone_infra.spec import RedisSpec
 
 PASSWORDS = st.text(alphabet=string.ascii_letters + string.digits, min_size=8, max_size=40)
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from backbone.connections import TOPIC_NAMES
-from infra.spec import SIZES, StackSpec, build_spec
+from backbone_infra.spec import SIZES, StackSpec, build_spec
 
 
 def test_minimal_is_one_node_of_each_service() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench.sprint_close import MissingProofError, write_sprint_close
+from backbone_harness.bench.sprint_close import MissingProofError, write_sprint_close
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -142,7 +142,7 @@ def test_a_proof_that_is_not_in_the_repository_is_an_error(tmp_path: Path) -> No
 def test_the_command_names_a_missing_status_folder_with_exit_code_2(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from backbone_harness.cli import app
 
     result = CliRunner().invoke(
         app,

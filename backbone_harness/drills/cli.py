@@ -1,0 +1,128 @@
+"""``harness drill``: list the outage drills, run one on an ha stack.
+
+    harness drill list
+    harness drill run NAME|all [--name STACK] [--up] [--hold S] [--out DIR]
+
+Without ``--up`` the drill runs on the running stack ``--name`` (default
+``dev``; ha, except the outage drills, which also run on a minimal stack);
+with ``--up`` it brings an ha stack up itself and always takes it
+down. The report is merged into ``docs/status/drills.md`` and ``.json``.
+Exit code 0: the drill passed; 1: it ran and failed; 2: it could not run.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from backbone.clikit import emit_json, fail
+from backbone_harness.errors import USER_ERRORS, HarnessError
+from backbone_infra.paths import status_dir
+from backbone_infra.spec import build_spec
+from backbone_infra.targets.local import provisioner
+
+__all__ = ["STATUS_DIR", "drill_app"]
+
+#: What ends a drill command with exit code 2 and a message, not a traceback.
+_DRILL_ERRORS: tuple[type[Exception], ...] = (
+    *USER_ERRORS,
+    KeyError,
+    TimeoutError,
+    RuntimeError,
+    ValueError,
+)
+
+#: The committed status pages of the project (``backbone_infra.paths``), never the package's folder.
+STATUS_DIR = status_dir()
+
+drill_app = typer.Typer(help="Scripted outage drills: nothing acknowledged may be lost.")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+@drill_app.command("list")
+def list_drills() -> None:
+    """Every drill: name, fault (by role) and what it proves."""
+    from backbone_harness.drills.runner import DRILLS
+
+    for name, cls in sorted(DRILLS.items()):
+        out.print(f"[bold]{name}[/]  {cls.fault.kind} {cls.fault.role}\n    {cls.summary}")
+
+
+@drill_app.command("run")
+def run(
+    drill: Annotated[
+        str, typer.Argument(help="The drill's name (`harness drill list`), or `all`.")
+    ],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
+    bring_up: Annotated[
+        bool, typer.Option("--up", help="Bring an ha stack up for the drill and down after.")
+    ] = False,
+    hold: Annotated[
+        float,
+        typer.Option(help="Keep each fault at least this many seconds, so alerts can fire."),
+    ] = 45.0,
+    out_dir: Annotated[Path, typer.Option("--out", help="Where the reports go.")] = STATUS_DIR,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the reports as one JSON document on stdout.")
+    ] = False,
+) -> None:
+    """Run one drill (or all, one after the other on the same stack) and write the report."""
+    from backbone_harness.drills.report import DrillReport, write_report
+    from backbone_harness.drills.runner import DRILLS, drill_class, run_drill
+
+    progress = err if as_json else out
+
+    def say(line: str) -> None:
+        progress.print(line, markup=False)
+
+    reports: list[DrillReport] = []
+    try:
+        classes = [DRILLS[n] for n in DRILLS] if drill == "all" else [drill_class(drill)]
+        stack_name = name or (f"drill-{secrets.token_hex(3)}" if bring_up else "dev")
+        if bring_up:
+            say(f"bringing up ha stack {stack_name} ...")
+            stack = provisioner.up(build_spec(stack_name, size="ha"), echo=say)
+        else:
+            stack = provisioner.load(stack_name)
+            unfit = [c.name for c in classes if stack.spec.size not in c.stack_sizes]
+            if stack.status != "running" or unfit:
+                raise HarnessError(
+                    f"stack {stack_name!r} is {stack.status} and {stack.spec.size}; "
+                    f"{', '.join(unfit) or 'drills'} need a running ha stack: "
+                    "`harness up --size ha --name NAME`, or pass --up"
+                )
+        try:
+            for cls in classes:
+                report = run_drill(cls, stack, hold_s=hold, log=say)
+                reports.append(report)
+                write_report(report, out_dir)
+        finally:
+            if bring_up:
+                say(f"taking down {stack_name}")
+                provisioner.down(stack_name)
+                if reports and all(r.passed for r in reports):
+                    shutil.rmtree(stack.dir, ignore_errors=True)  # kept for logs otherwise
+    except _DRILL_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        raise fail("harness", message) from None
+    if as_json:
+        emit_json({"reports": [r.as_dict() for r in reports], "report": str(out_dir / "drills.md")})
+        if not all(r.passed for r in reports):
+            raise typer.Exit(1)
+        return
+    for report in reports:
+        say(
+            f"{report.drill}: acknowledged {report.acknowledged}, lost "
+            f"{report.lost_acknowledged}, duplicates {report.duplicates}, unavailable "
+            f"{report.unavailable_seconds:.1f}s, recovered {report.recovery_seconds:.1f}s — "
+            f"{'PASS' if report.passed else 'FAIL'}"
+        )
+    say(str(out_dir / "drills.md"))
+    if not all(r.passed for r in reports):
+        raise typer.Exit(1)

@@ -1,0 +1,222 @@
+"""Run a drill on a stack and produce its :class:`~backbone_harness.drills.report.DrillReport`.
+
+The runner owns the phases and the timing; a drill owns its workload, fault
+target and reader (see :mod:`backbone_harness.drills.base`). Whatever happens, the
+faulted node is brought back before the runner returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from backbone_harness.drills.base import Drill
+from backbone_harness.drills.reconcile import reconcile
+from backbone_harness.drills.report import AlertFired, DrillReport
+from backbone_harness.drills.writer import Writer, longest_gap
+from backbone_infra.targets.local.provisioner import LocalStack
+
+__all__ = ["DRILLS", "drill_class", "run_drill"]
+
+Log = Callable[[str], None]
+
+
+def _registry() -> dict[str, type[Drill]]:
+    from backbone_harness.drills.consumer_crash import ConsumerCrashDrill
+    from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
+    from backbone_harness.drills.kafka_outage import KafkaOutageDrill
+    from backbone_harness.drills.postgres_standby import PostgresStandbyKillDrill
+    from backbone_harness.drills.redis_outage import RedisOutageRestartDrill
+    from backbone_harness.drills.redis_primary import RedisPrimaryKillDrill
+    from backbone_harness.drills.store_outage import StoreOutageDrill
+
+    drills: list[type[Drill]] = [
+        KafkaLeaderKillDrill,
+        RedisPrimaryKillDrill,
+        PostgresStandbyKillDrill,
+        ConsumerCrashDrill,
+        RedisOutageRestartDrill,
+        StoreOutageDrill,
+        KafkaOutageDrill,
+        *_ha_drills(),
+    ]
+    return {d.name: d for d in drills}
+
+
+def _ha_drills() -> list[type[Drill]]:
+    """The drills of issue 12 (quorum loss, full outages, churn, network faults)."""
+    from backbone_harness.drills.kafka_controller import KafkaControllerKillDrill
+    from backbone_harness.drills.kafka_min_isr import KafkaBelowMinIsrDrill
+    from backbone_harness.drills.network import NetworkLatencyDrill, NetworkPartitionDrill
+    from backbone_harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
+    from backbone_harness.drills.redis_full_outage import RedisFullOutageDrill
+
+    return [
+        KafkaBelowMinIsrDrill,
+        KafkaControllerKillDrill,
+        RedisFullOutageDrill,
+        ConsumerRebalanceStormDrill,
+        NetworkPartitionDrill,
+        NetworkLatencyDrill,
+    ]
+
+
+DRILLS: dict[str, type[Drill]] = _registry()
+
+
+def drill_class(name: str) -> type[Drill]:
+    """The drill called ``name``; a KeyError lists the known ones."""
+    try:
+        return DRILLS[name]
+    except KeyError:
+        raise KeyError(f"no drill {name!r}; known drills: {', '.join(sorted(DRILLS))}") from None
+
+
+class _Prober:
+    """Calls ``drill.probe`` every 0.1 s in its own thread while the drill runs."""
+
+    def __init__(self, drill: Drill) -> None:
+        self._drill = drill
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="drill-probe", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            self._drill.probe()
+
+    def __enter__(self) -> _Prober:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def run_drill(
+    drill_cls: type[Drill],
+    stack: LocalStack,
+    *,
+    max_write_s: float = 120.0,
+    hold_s: float = 0.0,
+    log: Log = lambda _msg: None,
+) -> DrillReport:
+    """Run one drill on ``stack`` (an ha stack) and return its report.
+
+    ``hold_s`` keeps the fault at least that long (after the drill's own wait),
+    so alerts with a ``for:`` window get the time to fire.
+    """
+    drill = drill_cls(stack)
+    node = drill.target()
+    report = DrillReport(
+        drill=drill.name,
+        stack=stack.name,
+        fault=f"{drill.fault.kind} {drill.fault.role}",
+        target=node,
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    log(f"{drill.name}: {drill.fault.kind} {node} ({drill.fault.role})")
+    drill.prepare()
+    faulted = recovered = False
+    writer = Writer(drill.write, drill.bars(), max_s=max_write_s)
+    try:
+        writer.start()
+        with _Prober(drill):
+            if not writer.wait_acknowledged(1, 60):
+                raise RuntimeError(
+                    f"no write was acknowledged before the fault: {writer.log.errors[:1]}"
+                )
+            time.sleep(drill.warmup_s)
+            fault_wall, fault_at = time.time(), time.monotonic()
+            drill.inject(node)
+            faulted = True
+            log(f"{drill.name}: {node} {drill.fault.kind}ed; waiting")
+            drill.during_fault(node)
+            time.sleep(max(0.0, fault_at + hold_s - time.monotonic()))
+            drill.recover(node)
+            recovered = True
+            report.recovery_seconds = round(time.monotonic() - fault_at, 2)
+            log(f"{drill.name}: {node} back after {report.recovery_seconds:.1f}s")
+            time.sleep(drill.tail_s)
+            acks = writer.stop()
+        ended = time.monotonic()
+        found = drill.found_keys(list(acks.acknowledged))
+    finally:
+        if faulted and not recovered:
+            with contextlib.suppress(Exception):
+                drill.fault.undo(stack, node)
+        with contextlib.suppress(Exception):
+            writer.stop()
+        drill.close()
+    result = reconcile(acks.acknowledged, found)
+    report.acknowledged = result.acknowledged
+    report.stored = result.stored
+    report.lost_acknowledged = result.lost_acknowledged
+    report.duplicates = result.duplicates
+    report.stored_unacknowledged = result.stored_unacknowledged
+    report.lost_examples = list(result.lost_examples)
+    report.unavailable_seconds = round(longest_gap(acks.ok_at, fault_at, ended), 2)
+    report.failed_writes = len(acks.failed_at)
+    report.slowest_write_s = round(acks.slowest_s, 2)
+    report.write_errors = acks.errors[:5]
+    report.figures = dict(drill.figures)
+    if hold_s:
+        report.figures["fault_held_at_least_s"] = hold_s
+    report.machine, report.versions = _machine_and_versions(stack)
+    report.alerts = _alerts(stack, fault_wall)
+    report.passed, report.reason = _verdict(drill, report)
+    log(f"{drill.name}: {'PASS' if report.passed else 'FAIL'} ({report.reason})")
+    return report
+
+
+def _machine_and_versions(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
+    from backbone_harness.bench.performance import client_versions, machine_info, service_versions
+
+    versions = client_versions()
+    try:
+        versions.update(service_versions(stack.document, stack.spec.kafka.version))
+    except Exception:  # a version is context, not a reason to lose the report
+        versions["kafka_broker"] = stack.spec.kafka.version
+    return machine_info(), versions
+
+
+def _alerts(stack: LocalStack, fault_wall: float) -> list[AlertFired]:
+    monitoring = stack.document.monitoring
+    if monitoring is None or monitoring.prometheus_url is None:
+        return []
+    from backbone_harness.observe import alerts_fired_between
+
+    try:
+        events = alerts_fired_between(monitoring.prometheus_url, fault_wall - 10, time.time())
+    except Exception:  # Prometheus is an observer: its absence must not fail a drill
+        return []
+    return [
+        AlertFired(
+            name=e.name,
+            node=e.labels.get("node"),
+            time_to_fire_s=round(e.first_seen - fault_wall, 1),
+            resolved_after_s=None
+            if e.resolved_at is None
+            else round(e.resolved_at - fault_wall, 1),
+        )
+        for e in events
+        # An episode already firing when the fault began is not this fault's.
+        if e.first_seen >= fault_wall - 0.5
+    ]
+
+
+def _verdict(drill: Drill, report: DrillReport) -> tuple[bool, str]:
+    if report.lost_acknowledged:
+        return False, f"{report.lost_acknowledged} acknowledged bars were lost"
+    if report.acknowledged < drill.min_acknowledged:
+        return False, (
+            f"only {report.acknowledged} bars were acknowledged (< {drill.min_acknowledged}): "
+            "the drill proves nothing"
+        )
+    if drill.problems:
+        return False, "; ".join(dict.fromkeys(drill.problems))
+    return True, f"all {report.acknowledged} acknowledged bars found, none lost"

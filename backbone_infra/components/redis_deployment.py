@@ -1,0 +1,301 @@
+"""``RedisDeployment``: a Redis primary, its replicas and Sentinels, with exporters.
+
+``redis.conf`` and ``sentinel.conf`` come from :mod:`backbone_infra.render.redis`, the
+renderer the local processes use too; each node gets its own file, mounted
+as a secret, and the containers run ``redis-server`` / ``redis-sentinel`` on
+it (no image entrypoint). The primary is replica 1 when a stack first comes
+up; after a Sentinel failover any replica may be primary, so a restarting
+node asks the Sentinels for the current primary before choosing to replicate.
+Clients authenticate as
+the ACL user ``spec.redis.username``; the ``default`` user is disabled. The
+``admin`` user serves replication, Sentinel and the exporter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import pulumi
+
+from backbone.connections import HostPort
+from backbone_infra.render.exporters import redis_exporter_args, redis_exporter_passwords
+from backbone_infra.render.prometheus import JOB_REDIS, JOB_REDIS_SENTINEL
+from backbone_infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
+from backbone_infra.spec import StackSpec
+from backbone_infra.targets.workload import (
+    FIRST_ORDINAL,
+    SIDECAR_RESOURCES,
+    Backend,
+    Container,
+    File,
+    Probe,
+    StatefulService,
+    ordinals,
+    secret_file,
+)
+
+__all__ = ["ADMIN_USER", "RedisDeployment", "RedisDeploymentArgs"]
+
+SERVICE = "redis"
+SENTINEL_SERVICE = "redis-sentinel"
+REDIS_UID = 999
+EXPORTER_UID = 59000
+SENTINEL_STORAGE = "1Gi"
+DATA_DIR = "/data"
+#: Containers listen on every interface of their network namespace.
+BIND_ALL = "* -::*"
+CONF_DIR = "/opt/backbone/redis"
+SECRET_DIR = "/run/secrets/redis"
+EXPORTER_SECRET_DIR = "/run/secrets/redis-exporter"
+
+
+@dataclass(frozen=True)
+class RedisDeploymentArgs:
+    spec: StackSpec
+    backend: Backend
+    password: pulumi.Input[str]
+    admin_password: pulumi.Input[str]
+
+
+def _primary(backend: Backend, spec: StackSpec) -> HostPort:
+    """The first primary: replica 1, as locally."""
+    return HostPort(host=backend.replica_host(SERVICE, FIRST_ORDINAL), port=spec.redis.port)
+
+
+def _server_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
+    return redis_conf(
+        spec.redis,
+        bind=BIND_ALL,
+        port=spec.redis.port,
+        announce_host=backend.replica_host(SERVICE, ordinal),
+        data_dir=DATA_DIR,
+        primary=None if ordinal == FIRST_ORDINAL else _primary(backend, spec),
+        password=pw[0],
+        admin_password=pw[1],
+    )
+
+
+def _sentinel_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
+    return sentinel_conf(
+        spec.redis,
+        bind=BIND_ALL,
+        port=spec.redis.sentinel_port,
+        announce_host=backend.replica_host(SENTINEL_SERVICE, ordinal),
+        data_dir=DATA_DIR,
+        primary=_primary(backend, spec),
+        password=pw[0],
+        admin_password=pw[1],
+    )
+
+
+def _start_script(spec: StackSpec, backend: Backend) -> str:
+    r = spec.redis
+    sentinels = " ".join(backend.replica_host(SENTINEL_SERVICE, i) for i in ordinals(r.sentinels))
+    return f"""#!/bin/sh
+# Start one Redis node from its rendered redis.conf. After a failover the
+# Sentinels know which node is primary: ask them first and follow it.
+set -eu
+umask 077
+ORD="${{HOSTNAME##*-}}"
+SOURCE="{SECRET_DIR}/redis-$ORD.conf"
+CONF={DATA_DIR}/redis-runtime.conf
+PRIMARY=""
+for s in {sentinels}; do
+  PRIMARY=$(REDISCLI_AUTH="$(cat {SECRET_DIR}/password)" redis-cli -h "$s" -p {r.sentinel_port} \
+    --raw sentinel get-master-addr-by-name {r.master_name} 2>/dev/null | head -n 1) || PRIMARY=""
+  [ -n "$PRIMARY" ] && break
+done
+if [ -n "$PRIMARY" ]; then
+  grep -v '^replicaof ' "$SOURCE" > "$CONF"
+  SELF=$(sed -n 's/^replica-announce-ip //p' "$SOURCE")
+  [ "$PRIMARY" = "$SELF" ] || echo "replicaof $PRIMARY {r.port}" >> "$CONF"
+else
+  cat "$SOURCE" > "$CONF"
+fi
+exec redis-server "$CONF"
+"""
+
+
+def _sentinel_script() -> str:
+    return f"""#!/bin/sh
+# Copy sentinel.conf once: Sentinel rewrites it as it learns the topology.
+set -eu
+umask 077
+ORD="${{HOSTNAME##*-}}"
+CONF={DATA_DIR}/sentinel.conf
+[ -s "$CONF" ] || cat "{SECRET_DIR}/sentinel-$ORD.conf" > "$CONF"
+exec redis-sentinel "$CONF"
+"""
+
+
+def _probe_script(port: int, *, admin: bool) -> str:
+    if admin:
+        return (
+            f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/admin-password)" '
+            f"redis-cli --user {ADMIN_USER} -p {port} ping | grep -q PONG\n"
+        )
+    return (
+        f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/password)" '
+        f"redis-cli -p {port} ping | grep -q PONG\n"
+    )
+
+
+def _exporter(
+    spec: StackSpec, port: int, password: pulumi.Output[str], sentinel: bool
+) -> Container:
+    """The exporter sidecar, with the arguments the local exporters run with."""
+    uri = f"redis://localhost:{port}"
+    password_file = secret_file(
+        EXPORTER_SECRET_DIR,
+        "passwords.json",
+        password.apply(partial(redis_exporter_passwords, uri)),
+    )
+    return Container(
+        name="exporter",
+        image=spec.images.redis_exporter,
+        ports={"metrics": spec.redis.exporter_port},
+        args=tuple(
+            redis_exporter_args(
+                spec.redis,
+                redis_uri=uri,
+                listen=f":{spec.redis.exporter_port}",
+                password_file=password_file.path,
+                sentinel=sentinel,
+            )
+        ),
+        probe=Probe(http_port=spec.redis.exporter_port, http_path="/health"),
+        resources=SIDECAR_RESOURCES,
+        files=(password_file,),
+        uid=EXPORTER_UID,
+    )
+
+
+class RedisDeployment(pulumi.ComponentResource):
+    """Redis for the cache tier: standalone (minimal) or primary + replicas + Sentinels."""
+
+    mode: str
+    endpoint: HostPort | None
+    sentinels: list[HostPort]
+    master_name: str
+    username: str
+    password: pulumi.Output[str]
+    services: list[StatefulService]
+
+    def __init__(
+        self, name: str, args: RedisDeploymentArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        # Named RedisCache before 2026-12: the alias keeps existing stacks' URNs.
+        alias = pulumi.ResourceOptions(aliases=[pulumi.Alias(type_="backbone:infra:RedisCache")])
+        opts = pulumi.ResourceOptions.merge(alias, opts)
+        super().__init__("backbone:infra:RedisDeployment", name, None, opts)
+        spec, backend, r = args.spec, args.backend, args.spec.redis
+        password = pulumi.Output.secret(args.password)
+        admin = pulumi.Output.secret(args.admin_password)
+        both = pulumi.Output.all(password, admin)
+        server_confs = tuple(
+            secret_file(
+                SECRET_DIR,
+                f"redis-{i}.conf",
+                both.apply(partial(_server_conf, spec, backend, i)),
+            )
+            for i in ordinals(r.nodes)
+        )
+        redis = StatefulService(
+            name=SERVICE,
+            replicas=r.nodes,
+            client_ports={"redis": r.port},
+            metrics_port=r.exporter_port,
+            metrics_job=JOB_REDIS,
+            storage=spec.resources.storage,
+            peers=(SENTINEL_SERVICE,) if r.sentinels else (),
+            fs_group=REDIS_UID,
+            published={"redis": r.port},
+            containers=(
+                Container(
+                    name="redis",
+                    image=spec.images.redis,
+                    ports={"redis": r.port},
+                    command=("sh", f"{CONF_DIR}/start.sh"),
+                    probe=Probe(command=("sh", f"{CONF_DIR}/probe.sh")),
+                    resources=spec.resources,
+                    data_dir=DATA_DIR,
+                    uid=REDIS_UID,
+                    run_as_uid=True,
+                    files=(
+                        File(CONF_DIR, "start.sh", _start_script(spec, backend)),
+                        File(CONF_DIR, "probe.sh", _probe_script(r.port, admin=True)),
+                        *server_confs,
+                        secret_file(SECRET_DIR, "admin-password", admin),
+                        secret_file(SECRET_DIR, "password", password),
+                    ),
+                ),
+                _exporter(spec, r.port, password, sentinel=False),
+            ),
+        )
+        self.services = [redis]
+        made = backend.stateful_service(redis, self).resources
+        if r.sentinels:
+            sentinel = StatefulService(
+                name=SENTINEL_SERVICE,
+                replicas=r.sentinels,
+                client_ports={"sentinel": r.sentinel_port},
+                metrics_port=r.exporter_port,
+                metrics_job=JOB_REDIS_SENTINEL,
+                storage=SENTINEL_STORAGE,
+                peers=(SERVICE,),
+                fs_group=REDIS_UID,
+                published={"sentinel": r.sentinel_port},
+                containers=(
+                    Container(
+                        name="sentinel",
+                        image=spec.images.redis,
+                        ports={"sentinel": r.sentinel_port},
+                        command=("sh", f"{CONF_DIR}/sentinel.sh"),
+                        probe=Probe(command=("sh", f"{CONF_DIR}/probe.sh")),
+                        resources=spec.resources,
+                        data_dir=DATA_DIR,
+                        uid=REDIS_UID,
+                        run_as_uid=True,
+                        files=(
+                            File(CONF_DIR, "sentinel.sh", _sentinel_script()),
+                            File(CONF_DIR, "probe.sh", _probe_script(r.sentinel_port, admin=False)),
+                            *(
+                                secret_file(
+                                    SECRET_DIR,
+                                    f"sentinel-{i}.conf",
+                                    both.apply(partial(_sentinel_conf, spec, backend, i)),
+                                )
+                                for i in ordinals(r.sentinels)
+                            ),
+                            secret_file(SECRET_DIR, "password", password),
+                        ),
+                    ),
+                    _exporter(spec, r.sentinel_port, password, sentinel=True),
+                ),
+            )
+            self.services.append(sentinel)
+            made += backend.stateful_service(sentinel, self).resources
+
+        self.mode = "sentinel" if r.sentinels else "standalone"
+        self.master_name = r.master_name
+        self.username = r.username
+        self.password = password
+        self.endpoint = (
+            None if r.sentinels else backend.client_endpoint(SERVICE, FIRST_ORDINAL, r.port)
+        )
+        self.sentinels = [
+            backend.client_endpoint(SENTINEL_SERVICE, i, r.sentinel_port)
+            for i in ordinals(r.sentinels)
+        ]
+        self.resources = made
+        self.register_outputs(
+            {
+                "mode": self.mode,
+                "endpoint": str(self.endpoint) if self.endpoint else None,
+                "sentinels": [str(s) for s in self.sentinels],
+                "master_name": self.master_name,
+                "username": self.username,
+                "password": self.password,
+            }
+        )

@@ -1,0 +1,329 @@
+"""The Pulumi program as a function: ``run(config)`` declares one stack.
+
+``backbone_infra/__main__.py`` calls it with the stack's configuration; the unit tests
+call it once per target, tier and size under Pulumi's mocks. It renders the
+stack spec (:func:`backbone_infra.spec.build_spec`) with the target's backend, then
+exports the ``backbone.connections/v1`` document as the secret output
+``connections`` plus human-friendly outputs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_random as random
+
+from backbone.connections import (
+    ConnectionsDocument,
+    DuckDBConnection,
+    HostPort,
+    KafkaConnection,
+    MonitoringConnection,
+    RedisConnection,
+    TimescaleConnection,
+    TopicInfo,
+    dump_document,
+)
+from backbone_infra.components.backbone_ingest import BackboneIngest, BackboneIngestArgs
+from backbone_infra.components.kafka_cluster import KafkaCluster, KafkaClusterArgs
+from backbone_infra.components.monitoring import Monitoring, MonitoringArgs
+from backbone_infra.components.redis_deployment import RedisDeployment, RedisDeploymentArgs
+from backbone_infra.components.timescale_database import TimescaleDatabase, TimescaleDatabaseArgs
+from backbone_infra.config import SECRET_KEYS, StackConfig
+from backbone_infra.spec import Images, Resources, StackSpec, build_spec
+from backbone_infra.targets.docker import DockerBackend
+from backbone_infra.targets.kubernetes import KubernetesBackend
+
+__all__ = ["EXPORT_KEYS", "Credentials", "ProgramResult", "make_spec", "run"]
+
+#: Stable snake_case export keys, by tier (``connections`` is always secret).
+EXPORT_KEYS: dict[str, tuple[str, ...]] = {
+    "bootstrap": ("connections", "environment", "tier", "size", "duckdb_path"),
+    "institutional": (
+        "connections",
+        "environment",
+        "tier",
+        "size",
+        "redis_mode",
+        "redis_endpoints",
+        "kafka_bootstrap",
+        "timescale_hosts",
+        "prometheus_url",
+        "grafana_url",
+        "grafana_admin_password",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Every password of a stack (the names of ``backbone_infra.config.SECRET_KEYS``); each a
+    secret Output."""
+
+    redis_password: pulumi.Output[str]
+    redis_admin_password: pulumi.Output[str]
+    kafka_password: pulumi.Output[str]
+    kafka_admin_password: pulumi.Output[str]
+    postgres_password: pulumi.Output[str]
+    postgres_superuser_password: pulumi.Output[str]
+    replication_password: pulumi.Output[str]
+    grafana_admin_password: pulumi.Output[str]
+
+
+@dataclass
+class ProgramResult:
+    """What ``run`` declared: its exports and, for tests and callers, the components."""
+
+    spec: StackSpec
+    exports: dict[str, pulumi.Output[Any]]
+    components: dict[str, pulumi.ComponentResource] = field(default_factory=dict)
+    #: The target backend that rendered the services (its ``plan`` on Docker).
+    backend: DockerBackend | KubernetesBackend | None = None
+
+
+def make_spec(config: StackConfig) -> StackSpec:
+    """The stack spec with the configured image and resource overrides applied."""
+    spec = build_spec(config.stack, tier=config.tier, size=config.size)
+    images = Images.model_validate({**spec.images.model_dump(), **config.image_overrides})
+    for field_name, ref in images.model_dump().items():
+        tag = ref.rsplit("/", 1)[-1].partition(":")[2]
+        if not tag or tag == "latest":
+            raise ValueError(
+                f"image {field_name}={ref!r} is not pinned; give a version tag "
+                "(never `latest`) in market-data-backbone:images"
+            )
+    resources = Resources.model_validate(
+        {**spec.resources.model_dump(), **config.resource_overrides}
+    )
+    monitoring = spec.monitoring.model_copy(
+        update={
+            "alert_webhook_url": config.alert_webhook_url or "",
+            "runbook_base_url": config.runbook_base_url or "",
+        }
+    )
+    return spec.model_copy(
+        update={"images": images, "resources": resources, "monitoring": monitoring}
+    )
+
+
+def _credentials(config: StackConfig) -> Credentials:
+    values: dict[str, pulumi.Output[str]] = {}
+    for name in SECRET_KEYS:
+        given = config.secrets.get(name)
+        if given is None:
+            # No special characters: the values go into Redis ACL, JAAS and pgpass syntax.
+            given = random.RandomPassword(
+                f"{config.stack}-{name.replace('_', '-')}", length=32, special=False
+            ).result
+        values[name] = pulumi.Output.secret(given)
+    return Credentials(**values)
+
+
+def _backend(config: StackConfig) -> DockerBackend | KubernetesBackend:
+    if config.target == "docker":
+        return DockerBackend(
+            stack=config.stack,
+            external_host=config.external_host or "127.0.0.1",
+            host_port_base=config.host_port_base,
+        )
+    return KubernetesBackend(
+        stack=config.stack,
+        namespace=config.k8s_namespace,
+        external_host=config.external_host,
+        node_port_base=config.node_port_base,
+        storage_class=config.storage_class,
+    )
+
+
+def _document(spec: StackSpec, environment: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Build and validate the connections document; secrets in clear for the secret output."""
+    doc = ConnectionsDocument.model_validate(
+        {
+            "schema": "backbone.connections/v1",
+            "stack": spec.name,
+            "environment": environment,
+            "tier": spec.tier,
+            "size": spec.size,
+            **values,
+        }
+    )
+    return dump_document(doc, reveal_secrets=True)
+
+
+def _bootstrap(spec: StackSpec, config: StackConfig) -> ProgramResult:
+    path = config.duckdb_path or f".stacks/{spec.name}/bars.duckdb"
+    document = _document(spec, config.target, {"duckdb": DuckDBConnection(path=path)})
+    return ProgramResult(
+        spec=spec,
+        exports={
+            "connections": pulumi.Output.secret(document),
+            "environment": pulumi.Output.from_input(config.target),
+            "tier": pulumi.Output.from_input(spec.tier),
+            "size": pulumi.Output.from_input(spec.size),
+            "duckdb_path": pulumi.Output.from_input(path),
+        },
+    )
+
+
+def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
+    creds = _credentials(config)
+    backend = _backend(config)
+    backend.bind(None)
+    redis = RedisDeployment(
+        f"{spec.name}-redis",
+        RedisDeploymentArgs(spec, backend, creds.redis_password, creds.redis_admin_password),
+    )
+    kafka = KafkaCluster(
+        f"{spec.name}-kafka",
+        KafkaClusterArgs(spec, backend, creds.kafka_password, creds.kafka_admin_password),
+    )
+    timescale = TimescaleDatabase(
+        f"{spec.name}-timescale",
+        TimescaleDatabaseArgs(
+            spec,
+            backend,
+            creds.postgres_password,
+            creds.postgres_superuser_password,
+            creds.replication_password,
+        ),
+    )
+    monitoring = Monitoring(
+        f"{spec.name}-monitoring",
+        MonitoringArgs(
+            spec,
+            backend,
+            [*redis.services, *kafka.services, *timescale.services],
+            creds.grafana_admin_password,
+        ),
+    )
+    topics = {
+        t.logical: TopicInfo(
+            name=t.name, partitions=t.partitions, replication_factor=t.replication_factor
+        )
+        for t in spec.kafka.topics
+    }
+
+    def build(passwords: list[str]) -> dict[str, Any]:
+        redis_pw, kafka_pw, pg_pw = passwords
+        return _document(
+            spec,
+            backend.environment,
+            {
+                "redis": RedisConnection(
+                    mode=redis.mode,
+                    host=redis.endpoint.host if redis.endpoint else None,
+                    port=redis.endpoint.port if redis.endpoint else None,
+                    sentinels=redis.sentinels,
+                    master_name=redis.master_name if redis.sentinels else None,
+                    username=redis.username,
+                    password=redis_pw,
+                    # Sentinels require the application password, as locally.
+                    sentinel_password=redis_pw if redis.sentinels else None,
+                ),
+                "kafka": KafkaConnection(
+                    bootstrap_servers=[str(h) for h in kafka.bootstrap_servers],
+                    security_protocol=kafka.security_protocol,
+                    sasl_mechanism=kafka.sasl_mechanism,
+                    username=kafka.username,
+                    password=kafka_pw,
+                    topics=topics,
+                ),
+                "timescale": TimescaleConnection(
+                    hosts=timescale.hosts,
+                    dbname=timescale.dbname,
+                    user=timescale.user,
+                    password=pg_pw,
+                    timescaledb=True,
+                ),
+                "monitoring": MonitoringConnection(
+                    prometheus_url=monitoring.prometheus_url,
+                    grafana_url=monitoring.grafana_url,
+                    alertmanager_url=monitoring.alertmanager_url,
+                ),
+            },
+        )
+
+    document = pulumi.Output.all(redis.password, kafka.password, timescale.password).apply(build)
+    ingest = BackboneIngest(
+        f"{spec.name}-backbone",
+        BackboneIngestArgs(
+            spec,
+            backend,
+            kafka_bootstrap=kafka.internal_bootstrap,
+            kafka_username=kafka.username,
+            kafka_sasl_mechanism=kafka.sasl_mechanism,
+            kafka_password=kafka.password,
+            # Only where the document's addresses are in-network (Kubernetes).
+            document=None if backend.clients_outside else document,
+        ),
+    )
+    redis_endpoints: list[HostPort] = redis.sentinels or [redis.endpoint]  # type: ignore[list-item]
+    return ProgramResult(
+        spec=spec,
+        exports={
+            "connections": pulumi.Output.secret(document),
+            "environment": pulumi.Output.from_input(backend.environment),
+            "tier": pulumi.Output.from_input(spec.tier),
+            "size": pulumi.Output.from_input(spec.size),
+            "redis_mode": pulumi.Output.from_input(redis.mode),
+            "redis_endpoints": pulumi.Output.from_input([str(h) for h in redis_endpoints]),
+            "kafka_bootstrap": pulumi.Output.from_input(
+                ",".join(str(h) for h in kafka.bootstrap_servers)
+            ),
+            "timescale_hosts": pulumi.Output.from_input([str(h) for h in timescale.hosts]),
+            "prometheus_url": pulumi.Output.from_input(monitoring.prometheus_url),
+            "grafana_url": pulumi.Output.from_input(monitoring.grafana_url),
+            "grafana_admin_password": monitoring.grafana_admin_password,
+        },
+        components={
+            "redis": redis,
+            "kafka": kafka,
+            "timescale": timescale,
+            "monitoring": monitoring,
+            "backbone": ingest,
+        },
+        backend=backend,
+    )
+
+
+def _local(spec: StackSpec, config: StackConfig) -> ProgramResult:
+    # Imported here: the local target pulls in the local provisioner.
+    from backbone_infra.targets.local import pulumi_resource as local
+
+    out = local.deploy(spec, config)
+    connections = out.apply(lambda o: o["connections"])
+    monitoring = connections.apply(lambda doc: (doc or {}).get("monitoring") or {})
+    return ProgramResult(
+        spec=spec,
+        exports={
+            "connections": pulumi.Output.secret(connections),
+            "environment": pulumi.Output.from_input("local"),
+            "tier": pulumi.Output.from_input(spec.tier),
+            "size": pulumi.Output.from_input(spec.size),
+            # The provider's whole output is secret because it holds the document;
+            # these derived values are not, so operators can read them plainly.
+            "stack_dir": pulumi.Output.unsecret(out.apply(lambda o: o["stack_dir"])),
+            "outputs_path": pulumi.Output.unsecret(out.apply(lambda o: o["outputs_path"])),
+            "prometheus_url": pulumi.Output.unsecret(
+                monitoring.apply(lambda m: m.get("prometheus_url"))
+            ),
+            "grafana_url": pulumi.Output.unsecret(monitoring.apply(lambda m: m.get("grafana_url"))),
+        },
+    )
+
+
+def run(config: StackConfig, *, export: bool = True) -> ProgramResult:
+    """Declare the stack for ``config`` and (by default) export its outputs."""
+    spec = make_spec(config)
+    if config.target == "local":
+        result = _local(spec, config)
+    elif spec.has_services:
+        result = _institutional(spec, config)
+    else:
+        result = _bootstrap(spec, config)
+    if export:
+        for key, value in result.exports.items():
+            pulumi.export(key, value)
+    return result

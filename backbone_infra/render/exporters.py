@@ -1,0 +1,56 @@
+"""The exporters' command lines: ``redis_exporter`` and ``postgres_exporter``.
+
+Rendered once, like the services' configs: the local monitoring starts the
+Debian binaries with these arguments, the container targets pass the same
+arguments to the exporter images (whose entrypoint is the binary). Passwords
+travel only as files (``--redis.password-file``, ``DATA_SOURCE_PASS_FILE``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from backbone_infra.render.postgres import SUPERUSER
+from backbone_infra.spec import RedisSpec
+
+__all__ = [
+    "postgres_exporter_args",
+    "postgres_exporter_env",
+    "redis_exporter_args",
+    "redis_exporter_passwords",
+]
+
+
+def redis_exporter_args(
+    spec: RedisSpec, *, redis_uri: str, listen: str, password_file: str, sentinel: bool
+) -> list[str]:
+    """Arguments of ``redis_exporter`` watching ``redis_uri``.
+
+    Servers are read as the application user (ACL); Sentinels know
+    ``requirepass`` only, so no user is given for them.
+    """
+    args = [f"--redis.addr={redis_uri}"]
+    if not sentinel:
+        args.append(f"--redis.user={spec.username}")
+    return [*args, f"--redis.password-file={password_file}", f"--web.listen-address={listen}"]
+
+
+def redis_exporter_passwords(redis_uri: str, password: str) -> str:
+    """The ``--redis.password-file`` content: redis_exporter looks the password
+    up by the URI it scrapes. Holds a password: write it 0600 / mount it secret."""
+    return json.dumps({redis_uri: password})
+
+
+def postgres_exporter_args(*, listen: str) -> list[str]:
+    """Arguments of ``postgres_exporter`` (its connection comes from the environment)."""
+    return [f"--web.listen-address={listen}"]
+
+
+def postgres_exporter_env(*, server: str, password_file: str) -> dict[str, str]:
+    """``postgres_exporter``'s connection: the superuser on database ``postgres``
+    of ``server`` (``host:port``), the password read from ``password_file``."""
+    return {
+        "DATA_SOURCE_URI": f"{server}/postgres?sslmode=disable",
+        "DATA_SOURCE_USER": SUPERUSER,
+        "DATA_SOURCE_PASS_FILE": password_file,
+    }

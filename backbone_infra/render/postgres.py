@@ -1,0 +1,135 @@
+"""``postgresql.conf``, ``pg_hba.conf`` and the roles of the database. Pure functions.
+
+One rendering for every target: the local provisioner appends
+:func:`postgresql_conf` to its ``initdb`` output and runs
+:func:`bootstrap_statements`; the Docker and Kubernetes components mount the
+same files and run the same statements from their start script. What differs
+per target comes in as arguments: the address the server listens on and the
+network clients connect from.
+
+With a standby and ``spec.synchronous``, commits wait for one standby:
+``synchronous_standby_names = 'ANY 1 (*)'`` (any one streaming standby, so a
+former primary that rejoins under any name counts again). PostgreSQL reports
+such a standby's ``sync_state`` as ``quorum`` (see :data:`SYNC_STATES`).
+
+Passwords reach PostgreSQL as SCRAM verifiers (:func:`scram_verifier`), never in
+clear text, so a failing statement logged by the server shows no password.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets as pysecrets
+
+from backbone_infra.spec import PostgresSpec
+
+__all__ = [
+    "INITDB_ARGS",
+    "SUPERUSER",
+    "SYNC_STATES",
+    "bootstrap_statements",
+    "pg_hba_conf",
+    "postgresql_conf",
+    "scram_verifier",
+    "synchronous_standby_names",
+]
+
+SUPERUSER = "postgres"
+#: ``initdb`` options of every new primary (the superuser's password comes from
+#: ``--pwfile``): SCRAM everywhere, UTF-8, the C locale.
+INITDB_ARGS = (
+    f"--username={SUPERUSER}",
+    "--auth=scram-sha-256",
+    "--encoding=UTF8",
+    "--locale=C",
+    "--no-sync",
+    "--no-instructions",
+)
+#: ``pg_stat_replication.sync_state`` of a standby commits wait for: ``quorum``
+#: under ``ANY n (...)``, ``sync`` under ``FIRST n (...)``.
+SYNC_STATES = frozenset({"sync", "quorum"})
+
+
+def scram_verifier(password: str, *, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password``.
+
+    Sending the verifier instead of the password keeps the clear text out of
+    the server's log, even when a statement fails and is logged. ``salt``:
+    16 random bytes unless given (a declarative target passes a stable one, so
+    an unchanged password renders an unchanged file).
+    """
+    salt = pysecrets.token_bytes(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def synchronous_standby_names(spec: PostgresSpec) -> str | None:
+    """``ANY 1 (*)`` when commits wait for a standby, else ``None``."""
+    return "ANY 1 (*)" if spec.standbys and spec.synchronous else None
+
+
+def postgresql_conf(
+    spec: PostgresSpec, *, listen: str, timescaledb: bool, synchronous: bool = True
+) -> str:
+    """Settings appended to ``initdb``'s ``postgresql.conf`` (standbys clone them).
+
+    ``listen``: ``listen_addresses`` (``127.0.0.1`` locally, ``*`` in a
+    container). The port is per node, on the command line (``-p``).
+    ``synchronous``: include :func:`synchronous_standby_names`; the local
+    provisioner leaves it out and sets the same value with ``ALTER SYSTEM``
+    once a standby streams (until then its own bootstrap would wait forever).
+    """
+    lines = [
+        f"listen_addresses = '{listen}'",
+        # No Unix socket: TCP only, and no socket-path length limits.
+        "unix_socket_directories = ''",
+        "password_encryption = 'scram-sha-256'",
+        "wal_level = replica",
+        "max_wal_senders = 10",
+        "max_replication_slots = 10",
+        "wal_keep_size = '256MB'",
+        "hot_standby = on",
+        "synchronous_commit = on",
+        "shared_buffers = '64MB'",
+        # A fresh clone starts as "interrupted" and would fsync every file
+        # one by one before recovery (seconds); one syncfs() does the same.
+        "recovery_init_sync_method = syncfs",
+        "logging_collector = off",
+        "log_line_prefix = '%m [%p] '",
+    ]
+    if timescaledb:
+        lines += ["shared_preload_libraries = 'timescaledb'", "timescaledb.telemetry_level = off"]
+    names = synchronous_standby_names(spec)
+    if synchronous and names is not None:
+        lines.append(f"synchronous_standby_names = '{names}'")
+    return "\n".join(lines) + "\n"
+
+
+def pg_hba_conf(spec: PostgresSpec, *, network: str) -> str:
+    """``pg_hba.conf``: SCRAM for everyone, from ``network`` only (``127.0.0.1/32``
+    locally, ``all`` in a container network)."""
+    return (
+        f"host all all {network} scram-sha-256\n"
+        f"host replication {spec.replication_user} {network} scram-sha-256\n"
+    )
+
+
+def bootstrap_statements(
+    spec: PostgresSpec, *, password_verifier: str, replication_verifier: str
+) -> list[str]:
+    """What the superuser runs once on a new primary: the application and
+    replication roles, and the database owned by the application role."""
+    return [
+        f"CREATE ROLE {spec.user} LOGIN PASSWORD '{password_verifier}'",
+        f"CREATE ROLE {spec.replication_user} REPLICATION LOGIN PASSWORD '{replication_verifier}'",
+        f"CREATE DATABASE {spec.dbname} OWNER {spec.user}",
+    ]

@@ -1,0 +1,126 @@
+"""``redis.conf`` and ``sentinel.conf``, with their ACL users. Pure functions, no I/O.
+
+One rendering for every target: the local provisioner writes these files for
+its processes, the Docker and Kubernetes components mount them into their
+containers. What differs between targets comes in as arguments (where a node
+listens and how the others reach it, its data directory); everything else
+(users, persistence, memory policy, Sentinel timings) is the same text
+everywhere, which ``tests/infra/test_environment_parity.py`` checks.
+
+Every server knows three ACL users: ``default`` (disabled, without a
+password), the application user ``spec.username`` and :data:`ADMIN_USER`,
+which replicas (``masteruser``) and Sentinels (``auth-user``) use. Sentinels
+require the application password too (clients get it as
+``sentinel_password``). The rendered text holds passwords: write it 0600 (or
+mount it as a secret).
+"""
+
+from __future__ import annotations
+
+from backbone.connections import HostPort
+from backbone_infra.spec import RedisSpec
+
+__all__ = ["ADMIN_USER", "acl_users", "redis_conf", "sentinel_conf"]
+
+#: The ACL user replication, Sentinel and the exporter use; clients get ``spec.username``.
+ADMIN_USER = "admin"
+
+
+def acl_users(spec: RedisSpec, *, password: str, admin_password: str) -> list[str]:
+    """The ``user`` lines of every server.
+
+    ``default`` is off and keeps no password (``resetpass``): nobody can log in
+    as it, and Redis's protected mode (which guards a password-less default
+    user) never refuses a network client of a server bound to all interfaces.
+    """
+    return [
+        "user default off resetpass -@all",
+        f"user {ADMIN_USER} on >{admin_password} ~* &* +@all",
+        f"user {spec.username} on >{password} ~* &* +@all",
+    ]
+
+
+def redis_conf(
+    spec: RedisSpec,
+    *,
+    bind: str,
+    port: int,
+    announce_host: str,
+    data_dir: str,
+    primary: HostPort | None,
+    password: str,
+    admin_password: str,
+) -> str:
+    """``redis.conf`` of one server.
+
+    ``bind``: the addresses it listens on (``127.0.0.1`` locally, ``* -::*`` in
+    a container). ``announce_host``: how replicas and Sentinels reach it.
+    ``primary``: the server it replicates from at first start, ``None`` for the
+    first primary. Sentinel rewrites ``replicaof`` on failover.
+    """
+    lines = [
+        f"bind {bind}",
+        f"port {port}",
+        "protected-mode yes",
+        "daemonize no",
+        'logfile ""',
+        f"dir {data_dir}",
+        f"appendonly {'yes' if spec.appendonly else 'no'}",
+        "appendfsync everysec",
+        f"maxmemory {spec.maxmemory_mb}mb",
+        f"maxmemory-policy {spec.maxmemory_policy}",
+        *acl_users(spec, password=password, admin_password=admin_password),
+        # Sentinel's failover reconfigures nodes and rewrites this file;
+        # replicas authenticate to whichever node is primary.
+        f"masteruser {ADMIN_USER}",
+        f"masterauth {admin_password}",
+        f"replica-announce-ip {announce_host}",
+        # Diskless full sync waits 5 s by default for more replicas to join;
+        # the replicas of a stack attach at once.
+        "repl-diskless-sync-delay 0",
+    ]
+    if primary is not None:
+        lines.append(f"replicaof {primary.host} {primary.port}")
+    return "\n".join(lines) + "\n"
+
+
+def sentinel_conf(
+    spec: RedisSpec,
+    *,
+    bind: str,
+    port: int,
+    announce_host: str,
+    data_dir: str,
+    primary: HostPort,
+    password: str,
+    admin_password: str,
+) -> str:
+    """``sentinel.conf`` of one Sentinel watching ``primary`` under ``spec.master_name``.
+
+    Sentinel rewrites this file as it learns the topology: give it a writable
+    copy, written once.
+    """
+    m = spec.master_name
+    lines = [
+        f"bind {bind}",
+        f"port {port}",
+        "daemonize no",
+        'logfile ""',
+        f"dir {data_dir}",
+        # Host names (container targets) as well as addresses work.
+        "sentinel resolve-hostnames yes",
+        "sentinel announce-hostnames yes",
+        f"sentinel announce-ip {announce_host}",
+        # Clients (and the other Sentinels) authenticate to a Sentinel too.
+        f"requirepass {password}",
+        f"sentinel sentinel-pass {password}",
+        f"sentinel monitor {m} {primary.host} {primary.port} {spec.quorum}",
+        f"sentinel auth-user {m} {ADMIN_USER}",
+        f"sentinel auth-pass {m} {admin_password}",
+        # Tuned far down from the defaults (30 s / 180 s) so a failover
+        # completes in seconds; see RedisSpec.
+        f"sentinel down-after-milliseconds {m} {spec.down_after_ms}",
+        f"sentinel failover-timeout {m} {spec.failover_timeout_ms}",
+        f"sentinel parallel-syncs {m} 1",
+    ]
+    return "\n".join(lines) + "\n"

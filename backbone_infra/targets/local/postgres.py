@@ -1,0 +1,344 @@
+"""PostgreSQL on loopback: a primary and, for ``ha``, synchronous streaming standbys.
+
+``postgres-1`` is created with ``initdb`` (scram-sha-256 everywhere), gets the
+application role, database and bars schema (TimescaleDB hypertables when the
+extension is available, native range partitions otherwise); ``postgres-2..``
+are cloned with ``pg_basebackup -R`` and stream from it. With a standby the
+primary's commits wait for it (``synchronous_commit=on`` and
+``synchronous_standby_names``), so a killed primary loses no acknowledged commit.
+
+Configuration and roles are rendered by :mod:`backbone_infra.render.postgres` (which
+the container targets use too); how PostgreSQL's programs run on this machine
+(as a non-root user, the cached ``initdb`` template) is
+:mod:`backbone_infra.targets.local.postgres_programs`. Passwords go through 0600 files
+owned by the PostgreSQL user (``--pwfile``, a passfile) or as SCRAM verifiers,
+never on a command line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import psycopg
+
+from backbone.connections import HostPort, TimescaleConnection
+from backbone.store.schema import schema_statements
+from backbone_infra.errors import InfraError, MissingBinaryError
+from backbone_infra.render.postgres import (
+    SUPERUSER,
+    SYNC_STATES,
+    bootstrap_statements,
+    pg_hba_conf,
+    postgresql_conf,
+    scram_verifier,
+    synchronous_standby_names,
+)
+from backbone_infra.spec import StackSpec
+from backbone_infra.targets.local.base import LocalService
+from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
+from backbone_infra.targets.local.postgres_programs import (
+    PG_BIN,
+    PG_USER,
+    as_pg_user,
+    initdb_template,
+    run_pg_program,
+    single_user,
+    write_owned,
+)
+from backbone_infra.targets.local.process import ProcessNode, ProcessRecord
+from backbone_infra.targets.local.secrets import StackSecrets
+from backbone_infra.targets.local.service import LocalNodes, wait_until
+
+__all__ = ["PG_BIN", "PG_USER", "SUPERUSER", "LocalPostgres"]
+
+_TIMESCALE_CONTROL = Path("/usr/share/postgresql/15/extension/timescaledb.control")
+_START_TIMEOUT_S = 30.0
+_PROBE_TIMEOUT_S = 2
+
+
+class LocalPostgres(LocalNodes):
+    """Renders ``spec.postgres`` as ``postgres`` processes."""
+
+    service = "postgres"
+
+    def __init__(
+        self,
+        spec: StackSpec,
+        stack_dir: Path,
+        secrets: StackSecrets,
+        records: list[ProcessRecord] | None = None,
+    ) -> None:
+        super().__init__(spec, stack_dir, secrets, records)
+        self.root = self.dir / "postgres"
+        self.timescaledb = _TIMESCALE_CONTROL.exists()
+
+    @staticmethod
+    def check_installed(spec: StackSpec) -> None:
+        """Raise :class:`MissingBinaryError` unless PostgreSQL 15 and, as root,
+        its system user are there."""
+        for tool in ("postgres", "initdb", "pg_basebackup"):
+            if not (PG_BIN / tool).exists():
+                raise MissingBinaryError(f"PostgreSQL 15 ({tool})", str(PG_BIN / tool))
+        as_pg_user()
+
+    @property
+    def node_names(self) -> list[str]:
+        return [f"postgres-{i}" for i in range(1, self.spec.postgres.nodes + 1)]
+
+    def _data(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def _passfile(self) -> Path:
+        return self.root / "replication.pgpass"
+
+    # -- prepare -----------------------------------------------------------------
+
+    def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
+        """Choose ports and create the (empty) PostgreSQL directory owned by the
+        PostgreSQL user; ``initdb`` and cloning happen in :meth:`start` so they
+        overlap with the other services' start-up."""
+        self.check_installed(self.spec)
+        prefix, uid, gid = as_pg_user()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, mode=0o700)
+        if uid is not None and gid is not None:
+            os.chown(self.root, uid, gid)
+            # The PostgreSQL user must be able to walk into its directory.
+            os.chmod(self.dir, os.stat(self.dir).st_mode | 0o111)
+        self.records = [
+            self._new_record(
+                name,
+                [*prefix, str(PG_BIN / "postgres"), "-D", str(self._data(name)), "-p", str(port)],
+                cwd=self.root,
+                ports={"client": port},
+                # SIGTERM is "smart" shutdown, which waits for every client to leave.
+                stop_signal=int(signal.SIGINT),
+            )
+            for name, port in ((n, ports.allocate()) for n in self.node_names)
+        ]
+
+    # -- helpers -------------------------------------------------------------------
+
+    def _connect(
+        self,
+        name: str,
+        *,
+        dbname: str = "postgres",
+        superuser: bool = True,
+        autocommit: bool = True,
+    ) -> psycopg.Connection:
+        user = SUPERUSER if superuser else self.spec.postgres.user
+        password = (
+            self.secrets.postgres_superuser_password
+            if superuser
+            else self.secrets.postgres_password
+        )
+        return psycopg.connect(
+            host=LOOPBACK,
+            port=self._port(name),
+            dbname=dbname,
+            user=user,
+            password=password,
+            sslmode="disable",
+            connect_timeout=_PROBE_TIMEOUT_S,
+            autocommit=autocommit,
+        )
+
+    def _answers(self, name: str) -> bool:
+        with self._connect(name) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+
+    def _config(self) -> str:
+        # synchronous_standby_names comes later (_make_synchronous): the
+        # bootstrap would otherwise wait for a standby that does not exist yet.
+        return postgresql_conf(
+            self.spec.postgres, listen=LOOPBACK, timescaledb=self.timescaledb, synchronous=False
+        )
+
+    def _hba(self) -> str:
+        return pg_hba_conf(self.spec.postgres, network=f"{LOOPBACK}/32")
+
+    # -- start ----------------------------------------------------------------------
+
+    def node(self, name: str) -> ProcessNode:
+        return ProcessNode(self._record(name), ready=lambda: self._answers(name))
+
+    def start(self) -> dict[str, float]:
+        """``initdb`` and start the primary, create role, database and schema,
+        then clone and start each standby and wait until it streams synchronously."""
+        began = time.monotonic()
+        primary = self.node_names[0]
+        self._initdb(primary)
+        timings = {primary: self.node(primary).start(timeout=_START_TIMEOUT_S)}
+        self._bootstrap(primary)
+        for name in self.node_names[1:]:
+            t0 = time.monotonic()
+            self._clone(primary, name)
+            self.node(name).start(timeout=_START_TIMEOUT_S)
+            timings[name] = time.monotonic() - t0
+        if len(self.node_names) > 1:
+            self._wait_streaming(primary, sync=False)
+            if self.spec.postgres.synchronous:
+                self._make_synchronous(primary)
+                self._wait_streaming(primary, sync=True)
+        timings[self.service] = time.monotonic() - began
+        return timings
+
+    def _initdb(self, name: str) -> None:
+        """A fresh cluster: a copy of the cached ``initdb`` template, with this
+        stack's superuser password set in single-user mode (no network)."""
+        data = self._data(name)
+        log = Path(self._record(name).log)
+        template = initdb_template(log, cwd=self.root)
+        subprocess.run(["cp", "-a", str(template), str(data)], check=True, timeout=120)
+        single_user(
+            data,
+            f"ALTER ROLE {SUPERUSER} PASSWORD "
+            f"'{scram_verifier(self.secrets.postgres_superuser_password)}';\n",
+            f"{name} set superuser password",
+            log,
+            cwd=self.root,
+        )
+        write_owned(data / "postgresql.conf", self._config(), append=True)
+        write_owned(data / "pg_hba.conf", self._hba())
+
+    def _bootstrap(self, name: str) -> None:
+        p = self.spec.postgres
+        with self._connect(name) as conn:
+            for statement in bootstrap_statements(
+                p,
+                password_verifier=scram_verifier(self.secrets.postgres_password),
+                replication_verifier=scram_verifier(self.secrets.replication_password),
+            ):
+                conn.execute(statement)
+            row = conn.execute(
+                "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
+            ).fetchone()
+        self.timescaledb = bool(row and row[0])
+        statements = schema_statements(
+            timescaledb=self.timescaledb,
+            chunk_interval_days=p.chunk_interval_days,
+            compress_after_days=p.compress_after_days,
+            retention_days=p.retention_days,
+        )
+        if self.timescaledb:  # the extension is created by a superuser
+            with self._connect(name, dbname=p.dbname) as conn:
+                conn.execute(statements[0])
+                statements = statements[1:]
+        with self._connect(name, dbname=p.dbname, superuser=False, autocommit=False) as conn:
+            for stmt in statements:
+                conn.execute(stmt)
+            conn.commit()
+
+    def _clone(self, primary: str, name: str) -> None:
+        p = self.spec.postgres
+        write_owned(
+            self._passfile, f"*:*:*:{p.replication_user}:{self.secrets.replication_password}\n"
+        )
+        conninfo = (
+            f"host={LOOPBACK} port={self._port(primary)} user={p.replication_user} "
+            f"application_name={name} passfile={self._passfile} sslmode=disable"
+        )
+        run_pg_program(
+            [
+                str(PG_BIN / "pg_basebackup"),
+                "-d",
+                conninfo,
+                "-D",
+                str(self._data(name)),
+                "-R",
+                "-X",
+                "stream",
+                "--checkpoint=fast",
+                "--no-sync",
+            ],
+            f"{name} pg_basebackup",
+            Path(self._record(name).log),
+            cwd=self.root,
+        )
+
+    def _make_synchronous(self, primary: str) -> None:
+        """From now on the primary's commits wait for a standby.
+
+        Set only on the primary, once a standby streams (earlier, the bootstrap
+        itself would wait for a standby that does not exist yet). The value is
+        the one every target renders, ``ANY 1 (*)``: any streaming standby
+        counts, so the old primary rejoining as a standby is synchronous again.
+        """
+        names = synchronous_standby_names(self.spec.postgres)
+        if names is None:
+            return
+        with self._connect(primary) as conn:
+            conn.execute(f"ALTER SYSTEM SET synchronous_standby_names = '{names}'")
+            conn.execute("SELECT pg_reload_conf()")
+
+    def _wait_streaming(self, primary: str, *, sync: bool) -> None:
+        standbys = set(self.node_names[1:])
+
+        def streaming() -> bool:
+            with self._connect(primary) as conn:
+                rows = conn.execute(
+                    "SELECT application_name, state, sync_state FROM pg_stat_replication"
+                ).fetchall()
+            seen = {r[0]: (r[1], r[2]) for r in rows}
+            if not standbys <= {n for n, (state, _) in seen.items() if state == "streaming"}:
+                raise RuntimeError(f"pg_stat_replication: {seen}")
+            if sync and not any(state in SYNC_STATES for _, state in seen.values()):
+                raise RuntimeError(f"no synchronous standby yet; pg_stat_replication: {seen}")
+            return True
+
+        wait_until(
+            streaming,
+            "standbys streaming" + (" synchronously" if sync else ""),
+            _START_TIMEOUT_S,
+            node=self.service,
+            log=Path(self._record(self.node_names[-1]).log),
+            hint="the standby's log says why it does not stream",
+        )
+
+    # -- outputs and roles -------------------------------------------------------------
+
+    def connection(self) -> TimescaleConnection:
+        p = self.spec.postgres
+        try:
+            first = self.primary()
+        except InfraError:
+            first = self.node_names[0]
+        order = [first] + [n for n in self.node_names if n != first]
+        return TimescaleConnection(
+            hosts=[HostPort(host=LOOPBACK, port=self._port(n)) for n in order],
+            dbname=p.dbname,
+            user=p.user,
+            password=self.secrets.postgres_password,
+            sslmode="disable",
+            timescaledb=self.timescaledb,
+        )
+
+    def roles(self) -> dict[str, str]:
+        """``primary`` or ``standby`` per node as ``pg_is_in_recovery()`` says;
+        ``down``, ``paused`` or ``unreachable`` otherwise."""
+
+        def ask(rec: ProcessRecord) -> str:
+            with self._connect(rec.name) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            return "standby" if row and row[0] else "primary"
+
+        return self._roles(ask, unreachable=(psycopg.Error,))
+
+    def primary(self) -> str:
+        """The node that is not in recovery."""
+        roles = self.roles()
+        primaries = [n for n, role in roles.items() if role == "primary"]
+        if len(primaries) != 1:
+            raise InfraError(
+                f"expected one PostgreSQL primary, found {primaries or 'none'} (roles: {roles}); "
+                "check the node logs under the stack's logs/ directory"
+            )
+        return primaries[0]
