@@ -40,6 +40,8 @@ from backbone.store.base import (
     StoreUnavailableError,
     bucket_label,
     check_range,
+    dead_letter_query,
+    stored_dead_letters,
 )
 from backbone.store.revisions import (
     AUDIT_COLUMNS,
@@ -452,14 +454,8 @@ class TimescaleStore:
         self, ids: Sequence[int] | None = None, *, limit: int | None = None
     ) -> list[StoredDeadLetter]:
         """Stored dead letters (all, or those with ``ids``), oldest first."""
-        sql = (
-            "SELECT id, received_at, origin, reason, payload, replayed_at FROM dead_letter"
-            + (" WHERE id = ANY(%s)" if ids is not None else "")
-            + " ORDER BY id"
-            + (f" LIMIT {int(limit)}" if limit is not None else "")
-        )
-        rows = self._fetch(sql, [list(ids)] if ids is not None else [])
-        return [StoredDeadLetter(int(i), at, o, r, bytes(p), done) for i, at, o, r, p, done in rows]
+        sql = dead_letter_query("id = ANY(%s)" if ids is not None else None, limit)
+        return stored_dead_letters(self._fetch(sql, [list(ids)] if ids is not None else []))
 
     def mark_dead_letters_replayed(self, ids: Sequence[int]) -> None:
         """Record that these dead letters were re-submitted (they stay, for the audit)."""
