@@ -38,7 +38,7 @@ from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
 from backbone_harness.drills.toxiproxy import Proxy, Toxiproxy
-from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
+from backbone_harness.drills.writer import drill_bars, stored_keys
 from backbone_infra.targets.local.provisioner import LocalStack
 
 __all__ = ["NetworkLatencyDrill", "NetworkPartitionDrill"]
@@ -156,10 +156,7 @@ class _PrimaryPathDrill(Drill):
             )
         if self.store is not None:
             self.figures["store_transactions_retried"] = self.store.retried_transactions
-        found: list[Hashable] = []
-        for symbol in self.symbols:
-            found.extend(b.key for b in reader.read(symbol, "1m", *DRILL_SPAN))
-        return found
+        return stored_keys(reader, self.symbols, "1m")
 
     def close(self) -> None:
         for part in (self.store, self.reader):

@@ -24,9 +24,9 @@ from backbone.settings import BackboneSettings, TimescaleConnectionSettings, loa
 from backbone.store.timescale import TimescaleStore
 from backbone.telemetry import MetricsServer, Telemetry, serve_metrics
 from backbone_harness.drills.base import Drill
-from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
+from backbone_harness.drills.writer import drill_bars, stored_keys
 
-__all__ = ["DRILL_SPAN", "TIMEFRAME", "OutageDrill"]
+__all__ = ["TIMEFRAME", "OutageDrill"]
 
 TIMEFRAME = "1m"
 #: Every drill bar falls in this range (see ``drill_bars``).
@@ -154,10 +154,7 @@ class OutageDrill(Drill):
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         store = self.store
         assert store is not None
-        found: list[Hashable] = []
-        for symbol in self.symbols:
-            found.extend(b.key for b in store.read(symbol, TIMEFRAME, *DRILL_SPAN))
-        return found
+        return stored_keys(store, self.symbols, TIMEFRAME)
 
     def close(self) -> None:
         for part in (self.backbone, self.store, self.metrics):
