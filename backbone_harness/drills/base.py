@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from backbone.bars import Bar
@@ -99,6 +100,12 @@ class Drill(ABC):
     @abstractmethod
     def write(self, bars: list[Bar]) -> None:
         """Write one batch through the public API; return only once acknowledged."""
+
+    def load_outputs(self) -> Path | None:
+        """The outputs document ``--load`` reaches the stack with, after :meth:`prepare`:
+        ``None`` for the stack's own. A drill whose clients take a faulted path
+        returns one that sends the load's clients the same way."""
+        return None
 
     def inject(self, node: str) -> None:
         """Apply the fault to ``node`` (by default :meth:`Fault.apply` on the stack)."""

@@ -30,10 +30,11 @@ import threading
 import time
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from backbone.bars import Bar
-from backbone.connections import HostPort
+from backbone.connections import HostPort, write_document
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
@@ -85,6 +86,7 @@ class _PrimaryPathDrill(Drill):
         self._writes: list[tuple[float, float]] = []
         self._fault_at: float | None = None
         self._healed_at: float | None = None
+        self._load_outputs: Path | None = None
 
     def target(self) -> str:
         return self.stack.postgres_primary()
@@ -101,9 +103,18 @@ class _PrimaryPathDrill(Drill):
         self.store = TimescaleStore(
             TimescaleConnectionSettings.from_section(proxied, pool_max_size=2), timeout=10.0
         )
+        self._load_outputs = write_document(
+            self.stack.document.model_copy(update={"timescale": proxied}),
+            self.stack.dir / "drills" / f"{self.name}-outputs.json",
+        )
         self.reader = TimescaleStore(
             TimescaleConnectionSettings.from_section(self.timescale, pool_max_size=1), timeout=30.0
         )
+
+    def load_outputs(self) -> Path | None:
+        """The stack's document with the store behind the proxy: the load's readers
+        (a miss falls through to the store) take the faulted path too."""
+        return self._load_outputs
 
     def bars(self) -> Iterator[Bar]:
         return drill_bars(self.symbols, "1m")

@@ -9,9 +9,13 @@ drills of the degraded modes run on the minimal ``local_stack``.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from backbone_harness.drills import DRILLS, run_drill
+from backbone_harness.drills import DRILLS, run_drill, write_report
+from backbone_harness.drills.load import PHASES, LoadOptions
 from backbone_infra.targets.local.provisioner import LocalStack
 
 pytestmark = pytest.mark.integration
@@ -124,3 +128,41 @@ def test_a_store_outage_pauses_the_consumer_and_loses_or_doubles_nothing(
     assert report.duplicates == 0
     assert report.passed, report.reason
     assert local_stack.node(report.target).running()
+
+
+# --- under load (issue 12): the Locust load across a drill's fault ----------------------
+
+
+def test_a_drill_under_a_tiny_load_reports_its_curve_across_the_fault(
+    ha_stack: LocalStack, tmp_path: Path
+) -> None:
+    report = run_drill(
+        DRILLS["network-latency"], ha_stack, max_write_s=90, load=LoadOptions(users=2)
+    )
+    md = write_report(report, tmp_path)
+
+    # the drill's own invariants hold under load
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    load = report.load
+    assert load is not None
+    png = tmp_path / load["plot"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"]({load['plot']})" in md.read_text()
+    assert json.loads((tmp_path / "drills.json").read_text())["network-latency"]["load"] == load
+    # the marks lie on the run's timeline, in order
+    rows = load["timeline"]
+    assert 0 < load["fault_start_s"] < load["fault_end_s"] <= load["recovered_s"] < rows[-1]["t"]
+    # both profiles ran; every request is in exactly one phase
+    assert set(load["phases"]) == {"kafka", "read"}
+    for kind, phases in load["phases"].items():
+        assert list(phases) == list(PHASES)
+        total = load["profiles"][kind]["requests"]
+        assert sum(r.get(f"{kind}_requests", 0) for r in rows) == total
+        assert sum(p["requests"] for p in phases.values()) == total
+        assert sum(p["failures"] for p in phases.values()) == load["profiles"][kind]["failures"]
+        assert phases["before"]["requests"] > 0, f"no {kind} load before the fault"
+        for p in phases.values():
+            if p["requests"]:
+                assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
