@@ -150,6 +150,11 @@ class TopicInfo(_Model):
 
 class KafkaConnection(_Model):
     bootstrap_servers: list[str] = Field(min_length=1)
+    #: Where the network drills' clients bootstrap (local stacks): each broker's
+    #: ``DRILL`` listener, advertised at a port only a drill's Toxiproxy listens
+    #: on, so that a drill can cut or slow the path to one broker. Empty elsewhere;
+    #: nothing answers there outside a drill.
+    drill_bootstrap_servers: list[str] = Field(default_factory=list)
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: str | None = None
