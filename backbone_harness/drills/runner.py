@@ -58,6 +58,10 @@ def _ha_drills() -> list[type[Drill]]:
     from backbone_harness.drills.kafka_controller import KafkaControllerKillDrill
     from backbone_harness.drills.kafka_min_isr import KafkaBelowMinIsrDrill
     from backbone_harness.drills.network import NetworkLatencyDrill, NetworkPartitionDrill
+    from backbone_harness.drills.network_kafka import (
+        KafkaLeaderLatencyDrill,
+        KafkaLeaderPartitionDrill,
+    )
     from backbone_harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
     from backbone_harness.drills.redis_full_outage import RedisFullOutageDrill
 
@@ -68,6 +72,8 @@ def _ha_drills() -> list[type[Drill]]:
         ConsumerRebalanceStormDrill,
         NetworkPartitionDrill,
         NetworkLatencyDrill,
+        KafkaLeaderPartitionDrill,
+        KafkaLeaderLatencyDrill,
     ]
 
 

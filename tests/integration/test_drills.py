@@ -130,6 +130,42 @@ def test_a_store_outage_pauses_the_consumer_and_loses_or_doubles_nothing(
     assert local_stack.node(report.target).running()
 
 
+# --- network faults (issue 12): the path cut or slowed, the node untouched ------------
+
+
+@pytest.mark.parametrize("drill", ["network-partition", "network-partition-kafka"])
+def test_a_cut_path_acknowledges_nothing_then_heals_with_nothing_lost_or_twice(
+    ha_stack: LocalStack, drill: str
+) -> None:
+    leader = ha_stack.kafka_partition_leader(
+        ha_stack.document.kafka.topics["intraday_bars"].name,  # type: ignore[union-attr]
+        0,
+    )
+    role_holder = leader if drill.endswith("kafka") else ha_stack.postgres_primary()
+
+    report = run_drill(DRILLS[drill], ha_stack, max_write_s=90, hold_s=4)
+
+    assert report.target == role_holder  # picked by role at run time
+    assert report.figures["writes_acknowledged_in_first_s_of_partition"] == 0
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0, "a write retried after the partition landed twice"
+    assert report.passed, report.reason
+    if drill.endswith("kafka"):
+        # only the clients' path was cut: the brokers kept the leader where it was
+        assert report.figures["leader_after_heal"] == leader
+
+
+@pytest.mark.parametrize("drill", ["network-latency", "network-latency-kafka"])
+def test_a_slow_path_slows_writes_and_loses_none(ha_stack: LocalStack, drill: str) -> None:
+    report = run_drill(DRILLS[drill], ha_stack, max_write_s=90)
+
+    assert report.figures["writes_acknowledged_during_fault"] >= 5
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    # passed includes the drill's own check that the latency applied to the writes
+    assert report.passed, report.reason
+
+
 # --- under load (issue 12): the Locust load across a drill's fault ----------------------
 
 
@@ -137,7 +173,7 @@ def test_a_drill_under_a_tiny_load_reports_its_curve_across_the_fault(
     ha_stack: LocalStack, tmp_path: Path
 ) -> None:
     report = run_drill(
-        DRILLS["network-latency"], ha_stack, max_write_s=90, load=LoadOptions(users=2)
+        DRILLS["network-partition-kafka"], ha_stack, max_write_s=90, load=LoadOptions(users=2)
     )
     md = write_report(report, tmp_path)
 
@@ -150,7 +186,10 @@ def test_a_drill_under_a_tiny_load_reports_its_curve_across_the_fault(
     png = tmp_path / load["plot"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"]({load['plot']})" in md.read_text()
-    assert json.loads((tmp_path / "drills.json").read_text())["network-latency"]["load"] == load
+    assert (
+        json.loads((tmp_path / "drills.json").read_text())["network-partition-kafka"]["load"]
+        == load
+    )
     # the marks lie on the run's timeline, in order
     rows = load["timeline"]
     assert 0 < load["fault_start_s"] < load["fault_end_s"] <= load["recovered_s"] < rows[-1]["t"]
