@@ -196,6 +196,7 @@ def summarize(
                 "requests_per_s": round(acc[p]["requests"] / seconds, 1) if seconds else None,
                 "failures_per_s": round(acc[p]["failures"] / seconds, 2) if seconds else None,
                 **{f"p{q}_ms": histogram_percentile(hists[p], q / 100) for q in (50, 95, 99)},
+                "max_ms": float(max(hists[p])) if hists[p] else None,
             }
     timeline = [{k: v for k, v in r.items() if not k.endswith("_hist")} for r in rows]
     return {

@@ -167,14 +167,18 @@ def _load_lines(load: dict[str, Any] | None) -> list[str]:
         f"{load['fault_start_s']:.1f} s to {load['fault_end_s']:.1f} s of the load run, "
         f"stack back as found at {load['recovered_s']:.1f} s",
         "",
-        "  | profile | phase | s | requests/s | failures/s | p50 ms | p95 ms | p99 ms |",
-        "  |---|---|---:|---:|---:|---:|---:|---:|",
+        "  | profile | phase | s | requests/s | failures/s | p50 ms | p95 ms | p99 ms | max ms |",
+        "  |---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, phases in sorted(load.get("phases", {}).items()):
-        for phase, f in phases.items():
+        for phase in ("before", "during", "after"):
+            f = phases.get(phase)
+            if f is None:
+                continue
             lines.append(
                 f"  | {kind} | {phase} | {f['seconds']} | {f['requests_per_s']} | "
-                f"{f['failures_per_s']} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} |"
+                f"{f['failures_per_s']} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | "
+                f"{f.get('max_ms')} |"
             )
     lines += ["", f"  ![{load['plot']}]({load['plot']})", ""]
     return lines

@@ -8,6 +8,8 @@ requests/s, p50/p95/p99 and failures/s per profile, with the fault shaded.
 
 from __future__ import annotations
 
+import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -91,10 +93,11 @@ def plot_fault_window(
         (line,) = rps.plot(t, [r[f"{kind}_rps"] for r in rows], drawstyle="steps-pre", label=label)
         fails.plot(t, [r.get(f"{kind}_fail_ps", 0) for r in rows], color=line.get_color())
         for q, style in (("p50", "-"), ("p95", "--"), ("p99", ":")):
-            shown = [r for r in rows if r.get(f"{kind}_{q}_ms") is not None]
+            # A second in which nothing completed is a gap, not a line across it.
+            values = [r.get(f"{kind}_{q}_ms") for r in rows]
             lat.plot(
-                [r["t"] for r in shown],
-                [r[f"{kind}_{q}_ms"] for r in shown],
+                t,
+                [math.nan if v is None else v for v in values],
                 style,
                 color=line.get_color(),
                 label=f"{kind} {q}",
@@ -104,7 +107,7 @@ def plot_fault_window(
         ax.axvline(marks["recovered_s"], color="tab:green", linestyle="--", linewidth=1)
         ax.grid(alpha=0.3, which="both")
     rps.set_ylabel("requests/s")
-    rps.set_title(title)
+    rps.set_title("\n".join(textwrap.wrap(title, 90)), fontsize="medium")
     rps.legend(loc="best", fontsize="small")
     lat.set_ylabel("ms (p50 — p95 -- p99 ··)")
     if any(line.get_ydata().size for line in lat.get_lines()):

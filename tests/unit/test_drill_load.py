@@ -87,9 +87,10 @@ def test_the_phases_add_up_to_the_timeline_and_their_percentiles_are_the_merged_
             merged.update({int(ms): c for ms, c in r[f"{kind}_hist"].items()})
         assert phases["during"]["requests"] == sum(r[f"{kind}_requests"] for r in inside)
         assert phases["during"]["p99_ms"] == histogram_percentile(merged, 0.99)
+        assert phases["during"]["max_ms"] == (max(merged) if merged else None)
         for p in phases.values():
             if p["p50_ms"] is not None:
-                assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+                assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"] <= p["max_ms"]
     assert not any(k.endswith("_hist") for r in load["timeline"] for k in r)
 
 
