@@ -75,6 +75,11 @@ class Drill(ABC):
     min_acknowledged: int = 200
     #: Stack sizes the drill can run on (a failover needs the replicas of ``ha``).
     stack_sizes: tuple[str, ...] = ("ha",)
+    #: Whether ``--load`` may run its producers: False where the drill's own writer
+    #: or reader consumes the bar topics (``Backbone.ingest``, a consumer group),
+    #: which would take the load's records as its own, counts and all, and have to
+    #: store them; the load then runs its readers only.
+    load_produces: bool = True
     #: Seconds of writing before the fault, and after recovery.
     warmup_s: float = 2.0
     tail_s: float = 2.0

@@ -41,6 +41,7 @@ class ConsumerCrashDrill(Drill):
     summary = "SIGKILL the consumer after its store commit, before its offset commit"
     fault = Fault(role="the ingest consumer, between store commit and offset commit", kind="kill")
     min_acknowledged = 200
+    load_produces = False  # its consumer group reads the bar topic
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)

@@ -35,6 +35,7 @@ class KafkaControllerKillDrill(KafkaLeaderKillDrill):
     summary = "SIGKILL the active KRaft controller under acks=all produce and a consuming group"
     fault = Fault(role="the active KRaft controller (leader of the metadata quorum)", kind="kill")
     min_acknowledged = 500
+    load_produces = False  # its consumer group reads the bar topic
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)

@@ -29,11 +29,12 @@ from backbone_harness.drills.writer import drill_bars, stored_keys
 __all__ = ["TIMEFRAME", "OutageDrill"]
 
 TIMEFRAME = "1m"
-#: Every drill bar falls in this range (see ``drill_bars``).
 
 
 class OutageDrill(Drill):
     """Stops every node whose name starts with ``prefix``; writes with ``Backbone.ingest``."""
+
+    load_produces = False  # Backbone.ingest consumes the bar topics
 
     #: Node-name prefix of the service the drill takes down (``redis-``, ...).
     prefix: str

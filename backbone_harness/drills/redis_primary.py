@@ -40,6 +40,7 @@ class RedisPrimaryKillDrill(Drill):
     summary = "SIGKILL the Redis primary; Sentinel fails over; reads never fail"
     fault = Fault(role="the Redis primary", kind="kill")
     min_acknowledged = 200
+    load_produces = False  # Backbone.ingest consumes the bar topics
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)

@@ -10,6 +10,7 @@ faulted node is brought back before the runner returns or raises. With
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -134,6 +135,9 @@ def run_drill(
         date=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     log(f"{drill.name}: {drill.fault.kind} {node} ({drill.fault.role})")
+    if load is not None and not drill.load_produces and load.profile != "read":
+        log(f"{drill.name}: its writer consumes the bar topics; the load runs readers only")
+        load = dataclasses.replace(load, profile="read")
     drill.prepare()
     faulted = recovered = False
     writer = Writer(drill.write, drill.bars(), max_s=max_write_s)
