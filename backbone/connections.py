@@ -34,6 +34,7 @@ __all__ = [
     "TOPIC_NAMES",
     "ConnectionsDocument",
     "ConnectionsError",
+    "DrillConnection",
     "DuckDBConnection",
     "HostPort",
     "KafkaConnection",
@@ -150,11 +151,6 @@ class TopicInfo(_Model):
 
 class KafkaConnection(_Model):
     bootstrap_servers: list[str] = Field(min_length=1)
-    #: Where the network drills' clients bootstrap (local stacks): each broker's
-    #: ``DRILL`` listener, advertised at a port only a drill's Toxiproxy listens
-    #: on, so that a drill can cut or slow the path to one broker. Empty elsewhere;
-    #: nothing answers there outside a drill.
-    drill_bootstrap_servers: list[str] = Field(default_factory=list)
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: str | None = None
@@ -228,6 +224,17 @@ class MonitoringConnection(_Model):
     backbone_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class DrillConnection(_Model):
+    """Where the harness's outage drills reach a stack by another path than the
+    clients' (local stacks). Not a client setting: the settings never read it,
+    and nothing answers at these addresses outside a drill."""
+
+    #: Each Kafka broker's ``DRILL`` listener, advertised at a port only a network
+    #: drill's Toxiproxy listens on: a drill's clients bootstrap here so that it can
+    #: cut or slow the path to one broker (``docs/runbooks/drills.md``).
+    kafka_bootstrap_servers: list[str] = Field(default_factory=list)
+
+
 class ConnectionsDocument(_Model):
     """Everything a client needs to reach one stack."""
 
@@ -245,6 +252,7 @@ class ConnectionsDocument(_Model):
     timescale: TimescaleConnection | None = None
     duckdb: DuckDBConnection | None = None
     monitoring: MonitoringConnection | None = None
+    drill: DrillConnection | None = None
 
     @model_validator(mode="after")
     def _tier_fields(self) -> ConnectionsDocument:

@@ -14,7 +14,7 @@ stack has a ``DRILL`` listener (rendered once, in
 :mod:`backbone_infra.render.kafka`) advertised at a second loopback port; the
 drill's Toxiproxy listens on each of those ports and forwards to the broker's
 ``DRILL`` port, and the drill's clients bootstrap from the outputs document's
-``kafka.drill_bootstrap_servers``. Every connection to every broker then
+``drill.kafka_bootstrap_servers``. Every connection to every broker then
 passes its own proxy, and the drill faults the leader's alone; the brokers
 keep replicating over ``INTERNAL``, so the leader stays the leader, which is
 the fault being rehearsed (clients cut off from a healthy leader). Network
@@ -74,14 +74,15 @@ class _LeaderPathDrill(PathDrill, KafkaLeaderKillDrill):
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
         kafka: KafkaConnection = stack.document.kafka
-        if not kafka.drill_bootstrap_servers:
+        drill = stack.document.drill
+        if drill is None or not drill.kafka_bootstrap_servers:
             raise ValueError(
                 f"stack {stack.name!r} has no Kafka DRILL listener (its outputs document lists "
-                "no kafka.drill_bootstrap_servers): it was brought up before the listener "
+                "no drill.kafka_bootstrap_servers): it was brought up before the listener "
                 "existed; bring it up again (`harness down` then `harness up --size ha`)"
             )
         self.proxied = kafka.model_copy(
-            update={"bootstrap_servers": list(kafka.drill_bootstrap_servers)}
+            update={"bootstrap_servers": list(drill.kafka_bootstrap_servers)}
         )
         self._load_outputs: Path | None = None
 

@@ -34,7 +34,7 @@ and is a voter of a static quorum. Three listeners, each on its own port:
     every connection to every broker passes its own proxy, and a drill can cut
     or slow the path to one broker (the partition leader) alone. Nothing
     listens on the advertised port outside a drill: only the drills' clients
-    use these addresses (the outputs document's ``drill_bootstrap_servers``).
+    use these addresses (the outputs document's ``drill.kafka_bootstrap_servers``).
 
 Every listener authenticates, so a process that can reach a node cannot
 bypass the client credentials by talking to the replication or quorum port.

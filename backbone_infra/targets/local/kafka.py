@@ -10,7 +10,9 @@ Kafka itself through kafka-python.
 
 Each node also gets a ``DRILL`` listener (see :mod:`backbone_infra.render.kafka`):
 its own port (``ports["drill"]``) and, advertised to clients, a second port
-(``ports["drill_proxy"]``) that only a network drill's Toxiproxy listens on.
+(``ports["drill_proxy"]``) that only a network drill's Toxiproxy listens on; the
+outputs document lists those in its ``drill`` section, not in ``kafka``, since
+no client setting uses them.
 """
 
 from __future__ import annotations
@@ -412,11 +414,6 @@ class LocalKafka(LocalNodes):
         kafka = self.spec.kafka
         return KafkaConnection(
             bootstrap_servers=[f"{LOOPBACK}:{r.ports['client']}" for r in self.records],
-            drill_bootstrap_servers=[
-                f"{LOOPBACK}:{r.ports['drill_proxy']}"
-                for r in self.records
-                if "drill_proxy" in r.ports
-            ],
             security_protocol="SASL_PLAINTEXT",
             sasl_mechanism=kafka.sasl_mechanism,
             username=kafka.username,
@@ -428,6 +425,13 @@ class LocalKafka(LocalNodes):
                 for t in kafka.topics
             },
         )
+
+    def drill_bootstrap_servers(self) -> list[str]:
+        """Every node's ``DRILL`` listener as advertised: where only a network
+        drill's Toxiproxy listens (the outputs document's ``drill`` section)."""
+        return [
+            f"{LOOPBACK}:{r.ports['drill_proxy']}" for r in self.records if "drill_proxy" in r.ports
+        ]
 
     def partition_leader(self, topic: str, partition: int) -> str:
         """The node leading ``topic``/``partition`` now, e.g. ``kafka-2``.
