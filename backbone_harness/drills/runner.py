@@ -28,6 +28,8 @@ __all__ = ["DRILLS", "drill_class", "run_drill"]
 
 Log = Callable[[str], None]
 
+#: What the log says a fault did to its target.
+_DONE = {"kill": "killed", "stop": "stopped", "pause": "paused", "cut": "cut", "slow": "slowed"}
 #: Seconds of the tail (writing after recovery) when a load runs: its *after* phase.
 LOADED_TAIL_S = 5.0
 
@@ -164,7 +166,7 @@ def run_drill(
             fault_wall, fault_at = time.time(), time.monotonic()
             drill.inject(node)
             faulted = True
-            log(f"{drill.name}: {node} {drill.fault.kind}ed; waiting")
+            log(f"{drill.name}: {node} {_DONE[drill.fault.kind]}; waiting")
             drill.during_fault(node)
             time.sleep(max(0.0, fault_at + hold_s - time.monotonic()))
             lifted_wall = time.time()
