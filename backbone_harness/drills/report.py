@@ -2,7 +2,9 @@
 
 ``docs/status/drills.json`` holds every drill's latest report by name (a run of
 one drill replaces only its own entry); ``docs/status/drills.md`` is rendered
-from it, with the machine and versions of each run.
+from it, with the machine and versions of each run. A drill run under load
+(``--load``) also gets its curve across the fault, ``drill-NAME-load.png``,
+beside them, linked from its section.
 """
 
 from __future__ import annotations
@@ -53,6 +55,9 @@ class DrillReport:
     lost_examples: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    #: The Locust load across the fault (``--load``), from
+    #: :func:`backbone_harness.drills.load.summarize`; None without it.
+    load: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,8 +72,20 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def write_report(report: DrillReport, out_dir: Path) -> Path:
-    """Merge ``report`` into ``drills.json`` and re-render ``drills.md``; the .md path."""
+    """Merge ``report`` into ``drills.json`` and re-render ``drills.md``; the .md path.
+
+    A report with a load curve gets its PNG written beside them (``report.load["plot"]``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    if report.load and report.load.get("timeline"):
+        from backbone_harness.load.plots import plot_fault_window
+
+        marks = {k: report.load[k] for k in ("fault_start_s", "fault_end_s", "recovered_s")}
+        title = (
+            f"{report.drill} under load: {report.load['users']} users "
+            f"({report.load['profile']}), {report.fault} on {report.target}"
+        )
+        plot_fault_window(report.load["timeline"], marks, out_dir / report.load["plot"], title)
     path = out_dir / "drills.json"
     every = _load(path)
     every[report.drill] = report.as_dict()
@@ -83,9 +100,11 @@ def render_markdown(reports: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# Outage drills",
         "",
-        "Written by `harness drill run` (see `docs/runbooks/drills.md`). Each row is",
-        "the latest run of that drill; `lost` is acknowledged bars a reader did not",
-        "find afterwards and must be 0.",
+        "Written by `harness drill run` (see `docs/runbooks/drills.md`); `make drills`",
+        "runs every drill under load on a fresh ha stack (`harness drill run all --up",
+        "--hold 10 --load`). Each row is the latest run of that drill; `lost` is",
+        "acknowledged bars a reader did not find afterwards and must be 0. A drill run",
+        "with `--load` links its latency and error curve across the fault.",
         "",
         "| drill | result | fault | acknowledged | lost | duplicates | unavailable s "
         "| recovery s | date |",
@@ -125,6 +144,7 @@ def render_markdown(reports: dict[str, dict[str, Any]]) -> str:
                 f"{a['time_to_fire_s']:.0f} s" for a in alerts))  # fmt: skip
         else:
             lines.append("- Alerts fired: none during the drill window")
+        lines += _load_lines(r.get("load"))
         if r.get("write_errors"):
             lines.append(f"- First write errors: `{r['write_errors'][0]}`")
         if r.get("lost_examples"):
@@ -135,3 +155,30 @@ def render_markdown(reports: dict[str, dict[str, Any]]) -> str:
             + ", ".join(f"{k} {v}" for k, v in sorted(r.get("versions", {}).items()))
         )
     return "\n".join(lines) + "\n"
+
+
+def _load_lines(load: dict[str, Any] | None) -> list[str]:
+    """The drill's load across the fault: one row per profile and phase, and the plot."""
+    if not load:
+        return []
+    lines = [
+        f"- Under load: {load['users']} Locust users ({load['profile']}), "
+        f"{load['requests']} requests, {load['failures']} failed; fault from "
+        f"{load['fault_start_s']:.1f} s to {load['fault_end_s']:.1f} s of the load run, "
+        f"stack back as found at {load['recovered_s']:.1f} s",
+        "",
+        "  | profile | phase | s | requests/s | failures/s | p50 ms | p95 ms | p99 ms | max ms |",
+        "  |---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, phases in sorted(load.get("phases", {}).items()):
+        for phase in ("before", "during", "after"):
+            f = phases.get(phase)
+            if f is None:
+                continue
+            lines.append(
+                f"  | {kind} | {phase} | {f['seconds']} | {f['requests_per_s']} | "
+                f"{f['failures_per_s']} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | "
+                f"{f.get('max_ms')} |"
+            )
+    lines += ["", f"  ![{load['plot']}]({load['plot']})", ""]
+    return lines

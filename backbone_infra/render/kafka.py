@@ -25,6 +25,16 @@ and is a voter of a static quorum. Three listeners, each on its own port:
 
 ``EXTERNAL`` (container targets that publish ports only)
     Like ``CLIENT``, advertised as the published address.
+``DRILL`` (local stacks only)
+    Like ``CLIENT``, but advertised at *another* loopback port, where the
+    network drills' Toxiproxy listens and forwards to this listener. Kafka
+    clients connect to the addresses the brokers advertise, not to the one
+    they bootstrapped from, so a proxy in front of the bootstrap address alone
+    would be bypassed after the first metadata answer; through this listener
+    every connection to every broker passes its own proxy, and a drill can cut
+    or slow the path to one broker (the partition leader) alone. Nothing
+    listens on the advertised port outside a drill: only the drills' clients
+    use these addresses (the outputs document's ``drill.kafka_bootstrap_servers``).
 
 Every listener authenticates, so a process that can reach a node cannot
 bypass the client credentials by talking to the replication or quorum port.
@@ -50,6 +60,7 @@ __all__ = [
     "KAFKA_MAIN",
     "LOG4J_CONFIG",
     "STORAGE_TOOL_MAIN",
+    "DrillListener",
     "KafkaNodePorts",
     "jmx_exporter_rules",
     "jvm_command",
@@ -81,6 +92,16 @@ _LOOPBACK = "127.0.0.1"
 
 #: The port of the ``EXTERNAL`` listener, where a target publishes one.
 EXTERNAL_LISTENER_PORT = 9095
+
+
+@dataclass(frozen=True)
+class DrillListener:
+    """The ``DRILL`` listener of one node: it binds ``port``; clients are told
+    ``advertised`` (where a drill's proxy forwards to ``port``)."""
+
+    port: int
+    advertised: HostPort
+
 
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 _PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -164,6 +185,7 @@ def render_server_properties(
     hosts: Mapping[int, str] | None = None,
     bind_host: str = _LOOPBACK,
     external: HostPort | None = None,
+    drill: DrillListener | None = None,
 ) -> str:
     """``server.properties`` of node ``node`` (1-based) in a cluster whose nodes
     have ``ports``.
@@ -172,7 +194,8 @@ def render_server_properties(
     clients (default: loopback for all). ``bind_host``: the address the
     listeners bind (``""`` binds every interface). ``external``: the published
     address of this node's ``EXTERNAL`` listener, if the target has one (it
-    listens on :data:`EXTERNAL_LISTENER_PORT`).
+    listens on :data:`EXTERNAL_LISTENER_PORT`). ``drill``: this node's
+    ``DRILL`` listener, if the target gives its drills one.
     Holds the admin password (JAAS inline): write it 0600.
     """
     own = ports[node]
@@ -224,6 +247,14 @@ def render_server_properties(
         external_lines = [
             f"listener.name.external.sasl.enabled.mechanisms={mechanism}",
             f"listener.name.external.{mech_key}.sasl.jaas.config={client_jaas}",
+        ]
+    if drill is not None:
+        listeners.append(f"DRILL://{bind_host}:{drill.port}")
+        advertised.append(f"DRILL://{drill.advertised}")
+        protocols.append("DRILL:SASL_PLAINTEXT")
+        external_lines += [
+            f"listener.name.drill.sasl.enabled.mechanisms={mechanism}",
+            f"listener.name.drill.{mech_key}.sasl.jaas.config={client_jaas}",
         ]
     lines = [
         "# Rendered by backbone_infra.render.kafka; contains credentials: keep 0600.",

@@ -230,6 +230,48 @@ def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
     assert cache.stats().hits == hits_before + 1  # warmed up again
 
 
+def test_threads_sharing_one_cache_never_see_a_read_fail_while_redis_goes_away(
+    local: Any, open_cache: Callable[..., RedisCache]
+) -> None:
+    # One runtime's cache, read by many threads (a trading process, or the load
+    # test's users): a failed command once closed every pooled socket, under the
+    # other threads' commands in flight, and those raised past the fallback.
+    cache = open_cache(local.document, heartbeat_interval=0.2, retries=1)
+    expected = bar("NZDUSD", 0)
+    done: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                got = cache.get_latest("NZDUSD", "1m", lambda: expected)
+            except Exception as exc:  # the point: no read may raise
+                errors.append(f"{type(exc).__name__}: {exc}")
+            else:
+                done.append(1) if got == expected else errors.append(f"read {got}")
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    node = local.redis_primary()
+    try:
+        wait_for(lambda: len(done) > 200, 30, "reads through the cache before the fault")
+        local.kill_node(node)
+        wait_for(lambda: not cache.available, 30, "the cache to notice Redis is gone")
+    finally:
+        local.restart_node(node)
+    try:
+        wait_for(lambda: cache.available, 30, "the heartbeat to see Redis again")
+        served = len(done)
+        wait_for(lambda: len(done) > served + 200, 30, "reads after Redis is back")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == [], errors[:5]
+
+
 def test_tier_toggle_with_redis_paused_degrades_and_refuses_only_with_require_cache(
     local: Any,
 ) -> None:

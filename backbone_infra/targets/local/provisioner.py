@@ -26,6 +26,7 @@ import psutil
 
 from backbone.connections import (
     ConnectionsDocument,
+    DrillConnection,
     DuckDBConnection,
     write_document,
 )
@@ -314,15 +315,17 @@ def _document(stack: LocalStack) -> ConnectionsDocument:
             duckdb=DuckDBConnection(path=str(stack.dir / BOOTSTRAP_DUCKDB)),
         )
     svcs = stack.services
+    kafka: Any = svcs["kafka"]  # LocalKafka: the drills' listener addresses
     return ConnectionsDocument(
         stack=spec.name,
         environment="local",
         tier=spec.tier,
         size=spec.size,
         redis=svcs["redis"].connection(),
-        kafka=svcs["kafka"].connection(),
+        kafka=kafka.connection(),
         timescale=svcs["postgres"].connection(),
         monitoring=svcs["monitoring"].connection() if "monitoring" in svcs else None,
+        drill=DrillConnection(kafka_bootstrap_servers=kafka.drill_bootstrap_servers()),
     )
 
 
