@@ -18,7 +18,7 @@ Keys live under the project namespace (``market-data-backbone:target`` ...):
 =====================  ========================================================
 
 Secrets (``pulumi config set --secret``), each optional: ``redisPassword``,
-``redisAdminPassword``, ``kafkaPassword``, ``kafkaAdminPassword``,
+``redisAdminPassword``, ``redisExporterPassword``, ``kafkaPassword``, ``kafkaAdminPassword``,
 ``postgresPassword``, ``postgresSuperuserPassword``, ``replicationPassword``,
 ``grafanaAdminPassword``. A missing one is generated with ``RandomPassword``.
 """
@@ -42,6 +42,7 @@ TARGETS: tuple[Target, ...] = ("docker", "kubernetes", "local")
 SECRET_KEYS: dict[str, str] = {
     "redis_password": "redisPassword",
     "redis_admin_password": "redisAdminPassword",
+    "redis_exporter_password": "redisExporterPassword",
     "kafka_password": "kafkaPassword",
     "kafka_admin_password": "kafkaAdminPassword",
     "postgres_password": "postgresPassword",

@@ -64,6 +64,7 @@ class Credentials:
 
     redis_password: pulumi.Output[str]
     redis_admin_password: pulumi.Output[str]
+    redis_exporter_password: pulumi.Output[str]
     kafka_password: pulumi.Output[str]
     kafka_admin_password: pulumi.Output[str]
     postgres_password: pulumi.Output[str]
@@ -173,7 +174,13 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
     backend.bind(None)
     redis = RedisDeployment(
         f"{spec.name}-redis",
-        RedisDeploymentArgs(spec, backend, creds.redis_password, creds.redis_admin_password),
+        RedisDeploymentArgs(
+            spec,
+            backend,
+            creds.redis_password,
+            creds.redis_admin_password,
+            creds.redis_exporter_password,
+        ),
     )
     kafka = KafkaCluster(
         f"{spec.name}-kafka",

@@ -70,6 +70,9 @@ class RedisSpec(_Spec):
     sentinels: int = Field(default=0, ge=0)
     master_name: str = "backbone"
     username: str = "backbone"
+    #: The cache's key namespace (``backbone.settings`` ``namespace``): the
+    #: application user may touch only ``NS:*`` and ``NS-*`` keys.
+    namespace: str = "backbone"
     port: int = 6379
     sentinel_port: int = 26379
     maxmemory_mb: int = 256

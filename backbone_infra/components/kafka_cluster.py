@@ -21,7 +21,9 @@ SCRAM users (the client user and ``admin``) are written into the metadata log
 when a broker formats its storage (``StorageTool format --add-scram``), so
 they exist before the first listener accepts a connection. Topics come from
 ``spec.kafka.topics`` and are created by a one-shot job running
-``kafka-topics.sh`` with the admin credentials.
+``kafka-topics.sh`` with the admin credentials, which then grants the
+application principal its ACLs with ``kafka-acls.sh``
+(:mod:`infra.render.kafka_acls`).
 
 Metrics: the Prometheus JMX exporter javaagent inside each broker with
 ``backbone_infra/kafka/jmx-exporter.yml`` (the same rules and metric names as the local
@@ -51,6 +53,7 @@ from backbone_infra.render.kafka import (
     render_server_properties,
     storage_format_argfile,
 )
+from backbone_infra.render.kafka_acls import acl_cli_args, application_acls
 from backbone_infra.render.prometheus import JOB_KAFKA
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.workload import (
@@ -214,6 +217,10 @@ def _topics_script(spec: StackSpec, backend: Backend) -> str:
             f"--config min.insync.replicas={t.min_insync_replicas} "
             f"--config retention.ms={t.retention_ms} --config cleanup.policy={t.cleanup_policy}"
         )
+    # The application's ACLs (StandardAuthorizer denies everything else).
+    acls = tool.replace("kafka-topics.sh", "kafka-acls.sh")
+    for rule in application_acls(k):
+        lines.append(f"{acls} {shlex.join(acl_cli_args(rule))}")
     return "\n".join(lines) + "\n"
 
 

@@ -28,7 +28,9 @@ from backbone_infra.render.exporters import postgres_exporter_args, postgres_exp
 from backbone_infra.render.postgres import (
     INITDB_ARGS,
     SUPERUSER,
+    as_owner,
     bootstrap_statements,
+    grant_statements,
     pg_hba_conf,
     postgresql_conf,
     scram_verifier,
@@ -118,7 +120,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         -c synchronous_standby_names=" start
     {psql} -U {SUPERUSER} -d postgres -f {SECRET_DIR}/bootstrap.sql
     {psql} -U {SUPERUSER} -d {p.dbname} -f {CONF_DIR}/extension.sql
-    {psql} -U {p.user} -d {p.dbname} -f {CONF_DIR}/schema.sql
+    {psql} -U {SUPERUSER} -d {p.dbname} -f {CONF_DIR}/schema.sql
     "$PGBIN/pg_ctl" -D "$PGDATA" -w stop
   else
     until "$PGBIN/pg_basebackup" -h {primary} -p {p.port} -U {p.replication_user} \
@@ -186,7 +188,14 @@ class TimescaleDatabase(pulumi.ComponentResource):
                         ),
                         File(CONF_DIR, "pg_hba.conf", pg_hba_conf(p, network="all")),
                         File(CONF_DIR, "extension.sql", f"{extension};\n"),
-                        File(CONF_DIR, "schema.sql", "".join(f"{s};\n" for s in schema)),
+                        File(
+                            CONF_DIR,
+                            "schema.sql",
+                            # As the owner role; then the application's DML grants.
+                            "".join(
+                                f"{s};\n" for s in [*as_owner(schema, p), *grant_statements(p)]
+                            ),
+                        ),
                         secret_file(SECRET_DIR, "superuser-password", superuser),
                         secret_file(
                             SECRET_DIR,

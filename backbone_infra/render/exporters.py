@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from backbone_infra.render.postgres import SUPERUSER
+from backbone_infra.render.redis import EXPORTER_USER
 from backbone_infra.spec import RedisSpec
 
 __all__ = [
@@ -26,12 +27,13 @@ def redis_exporter_args(
 ) -> list[str]:
     """Arguments of ``redis_exporter`` watching ``redis_uri``.
 
-    Servers are read as the application user (ACL); Sentinels know
-    ``requirepass`` only, so no user is given for them.
+    Servers are read as the read-only :data:`EXPORTER_USER` (its ACL allows
+    ``INFO`` and the like, no keys); Sentinels know ``requirepass`` only, so
+    no user is given for them.
     """
     args = [f"--redis.addr={redis_uri}"]
     if not sentinel:
-        args.append(f"--redis.user={spec.username}")
+        args.append(f"--redis.user={EXPORTER_USER}")
     return [*args, f"--redis.password-file={password_file}", f"--web.listen-address={listen}"]
 
 

@@ -28,7 +28,8 @@ and is a voter of a static quorum. Three listeners, each on its own port:
 
 Every listener authenticates, so a process that can reach a node cannot
 bypass the client credentials by talking to the replication or quorum port.
-Nothing is encrypted (SASL_PLAINTEXT).
+Every request is authorized by ``StandardAuthorizer`` against the ACLs of
+:mod:`backbone_infra.render.kafka_acls`. Nothing is encrypted (SASL_PLAINTEXT).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from backbone.connections import HostPort
+from backbone_infra.render.kafka_acls import authorizer_properties
 from backbone_infra.spec import KafkaSpec
 
 __all__ = [
@@ -245,8 +247,9 @@ def render_server_properties(
         "sasl.mechanism.controller.protocol=PLAIN",
         f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}",
         *external_lines,
-        # No authorizer: every authenticated user may produce, consume and
-        # create topics (ACLs are out of scope for the local environment).
+        # Least privilege: ACLs decide (infra.render.kafka_acls); only the
+        # admin user (brokers, provisioning) is a super user.
+        *authorizer_properties(spec),
         f"log.dirs={data_dir}",
         # Durability defaults from the spec, for topics created without them
         # and for Kafka's internal topics.

@@ -14,6 +14,20 @@ such a standby's ``sync_state`` as ``quorum`` (see :data:`SYNC_STATES`).
 
 Passwords reach PostgreSQL as SCRAM verifiers (:func:`scram_verifier`), never in
 clear text, so a failing statement logged by the server shows no password.
+
+Roles, one per job (least privilege):
+
+:func:`owner_role` (``<user>_owner``, ``NOLOGIN``)
+    Owns the database and every table: migrations run as it (provisioning
+    connects as the superuser and ``SET ROLE`` to it, see :func:`as_owner`).
+``spec.user`` (the application)
+    ``LOGIN`` with no ``SUPERUSER``, ``CREATEROLE``, ``CREATEDB`` or
+    ``REPLICATION``; ``CONNECT`` and ``TEMPORARY`` on the database (the store
+    stages COPYs in a temp table), and only ``SELECT, INSERT, UPDATE, DELETE``
+    on the bar tables and ``USAGE, SELECT`` on their sequences
+    (:func:`grant_statements`). It cannot create, alter or drop a table.
+``spec.replication_user``
+    ``REPLICATION LOGIN`` only, for standbys.
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ __all__ = [
     "INITDB_ARGS",
     "SUPERUSER",
     "SYNC_STATES",
+    "as_owner",
     "bootstrap_statements",
+    "grant_statements",
+    "owner_role",
     "pg_hba_conf",
     "postgresql_conf",
     "scram_verifier",
@@ -123,13 +140,48 @@ def pg_hba_conf(spec: PostgresSpec, *, network: str) -> str:
     )
 
 
+def owner_role(spec: PostgresSpec) -> str:
+    """The role that owns the database and its schema (migrations run as it)."""
+    return f"{spec.user}_owner"
+
+
 def bootstrap_statements(
     spec: PostgresSpec, *, password_verifier: str, replication_verifier: str
 ) -> list[str]:
-    """What the superuser runs once on a new primary: the application and
-    replication roles, and the database owned by the application role."""
+    """What the superuser runs once on a new primary: the owner, application and
+    replication roles, and the database owned by the owner role."""
+    owner = owner_role(spec)
     return [
-        f"CREATE ROLE {spec.user} LOGIN PASSWORD '{password_verifier}'",
+        f"CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
+        f"CREATE ROLE {spec.user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+        f"PASSWORD '{password_verifier}'",
         f"CREATE ROLE {spec.replication_user} REPLICATION LOGIN PASSWORD '{replication_verifier}'",
-        f"CREATE DATABASE {spec.dbname} OWNER {spec.user}",
+        f"CREATE DATABASE {spec.dbname} OWNER {owner}",
+    ]
+
+
+def as_owner(statements: list[str], spec: PostgresSpec) -> list[str]:
+    """``statements`` (the schema) run as :func:`owner_role` by a superuser
+    session, so the owner, not the superuser or the application, owns what they
+    create."""
+    return [f"SET ROLE {owner_role(spec)}", *statements, "RESET ROLE"]
+
+
+def grant_statements(spec: PostgresSpec) -> list[str]:
+    """What the superuser runs in ``spec.dbname`` after the schema: the
+    application's grants (DML on the bar tables, nothing else), also for
+    tables the owner creates later."""
+    owner, app, db = owner_role(spec), spec.user, spec.dbname
+    dml = "SELECT, INSERT, UPDATE, DELETE"
+    return [
+        f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        f"GRANT USAGE ON SCHEMA public TO {app}",
+        f"GRANT {dml} ON ALL TABLES IN SCHEMA public TO {app}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        f"GRANT {dml} ON TABLES TO {app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        f"GRANT USAGE, SELECT ON SEQUENCES TO {app}",
     ]

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from backbone_harness.containers import configs
 from backbone_infra.render.kafka import KafkaNodePorts
+from backbone_infra.render.redis import password_hash
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local.secrets import StackSecrets
 
@@ -30,7 +31,7 @@ def test_redis_listens_everywhere_and_keeps_its_users(port: int) -> None:
     assert re.search(rf"^port {port}$", text, re.M)
     assert "bind 127.0.0.1" not in text
     assert re.search(r"^user default off\b", text, re.M)
-    assert f">{secrets.redis_password} " in text
+    assert f" {password_hash(secrets.redis_password)} " in text
     assert re.search(rf"^dir {configs.REDIS_DATA}$", text, re.M)
 
 

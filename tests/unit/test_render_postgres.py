@@ -10,7 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbone_infra.render.postgres import (
+    as_owner,
     bootstrap_statements,
+    grant_statements,
+    owner_role,
     pg_hba_conf,
     postgresql_conf,
     scram_verifier,
@@ -73,9 +76,27 @@ def test_hba_and_roles_use_scram_and_the_spec_names() -> None:
         "host all all all scram-sha-256",
         f"host replication {spec.replication_user} all scram-sha-256",
     ]
-    create_app, create_repl, create_db = bootstrap_statements(
+    create_owner, create_app, create_repl, create_db = bootstrap_statements(
         spec, password_verifier="SCRAM-A", replication_verifier="SCRAM-R"
     )
-    assert create_app == f"CREATE ROLE {spec.user} LOGIN PASSWORD 'SCRAM-A'"
+    owner = owner_role(spec)
+    assert create_owner.startswith(f"CREATE ROLE {owner} NOLOGIN ")
+    # Least privilege: the application role logs in and can do nothing administrative.
+    assert create_app.startswith(f"CREATE ROLE {spec.user} LOGIN ")
+    for denied in ("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION"):
+        assert denied in create_app.split()
+    assert create_app.endswith("PASSWORD 'SCRAM-A'")
     assert "REPLICATION" in create_repl and "'SCRAM-R'" in create_repl
-    assert create_db == f"CREATE DATABASE {spec.dbname} OWNER {spec.user}"
+    # The database (and so its schema) belongs to the owner, not the application.
+    assert create_db == f"CREATE DATABASE {spec.dbname} OWNER {owner}"
+
+
+def test_the_application_gets_dml_on_the_bar_tables_and_nothing_more() -> None:
+    spec = build_spec("t").postgres
+    grants = [g for g in grant_statements(spec) if g.startswith(("GRANT", "ALTER DEFAULT"))]
+    assert grants and all(g.endswith(f"TO {spec.user}") for g in grants)
+    text = " ".join(grants)
+    for power in ("CREATE", "TRUNCATE", "REFERENCES", "TRIGGER", "ALL PRIVILEGES"):
+        assert f" {power}" not in text.replace("CREATE ON SCHEMA", "")
+    schema = as_owner(["CREATE TABLE x (a int)"], spec)
+    assert schema[0] == f"SET ROLE {owner_role(spec)}" and schema[-1] == "RESET ROLE"

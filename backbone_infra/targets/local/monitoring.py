@@ -211,10 +211,13 @@ class LocalMonitoring(LocalNodes):
     def _redis_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
         sentinel = rec.name.startswith("sentinel-")
         redis_uri = f"redis://{LOOPBACK}:{rec.ports['client']}"
-        # Keyed by address: redis_exporter looks the password up by the URI it scrapes.
+        # Keyed by address: redis_exporter looks the password up by the URI it
+        # scrapes. Servers: the read-only exporter user; Sentinels know only
+        # their requirepass.
+        password = self.secrets.redis_password if sentinel else self.secrets.redis_exporter_password
         passfile = write_private(
             self.root / f"{rec.name}.redis-password.json",
-            redis_exporter_passwords(redis_uri, self.secrets.redis_password),
+            redis_exporter_passwords(redis_uri, password),
         )
         command = [
             binary,

@@ -33,7 +33,9 @@ from backbone_infra.errors import InfraError, MissingBinaryError
 from backbone_infra.render.postgres import (
     SUPERUSER,
     SYNC_STATES,
+    as_owner,
     bootstrap_statements,
+    grant_statements,
     pg_hba_conf,
     postgresql_conf,
     scram_verifier,
@@ -228,12 +230,12 @@ class LocalPostgres(LocalNodes):
             compress_after_days=p.compress_after_days,
             retention_days=p.retention_days,
         )
-        if self.timescaledb:  # the extension is created by a superuser
-            with self._connect(name, dbname=p.dbname) as conn:
+        with self._connect(name, dbname=p.dbname, autocommit=False) as conn:
+            if self.timescaledb:  # the extension is created by the superuser
                 conn.execute(statements[0])
                 statements = statements[1:]
-        with self._connect(name, dbname=p.dbname, superuser=False, autocommit=False) as conn:
-            for stmt in statements:
+            # The schema is owned by the owner role; the application gets DML only.
+            for stmt in [*as_owner(statements, p), *grant_statements(p)]:
                 conn.execute(stmt)
             conn.commit()
 

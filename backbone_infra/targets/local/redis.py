@@ -118,6 +118,7 @@ class LocalRedis(LocalNodes):
             primary=None if replica_of is None else HostPort(host=LOOPBACK, port=replica_of),
             password=self.secrets.redis_password,
             admin_password=self.secrets.redis_admin_password,
+            exporter_password=self.secrets.redis_exporter_password,
         )
 
     def _sentinel_conf(self, data_dir: Path, port: int, primary_port: int) -> str:

@@ -27,6 +27,8 @@ def _token() -> str:
 class StackSecrets:
     redis_password: str = field(default_factory=_token)
     redis_admin_password: str = field(default_factory=_token)
+    #: The read-only ``exporter`` ACL user of ``redis_exporter``.
+    redis_exporter_password: str = field(default_factory=_token)
     kafka_password: str = field(default_factory=_token)
     kafka_admin_password: str = field(default_factory=_token)
     postgres_password: str = field(default_factory=_token)
