@@ -19,7 +19,8 @@ Keys live under the project namespace (``market-data-backbone:target`` ...):
 
 Secrets (``pulumi config set --secret``), each optional: ``redisPassword``,
 ``redisAdminPassword``, ``redisExporterPassword``, ``kafkaPassword``, ``kafkaAdminPassword``,
-``postgresPassword``, ``postgresSuperuserPassword``, ``replicationPassword``,
+``postgresPassword``, ``postgresSuperuserPassword``, ``postgresReaderPassword``,
+``postgresMonitorPassword``, ``replicationPassword``,
 ``grafanaAdminPassword``. A missing one is generated with ``RandomPassword``.
 """
 
@@ -47,6 +48,8 @@ SECRET_KEYS: dict[str, str] = {
     "kafka_admin_password": "kafkaAdminPassword",
     "postgres_password": "postgresPassword",
     "postgres_superuser_password": "postgresSuperuserPassword",
+    "postgres_reader_password": "postgresReaderPassword",
+    "postgres_monitor_password": "postgresMonitorPassword",
     "replication_password": "replicationPassword",
     "grafana_admin_password": "grafanaAdminPassword",
 }

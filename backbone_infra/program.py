@@ -69,6 +69,8 @@ class Credentials:
     kafka_admin_password: pulumi.Output[str]
     postgres_password: pulumi.Output[str]
     postgres_superuser_password: pulumi.Output[str]
+    postgres_reader_password: pulumi.Output[str]
+    postgres_monitor_password: pulumi.Output[str]
     replication_password: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
 
@@ -194,6 +196,8 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.postgres_password,
             creds.postgres_superuser_password,
             creds.replication_password,
+            creds.postgres_reader_password,
+            creds.postgres_monitor_password,
         ),
     )
     monitoring = Monitoring(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 
-from backbone_infra.render.postgres import SUPERUSER
+from backbone_infra.render.postgres import monitor_role
 from backbone_infra.render.redis import EXPORTER_USER
-from backbone_infra.spec import RedisSpec
+from backbone_infra.spec import PostgresSpec, RedisSpec
 
 __all__ = [
     "postgres_exporter_args",
@@ -48,11 +48,13 @@ def postgres_exporter_args(*, listen: str) -> list[str]:
     return [f"--web.listen-address={listen}"]
 
 
-def postgres_exporter_env(*, server: str, password_file: str) -> dict[str, str]:
-    """``postgres_exporter``'s connection: the superuser on database ``postgres``
-    of ``server`` (``host:port``), the password read from ``password_file``."""
+def postgres_exporter_env(spec: PostgresSpec, *, server: str, password_file: str) -> dict[str, str]:
+    """``postgres_exporter``'s connection: the read-only monitoring role
+    (:func:`~backbone_infra.render.postgres.monitor_role`, ``pg_monitor``) on
+    database ``postgres`` of ``server`` (``host:port``), the password read
+    from ``password_file``."""
     return {
         "DATA_SOURCE_URI": f"{server}/postgres?sslmode=disable",
-        "DATA_SOURCE_USER": SUPERUSER,
+        "DATA_SOURCE_USER": monitor_role(spec),
         "DATA_SOURCE_PASS_FILE": password_file,
     }

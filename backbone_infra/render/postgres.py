@@ -26,8 +26,17 @@ Roles, one per job (least privilege):
     stages COPYs in a temp table), and only ``SELECT, INSERT, UPDATE, DELETE``
     on the bar tables and ``USAGE, SELECT`` on their sequences
     (:func:`grant_statements`). It cannot create, alter or drop a table.
+:func:`reader_role` (``<user>_reader``)
+    ``LOGIN``, ``CONNECT`` on the database and ``SELECT`` on the bar tables:
+    readers (reports, dashboards, ad-hoc queries) that must not write.
+:func:`monitor_role` (``<user>_monitor``)
+    ``LOGIN`` and a member of ``pg_monitor`` (read-only statistics), for
+    ``postgres_exporter``; no table privilege.
 ``spec.replication_user``
     ``REPLICATION LOGIN`` only, for standbys.
+
+The superuser (:data:`SUPERUSER`) is the administrator: only provisioning
+(and rotation, ``harness rotate-credentials``) logs in as it.
 """
 
 from __future__ import annotations
@@ -46,9 +55,12 @@ __all__ = [
     "as_owner",
     "bootstrap_statements",
     "grant_statements",
+    "monitor_role",
     "owner_role",
+    "password_statement",
     "pg_hba_conf",
     "postgresql_conf",
+    "reader_role",
     "scram_verifier",
     "synchronous_standby_names",
 ]
@@ -145,19 +157,47 @@ def owner_role(spec: PostgresSpec) -> str:
     return f"{spec.user}_owner"
 
 
+def reader_role(spec: PostgresSpec) -> str:
+    """The read-only role (``SELECT`` on the bar tables)."""
+    return f"{spec.user}_reader"
+
+
+def monitor_role(spec: PostgresSpec) -> str:
+    """The role ``postgres_exporter`` logs in as (``pg_monitor``, no table access)."""
+    return f"{spec.user}_monitor"
+
+
+#: Attributes every login role but the superuser and replication has: none.
+_PLAIN = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+
+
 def bootstrap_statements(
-    spec: PostgresSpec, *, password_verifier: str, replication_verifier: str
+    spec: PostgresSpec,
+    *,
+    password_verifier: str,
+    replication_verifier: str,
+    reader_verifier: str,
+    monitor_verifier: str,
 ) -> list[str]:
-    """What the superuser runs once on a new primary: the owner, application and
-    replication roles, and the database owned by the owner role."""
+    """What the superuser runs once on a new primary: the owner, application,
+    reader, monitor and replication roles, and the database owned by the owner
+    role. Passwords are SCRAM verifiers (:func:`scram_verifier`)."""
     owner = owner_role(spec)
     return [
-        f"CREATE ROLE {owner} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE",
-        f"CREATE ROLE {spec.user} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
-        f"PASSWORD '{password_verifier}'",
+        f"CREATE ROLE {owner} NOLOGIN {_PLAIN}",
+        f"CREATE ROLE {spec.user} LOGIN {_PLAIN} PASSWORD '{password_verifier}'",
+        f"CREATE ROLE {reader_role(spec)} LOGIN {_PLAIN} PASSWORD '{reader_verifier}'",
+        f"CREATE ROLE {monitor_role(spec)} LOGIN {_PLAIN} PASSWORD '{monitor_verifier}' "
+        "IN ROLE pg_monitor",
         f"CREATE ROLE {spec.replication_user} REPLICATION LOGIN PASSWORD '{replication_verifier}'",
         f"CREATE DATABASE {spec.dbname} OWNER {owner}",
     ]
+
+
+def password_statement(role: str, verifier: str) -> str:
+    """``ALTER ROLE`` setting ``role``'s password to a SCRAM ``verifier``
+    (rotation: sessions already logged in keep running)."""
+    return f"ALTER ROLE {role} PASSWORD '{verifier}'"
 
 
 def as_owner(statements: list[str], spec: PostgresSpec) -> list[str]:
@@ -169,15 +209,20 @@ def as_owner(statements: list[str], spec: PostgresSpec) -> list[str]:
 
 def grant_statements(spec: PostgresSpec) -> list[str]:
     """What the superuser runs in ``spec.dbname`` after the schema: the
-    application's grants (DML on the bar tables, nothing else), also for
-    tables the owner creates later."""
+    application's grants (DML on the bar tables, nothing else) and the
+    reader's (``SELECT``), also for tables the owner creates later."""
     owner, app, db = owner_role(spec), spec.user, spec.dbname
+    reader = reader_role(spec)
     dml = "SELECT, INSERT, UPDATE, DELETE"
     return [
         f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
         f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
+        f"GRANT CONNECT ON DATABASE {db} TO {reader}",
         "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-        f"GRANT USAGE ON SCHEMA public TO {app}",
+        f"GRANT USAGE ON SCHEMA public TO {app}, {reader}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        f"GRANT SELECT ON TABLES TO {reader}",
         f"GRANT {dml} ON ALL TABLES IN SCHEMA public TO {app}",
         f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "

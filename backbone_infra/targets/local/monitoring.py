@@ -235,7 +235,7 @@ class LocalMonitoring(LocalNodes):
 
     def _postgres_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
         passfile = write_private(
-            self.root / f"{rec.name}.pg-password", self.secrets.postgres_superuser_password
+            self.root / f"{rec.name}.pg-password", self.secrets.postgres_monitor_password
         )
         self._add_exporter(
             f"exporter-{rec.name}",
@@ -243,7 +243,9 @@ class LocalMonitoring(LocalNodes):
             port,
             rec.name,
             env=postgres_exporter_env(
-                server=f"{LOOPBACK}:{rec.ports['client']}", password_file=str(passfile)
+                self.spec.postgres,
+                server=f"{LOOPBACK}:{rec.ports['client']}",
+                password_file=str(passfile),
             ),
         )
         return ScrapeTarget(JOB_POSTGRES, f"{LOOPBACK}:{port}", {"node": rec.name})

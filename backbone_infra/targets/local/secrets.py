@@ -33,6 +33,10 @@ class StackSecrets:
     kafka_admin_password: str = field(default_factory=_token)
     postgres_password: str = field(default_factory=_token)
     postgres_superuser_password: str = field(default_factory=_token)
+    #: The read-only ``<user>_reader`` role.
+    postgres_reader_password: str = field(default_factory=_token)
+    #: ``postgres_exporter``'s ``<user>_monitor`` role (``pg_monitor``).
+    postgres_monitor_password: str = field(default_factory=_token)
     replication_password: str = field(default_factory=_token)
 
     def __repr__(self) -> str:
