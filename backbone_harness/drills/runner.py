@@ -27,6 +27,7 @@ Log = Callable[[str], None]
 
 def _registry() -> dict[str, type[Drill]]:
     from backbone_harness.drills.consumer_crash import ConsumerCrashDrill
+    from backbone_harness.drills.credential_rotation import CredentialRotationDrill
     from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
     from backbone_harness.drills.kafka_outage import KafkaOutageDrill
     from backbone_harness.drills.postgres_standby import PostgresStandbyKillDrill
@@ -42,6 +43,7 @@ def _registry() -> dict[str, type[Drill]]:
         RedisOutageRestartDrill,
         StoreOutageDrill,
         KafkaOutageDrill,
+        CredentialRotationDrill,
         *_ha_drills(),
     ]
     return {d.name: d for d in drills}

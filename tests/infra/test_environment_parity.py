@@ -77,7 +77,8 @@ def hba(text: str) -> Parsed:
 
 def _secrets(rendering: Rendering) -> StackSecrets:
     creds = rendering.credentials
-    return StackSecrets(**{f: creds[f] for f in StackSecrets.__dataclass_fields__})
+    # Fields the Pulumi program has no secret for (the pinned Sentinel password) keep defaults.
+    return StackSecrets(**{f: creds[f] for f in StackSecrets.__dataclass_fields__ if f in creds})
 
 
 def _kafka_ports(brokers: int) -> dict[int, KafkaNodePorts]:

@@ -397,7 +397,7 @@ def test_secret_files_are_0600_and_their_directories_0700(local_stack: LocalStac
 def test_no_generated_password_appears_outside_the_designated_files(
     local_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    passwords = {name: value.encode() for name, value in vars(_secrets(local_stack)).items()}
+    passwords = {name: value.encode() for name, value in _secrets(local_stack).generated().items()}
     designated = _designated(local_stack.dir)
     # The stack (configs, data directories, logs, state) and this run's reports.
     roots = [local_stack.dir, tmp_path_factory.getbasetemp(), REPO / "docs" / "status"]

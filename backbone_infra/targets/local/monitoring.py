@@ -214,7 +214,9 @@ class LocalMonitoring(LocalNodes):
         # Keyed by address: redis_exporter looks the password up by the URI it
         # scrapes. Servers: the read-only exporter user; Sentinels know only
         # their requirepass.
-        password = self.secrets.redis_password if sentinel else self.secrets.redis_exporter_password
+        password = (
+            self.secrets.sentinel_password if sentinel else self.secrets.redis_exporter_password
+        )
         passfile = write_private(
             self.root / f"{rec.name}.redis-password.json",
             redis_exporter_passwords(redis_uri, password),
