@@ -19,6 +19,7 @@ Keys live under the project namespace (``market-data-backbone:target`` ...):
 
 Secrets (``pulumi config set --secret``), each optional: ``redisPassword``,
 ``redisAdminPassword``, ``redisExporterPassword``, ``kafkaPassword``, ``kafkaAdminPassword``,
+``kafkaMonitorPassword``,
 ``postgresPassword``, ``postgresSuperuserPassword``, ``postgresReaderPassword``,
 ``postgresMonitorPassword``, ``replicationPassword``,
 ``grafanaAdminPassword``. A missing one is generated with ``RandomPassword``.
@@ -46,6 +47,7 @@ SECRET_KEYS: dict[str, str] = {
     "redis_exporter_password": "redisExporterPassword",
     "kafka_password": "kafkaPassword",
     "kafka_admin_password": "kafkaAdminPassword",
+    "kafka_monitor_password": "kafkaMonitorPassword",
     "postgres_password": "postgresPassword",
     "postgres_superuser_password": "postgresSuperuserPassword",
     "postgres_reader_password": "postgresReaderPassword",

@@ -67,6 +67,7 @@ class Credentials:
     redis_exporter_password: pulumi.Output[str]
     kafka_password: pulumi.Output[str]
     kafka_admin_password: pulumi.Output[str]
+    kafka_monitor_password: pulumi.Output[str]
     postgres_password: pulumi.Output[str]
     postgres_superuser_password: pulumi.Output[str]
     postgres_reader_password: pulumi.Output[str]
@@ -186,7 +187,13 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
     )
     kafka = KafkaCluster(
         f"{spec.name}-kafka",
-        KafkaClusterArgs(spec, backend, creds.kafka_password, creds.kafka_admin_password),
+        KafkaClusterArgs(
+            spec,
+            backend,
+            creds.kafka_password,
+            creds.kafka_admin_password,
+            creds.kafka_monitor_password,
+        ),
     )
     timescale = TimescaleDatabase(
         f"{spec.name}-timescale",
@@ -263,9 +270,10 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             spec,
             backend,
             kafka_bootstrap=kafka.internal_bootstrap,
-            kafka_username=kafka.username,
+            # The lag exporter logs in as the DESCRIBE-only monitoring principal.
+            kafka_username=spec.kafka.monitor_username,
             kafka_sasl_mechanism=kafka.sasl_mechanism,
-            kafka_password=kafka.password,
+            kafka_password=creds.kafka_monitor_password,
             # Only where the document's addresses are in-network (Kubernetes).
             document=None if backend.clients_outside else document,
         ),

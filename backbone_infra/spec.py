@@ -111,6 +111,8 @@ class KafkaSpec(_Spec):
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
     username: str = "backbone"
     admin_username: str = "admin"
+    #: The lag exporter's principal: DESCRIBE on topics and groups, no data.
+    monitor_username: str = "backbone-monitor"
     topics: tuple[TopicSpec, ...]
     exporter_port: int = 9404
 

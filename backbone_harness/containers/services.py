@@ -143,6 +143,7 @@ def kafka_broker(
         cluster_id=cluster_id,
         client_password=secrets.kafka_password,
         admin_password=secrets.kafka_admin_password,
+        monitor_password=secrets.kafka_monitor_password,
     )
     assert fmt[0] == STORAGE_TOOL_MAIN
     host_libs = kafka_home() / "libs"

@@ -53,7 +53,7 @@ from backbone_harness.errors import HarnessError, StackExistsError, UsageError
 from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
 from backbone_infra.render.postgres import SUPERUSER
 from backbone_infra.spec import StackSpec
-from backbone_infra.targets.kafka_acls import grant_application_acls
+from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import OUTPUTS_FILE, stacks_root
@@ -192,7 +192,7 @@ def _create_topics(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
         ]
         with contextlib.suppress(kafka_errors.TopicAlreadyExistsError):
             admin.create_topics(topics)
-        grant_application_acls(admin, spec.kafka)
+        grant_stack_acls(admin, spec.kafka)
     finally:
         admin.close()
 

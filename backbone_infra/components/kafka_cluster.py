@@ -53,7 +53,7 @@ from backbone_infra.render.kafka import (
     render_server_properties,
     storage_format_argfile,
 )
-from backbone_infra.render.kafka_acls import acl_cli_args, application_acls
+from backbone_infra.render.kafka_acls import acl_cli_args, stack_acls
 from backbone_infra.render.prometheus import JOB_KAFKA
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.workload import (
@@ -100,6 +100,8 @@ class KafkaClusterArgs:
     backend: Backend
     password: pulumi.Input[str]
     admin_password: pulumi.Input[str]
+    #: The lag exporter's SCRAM user (``spec.kafka.monitor_username``).
+    monitor_password: pulumi.Input[str]
 
 
 def _jaas(user: str, password: str) -> str:
@@ -145,6 +147,7 @@ def _format_args(spec: StackSpec, ordinal: int, pw: list[str]) -> str:
         cluster_id=cluster_id(spec.name),
         client_password=pw[0],
         admin_password=pw[1],
+        monitor_password=pw[2],
     )
 
 
@@ -219,7 +222,7 @@ def _topics_script(spec: StackSpec, backend: Backend) -> str:
         )
     # The application's ACLs (StandardAuthorizer denies everything else).
     acls = tool.replace("kafka-topics.sh", "kafka-acls.sh")
-    for rule in application_acls(k):
+    for rule in stack_acls(k):
         lines.append(f"{acls} {shlex.join(acl_cli_args(rule))}")
     return "\n".join(lines) + "\n"
 
@@ -250,7 +253,8 @@ class KafkaCluster(pulumi.ComponentResource):
                 f"sasl.jaas.config={_jaas(ADMIN_USER, a)}\n"
             )
         )
-        both = pulumi.Output.all(password, admin)
+        monitor = pulumi.Output.secret(args.monitor_password)
+        both = pulumi.Output.all(password, admin, monitor)
         broker = StatefulService(
             name=SERVICE,
             replicas=k.brokers,

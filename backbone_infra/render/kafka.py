@@ -297,19 +297,21 @@ def storage_format_args(
     cluster_id: str,
     client_password: str,
     admin_password: str,
+    monitor_password: str | None = None,
 ) -> list[str]:
     """Arguments of ``kafka.tools.StorageTool`` that format one node's storage.
 
-    With SCRAM, both users' credentials go into the initial metadata (so the
-    inter-broker listener can authenticate before any broker ran). These hold
+    With SCRAM, the users' credentials go into the initial metadata (so the
+    inter-broker listener can authenticate before any broker ran); the
+    monitoring user's too when ``monitor_password`` is given. These hold
     passwords: pass them through a 0600 argument file, never a command line.
     """
     args = [STORAGE_TOOL_MAIN, "format", "--config", str(config), "--cluster-id", cluster_id]
     if spec.sasl_mechanism.startswith("SCRAM"):
-        for user, password in (
-            (spec.username, client_password),
-            (spec.admin_username, admin_password),
-        ):
+        users = [(spec.username, client_password), (spec.admin_username, admin_password)]
+        if monitor_password is not None:
+            users.append((spec.monitor_username, monitor_password))
+        for user, password in users:
             args += ["--add-scram", f"{spec.sasl_mechanism}=[name={user},password={password}]"]
     return args
 
@@ -321,6 +323,7 @@ def storage_format_argfile(
     cluster_id: str,
     client_password: str,
     admin_password: str,
+    monitor_password: str | None = None,
 ) -> str:
     """A ``java @argfile`` running :func:`storage_format_args`: ``java
     FORMAT_JVM_OPTS -cp LIBS/* @file``. Holds passwords: write it 0600."""
@@ -330,6 +333,7 @@ def storage_format_argfile(
         cluster_id=cluster_id,
         client_password=client_password,
         admin_password=admin_password,
+        monitor_password=monitor_password,
     )
     return "\n".join(_argfile_line(a) for a in args) + "\n"
 

@@ -49,6 +49,8 @@ __all__ = [
     "application_acls",
     "authorizer_properties",
     "kafka_python_acls",
+    "monitor_acls",
+    "stack_acls",
 ]
 
 #: KRaft's authorizer: ACLs live in the metadata log, every node enforces them.
@@ -59,6 +61,9 @@ Operation = Literal["READ", "WRITE", "DESCRIBE"]
 APP_TOPIC_OPERATIONS: tuple[Operation, ...] = ("READ", "WRITE", "DESCRIBE")
 #: What it may do on consumer groups: join, commit and fetch offsets.
 APP_GROUP_OPERATIONS: tuple[Operation, ...] = ("READ",)
+#: What the lag exporter's principal may do on topics and groups: offsets and
+#: metadata (ListOffsets, OffsetFetch, DescribeGroups), never a record.
+MONITOR_OPERATIONS: tuple[Operation, ...] = ("DESCRIBE",)
 #: The wildcard group name (see the module docstring).
 ANY_GROUP = "*"
 
@@ -94,6 +99,23 @@ def application_acls(spec: KafkaSpec) -> list[AclRule]:
     ]
     rules += [AclRule(principal, "GROUP", ANY_GROUP, op) for op in APP_GROUP_OPERATIONS]
     return rules
+
+
+def monitor_acls(spec: KafkaSpec) -> list[AclRule]:
+    """Every ACL the monitoring principal (``spec.monitor_username``) gets."""
+    principal = f"User:{spec.monitor_username}"
+    rules = [
+        AclRule(principal, "TOPIC", topic.name, op)
+        for topic in spec.topics
+        for op in MONITOR_OPERATIONS
+    ]
+    rules += [AclRule(principal, "GROUP", ANY_GROUP, op) for op in MONITOR_OPERATIONS]
+    return rules
+
+
+def stack_acls(spec: KafkaSpec) -> list[AclRule]:
+    """Every ACL of a stack: the application's and the monitoring principal's."""
+    return [*application_acls(spec), *monitor_acls(spec)]
 
 
 def acl_cli_args(rule: AclRule) -> list[str]:

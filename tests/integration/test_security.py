@@ -25,7 +25,7 @@ import psycopg
 import psycopg.errors
 import pytest
 import redis
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -239,6 +239,44 @@ def test_the_application_principal_cannot_delete_or_create_topics(
         assert topic in admin.list_topics()
     finally:
         admin.close()
+
+
+def test_the_kafka_monitoring_principal_describes_and_touches_no_record(
+    local_stack: LocalStack,
+) -> None:
+    k = local_stack.document.kafka
+    assert k is not None
+    topic = k.topic("daily_bars")
+    config = _kafka_config(
+        local_stack,
+        sasl_plain_username=local_stack.spec.kafka.monitor_username,
+        sasl_plain_password=_secrets(local_stack).kafka_monitor_password,
+    )
+    admin = KafkaAdminClient(**config)
+    try:
+        assert topic in admin.list_topics()  # what the lag exporter needs ...
+        admin.list_groups()
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(**config, enable_auto_commit=False)
+    tp = TopicPartition(topic, 0)
+    try:
+        assert consumer.end_offsets([tp])[tp] >= 0  # ... offsets, never a record
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    # Not idempotent: an idempotent producer is refused even earlier (InitProducerId
+    # needs WRITE on some topic); this one reaches the topic's own check.
+    producer = KafkaProducer(**config, max_block_ms=10_000, enable_idempotence=False, acks=1)
+    try:
+        with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
+            producer.send(topic, b"intruder").get(timeout=10)
+    finally:
+        producer.close(timeout=5)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------

@@ -120,7 +120,10 @@ def test_credentials_live_only_in_private_files(tmp_path) -> None:
         assert secret not in saved
     lag_settings = mon.root / "lag-exporter.yaml"
     assert stat.S_IMODE(lag_settings.stat().st_mode) == 0o600
-    assert yaml.safe_load(lag_settings.read_text())["kafka"]["password"] == KAFKA_PASSWORD
+    # The lag exporter logs in as the DESCRIBE-only monitoring principal.
+    lag_kafka = yaml.safe_load(lag_settings.read_text())["kafka"]
+    assert lag_kafka["password"] == secrets.kafka_monitor_password
+    assert lag_kafka["username"] == "backbone-monitor"
     private = [p for p in mon.root.iterdir() if "password" in p.name]
     assert len(private) == 5
     for path in private:

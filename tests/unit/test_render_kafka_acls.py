@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from kafka.admin import ACLOperation, ACLPermissionType, ResourceType
 
-from backbone_infra.render.kafka import KafkaNodePorts, render_server_properties
+from backbone_infra.render.kafka import (
+    KafkaNodePorts,
+    render_server_properties,
+    storage_format_args,
+)
 from backbone_infra.render.kafka_acls import (
     AUTHORIZER_CLASS,
     acl_cli_args,
     application_acls,
     kafka_python_acls,
+    monitor_acls,
+    stack_acls,
 )
 from backbone_infra.spec import build_spec
 
@@ -32,6 +38,30 @@ def test_the_application_gets_read_write_describe_on_spec_topics_and_read_on_gro
         ResourceType.TOPIC,
         ResourceType.GROUP,
     }
+
+
+def test_the_monitoring_principal_may_only_describe() -> None:
+    spec = build_spec("t", size="ha").kafka
+    rules = monitor_acls(spec)
+    assert {r.principal for r in rules} == {f"User:{spec.monitor_username}"}
+    assert {r.operation for r in rules} == {"DESCRIBE"}
+    assert {(r.resource, r.name) for r in rules} == {
+        *(("TOPIC", t.name) for t in spec.topics),
+        ("GROUP", "*"),
+    }
+    assert stack_acls(spec) == [*application_acls(spec), *rules]
+
+
+def test_the_monitoring_user_is_formatted_into_the_metadata_only_when_given() -> None:
+    spec = build_spec("t").kafka
+    base = storage_format_args(spec, config="c", cluster_id="x", client_password="c",
+                               admin_password="a")  # fmt: skip
+    with_monitor = storage_format_args(spec, config="c", cluster_id="x", client_password="c",
+                                       admin_password="a", monitor_password="m")  # fmt: skip
+    assert with_monitor[: len(base)] == base
+    assert with_monitor[len(base):] == [
+        "--add-scram", f"{spec.sasl_mechanism}=[name={spec.monitor_username},password=m]"
+    ]  # fmt: skip
 
 
 def test_every_node_runs_the_authorizer_with_only_admin_as_super_user() -> None:

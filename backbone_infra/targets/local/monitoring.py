@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+from pydantic import SecretStr
 
 from backbone.connections import MonitoringConnection
 from backbone_infra.errors import ServiceStartError
@@ -161,8 +162,19 @@ class LocalMonitoring(LocalNodes):
 
         logs = self.dir / "logs"
         if "kafka" in peers and peers["kafka"].records:
+            # The DESCRIBE-only monitoring principal, not the application.
+            monitor = (
+                peers["kafka"]
+                .connection()
+                .model_copy(
+                    update={
+                        "username": self.spec.kafka.monitor_username,
+                        "password": SecretStr(self.secrets.kafka_monitor_password),
+                    }
+                )
+            )
             lag = lag_exporter_record(
-                peers["kafka"].connection(),
+                monitor,
                 root=self.root, logs=logs, port=ports.allocate(), service=self.service,
             )  # fmt: skip
             self.records.append(lag)

@@ -15,8 +15,8 @@
    stays authenticated: running clients are not interrupted.
 2. **Publish.** ``secrets.json`` then ``outputs.json`` are rewritten (0600,
    atomically). Clients that open a connection after this point read the new
-   document; the lag exporter, which reads its own copy of the Kafka login, is
-   given the new one and restarted.
+   document. (The lag exporter logs in as the monitoring principal, which a
+   rotation of the application's does not touch.)
 3. **Retire the old password** (Redis only, after ``grace_s``):
    ``ACL SETUSER user <OLD``, then ``CONFIG REWRITE`` so a restarted node
    keeps what the running one has (the file is put back to 0600).
@@ -48,7 +48,6 @@ from backbone.stream.producer import kafka_client_config
 from backbone_infra.errors import InfraError
 from backbone_infra.render.postgres import SUPERUSER, password_statement, scram_verifier
 from backbone_infra.render.redis import ADMIN_USER, password_hash
-from backbone_infra.targets.local.lag_exporter import LAG_EXPORTER, lag_exporter_record
 from backbone_infra.targets.local.ports import LOOPBACK
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.stack import LocalStack
@@ -242,23 +241,6 @@ def _document(doc: ConnectionsDocument, updated: StackSecrets) -> ConnectionsDoc
     return doc.model_copy(update=change)
 
 
-def _refresh_lag_exporter(stack: LocalStack, doc: ConnectionsDocument) -> None:
-    monitoring = stack.services.get("monitoring")
-    if monitoring is None or doc.kafka is None:
-        return
-    record = next((r for r in monitoring.records if r.name == LAG_EXPORTER), None)
-    if record is None:
-        return
-    lag_exporter_record(
-        doc.kafka,
-        root=stack.dir / "monitoring",
-        logs=stack.dir / "logs",
-        port=record.ports["http"],
-        service=record.service,
-    )
-    stack.restart_node(LAG_EXPORTER)
-
-
 def rotate_credentials(
     stack: LocalStack,
     principals: Sequence[Principal] = PRINCIPALS,
@@ -308,8 +290,6 @@ def rotate_credentials(
     write_document(new_doc, stack.outputs_path)
     published = time.monotonic() - began
     echo(f"published {stack.outputs_path.name} and secrets.json")
-    if "kafka" in chosen:
-        _refresh_lag_exporter(stack, new_doc)
     if "redis" in chosen:
         time.sleep(grace_s)
         _redis_remove(stack, old, old.redis_password)

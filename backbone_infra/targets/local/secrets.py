@@ -31,6 +31,8 @@ class StackSecrets:
     redis_exporter_password: str = field(default_factory=_token)
     kafka_password: str = field(default_factory=_token)
     kafka_admin_password: str = field(default_factory=_token)
+    #: The lag exporter's ``backbone-monitor`` SCRAM user (DESCRIBE only).
+    kafka_monitor_password: str = field(default_factory=_token)
     postgres_password: str = field(default_factory=_token)
     postgres_superuser_password: str = field(default_factory=_token)
     #: The read-only ``<user>_reader`` role.
