@@ -122,11 +122,17 @@ def acl_users(
     ``default`` is off and keeps no password (``resetpass``): nobody can log in
     as it, and Redis's protected mode (which guards a password-less default
     user) never refuses a network client of a server bound to all interfaces.
+    It keeps ``+@all`` on every key because Redis replays its AOF as
+    ``default``: with ``-@all`` the replay refuses every ``MULTI``/``EXEC``
+    block (how a Lua script's writes are logged) with ``NOPERM``, and the
+    cache's script writes are lost on restart (checked on Redis 7.0.15). A
+    client cannot use those rights: it starts unauthenticated and cannot
+    authenticate as a disabled user.
     ``exporter_password``: ``None`` renders no exporter user (a target without
     a Redis exporter).
     """
     users = [
-        "user default off resetpass -@all",
+        "user default off resetpass ~* &* +@all",
         f"user {ADMIN_USER} on {password_hash(admin_password)} ~* &* +@all",
         " ".join(
             [
