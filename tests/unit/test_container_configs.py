@@ -7,6 +7,7 @@ engine forwards published ports to the container's address); what it
 
 from __future__ import annotations
 
+import json
 import re
 
 from hypothesis import given, settings
@@ -62,3 +63,16 @@ def test_postgres_listens_everywhere_and_keeps_scram_only() -> None:
     rules = [line.split() for line in hba.splitlines() if line.strip()]
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
     assert all(rule[0] == "host" for rule in rules)
+
+
+def test_the_redis_exporter_container_logs_in_as_the_read_only_exporter_user() -> None:
+    from backbone_harness.containers.services import redis_exporter
+    from backbone_infra.render.redis import EXPORTER_USER
+
+    secrets = StackSecrets()
+    container = redis_exporter(SPEC, secrets, redis_port=6379, port=9121)
+    assert f"--redis.user={EXPORTER_USER}" in container.command
+    assert f"--redis.user={SPEC.redis.username}" not in container.command
+    (content,) = container.files.values()
+    assert json.loads(content) == {"redis://127.0.0.1:6379": secrets.redis_exporter_password}
+    assert secrets.redis_password not in content
