@@ -21,8 +21,6 @@ from typing import Any
 
 import pytest
 import redis
-from infra.render.redis import ADMIN_USER
-from infra.targets.local.secrets import StackSecrets
 from redis.sentinel import Sentinel
 
 from backbone.bars import Bar, bar_to_dict
@@ -32,6 +30,8 @@ from backbone.connections import ConnectionsDocument, write_document
 from backbone.settings import RedisConnectionSettings, load_settings
 from backbone.telemetry import Telemetry
 from backbone.tiers import TierValidationError, switch_to_institutional, validate_institutional
+from backbone_infra.render.redis import ADMIN_USER
+from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.integration
 
