@@ -455,3 +455,28 @@ def test_no_generated_password_appears_outside_the_designated_files(
             hits += [f"{path}: {name}" for name, value in passwords.items() if value in data]
     assert scanned > 10, "the scan found almost no files; it would prove nothing"
     assert hits == [], "generated passwords found outside the designated secret files"
+
+
+def test_status_output_and_reprs_name_no_secret(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What an operator sees (``harness status``, text and JSON) and what a log line
+    would print (``repr`` of the secrets, the document and the settings)."""
+    from typer.testing import CliRunner
+
+    from backbone_harness.cli import app
+
+    monkeypatch.setenv("HARNESS_STACKS_DIR", str(local_stack.dir.parent))
+    passwords = _secrets(local_stack).generated().values()
+    runner = CliRunner()
+    shown = []
+    for args in (["status", "--name", local_stack.name], ["status", "--name",
+                 local_stack.name, "--json"]):  # fmt: skip
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0, done.output
+        shown.append(done.output)
+    doc = local_stack.document
+    shown += [repr(_secrets(local_stack)), repr(doc), str(doc), repr(load_settings(doc))]
+    assert local_stack.name in shown[0]
+    leaked = [i for i, text in enumerate(shown) for pw in passwords if pw in text]
+    assert leaked == [], "a generated password appears in status output or a repr"
