@@ -19,6 +19,8 @@ import psycopg
 import pytest
 import redis
 from kafka import KafkaConsumer, TopicPartition
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from typer.testing import CliRunner
 
 from backbone.bars import Bar
@@ -155,3 +157,37 @@ def test_the_cli_rotates_one_principal_and_names_a_missing_stack(
     missing = runner.invoke(app, ["rotate-credentials", "--name", "no-such-stack"])
     assert missing.exit_code == 2
     assert "no-such-stack" in missing.output
+
+
+def test_rotation_on_an_ha_stack_keeps_the_sentinels_and_every_replica(
+    ha_stack: LocalStack,
+) -> None:
+    """Every Redis server takes the new password, the Sentinels keep theirs (pinned),
+    and the drill's reconciliation holds with replicated topics."""
+    old = StackSecrets.load(ha_stack.dir)
+
+    report = run_drill(DRILLS["credential-rotation"], ha_stack, max_write_s=30)
+
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    new = StackSecrets.load(ha_stack.dir)
+    assert new.redis_password != old.redis_password
+    assert new.sentinel_password == old.sentinel_password  # Sentinels were not touched
+    doc = ha_stack.document
+    assert doc.redis is not None and doc.redis.sentinel_password is not None
+    assert doc.redis.sentinel_password.get_secret_value() == old.sentinel_password
+    servers = [r.name for r in ha_stack.services["redis"].records if r.name.startswith("redis-")]
+    assert len(servers) >= 2
+    for node in servers:
+        port = ha_stack.node(node).record.ports["client"]
+        with redis.Redis(
+            host="127.0.0.1", port=port, username=doc.redis.username,
+            password=new.redis_password,
+        ) as client:  # fmt: skip
+            assert client.ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(
+                host="127.0.0.1", port=port, username=doc.redis.username,
+                password=old.redis_password, retry=Retry(NoBackoff(), 0),
+            ).ping()  # fmt: skip
