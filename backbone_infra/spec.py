@@ -70,6 +70,9 @@ class RedisSpec(_Spec):
     sentinels: int = Field(default=0, ge=0)
     master_name: str = "backbone"
     username: str = "backbone"
+    #: The cache's key namespace (``backbone.settings`` ``namespace``): the
+    #: application user may touch only ``NS:*`` and ``NS-*`` keys.
+    namespace: str = "backbone"
     port: int = 6379
     sentinel_port: int = 26379
     maxmemory_mb: int = 256
@@ -108,6 +111,8 @@ class KafkaSpec(_Spec):
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
     username: str = "backbone"
     admin_username: str = "admin"
+    #: The lag exporter's principal: DESCRIBE on topics and groups, no data.
+    monitor_username: str = "backbone-monitor"
     topics: tuple[TopicSpec, ...]
     exporter_port: int = 9404
 

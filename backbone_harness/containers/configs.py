@@ -52,6 +52,7 @@ def redis_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str:
         primary=None,
         password=secrets.redis_password,
         admin_password=secrets.redis_admin_password,
+        exporter_password=secrets.redis_exporter_password,
     )
 
 

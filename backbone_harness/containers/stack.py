@@ -29,7 +29,6 @@ import redis
 from kafka import KafkaAdminClient
 from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
-from psycopg import sql
 from pydantic import SecretStr
 
 from backbone.connections import (
@@ -41,8 +40,6 @@ from backbone.connections import (
     TopicInfo,
     write_document,
 )
-from backbone.settings import TimescaleConnectionSettings
-from backbone.store.timescale import TimescaleStore
 from backbone_harness.containers.engine import EngineError, no_engine_reason, podman
 from backbone_harness.containers.images import build_all
 from backbone_harness.containers.services import (
@@ -54,10 +51,13 @@ from backbone_harness.containers.services import (
 )
 from backbone_harness.errors import HarnessError, StackExistsError, UsageError
 from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
+from backbone_infra.render.postgres import SUPERUSER
 from backbone_infra.spec import StackSpec
+from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import OUTPUTS_FILE, stacks_root
+from backbone_infra.targets.postgres_roles import bootstrap_roles_and_schema
 
 __all__ = ["STATE_FILE", "ContainerStack", "is_container_stack", "up"]
 
@@ -192,43 +192,32 @@ def _create_topics(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
         ]
         with contextlib.suppress(kafka_errors.TopicAlreadyExistsError):
             admin.create_topics(topics)
+        grant_stack_acls(admin, spec.kafka)
     finally:
         admin.close()
 
 
 def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
-    """The application role, database and bars schema, as the local environment makes them."""
+    """Roles, database, schema and grants, rendered once and run as the local
+    environment runs them (backbone_infra.targets.postgres_roles)."""
     p = spec.postgres
-    with psycopg.connect(
-        host=LOOPBACK,
-        port=port,
-        user="postgres",
-        password=secrets.postgres_superuser_password,
-        dbname="postgres",
-        sslmode="disable",
-        autocommit=True,
-        connect_timeout=10,
-    ) as admin:
+
+    def connect(dbname: str, autocommit: bool) -> psycopg.Connection:
+        return psycopg.connect(
+            host=LOOPBACK,
+            port=port,
+            user=SUPERUSER,
+            password=secrets.postgres_superuser_password,
+            dbname=dbname,
+            sslmode="disable",
+            autocommit=autocommit,
+            connect_timeout=10,
+        )
+
+    with connect("postgres", True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (p.user,)).fetchone()
-        if exists is None:
-            admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(p.user), sql.Literal(secrets.postgres_password)
-                )
-            )
-            admin.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(p.dbname), sql.Identifier(p.user)
-                )
-            )
-    store = TimescaleStore(
-        TimescaleConnectionSettings.from_section(_timescale(spec, secrets, port)),
-        create_schema=False,
-    )
-    try:
-        store.apply_schema()
-    finally:
-        store.close()
+    if exists is None:
+        bootstrap_roles_and_schema(connect, p, secrets)
 
 
 def _timescale(spec: StackSpec, secrets: StackSecrets, port: int) -> TimescaleConnection:

@@ -23,7 +23,8 @@ __all__ = ["Drill", "Fault", "FaultKind", "wait_until"]
 
 #: ``cut`` and ``slow`` are network faults on a path, not on a node: the drill
 #: applies them itself (see :mod:`backbone_harness.drills.network`).
-FaultKind = Literal["kill", "stop", "pause", "cut", "slow"]
+#: ``rotate`` replaces the application's credentials (the credential-rotation drill).
+FaultKind = Literal["kill", "stop", "pause", "cut", "slow", "rotate"]
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class OutageDrill(Drill):
         self.doc = doc
         tag = secrets.token_hex(2).upper()
         self.symbols = [f"{self.symbol_prefix}{tag}{i}" for i in range(4)]
-        self.namespace = f"drill-{self.name}-{secrets.token_hex(3)}"
+        self.namespace = f"backbone-drill-{self.name}-{secrets.token_hex(3)}"
         self.group = f"drill-{self.name}-{secrets.token_hex(3)}"
         #: One registry across runtime restarts, served where the stack's Prometheus
         #: scrapes the backbone, so the degraded-mode alerts can fire in the drill.

@@ -74,7 +74,7 @@ class RedisPrimaryKillDrill(Drill):
         # The reader's own cache client: heartbeat and retries as a service would run them.
         self.cache = RedisCache(
             settings.redis,
-            namespace=f"drill-{secrets.token_hex(3)}",
+            namespace=f"backbone-drill-{secrets.token_hex(3)}",
             heartbeat_interval=0.5,
             retries=1,
             retry_backoff=0.1,

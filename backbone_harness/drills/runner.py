@@ -36,6 +36,7 @@ LOADED_TAIL_S = 5.0
 
 def _registry() -> dict[str, type[Drill]]:
     from backbone_harness.drills.consumer_crash import ConsumerCrashDrill
+    from backbone_harness.drills.credential_rotation import CredentialRotationDrill
     from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
     from backbone_harness.drills.kafka_outage import KafkaOutageDrill
     from backbone_harness.drills.postgres_standby import PostgresStandbyKillDrill
@@ -51,6 +52,7 @@ def _registry() -> dict[str, type[Drill]]:
         RedisOutageRestartDrill,
         StoreOutageDrill,
         KafkaOutageDrill,
+        CredentialRotationDrill,
         *_ha_drills(),
     ]
     return {d.name: d for d in drills}

@@ -38,7 +38,8 @@ and is a voter of a static quorum. Three listeners, each on its own port:
 
 Every listener authenticates, so a process that can reach a node cannot
 bypass the client credentials by talking to the replication or quorum port.
-Nothing is encrypted (SASL_PLAINTEXT).
+Every request is authorized by ``StandardAuthorizer`` against the ACLs of
+:mod:`backbone_infra.render.kafka_acls`. Nothing is encrypted (SASL_PLAINTEXT).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from backbone.connections import HostPort
+from backbone_infra.render.kafka_acls import authorizer_properties
 from backbone_infra.spec import KafkaSpec
 
 __all__ = [
@@ -276,8 +278,9 @@ def render_server_properties(
         "sasl.mechanism.controller.protocol=PLAIN",
         f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}",
         *external_lines,
-        # No authorizer: every authenticated user may produce, consume and
-        # create topics (ACLs are out of scope for the local environment).
+        # Least privilege: ACLs decide (infra.render.kafka_acls); only the
+        # admin user (brokers, provisioning) is a super user.
+        *authorizer_properties(spec),
         f"log.dirs={data_dir}",
         # Durability defaults from the spec, for topics created without them
         # and for Kafka's internal topics.
@@ -325,19 +328,21 @@ def storage_format_args(
     cluster_id: str,
     client_password: str,
     admin_password: str,
+    monitor_password: str | None = None,
 ) -> list[str]:
     """Arguments of ``kafka.tools.StorageTool`` that format one node's storage.
 
-    With SCRAM, both users' credentials go into the initial metadata (so the
-    inter-broker listener can authenticate before any broker ran). These hold
+    With SCRAM, the users' credentials go into the initial metadata (so the
+    inter-broker listener can authenticate before any broker ran); the
+    monitoring user's too when ``monitor_password`` is given. These hold
     passwords: pass them through a 0600 argument file, never a command line.
     """
     args = [STORAGE_TOOL_MAIN, "format", "--config", str(config), "--cluster-id", cluster_id]
     if spec.sasl_mechanism.startswith("SCRAM"):
-        for user, password in (
-            (spec.username, client_password),
-            (spec.admin_username, admin_password),
-        ):
+        users = [(spec.username, client_password), (spec.admin_username, admin_password)]
+        if monitor_password is not None:
+            users.append((spec.monitor_username, monitor_password))
+        for user, password in users:
             args += ["--add-scram", f"{spec.sasl_mechanism}=[name={user},password={password}]"]
     return args
 
@@ -349,6 +354,7 @@ def storage_format_argfile(
     cluster_id: str,
     client_password: str,
     admin_password: str,
+    monitor_password: str | None = None,
 ) -> str:
     """A ``java @argfile`` running :func:`storage_format_args`: ``java
     FORMAT_JVM_OPTS -cp LIBS/* @file``. Holds passwords: write it 0600."""
@@ -358,6 +364,7 @@ def storage_format_argfile(
         cluster_id=cluster_id,
         client_password=client_password,
         admin_password=admin_password,
+        monitor_password=monitor_password,
     )
     return "\n".join(_argfile_line(a) for a in args) + "\n"
 

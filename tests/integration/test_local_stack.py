@@ -116,8 +116,9 @@ def test_outputs_document_validates_and_names_every_service(local_stack: LocalSt
 def test_each_service_answers_its_real_client(local_stack: LocalStack) -> None:
     doc = local_stack.document
     client = _redis(doc)
-    client.set("provisioner-test", "ok")
-    assert client.get("provisioner-test") == b"ok"
+    # In the application user's key namespace (its ACL refuses any other key).
+    client.set("backbone:provisioner-test", "ok")
+    assert client.get("backbone:provisioner-test") == b"ok"
     with _postgres(doc) as conn:
         kind = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'bars'").fetchone()
         assert kind == ("p",)  # natively partitioned: no TimescaleDB here
@@ -161,11 +162,11 @@ def test_secrets_stay_in_private_files(local_stack: LocalStack) -> None:
         mode = stat.S_IMODE((local_stack.dir / name).stat().st_mode)
         assert mode == 0o600, f"{name} is {oct(mode)}"
     state_text = (local_stack.dir / "state.json").read_text()
-    for value in vars(secrets).values():
+    for value in secrets.generated().values():
         assert value not in state_text  # commands, records and spec carry no secret
     for rec in (r for svc in local_stack.services.values() for r in svc.records):
         for arg in rec.command:
-            assert not any(v in arg for v in vars(secrets).values()), rec.name
+            assert not any(v in arg for v in secrets.generated().values()), rec.name
     redis_conf = local_stack.dir / "redis" / "redis-1" / "redis.conf"
     assert stat.S_IMODE(redis_conf.stat().st_mode) == 0o600
 
@@ -260,7 +261,7 @@ def test_ha_roles_replication_and_sentinel(ha_stack: LocalStack) -> None:
     doc = ha_stack.document
     assert doc.redis is not None and doc.redis.mode == "sentinel"
     assert len(doc.redis.sentinels) == 3
-    assert _redis(doc).set("through-sentinel", "1")
+    assert _redis(doc).set("backbone:through-sentinel", "1")  # its ACL namespace
 
 
 def test_ha_postgres_commits_wait_for_a_synchronous_standby(ha_stack: LocalStack) -> None:

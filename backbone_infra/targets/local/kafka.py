@@ -46,6 +46,7 @@ from backbone_infra.render.kafka import (
     render_server_properties,
     storage_format_argfile,
 )
+from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.files import write_private
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
@@ -251,6 +252,7 @@ class LocalKafka(LocalNodes):
                         cluster_id=cluster_id,
                         client_password=self.secrets.kafka_password,
                         admin_password=self.secrets.kafka_admin_password,
+                        monitor_password=self.secrets.kafka_monitor_password,
                     ),
                 )
                 log = Path(record.log)
@@ -344,6 +346,7 @@ class LocalKafka(LocalNodes):
                     if error not in (kafka_errors.NoError, kafka_errors.TopicAlreadyExistsError):
                         raise error(f"{topic['name']}: {topic.get('error_message')}")
                 admin.wait_for_topics(list(topics), timeout_ms=int(TOPICS_TIMEOUT_S * 1000))
+                grant_stack_acls(admin, self.spec.kafka)
         except kafka_errors.KafkaError as exc:
             log = self._log(first)
             raise ServiceStartError(

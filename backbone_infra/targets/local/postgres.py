@@ -28,12 +28,10 @@ from pathlib import Path
 import psycopg
 
 from backbone.connections import HostPort, TimescaleConnection
-from backbone.store.schema import schema_statements
 from backbone_infra.errors import InfraError, MissingBinaryError
 from backbone_infra.render.postgres import (
     SUPERUSER,
     SYNC_STATES,
-    bootstrap_statements,
     pg_hba_conf,
     postgresql_conf,
     scram_verifier,
@@ -54,6 +52,7 @@ from backbone_infra.targets.local.postgres_programs import (
 from backbone_infra.targets.local.process import ProcessNode, ProcessRecord
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.service import LocalNodes, wait_until
+from backbone_infra.targets.postgres_roles import bootstrap_roles_and_schema
 
 __all__ = ["PG_BIN", "PG_USER", "SUPERUSER", "LocalPostgres"]
 
@@ -210,32 +209,11 @@ class LocalPostgres(LocalNodes):
         write_owned(data / "pg_hba.conf", self._hba())
 
     def _bootstrap(self, name: str) -> None:
-        p = self.spec.postgres
-        with self._connect(name) as conn:
-            for statement in bootstrap_statements(
-                p,
-                password_verifier=scram_verifier(self.secrets.postgres_password),
-                replication_verifier=scram_verifier(self.secrets.replication_password),
-            ):
-                conn.execute(statement)
-            row = conn.execute(
-                "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-            ).fetchone()
-        self.timescaledb = bool(row and row[0])
-        statements = schema_statements(
-            timescaledb=self.timescaledb,
-            chunk_interval_days=p.chunk_interval_days,
-            compress_after_days=p.compress_after_days,
-            retention_days=p.retention_days,
+        self.timescaledb = bootstrap_roles_and_schema(
+            lambda dbname, autocommit: self._connect(name, dbname=dbname, autocommit=autocommit),
+            self.spec.postgres,
+            self.secrets,
         )
-        if self.timescaledb:  # the extension is created by a superuser
-            with self._connect(name, dbname=p.dbname) as conn:
-                conn.execute(statements[0])
-                statements = statements[1:]
-        with self._connect(name, dbname=p.dbname, superuser=False, autocommit=False) as conn:
-            for stmt in statements:
-                conn.execute(stmt)
-            conn.commit()
 
     def _clone(self, primary: str, name: str) -> None:
         p = self.spec.postgres
