@@ -52,10 +52,12 @@ def _ha_drills() -> list[type[Drill]]:
     from backbone_harness.drills.kafka_controller import KafkaControllerKillDrill
     from backbone_harness.drills.kafka_min_isr import KafkaBelowMinIsrDrill
     from backbone_harness.drills.network import NetworkLatencyDrill, NetworkPartitionDrill
+    from backbone_harness.drills.postgres_primary import PostgresPrimaryKillDrill
     from backbone_harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
     from backbone_harness.drills.redis_full_outage import RedisFullOutageDrill
 
     return [
+        PostgresPrimaryKillDrill,
         KafkaBelowMinIsrDrill,
         KafkaControllerKillDrill,
         RedisFullOutageDrill,
