@@ -248,6 +248,16 @@ class LocalPatroni(LocalPostgres):
         timings.update(started)
         if standbys:
             self._wait_streaming(primary, sync=self.spec.postgres.synchronous)
+            # Patroni records the quorum in etcd a loop after PostgreSQL has it;
+            # a stack is up once its roles say what they will say from now on.
+            wait_until(
+                lambda: all(self.roles()[n] == "standby (quorum)" for n in standbys),
+                "Patroni to count every standby in the commit quorum",
+                _START_TIMEOUT_S,
+                node=self.service,
+                log=Path(self._record(primary).log),
+                poll=0.2,
+            )
         timings[self.service] = time.monotonic() - began
         return timings
 
