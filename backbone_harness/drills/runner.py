@@ -67,10 +67,12 @@ def _ha_drills() -> list[type[Drill]]:
         KafkaLeaderLatencyDrill,
         KafkaLeaderPartitionDrill,
     )
+    from backbone_harness.drills.postgres_primary import PostgresPrimaryKillDrill
     from backbone_harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
     from backbone_harness.drills.redis_full_outage import RedisFullOutageDrill
 
     return [
+        PostgresPrimaryKillDrill,
         KafkaBelowMinIsrDrill,
         KafkaControllerKillDrill,
         RedisFullOutageDrill,

@@ -22,13 +22,25 @@ from backbone_infra.render.postgres import (
 from backbone_infra.spec import PostgresSpec
 from backbone_infra.targets.local.secrets import StackSecrets
 
-__all__ = ["Connect", "bootstrap_roles_and_schema"]
+__all__ = ["Connect", "RunStatement", "bootstrap_roles_and_schema"]
 
 #: ``connect(dbname, autocommit)``: a superuser session on the new primary.
 Connect = Callable[[str, bool], psycopg.Connection]
+#: ``run(conn, statement)``: how one role/database statement runs (a target whose
+#: orchestrator made some roles already, Patroni, tolerates finding them).
+RunStatement = Callable[[psycopg.Connection, str], None]
 
 
-def bootstrap_roles_and_schema(connect: Connect, spec: PostgresSpec, secrets: StackSecrets) -> bool:
+def _execute(conn: psycopg.Connection, statement: str) -> None:
+    conn.execute(statement)
+
+
+def bootstrap_roles_and_schema(
+    connect: Connect,
+    spec: PostgresSpec,
+    secrets: StackSecrets,
+    run_statement: RunStatement = _execute,
+) -> bool:
     """Create every role (passwords as SCRAM verifiers) and the database, then
     the schema as the owner role and the grants. Returns whether TimescaleDB
     is installed (the schema uses it when it is)."""
@@ -40,7 +52,7 @@ def bootstrap_roles_and_schema(connect: Connect, spec: PostgresSpec, secrets: St
             reader_verifier=scram_verifier(secrets.postgres_reader_password),
             monitor_verifier=scram_verifier(secrets.postgres_monitor_password),
         ):
-            conn.execute(statement)
+            run_statement(conn, statement)
         row = conn.execute(
             "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
         ).fetchone()

@@ -205,3 +205,17 @@ def test_a_drill_under_a_tiny_load_reports_its_curve_across_the_fault(
         for p in phases.values():
             if p["requests"]:
                 assert p["p50_ms"] <= p["p95_ms"] <= p["p99_ms"]
+
+
+def test_killing_the_postgres_primary_fails_over_loses_nothing_and_the_node_rejoins(
+    ha_stack: LocalStack,
+) -> None:
+    report = run_drill(DRILLS["postgres-primary-kill"], ha_stack, max_write_s=150, hold_s=0)
+
+    assert report.figures["new_primary"] != report.target  # Patroni promoted another node
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    # The old primary rejoined as a standby, then got the role back: as found.
+    assert ha_stack.postgres_primary() == report.target
+    assert report.figures["pg_rewind"] != "unknown (no log)"

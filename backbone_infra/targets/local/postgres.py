@@ -24,6 +24,7 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -62,9 +63,22 @@ _PROBE_TIMEOUT_S = 2
 
 
 class LocalPostgres(LocalNodes):
-    """Renders ``spec.postgres`` as ``postgres`` processes."""
+    """Renders ``spec.postgres`` as ``postgres`` processes.
+
+    A spec with ``postgres.patroni`` gets
+    :class:`~backbone_infra.targets.local.patroni.LocalPatroni` instead (one
+    Patroni per node, each managing its postgres): the provisioner knows one
+    renderer per service name, and this is where the choice is made.
+    """
 
     service = "postgres"
+
+    def __new__(cls, spec: StackSpec, *args: Any, **kwargs: Any) -> LocalPostgres:
+        if cls is LocalPostgres and spec.postgres.patroni is not None:
+            from backbone_infra.targets.local.patroni import LocalPatroni
+
+            return super().__new__(LocalPatroni)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -104,13 +118,7 @@ class LocalPostgres(LocalNodes):
         PostgreSQL user; ``initdb`` and cloning happen in :meth:`start` so they
         overlap with the other services' start-up."""
         self.check_installed(self.spec)
-        prefix, uid, gid = as_pg_user()
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True, mode=0o700)
-        if uid is not None and gid is not None:
-            os.chown(self.root, uid, gid)
-            # The PostgreSQL user must be able to walk into its directory.
-            os.chmod(self.dir, os.stat(self.dir).st_mode | 0o111)
+        prefix = self._make_root()
         self.records = [
             self._new_record(
                 name,
@@ -122,6 +130,18 @@ class LocalPostgres(LocalNodes):
             )
             for name, port in ((n, ports.allocate()) for n in self.node_names)
         ]
+
+    def _make_root(self) -> list[str]:
+        """An empty PostgreSQL directory owned by the PostgreSQL user; returns
+        the command prefix that runs a program as that user."""
+        prefix, uid, gid = as_pg_user()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, mode=0o700)
+        if uid is not None and gid is not None:
+            os.chown(self.root, uid, gid)
+            # The PostgreSQL user must be able to walk into its directory.
+            os.chmod(self.dir, os.stat(self.dir).st_mode | 0o111)
+        return prefix
 
     # -- helpers -------------------------------------------------------------------
 
@@ -213,7 +233,13 @@ class LocalPostgres(LocalNodes):
             lambda dbname, autocommit: self._connect(name, dbname=dbname, autocommit=autocommit),
             self.spec.postgres,
             self.secrets,
+            self._bootstrap_statement,
         )
+
+    def _bootstrap_statement(self, conn: psycopg.Connection, statement: str) -> None:
+        """Run one of the rendered bootstrap statements (a hook: under Patroni
+        some roles exist already)."""
+        conn.execute(statement)
 
     def _clone(self, primary: str, name: str) -> None:
         p = self.spec.postgres

@@ -62,12 +62,15 @@ def stages() -> tuple[tuple[type[Any], ...], ...]:
     start concurrently; each stage sees the services of the earlier ones as
     ``peers``. Adding a service is adding its class here. (Imported here, so
     ``down`` and node control do not pay for every client library.)"""
+    from backbone_infra.targets.local.etcd import LocalEtcd
     from backbone_infra.targets.local.kafka import LocalKafka
     from backbone_infra.targets.local.monitoring import LocalMonitoring
     from backbone_infra.targets.local.postgres import LocalPostgres
     from backbone_infra.targets.local.redis import LocalRedis
 
+    # etcd first: Patroni (PostgreSQL on ha) elects its leader through it.
     return (
+        (LocalEtcd,),
         (LocalPostgres, LocalRedis, LocalKafka),
         (LocalMonitoring,),
     )

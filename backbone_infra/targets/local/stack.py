@@ -185,6 +185,17 @@ class LocalStack:
     def postgres_primary(self) -> str:
         return str(self._svc("postgres").primary())
 
+    def postgres_switchover(self, candidate: str) -> float:
+        """Make ``candidate`` the PostgreSQL primary (Patroni stacks only);
+        returns the seconds it took."""
+        svc = self._svc("postgres")
+        if not hasattr(svc, "switchover"):
+            raise InfraError(
+                f"stack {self.name!r} runs PostgreSQL without Patroni; a switchover "
+                "needs an ha stack"
+            )
+        return float(svc.switchover(candidate))
+
     def kafka_partition_leader(self, topic: str, partition: int) -> str:
         return str(self._svc("kafka").partition_leader(topic, partition))
 
