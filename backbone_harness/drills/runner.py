@@ -29,7 +29,14 @@ __all__ = ["DRILLS", "drill_class", "run_drill"]
 Log = Callable[[str], None]
 
 #: What the log says a fault did to its target.
-_DONE = {"kill": "killed", "stop": "stopped", "pause": "paused", "cut": "cut", "slow": "slowed"}
+_DONE = {
+    "kill": "killed",
+    "stop": "stopped",
+    "pause": "paused",
+    "cut": "cut",
+    "slow": "slowed",
+    "rotate": "rotated",
+}
 #: Seconds of the tail (writing after recovery) when a load runs: its *after* phase.
 LOADED_TAIL_S = 5.0
 

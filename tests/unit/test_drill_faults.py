@@ -66,3 +66,15 @@ def test_a_group_fault_restarted_together_restarts_every_node() -> None:
     fault.undo(stack, "kafka-2,kafka-3")  # type: ignore[arg-type]
 
     assert sorted(stack.calls) == [("restart", "kafka-2"), ("restart", "kafka-3")]
+
+
+def test_every_fault_kind_has_the_word_the_drill_log_prints_and_every_drill_uses_a_known_kind() -> (
+    None
+):
+    from typing import get_args
+
+    from backbone_harness.drills.base import FaultKind
+    from backbone_harness.drills.runner import _DONE, DRILLS
+
+    assert set(_DONE) == set(get_args(FaultKind))
+    assert {cls.fault.kind for cls in DRILLS.values()} <= set(_DONE)
