@@ -371,7 +371,9 @@ def node_list(name: NameOpt = DEFAULT_NAME) -> None:
 @_user_errors
 def node_roles(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
     """Current role of every node, asked of the services themselves."""
-    stack = _load(name)
+    from backbone_harness.stacks import load_stack
+
+    stack = load_stack(name)
     if as_json:
         emit_json(stack.roles())
         return
@@ -380,14 +382,9 @@ def node_roles(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 
 def _control(action: str, node: str, name: str) -> None:
-    from backbone_harness.containers.stack import ContainerStack, is_container_stack
+    from backbone_harness.stacks import load_stack
 
-    stack: Any = ContainerStack(name) if is_container_stack(name) else _load(name)
-    if not hasattr(stack, f"{action}_node"):
-        raise UsageError(
-            f"`harness node {action}` needs a container stack (--env compose); "
-            f"{name!r} is a local process stack"
-        )
+    stack = load_stack(name)
     began = time.monotonic()
     getattr(stack, f"{action}_node")(node)
     out.print(f"{action} {node}: done in {time.monotonic() - began:.1f}s")

@@ -39,7 +39,7 @@ from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
 from backbone_harness.drills.toxiproxy import Proxy, Toxiproxy
 from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
-from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_harness.stacks import Stack
 
 __all__ = ["NetworkLatencyDrill", "NetworkPartitionDrill"]
 
@@ -57,10 +57,10 @@ class PathFault(Fault):
     applies it (toxics); an undo by the runner after a failure is the drill's
     ``close``, which stops Toxiproxy and with it every proxied connection."""
 
-    def apply(self, stack: LocalStack, node: str) -> None:
+    def apply(self, stack: Stack, node: str) -> None:
         raise TypeError("a path fault is applied by its drill's inject, not to a node")
 
-    def undo(self, stack: LocalStack, node: str) -> None:
+    def undo(self, stack: Stack, node: str) -> None:
         """Nothing to restart: the node was never touched."""
 
 
@@ -68,6 +68,11 @@ class _PrimaryPathDrill(Drill):
     """Shared by both network drills: the proxy, the writer's store, the reader."""
 
     min_acknowledged = 200
+    environments = ("local",)
+    needs = (
+        "the Toxiproxy path drills are wired to the local process stack; compose "
+        "partitions for real with container-partition (a container off its network)"
+    )
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
@@ -91,7 +96,7 @@ class _PrimaryPathDrill(Drill):
 
     def prepare(self) -> None:
         primary = self.target()
-        port = self.stack.node(primary).record.ports["client"]
+        port = self.stack.node_ports(primary)["client"]
         self.toxiproxy.start()
         self.proxy = self.toxiproxy.proxy(f"postgres-{primary}", "127.0.0.1", port)
         proxied = self.timescale.model_copy(

@@ -18,7 +18,7 @@ from backbone_harness.drills.base import Drill
 from backbone_harness.drills.reconcile import reconcile
 from backbone_harness.drills.report import AlertFired, DrillReport
 from backbone_harness.drills.writer import Writer, longest_gap
-from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_harness.stacks import Stack
 
 __all__ = ["DRILLS", "drill_class", "run_drill"]
 
@@ -27,6 +27,7 @@ Log = Callable[[str], None]
 
 def _registry() -> dict[str, type[Drill]]:
     from backbone_harness.drills.consumer_crash import ConsumerCrashDrill
+    from backbone_harness.drills.container_partition import ContainerPartitionDrill
     from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
     from backbone_harness.drills.kafka_outage import KafkaOutageDrill
     from backbone_harness.drills.postgres_standby import PostgresStandbyKillDrill
@@ -42,6 +43,7 @@ def _registry() -> dict[str, type[Drill]]:
         RedisOutageRestartDrill,
         StoreOutageDrill,
         KafkaOutageDrill,
+        ContainerPartitionDrill,
         *_ha_drills(),
     ]
     return {d.name: d for d in drills}
@@ -99,17 +101,32 @@ class _Prober:
 
 def run_drill(
     drill_cls: type[Drill],
-    stack: LocalStack,
+    stack: Stack,
     *,
     max_write_s: float = 120.0,
     hold_s: float = 0.0,
     log: Log = lambda _msg: None,
 ) -> DrillReport:
-    """Run one drill on ``stack`` (an ha stack) and return its report.
+    """Run one drill on ``stack`` (local or compose) and return its report.
 
     ``hold_s`` keeps the fault at least that long (after the drill's own wait),
-    so alerts with a ``for:`` window get the time to fire.
+    so alerts with a ``for:`` window get the time to fire. A drill whose fault
+    the stack's environment cannot make is not run: its report says "not
+    applicable on ENV" and why (``applicable`` False), and counts as no failure.
     """
+    why = drill_cls.not_applicable(stack)
+    if why is not None:
+        log(f"{drill_cls.name}: {why}")
+        return DrillReport(
+            drill=drill_cls.name,
+            stack=stack.name,
+            fault=f"{drill_cls.fault.kind} {drill_cls.fault.role}",
+            target="-",
+            date=datetime.now(UTC).isoformat(timespec="seconds"),
+            environment=stack.environment,
+            applicable=False,
+            reason=why,
+        )
     drill = drill_cls(stack)
     node = drill.target()
     report = DrillReport(
@@ -118,6 +135,8 @@ def run_drill(
         fault=f"{drill.fault.kind} {drill.fault.role}",
         target=node,
         date=datetime.now(UTC).isoformat(timespec="seconds"),
+        environment=stack.environment,
+        size=stack.spec.size,
     )
     log(f"{drill.name}: {drill.fault.kind} {node} ({drill.fault.role})")
     drill.prepare()
@@ -173,7 +192,7 @@ def run_drill(
     return report
 
 
-def _machine_and_versions(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
+def _machine_and_versions(stack: Stack) -> tuple[dict[str, Any], dict[str, str]]:
     from backbone_harness.bench.performance import client_versions, machine_info, service_versions
 
     versions = client_versions()
@@ -184,7 +203,7 @@ def _machine_and_versions(stack: LocalStack) -> tuple[dict[str, Any], dict[str, 
     return machine_info(), versions
 
 
-def _alerts(stack: LocalStack, fault_wall: float) -> list[AlertFired]:
+def _alerts(stack: Stack, fault_wall: float) -> list[AlertFired]:
     monitoring = stack.document.monitoring
     if monitoring is None or monitoring.prometheus_url is None:
         return []
