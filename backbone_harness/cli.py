@@ -9,7 +9,7 @@
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
     harness node disconnect|reconnect NODE [--name NAME]       (compose stacks: a partition)
-    harness bench up [--runs N]
+    harness bench up [--runs N] [--env local|compose|all]
     harness bench perf [--quick] [--out DIR]
     harness bench sprint-close [--status DIR]
     harness bench contract [--rows N,N] [--outputs PATH]
@@ -452,13 +452,21 @@ def bench_up(
     output: Annotated[
         Path, typer.Option(help="Report path without suffix (.md and .json are written).")
     ] = Path("docs/status/stack-startup"),
+    env: Annotated[
+        str,
+        typer.Option(
+            "--env",
+            help="local, compose (merged beside the report's local figures) or all.",
+        ),
+    ] = "local",
     as_json: JsonOpt = False,
 ) -> None:
     """Time `up` and `down` for minimal and ha, compare with each service's own
     start path, and write docs/status/stack-startup.md and .json."""
-    from backbone_harness.bench.startup import run_startup_bench
+    from backbone_harness.bench.startup import ENVS, run_startup_bench
 
-    md, js = run_startup_bench(runs=runs, output=output, echo=_progress(as_json))
+    envs = ENVS if env == "all" else (env,)
+    md, js = run_startup_bench(runs=runs, output=output, echo=_progress(as_json), envs=envs)
     if as_json:
         emit_json(json.loads(js.read_text()))
         return

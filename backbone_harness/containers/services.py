@@ -136,7 +136,11 @@ def sentinel(
     return ServiceContainer(
         name=name,
         image=image_ref("redis"),
-        command=("sh", "-c", f"[ -f {copy} ] || cp {conf} {copy}; exec redis-sentinel {copy}"),
+        command=(
+            "sh",
+            "-c",
+            f"[ -f {copy} ] || install -m 600 {conf} {copy}; exec redis-sentinel {copy}",
+        ),
         files={conf: configs.sentinel_conf(spec, secrets, port=port, primary=primary)},
         shares_network_of=shares_network_of,
     )

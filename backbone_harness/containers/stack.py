@@ -17,6 +17,7 @@ so the local provisioner never mistakes it for a process stack).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -89,6 +90,10 @@ class ContainerState:
     status: str = "starting"
     #: Containers that are no node (the Redis network namespace's holder).
     infra: list[str] = field(default_factory=list)
+    #: Fixed addresses on the stack network, by container host name.
+    addresses: dict[str, str] = field(default_factory=dict)
+    #: Seconds from the first container's start until each node answered (``up``).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _dir(name: str) -> Path:
@@ -126,7 +131,17 @@ def _wait(what: str, container: str, ready: Callable[[], bool]) -> None:
         time.sleep(0.5)
 
 
-def _run(service: ServiceContainer, *, stack: str, network: str, files: Path) -> str:
+def _run(
+    service: ServiceContainer,
+    *,
+    stack: str,
+    network: str,
+    files: Path,
+    addresses: dict[str, str] | None = None,
+) -> str:
+    """Start one container. ``addresses``: every node's fixed address on the
+    stack network; each container gets its own and ``/etc/hosts`` entries for
+    the others (podman's CNI backend here has no DNS for container names)."""
     container = f"backbone-{stack}-{service.name}"
     args = ["run", "--detach", "--name", container, "--label", f"{LABEL}={stack}"]
     if service.shares_network_of is not None:
@@ -134,6 +149,11 @@ def _run(service: ServiceContainer, *, stack: str, network: str, files: Path) ->
     else:
         args += ["--hostname", service.name, "--network", network]
         args += ["--network-alias", service.name]
+        if addresses:
+            args += ["--ip", addresses[service.name]]
+            for name, address in sorted(addresses.items()):
+                if name != service.name:
+                    args += ["--add-host", f"{name}:{address}"]
     for port in service.ports:
         host, inside = port if isinstance(port, tuple) else (port, port)
         args += ["--publish", f"{LOOPBACK}:{host}:{inside}"]
@@ -456,6 +476,17 @@ def _standbys(
     ]
 
 
+def _addresses(network: str, names: list[str]) -> dict[str, str]:
+    """A fixed address per container on ``network`` (from .10 of its subnet), so a
+    container keeps its address when it is reconnected and peers find it by name."""
+    done = podman(
+        "network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}} {{end}}", network
+    )
+    subnet = ipaddress.ip_network(done.stdout.split()[0])
+    hosts = list(subnet.hosts())[9 : 9 + len(names)]
+    return {name: str(address) for name, address in zip(names, hosts, strict=True)}
+
+
 def up(spec: StackSpec, *, echo: Echo) -> Path:
     """Start the stack's containers, wait until each answers, write the outputs document.
 
@@ -491,7 +522,13 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
 
     def start(services: list[ServiceContainer]) -> None:
         for service in services:
-            container = _run(service, stack=spec.name, network=state.network, files=files)
+            container = _run(
+                service,
+                stack=spec.name,
+                network=state.network,
+                files=files,
+                addresses=state.addresses,
+            )
             if service.name == REDIS_NET:
                 state.infra.append(container)
             else:
@@ -502,15 +539,20 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         checks = stack.readiness(spec, secrets)
         for node in nodes:
             _wait(node, state.nodes[node], checks[node])
-            echo(f"{node}: ready ({time.monotonic() - began:.1f} s after start)")
+            state.timings[node] = round(time.monotonic() - began, 2)
+            echo(f"{node}: ready ({state.timings[node]:.1f} s after start)")
 
     try:
         podman("network", "create", "--label", f"{LABEL}={spec.name}", state.network)
-        start(_services(spec, secrets, ports))
+        services = _services(spec, secrets, ports)
+        standbys = _standbys(spec, secrets, ports)
+        state.addresses = _addresses(
+            state.network, [s.name for s in services + standbys if s.shares_network_of is None]
+        )
+        start(services)
         wait(list(state.nodes))
         _create_topics(spec, secrets, _kafka_servers(ports))
         _bootstrap_postgres(spec, secrets, ports["postgres-1"]["client"])
-        standbys = _standbys(spec, secrets, ports)
         if standbys:
             start(standbys)
             names = [s.name for s in standbys]
@@ -521,11 +563,18 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
                 _streaming(secrets, ports["postgres-1"]["client"], names),
             )
             _make_synchronous(spec, secrets, ports["postgres-1"]["client"])
+            state.timings["standbys streaming"] = round(time.monotonic() - began, 2)
             echo(f"{', '.join(names)}: streaming ({time.monotonic() - began:.1f} s after start)")
         path = write_document(_document(spec, secrets, ports), directory / OUTPUTS_FILE)
-    except BaseException:
-        echo("up failed; removing what was started")
-        stack.down()
+        state.timings["total"] = round(time.monotonic() - began, 2)
+    except BaseException as exc:
+        echo(f"up failed ({type(exc).__name__}: {str(exc)[:300]}); removing what was started")
+        stack.save_logs()
+        echo(f"each container's log is in {directory / 'logs'}")
+        try:
+            stack.down()
+        except EngineError as cleanup:  # the first error is the one to report
+            echo(f"cleaning up failed too: {cleanup}")
         raise
     state.status = "running"
     _save(directory, state)
@@ -676,7 +725,11 @@ class ContainerStack:
 
     def reconnect_node(self, node: str) -> None:
         """Join the node's container to its network again, under its node name."""
-        podman("network", "connect", "--alias", node, self.state.network, self._container(node))
+        fixed = self.state.addresses.get(node)
+        args = ["--ip", fixed] if fixed else []
+        podman(
+            "network", "connect", "--alias", node, *args, self.state.network, self._container(node)
+        )
 
     def restart_node(self, node: str) -> float:
         """Start the node's container again (it keeps its data); seconds until it answers."""
@@ -799,11 +852,23 @@ class ContainerStack:
             raise HarnessError("the KRaft quorum has no leader right now")
         return node_name(leader)
 
+    def save_logs(self) -> None:
+        """Keep each node's container log in ``logs/<node>.log`` (before removal)."""
+        logs = self.dir / "logs"
+        logs.mkdir(exist_ok=True)
+        for node, container in self.state.nodes.items():
+            done = podman("logs", container, check=False)
+            (logs / f"{node}.log").write_text(done.stdout + done.stderr)
+
     def down(self) -> None:
         """Remove every container and the network of the stack (idempotent)."""
         names = self.containers()
-        if names:
-            podman("rm", "--force", "--time", "10", *names)
+        # Containers that join another's network namespace go first (podman
+        # refuses to remove a namespace's holder while they exist).
+        holders = [n for n in names if n in self.state.infra]
+        for batch in ([n for n in names if n not in holders], holders):
+            if batch:
+                podman("rm", "--force", "--time", "10", *batch)
         podman("network", "rm", "--force", self.state.network, check=False)
         self.state.status = "stopped"
         _save(self.dir, self.state)
