@@ -276,6 +276,9 @@ def _compose_markdown(c: dict[str, Any] | None, targets: dict[str, float]) -> li
         "",
         "## Compose environment (the project's images on podman)",
         "",
+        "The same two sizes as containers (`harness up --env compose`); the sections",
+        "above are the local process stacks.",
+        "",
         f"Measured {c['date']} by `harness bench up --env compose --runs {c['runs']}`: "
         "`harness up --env compose` with every image reused (content-addressed tags), "
         "until every node answers from the host, the topics exist and the schema is "
@@ -305,7 +308,7 @@ def _markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     v = m["versions"]
     lines = [
-        "# Local stack start-up and tear-down",
+        "# Stack start-up and tear-down",
         "",
         f"Measured {r['date']} by `harness bench up --runs {r['runs']}` "
         "(each figure: median, min-max over the runs; the commands run as subprocesses, "
@@ -338,7 +341,6 @@ def _markdown(r: dict[str, Any]) -> str:
             "|---|---|",
         ]
         lines += [f"| {k} | {fmt(s)} |" for k, s in data["per_service_s"].items()]
-    lines += _compose_markdown(r.get("compose"), r["targets_s"])
     own = r.get("own_start_paths_s", {})
     if own:
         lines += [
@@ -371,5 +373,6 @@ def _markdown(r: dict[str, Any]) -> str:
             lines += [
                 f"| {label} | {a / b:.1f}x ({a} s vs {b} s) |" for label, a, b in ratios if b > 0
             ]
+    lines += _compose_markdown(r.get("compose"), r["targets_s"])
     lines.append("")
     return "\n".join(lines)

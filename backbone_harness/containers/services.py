@@ -72,6 +72,8 @@ class ServiceContainer:
     #: The node whose network namespace it joins (a sidecar, as in a pod);
     #: that node's container publishes this one's ports.
     shares_network_of: str | None = None
+    #: The signal that stops it, when the image's default would be ignored.
+    stop_signal: str | None = None
 
 
 def materialise(container: ServiceContainer, directory: Path) -> dict[str, str]:
@@ -98,7 +100,10 @@ def network_holder(name: str, *, image: str, ports: tuple[int, ...]) -> ServiceC
     at ``127.0.0.1:<port>`` — the address they announce, which is also the one
     the host publishes — and a killed server takes nobody's network with it.
     """
-    return ServiceContainer(name=name, image=image, command=("sleep", "infinity"), ports=ports)
+    # As PID 1, sleep ignores SIGTERM: it would hold up every `down` for the stop timeout.
+    return ServiceContainer(
+        name=name, image=image, command=("sleep", "infinity"), ports=ports, stop_signal="SIGKILL"
+    )
 
 
 def redis_server(

@@ -154,6 +154,8 @@ def _run(
             for name, address in sorted(addresses.items()):
                 if name != service.name:
                     args += ["--add-host", f"{name}:{address}"]
+    if service.stop_signal is not None:
+        args += ["--stop-signal", service.stop_signal]
     for port in service.ports:
         host, inside = port if isinstance(port, tuple) else (port, port)
         args += ["--publish", f"{LOOPBACK}:{host}:{inside}"]

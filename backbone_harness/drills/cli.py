@@ -125,7 +125,9 @@ def run(
         try:
             for cls in classes:
                 if cls.name in unfit:
-                    say(f"{cls.name}: skipped, needs a {'|'.join(cls.stack_sizes)} stack")
+                    say(
+                        f"{cls.name}: skipped, needs a stack of size {' or '.join(cls.stack_sizes)}"
+                    )
                     continue
                 report = run_drill(cls, stack, hold_s=hold, log=say)
                 reports.append(report)
