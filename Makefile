@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test lint unit integration bench fuzz clean distclean ci-health-publish
+.PHONY: setup demo test lint unit integration bench drills load fuzz clean distclean ci-health-publish
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,14 @@ bench: setup
 	$(VENV)/bin/harness bench up
 	$(VENV)/bin/harness bench perf
 	$(VENV)/bin/harness bench sprint-close
+
+# The status pages of the drills and of the load test, with their plots (PNG):
+# docs/status/drills.md (+ drill-NAME-load.png) and docs/status/load.md.
+drills: setup
+	$(VENV)/bin/harness drill run all --up --hold 10 --load
+
+load: setup
+	$(VENV)/bin/harness load run --up --profile both
 
 # A short coverage-guided fuzz run of the contract's readers (atheris; not in `make test`).
 fuzz: setup

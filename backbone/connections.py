@@ -34,6 +34,7 @@ __all__ = [
     "TOPIC_NAMES",
     "ConnectionsDocument",
     "ConnectionsError",
+    "DrillConnection",
     "DuckDBConnection",
     "HostPort",
     "KafkaConnection",
@@ -223,6 +224,17 @@ class MonitoringConnection(_Model):
     backbone_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
 
+class DrillConnection(_Model):
+    """Where the harness's outage drills reach a stack by another path than the
+    clients' (local stacks). Not a client setting: the settings never read it,
+    and nothing answers at these addresses outside a drill."""
+
+    #: Each Kafka broker's ``DRILL`` listener, advertised at a port only a network
+    #: drill's Toxiproxy listens on: a drill's clients bootstrap here so that it can
+    #: cut or slow the path to one broker (``docs/runbooks/drills.md``).
+    kafka_bootstrap_servers: list[str] = Field(default_factory=list)
+
+
 class ConnectionsDocument(_Model):
     """Everything a client needs to reach one stack."""
 
@@ -240,6 +252,7 @@ class ConnectionsDocument(_Model):
     timescale: TimescaleConnection | None = None
     duckdb: DuckDBConnection | None = None
     monitoring: MonitoringConnection | None = None
+    drill: DrillConnection | None = None
 
     @model_validator(mode="after")
     def _tier_fields(self) -> ConnectionsDocument:

@@ -5,6 +5,7 @@
     harness up --env local --via pulumi [--name ci-XXXXXX]    (an ephemeral Pulumi stack)
     harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
+    harness rotate-credentials [--name NAME] [--principal redis|kafka|postgres ...] [--grace S]
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
@@ -333,6 +334,60 @@ def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
     _monitoring_panel(stack)
     if stack.outputs_path.exists():
         out.print(f"outputs: {stack.outputs_path}")
+
+
+class PrincipalChoice(StrEnum):
+    """The application principal of one service (``backbone_infra.targets.local.rotation``)."""
+
+    redis = "redis"
+    kafka = "kafka"
+    postgres = "postgres"
+
+
+@app.command("rotate-credentials")
+@_user_errors
+def rotate_credentials_command(
+    name: NameOpt = DEFAULT_NAME,
+    principal: Annotated[
+        list[PrincipalChoice] | None,
+        typer.Option("--principal", "-p", help="Rotate only this one (repeatable); default all."),
+    ] = None,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0.0,
+            help="Seconds Redis accepts both passwords after the new document is published.",
+        ),
+    ] = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Rotate the application's passwords on a running local stack without refusing a
+    client: the services accept the new password, then outputs.json and secrets.json are
+    rewritten, then Redis forgets the old one (see docs/credential-rotation.md)."""
+    from backbone_infra.targets.local.rotation import PRINCIPALS, rotate_credentials
+
+    stack = _load(name)
+    if not stack.spec.has_services:
+        raise UsageError(f"stack {name!r} is a bootstrap-tier stack: it has no credentials")
+    chosen = [p.value for p in principal] if principal else list(PRINCIPALS)
+    say = (lambda _m: None) if as_json else (lambda m: out.print(m, markup=False))
+    result = rotate_credentials(stack, chosen, grace_s=grace, echo=say)  # type: ignore[arg-type]
+    report = {
+        "stack": name,
+        "principals": list(result.principals),
+        "seconds_to_publish": round(result.seconds_to_publish, 2),
+        "grace_s": result.grace_s,
+        "outputs": str(stack.outputs_path),
+    }
+    if as_json:
+        emit_json(report)
+        return
+    out.print(
+        f"rotated {', '.join(result.principals)} on {name}; clients read the new passwords "
+        f"from {stack.outputs_path}",
+        markup=False,
+    )
 
 
 def _monitoring_panel(stack: provisioner.LocalStack) -> None:

@@ -18,8 +18,10 @@ Keys live under the project namespace (``market-data-backbone:target`` ...):
 =====================  ========================================================
 
 Secrets (``pulumi config set --secret``), each optional: ``redisPassword``,
-``redisAdminPassword``, ``kafkaPassword``, ``kafkaAdminPassword``,
-``postgresPassword``, ``postgresSuperuserPassword``, ``replicationPassword``,
+``redisAdminPassword``, ``redisExporterPassword``, ``kafkaPassword``, ``kafkaAdminPassword``,
+``kafkaMonitorPassword``,
+``postgresPassword``, ``postgresSuperuserPassword``, ``postgresReaderPassword``,
+``postgresMonitorPassword``, ``replicationPassword``,
 ``grafanaAdminPassword``. A missing one is generated with ``RandomPassword``.
 """
 
@@ -42,10 +44,14 @@ TARGETS: tuple[Target, ...] = ("docker", "kubernetes", "local")
 SECRET_KEYS: dict[str, str] = {
     "redis_password": "redisPassword",
     "redis_admin_password": "redisAdminPassword",
+    "redis_exporter_password": "redisExporterPassword",
     "kafka_password": "kafkaPassword",
     "kafka_admin_password": "kafkaAdminPassword",
+    "kafka_monitor_password": "kafkaMonitorPassword",
     "postgres_password": "postgresPassword",
     "postgres_superuser_password": "postgresSuperuserPassword",
+    "postgres_reader_password": "postgresReaderPassword",
+    "postgres_monitor_password": "postgresMonitorPassword",
     "replication_password": "replicationPassword",
     "grafana_admin_password": "grafanaAdminPassword",
 }

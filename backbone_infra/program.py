@@ -64,10 +64,14 @@ class Credentials:
 
     redis_password: pulumi.Output[str]
     redis_admin_password: pulumi.Output[str]
+    redis_exporter_password: pulumi.Output[str]
     kafka_password: pulumi.Output[str]
     kafka_admin_password: pulumi.Output[str]
+    kafka_monitor_password: pulumi.Output[str]
     postgres_password: pulumi.Output[str]
     postgres_superuser_password: pulumi.Output[str]
+    postgres_reader_password: pulumi.Output[str]
+    postgres_monitor_password: pulumi.Output[str]
     replication_password: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
 
@@ -173,11 +177,23 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
     backend.bind(None)
     redis = RedisDeployment(
         f"{spec.name}-redis",
-        RedisDeploymentArgs(spec, backend, creds.redis_password, creds.redis_admin_password),
+        RedisDeploymentArgs(
+            spec,
+            backend,
+            creds.redis_password,
+            creds.redis_admin_password,
+            creds.redis_exporter_password,
+        ),
     )
     kafka = KafkaCluster(
         f"{spec.name}-kafka",
-        KafkaClusterArgs(spec, backend, creds.kafka_password, creds.kafka_admin_password),
+        KafkaClusterArgs(
+            spec,
+            backend,
+            creds.kafka_password,
+            creds.kafka_admin_password,
+            creds.kafka_monitor_password,
+        ),
     )
     timescale = TimescaleDatabase(
         f"{spec.name}-timescale",
@@ -187,6 +203,8 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.postgres_password,
             creds.postgres_superuser_password,
             creds.replication_password,
+            creds.postgres_reader_password,
+            creds.postgres_monitor_password,
         ),
     )
     monitoring = Monitoring(
@@ -252,9 +270,10 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             spec,
             backend,
             kafka_bootstrap=kafka.internal_bootstrap,
-            kafka_username=kafka.username,
+            # The lag exporter logs in as the DESCRIBE-only monitoring principal.
+            kafka_username=spec.kafka.monitor_username,
             kafka_sasl_mechanism=kafka.sasl_mechanism,
-            kafka_password=kafka.password,
+            kafka_password=creds.kafka_monitor_password,
             # Only where the document's addresses are in-network (Kubernetes).
             document=None if backend.clients_outside else document,
         ),

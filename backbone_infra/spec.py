@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The tier and size names are the outputs document's (defined once, in backbone).
 from backbone.connections import SIZES, TIERS, TOPIC_NAMES, Size, Tier
@@ -24,6 +24,7 @@ __all__ = [
     "Images",
     "KafkaSpec",
     "MonitoringSpec",
+    "PatroniSpec",
     "PostgresSpec",
     "RedisSpec",
     "Size",
@@ -70,6 +71,9 @@ class RedisSpec(_Spec):
     sentinels: int = Field(default=0, ge=0)
     master_name: str = "backbone"
     username: str = "backbone"
+    #: The cache's key namespace (``backbone.settings`` ``namespace``): the
+    #: application user may touch only ``NS:*`` and ``NS-*`` keys.
+    namespace: str = "backbone"
     port: int = 6379
     sentinel_port: int = 26379
     maxmemory_mb: int = 256
@@ -108,6 +112,8 @@ class KafkaSpec(_Spec):
     sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
     username: str = "backbone"
     admin_username: str = "admin"
+    #: The lag exporter's principal: DESCRIBE on topics and groups, no data.
+    monitor_username: str = "backbone-monitor"
     topics: tuple[TopicSpec, ...]
     exporter_port: int = 9404
 
@@ -120,12 +126,52 @@ class KafkaSpec(_Spec):
         return 2 if self.brokers >= 3 else 1
 
 
+class PatroniSpec(_Spec):
+    """Automatic failover of PostgreSQL: Patroni on every node, etcd as its store.
+
+    Failover time is bounded by the leader key's ``ttl_s``: a SIGKILLed
+    primary cannot release its key, so the standbys wait until it expires.
+    Patroni 4 refuses a ``ttl`` below 20 s and requires
+    ``loop_wait + 2 * retry_timeout <= ttl`` (it silently shortens the others
+    otherwise); both are checked here so a spec never means something else
+    than what it says. The chosen values and their trade-off: docs/storage.md.
+    """
+
+    #: Patroni's cluster name (the etcd key prefix).
+    scope: str = "backbone"
+    #: Seconds the leader key lives without renewal: the failover detection time.
+    ttl_s: int = Field(default=20, ge=20)
+    #: Seconds between two runs of Patroni's HA loop (key renewal, role checks).
+    loop_wait_s: int = Field(default=2, ge=1)
+    #: Seconds Patroni retries etcd and PostgreSQL before it gives up the lead.
+    retry_timeout_s: int = Field(default=9, ge=3)
+    #: Commits wait for this many standbys out of all (``ANY n``, quorum mode).
+    synchronous_node_count: int = Field(default=1, ge=1)
+    #: Patroni's REST API (roles, health, switchover).
+    rest_port: int = 8008
+    etcd_client_port: int = 2379
+    etcd_peer_port: int = 2380
+
+    @model_validator(mode="after")
+    def _timeouts_fit_the_ttl(self) -> PatroniSpec:
+        if self.loop_wait_s + 2 * self.retry_timeout_s > self.ttl_s:
+            raise ValueError(
+                f"loop_wait_s + 2 * retry_timeout_s = "
+                f"{self.loop_wait_s + 2 * self.retry_timeout_s} exceeds ttl_s = {self.ttl_s}; "
+                "Patroni requires loop_wait + 2*retry_timeout <= ttl: lower them or raise ttl_s"
+            )
+        return self
+
+
 class PostgresSpec(_Spec):
     version: str = "15"
     #: Streaming standbys besides the primary.
     standbys: int = Field(default=0, ge=0)
     #: With a standby: commits wait for it (``synchronous_commit=on``).
     synchronous: bool = True
+    #: Automatic failover by Patroni (``ha``); ``None``: plain PostgreSQL,
+    #: where a lost primary waits for a person.
+    patroni: PatroniSpec | None = None
     port: int = 5432
     dbname: str = "marketdata"
     user: str = "backbone"
@@ -141,6 +187,15 @@ class PostgresSpec(_Spec):
     @property
     def nodes(self) -> int:
         return 1 + self.standbys
+
+    @model_validator(mode="after")
+    def _patroni_quorum_fits(self) -> PostgresSpec:
+        if self.patroni is not None and self.patroni.synchronous_node_count > self.standbys:
+            raise ValueError(
+                f"patroni.synchronous_node_count={self.patroni.synchronous_node_count} "
+                f"needs at least that many standbys (standbys={self.standbys})"
+            )
+        return self
 
 
 class MonitoringSpec(_Spec):
@@ -219,7 +274,9 @@ def build_spec(name: str, *, tier: Tier = "institutional", size: Size = "minimal
     ``minimal``: 1 Redis, 1 Kafka broker, 1 PostgreSQL.
     ``ha``: Redis primary + 1 replica + 3 Sentinels; 3 KRaft brokers in combined
     mode, replication factor 3, ``min.insync.replicas=2``; PostgreSQL primary +
-    1 synchronous streaming standby.
+    2 streaming standbys under Patroni (etcd), commits waiting for any one of
+    them (quorum), so one lost standby blocks nothing and a lost primary is
+    replaced automatically.
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
@@ -233,5 +290,5 @@ def build_spec(name: str, *, tier: Tier = "institutional", size: Size = "minimal
         size=size,
         redis=RedisSpec(replicas=1 if ha else 0, sentinels=3 if ha else 0),
         kafka=KafkaSpec(brokers=brokers, topics=_topics(brokers)),
-        postgres=PostgresSpec(standbys=1 if ha else 0),
+        postgres=PostgresSpec(standbys=2, patroni=PatroniSpec()) if ha else PostgresSpec(),
     )

@@ -11,7 +11,7 @@ STAMP_DIR=.venv/.stamps
 . scripts/lib.sh
 
 # --- Debian packages: services the local environment runs --------------------
-APT_PKGS=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter prometheus-postgres-exporter prometheus-alertmanager iproute2)
+APT_PKGS=(redis-server redis-sentinel redis-tools prometheus prometheus-redis-exporter prometheus-postgres-exporter prometheus-alertmanager iproute2 etcd-server)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -32,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   run_logged "apt-get update" /tmp/backbone-apt-update.log apt-get update -q
   run_logged "installing ${#missing[@]} Debian packages" /tmp/backbone-apt-install.log \
     env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-  # Debian starts a system Redis, PostgreSQL and Prometheus where an init runs
+  # Debian starts a system Redis, PostgreSQL, Prometheus and etcd where an init runs
   # its services. The harness never uses them (every stack starts its own on
   # free loopback ports), and they would hold the default ports and memory, so
   # the ones this step just installed are stopped and disabled. Services that

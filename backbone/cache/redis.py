@@ -305,8 +305,12 @@ class RedisCache:
             except RETRYABLE_ERRORS as exc:
                 last = exc
                 _log.debug("Redis command failed (attempt %d): %r", attempt + 1, exc)
-                # Drop every pooled connection: the next one asks the Sentinels again.
-                self._client.connection_pool.disconnect()
+                # Drop every idle pooled connection: the next one asks the Sentinels
+                # again. Not the ones other threads are using: closing a socket under
+                # a command in flight made that read raise ValueError ("I/O operation
+                # on closed file"), past every fallback (seen under `drill --load`);
+                # those fail or succeed on their own and are retried the same way.
+                self._client.connection_pool.disconnect(inuse_connections=False)
                 if attempt < self._retries:
                     time.sleep(self._retry_backoff * (2**attempt))
                 continue

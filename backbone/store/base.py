@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from backbone.bars import Bar
-from backbone.deadletter import DeadLetter
+from backbone.deadletter import DeadLetter, StoredDeadLetter
 
 __all__ = [
     "BUCKET_ORIGIN",
@@ -32,11 +32,33 @@ __all__ = [
     "StoreUnavailableError",
     "bucket_label",
     "check_range",
+    "dead_letter_query",
+    "stored_dead_letters",
 ]
 
 #: Every backend aligns buckets to this instant (TimescaleDB's own default, a
 #: Monday 00:00 UTC), so bucketed reads agree across Timescale, PostgreSQL and DuckDB.
 BUCKET_ORIGIN = "2000-01-03 00:00:00+00"
+
+
+def dead_letter_query(id_filter: str | None, limit: int | None) -> str:
+    """The dead-letter listing both stores run, oldest first.
+
+    ``id_filter`` is the backend's own "id is one of the bound list" clause (DuckDB
+    ``list_contains(?::BIGINT[], id)``, PostgreSQL ``id = ANY(%s)``), or ``None`` for
+    every record; the column order is what :func:`stored_dead_letters` reads.
+    """
+    return (
+        "SELECT id, received_at, origin, reason, payload, replayed_at FROM dead_letter"
+        + (f" WHERE {id_filter}" if id_filter is not None else "")
+        + " ORDER BY id"
+        + (f" LIMIT {int(limit)}" if limit is not None else "")
+    )
+
+
+def stored_dead_letters(rows: Sequence[tuple[Any, ...]]) -> list[StoredDeadLetter]:
+    """Rows of :func:`dead_letter_query` as :class:`StoredDeadLetter` values."""
+    return [StoredDeadLetter(int(i), at, o, r, bytes(p), done) for i, at, o, r, p, done in rows]
 
 
 class StoreError(RuntimeError):

@@ -21,7 +21,14 @@ import pyarrow as pa
 from backbone.bars import Bar
 from backbone.contract import CorrectionPolicy
 from backbone.deadletter import DeadLetter, StoredDeadLetter
-from backbone.store.base import BUCKET_ORIGIN, StoreError, bucket_label, check_range
+from backbone.store.base import (
+    BUCKET_ORIGIN,
+    StoreError,
+    bucket_label,
+    check_range,
+    dead_letter_query,
+    stored_dead_letters,
+)
 from backbone.store.revisions import (
     AUDIT_COLUMNS,
     WriteOutcome,
@@ -352,14 +359,10 @@ class DuckDBStore:
         self, ids: Sequence[int] | None = None, *, limit: int | None = None
     ) -> list[StoredDeadLetter]:
         """Stored dead letters (all, or those with ``ids``), oldest first."""
-        sql = (
-            "SELECT id, received_at, origin, reason, payload, replayed_at FROM dead_letter"
-            + (" WHERE list_contains(?::BIGINT[], id)" if ids is not None else "")
-            + " ORDER BY id"
-            + (f" LIMIT {int(limit)}" if limit is not None else "")
+        sql = dead_letter_query(
+            "list_contains(?::BIGINT[], id)" if ids is not None else None, limit
         )
-        rows = self._sql(sql, [list(ids)] if ids is not None else [])
-        return [StoredDeadLetter(int(i), at, o, r, bytes(p), done) for i, at, o, r, p, done in rows]
+        return stored_dead_letters(self._sql(sql, [list(ids)] if ids is not None else []))
 
     def mark_dead_letters_replayed(self, ids: Sequence[int]) -> None:
         """Record that these dead letters were re-submitted (they stay, for the audit)."""

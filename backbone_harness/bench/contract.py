@@ -37,6 +37,7 @@ from backbone.stream.producer import (
     ProducerTuning,
     kafka_client_config,
 )
+from backbone_harness.privileged import admin_document
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local import provisioner
 
@@ -213,7 +214,8 @@ def _with_stack(work: Callable[[ConnectionsDocument], Any], log: Log) -> Any:
     log(f"bringing up a minimal local stack ({root})")
     stack = provisioner.up(build_spec(name, size="minimal"), root=root)
     try:
-        return work(stack.document)
+        # The compression bench creates its own topic: admin credentials.
+        return work(admin_document(stack))
     finally:
         provisioner.down(name, root=root)
         shutil.rmtree(root, ignore_errors=True)

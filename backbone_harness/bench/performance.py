@@ -45,6 +45,7 @@ from backbone_harness.bench import cache, producer, store, tier1
 from backbone_harness.bench.measure import Log, figure, load_average
 from backbone_harness.bench.plots import write_plots
 from backbone_harness.bench.report import render_markdown
+from backbone_harness.privileged import admin_document
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local import provisioner
 
@@ -188,7 +189,9 @@ def _stack(size: str, root: Path, log: Log) -> Iterator[tuple[ConnectionsDocumen
     log(f"bringing up a {size} local stack ({root / name})")
     stack = provisioner.up(build_spec(name, size=size), root=root)  # type: ignore[arg-type]
     try:
-        yield stack.document, stack.outputs_path, stack
+        # Benchmarks create topics, a table and Redis keys outside the cache's
+        # namespace: admin credentials (backbone_harness.privileged).
+        yield admin_document(stack), stack.outputs_path, stack
     finally:
         provisioner.down(name, root=root)
         shutil.rmtree(root / name, ignore_errors=True)

@@ -64,6 +64,7 @@ def redis_conf(
         primary=primary,
         password=secrets.redis_password,
         admin_password=secrets.redis_admin_password,
+        exporter_password=secrets.redis_exporter_password,
     )
 
 

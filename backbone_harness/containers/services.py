@@ -14,7 +14,6 @@ client on the host dials.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 from collections.abc import Mapping
@@ -24,6 +23,7 @@ from pathlib import Path
 from backbone.connections import HostPort
 from backbone_harness.containers import configs
 from backbone_harness.containers.images import image_ref, kafka_home
+from backbone_infra.render.exporters import redis_exporter_args, redis_exporter_passwords
 from backbone_infra.render.kafka import (
     EXTERNAL_LISTENER_PORT,
     STORAGE_TOOL_MAIN,
@@ -154,21 +154,23 @@ def sentinel(
 def redis_exporter(
     spec: StackSpec, secrets: StackSecrets, *, redis_port: int, port: int
 ) -> ServiceContainer:
-    """Debian's redis_exporter beside ``redis-1``, as the local environment runs it:
-    the password from a mounted JSON file keyed by the address it scrapes."""
+    """Debian's redis_exporter beside ``redis-1``, as the local environment runs it
+    (the same arguments, rendered once): the read-only ``exporter`` ACL user, its
+    password from a mounted JSON file keyed by the address it scrapes."""
     uri = f"redis://127.0.0.1:{redis_port}"
     passfile = "/etc/redis-exporter/passwords.json"
+    args = redis_exporter_args(
+        spec.redis,
+        redis_uri=uri,
+        listen=f"0.0.0.0:{port}",
+        password_file=passfile,
+        sentinel=False,
+    )
     return ServiceContainer(
         name="redis-1-exporter",
         image=image_ref("redis-exporter"),
-        command=(
-            "prometheus-redis-exporter",
-            f"--redis.addr={uri}",
-            f"--redis.user={spec.redis.username}",
-            f"--redis.password-file={passfile}",
-            f"--web.listen-address=0.0.0.0:{port}",
-        ),
-        files={passfile: json.dumps({uri: secrets.redis_password})},
+        command=("prometheus-redis-exporter", *args),
+        files={passfile: redis_exporter_passwords(uri, secrets.redis_exporter_password)},
         shares_network_of="redis-1",
     )
 
@@ -204,6 +206,7 @@ def kafka_broker(
         cluster_id=cluster_id,
         client_password=secrets.kafka_password,
         admin_password=secrets.kafka_admin_password,
+        monitor_password=secrets.kafka_monitor_password,
     )
     assert fmt[0] == STORAGE_TOOL_MAIN
     host_libs = kafka_home() / "libs"

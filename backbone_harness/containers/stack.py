@@ -43,8 +43,6 @@ from backbone.connections import (
     load_document,
     write_document,
 )
-from backbone.settings import TimescaleConnectionSettings
-from backbone.store.timescale import TimescaleStore
 from backbone_harness.containers.engine import EngineError, no_engine_reason, podman
 from backbone_harness.containers.images import build_all, image_ref
 from backbone_harness.containers.services import (
@@ -60,12 +58,14 @@ from backbone_harness.containers.services import (
 from backbone_harness.errors import HarnessError, StackExistsError, UsageError
 from backbone_infra.errors import NotApplicableError
 from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id, node_id, node_name
-from backbone_infra.render.postgres import synchronous_standby_names
+from backbone_infra.render.postgres import SUPERUSER, synchronous_standby_names
 from backbone_infra.render.redis import ADMIN_USER
 from backbone_infra.spec import StackSpec, build_spec
+from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import OUTPUTS_FILE, stacks_root
+from backbone_infra.targets.postgres_roles import bootstrap_roles_and_schema
 
 __all__ = ["STATE_FILE", "ContainerStack", "is_container_stack", "up"]
 
@@ -228,6 +228,7 @@ def _create_topics(spec: StackSpec, secrets: StackSecrets, servers: list[str]) -
         ]
         with contextlib.suppress(kafka_errors.TopicAlreadyExistsError):
             admin.create_topics(topics)
+        grant_stack_acls(admin, spec.kafka)
     finally:
         admin.close()
 
@@ -248,41 +249,27 @@ def _superuser(
 
 
 def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
-    """The application (and, with standbys, replication) role, the database and
-    the bars schema, as the local environment makes them."""
+    """Roles (the replication role among them), database, schema and grants,
+    rendered once and run as the local environment runs them
+    (backbone_infra.targets.postgres_roles)."""
     p = spec.postgres
-    with _superuser(secrets, port) as admin:
+
+    def connect(dbname: str, autocommit: bool) -> psycopg.Connection:
+        return psycopg.connect(
+            host=LOOPBACK,
+            port=port,
+            user=SUPERUSER,
+            password=secrets.postgres_superuser_password,
+            dbname=dbname,
+            sslmode="disable",
+            autocommit=autocommit,
+            connect_timeout=10,
+        )
+
+    with connect("postgres", True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (p.user,)).fetchone()
-        if exists is None:
-            admin.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(p.user), sql.Literal(secrets.postgres_password)
-                )
-            )
-            admin.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(p.dbname), sql.Identifier(p.user)
-                )
-            )
-        if p.standbys:
-            replicator = admin.execute(
-                "SELECT 1 FROM pg_roles WHERE rolname = %s", (p.replication_user,)
-            ).fetchone()
-            if replicator is None:
-                admin.execute(
-                    sql.SQL("CREATE ROLE {} REPLICATION LOGIN PASSWORD {}").format(
-                        sql.Identifier(p.replication_user),
-                        sql.Literal(secrets.replication_password),
-                    )
-                )
-    store = TimescaleStore(
-        TimescaleConnectionSettings.from_section(_timescale(spec, secrets, [port])),
-        create_schema=False,
-    )
-    try:
-        store.apply_schema()
-    finally:
-        store.close()
+    if exists is None:
+        bootstrap_roles_and_schema(connect, p, secrets)
 
 
 def _make_synchronous(spec: StackSpec, secrets: StackSecrets, port: int) -> None:

@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from backbone.bars import Bar
@@ -23,7 +24,8 @@ __all__ = ["Drill", "Fault", "FaultKind", "wait_until"]
 #: ``cut`` and ``slow`` are network faults on a path, not on a node: the drill
 #: applies them itself (see :mod:`backbone_harness.drills.network`).
 #: ``disconnect`` takes the node off its network (compose: a real partition).
-FaultKind = Literal["kill", "stop", "pause", "cut", "slow", "disconnect"]
+#: ``rotate`` replaces the application's credentials (the credential-rotation drill).
+FaultKind = Literal["kill", "stop", "pause", "cut", "slow", "disconnect", "rotate"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,11 @@ class Drill(ABC):
     #: and, when that is not all of them, what the others lack.
     environments: tuple[str, ...] = ("local", "compose")
     needs: str = ""
+    #: Whether ``--load`` may run its producers: False where the drill's own writer
+    #: or reader consumes the bar topics (``Backbone.ingest``, a consumer group),
+    #: which would take the load's records as its own, counts and all, and have to
+    #: store them; the load then runs its readers only.
+    load_produces: bool = True
     #: Seconds of writing before the fault, and after recovery.
     warmup_s: float = 2.0
     tail_s: float = 2.0
@@ -118,6 +125,12 @@ class Drill(ABC):
     @abstractmethod
     def write(self, bars: list[Bar]) -> None:
         """Write one batch through the public API; return only once acknowledged."""
+
+    def load_outputs(self) -> Path | None:
+        """The outputs document ``--load`` reaches the stack with, after :meth:`prepare`:
+        ``None`` for the stack's own. A drill whose clients take a faulted path
+        returns one that sends the load's clients the same way."""
+        return None
 
     def inject(self, node: str) -> None:
         """Apply the fault to ``node`` (by default :meth:`Fault.apply` on the stack)."""

@@ -3,6 +3,7 @@
     harness drill list
     harness drill run NAME|all [--env local|compose] [--size minimal|ha] [--name STACK]
                                [--up] [--hold S] [--out DIR]
+                               [--load [--load-users N] [--load-profile P]]
 
 Without ``--up`` the drill runs on the running stack ``--name`` (default
 ``dev``), whichever environment runs it; with ``--up`` it brings a stack of
@@ -10,10 +11,12 @@ Without ``--up`` the drill runs on the running stack ``--name`` (default
 down. Drills pick their target by role at run time. A drill the environment
 cannot make ("not applicable on ENV": Toxiproxy path drills on compose, the
 container partition on local) is reported as such and fails nothing; with
-``all``, drills that need a bigger stack than ``--size`` are reported the same
-way. The report is merged into ``docs/status/drills.md`` and ``.json``, one
-column per environment. Exit code 0: every drill that ran passed; 1: one ran
-and failed; 2: it could not run.
+``all``, drills that need a bigger stack than ``--size`` are skipped. The
+report is merged into ``docs/status/drills.md`` and ``.json``, one column per
+environment. ``--load`` runs the Locust load test across each drill's fault and
+writes its curve (``drill-NAME-load.png``) beside the report, the figures into
+the JSON. Exit code 0: every drill that ran passed; 1: one ran and failed; 2:
+it could not run.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rich.console import Console
 
 from backbone.clikit import emit_json, fail
 from backbone_harness.errors import USER_ERRORS, HarnessError
+from backbone_harness.load.cli import Profile
 from backbone_harness.stacks import ENVIRONMENTS, down_stack, load_stack, up_stack
 from backbone_infra.paths import status_dir
 from backbone_infra.spec import SIZES, build_spec
@@ -84,10 +88,30 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the reports as one JSON document on stdout.")
     ] = False,
+    load: Annotated[
+        bool,
+        typer.Option(
+            "--load",
+            help="Run the Locust load across the fault; plot its latency and error curve.",
+        ),
+    ] = False,
+    load_users: Annotated[
+        int, typer.Option(min=1, max=64, help="Locust users of --load (readers 3 : 1 feeds).")
+    ] = 4,
+    load_profile: Annotated[
+        Profile, typer.Option(help="Who the --load users are: produce, read or both.")
+    ] = Profile.both,
 ) -> None:
     """Run one drill (or all, one after the other on the same stack) and write the report."""
+    from backbone_harness.drills.load import LoadOptions
     from backbone_harness.drills.report import DrillReport, write_report
     from backbone_harness.drills.runner import DRILLS, drill_class, run_drill
+
+    load_options = (
+        LoadOptions(users=load_users, spawn_rate=float(load_users), profile=load_profile.value)
+        if load
+        else None
+    )
 
     progress = err if as_json else out
 
@@ -129,7 +153,7 @@ def run(
                         f"{cls.name}: skipped, needs a stack of size {' or '.join(cls.stack_sizes)}"
                     )
                     continue
-                report = run_drill(cls, stack, hold_s=hold, log=say)
+                report = run_drill(cls, stack, hold_s=hold, log=say, load=load_options)
                 reports.append(report)
                 write_report(report, out_dir)
         finally:
@@ -156,6 +180,8 @@ def run(
             f"{report.unavailable_seconds:.1f}s, recovered {report.recovery_seconds:.1f}s — "
             f"{'PASS' if report.passed else 'FAIL'}"
         )
+        if report.load:
+            say(f"{report.drill}: load curve {out_dir / report.load['plot']}")
     say(str(out_dir / "drills.md"))
     if any(r.failed for r in reports):
         raise typer.Exit(1)

@@ -29,7 +29,7 @@ from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import CRASH_POINT_ENV, BarConsumer
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from backbone_harness.drills.base import Drill, Fault, wait_until
-from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
+from backbone_harness.drills.writer import drill_bars, stored_keys
 
 __all__ = ["ConsumerCrashDrill"]
 
@@ -41,6 +41,7 @@ class ConsumerCrashDrill(Drill):
     summary = "SIGKILL the consumer after its store commit, before its offset commit"
     fault = Fault(role="the ingest consumer, between store commit and offset commit", kind="kill")
     min_acknowledged = 200
+    load_produces = False  # its consumer group reads the bar topic
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
@@ -150,10 +151,7 @@ class ConsumerCrashDrill(Drill):
             self.problems.append(
                 "the new member re-read nothing: the crash did not happen between the commits"
             )
-        found: list[Hashable] = []
-        for symbol in self.symbols:
-            found.extend(b.key for b in self.store.read(symbol, "1m", *DRILL_SPAN))
-        return found
+        return stored_keys(self.store, self.symbols, "1m")
 
     def close(self) -> None:
         if self.crashing is not None and self.crashing.poll() is None:

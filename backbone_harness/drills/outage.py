@@ -24,16 +24,17 @@ from backbone.settings import BackboneSettings, TimescaleConnectionSettings, loa
 from backbone.store.timescale import TimescaleStore
 from backbone.telemetry import MetricsServer, Telemetry, serve_metrics
 from backbone_harness.drills.base import Drill
-from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
+from backbone_harness.drills.writer import drill_bars, stored_keys
 
-__all__ = ["DRILL_SPAN", "TIMEFRAME", "OutageDrill"]
+__all__ = ["TIMEFRAME", "OutageDrill"]
 
 TIMEFRAME = "1m"
-#: Every drill bar falls in this range (see ``drill_bars``).
 
 
 class OutageDrill(Drill):
     """Stops every node whose name starts with ``prefix``; writes with ``Backbone.ingest``."""
+
+    load_produces = False  # Backbone.ingest consumes the bar topics
 
     #: Node-name prefix of the service the drill takes down (``redis-``, ...).
     prefix: str
@@ -52,7 +53,7 @@ class OutageDrill(Drill):
         self.doc = doc
         tag = secrets.token_hex(2).upper()
         self.symbols = [f"{self.symbol_prefix}{tag}{i}" for i in range(4)]
-        self.namespace = f"drill-{self.name}-{secrets.token_hex(3)}"
+        self.namespace = f"backbone-drill-{self.name}-{secrets.token_hex(3)}"
         self.group = f"drill-{self.name}-{secrets.token_hex(3)}"
         #: One registry across runtime restarts, served where the stack's Prometheus
         #: scrapes the backbone, so the degraded-mode alerts can fire in the drill.
@@ -154,10 +155,7 @@ class OutageDrill(Drill):
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         store = self.store
         assert store is not None
-        found: list[Hashable] = []
-        for symbol in self.symbols:
-            found.extend(b.key for b in store.read(symbol, TIMEFRAME, *DRILL_SPAN))
-        return found
+        return stored_keys(store, self.symbols, TIMEFRAME)
 
     def close(self) -> None:
         for part in (self.backbone, self.store, self.metrics):

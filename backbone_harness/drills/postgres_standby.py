@@ -23,7 +23,7 @@ from backbone.bars import Bar
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
-from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
+from backbone_harness.drills.writer import drill_bars, stored_keys
 from backbone_infra.render.postgres import SYNC_STATES
 from backbone_infra.targets.local.secrets import StackSecrets
 
@@ -117,9 +117,7 @@ class PostgresStandbyKillDrill(Drill):
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         store = self.store
         assert store is not None
-        found: list[Hashable] = []
-        for symbol in self.symbols:
-            found.extend(b.key for b in store.read(symbol, "1m", *DRILL_SPAN))
+        found = stored_keys(store, self.symbols, "1m")
         self.figures["trade_off"] = (
             "commits wait while the only synchronous standby is down "
             "(synchronous_commit=on); see slowest write and unavailable seconds"

@@ -24,7 +24,8 @@ from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettin
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer
 from backbone_harness.drills.base import Fault, wait_until
-from backbone_harness.drills.consumer_crash import DRILL_SPAN, TOPICS, ConsumerCrashDrill
+from backbone_harness.drills.consumer_crash import TOPICS, ConsumerCrashDrill
+from backbone_harness.drills.writer import stored_keys
 
 __all__ = ["ConsumerRebalanceStormDrill"]
 
@@ -136,10 +137,7 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
         )
         if self.joins < MIN_JOINS:
             self.problems.append(f"only {self.joins} members joined: no storm")
-        found: list[Hashable] = []
-        for symbol in self.symbols:
-            found.extend(b.key for b in self.store.read(symbol, "1m", *DRILL_SPAN))
-        return found
+        return stored_keys(self.store, self.symbols, "1m")
 
     def close(self) -> None:
         self._storming.clear()

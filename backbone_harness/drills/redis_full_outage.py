@@ -77,7 +77,7 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
         assert settings.redis is not None
         self.warm_cache = RedisCache(
             settings.redis,
-            namespace=f"drill-warm-{secrets.token_hex(3)}",
+            namespace=f"backbone-drill-warm-{secrets.token_hex(3)}",
             heartbeat_interval=0.5,
             retries=1,
             retry_backoff=0.1,

@@ -27,7 +27,7 @@ from backbone.runtime import Backbone
 from backbone.settings import TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
-from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
+from backbone_harness.drills.writer import drill_bars, stored_keys
 
 __all__ = ["RedisPrimaryKillDrill"]
 
@@ -40,6 +40,7 @@ class RedisPrimaryKillDrill(Drill):
     summary = "SIGKILL the Redis primary; Sentinel fails over; reads never fail"
     fault = Fault(role="the Redis primary", kind="kill")
     min_acknowledged = 200
+    load_produces = False  # Backbone.ingest consumes the bar topics
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
@@ -73,7 +74,7 @@ class RedisPrimaryKillDrill(Drill):
         # The reader's own cache client: heartbeat and retries as a service would run them.
         self.cache = RedisCache(
             settings.redis,
-            namespace=f"drill-{secrets.token_hex(3)}",
+            namespace=f"backbone-drill-{secrets.token_hex(3)}",
             heartbeat_interval=0.5,
             retries=1,
             retry_backoff=0.1,
@@ -174,10 +175,7 @@ class RedisPrimaryKillDrill(Drill):
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         store = self.store
         assert store is not None
-        found: list[Hashable] = []
-        for symbol in self.symbols:
-            bars = store.read(symbol, TIMEFRAME, *DRILL_SPAN)
-            found.extend(b.key for b in bars)
+        found = stored_keys(store, self.symbols, TIMEFRAME)
         stats = self.cache.stats() if self.cache else None
         self.figures.update(
             reads=self.reads,

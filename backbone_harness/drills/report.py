@@ -5,7 +5,9 @@
 stack; a run of one drill replaces only its own entry, so a compose run merges
 into the page beside the local column without re-running the local drills);
 ``docs/status/drills.md`` is rendered from it, one column per environment, with
-the machine and versions of each run.
+the machine and versions of each run. A drill run under load (``--load``) also
+gets its curve across the fault, ``drill-NAME-load.png``, beside them, linked
+from its section.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class DrillReport:
     size: str = ""
     #: False when the environment cannot make the drill's fault; ``reason`` says why.
     applicable: bool = True
+    #: The Locust load across the fault (``--load``), from
+    #: :func:`backbone_harness.drills.load.summarize`; None without it.
+    load: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -95,8 +100,20 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def write_report(report: DrillReport, out_dir: Path) -> Path:
-    """Merge ``report`` into ``drills.json`` and re-render ``drills.md``; the .md path."""
+    """Merge ``report`` into ``drills.json`` and re-render ``drills.md``; the .md path.
+
+    A report with a load curve gets its PNG written beside them (``report.load["plot"]``).
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    if report.load and report.load.get("timeline"):
+        from backbone_harness.load.plots import plot_fault_window
+
+        marks = {k: report.load[k] for k in ("fault_start_s", "fault_end_s", "recovered_s")}
+        title = (
+            f"{report.drill} under load: {report.load['users']} users "
+            f"({report.load['profile']}), {report.fault} on {report.target}"
+        )
+        plot_fault_window(report.load["timeline"], marks, out_dir / report.load["plot"], title)
     path = out_dir / "drills.json"
     every = _load(path)
     every[report_key(report.drill, report.environment)] = report.as_dict()
@@ -156,6 +173,7 @@ def _details(name: str, env: str, r: dict[str, Any]) -> list[str]:
             f"{a['time_to_fire_s']:.0f} s" for a in alerts))  # fmt: skip
     else:
         lines.append("- Alerts fired: none during the drill window")
+    lines += _load_lines(r.get("load"))
     if r.get("write_errors"):
         lines.append(f"- First write errors: `{r['write_errors'][0]}`")
     if r.get("lost_examples"):
@@ -174,7 +192,10 @@ def render_markdown(reports: dict[str, dict[str, Any]]) -> str:
     lines = [
         "# Outage drills",
         "",
-        "Written by `harness drill run` (see `docs/runbooks/drills.md`). Each cell is",
+        "Written by `harness drill run` (see `docs/runbooks/drills.md`); `make drills`",
+        "runs every drill under load on a fresh local ha stack (`harness drill run all",
+        "--up --hold 10 --load`). A drill run with `--load` links its latency and error",
+        "curve across the fault. Each cell is",
         "the latest run of that drill in that environment: `local` is the process",
         "stack on loopback (`--env local`), `compose` the project's images on podman",
         "(`--env compose`). `lost` is acknowledged bars a reader did not find",
@@ -200,3 +221,30 @@ def render_markdown(reports: dict[str, dict[str, Any]]) -> str:
             if env in by_drill[name]:
                 lines += _details(name, env, by_drill[name][env])
     return "\n".join(lines) + "\n"
+
+
+def _load_lines(load: dict[str, Any] | None) -> list[str]:
+    """The drill's load across the fault: one row per profile and phase, and the plot."""
+    if not load:
+        return []
+    lines = [
+        f"- Under load: {load['users']} Locust users ({load['profile']}), "
+        f"{load['requests']} requests, {load['failures']} failed; fault from "
+        f"{load['fault_start_s']:.1f} s to {load['fault_end_s']:.1f} s of the load run, "
+        f"stack back as found at {load['recovered_s']:.1f} s",
+        "",
+        "  | profile | phase | s | requests/s | failures/s | p50 ms | p95 ms | p99 ms | max ms |",
+        "  |---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, phases in sorted(load.get("phases", {}).items()):
+        for phase in ("before", "during", "after"):
+            f = phases.get(phase)
+            if f is None:
+                continue
+            lines.append(
+                f"  | {kind} | {phase} | {f['seconds']} | {f['requests_per_s']} | "
+                f"{f['failures_per_s']} | {f['p50_ms']} | {f['p95_ms']} | {f['p99_ms']} | "
+                f"{f.get('max_ms')} |"
+            )
+    lines += ["", f"  ![{load['plot']}]({load['plot']})", ""]
+    return lines

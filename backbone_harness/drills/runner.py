@@ -2,12 +2,15 @@
 
 The runner owns the phases and the timing; a drill owns its workload, fault
 target and reader (see :mod:`backbone_harness.drills.base`). Whatever happens, the
-faulted node is brought back before the runner returns or raises.
+faulted node is brought back before the runner returns or raises. With
+``load``, the Locust load runs from before the fault to the end of the tail
+(:mod:`backbone_harness.drills.load`) and its curve goes into the report.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backbone_harness.drills.base import Drill
+from backbone_harness.drills.load import DrillLoad, LoadOptions, plot_name, summarize
 from backbone_harness.drills.reconcile import reconcile
 from backbone_harness.drills.report import AlertFired, DrillReport
 from backbone_harness.drills.writer import Writer, longest_gap
@@ -24,10 +28,24 @@ __all__ = ["DRILLS", "drill_class", "run_drill"]
 
 Log = Callable[[str], None]
 
+#: What the log says a fault did to its target.
+_DONE = {
+    "kill": "killed",
+    "stop": "stopped",
+    "pause": "paused",
+    "cut": "cut",
+    "slow": "slowed",
+    "disconnect": "disconnected",
+    "rotate": "rotated",
+}
+#: Seconds of the tail (writing after recovery) when a load runs: its *after* phase.
+LOADED_TAIL_S = 5.0
+
 
 def _registry() -> dict[str, type[Drill]]:
     from backbone_harness.drills.consumer_crash import ConsumerCrashDrill
     from backbone_harness.drills.container_partition import ContainerPartitionDrill
+    from backbone_harness.drills.credential_rotation import CredentialRotationDrill
     from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
     from backbone_harness.drills.kafka_outage import KafkaOutageDrill
     from backbone_harness.drills.postgres_standby import PostgresStandbyKillDrill
@@ -44,6 +62,7 @@ def _registry() -> dict[str, type[Drill]]:
         StoreOutageDrill,
         KafkaOutageDrill,
         ContainerPartitionDrill,
+        CredentialRotationDrill,
         *_ha_drills(),
     ]
     return {d.name: d for d in drills}
@@ -54,16 +73,24 @@ def _ha_drills() -> list[type[Drill]]:
     from backbone_harness.drills.kafka_controller import KafkaControllerKillDrill
     from backbone_harness.drills.kafka_min_isr import KafkaBelowMinIsrDrill
     from backbone_harness.drills.network import NetworkLatencyDrill, NetworkPartitionDrill
+    from backbone_harness.drills.network_kafka import (
+        KafkaLeaderLatencyDrill,
+        KafkaLeaderPartitionDrill,
+    )
+    from backbone_harness.drills.postgres_primary import PostgresPrimaryKillDrill
     from backbone_harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
     from backbone_harness.drills.redis_full_outage import RedisFullOutageDrill
 
     return [
+        PostgresPrimaryKillDrill,
         KafkaBelowMinIsrDrill,
         KafkaControllerKillDrill,
         RedisFullOutageDrill,
         ConsumerRebalanceStormDrill,
         NetworkPartitionDrill,
         NetworkLatencyDrill,
+        KafkaLeaderPartitionDrill,
+        KafkaLeaderLatencyDrill,
     ]
 
 
@@ -106,13 +133,15 @@ def run_drill(
     max_write_s: float = 120.0,
     hold_s: float = 0.0,
     log: Log = lambda _msg: None,
+    load: LoadOptions | None = None,
 ) -> DrillReport:
     """Run one drill on ``stack`` (local or compose) and return its report.
 
     ``hold_s`` keeps the fault at least that long (after the drill's own wait),
-    so alerts with a ``for:`` window get the time to fire. A drill whose fault
-    the stack's environment cannot make is not run: its report says "not
-    applicable on ENV" and why (``applicable`` False), and counts as no failure.
+    so alerts with a ``for:`` window get the time to fire. ``load``: run the
+    Locust load across the fault and put its curve in ``report.load``. A drill
+    whose fault the stack's environment cannot make is not run: its report says
+    "not applicable on ENV" and why (``applicable`` False), and counts as no failure.
     """
     why = drill_cls.not_applicable(stack)
     if why is not None:
@@ -139,10 +168,23 @@ def run_drill(
         size=stack.spec.size,
     )
     log(f"{drill.name}: {drill.fault.kind} {node} ({drill.fault.role})")
+    if load is not None and not drill.load_produces and load.profile != "read":
+        log(f"{drill.name}: its writer consumes the bar topics; the load runs readers only")
+        load = dataclasses.replace(load, profile="read")
     drill.prepare()
     faulted = recovered = False
     writer = Writer(drill.write, drill.bars(), max_s=max_write_s)
+    loader: DrillLoad | None = None
+    load_result: dict[str, Any] | None = None
     try:
+        if load is not None:
+            loader = DrillLoad(
+                load,
+                drill.load_outputs() or stack.outputs_path,
+                stack.dir / "logs" / f"drill-{drill.name}",
+            )
+            log(f"{drill.name}: load of {load.users} users ({load.profile}) starting")
+            loader.start()
         writer.start()
         with _Prober(drill):
             if not writer.wait_acknowledged(1, 60):
@@ -150,19 +192,24 @@ def run_drill(
                     f"no write was acknowledged before the fault: {writer.log.errors[:1]}"
                 )
             time.sleep(drill.warmup_s)
+            if loader is not None:
+                loader.wait_baseline()
             fault_wall, fault_at = time.time(), time.monotonic()
             drill.inject(node)
             faulted = True
-            log(f"{drill.name}: {node} {drill.fault.kind}ed; waiting")
+            log(f"{drill.name}: {node} {_DONE[drill.fault.kind]}; waiting")
             drill.during_fault(node)
             time.sleep(max(0.0, fault_at + hold_s - time.monotonic()))
+            lifted_wall = time.time()
             drill.recover(node)
-            recovered = True
+            recovered, recovered_wall = True, time.time()
             report.recovery_seconds = round(time.monotonic() - fault_at, 2)
             log(f"{drill.name}: {node} back after {report.recovery_seconds:.1f}s")
-            time.sleep(drill.tail_s)
+            time.sleep(max(drill.tail_s, LOADED_TAIL_S if loader else 0.0))
             acks = writer.stop()
         ended = time.monotonic()
+        if loader is not None:
+            load_result = loader.stop()
         found = drill.found_keys(list(acks.acknowledged))
     finally:
         if faulted and not recovered:
@@ -170,6 +217,8 @@ def run_drill(
                 drill.fault.undo(stack, node)
         with contextlib.suppress(Exception):
             writer.stop()
+        if loader is not None:
+            loader.kill()
         drill.close()
     result = reconcile(acks.acknowledged, found)
     report.acknowledged = result.acknowledged
@@ -185,6 +234,15 @@ def run_drill(
     report.figures = dict(drill.figures)
     if hold_s:
         report.figures["fault_held_at_least_s"] = hold_s
+    if load is not None and load_result is not None:
+        report.load = summarize(
+            load_result,
+            fault_start=fault_wall,
+            fault_end=lifted_wall,
+            recovered=recovered_wall,
+            options=load,
+            plot=plot_name(drill.name),
+        )
     report.machine, report.versions = _machine_and_versions(stack)
     report.alerts = _alerts(stack, fault_wall)
     report.passed, report.reason = _verdict(drill, report)

@@ -130,10 +130,13 @@ class Toxiproxy:
         except ValueError:  # /version answers plain text
             return raw.decode(errors="replace")
 
-    def proxy(self, name: str, upstream_host: str, upstream_port: int) -> Proxy:
-        """Open a loopback listener forwarding to ``upstream_host:upstream_port``."""
+    def proxy(
+        self, name: str, upstream_host: str, upstream_port: int, *, listen_port: int | None = None
+    ) -> Proxy:
+        """Open a loopback listener forwarding to ``upstream_host:upstream_port``, on
+        ``listen_port`` (where clients were told to connect) or a free port."""
         upstream = f"{upstream_host}:{upstream_port}"
-        port = _free_port()
+        port = listen_port or _free_port()
         self._call(
             "POST",
             "/proxies",

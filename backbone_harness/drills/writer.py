@@ -10,19 +10,26 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from backbone.bars import Bar
+from backbone.store.base import BarStore
 
-__all__ = ["DRILL_SPAN", "AckLog", "Writer", "drill_bars", "longest_gap"]
+__all__ = ["DRILL_SPAN", "AckLog", "Writer", "drill_bars", "longest_gap", "stored_keys"]
 
 BarKey = tuple[str, str, datetime]
 
 
 #: Where every drill's bars fall: the past, since the contract refuses future bars.
 DRILL_SPAN = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2010, 1, 1, tzinfo=UTC))
+
+
+def stored_keys(store: BarStore, symbols: Iterable[str], timeframe: str = "1m") -> list[Hashable]:
+    """The reader of every drill that checks the store: the key of each stored bar of
+    ``symbols`` in :data:`DRILL_SPAN`, once per row found (a duplicate row shows twice)."""
+    return [b.key for symbol in symbols for b in store.read(symbol, timeframe, *DRILL_SPAN)]
 
 
 def drill_bars(symbols: Sequence[str], timeframe: str = "1m") -> Iterator[Bar]:

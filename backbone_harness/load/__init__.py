@@ -11,4 +11,8 @@ Nothing is imported here, so importing the package does not patch anything.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+__all__ = ["SPAWNED_LINE"]
+
+#: What the load process prints on stderr (a line of its own) once every user is
+#: spawned; a drill waits for it before its baseline (no Locust import needed).
+SPAWNED_LINE = "locust: all users spawned"

@@ -6,6 +6,8 @@ and prints the :class:`~backbone_harness.load.run.LoadResult` as JSON on stdout.
 (trading users through ``Backbone``) or ``both``. ``--workers N`` makes this
 process Locust's master and starts N worker processes; a worker is this same
 command with ``--worker-of PORT`` (it prints nothing).
+``--seconds`` bounds the run; SIGTERM ends it earlier, still printing the result
+(``harness drill run --load`` runs the load this way across a drill's fault).
 Locust is imported first, so its gevent patching precedes every other import.
 """
 
@@ -62,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", choices=PROFILES, default="produce")
     parser.add_argument("--hit-ratio", type=float, default=0.9)
     parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument(
+        "--histograms",
+        action="store_true",
+        help="keep each timeline interval's response-time histogram (for a drill's phases)",
+    )
     parser.add_argument("--worker-of", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     classes = _user_classes(args)
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds=args.seconds,
         workers=args.workers,
         worker_args=worker_args,
+        histograms=args.histograms,
     )
     json.dump(result.as_dict(), sys.stdout)
     return 0

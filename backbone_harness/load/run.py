@@ -10,7 +10,13 @@ acknowledged, cache hits) travel with each worker's report
 
 Figures are kept per *profile* (Locust's request type: ``kafka`` for the
 producer, ``read`` for readers): requests/s, failures and p50/p95/p99, and a
-per-second timeline of both for the plots.
+per-second timeline of both for the plots (with each interval's request and
+failure counts, and on request its response-time histogram, so that a drill
+can add the seconds of its fault window up exactly).
+
+The run ends at its time bound, or earlier on SIGTERM (a drill stops the load
+when its fault is over): either way the result is printed. Once every user
+is spawned the process says so on stderr (:data:`SPAWNED_LINE`).
 
 Import this module only in a process that imported Locust first (see
 :mod:`backbone_harness.load.__main__`): Locust patches the standard library with gevent.
@@ -18,6 +24,7 @@ Import this module only in a process that imported Locust first (see
 
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +40,7 @@ from locust.env import Environment
 from locust.runners import WORKER_REPORT_INTERVAL
 from locust.stats import StatsEntry
 
+from backbone_harness.load import SPAWNED_LINE
 from backbone_harness.load.histogram import histogram_percentile
 
 __all__ = ["Counters", "LoadResult", "run_load", "run_worker"]
@@ -73,8 +81,12 @@ class LoadResult:
     #: The readers' cache: hits / reads over the run (None without readers).
     cache_hit_ratio: float | None = None
     #: One row per second (per worker report interval, 3 s, with workers): t, and
-    #: per profile requests/s and p50/p95 ms of that interval.
-    timeline: list[dict[str, float | None]] = field(default_factory=list)
+    #: per profile that interval's requests and failures (counts and per second)
+    #: and p50/p95/p99 ms; the last row ends with the run, so the counts add up
+    #: to the run's. With ``histograms``, also ``<profile>_hist``: {ms: count}.
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    #: Wall-clock time (epoch seconds) of the timeline's t = 0.
+    started_at: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,30 +137,44 @@ def _profile(env: Environment, request_type: str) -> StatsEntry:
     return merged
 
 
-def _sample_timeline(
-    env: Environment, began: float, rows: list[dict[str, float | None]], every_s: float
-) -> None:
-    """Every ``every_s``: each profile's requests/s and p50/p95 *of that interval*
-    (the difference of Locust's cumulative response-time histograms)."""
-    last_count: dict[str, int] = {}
-    last_hist: dict[str, Counter[int]] = {}
-    last_t = time.monotonic()
-    while True:
-        gevent.sleep(every_s)
+class _Timeline:
+    """The per-interval rows: each profile's figures *of that interval* (the
+    difference of Locust's cumulative counts and response-time histograms)."""
+
+    def __init__(self, env: Environment, began: float, *, histograms: bool) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self._env = env
+        self._began = began
+        self._histograms = histograms
+        self._last_t = began
+        self._last: dict[str, tuple[int, int, Counter[int]]] = {}
+
+    def sample(self) -> None:
         now = time.monotonic()
-        row: dict[str, float | None] = {"t": round(now - began, 1)}
-        for kind in sorted({method for (_n, method) in env.stats.entries}):
-            entry = _profile(env, kind)
+        span = max(now - self._last_t, 1e-6)
+        row: dict[str, Any] = {"t": round(now - self._began, 2)}
+        for kind in sorted({method for (_n, method) in self._env.stats.entries}):
+            entry = _profile(self._env, kind)
             hist = Counter(entry.response_times)
-            second = hist - last_hist.get(kind, Counter())
-            row[f"{kind}_rps"] = round(
-                (entry.num_requests - last_count.get(kind, 0)) / (now - last_t), 1
-            )
-            row[f"{kind}_p50_ms"] = histogram_percentile(second, 0.5)
-            row[f"{kind}_p95_ms"] = histogram_percentile(second, 0.95)
-            last_count[kind], last_hist[kind] = entry.num_requests, hist
-        last_t = now
-        rows.append(row)
+            count, failed, before = self._last.get(kind, (0, 0, Counter()))
+            interval = hist - before
+            requests, failures = entry.num_requests - count, entry.num_failures - failed
+            row[f"{kind}_requests"] = requests
+            row[f"{kind}_failures"] = failures
+            row[f"{kind}_rps"] = round(requests / span, 1)
+            row[f"{kind}_fail_ps"] = round(failures / span, 1)
+            for q in (50, 95, 99):
+                row[f"{kind}_p{q}_ms"] = histogram_percentile(interval, q / 100)
+            if self._histograms:
+                row[f"{kind}_hist"] = dict(interval)
+            self._last[kind] = (entry.num_requests, entry.num_failures, hist)
+        self._last_t = now
+        self.rows.append(row)
+
+    def run(self, every_s: float) -> None:
+        while True:
+            gevent.sleep(every_s)
+            self.sample()
 
 
 def run_load(
@@ -159,13 +185,19 @@ def run_load(
     seconds: float = 30.0,
     workers: int = 0,
     worker_args: Sequence[str] = (),
+    histograms: bool = False,
 ) -> LoadResult:
-    """Run ``users`` users (spawned at ``spawn_rate``/s) for ``seconds``, then stop.
+    """Run ``users`` users (spawned at ``spawn_rate``/s) for ``seconds`` (or until
+    SIGTERM), then stop.
 
     With ``workers`` > 0, start that many worker processes with ``worker_args``
     (the same profile options this process got) and run as their master.
+    ``histograms``: keep each timeline interval's response-time histogram.
     """
     env = Environment(user_classes=list(user_classes), stop_timeout=STOP_TIMEOUT_S)
+    env.events.spawning_complete.add_listener(
+        lambda **_: print(SPAWNED_LINE, file=sys.stderr, flush=True)
+    )
     counters = Counters()
     env.events.request.add_listener(counters)
     children: list[subprocess.Popen[bytes]] = []
@@ -197,35 +229,43 @@ def run_load(
             gevent.sleep(0.2)
     else:
         runner = env.create_local_runner()
-    timeline: list[dict[str, float | None]] = []
-    began = time.monotonic()
+    began, started_at = time.monotonic(), time.time()
+    timeline = _Timeline(env, began, histograms=histograms)
     # A master hears from its workers every WORKER_REPORT_INTERVAL seconds:
     # sampling faster would show empty intervals between their reports.
     every_s = float(WORKER_REPORT_INTERVAL) if workers else 1.0
-    sampler = gevent.spawn(_sample_timeline, env, began, timeline, every_s)
+    sampler = gevent.spawn(timeline.run, every_s)
+    quit_at = [began + seconds]
+    # SIGTERM ends the run early, as its time bound would: the result still prints.
+    on_term = gevent.signal_handler(signal.SIGTERM, lambda: quit_at.__setitem__(0, 0.0))
     try:
         runner.start(users, spawn_rate=spawn_rate)
-        gevent.spawn(_quit_at, runner, began + seconds)
+        gevent.spawn(_quit_at, runner, quit_at)
         runner.greenlet.join(timeout=seconds + STOP_TIMEOUT_S + 30)
         if len(runner.greenlet):  # greenlets left: the bound is the point, never run on
             runner.quit()
     finally:
+        on_term.cancel()
         sampler.kill()
         _reap(children)
+    timeline.sample()  # the last interval, up to the end: the rows add up to the run
     elapsed = time.monotonic() - began
     if not workers:
         hits, reads = _cache_counts()
         counters.merge({"cache_hits": hits, "cache_reads": reads})
         _close_readers()
-    return _result(env, counters, users, spawn_rate, seconds, elapsed, workers, timeline)
+    result = _result(env, counters, users, spawn_rate, seconds, elapsed, workers, timeline.rows)
+    result.started_at = started_at
+    return result
 
 
-def _quit_at(runner: Any, deadline: float) -> None:
-    """Quit the runner at ``deadline`` (monotonic). Not ``gevent.spawn_later``: the
-    hub's cached clock is as old as the loop's last turn, and the slow set-up
-    before the run (imports, clients) made such a run stop seconds early."""
-    while (left := deadline - time.monotonic()) > 0:
-        gevent.sleep(min(left, 1.0))
+def _quit_at(runner: Any, deadline: list[float]) -> None:
+    """Quit the runner at ``deadline[0]`` (monotonic; a SIGTERM sets it to 0). Not
+    ``gevent.spawn_later``: the hub's cached clock is as old as the loop's last
+    turn, and the slow set-up before the run (imports, clients) made such a run
+    stop seconds early."""
+    while (left := deadline[0] - time.monotonic()) > 0:
+        gevent.sleep(min(left, 0.2))
     runner.quit()
 
 
@@ -272,7 +312,7 @@ def _result(
     seconds: float,
     elapsed: float,
     workers: int,
-    timeline: list[dict[str, float | None]],
+    timeline: list[dict[str, Any]],
 ) -> LoadResult:
     total = env.stats.total
     c = counters.values

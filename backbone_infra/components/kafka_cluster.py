@@ -21,7 +21,9 @@ SCRAM users (the client user and ``admin``) are written into the metadata log
 when a broker formats its storage (``StorageTool format --add-scram``), so
 they exist before the first listener accepts a connection. Topics come from
 ``spec.kafka.topics`` and are created by a one-shot job running
-``kafka-topics.sh`` with the admin credentials.
+``kafka-topics.sh`` with the admin credentials, which then grants the
+application principal its ACLs with ``kafka-acls.sh``
+(:mod:`infra.render.kafka_acls`).
 
 Metrics: the Prometheus JMX exporter javaagent inside each broker with
 ``backbone_infra/kafka/jmx-exporter.yml`` (the same rules and metric names as the local
@@ -51,6 +53,7 @@ from backbone_infra.render.kafka import (
     render_server_properties,
     storage_format_argfile,
 )
+from backbone_infra.render.kafka_acls import acl_cli_args, stack_acls
 from backbone_infra.render.prometheus import JOB_KAFKA
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.workload import (
@@ -97,6 +100,8 @@ class KafkaClusterArgs:
     backend: Backend
     password: pulumi.Input[str]
     admin_password: pulumi.Input[str]
+    #: The lag exporter's SCRAM user (``spec.kafka.monitor_username``).
+    monitor_password: pulumi.Input[str]
 
 
 def _jaas(user: str, password: str) -> str:
@@ -142,6 +147,7 @@ def _format_args(spec: StackSpec, ordinal: int, pw: list[str]) -> str:
         cluster_id=cluster_id(spec.name),
         client_password=pw[0],
         admin_password=pw[1],
+        monitor_password=pw[2],
     )
 
 
@@ -214,6 +220,10 @@ def _topics_script(spec: StackSpec, backend: Backend) -> str:
             f"--config min.insync.replicas={t.min_insync_replicas} "
             f"--config retention.ms={t.retention_ms} --config cleanup.policy={t.cleanup_policy}"
         )
+    # The application's ACLs (StandardAuthorizer denies everything else).
+    acls = tool.replace("kafka-topics.sh", "kafka-acls.sh")
+    for rule in stack_acls(k):
+        lines.append(f"{acls} {shlex.join(acl_cli_args(rule))}")
     return "\n".join(lines) + "\n"
 
 
@@ -243,7 +253,8 @@ class KafkaCluster(pulumi.ComponentResource):
                 f"sasl.jaas.config={_jaas(ADMIN_USER, a)}\n"
             )
         )
-        both = pulumi.Output.all(password, admin)
+        monitor = pulumi.Output.secret(args.monitor_password)
+        both = pulumi.Output.all(password, admin, monitor)
         broker = StatefulService(
             name=SERVICE,
             replicas=k.brokers,

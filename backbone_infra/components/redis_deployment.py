@@ -8,7 +8,8 @@ up; after a Sentinel failover any replica may be primary, so a restarting
 node asks the Sentinels for the current primary before choosing to replicate.
 Clients authenticate as
 the ACL user ``spec.redis.username``; the ``default`` user is disabled. The
-``admin`` user serves replication, Sentinel and the exporter.
+``admin`` user serves replication and Sentinel; the exporter logs in as the
+read-only ``exporter`` user (see :mod:`backbone_infra.render.redis`).
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class RedisDeploymentArgs:
     backend: Backend
     password: pulumi.Input[str]
     admin_password: pulumi.Input[str]
+    #: The read-only ``exporter`` ACL user's password (backbone_infra.render.redis).
+    exporter_password: pulumi.Input[str]
 
 
 def _primary(backend: Backend, spec: StackSpec) -> HostPort:
@@ -73,6 +76,7 @@ def _server_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str])
         primary=None if ordinal == FIRST_ORDINAL else _primary(backend, spec),
         password=pw[0],
         admin_password=pw[1],
+        exporter_password=pw[2],
     )
 
 
@@ -192,7 +196,8 @@ class RedisDeployment(pulumi.ComponentResource):
         spec, backend, r = args.spec, args.backend, args.spec.redis
         password = pulumi.Output.secret(args.password)
         admin = pulumi.Output.secret(args.admin_password)
-        both = pulumi.Output.all(password, admin)
+        exporter = pulumi.Output.secret(args.exporter_password)
+        both = pulumi.Output.all(password, admin, exporter)
         server_confs = tuple(
             secret_file(
                 SECRET_DIR,
@@ -230,7 +235,7 @@ class RedisDeployment(pulumi.ComponentResource):
                         secret_file(SECRET_DIR, "password", password),
                     ),
                 ),
-                _exporter(spec, r.port, password, sentinel=False),
+                _exporter(spec, r.port, exporter, sentinel=False),
             ),
         )
         self.services = [redis]

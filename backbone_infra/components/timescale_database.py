@@ -28,9 +28,13 @@ from backbone_infra.render.exporters import postgres_exporter_args, postgres_exp
 from backbone_infra.render.postgres import (
     INITDB_ARGS,
     SUPERUSER,
+    as_owner,
     bootstrap_statements,
+    grant_statements,
+    monitor_role,
     pg_hba_conf,
     postgresql_conf,
+    reader_role,
     scram_verifier,
 )
 from backbone_infra.render.prometheus import JOB_POSTGRES
@@ -66,6 +70,8 @@ class TimescaleDatabaseArgs:
     password: pulumi.Input[str]
     superuser_password: pulumi.Input[str]
     replication_password: pulumi.Input[str]
+    reader_password: pulumi.Input[str]
+    monitor_password: pulumi.Input[str]
 
 
 def _salt(spec: StackSpec, role: str) -> bytes:
@@ -80,6 +86,8 @@ def _bootstrap_sql(spec: StackSpec, pw: list[str]) -> str:
         p,
         password_verifier=scram_verifier(pw[0], salt=_salt(spec, p.user)),
         replication_verifier=scram_verifier(pw[1], salt=_salt(spec, p.replication_user)),
+        reader_verifier=scram_verifier(pw[3], salt=_salt(spec, reader_role(p))),
+        monitor_verifier=scram_verifier(pw[4], salt=_salt(spec, monitor_role(p))),
     )
     return "".join(f"{s};\n" for s in statements)
 
@@ -118,7 +126,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         -c synchronous_standby_names=" start
     {psql} -U {SUPERUSER} -d postgres -f {SECRET_DIR}/bootstrap.sql
     {psql} -U {SUPERUSER} -d {p.dbname} -f {CONF_DIR}/extension.sql
-    {psql} -U {p.user} -d {p.dbname} -f {CONF_DIR}/schema.sql
+    {psql} -U {SUPERUSER} -d {p.dbname} -f {CONF_DIR}/schema.sql
     "$PGBIN/pg_ctl" -D "$PGDATA" -w stop
   else
     until "$PGBIN/pg_basebackup" -h {primary} -p {p.port} -U {p.replication_user} \
@@ -154,7 +162,9 @@ class TimescaleDatabase(pulumi.ComponentResource):
             compress_after_days=p.compress_after_days,
             retention_days=p.retention_days,
         )
-        secrets = pulumi.Output.all(password, replication, superuser)
+        reader = pulumi.Output.secret(args.reader_password)
+        monitor = pulumi.Output.secret(args.monitor_password)
+        secrets = pulumi.Output.all(password, replication, superuser, reader, monitor)
         database = StatefulService(
             name=SERVICE,
             replicas=p.nodes,
@@ -186,7 +196,14 @@ class TimescaleDatabase(pulumi.ComponentResource):
                         ),
                         File(CONF_DIR, "pg_hba.conf", pg_hba_conf(p, network="all")),
                         File(CONF_DIR, "extension.sql", f"{extension};\n"),
-                        File(CONF_DIR, "schema.sql", "".join(f"{s};\n" for s in schema)),
+                        File(
+                            CONF_DIR,
+                            "schema.sql",
+                            # As the owner role; then the application's DML grants.
+                            "".join(
+                                f"{s};\n" for s in [*as_owner(schema, p), *grant_statements(p)]
+                            ),
+                        ),
                         secret_file(SECRET_DIR, "superuser-password", superuser),
                         secret_file(
                             SECRET_DIR,
@@ -206,13 +223,14 @@ class TimescaleDatabase(pulumi.ComponentResource):
                     ports={"metrics": p.exporter_port},
                     args=tuple(postgres_exporter_args(listen=f":{p.exporter_port}")),
                     env=postgres_exporter_env(
+                        p,
                         server=f"localhost:{p.port}",
-                        password_file=f"{EXPORTER_SECRET_DIR}/superuser-password",
+                        password_file=f"{EXPORTER_SECRET_DIR}/monitor-password",
                     ),
                     probe=Probe(http_port=p.exporter_port, http_path="/metrics"),
                     resources=SIDECAR_RESOURCES,
                     uid=EXPORTER_UID,
-                    files=(secret_file(EXPORTER_SECRET_DIR, "superuser-password", superuser),),
+                    files=(secret_file(EXPORTER_SECRET_DIR, "monitor-password", monitor),),
                 ),
             ),
         )

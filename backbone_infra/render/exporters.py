@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 
-from backbone_infra.render.postgres import SUPERUSER
-from backbone_infra.spec import RedisSpec
+from backbone_infra.render.postgres import monitor_role
+from backbone_infra.render.redis import EXPORTER_USER
+from backbone_infra.spec import PostgresSpec, RedisSpec
 
 __all__ = [
     "postgres_exporter_args",
@@ -26,12 +27,13 @@ def redis_exporter_args(
 ) -> list[str]:
     """Arguments of ``redis_exporter`` watching ``redis_uri``.
 
-    Servers are read as the application user (ACL); Sentinels know
-    ``requirepass`` only, so no user is given for them.
+    Servers are read as the read-only :data:`EXPORTER_USER` (its ACL allows
+    ``INFO`` and the like, no keys); Sentinels know ``requirepass`` only, so
+    no user is given for them.
     """
     args = [f"--redis.addr={redis_uri}"]
     if not sentinel:
-        args.append(f"--redis.user={spec.username}")
+        args.append(f"--redis.user={EXPORTER_USER}")
     return [*args, f"--redis.password-file={password_file}", f"--web.listen-address={listen}"]
 
 
@@ -46,11 +48,13 @@ def postgres_exporter_args(*, listen: str) -> list[str]:
     return [f"--web.listen-address={listen}"]
 
 
-def postgres_exporter_env(*, server: str, password_file: str) -> dict[str, str]:
-    """``postgres_exporter``'s connection: the superuser on database ``postgres``
-    of ``server`` (``host:port``), the password read from ``password_file``."""
+def postgres_exporter_env(spec: PostgresSpec, *, server: str, password_file: str) -> dict[str, str]:
+    """``postgres_exporter``'s connection: the read-only monitoring role
+    (:func:`~backbone_infra.render.postgres.monitor_role`, ``pg_monitor``) on
+    database ``postgres`` of ``server`` (``host:port``), the password read
+    from ``password_file``."""
     return {
         "DATA_SOURCE_URI": f"{server}/postgres?sslmode=disable",
-        "DATA_SOURCE_USER": SUPERUSER,
+        "DATA_SOURCE_USER": monitor_role(spec),
         "DATA_SOURCE_PASS_FILE": password_file,
     }

@@ -25,10 +25,21 @@ and is a voter of a static quorum. Three listeners, each on its own port:
 
 ``EXTERNAL`` (container targets that publish ports only)
     Like ``CLIENT``, advertised as the published address.
+``DRILL`` (local stacks only)
+    Like ``CLIENT``, but advertised at *another* loopback port, where the
+    network drills' Toxiproxy listens and forwards to this listener. Kafka
+    clients connect to the addresses the brokers advertise, not to the one
+    they bootstrapped from, so a proxy in front of the bootstrap address alone
+    would be bypassed after the first metadata answer; through this listener
+    every connection to every broker passes its own proxy, and a drill can cut
+    or slow the path to one broker (the partition leader) alone. Nothing
+    listens on the advertised port outside a drill: only the drills' clients
+    use these addresses (the outputs document's ``drill.kafka_bootstrap_servers``).
 
 Every listener authenticates, so a process that can reach a node cannot
 bypass the client credentials by talking to the replication or quorum port.
-Nothing is encrypted (SASL_PLAINTEXT).
+Every request is authorized by ``StandardAuthorizer`` against the ACLs of
+:mod:`backbone_infra.render.kafka_acls`. Nothing is encrypted (SASL_PLAINTEXT).
 """
 
 from __future__ import annotations
@@ -40,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from backbone.connections import HostPort
+from backbone_infra.render.kafka_acls import authorizer_properties
 from backbone_infra.spec import KafkaSpec
 
 __all__ = [
@@ -50,6 +62,7 @@ __all__ = [
     "KAFKA_MAIN",
     "LOG4J_CONFIG",
     "STORAGE_TOOL_MAIN",
+    "DrillListener",
     "KafkaNodePorts",
     "jmx_exporter_rules",
     "jvm_command",
@@ -81,6 +94,16 @@ _LOOPBACK = "127.0.0.1"
 
 #: The port of the ``EXTERNAL`` listener, where a target publishes one.
 EXTERNAL_LISTENER_PORT = 9095
+
+
+@dataclass(frozen=True)
+class DrillListener:
+    """The ``DRILL`` listener of one node: it binds ``port``; clients are told
+    ``advertised`` (where a drill's proxy forwards to ``port``)."""
+
+    port: int
+    advertised: HostPort
+
 
 _SCRAM_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule"
 _PLAIN_MODULE = "org.apache.kafka.common.security.plain.PlainLoginModule"
@@ -164,6 +187,7 @@ def render_server_properties(
     hosts: Mapping[int, str] | None = None,
     bind_host: str = _LOOPBACK,
     external: HostPort | None = None,
+    drill: DrillListener | None = None,
 ) -> str:
     """``server.properties`` of node ``node`` (1-based) in a cluster whose nodes
     have ``ports``.
@@ -172,7 +196,8 @@ def render_server_properties(
     clients (default: loopback for all). ``bind_host``: the address the
     listeners bind (``""`` binds every interface). ``external``: the published
     address of this node's ``EXTERNAL`` listener, if the target has one (it
-    listens on :data:`EXTERNAL_LISTENER_PORT`).
+    listens on :data:`EXTERNAL_LISTENER_PORT`). ``drill``: this node's
+    ``DRILL`` listener, if the target gives its drills one.
     Holds the admin password (JAAS inline): write it 0600.
     """
     own = ports[node]
@@ -225,6 +250,14 @@ def render_server_properties(
             f"listener.name.external.sasl.enabled.mechanisms={mechanism}",
             f"listener.name.external.{mech_key}.sasl.jaas.config={client_jaas}",
         ]
+    if drill is not None:
+        listeners.append(f"DRILL://{bind_host}:{drill.port}")
+        advertised.append(f"DRILL://{drill.advertised}")
+        protocols.append("DRILL:SASL_PLAINTEXT")
+        external_lines += [
+            f"listener.name.drill.sasl.enabled.mechanisms={mechanism}",
+            f"listener.name.drill.{mech_key}.sasl.jaas.config={client_jaas}",
+        ]
     lines = [
         "# Rendered by backbone_infra.render.kafka; contains credentials: keep 0600.",
         "process.roles=broker,controller",
@@ -245,8 +278,9 @@ def render_server_properties(
         "sasl.mechanism.controller.protocol=PLAIN",
         f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}",
         *external_lines,
-        # No authorizer: every authenticated user may produce, consume and
-        # create topics (ACLs are out of scope for the local environment).
+        # Least privilege: ACLs decide (infra.render.kafka_acls); only the
+        # admin user (brokers, provisioning) is a super user.
+        *authorizer_properties(spec),
         f"log.dirs={data_dir}",
         # Durability defaults from the spec, for topics created without them
         # and for Kafka's internal topics.
@@ -294,19 +328,21 @@ def storage_format_args(
     cluster_id: str,
     client_password: str,
     admin_password: str,
+    monitor_password: str | None = None,
 ) -> list[str]:
     """Arguments of ``kafka.tools.StorageTool`` that format one node's storage.
 
-    With SCRAM, both users' credentials go into the initial metadata (so the
-    inter-broker listener can authenticate before any broker ran). These hold
+    With SCRAM, the users' credentials go into the initial metadata (so the
+    inter-broker listener can authenticate before any broker ran); the
+    monitoring user's too when ``monitor_password`` is given. These hold
     passwords: pass them through a 0600 argument file, never a command line.
     """
     args = [STORAGE_TOOL_MAIN, "format", "--config", str(config), "--cluster-id", cluster_id]
     if spec.sasl_mechanism.startswith("SCRAM"):
-        for user, password in (
-            (spec.username, client_password),
-            (spec.admin_username, admin_password),
-        ):
+        users = [(spec.username, client_password), (spec.admin_username, admin_password)]
+        if monitor_password is not None:
+            users.append((spec.monitor_username, monitor_password))
+        for user, password in users:
             args += ["--add-scram", f"{spec.sasl_mechanism}=[name={user},password={password}]"]
     return args
 
@@ -318,6 +354,7 @@ def storage_format_argfile(
     cluster_id: str,
     client_password: str,
     admin_password: str,
+    monitor_password: str | None = None,
 ) -> str:
     """A ``java @argfile`` running :func:`storage_format_args`: ``java
     FORMAT_JVM_OPTS -cp LIBS/* @file``. Holds passwords: write it 0600."""
@@ -327,6 +364,7 @@ def storage_format_argfile(
         cluster_id=cluster_id,
         client_password=client_password,
         admin_password=admin_password,
+        monitor_password=monitor_password,
     )
     return "\n".join(_argfile_line(a) for a in args) + "\n"
 

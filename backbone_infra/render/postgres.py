@@ -14,6 +14,29 @@ such a standby's ``sync_state`` as ``quorum`` (see :data:`SYNC_STATES`).
 
 Passwords reach PostgreSQL as SCRAM verifiers (:func:`scram_verifier`), never in
 clear text, so a failing statement logged by the server shows no password.
+
+Roles, one per job (least privilege):
+
+:func:`owner_role` (``<user>_owner``, ``NOLOGIN``)
+    Owns the database and every table: migrations run as it (provisioning
+    connects as the superuser and ``SET ROLE`` to it, see :func:`as_owner`).
+``spec.user`` (the application)
+    ``LOGIN`` with no ``SUPERUSER``, ``CREATEROLE``, ``CREATEDB`` or
+    ``REPLICATION``; ``CONNECT`` and ``TEMPORARY`` on the database (the store
+    stages COPYs in a temp table), and only ``SELECT, INSERT, UPDATE, DELETE``
+    on the bar tables and ``USAGE, SELECT`` on their sequences
+    (:func:`grant_statements`). It cannot create, alter or drop a table.
+:func:`reader_role` (``<user>_reader``)
+    ``LOGIN``, ``CONNECT`` on the database and ``SELECT`` on the bar tables:
+    readers (reports, dashboards, ad-hoc queries) that must not write.
+:func:`monitor_role` (``<user>_monitor``)
+    ``LOGIN`` and a member of ``pg_monitor`` (read-only statistics), for
+    ``postgres_exporter``; no table privilege.
+``spec.replication_user``
+    ``REPLICATION LOGIN`` only, for standbys.
+
+The superuser (:data:`SUPERUSER`) is the administrator: only provisioning
+(and rotation, ``harness rotate-credentials``) logs in as it.
 """
 
 from __future__ import annotations
@@ -29,9 +52,15 @@ __all__ = [
     "INITDB_ARGS",
     "SUPERUSER",
     "SYNC_STATES",
+    "as_owner",
     "bootstrap_statements",
+    "grant_statements",
+    "monitor_role",
+    "owner_role",
+    "password_statement",
     "pg_hba_conf",
     "postgresql_conf",
+    "reader_role",
     "scram_verifier",
     "synchronous_standby_names",
 ]
@@ -123,13 +152,81 @@ def pg_hba_conf(spec: PostgresSpec, *, network: str) -> str:
     )
 
 
+def owner_role(spec: PostgresSpec) -> str:
+    """The role that owns the database and its schema (migrations run as it)."""
+    return f"{spec.user}_owner"
+
+
+def reader_role(spec: PostgresSpec) -> str:
+    """The read-only role (``SELECT`` on the bar tables)."""
+    return f"{spec.user}_reader"
+
+
+def monitor_role(spec: PostgresSpec) -> str:
+    """The role ``postgres_exporter`` logs in as (``pg_monitor``, no table access)."""
+    return f"{spec.user}_monitor"
+
+
+#: Attributes every login role but the superuser and replication has: none.
+_PLAIN = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+
+
 def bootstrap_statements(
-    spec: PostgresSpec, *, password_verifier: str, replication_verifier: str
+    spec: PostgresSpec,
+    *,
+    password_verifier: str,
+    replication_verifier: str,
+    reader_verifier: str,
+    monitor_verifier: str,
 ) -> list[str]:
-    """What the superuser runs once on a new primary: the application and
-    replication roles, and the database owned by the application role."""
+    """What the superuser runs once on a new primary: the owner, application,
+    reader, monitor and replication roles, and the database owned by the owner
+    role. Passwords are SCRAM verifiers (:func:`scram_verifier`)."""
+    owner = owner_role(spec)
     return [
-        f"CREATE ROLE {spec.user} LOGIN PASSWORD '{password_verifier}'",
+        f"CREATE ROLE {owner} NOLOGIN {_PLAIN}",
+        f"CREATE ROLE {spec.user} LOGIN {_PLAIN} PASSWORD '{password_verifier}'",
+        f"CREATE ROLE {reader_role(spec)} LOGIN {_PLAIN} PASSWORD '{reader_verifier}'",
+        f"CREATE ROLE {monitor_role(spec)} LOGIN {_PLAIN} PASSWORD '{monitor_verifier}' "
+        "IN ROLE pg_monitor",
         f"CREATE ROLE {spec.replication_user} REPLICATION LOGIN PASSWORD '{replication_verifier}'",
-        f"CREATE DATABASE {spec.dbname} OWNER {spec.user}",
+        f"CREATE DATABASE {spec.dbname} OWNER {owner}",
+    ]
+
+
+def password_statement(role: str, verifier: str) -> str:
+    """``ALTER ROLE`` setting ``role``'s password to a SCRAM ``verifier``
+    (rotation: sessions already logged in keep running)."""
+    return f"ALTER ROLE {role} PASSWORD '{verifier}'"
+
+
+def as_owner(statements: list[str], spec: PostgresSpec) -> list[str]:
+    """``statements`` (the schema) run as :func:`owner_role` by a superuser
+    session, so the owner, not the superuser or the application, owns what they
+    create."""
+    return [f"SET ROLE {owner_role(spec)}", *statements, "RESET ROLE"]
+
+
+def grant_statements(spec: PostgresSpec) -> list[str]:
+    """What the superuser runs in ``spec.dbname`` after the schema: the
+    application's grants (DML on the bar tables, nothing else) and the
+    reader's (``SELECT``), also for tables the owner creates later."""
+    owner, app, db = owner_role(spec), spec.user, spec.dbname
+    reader = reader_role(spec)
+    dml = "SELECT, INSERT, UPDATE, DELETE"
+    return [
+        f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
+        f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
+        f"GRANT CONNECT ON DATABASE {db} TO {reader}",
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        f"GRANT USAGE ON SCHEMA public TO {app}, {reader}",
+        f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {reader}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        f"GRANT SELECT ON TABLES TO {reader}",
+        f"GRANT {dml} ON ALL TABLES IN SCHEMA public TO {app}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        f"GRANT {dml} ON TABLES TO {app}",
+        f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+        f"GRANT USAGE, SELECT ON SEQUENCES TO {app}",
     ]

@@ -7,37 +7,153 @@ listens and how the others reach it, its data directory); everything else
 (users, persistence, memory policy, Sentinel timings) is the same text
 everywhere, which ``tests/infra/test_environment_parity.py`` checks.
 
-Every server knows three ACL users: ``default`` (disabled, without a
-password), the application user ``spec.username`` and :data:`ADMIN_USER`,
-which replicas (``masteruser``) and Sentinels (``auth-user``) use. Sentinels
-require the application password too (clients get it as
-``sentinel_password``). The rendered text holds passwords: write it 0600 (or
-mount it as a secret).
+Every server knows these ACL users, one per job (least privilege):
+
+``default``
+    Disabled, without a password.
+``spec.username`` (the application)
+    Only the commands the cache runs (:data:`APP_COMMANDS`), only on keys of
+    its namespaces (:func:`app_key_patterns`), no Pub/Sub channels: it cannot
+    ``FLUSHALL``, ``CONFIG SET``, ``ACL SETUSER`` or read another tenant's keys.
+:data:`EXPORTER_USER` (``redis_exporter``)
+    Read-only monitoring commands (:data:`EXPORTER_COMMANDS`), no keys.
+:data:`ADMIN_USER`
+    Everything: replication (``masteruser``), Sentinel (``auth-user``) and
+    provisioning only.
+
+Passwords are stored as SHA-256 hashes (``#<hex>``), so ``redis.conf`` holds no
+application or exporter password in clear; it still holds the admin password
+as ``masterauth`` (replication must present it), and ``sentinel.conf`` holds
+the Sentinel password and the admin password: write both 0600 (or mount them
+as a secret). Sentinels require the application password too (clients get it
+as ``sentinel_password``).
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from backbone.connections import HostPort
 from backbone_infra.spec import RedisSpec
 
-__all__ = ["ADMIN_USER", "acl_users", "redis_conf", "sentinel_conf"]
+__all__ = [
+    "ADMIN_USER",
+    "APP_COMMANDS",
+    "EXPORTER_COMMANDS",
+    "EXPORTER_USER",
+    "acl_users",
+    "app_key_patterns",
+    "password_hash",
+    "redis_conf",
+    "sentinel_conf",
+]
 
-#: The ACL user replication, Sentinel and the exporter use; clients get ``spec.username``.
+#: The ACL user replication, Sentinel and provisioning use; clients get ``spec.username``.
 ADMIN_USER = "admin"
+#: The read-only user of ``redis_exporter``.
+EXPORTER_USER = "exporter"
+
+#: What ``backbone.cache.redis.RedisCache`` runs, and nothing else: reads and
+#: writes of its entries, the LRU index and pair tags (also inside its Lua
+#: scripts, which Redis checks against the same ACL), loading its scripts, and
+#: ``SCAN`` + ``DEL`` for the namespace flush of a degraded-mode re-attach.
+#: (redis-py's ``CLIENT SETINFO`` after ``AUTH`` is not granted: Redis 7.0 has
+#: no such command, and redis-py ignores its refusal.)
+APP_COMMANDS = (
+    "+ping",
+    "+auth",
+    "+hello",
+    "+get",
+    "+mget",
+    "+set",
+    "+exists",
+    "+pttl",
+    "+del",
+    "+unlink",
+    "+pexpire",
+    "+sadd",
+    "+smembers",
+    "+zadd",
+    "+zcard",
+    "+zrem",
+    "+zremrangebyscore",
+    "+zpopmin",
+    "+scan",
+    "+evalsha",
+    "+script|load",
+    "+script|exists",
+)
+
+#: What ``redis_exporter`` needs for its default metrics, all read-only (the
+#: exporter's README lists a wider set, for key checks this stack does not use).
+EXPORTER_COMMANDS = (
+    "+ping",
+    "+auth",
+    "+hello",
+    "+client|setname",
+    "+client|list",
+    "+info",
+    "+config|get",
+    "+cluster|info",
+    "+slowlog|get",
+    "+slowlog|len",
+    "+latency|latest",
+    "+select",
+)
 
 
-def acl_users(spec: RedisSpec, *, password: str, admin_password: str) -> list[str]:
-    """The ``user`` lines of every server.
+def app_key_patterns(spec: RedisSpec) -> list[str]:
+    """The application's key patterns: ``NS:*`` and ``NS-*`` (a sub-namespace
+    such as ``backbone-drill-1a2b3c:``, for tests and drills sharing a stack)."""
+    ns = spec.namespace
+    return [f"~{ns}:*", f"~{ns}-*"]
+
+
+def password_hash(password: str) -> str:
+    """The ACL form of ``password`` Redis stores: ``#`` and its SHA-256 in hex."""
+    return "#" + hashlib.sha256(password.encode()).hexdigest()
+
+
+def acl_users(
+    spec: RedisSpec, *, password: str, admin_password: str, exporter_password: str | None = None
+) -> list[str]:
+    """The ``user`` lines of every server, passwords hashed (:func:`password_hash`).
 
     ``default`` is off and keeps no password (``resetpass``): nobody can log in
     as it, and Redis's protected mode (which guards a password-less default
     user) never refuses a network client of a server bound to all interfaces.
+    It keeps ``+@all`` on every key because Redis replays its AOF as
+    ``default``: with ``-@all`` the replay refuses every ``MULTI``/``EXEC``
+    block (how a Lua script's writes are logged) with ``NOPERM``, and the
+    cache's script writes are lost on restart (checked on Redis 7.0.15). A
+    client cannot use those rights: it starts unauthenticated and cannot
+    authenticate as a disabled user.
+    ``exporter_password``: ``None`` renders no exporter user (a target without
+    a Redis exporter).
     """
-    return [
-        "user default off resetpass -@all",
-        f"user {ADMIN_USER} on >{admin_password} ~* &* +@all",
-        f"user {spec.username} on >{password} ~* &* +@all",
+    users = [
+        "user default off resetpass ~* &* +@all",
+        f"user {ADMIN_USER} on {password_hash(admin_password)} ~* &* +@all",
+        " ".join(
+            [
+                f"user {spec.username} on {password_hash(password)} resetchannels",
+                *app_key_patterns(spec),
+                "-@all",
+                *APP_COMMANDS,
+            ]
+        ),
     ]
+    if exporter_password is not None:
+        users.append(
+            " ".join(
+                [
+                    f"user {EXPORTER_USER} on {password_hash(exporter_password)}",
+                    "resetkeys resetchannels -@all",
+                    *EXPORTER_COMMANDS,
+                ]
+            )
+        )
+    return users
 
 
 def redis_conf(
@@ -50,6 +166,7 @@ def redis_conf(
     primary: HostPort | None,
     password: str,
     admin_password: str,
+    exporter_password: str | None = None,
 ) -> str:
     """``redis.conf`` of one server.
 
@@ -69,7 +186,12 @@ def redis_conf(
         "appendfsync everysec",
         f"maxmemory {spec.maxmemory_mb}mb",
         f"maxmemory-policy {spec.maxmemory_policy}",
-        *acl_users(spec, password=password, admin_password=admin_password),
+        *acl_users(
+            spec,
+            password=password,
+            admin_password=admin_password,
+            exporter_password=exporter_password,
+        ),
         # Sentinel's failover reconfigures nodes and rewrites this file;
         # replicas authenticate to whichever node is primary.
         f"masteruser {ADMIN_USER}",

@@ -18,6 +18,7 @@ import pytest
 from pulumi_rendering import Rendering, Renderings, file_named
 
 from backbone_infra.render.kafka import KafkaNodePorts
+from backbone_infra.render.redis import password_hash
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.kafka import LocalKafka
 from backbone_infra.targets.local.postgres import LocalPostgres
@@ -76,7 +77,8 @@ def hba(text: str) -> Parsed:
 
 def _secrets(rendering: Rendering) -> StackSecrets:
     creds = rendering.credentials
-    return StackSecrets(**{f: creds[f] for f in StackSecrets.__dataclass_fields__})
+    # Fields the Pulumi program has no secret for (the pinned Sentinel password) keep defaults.
+    return StackSecrets(**{f: creds[f] for f in StackSecrets.__dataclass_fields__ if f in creds})
 
 
 def _kafka_ports(brokers: int) -> dict[int, KafkaNodePorts]:
@@ -109,7 +111,8 @@ def masked(files: dict[str, str], credentials: dict[str, str]) -> dict[str, str]
     out = {}
     for name, text in files.items():
         for key, value in credentials.items():
-            text = text.replace(value, f"<{key}>")
+            # Redis keeps ACL passwords hashed: mask the hash as well.
+            text = text.replace(password_hash(value), f"<{key}-hash>").replace(value, f"<{key}>")
         out[name] = text
     return out
 

@@ -30,7 +30,9 @@ from pulumi_rendering import (
 )
 
 from backbone_infra.components.kafka_cluster import EXTERNAL_PORT, JMX_JAR, VOLUME
+from backbone_infra.config import SECRET_KEYS
 from backbone_infra.render.kafka import JMX_EXPORTER_RULES
+from backbone_infra.render.postgres import as_owner, grant_statements
 from backbone_infra.spec import StackSpec
 
 
@@ -91,7 +93,7 @@ def test_kubernetes_counts_per_kind(rendering: Rendering) -> None:
     assert counts[K8S_SECRET] == n - 1
     assert counts[K8S_JOB] == 1
     assert counts["kubernetes:core/v1:Namespace"] == 1
-    assert counts["random:index/randomPassword:RandomPassword"] == 8
+    assert counts["random:index/randomPassword:RandomPassword"] == len(SECRET_KEYS)
 
 
 @pytest.mark.parametrize("rendering", DOCKER_IDS, indirect=True)
@@ -264,7 +266,9 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
         retention_days=spec.retention_days,
     )
     assert file_named(rendering, "timescale/extension.sql") == f"{expected[0]};\n"
-    assert file_named(rendering, "timescale/schema.sql") == "".join(f"{s};\n" for s in expected[1:])
+    # The schema as the owner role, then the application's DML grants (infra.render.postgres).
+    owned = [*as_owner(expected[1:], spec), *grant_statements(spec)]
+    assert file_named(rendering, "timescale/schema.sql") == "".join(f"{s};\n" for s in owned)
     conf = file_named(rendering, "timescale/postgresql.conf")
     assert conf == postgresql_conf(spec, listen="*", timescaledb=True)
     assert "timescaledb.telemetry_level = off" in conf

@@ -113,7 +113,7 @@ def test_redis_image_serves_the_backbone_cache(
             password=stack_secrets.redis_password,
         )
         bar = Bar("EURUSD", "1d", datetime(2024, 1, 2, tzinfo=UTC), 1.1, 1.2, 1.0, 1.15, 10)
-        cache = RedisCache(settings, namespace=f"tc-{secrets.token_hex(3)}")
+        cache = RedisCache(settings, namespace=f"backbone-tc-{secrets.token_hex(3)}")
         try:
             assert cache.get_latest("EURUSD", "1d", lambda: bar) == bar  # miss, filled
             assert cache.get_latest("EURUSD", "1d", lambda: None) == bar  # hit

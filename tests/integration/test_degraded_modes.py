@@ -167,7 +167,7 @@ def test_reattach_flushes_what_went_stale_while_detached_and_warms_hot_symbols(
     local_stack: LocalStack,
 ) -> None:
     symbol = f"DS{secrets.token_hex(2).upper()}"
-    namespace = f"deg-{secrets.token_hex(3)}"
+    namespace = f"backbone-deg-{secrets.token_hex(3)}"
     node = _redis_node(local_stack)
     # 1. Attached: the latest bar (close 1.0) is cached in Redis.
     with _open(local_stack, namespace, {symbol}, probe_s=3600) as bb:

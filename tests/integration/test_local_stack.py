@@ -27,7 +27,6 @@ from redis.sentinel import Sentinel
 
 from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
 from backbone_harness.errors import ServiceStartError, StackExistsError
-from backbone_infra.render.postgres import synchronous_standby_names
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local import provisioner
 from backbone_infra.targets.local.ports import PortAllocator
@@ -116,8 +115,9 @@ def test_outputs_document_validates_and_names_every_service(local_stack: LocalSt
 def test_each_service_answers_its_real_client(local_stack: LocalStack) -> None:
     doc = local_stack.document
     client = _redis(doc)
-    client.set("provisioner-test", "ok")
-    assert client.get("provisioner-test") == b"ok"
+    # In the application user's key namespace (its ACL refuses any other key).
+    client.set("backbone:provisioner-test", "ok")
+    assert client.get("backbone:provisioner-test") == b"ok"
     with _postgres(doc) as conn:
         kind = conn.execute("SELECT relkind FROM pg_class WHERE relname = 'bars'").fetchone()
         assert kind == ("p",)  # natively partitioned: no TimescaleDB here
@@ -161,11 +161,11 @@ def test_secrets_stay_in_private_files(local_stack: LocalStack) -> None:
         mode = stat.S_IMODE((local_stack.dir / name).stat().st_mode)
         assert mode == 0o600, f"{name} is {oct(mode)}"
     state_text = (local_stack.dir / "state.json").read_text()
-    for value in vars(secrets).values():
+    for value in secrets.generated().values():
         assert value not in state_text  # commands, records and spec carry no secret
     for rec in (r for svc in local_stack.services.values() for r in svc.records):
         for arg in rec.command:
-            assert not any(v in arg for v in vars(secrets).values()), rec.name
+            assert not any(v in arg for v in secrets.generated().values()), rec.name
     redis_conf = local_stack.dir / "redis" / "redis-1" / "redis.conf"
     assert stat.S_IMODE(redis_conf.stat().st_mode) == 0o600
 
@@ -249,7 +249,10 @@ def test_ha_roles_replication_and_sentinel(ha_stack: LocalStack) -> None:
     roles = ha_stack.roles()
     assert roles["redis-1"] == "primary" and roles["redis-2"] == "replica"
     assert [roles[f"sentinel-{i}"] for i in (1, 2, 3)] == ["sentinel"] * 3
-    assert roles["postgres-1"] == "primary" and roles["postgres-2"] == "standby"
+    # Patroni's view: both standbys stream and may count for a commit.
+    assert roles["postgres-1"] == "primary"
+    assert roles["postgres-2"] == roles["postgres-3"] == "standby (quorum)"
+    assert roles["etcd-1"] == "dcs (Patroni's store)"
     assert sorted(roles[f"kafka-{i}"] for i in (1, 2, 3)) == [
         "broker+controller",
         "broker+controller",
@@ -260,12 +263,12 @@ def test_ha_roles_replication_and_sentinel(ha_stack: LocalStack) -> None:
     doc = ha_stack.document
     assert doc.redis is not None and doc.redis.mode == "sentinel"
     assert len(doc.redis.sentinels) == 3
-    assert _redis(doc).set("through-sentinel", "1")
+    assert _redis(doc).set("backbone:through-sentinel", "1")  # its ACL namespace
 
 
-def test_ha_postgres_commits_wait_for_a_synchronous_standby(ha_stack: LocalStack) -> None:
+def test_ha_postgres_commits_wait_for_any_one_of_two_standbys(ha_stack: LocalStack) -> None:
     doc = ha_stack.document
-    assert doc.timescale is not None and len(doc.timescale.hosts) == 2
+    assert doc.timescale is not None and len(doc.timescale.hosts) == 3
     primary = doc.timescale.hosts[0]
     superuser = StackSecrets.load(ha_stack.dir).postgres_superuser_password
     with psycopg.connect(  # pg_stat_replication shows its details to superusers only
@@ -280,10 +283,12 @@ def test_ha_postgres_commits_wait_for_a_synchronous_standby(ha_stack: LocalStack
         rows = conn.execute(
             "SELECT application_name, state, sync_state FROM pg_stat_replication"
         ).fetchall()
-        # ANY 1 (*), as every target renders it: the standby is a quorum member.
+        # Patroni's quorum mode: ANY 1 of both standbys, each a quorum member.
         assert ("postgres-2", "streaming", "quorum") in rows
+        assert ("postgres-3", "streaming", "quorum") in rows
         names = conn.execute("SHOW synchronous_standby_names").fetchone()
-        assert names == (synchronous_standby_names(build_spec("x", size="ha").postgres),)
+        assert names is not None and names[0].startswith("ANY 1 (")
+        assert "postgres-2" in names[0] and "postgres-3" in names[0]
     with _postgres(doc) as conn:
         assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
         conn.execute(

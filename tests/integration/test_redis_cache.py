@@ -30,6 +30,8 @@ from backbone.connections import ConnectionsDocument, write_document
 from backbone.settings import RedisConnectionSettings, load_settings
 from backbone.telemetry import Telemetry
 from backbone.tiers import TierValidationError, switch_to_institutional, validate_institutional
+from backbone_infra.render.redis import ADMIN_USER
+from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.integration
 
@@ -63,8 +65,15 @@ def current_primary(cache: RedisCache) -> tuple[str, int] | None:
         return None
 
 
-def raw_client(conn: RedisConnectionSettings, address: tuple[str, int]) -> redis.Redis:
-    return redis.Redis(host=address[0], port=address[1], **conn.client_kwargs())
+def raw_client(stack: Any, address: tuple[str, int]) -> redis.Redis:
+    """An admin client of one node: inspecting roles and flushing scripts are
+    not the application user's job (its ACL refuses them)."""
+    return redis.Redis(
+        host=address[0],
+        port=address[1],
+        username=ADMIN_USER,
+        password=StackSecrets.load(stack.dir).redis_admin_password,
+    )
 
 
 def _stack(request: pytest.FixtureRequest, name: str) -> Any:
@@ -88,7 +97,8 @@ def ha(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture
 def namespace() -> str:
-    return f"t-{uuid.uuid4().hex[:10]}"
+    # Under the application user's key namespace (``backbone-*``, see infra.render.redis).
+    return f"backbone-t-{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -130,7 +140,7 @@ def test_ttl_expiry_and_eviction_metrics_on_real_redis(
     assert telemetry.value("backbone_cache_misses_total", **labels) == 5
     assert events[-1]["backing"] == "redis" and events[-1]["evictions"] == 2
     assert events[-1]["size"] == 3
-    client = raw_client(cache.connection, cache.primary_address())
+    client = raw_client(local, cache.primary_address())
     try:
         stored = list(client.scan_iter(match=f"{namespace}:bar:*", count=1000))
         assert len(stored) == 3
@@ -230,6 +240,48 @@ def test_reads_fall_back_to_the_store_while_redis_is_down_and_warm_up_after(
     assert cache.stats().hits == hits_before + 1  # warmed up again
 
 
+def test_threads_sharing_one_cache_never_see_a_read_fail_while_redis_goes_away(
+    local: Any, open_cache: Callable[..., RedisCache]
+) -> None:
+    # One runtime's cache, read by many threads (a trading process, or the load
+    # test's users): a failed command once closed every pooled socket, under the
+    # other threads' commands in flight, and those raised past the fallback.
+    cache = open_cache(local.document, heartbeat_interval=0.2, retries=1)
+    expected = bar("NZDUSD", 0)
+    done: list[int] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        while not stop.is_set():
+            try:
+                got = cache.get_latest("NZDUSD", "1m", lambda: expected)
+            except Exception as exc:  # the point: no read may raise
+                errors.append(f"{type(exc).__name__}: {exc}")
+            else:
+                done.append(1) if got == expected else errors.append(f"read {got}")
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
+    for t in threads:
+        t.start()
+    node = local.redis_primary()
+    try:
+        wait_for(lambda: len(done) > 200, 30, "reads through the cache before the fault")
+        local.kill_node(node)
+        wait_for(lambda: not cache.available, 30, "the cache to notice Redis is gone")
+    finally:
+        local.restart_node(node)
+    try:
+        wait_for(lambda: cache.available, 30, "the heartbeat to see Redis again")
+        served = len(done)
+        wait_for(lambda: len(done) > served + 200, 30, "reads after Redis is back")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert errors == [], errors[:5]
+
+
 def test_tier_toggle_with_redis_paused_degrades_and_refuses_only_with_require_cache(
     local: Any,
 ) -> None:
@@ -280,7 +332,7 @@ def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_one(
     wait_for(
         lambda: current_primary(cache) not in (None, before), 60, "Sentinel to promote a replica"
     )
-    demoted = raw_client(cache.connection, before)
+    demoted = raw_client(ha, before)
     try:
         wait_for(lambda: demoted.role()[0] == b"slave", 30, "the old primary to become a replica")
     finally:
@@ -295,7 +347,7 @@ def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_one(
     assert cache.stats().fallbacks == 0
     wait_for(lambda: cache.available, 10, "the heartbeat to answer from the new primary")
     after = cache.primary_address()
-    client = raw_client(cache.connection, after)
+    client = raw_client(ha, after)
     try:
         assert client.exists(cache.policy.latest_key(cache.namespace, "SYM19", "1m")) == 1
     finally:
@@ -322,7 +374,7 @@ def test_killing_the_primary_the_client_follows_sentinel_to_the_new_one(
     finally:
         ha.restart_node(old)
         # Leave the session's stack as found: the old primary back, as a replica.
-        node = raw_client(cache.connection, before)
+        node = raw_client(ha, before)
         try:
             wait_for(lambda: node.role()[0] == b"slave", 60, f"{old} to rejoin as a replica")
         finally:
@@ -344,7 +396,7 @@ def test_a_node_answering_readonly_is_retried_and_reads_fall_back_to_the_store(
         try:
             assert settings.master_name is not None
             for address in sentinel.discover_slaves(settings.master_name):
-                node = raw_client(settings, (str(address[0]), int(address[1])))
+                node = raw_client(ha, (str(address[0]), int(address[1])))
                 try:
                     if node.role()[0] == b"slave":
                         replicas.append((str(address[0]), int(address[1])))
@@ -386,7 +438,7 @@ def test_an_entry_that_cannot_be_decoded_is_a_miss_and_is_replaced(
 ) -> None:
     cache = open_cache(local.document)
     key = cache.policy.latest_key(namespace, "XAUUSD", "1m")
-    client = raw_client(cache.connection, cache.primary_address())
+    client = raw_client(local, cache.primary_address())
     try:
         client.set(key, b"{not json", px=60_000)
         assert cache.get_latest("XAUUSD", "1m", lambda: bar("XAUUSD")) == bar("XAUUSD")
@@ -405,7 +457,7 @@ def test_new_bars_drop_their_pairs_entries_even_after_redis_forgot_the_scripts(
     for symbol in ("A", "B", "C"):
         cache.get_latest(symbol, "1m", lambda s=symbol: bar(s))
     cache.get_range("A", "1m", *window, lambda: [bar("A", 0), bar("A", 1)])
-    client = raw_client(cache.connection, cache.primary_address())
+    client = raw_client(local, cache.primary_address())
     try:
         client.script_flush()  # what a restart or a failover to a fresh node does
     finally:
@@ -427,7 +479,7 @@ def test_a_command_redis_refuses_falls_back_to_the_store_without_raising(
     local: Any, open_cache: Callable[..., RedisCache], namespace: str
 ) -> None:
     cache = open_cache(local.document)
-    client = raw_client(cache.connection, cache.primary_address())
+    client = raw_client(local, cache.primary_address())
     try:
         client.set(cache.policy.lru_key(namespace), b"not a sorted set")  # WRONGTYPE for ZADD
         assert cache.get_latest("EURGBP", "1m", lambda: bar("EURGBP")) == bar("EURGBP")

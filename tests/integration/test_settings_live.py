@@ -150,7 +150,7 @@ def test_a_redis_url_alone_reaches_an_authenticating_redis(
     monkeypatch.setenv("BACKBONE_REDIS__MAX_CONNECTIONS", "3")
     settings = load_settings()
     assert settings.redis is not None and settings.has_credentials
-    with RedisCache(settings.redis, namespace="settings-live") as cache:
+    with RedisCache(settings.redis, namespace="backbone-settings-live") as cache:
         # The constructor PINGs: the ACL user and password from the URL were accepted.
         assert cache.available
         assert cache._client.connection_pool.max_connections == 3

@@ -66,6 +66,21 @@ def test_every_alert_has_a_window_severity_text_and_runbook(rule: dict) -> None:
     assert rule["alert"] in runbook.read_text()
 
 
+@pytest.mark.parametrize("rule", _alerts(), ids=lambda r: r["alert"])
+def test_every_runbook_names_the_drill_that_rehearses_its_alert_or_says_there_is_none(
+    rule: dict,
+) -> None:
+    from backbone_harness.drills import DRILLS
+
+    text = (REPO / "docs" / "runbooks" / f"{rule['alert']}.md").read_text()
+    assert "**Rehearsed by**" in text, f"{rule['alert']}.md: say which drill rehearses it"
+    section = text[text.index("**Rehearsed by**") :]
+    named = [name for name in DRILLS if f"`{name}`" in section or f"run {name}" in section]
+    assert named or "no drill" in section, (
+        f"{rule['alert']}.md names no drill of `harness drill list` and does not say none does"
+    )
+
+
 def test_every_alert_has_a_firing_and_a_quiet_unit_test() -> None:
     doc = yaml.safe_load(RULES_TEST_FILE.read_text())
     fired: set[str] = set()

@@ -7,6 +7,7 @@ engine forwards published ports to the container's address); what it
 
 from __future__ import annotations
 
+import json
 import re
 
 from hypothesis import given, settings
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from backbone_harness.containers import configs
 from backbone_infra.render.kafka import KafkaNodePorts
+from backbone_infra.render.redis import password_hash
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local.secrets import StackSecrets
 
@@ -30,7 +32,7 @@ def test_redis_listens_everywhere_and_keeps_its_users(port: int) -> None:
     assert re.search(rf"^port {port}$", text, re.M)
     assert "bind 127.0.0.1" not in text
     assert re.search(r"^user default off\b", text, re.M)
-    assert f">{secrets.redis_password} " in text
+    assert f" {password_hash(secrets.redis_password)} " in text
     assert re.search(rf"^dir {configs.REDIS_DATA}$", text, re.M)
 
 
@@ -61,3 +63,16 @@ def test_postgres_listens_everywhere_and_keeps_scram_only() -> None:
     rules = [line.split() for line in hba.splitlines() if line.strip()]
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
     assert all(rule[0] == "host" for rule in rules)
+
+
+def test_the_redis_exporter_container_logs_in_as_the_read_only_exporter_user() -> None:
+    from backbone_harness.containers.services import redis_exporter
+    from backbone_infra.render.redis import EXPORTER_USER
+
+    secrets = StackSecrets()
+    container = redis_exporter(SPEC, secrets, redis_port=6379, port=9121)
+    assert f"--redis.user={EXPORTER_USER}" in container.command
+    assert f"--redis.user={SPEC.redis.username}" not in container.command
+    (content,) = container.files.values()
+    assert json.loads(content) == {"redis://127.0.0.1:6379": secrets.redis_exporter_password}
+    assert secrets.redis_password not in content

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from itertools import islice
 
 from hypothesis import given
 from hypothesis import strategies as st
 
+from backbone.store.duckdb import DuckDBStore
 from backbone_harness.drills.reconcile import reconcile
-from backbone_harness.drills.writer import drill_bars, longest_gap
+from backbone_harness.drills.writer import drill_bars, longest_gap, stored_keys
 
 keys = st.integers(min_value=0, max_value=60)
 
@@ -64,10 +66,19 @@ def test_the_longest_gap_is_never_shorter_than_any_gap_after_the_fault(
 
 
 def test_drill_bars_have_unique_keys_and_are_valid() -> None:
-    from itertools import islice
 
     from backbone.contract import BarContract
 
     bars = list(islice(drill_bars(["A", "B"]), 2000))
     assert len({b.key for b in bars}) == 2000
     assert all(BarContract().check(b) is None for b in bars)
+
+
+def test_stored_keys_reads_back_exactly_the_drill_symbols_bars_in_the_drill_span() -> None:
+    written = list(islice(drill_bars(["A", "B"]), 300))
+    other = list(islice(drill_bars(["C"]), 50))
+    with DuckDBStore(":memory:") as store:
+        store.write(written + other)
+        found = stored_keys(store, ["A", "B"], "1m")
+    assert Counter(found) == Counter(b.key for b in written)
+    assert not any(key[0] == "C" for key in found)  # type: ignore[index]

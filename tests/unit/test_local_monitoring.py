@@ -15,6 +15,7 @@ from pydantic import SecretStr
 
 from backbone.connections import TOPIC_NAMES, KafkaConnection, TopicInfo
 from backbone_harness.errors import ServiceStartError
+from backbone_infra.render.redis import EXPORTER_USER
 from backbone_infra.spec import MonitoringSpec, build_spec
 from backbone_infra.targets.local.monitoring import LocalMonitoring
 from backbone_infra.targets.local.ports import PortAllocator
@@ -110,18 +111,28 @@ def test_one_exporter_per_redis_and_postgres_node_and_every_broker_scraped(tmp_p
 def test_credentials_live_only_in_private_files(tmp_path) -> None:
     mon, secrets = _prepared(tmp_path)
     saved = json.dumps([r.to_dict() for r in mon.records]) + mon.config_path.read_text()
-    for secret in (secrets.redis_password, secrets.postgres_superuser_password, KAFKA_PASSWORD):
+    for secret in (
+        secrets.redis_password,
+        secrets.redis_exporter_password,
+        secrets.postgres_superuser_password,
+        KAFKA_PASSWORD,
+    ):
         assert secret not in saved
     lag_settings = mon.root / "lag-exporter.yaml"
     assert stat.S_IMODE(lag_settings.stat().st_mode) == 0o600
-    assert yaml.safe_load(lag_settings.read_text())["kafka"]["password"] == KAFKA_PASSWORD
+    # The lag exporter logs in as the DESCRIBE-only monitoring principal.
+    lag_kafka = yaml.safe_load(lag_settings.read_text())["kafka"]
+    assert lag_kafka["password"] == secrets.kafka_monitor_password
+    assert lag_kafka["username"] == "backbone-monitor"
     private = [p for p in mon.root.iterdir() if "password" in p.name]
     assert len(private) == 5
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(mon.root.stat().st_mode) == 0o700
     redis_file = json.loads((mon.root / "redis-1.redis-password.json").read_text())
-    assert redis_file == {"redis://127.0.0.1:1000": secrets.redis_password}
+    # The server's exporter logs in as the read-only exporter user, not the application.
+    assert redis_file == {"redis://127.0.0.1:1000": secrets.redis_exporter_password}
+    assert any(f"--redis.user={EXPORTER_USER}" in r.command for r in mon.records)
 
 
 def test_a_broken_config_is_refused_before_anything_starts(tmp_path) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from backbone_harness.errors import MissingBinaryError
 from backbone_infra.render.kafka import (
+    DrillListener,
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
@@ -233,3 +234,31 @@ def test_container_rendering_names_hosts_binds_everywhere_and_adds_external() ->
     assert "INTERNAL://kafka-2:9094" in props["advertised.listeners"].split(",")
     assert props["listener.security.protocol.map"].count("SASL_PLAINTEXT") == 4
     assert "listener.name.external.scram-sha-512.sasl.jaas.config" in props
+
+
+def test_the_drill_listener_binds_its_port_and_advertises_the_proxy_port_with_client_auth() -> None:
+    from backbone.connections import HostPort
+
+    spec = build_spec("t", size="ha").kafka
+    text = render_server_properties(
+        spec,
+        node=2,
+        ports=_ports(spec.brokers),
+        data_dir=Path("/data/kafka"),
+        client_password=CLIENT_PW,
+        admin_password=ADMIN_PW,
+        drill=DrillListener(port=14002, advertised=HostPort(host="127.0.0.1", port=15002)),
+    )
+    props = dict(line.split("=", 1) for line in text.splitlines() if line and line[0] != "#")
+
+    assert "DRILL://127.0.0.1:14002" in props["listeners"].split(",")
+    assert "DRILL://127.0.0.1:15002" in props["advertised.listeners"].split(",")
+    assert "CLIENT://127.0.0.1:10002" in props["advertised.listeners"].split(",")
+    assert "DRILL:SASL_PLAINTEXT" in props["listener.security.protocol.map"].split(",")
+    # the same authentication as CLIENT: a drill's path is no way around the credentials
+    assert props["listener.name.drill.sasl.enabled.mechanisms"] == spec.sasl_mechanism
+    assert (
+        props["listener.name.drill.scram-sha-512.sasl.jaas.config"]
+        == props["listener.name.client.scram-sha-512.sasl.jaas.config"]
+    )
+    assert "DRILL" not in _props("ha", node=2)["listeners"]  # only where a target asks

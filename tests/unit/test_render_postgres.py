@@ -10,9 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbone_infra.render.postgres import (
+    as_owner,
     bootstrap_statements,
+    grant_statements,
+    monitor_role,
+    owner_role,
     pg_hba_conf,
     postgresql_conf,
+    reader_role,
     scram_verifier,
     synchronous_standby_names,
 )
@@ -73,9 +78,45 @@ def test_hba_and_roles_use_scram_and_the_spec_names() -> None:
         "host all all all scram-sha-256",
         f"host replication {spec.replication_user} all scram-sha-256",
     ]
-    create_app, create_repl, create_db = bootstrap_statements(
-        spec, password_verifier="SCRAM-A", replication_verifier="SCRAM-R"
+    create_owner, create_app, create_reader, create_monitor, create_repl, create_db = (
+        bootstrap_statements(
+            spec,
+            password_verifier="SCRAM-A",
+            replication_verifier="SCRAM-R",
+            reader_verifier="SCRAM-S",
+            monitor_verifier="SCRAM-M",
+        )
     )
-    assert create_app == f"CREATE ROLE {spec.user} LOGIN PASSWORD 'SCRAM-A'"
+    owner = owner_role(spec)
+    assert create_owner.startswith(f"CREATE ROLE {owner} NOLOGIN ")
+    # Least privilege: the application role logs in and can do nothing administrative.
+    assert create_app.startswith(f"CREATE ROLE {spec.user} LOGIN ")
+    for role in (create_app, create_reader, create_monitor):
+        for denied in ("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOREPLICATION"):
+            assert denied in role.split()
+    assert create_app.endswith("PASSWORD 'SCRAM-A'")
+    assert create_reader.startswith(f"CREATE ROLE {reader_role(spec)} LOGIN ")
+    assert create_reader.endswith("PASSWORD 'SCRAM-S'")
+    # The exporter's role reads statistics (pg_monitor) and nothing else.
+    assert create_monitor.startswith(f"CREATE ROLE {monitor_role(spec)} LOGIN ")
+    assert create_monitor.endswith("PASSWORD 'SCRAM-M' IN ROLE pg_monitor")
     assert "REPLICATION" in create_repl and "'SCRAM-R'" in create_repl
-    assert create_db == f"CREATE DATABASE {spec.dbname} OWNER {spec.user}"
+    # The database (and so its schema) belongs to the owner, not the application.
+    assert create_db == f"CREATE DATABASE {spec.dbname} OWNER {owner}"
+
+
+def test_the_application_gets_dml_on_the_bar_tables_and_nothing_more() -> None:
+    spec = build_spec("t").postgres
+    reader = reader_role(spec)
+    grants = [g for g in grant_statements(spec) if g.startswith(("GRANT", "ALTER DEFAULT"))]
+    assert grants and all(g.endswith((f"TO {spec.user}", f"TO {reader}")) or
+                          g.endswith(f"TO {spec.user}, {reader}") for g in grants)  # fmt: skip
+    # The reader may only connect and SELECT.
+    for g in grants:
+        if g.endswith(f"TO {reader}"):
+            assert g.startswith(("GRANT CONNECT ON", "GRANT SELECT ON")) or " GRANT SELECT ON " in g
+    text = " ".join(grants)
+    for power in ("CREATE", "TRUNCATE", "REFERENCES", "TRIGGER", "ALL PRIVILEGES"):
+        assert f" {power}" not in text.replace("CREATE ON SCHEMA", "")
+    schema = as_owner(["CREATE TABLE x (a int)"], spec)
+    assert schema[0] == f"SET ROLE {owner_role(spec)}" and schema[-1] == "RESET ROLE"

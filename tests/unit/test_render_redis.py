@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backbone.connections import HostPort
-from backbone_infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
+from backbone_infra.render.redis import ADMIN_USER, password_hash, redis_conf, sentinel_conf
 from backbone_infra.spec import RedisSpec
 
 PASSWORDS = st.text(alphabet=string.ascii_letters + string.digits, min_size=8, max_size=40)
@@ -39,8 +39,10 @@ def test_server_users_hold_their_own_passwords(password: str, admin: str) -> Non
     assert set(users) == {"default", ADMIN_USER, spec.username}
     assert users["default"].split()[1] == "off"
     assert ">" not in users["default"]
-    assert f">{password} " in users[spec.username]
-    assert f">{admin} " in users[ADMIN_USER]
+    # Hashed, never in clear (the admin password stays only as masterauth).
+    assert f" {password_hash(password)} " in users[spec.username]
+    assert f" {password_hash(admin)} " in users[ADMIN_USER]
+    assert f">{password}" not in text
     assert directives(text)["masterauth"] == [admin]
     assert "replicaof" not in directives(text)
 

@@ -20,13 +20,16 @@ def test_minimal_is_one_node_of_each_service() -> None:
     assert spec.kafka.replication_factor == 1 and spec.kafka.min_insync_replicas == 1
 
 
-def test_ha_has_replicas_sentinels_a_kraft_quorum_and_a_sync_standby() -> None:
+def test_ha_has_replicas_sentinels_a_kraft_quorum_and_patroni_with_two_standbys() -> None:
     spec = build_spec("dev", size="ha")
     assert spec.redis.replicas == 1 and spec.redis.sentinels == 3
     assert spec.redis.quorum == 2
     assert spec.kafka.brokers == 3 and spec.kafka.combined_mode
     assert spec.kafka.replication_factor == 3 and spec.kafka.min_insync_replicas == 2
-    assert spec.postgres.standbys == 1 and spec.postgres.synchronous
+    assert spec.postgres.standbys == 2 and spec.postgres.synchronous
+    assert spec.postgres.patroni is not None
+    assert spec.postgres.patroni.synchronous_node_count == 1
+    assert build_spec("dev").postgres.patroni is None
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -7,6 +7,12 @@ of the metadata quorum; the jars come from the set-up step's cache
 starts the nodes together, creates the spec's topics and answers questions
 about the running cluster (partition leaders, the active controller) by asking
 Kafka itself through kafka-python.
+
+Each node also gets a ``DRILL`` listener (see :mod:`backbone_infra.render.kafka`):
+its own port (``ports["drill"]``) and, advertised to clients, a second port
+(``ports["drill_proxy"]``) that only a network drill's Toxiproxy listens on; the
+outputs document lists those in its ``drill`` section, not in ``kafka``, since
+no client setting uses them.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 from pydantic import SecretStr
 
-from backbone.connections import KafkaConnection, TopicInfo
+from backbone.connections import HostPort, KafkaConnection, TopicInfo
 from backbone_infra.errors import MissingBinaryError, ServiceStartError
 from backbone_infra.render.kafka import (
     FORMAT_JVM_OPTS,
     JMX_EXPORTER_RULES,
     LOG4J_CONFIG,
+    DrillListener,
     KafkaNodePorts,
     jvm_command,
     new_cluster_id,
@@ -39,6 +46,7 @@ from backbone_infra.render.kafka import (
     render_server_properties,
     storage_format_argfile,
 )
+from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.files import write_private
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
@@ -175,6 +183,9 @@ class LocalKafka(LocalNodes):
             )
             for n in range(1, kafka.brokers + 1)
         }
+        drill_ports = {
+            n: {"drill": ports.allocate(), "drill_proxy": ports.allocate()} for n in node_ports
+        }
         self.records = []
         for n, own in node_ports.items():
             name = node_name(n)
@@ -182,7 +193,7 @@ class LocalKafka(LocalNodes):
             shutil.rmtree(home, ignore_errors=True)
             home.mkdir(parents=True, mode=0o700)
             config = home / "server.properties"
-            write_private(config, self.render_node_config(n, node_ports))
+            write_private(config, self.render_node_config(n, node_ports, drill_ports[n]))
             command = jvm_command(
                 libs=libs,
                 config=config,
@@ -191,11 +202,27 @@ class LocalKafka(LocalNodes):
                 log4j_config=LOG4J_CONFIG,
             )
             command[0] = java
-            self.records.append(self._new_record(name, command, cwd=home, ports=own.as_dict()))
+            self.records.append(
+                self._new_record(name, command, cwd=home, ports={**own.as_dict(), **drill_ports[n]})
+            )
         self._format_storage(java, libs, new_cluster_id())
 
-    def render_node_config(self, node: int, node_ports: Mapping[int, KafkaNodePorts]) -> str:
-        """The ``server.properties`` :meth:`prepare` writes for ``node`` (0600)."""
+    def render_node_config(
+        self,
+        node: int,
+        node_ports: Mapping[int, KafkaNodePorts],
+        drill_ports: Mapping[str, int] | None = None,
+    ) -> str:
+        """The ``server.properties`` :meth:`prepare` writes for ``node`` (0600);
+        ``drill_ports`` (``drill``, ``drill_proxy``): its ``DRILL`` listener."""
+        drill = (
+            None
+            if drill_ports is None
+            else DrillListener(
+                port=drill_ports["drill"],
+                advertised=HostPort(host=LOOPBACK, port=drill_ports["drill_proxy"]),
+            )
+        )
         return render_server_properties(
             self.spec.kafka,
             node=node,
@@ -203,6 +230,7 @@ class LocalKafka(LocalNodes):
             data_dir=self.node_dir(node_name(node)) / "data",
             client_password=self.secrets.kafka_password,
             admin_password=self.secrets.kafka_admin_password,
+            drill=drill,
         )
 
     def _format_storage(self, java: str, libs: Path, cluster_id: str) -> None:
@@ -224,6 +252,7 @@ class LocalKafka(LocalNodes):
                         cluster_id=cluster_id,
                         client_password=self.secrets.kafka_password,
                         admin_password=self.secrets.kafka_admin_password,
+                        monitor_password=self.secrets.kafka_monitor_password,
                     ),
                 )
                 log = Path(record.log)
@@ -317,6 +346,7 @@ class LocalKafka(LocalNodes):
                     if error not in (kafka_errors.NoError, kafka_errors.TopicAlreadyExistsError):
                         raise error(f"{topic['name']}: {topic.get('error_message')}")
                 admin.wait_for_topics(list(topics), timeout_ms=int(TOPICS_TIMEOUT_S * 1000))
+                grant_stack_acls(admin, self.spec.kafka)
         except kafka_errors.KafkaError as exc:
             log = self._log(first)
             raise ServiceStartError(
@@ -398,6 +428,13 @@ class LocalKafka(LocalNodes):
                 for t in kafka.topics
             },
         )
+
+    def drill_bootstrap_servers(self) -> list[str]:
+        """Every node's ``DRILL`` listener as advertised: where only a network
+        drill's Toxiproxy listens (the outputs document's ``drill`` section)."""
+        return [
+            f"{LOOPBACK}:{r.ports['drill_proxy']}" for r in self.records if "drill_proxy" in r.ports
+        ]
 
     def partition_leader(self, topic: str, partition: int) -> str:
         """The node leading ``topic``/``partition`` now, e.g. ``kafka-2``.

@@ -5,7 +5,8 @@ the backbone's own exporter (:mod:`backbone.stream.broker_lag`): committed and
 log-end offsets of every consumer group, read from the brokers at scrape time.
 Node name ``exporter-kafka-lag``, scrape job ``kafka-lag``.
 
-The exporter reads the client user's Kafka credentials from a 0600 YAML file
+The exporter reads the monitoring principal's Kafka credentials
+(``spec.kafka.monitor_username``: DESCRIBE on topics and groups, no record) from a 0600 YAML file
 named by ``BACKBONE_CONFIG``: only the file's path is in the process record.
 """
 

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
+from pydantic import SecretStr
 
 from backbone.connections import MonitoringConnection
 from backbone_infra.errors import ServiceStartError
@@ -161,8 +162,19 @@ class LocalMonitoring(LocalNodes):
 
         logs = self.dir / "logs"
         if "kafka" in peers and peers["kafka"].records:
+            # The DESCRIBE-only monitoring principal, not the application.
+            monitor = (
+                peers["kafka"]
+                .connection()
+                .model_copy(
+                    update={
+                        "username": self.spec.kafka.monitor_username,
+                        "password": SecretStr(self.secrets.kafka_monitor_password),
+                    }
+                )
+            )
             lag = lag_exporter_record(
-                peers["kafka"].connection(),
+                monitor,
                 root=self.root, logs=logs, port=ports.allocate(), service=self.service,
             )  # fmt: skip
             self.records.append(lag)
@@ -211,10 +223,15 @@ class LocalMonitoring(LocalNodes):
     def _redis_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
         sentinel = rec.name.startswith("sentinel-")
         redis_uri = f"redis://{LOOPBACK}:{rec.ports['client']}"
-        # Keyed by address: redis_exporter looks the password up by the URI it scrapes.
+        # Keyed by address: redis_exporter looks the password up by the URI it
+        # scrapes. Servers: the read-only exporter user; Sentinels know only
+        # their requirepass.
+        password = (
+            self.secrets.sentinel_password if sentinel else self.secrets.redis_exporter_password
+        )
         passfile = write_private(
             self.root / f"{rec.name}.redis-password.json",
-            redis_exporter_passwords(redis_uri, self.secrets.redis_password),
+            redis_exporter_passwords(redis_uri, password),
         )
         command = [
             binary,
@@ -232,7 +249,7 @@ class LocalMonitoring(LocalNodes):
 
     def _postgres_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
         passfile = write_private(
-            self.root / f"{rec.name}.pg-password", self.secrets.postgres_superuser_password
+            self.root / f"{rec.name}.pg-password", self.secrets.postgres_monitor_password
         )
         self._add_exporter(
             f"exporter-{rec.name}",
@@ -240,7 +257,9 @@ class LocalMonitoring(LocalNodes):
             port,
             rec.name,
             env=postgres_exporter_env(
-                server=f"{LOOPBACK}:{rec.ports['client']}", password_file=str(passfile)
+                self.spec.postgres,
+                server=f"{LOOPBACK}:{rec.ports['client']}",
+                password_file=str(passfile),
             ),
         )
         return ScrapeTarget(JOB_POSTGRES, f"{LOOPBACK}:{port}", {"node": rec.name})

@@ -24,16 +24,15 @@ import subprocess
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
 from backbone.connections import HostPort, TimescaleConnection
-from backbone.store.schema import schema_statements
 from backbone_infra.errors import InfraError, MissingBinaryError
 from backbone_infra.render.postgres import (
     SUPERUSER,
     SYNC_STATES,
-    bootstrap_statements,
     pg_hba_conf,
     postgresql_conf,
     scram_verifier,
@@ -54,6 +53,7 @@ from backbone_infra.targets.local.postgres_programs import (
 from backbone_infra.targets.local.process import ProcessNode, ProcessRecord
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.service import LocalNodes, wait_until
+from backbone_infra.targets.postgres_roles import bootstrap_roles_and_schema
 
 __all__ = ["PG_BIN", "PG_USER", "SUPERUSER", "LocalPostgres"]
 
@@ -63,9 +63,22 @@ _PROBE_TIMEOUT_S = 2
 
 
 class LocalPostgres(LocalNodes):
-    """Renders ``spec.postgres`` as ``postgres`` processes."""
+    """Renders ``spec.postgres`` as ``postgres`` processes.
+
+    A spec with ``postgres.patroni`` gets
+    :class:`~backbone_infra.targets.local.patroni.LocalPatroni` instead (one
+    Patroni per node, each managing its postgres): the provisioner knows one
+    renderer per service name, and this is where the choice is made.
+    """
 
     service = "postgres"
+
+    def __new__(cls, spec: StackSpec, *args: Any, **kwargs: Any) -> LocalPostgres:
+        if cls is LocalPostgres and spec.postgres.patroni is not None:
+            from backbone_infra.targets.local.patroni import LocalPatroni
+
+            return super().__new__(LocalPatroni)
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -105,13 +118,7 @@ class LocalPostgres(LocalNodes):
         PostgreSQL user; ``initdb`` and cloning happen in :meth:`start` so they
         overlap with the other services' start-up."""
         self.check_installed(self.spec)
-        prefix, uid, gid = as_pg_user()
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True, mode=0o700)
-        if uid is not None and gid is not None:
-            os.chown(self.root, uid, gid)
-            # The PostgreSQL user must be able to walk into its directory.
-            os.chmod(self.dir, os.stat(self.dir).st_mode | 0o111)
+        prefix = self._make_root()
         self.records = [
             self._new_record(
                 name,
@@ -123,6 +130,18 @@ class LocalPostgres(LocalNodes):
             )
             for name, port in ((n, ports.allocate()) for n in self.node_names)
         ]
+
+    def _make_root(self) -> list[str]:
+        """An empty PostgreSQL directory owned by the PostgreSQL user; returns
+        the command prefix that runs a program as that user."""
+        prefix, uid, gid = as_pg_user()
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True, mode=0o700)
+        if uid is not None and gid is not None:
+            os.chown(self.root, uid, gid)
+            # The PostgreSQL user must be able to walk into its directory.
+            os.chmod(self.dir, os.stat(self.dir).st_mode | 0o111)
+        return prefix
 
     # -- helpers -------------------------------------------------------------------
 
@@ -210,32 +229,17 @@ class LocalPostgres(LocalNodes):
         write_owned(data / "pg_hba.conf", self._hba())
 
     def _bootstrap(self, name: str) -> None:
-        p = self.spec.postgres
-        with self._connect(name) as conn:
-            for statement in bootstrap_statements(
-                p,
-                password_verifier=scram_verifier(self.secrets.postgres_password),
-                replication_verifier=scram_verifier(self.secrets.replication_password),
-            ):
-                conn.execute(statement)
-            row = conn.execute(
-                "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-            ).fetchone()
-        self.timescaledb = bool(row and row[0])
-        statements = schema_statements(
-            timescaledb=self.timescaledb,
-            chunk_interval_days=p.chunk_interval_days,
-            compress_after_days=p.compress_after_days,
-            retention_days=p.retention_days,
+        self.timescaledb = bootstrap_roles_and_schema(
+            lambda dbname, autocommit: self._connect(name, dbname=dbname, autocommit=autocommit),
+            self.spec.postgres,
+            self.secrets,
+            self._bootstrap_statement,
         )
-        if self.timescaledb:  # the extension is created by a superuser
-            with self._connect(name, dbname=p.dbname) as conn:
-                conn.execute(statements[0])
-                statements = statements[1:]
-        with self._connect(name, dbname=p.dbname, superuser=False, autocommit=False) as conn:
-            for stmt in statements:
-                conn.execute(stmt)
-            conn.commit()
+
+    def _bootstrap_statement(self, conn: psycopg.Connection, statement: str) -> None:
+        """Run one of the rendered bootstrap statements (a hook: under Patroni
+        some roles exist already)."""
+        conn.execute(statement)
 
     def _clone(self, primary: str, name: str) -> None:
         p = self.spec.postgres

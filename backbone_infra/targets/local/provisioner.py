@@ -26,6 +26,7 @@ import psutil
 
 from backbone.connections import (
     ConnectionsDocument,
+    DrillConnection,
     DuckDBConnection,
     write_document,
 )
@@ -61,12 +62,15 @@ def stages() -> tuple[tuple[type[Any], ...], ...]:
     start concurrently; each stage sees the services of the earlier ones as
     ``peers``. Adding a service is adding its class here. (Imported here, so
     ``down`` and node control do not pay for every client library.)"""
+    from backbone_infra.targets.local.etcd import LocalEtcd
     from backbone_infra.targets.local.kafka import LocalKafka
     from backbone_infra.targets.local.monitoring import LocalMonitoring
     from backbone_infra.targets.local.postgres import LocalPostgres
     from backbone_infra.targets.local.redis import LocalRedis
 
+    # etcd first: Patroni (PostgreSQL on ha) elects its leader through it.
     return (
+        (LocalEtcd,),
         (LocalPostgres, LocalRedis, LocalKafka),
         (LocalMonitoring,),
     )
@@ -314,15 +318,17 @@ def _document(stack: LocalStack) -> ConnectionsDocument:
             duckdb=DuckDBConnection(path=str(stack.dir / BOOTSTRAP_DUCKDB)),
         )
     svcs = stack.services
+    kafka: Any = svcs["kafka"]  # LocalKafka: the drills' listener addresses
     return ConnectionsDocument(
         stack=spec.name,
         environment="local",
         tier=spec.tier,
         size=spec.size,
         redis=svcs["redis"].connection(),
-        kafka=svcs["kafka"].connection(),
+        kafka=kafka.connection(),
         timescale=svcs["postgres"].connection(),
         monitoring=svcs["monitoring"].connection() if "monitoring" in svcs else None,
+        drill=DrillConnection(kafka_bootstrap_servers=kafka.drill_bootstrap_servers()),
     )
 
 

@@ -118,6 +118,7 @@ class LocalRedis(LocalNodes):
             primary=None if replica_of is None else HostPort(host=LOOPBACK, port=replica_of),
             password=self.secrets.redis_password,
             admin_password=self.secrets.redis_admin_password,
+            exporter_password=self.secrets.redis_exporter_password,
         )
 
     def _sentinel_conf(self, data_dir: Path, port: int, primary_port: int) -> str:
@@ -128,7 +129,7 @@ class LocalRedis(LocalNodes):
             announce_host=LOOPBACK,
             data_dir=str(data_dir),
             primary=HostPort(host=LOOPBACK, port=primary_port),
-            password=self.secrets.redis_password,
+            password=self.secrets.sentinel_password,
             admin_password=self.secrets.redis_admin_password,
         )
 
@@ -139,7 +140,7 @@ class LocalRedis(LocalNodes):
             return redis.Redis(
                 host=LOOPBACK,
                 port=self._port(name),
-                password=self.secrets.redis_password,
+                password=self.secrets.sentinel_password,
                 socket_timeout=_PROBE_TIMEOUT_S,
                 socket_connect_timeout=_PROBE_TIMEOUT_S,
                 retry=_no_retry(),
@@ -161,7 +162,7 @@ class LocalRedis(LocalNodes):
             [(LOOPBACK, self._port(n)) for n in self.sentinel_names],
             socket_timeout=_PROBE_TIMEOUT_S,
             sentinel_kwargs={
-                "password": self.secrets.redis_password,
+                "password": self.secrets.sentinel_password,
                 "socket_timeout": _PROBE_TIMEOUT_S,
                 "retry": _no_retry(),
             },
@@ -249,7 +250,7 @@ class LocalRedis(LocalNodes):
                 master_name=r.master_name,
                 username=r.username,
                 password=password,
-                sentinel_password=password,
+                sentinel_password=self.secrets.sentinel_password,
             )
         return RedisConnection(
             mode="standalone",

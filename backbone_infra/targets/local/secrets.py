@@ -27,11 +27,36 @@ def _token() -> str:
 class StackSecrets:
     redis_password: str = field(default_factory=_token)
     redis_admin_password: str = field(default_factory=_token)
+    #: The read-only ``exporter`` ACL user of ``redis_exporter``.
+    redis_exporter_password: str = field(default_factory=_token)
     kafka_password: str = field(default_factory=_token)
     kafka_admin_password: str = field(default_factory=_token)
+    #: The lag exporter's ``backbone-monitor`` SCRAM user (DESCRIBE only).
+    kafka_monitor_password: str = field(default_factory=_token)
     postgres_password: str = field(default_factory=_token)
     postgres_superuser_password: str = field(default_factory=_token)
+    #: The read-only ``<user>_reader`` role.
+    postgres_reader_password: str = field(default_factory=_token)
+    #: ``postgres_exporter``'s ``<user>_monitor`` role (``pg_monitor``).
+    postgres_monitor_password: str = field(default_factory=_token)
     replication_password: str = field(default_factory=_token)
+    #: Sentinel's ``requirepass``; ``None``: the same as ``redis_password``
+    #: (until a rotation of the Redis user pins the old value here, so the
+    #: Sentinels, which cannot hold two passwords, are not touched).
+    redis_sentinel_password: str | None = None
+
+    @property
+    def sentinel_password(self) -> str:
+        """The password every Sentinel requires (clients get it as ``sentinel_password``)."""
+        return (
+            self.redis_password
+            if self.redis_sentinel_password is None
+            else (self.redis_sentinel_password)
+        )
+
+    def generated(self) -> dict[str, str]:
+        """Every password of the stack by field name (for scans and rotation)."""
+        return {k: v for k, v in asdict(self).items() if isinstance(v, str)}
 
     def __repr__(self) -> str:
         return "StackSecrets(<hidden>)"

@@ -20,6 +20,7 @@ from backbone_infra.errors import InfraError, NotApplicableError
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.process import ProcessNode
+from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import (
     OUTPUTS_FILE,
     StackState,
@@ -85,13 +86,18 @@ class LocalStack:
     # -- nodes -----------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Re-read the node records from ``state.json``: another process (a
-        ``harness node restart`` in another shell) may have changed pids."""
+        """Re-read the node records from ``state.json`` and the credentials from
+        ``secrets.json``: another process (a ``harness node restart`` or
+        ``harness rotate-credentials`` in another shell) may have changed them."""
         try:
             saved = load_state(self.dir)
+            secrets = StackSecrets.load(self.dir) if self.services else None
         except (OSError, ValueError):
             return
         with self._lock:
+            for running in self.services.values():
+                if secrets is not None and hasattr(running, "secrets"):
+                    running.secrets = secrets
             for service, records in saved.records.items():
                 svc = self.services.get(service)
                 if svc is not None and records:
@@ -207,6 +213,17 @@ class LocalStack:
 
     def postgres_primary(self) -> str:
         return str(self._svc("postgres").primary())
+
+    def postgres_switchover(self, candidate: str) -> float:
+        """Make ``candidate`` the PostgreSQL primary (Patroni stacks only);
+        returns the seconds it took."""
+        svc = self._svc("postgres")
+        if not hasattr(svc, "switchover"):
+            raise InfraError(
+                f"stack {self.name!r} runs PostgreSQL without Patroni; a switchover "
+                "needs an ha stack"
+            )
+        return float(svc.switchover(candidate))
 
     def kafka_partition_leader(self, topic: str, partition: int) -> str:
         return str(self._svc("kafka").partition_leader(topic, partition))

@@ -1,0 +1,150 @@
+"""The Kafka ACLs of a stack: one principal per job, rendered once as plain data.
+
+Brokers run KRaft's ``StandardAuthorizer`` (:data:`AUTHORIZER_PROPERTIES`, in
+every ``server.properties`` :mod:`backbone_infra.render.kafka` renders) with
+``allow.everyone.if.no.acl.found`` at its default ``false``: a principal may do
+only what an ACL allows. The admin user is the only super user: brokers
+(inter-broker and controller listeners) and provisioning log in as it, and it
+alone creates topics.
+
+The application principal (``spec.username``) gets, per spec topic (literal
+names, so a new topic is not readable by accident): ``READ``, ``WRITE`` and
+``DESCRIBE``; and ``READ`` on consumer groups. It gets no ``CREATE``,
+``DELETE``, ``ALTER`` or ``ALTER_CONFIGS``, and nothing on the cluster
+resource (an idempotent producer needs only ``WRITE`` on a topic since Kafka
+2.8, KIP-679).
+
+Groups: the clients name their groups freely (``backbone``, one per drill,
+test or load run), so the group ACL is the literal wildcard ``*``: a stolen
+application credential can join or reset any group's offsets, but not touch a
+topic outside the spec. Narrowing it to a group prefix needs a naming rule for
+groups first (see ``docs/security.md``).
+
+:func:`kafka_python_acls` turns the rules into kafka-python ``ACL`` objects for
+``KafkaAdminClient.create_acls``; both functions are pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ResourcePattern,
+    ResourceType,
+)
+
+from backbone_infra.spec import KafkaSpec
+
+__all__ = [
+    "APP_GROUP_OPERATIONS",
+    "APP_TOPIC_OPERATIONS",
+    "AUTHORIZER_CLASS",
+    "AclRule",
+    "acl_cli_args",
+    "application_acls",
+    "authorizer_properties",
+    "kafka_python_acls",
+    "monitor_acls",
+    "stack_acls",
+]
+
+#: KRaft's authorizer: ACLs live in the metadata log, every node enforces them.
+AUTHORIZER_CLASS = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+
+Operation = Literal["READ", "WRITE", "DESCRIBE"]
+#: What the application may do on each of its topics (produce, consume, metadata).
+APP_TOPIC_OPERATIONS: tuple[Operation, ...] = ("READ", "WRITE", "DESCRIBE")
+#: What it may do on consumer groups: join, commit and fetch offsets.
+APP_GROUP_OPERATIONS: tuple[Operation, ...] = ("READ",)
+#: What the lag exporter's principal may do on topics and groups: offsets and
+#: metadata (ListOffsets, OffsetFetch, DescribeGroups), never a record.
+MONITOR_OPERATIONS: tuple[Operation, ...] = ("DESCRIBE",)
+#: The wildcard group name (see the module docstring).
+ANY_GROUP = "*"
+
+
+@dataclass(frozen=True)
+class AclRule:
+    """One ALLOW rule: ``principal`` may ``operation`` on ``resource`` ``name``."""
+
+    principal: str
+    resource: Literal["TOPIC", "GROUP"]
+    name: str
+    operation: Operation
+    host: str = "*"
+
+
+def authorizer_properties(spec: KafkaSpec) -> list[str]:
+    """The ``server.properties`` lines that turn authorization on."""
+    return [
+        f"authorizer.class.name={AUTHORIZER_CLASS}",
+        # Brokers and provisioning log in as the admin user; nobody else is super.
+        f"super.users=User:{spec.admin_username}",
+        "allow.everyone.if.no.acl.found=false",
+    ]
+
+
+def application_acls(spec: KafkaSpec) -> list[AclRule]:
+    """Every ACL the application principal gets, nothing else."""
+    principal = f"User:{spec.username}"
+    rules = [
+        AclRule(principal, "TOPIC", topic.name, op)
+        for topic in spec.topics
+        for op in APP_TOPIC_OPERATIONS
+    ]
+    rules += [AclRule(principal, "GROUP", ANY_GROUP, op) for op in APP_GROUP_OPERATIONS]
+    return rules
+
+
+def monitor_acls(spec: KafkaSpec) -> list[AclRule]:
+    """Every ACL the monitoring principal (``spec.monitor_username``) gets."""
+    principal = f"User:{spec.monitor_username}"
+    rules = [
+        AclRule(principal, "TOPIC", topic.name, op)
+        for topic in spec.topics
+        for op in MONITOR_OPERATIONS
+    ]
+    rules += [AclRule(principal, "GROUP", ANY_GROUP, op) for op in MONITOR_OPERATIONS]
+    return rules
+
+
+def stack_acls(spec: KafkaSpec) -> list[AclRule]:
+    """Every ACL of a stack: the application's and the monitoring principal's."""
+    return [*application_acls(spec), *monitor_acls(spec)]
+
+
+def acl_cli_args(rule: AclRule) -> list[str]:
+    """``kafka-acls.sh --add`` arguments for ``rule`` (adding an existing ACL is a
+    no-op), for targets that provision with the distribution's scripts."""
+    return [
+        "--add",
+        "--allow-principal",
+        rule.principal,
+        "--allow-host",
+        rule.host,
+        "--operation",
+        rule.operation.capitalize(),
+        f"--{rule.resource.lower()}",
+        rule.name,
+    ]
+
+
+def kafka_python_acls(rules: list[AclRule]) -> list[ACL]:
+    """The rules as kafka-python ``ACL`` objects (literal patterns, ALLOW)."""
+    return [
+        ACL(
+            principal=r.principal,
+            host=r.host,
+            operation=ACLOperation[r.operation],
+            permission_type=ACLPermissionType.ALLOW,
+            resource_pattern=ResourcePattern(
+                ResourceType[r.resource], r.name, ACLResourcePatternType.LITERAL
+            ),
+        )
+        for r in rules
+    ]

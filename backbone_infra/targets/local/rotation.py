@@ -1,0 +1,320 @@
+"""Rotating the application's passwords on a running local stack, with no window of refusal.
+
+``harness rotate-credentials`` and the ``credential-rotation`` drill call
+:func:`rotate_credentials`. Per principal, in this order:
+
+1. **The services accept the new password.** Redis: ``ACL SETUSER user >NEW``
+   on every server, so the user holds *both* passwords during the switch
+   (``ACL SETUSER`` is per node; replicas do not replicate it). Kafka: the
+   SCRAM credential is replaced through the Admin API
+   (``AlterUserScramCredentials``, the call behind ``kafka-configs.sh
+   --alter --add-config SCRAM-SHA-512=[...]``); PostgreSQL: ``ALTER ROLE ...
+   PASSWORD`` with a SCRAM verifier, so the clear text never reaches the
+   server's log (standbys replay the catalog change). Kafka and PostgreSQL
+   keep one password per principal, but an established connection or session
+   stays authenticated: running clients are not interrupted.
+2. **Publish.** ``secrets.json`` then ``outputs.json`` are rewritten (0600,
+   atomically). Clients that open a connection after this point read the new
+   document. (The lag exporter logs in as the monitoring principal, which a
+   rotation of the application's does not touch.)
+3. **Retire the old password** (Redis only, after ``grace_s``):
+   ``ACL SETUSER user <OLD``, then ``CONFIG REWRITE`` so a restarted node
+   keeps what the running one has (the file is put back to 0600).
+
+A failure before step 2 rolls back what step 1 changed, so the stack keeps
+working with its old document. Sentinels cannot hold two passwords: their
+``requirepass`` is not rotated here (it is pinned in ``secrets.json`` as
+``redis_sentinel_password``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets as pysecrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Final, Literal, get_args
+
+import psycopg
+import redis
+from kafka import KafkaAdminClient
+from kafka.admin import UserScramCredentialUpsertion
+from pydantic import SecretStr
+
+from backbone.connections import ConnectionsDocument, write_document
+from backbone.settings import KafkaConnectionSettings
+from backbone.stream.producer import kafka_client_config
+from backbone_infra.errors import InfraError
+from backbone_infra.render.postgres import SUPERUSER, password_statement, scram_verifier
+from backbone_infra.render.redis import ADMIN_USER, password_hash
+from backbone_infra.targets.local.ports import LOOPBACK
+from backbone_infra.targets.local.secrets import StackSecrets
+from backbone_infra.targets.local.stack import LocalStack
+
+__all__ = [
+    "PRINCIPALS",
+    "Principal",
+    "RotationError",
+    "RotationResult",
+    "new_password",
+    "rotate_credentials",
+]
+
+Principal = Literal["redis", "kafka", "postgres"]
+#: The application principal of each service, by the name ``--principal`` takes.
+PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
+#: The ``StackSecrets`` field each principal's password lives in.
+SECRET_FIELD: Final[dict[Principal, str]] = {
+    "redis": "redis_password",
+    "kafka": "kafka_password",
+    "postgres": "postgres_password",
+}
+#: How long a service may take to accept a new credential everywhere (seconds).
+ACCEPT_TIMEOUT_S = 30.0
+Echo = Callable[[str], None]
+
+
+class RotationError(InfraError):
+    """A rotation could not complete; the message says what was rolled back."""
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    """What a rotation changed (never the passwords)."""
+
+    principals: tuple[Principal, ...]
+    #: Seconds from the first change to the published document.
+    seconds_to_publish: float
+    #: Seconds the old Redis password was still accepted after publishing.
+    grace_s: float
+
+
+def new_password() -> str:
+    """A fresh password in the form the provisioner generates (URL-safe, 32 chars)."""
+    return pysecrets.token_urlsafe(24)
+
+
+# -- Redis ---------------------------------------------------------------------------------
+
+
+def _redis_admin(stack: LocalStack, node: str, secrets: StackSecrets) -> redis.Redis:
+    return redis.Redis(
+        host=LOOPBACK,
+        port=stack.node(node).record.ports["client"],
+        username=ADMIN_USER,
+        password=secrets.redis_admin_password,
+        socket_timeout=5,
+    )
+
+
+def _server_names(stack: LocalStack) -> list[str]:
+    """The Redis servers (not the Sentinels) of the stack."""
+    return [r.name for r in stack.services["redis"].records if not r.name.startswith("sentinel")]
+
+
+def _redis_servers(stack: LocalStack) -> list[str]:
+    servers = _server_names(stack)
+    down = [n for n in servers if not stack.node(n).running()]
+    if down:
+        raise RotationError(
+            f"Redis node(s) {', '.join(down)} are not running: a stopped node would come back "
+            "without the new password; start them (`harness node restart NODE`) and rotate again"
+        )
+    return servers
+
+
+def _redis_acl(stack: LocalStack, secrets: StackSecrets, rule: str, *, persist: bool) -> None:
+    user = stack.spec.redis.username
+    for node in _server_names(stack):
+        with _redis_admin(stack, node, secrets) as client:
+            client.execute_command("ACL", "SETUSER", user, rule)
+            if persist:
+                # Users live in redis.conf: write what the node now has, so a
+                # restart keeps it (and Sentinel's own rewrites keep it too).
+                client.config_rewrite()
+        conf = stack.node(node).record.command[-1]
+        if persist and os.path.exists(conf):
+            os.chmod(conf, 0o600)  # CONFIG REWRITE creates the file anew
+
+
+def _redis_add(stack: LocalStack, secrets: StackSecrets, new: str) -> None:
+    _redis_acl(stack, secrets, password_hash(new), persist=True)
+
+
+def _redis_remove(stack: LocalStack, secrets: StackSecrets, old: str) -> None:
+    _redis_acl(stack, secrets, "!" + password_hash(old)[1:], persist=True)
+
+
+# -- Kafka -----------------------------------------------------------------------------------
+
+
+def _kafka_admin(doc: ConnectionsDocument, stack: LocalStack, secrets: StackSecrets) -> Any:
+    assert doc.kafka is not None
+    section = doc.kafka.model_copy(
+        update={
+            "username": stack.spec.kafka.admin_username,
+            "password": SecretStr(secrets.kafka_admin_password),
+        }
+    )
+    return KafkaAdminClient(
+        **kafka_client_config(
+            KafkaConnectionSettings.from_section(section), client_id="rotate-credentials"
+        )
+    )
+
+
+def _kafka_set(stack: LocalStack, doc: ConnectionsDocument, secrets: StackSecrets, pw: str) -> None:
+    user, mechanism = stack.spec.kafka.username, stack.spec.kafka.sasl_mechanism
+    admin = _kafka_admin(doc, stack, secrets)
+    try:
+        errors = admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion(user, mechanism, pw)]
+        )
+    finally:
+        admin.close()
+    if errors.get(user):
+        raise RotationError(f"Kafka refused the new SCRAM credential of {user}: {errors[user]}")
+    _wait_kafka_accepts(doc, pw)
+
+
+def _wait_kafka_accepts(doc: ConnectionsDocument, pw: str) -> None:
+    """Every broker learns the credential from the metadata log: log in to each."""
+    assert doc.kafka is not None
+    deadline = time.monotonic() + ACCEPT_TIMEOUT_S
+    for server in doc.kafka.bootstrap_servers:
+        section = doc.kafka.model_copy(
+            update={"bootstrap_servers": [server], "password": SecretStr(pw)}
+        )
+        config = kafka_client_config(
+            KafkaConnectionSettings.from_section(section), client_id="rotate-check"
+        )
+        while True:
+            try:
+                KafkaAdminClient(**config, bootstrap_timeout_ms=3000).close()
+                break
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise RotationError(
+                        f"broker {server} did not accept the new credential within "
+                        f"{ACCEPT_TIMEOUT_S:.0f}s ({type(exc).__name__})"
+                    ) from None
+                time.sleep(0.5)
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+def _postgres_set(stack: LocalStack, secrets: StackSecrets, pw: str) -> None:
+    primary = stack.postgres_primary()
+    with psycopg.connect(
+        host=LOOPBACK,
+        port=stack.node(primary).record.ports["client"],
+        dbname="postgres",
+        user=SUPERUSER,
+        password=secrets.postgres_superuser_password,
+        sslmode="disable",
+        autocommit=True,
+        connect_timeout=10,
+    ) as conn:
+        conn.execute(password_statement(stack.spec.postgres.user, scram_verifier(pw)))
+
+
+# -- the rotation ----------------------------------------------------------------------------------
+
+
+def _document(doc: ConnectionsDocument, updated: StackSecrets) -> ConnectionsDocument:
+    """``doc`` with the application passwords of ``updated``."""
+    change: dict[str, Any] = {}
+    if doc.redis is not None:
+        change["redis"] = doc.redis.model_copy(
+            update={"password": SecretStr(updated.redis_password)}
+        )
+    if doc.kafka is not None:
+        change["kafka"] = doc.kafka.model_copy(
+            update={"password": SecretStr(updated.kafka_password)}
+        )
+    if doc.timescale is not None:
+        change["timescale"] = doc.timescale.model_copy(
+            update={"password": SecretStr(updated.postgres_password)}
+        )
+    return doc.model_copy(update=change)
+
+
+def rotate_credentials(
+    stack: LocalStack,
+    principals: Sequence[Principal] = PRINCIPALS,
+    *,
+    grace_s: float = 5.0,
+    echo: Echo = lambda _m: None,
+) -> RotationResult:
+    """Rotate the application passwords of ``principals`` on the running ``stack``
+    (see the module docstring for the order). Returns what changed."""
+    unknown = sorted(set(principals) - set(PRINCIPALS))
+    if unknown:
+        raise RotationError(
+            f"unknown principal(s) {', '.join(unknown)}; choose from {', '.join(PRINCIPALS)}"
+        )
+    chosen = tuple(p for p in PRINCIPALS if p in principals)
+    old = StackSecrets.load(stack.dir)
+    doc = stack.document
+    fresh = {p: new_password() for p in chosen}
+    updated = replace(old, **{SECRET_FIELD[p]: pw for p, pw in fresh.items()})
+    if "redis" in chosen and old.redis_sentinel_password is None:
+        # Sentinels keep the password they have (one per Sentinel, no switch).
+        updated = replace(updated, redis_sentinel_password=old.redis_password)
+    began = time.monotonic()
+    done: list[Principal] = []
+    try:
+        if "redis" in chosen:
+            _redis_servers(stack)
+            _redis_add(stack, old, fresh["redis"])
+            done.append("redis")
+            echo("redis: every server accepts the old and the new password")
+        if "kafka" in chosen:
+            _kafka_set(stack, doc, old, fresh["kafka"])
+            done.append("kafka")
+            echo("kafka: every broker accepts the new SCRAM credential")
+        if "postgres" in chosen:
+            _postgres_set(stack, old, fresh["postgres"])
+            done.append("postgres")
+            echo("postgres: the role has its new password (SCRAM verifier)")
+    except Exception as exc:
+        _roll_back(stack, doc, old, fresh, done)
+        raise RotationError(
+            f"rotation failed ({type(exc).__name__}: {_scrub(str(exc), fresh)}); rolled back "
+            f"{', '.join(done) or 'nothing'}: the stack keeps its old credentials"
+        ) from None
+    updated.save(stack.dir)
+    new_doc = _document(doc, updated)
+    write_document(new_doc, stack.outputs_path)
+    published = time.monotonic() - began
+    echo(f"published {stack.outputs_path.name} and secrets.json")
+    if "redis" in chosen:
+        time.sleep(grace_s)
+        _redis_remove(stack, old, old.redis_password)
+        echo(f"redis: the old password is refused after a {grace_s:g}s grace")
+    return RotationResult(principals=chosen, seconds_to_publish=published, grace_s=grace_s)
+
+
+def _roll_back(
+    stack: LocalStack,
+    doc: ConnectionsDocument,
+    old: StackSecrets,
+    fresh: dict[Principal, str],
+    done: list[Principal],
+) -> None:
+    """Undo step 1 for the principals already changed (best effort, newest first)."""
+    for principal in reversed(done):
+        if principal == "redis":
+            _redis_remove(stack, old, fresh["redis"])
+        elif principal == "kafka":
+            _kafka_set(stack, doc, old, old.kafka_password)
+        else:
+            _postgres_set(stack, old, old.postgres_password)
+
+
+def _scrub(text: str, fresh: dict[Principal, str]) -> str:
+    for pw in fresh.values():
+        text = text.replace(pw, "***")
+    return text

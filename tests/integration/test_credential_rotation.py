@@ -1,0 +1,193 @@
+"""Rotating a running stack's credentials (``harness rotate-credentials``), the quick version.
+
+Against the session's real local stack: clients connected before the switch
+keep working (Redis holds both passwords during it; Kafka and PostgreSQL keep
+established sessions), every acknowledged bar is read back exactly once with
+the new document, the old passwords are refused afterwards, and the files stay
+private. Then the ``credential-rotation`` drill rotates again under continuous
+``acks=all`` ingest with the usual reconciliation.
+"""
+
+from __future__ import annotations
+
+import secrets
+import stat
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+import redis
+from kafka import KafkaConsumer, TopicPartition
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+from typer.testing import CliRunner
+
+from backbone.bars import Bar
+from backbone.settings import KafkaConnectionSettings
+from backbone.stream.codec import decode_record
+from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
+from backbone_harness.cli import app
+from backbone_harness.drills import DRILLS, run_drill
+from backbone_harness.drills.credential_rotation import refused_with_old_passwords, works_with
+from backbone_infra.render.redis import password_hash
+from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_infra.targets.local.rotation import rotate_credentials
+from backbone_infra.targets.local.secrets import StackSecrets
+
+pytestmark = pytest.mark.integration
+
+
+def _bars(symbol: str, n: int, start: datetime) -> list[Bar]:
+    return [
+        Bar(symbol, "1m", start + timedelta(minutes=i), 1.0, 1.0 + i, 1.0, 1.0 + i, 1.0)
+        for i in range(n)
+    ]
+
+
+def _read_back(stack: LocalStack, symbol: str, tp: TopicPartition, start: int) -> list[object]:
+    kafka = stack.document.kafka
+    assert kafka is not None
+    reader = KafkaConsumer(
+        **kafka_client_config(KafkaConnectionSettings.from_section(kafka), client_id="rot-read"),
+        enable_auto_commit=False,
+    )
+    found: list[object] = []
+    try:
+        reader.assign([tp])
+        end = reader.end_offsets([tp])[tp]
+        reader.seek(tp, start)
+        deadline = time.monotonic() + 60
+        while reader.position(tp) < end and time.monotonic() < deadline:
+            for records in reader.poll(timeout_ms=500).values():
+                for rec in records:
+                    if rec.key == symbol.encode():
+                        decoded = decode_record(rec.value, rec.headers, key=rec.key, origin="t")
+                        found.extend(b.key for b in decoded.bars)
+    finally:
+        reader.close()
+    return found
+
+
+def test_running_clients_survive_a_rotation_and_the_old_passwords_are_refused(
+    local_stack: LocalStack,
+) -> None:
+    old_doc, old = local_stack.document, StackSecrets.load(local_stack.dir)
+    assert old_doc.kafka and old_doc.redis and old_doc.timescale
+    assert old_doc.redis.host is not None and old_doc.redis.port is not None
+    settings = KafkaConnectionSettings.from_section(old_doc.kafka)
+    topic = old_doc.kafka.topic("intraday_bars")
+    symbol = f"ROT{secrets.token_hex(2).upper()}"
+    producer = BarProducer(settings, tuning=ProducerTuning(bars_per_record=10), client_id="rot")
+    cache = redis.Redis(
+        host=old_doc.redis.host, port=old_doc.redis.port, username=old_doc.redis.username,
+        password=old.redis_password,
+    )  # fmt: skip
+    session = psycopg.connect(
+        old_doc.timescale.conninfo(), password=old.postgres_password, autocommit=True
+    )
+    try:
+        assert cache.ping() and session.execute("SELECT 1").fetchone() == (1,)
+        before = _bars(symbol, 50, datetime(2024, 3, 1, tzinfo=UTC))
+        producer.send_bars(before)
+        producer.flush()
+
+        result = rotate_credentials(local_stack, grace_s=1.0)
+
+        assert result.principals == ("redis", "kafka", "postgres")
+        # Connected before the switch: still working, nothing to reconnect.
+        after = _bars(symbol, 50, datetime(2024, 3, 2, tzinfo=UTC))
+        producer.send_bars(after)
+        producer.flush()  # raises unless every record was acknowledged
+        assert cache.set(f"backbone-rot-{symbol}:k", b"1", px=10_000)
+        assert session.execute("SELECT count(*) FROM bars").fetchone() is not None
+    finally:
+        producer.close(timeout_s=10)
+        cache.close()
+        session.close()
+
+    new_doc, new = local_stack.document, StackSecrets.load(local_stack.dir)
+    for field in ("redis_password", "kafka_password", "postgres_password"):
+        assert getattr(new, field) != getattr(old, field), field
+    assert works_with(new_doc) == []
+    assert refused_with_old_passwords(new_doc, old_doc) == []
+    # Every acknowledged bar, once, read with the new Kafka credential.
+    keys = [k for p in range(old_doc.kafka.partitions("intraday_bars"))
+            for k in _read_back(local_stack, symbol, TopicPartition(topic, p), 0)]  # fmt: skip
+    expected = [b.key for b in before + after]
+    assert sorted(map(str, keys)) == sorted(map(str, expected))
+    # Files: private, and Redis keeps only the new hash (CONFIG REWRITE persisted it).
+    for path in (local_stack.outputs_path, local_stack.dir / "secrets.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    conf = local_stack.dir / "redis" / "redis-1" / "redis.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    text = conf.read_text()
+    assert password_hash(new.redis_password)[1:] in text
+    assert password_hash(old.redis_password)[1:] not in text
+    assert new.redis_password not in text
+    assert old.kafka_password not in local_stack.outputs_path.read_text()
+
+
+def test_the_rotation_drill_loses_and_doubles_no_acknowledged_bar(local_stack: LocalStack) -> None:
+    report = run_drill(DRILLS["credential-rotation"], local_stack, max_write_s=30)
+
+    assert report.acknowledged >= 200, report
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+
+
+def test_the_cli_rotates_one_principal_and_names_a_missing_stack(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARNESS_STACKS_DIR", str(local_stack.dir.parent))
+    before = StackSecrets.load(local_stack.dir)
+    runner = CliRunner()
+    done = runner.invoke(
+        app, ["rotate-credentials", "--name", local_stack.name, "--principal", "postgres",
+              "--grace", "0"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    after = StackSecrets.load(local_stack.dir)
+    assert after.postgres_password != before.postgres_password
+    assert after.redis_password == before.redis_password
+    assert after.kafka_password == before.kafka_password
+    assert after.postgres_password not in done.output and "postgres" in done.output
+    assert works_with(local_stack.document) == []
+    missing = runner.invoke(app, ["rotate-credentials", "--name", "no-such-stack"])
+    assert missing.exit_code == 2
+    assert "no-such-stack" in missing.output
+
+
+def test_rotation_on_an_ha_stack_keeps_the_sentinels_and_every_replica(
+    ha_stack: LocalStack,
+) -> None:
+    """Every Redis server takes the new password, the Sentinels keep theirs (pinned),
+    and the drill's reconciliation holds with replicated topics."""
+    old = StackSecrets.load(ha_stack.dir)
+
+    report = run_drill(DRILLS["credential-rotation"], ha_stack, max_write_s=30)
+
+    assert report.lost_acknowledged == 0, report.lost_examples
+    assert report.duplicates == 0
+    assert report.passed, report.reason
+    new = StackSecrets.load(ha_stack.dir)
+    assert new.redis_password != old.redis_password
+    assert new.sentinel_password == old.sentinel_password  # Sentinels were not touched
+    doc = ha_stack.document
+    assert doc.redis is not None and doc.redis.sentinel_password is not None
+    assert doc.redis.sentinel_password.get_secret_value() == old.sentinel_password
+    servers = [r.name for r in ha_stack.services["redis"].records if r.name.startswith("redis-")]
+    assert len(servers) >= 2
+    for node in servers:
+        port = ha_stack.node(node).record.ports["client"]
+        with redis.Redis(
+            host="127.0.0.1", port=port, username=doc.redis.username,
+            password=new.redis_password,
+        ) as client:  # fmt: skip
+            assert client.ping()
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(
+                host="127.0.0.1", port=port, username=doc.redis.username,
+                password=old.redis_password, retry=Retry(NoBackoff(), 0),
+            ).ping()  # fmt: skip

@@ -1,0 +1,84 @@
+"""The Kafka ACLs: the application principal gets its topics and groups, nothing else."""
+
+from __future__ import annotations
+
+from kafka.admin import ACLOperation, ACLPermissionType, ResourceType
+
+from backbone_infra.render.kafka import (
+    KafkaNodePorts,
+    render_server_properties,
+    storage_format_args,
+)
+from backbone_infra.render.kafka_acls import (
+    AUTHORIZER_CLASS,
+    acl_cli_args,
+    application_acls,
+    kafka_python_acls,
+    monitor_acls,
+    stack_acls,
+)
+from backbone_infra.spec import build_spec
+
+
+def test_the_application_gets_read_write_describe_on_spec_topics_and_read_on_groups() -> None:
+    spec = build_spec("t", size="ha").kafka
+    rules = application_acls(spec)
+    assert {r.principal for r in rules} == {f"User:{spec.username}"}
+    topics = {t.name for t in spec.topics}
+    assert {(r.name, r.operation) for r in rules if r.resource == "TOPIC"} == {
+        (t, op) for t in topics for op in ("READ", "WRITE", "DESCRIBE")
+    }
+    assert {(r.name, r.operation) for r in rules if r.resource == "GROUP"} == {("*", "READ")}
+    acls = kafka_python_acls(rules)
+    assert all(a.permission_type is ACLPermissionType.ALLOW for a in acls)
+    forbidden = {ACLOperation.DELETE, ACLOperation.ALTER, ACLOperation.ALTER_CONFIGS,
+                 ACLOperation.CREATE, ACLOperation.ALL}  # fmt: skip
+    assert not {a.operation for a in acls} & forbidden
+    assert {a.resource_pattern.resource_type for a in acls} == {
+        ResourceType.TOPIC,
+        ResourceType.GROUP,
+    }
+
+
+def test_the_monitoring_principal_may_only_describe() -> None:
+    spec = build_spec("t", size="ha").kafka
+    rules = monitor_acls(spec)
+    assert {r.principal for r in rules} == {f"User:{spec.monitor_username}"}
+    assert {r.operation for r in rules} == {"DESCRIBE"}
+    assert {(r.resource, r.name) for r in rules} == {
+        *(("TOPIC", t.name) for t in spec.topics),
+        ("GROUP", "*"),
+    }
+    assert stack_acls(spec) == [*application_acls(spec), *rules]
+
+
+def test_the_monitoring_user_is_formatted_into_the_metadata_only_when_given() -> None:
+    spec = build_spec("t").kafka
+    base = storage_format_args(spec, config="c", cluster_id="x", client_password="c",
+                               admin_password="a")  # fmt: skip
+    with_monitor = storage_format_args(spec, config="c", cluster_id="x", client_password="c",
+                                       admin_password="a", monitor_password="m")  # fmt: skip
+    assert with_monitor[: len(base)] == base
+    assert with_monitor[len(base):] == [
+        "--add-scram", f"{spec.sasl_mechanism}=[name={spec.monitor_username},password=m]"
+    ]  # fmt: skip
+
+
+def test_every_node_runs_the_authorizer_with_only_admin_as_super_user() -> None:
+    spec = build_spec("t").kafka
+    ports = {1: KafkaNodePorts(client=1, internal=2, controller=3, metrics=4)}
+    text = render_server_properties(
+        spec, node=1, ports=ports, data_dir="/d", client_password="c", admin_password="a"
+    )
+    props = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    assert props["authorizer.class.name"] == AUTHORIZER_CLASS
+    assert props["super.users"] == f"User:{spec.admin_username}"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+
+
+def test_the_cli_form_adds_one_allow_rule() -> None:
+    rule = application_acls(build_spec("t").kafka)[0]
+    args = acl_cli_args(rule)
+    assert args[:3] == ["--add", "--allow-principal", rule.principal]
+    assert args[-2:] == ["--topic", rule.name]
+    assert "--operation" in args and args[args.index("--operation") + 1] == "Read"
