@@ -145,10 +145,8 @@ def test_an_ha_stack_fails_its_redis_primary_over_through_sentinel_from_the_host
     stack = load_stack(compose_ha)
     roles = stack.roles()
     assert [roles[n] for n in ("redis-1", "redis-2")] == ["primary", "replica"]
-    assert sorted(r for n, r in roles.items() if n.startswith("postgres-")) == [
-        "primary",
-        "standby",
-    ]
+    postgres = sorted(r for n, r in roles.items() if n.startswith("postgres-"))
+    assert postgres[0] == "primary" and set(postgres[1:]) == {"standby"}, roles
     assert sum(r.startswith("broker+controller") for r in roles.values()) == 3
 
     code, report = _drill("redis-primary-kill", compose_ha, tmp_path)
