@@ -10,7 +10,7 @@
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
     harness node disconnect|reconnect NODE [--name NAME]       (compose stacks: a partition)
-    harness bench up [--runs N]
+    harness bench up [--runs N] [--env local|compose|all]
     harness bench perf [--quick] [--out DIR]
     harness bench sprint-close [--status DIR]
     harness bench contract [--rows N,N] [--outputs PATH]
@@ -426,7 +426,9 @@ def node_list(name: NameOpt = DEFAULT_NAME) -> None:
 @_user_errors
 def node_roles(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
     """Current role of every node, asked of the services themselves."""
-    stack = _load(name)
+    from backbone_harness.stacks import load_stack
+
+    stack = load_stack(name)
     if as_json:
         emit_json(stack.roles())
         return
@@ -435,14 +437,9 @@ def node_roles(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 
 def _control(action: str, node: str, name: str) -> None:
-    from backbone_harness.containers.stack import ContainerStack, is_container_stack
+    from backbone_harness.stacks import load_stack
 
-    stack: Any = ContainerStack(name) if is_container_stack(name) else _load(name)
-    if not hasattr(stack, f"{action}_node"):
-        raise UsageError(
-            f"`harness node {action}` needs a container stack (--env compose); "
-            f"{name!r} is a local process stack"
-        )
+    stack = load_stack(name)
     began = time.monotonic()
     getattr(stack, f"{action}_node")(node)
     out.print(f"{action} {node}: done in {time.monotonic() - began:.1f}s")
@@ -510,13 +507,21 @@ def bench_up(
     output: Annotated[
         Path, typer.Option(help="Report path without suffix (.md and .json are written).")
     ] = Path("docs/status/stack-startup"),
+    env: Annotated[
+        str,
+        typer.Option(
+            "--env",
+            help="local, compose (merged beside the report's local figures) or all.",
+        ),
+    ] = "local",
     as_json: JsonOpt = False,
 ) -> None:
     """Time `up` and `down` for minimal and ha, compare with each service's own
     start path, and write docs/status/stack-startup.md and .json."""
-    from backbone_harness.bench.startup import run_startup_bench
+    from backbone_harness.bench.startup import ENVS, run_startup_bench
 
-    md, js = run_startup_bench(runs=runs, output=output, echo=_progress(as_json))
+    envs = ENVS if env == "all" else (env,)
+    md, js = run_startup_bench(runs=runs, output=output, echo=_progress(as_json), envs=envs)
     if as_json:
         emit_json(json.loads(js.read_text()))
         return

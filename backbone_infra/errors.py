@@ -12,6 +12,7 @@ from pathlib import Path
 __all__ = [
     "InfraError",
     "MissingBinaryError",
+    "NotApplicableError",
     "ServiceStartError",
     "StackExistsError",
     "StackNotFoundError",
@@ -20,6 +21,15 @@ __all__ = [
 
 class InfraError(Exception):
     """Base class: a failure the user can act on. ``str()`` is the whole message."""
+
+
+class NotApplicableError(InfraError):
+    """A node control this environment cannot do (a process on loopback has no
+    network to be taken off); the message names the environment that can."""
+
+    def __init__(self, environment: str, what: str, instead: str) -> None:
+        self.environment = environment
+        super().__init__(f"{what} is not applicable on {environment}: {instead}")
 
 
 class StackExistsError(InfraError):

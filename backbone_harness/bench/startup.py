@@ -1,11 +1,14 @@
-"""``harness bench up``: how long local stacks take to come up and go down.
+"""``harness bench up``: how long stacks take to come up and go down.
 
 Each run is the real command a user types (``python -m backbone_harness up`` / ``down``
 in a subprocess, so interpreter start-up counts), timed from outside; the
-per-service figures come from the stack's own ``state.json``. For scale, each
-service's own start path is timed on the same machine: ``redis-server`` alone
-until it answers PING, and ``pg_ctl start -w`` on the data directory the stack
-left behind. Results go to ``docs/status/stack-startup.md`` and ``.json``.
+per-service figures come from the stack's own ``state.json`` (local) or
+``containers.json`` (compose: seconds until each node answered from the host).
+For scale, each service's own start path is timed on the same machine:
+``redis-server`` alone until it answers PING, and ``pg_ctl start -w`` on the
+data directory the stack left behind. ``--env compose`` (or ``all``) times the
+compose environment too: the project's images on podman, images reused.
+Results go to ``docs/status/stack-startup.md`` and ``.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -37,6 +41,8 @@ __all__ = ["run_startup_bench"]
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS_S = {"minimal": 10.0, "ha": 30.0, "down": 5.0}
+#: The environments the benchmark can time.
+ENVS = ("local", "compose")
 Echo = Callable[[str], None]
 
 
@@ -94,6 +100,26 @@ def _one_run(size: str, index: int, root: Path) -> dict[str, Any]:
     if provisioner.stack_processes(root / name):
         raise HarnessError(f"processes of {name} survived `harness down`")
     return {"up_s": round(up_s, 2), "down_s": round(down_s, 2), "timings": timings}
+
+
+def _containers_of(name: str) -> list[str]:
+    from backbone_harness.containers.engine import podman
+
+    label = f"label=backbone.stack={name}"
+    return podman("ps", "-a", "--filter", label, "--format", "{{.Names}}").stdout.split()
+
+
+def _one_compose_run(size: str, index: int, root: Path) -> dict[str, Any]:
+    # Container names are engine-wide: the suffix keeps two benchmarks apart.
+    name = f"bench-c{size}-{index}-{secrets.token_hex(2)}"
+    try:
+        up_s = _timed_cli(["up", "--env", "compose", "--size", size, "--name", name], root)
+        state = json.loads((root / name / "containers.json").read_text())
+    finally:
+        down_s = _timed_cli(["down", "--name", name], root)
+    if _containers_of(name):
+        raise HarnessError(f"containers of {name} survived `harness down`")
+    return {"up_s": round(up_s, 2), "down_s": round(down_s, 2), "timings": state["timings"]}
 
 
 def _redis_alone(root: Path) -> float:
@@ -157,8 +183,40 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def run_startup_bench(*, runs: int, output: Path, echo: Echo | None = None) -> tuple[Path, Path]:
-    """Run the benchmark; returns the paths of the Markdown and JSON reports."""
+def _sizes(
+    one: Callable[[str, int, Path], dict[str, Any]], runs: int, root: Path, say: Echo, env: str
+) -> dict[str, Any]:
+    sizes: dict[str, Any] = {}
+    for size in ("minimal", "ha"):
+        per_run = []
+        for i in range(1, runs + 1):
+            say(f"{env} {size} run {i}/{runs} ...")
+            per_run.append(one(size, i, root))
+            say(f"  up {per_run[-1]['up_s']}s, down {per_run[-1]['down_s']}s")
+        services = sorted({k for r in per_run for k in r["timings"]})
+        sizes[size] = {
+            "up_s": _summary([r["up_s"] for r in per_run]),
+            "down_s": _summary([r["down_s"] for r in per_run]),
+            "per_service_s": {
+                k: _summary([r["timings"][k] for r in per_run if k in r["timings"]])
+                for k in services
+            },
+            "runs": per_run,
+        }
+    return sizes
+
+
+def run_startup_bench(
+    *, runs: int, output: Path, echo: Echo | None = None, envs: tuple[str, ...] = ("local",)
+) -> tuple[Path, Path]:
+    """Run the benchmark in ``envs``; returns the paths of the Markdown and JSON reports.
+
+    Timing only ``compose`` keeps the local figures of the existing report
+    (``output``.json) and merges the compose ones beside them.
+    """
+    unknown = set(envs) - set(ENVS)
+    if unknown or not envs:
+        raise HarnessError(f"unknown --env {sorted(unknown)}; use {', '.join(ENVS)} or all")
     say = echo or (lambda _m: None)
     info = machine()
     root = Path(tempfile.mkdtemp(prefix="bench-", dir=stacks_root()))
@@ -170,49 +228,87 @@ def run_startup_bench(*, runs: int, output: Path, echo: Echo | None = None) -> t
         "targets_s": TARGETS_S,
         "sizes": {},
     }
+    js = output.with_suffix(".json")
+    if "local" not in envs:
+        previous = json.loads(js.read_text()) if js.is_file() else {}
+        if not previous.get("sizes"):
+            raise HarnessError(f"{js} holds no local figures to keep; run with --env all")
+        results = previous
     try:
-        for size in ("minimal", "ha"):
-            per_run = []
-            for i in range(1, runs + 1):
-                say(f"{size} run {i}/{runs} ...")
-                per_run.append(_one_run(size, i, root))
-                say(f"  up {per_run[-1]['up_s']}s, down {per_run[-1]['down_s']}s")
-            services = sorted({k for r in per_run for k in r["timings"]})
-            results["sizes"][size] = {
-                "up_s": _summary([r["up_s"] for r in per_run]),
-                "down_s": _summary([r["down_s"] for r in per_run]),
-                "per_service_s": {
-                    k: _summary([r["timings"][k] for r in per_run if k in r["timings"]])
-                    for k in services
-                },
-                "runs": per_run,
+        if "local" in envs:
+            results["sizes"] = _sizes(_one_run, runs, root, say, "local")
+            say("own start paths: redis-server alone, pg_ctl start -w ...")
+            own_redis = [_redis_alone(root) for _ in range(runs)]
+            pg_data = root / f"bench-minimal-{runs}" / "postgres" / "postgres-1"
+            own_pg = [t for t in (_pg_ctl_start(pg_data) for _ in range(runs)) if t is not None]
+            results["own_start_paths_s"] = {
+                "redis-server alone (to PING)": _summary(own_redis),
+                **({"pg_ctl start -w (same data dir)": _summary(own_pg)} if own_pg else {}),
             }
-        say("own start paths: redis-server alone, pg_ctl start -w ...")
-        own_redis = [_redis_alone(root) for _ in range(runs)]
-        pg_data = root / f"bench-minimal-{runs}" / "postgres" / "postgres-1"
-        own_pg = [t for t in (_pg_ctl_start(pg_data) for _ in range(runs)) if t is not None]
-        results["own_start_paths_s"] = {
-            "redis-server alone (to PING)": _summary(own_redis),
-            **({"pg_ctl start -w (same data dir)": _summary(own_pg)} if own_pg else {}),
-        }
-        results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        if "compose" in envs:
+            results["compose"] = {
+                "date": datetime.now(UTC).isoformat(timespec="seconds"),
+                "runs": runs,
+                "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+                "sizes": _sizes(_one_compose_run, runs, root, say, "compose"),
+                "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+            }
     finally:
         for name in provisioner.list_stacks(root):
             provisioner.down(name, root=root)
         shutil.rmtree(root, ignore_errors=True)
     output.parent.mkdir(parents=True, exist_ok=True)
-    js = output.with_suffix(".json")
     js.write_text(json.dumps(results, indent=2) + "\n")
     md = output.with_suffix(".md")
     md.write_text(_markdown(results))
     return md, js
 
 
+def _fmt(s: dict[str, float]) -> str:
+    return f"{s['median']} ({s['min']} to {s['max']})"
+
+
+def _compose_markdown(c: dict[str, Any] | None, targets: dict[str, float]) -> list[str]:
+    if not c:
+        return []
+    lines = [
+        "",
+        "## Compose environment (the project's images on podman)",
+        "",
+        "The same two sizes as containers (`harness up --env compose`); the sections",
+        "above are the local process stacks.",
+        "",
+        f"Measured {c['date']} by `harness bench up --env compose --runs {c['runs']}`: "
+        "`harness up --env compose` with every image reused (content-addressed tags), "
+        "until every node answers from the host, the topics exist and the schema is "
+        "applied; `harness down` removes every container and the network. Load average "
+        f"{c['load_average_at_start']} at start, {c['load_average_at_end']} at end.",
+        "",
+        "| size | `harness up --env compose` (s) | local target | `harness down` (s) |",
+        "|---|---|---|---|",
+    ]
+    for size, data in c["sizes"].items():
+        lines.append(
+            f"| {size} | {_fmt(data['up_s'])} | ≤ {targets[size]:.0f} | {_fmt(data['down_s'])} |"
+        )
+    for size, data in c["sizes"].items():
+        lines += [
+            "",
+            f"### compose {size}: seconds from the first container start until each node answered",
+            "",
+            "| node | seconds |",
+            "|---|---|",
+        ]
+        lines += [f"| {k} | {_fmt(s)} |" for k, s in data["per_service_s"].items()]
+    return lines
+
+
 def _markdown(r: dict[str, Any]) -> str:
     m = r["machine"]
     v = m["versions"]
     lines = [
-        "# Local stack start-up and tear-down",
+        "# Stack start-up and tear-down",
         "",
         f"Measured {r['date']} by `harness bench up --runs {r['runs']}` "
         "(each figure: median, min-max over the runs; the commands run as subprocesses, "
@@ -277,5 +373,6 @@ def _markdown(r: dict[str, Any]) -> str:
             lines += [
                 f"| {label} | {a / b:.1f}x ({a} s vs {b} s) |" for label, a, b in ratios if b > 0
             ]
+    lines += _compose_markdown(r.get("compose"), r["targets_s"])
     lines.append("")
     return "\n".join(lines)

@@ -18,12 +18,15 @@ and a container is an argument here:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import PurePath
 
+from backbone.connections import HostPort
 from backbone_infra.render.kafka import KafkaNodePorts, render_server_properties
 from backbone_infra.render.postgres import pg_hba_conf
 from backbone_infra.render.postgres import postgresql_conf as render_postgresql_conf
 from backbone_infra.render.redis import redis_conf as render_redis_conf
+from backbone_infra.render.redis import sentinel_conf as render_sentinel_conf
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.secrets import StackSecrets
 
@@ -34,6 +37,7 @@ __all__ = [
     "postgres_hba",
     "postgresql_conf",
     "redis_conf",
+    "sentinel_conf",
 ]
 
 REDIS_DATA = "/data"
@@ -41,45 +45,87 @@ KAFKA_DATA = "/var/lib/kafka/data"
 _LOOPBACK = "127.0.0.1"
 
 
-def redis_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str:
-    """redis.conf of a standalone server in a container, reached on host port ``port``."""
+def redis_conf(
+    spec: StackSpec, secrets: StackSecrets, *, port: int, primary: HostPort | None = None
+) -> str:
+    """redis.conf of a server in a container, reached on host port ``port``.
+
+    On ``ha`` the servers and Sentinels share one network namespace (see
+    :func:`backbone_harness.containers.services.network_holder`), so the
+    address they announce to each other, ``127.0.0.1:<port>``, is also the one
+    a client on the host dials; ``primary`` is where a replica first syncs from.
+    """
     return render_redis_conf(
         spec.redis,
         bind="* -::*",
         port=port,
         announce_host=_LOOPBACK,
         data_dir=REDIS_DATA,
-        primary=None,
+        primary=primary,
         password=secrets.redis_password,
         admin_password=secrets.redis_admin_password,
         exporter_password=secrets.redis_exporter_password,
     )
 
 
-def kafka_server_properties(
-    spec: StackSpec, secrets: StackSecrets, *, ports: KafkaNodePorts
-) -> str:
-    """server.properties of a one-node KRaft cluster in a container.
+def sentinel_conf(spec: StackSpec, secrets: StackSecrets, *, port: int, primary: HostPort) -> str:
+    """sentinel.conf of a Sentinel in the Redis servers' network namespace."""
+    return render_sentinel_conf(
+        spec.redis,
+        bind="* -::*",
+        port=port,
+        announce_host=_LOOPBACK,
+        data_dir=REDIS_DATA,
+        primary=primary,
+        password=secrets.redis_password,
+        admin_password=secrets.redis_admin_password,
+    )
 
-    Listeners bind every interface at the same port numbers the host publishes,
-    so the advertised ``127.0.0.1:<client>`` is right for clients on the host.
+
+def kafka_server_properties(
+    spec: StackSpec,
+    secrets: StackSecrets,
+    *,
+    ports: KafkaNodePorts,
+    node: int = 1,
+    cluster: Mapping[int, KafkaNodePorts] | None = None,
+    external: HostPort | None = None,
+) -> str:
+    """server.properties of one KRaft node in a container.
+
+    Listeners bind every interface. One node alone (``cluster`` None) publishes
+    its client port at the same number, so the advertised ``127.0.0.1:<client>``
+    is right for clients on the host. In a cluster the nodes reach each other by
+    container name (``kafka-2:<internal>``, the voters at ``kafka-N:<controller>``)
+    and clients on the host use the ``EXTERNAL`` listener, which advertises
+    ``external``: 127.0.0.1 and the port the host publishes it on.
     """
+    every = dict(cluster) if cluster is not None else {node: ports}
+    hosts = {n: f"kafka-{n}" for n in every} if cluster is not None else None
     return render_server_properties(
         spec.kafka,
-        node=1,
-        ports={1: ports},
+        node=node,
+        ports=every,
         data_dir=PurePath(KAFKA_DATA),
         client_password=secrets.kafka_password,
         admin_password=secrets.kafka_admin_password,
+        hosts=hosts,
         bind_host="0.0.0.0",
+        external=external,
     )
 
 
 def postgresql_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str:
     """The settings appended to ``postgresql.conf`` of a container's cluster
-    (Debian's PostgreSQL, without TimescaleDB)."""
+    (Debian's PostgreSQL, without TimescaleDB).
+
+    Without ``synchronous_standby_names``: as the local provisioner does, the
+    stack sets it with ``ALTER SYSTEM`` once a standby streams (before that, the
+    bootstrap's own commits would wait for a standby that does not exist yet).
+    """
     del secrets  # the settings carry none; kept for a uniform signature
-    return render_postgresql_conf(spec.postgres, listen="*", timescaledb=False) + f"port = {port}\n"
+    conf = render_postgresql_conf(spec.postgres, listen="*", timescaledb=False, synchronous=False)
+    return conf + f"port = {port}\n"
 
 
 def postgres_hba(spec: StackSpec, secrets: StackSecrets) -> str:

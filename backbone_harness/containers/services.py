@@ -20,10 +20,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backbone.connections import HostPort
 from backbone_harness.containers import configs
 from backbone_harness.containers.images import image_ref, kafka_home
 from backbone_infra.render.exporters import redis_exporter_args, redis_exporter_passwords
 from backbone_infra.render.kafka import (
+    EXTERNAL_LISTENER_PORT,
     STORAGE_TOOL_MAIN,
     KafkaNodePorts,
     jmx_exporter_rules,
@@ -39,9 +41,12 @@ __all__ = [
     "ServiceContainer",
     "kafka_broker",
     "materialise",
+    "network_holder",
     "postgres_server",
+    "postgres_standby",
     "redis_exporter",
     "redis_server",
+    "sentinel",
 ]
 
 _KAFKA_CONF = "/etc/kafka"
@@ -61,11 +66,14 @@ class ServiceContainer:
     command: tuple[str, ...]
     #: Container path -> content; mounted read-only. Some hold credentials.
     files: Mapping[str, str] = field(default_factory=dict)
-    #: Ports published on 127.0.0.1, the same number inside and outside.
-    ports: tuple[int, ...] = ()
+    #: Ports published on 127.0.0.1: the same number inside and outside, or
+    #: (host port, container port).
+    ports: tuple[int | tuple[int, int], ...] = ()
     #: The node whose network namespace it joins (a sidecar, as in a pod);
     #: that node's container publishes this one's ports.
     shares_network_of: str | None = None
+    #: The signal that stops it, when the image's default would be ignored.
+    stop_signal: str | None = None
 
 
 def materialise(container: ServiceContainer, directory: Path) -> dict[str, str]:
@@ -85,14 +93,61 @@ def materialise(container: ServiceContainer, directory: Path) -> dict[str, str]:
     return mounts
 
 
-def redis_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> ServiceContainer:
-    """A standalone Redis server (the minimal size's cache)."""
+def network_holder(name: str, *, image: str, ports: tuple[int, ...]) -> ServiceContainer:
+    """A container that only holds a network namespace (a pod's infra container).
+
+    The Redis servers and Sentinels of ``ha`` join it, so they reach each other
+    at ``127.0.0.1:<port>`` — the address they announce, which is also the one
+    the host publishes — and a killed server takes nobody's network with it.
+    """
+    # As PID 1, sleep ignores SIGTERM: it would hold up every `down` for the stop timeout.
     return ServiceContainer(
-        name="redis-1",
+        name=name, image=image, command=("sleep", "infinity"), ports=ports, stop_signal="SIGKILL"
+    )
+
+
+def redis_server(
+    spec: StackSpec,
+    secrets: StackSecrets,
+    *,
+    port: int,
+    name: str = "redis-1",
+    primary: HostPort | None = None,
+    shares_network_of: str | None = None,
+) -> ServiceContainer:
+    """A Redis server: standalone (minimal), or a primary/replica in a shared namespace."""
+    return ServiceContainer(
+        name=name,
         image=image_ref("redis"),
         command=("redis-server", _REDIS_CONF),
-        files={_REDIS_CONF: configs.redis_conf(spec, secrets, port=port)},
-        ports=(port,),
+        files={_REDIS_CONF: configs.redis_conf(spec, secrets, port=port, primary=primary)},
+        ports=() if shares_network_of else (port,),
+        shares_network_of=shares_network_of,
+    )
+
+
+def sentinel(
+    spec: StackSpec,
+    secrets: StackSecrets,
+    *,
+    name: str,
+    port: int,
+    primary: HostPort,
+    shares_network_of: str,
+) -> ServiceContainer:
+    """A Sentinel: it rewrites its config, so it runs on a writable copy made once."""
+    conf = "/etc/redis/sentinel.conf"
+    copy = f"{configs.REDIS_DATA}/sentinel.conf"
+    return ServiceContainer(
+        name=name,
+        image=image_ref("redis"),
+        command=(
+            "sh",
+            "-c",
+            f"[ -f {copy} ] || install -m 600 {conf} {copy}; exec redis-sentinel {copy}",
+        ),
+        files={conf: configs.sentinel_conf(spec, secrets, port=port, primary=primary)},
+        shares_network_of=shares_network_of,
     )
 
 
@@ -132,9 +187,15 @@ def kafka_broker(
     *,
     ports: KafkaNodePorts,
     cluster_id: str,
+    node: int = 1,
+    cluster: dict[int, KafkaNodePorts] | None = None,
+    external_port: int | None = None,
 ) -> ServiceContainer:
-    """A one-node KRaft broker+controller: formats its storage once, then runs the broker.
+    """A KRaft broker+controller: formats its storage once, then runs the broker.
 
+    Alone (minimal) it publishes its client port. In a cluster (``cluster``:
+    every node's ports) it publishes its ``EXTERNAL`` listener on host port
+    ``external_port``, which it advertises as ``127.0.0.1:<external_port>``.
     The storage-format arguments hold the SCRAM credentials, so they travel in
     a mounted ``java @argfile``, never on the command line.
     """
@@ -164,17 +225,25 @@ def kafka_broker(
         f"[ -f {configs.KAFKA_DATA}/meta.properties ] || {shlex.join(fmt_cmd)} >/dev/null"
         f" && exec {shlex.join(run)}"
     )
+    external = None if external_port is None else HostPort(host="127.0.0.1", port=external_port)
+    published: tuple[int | tuple[int, int], ...] = (
+        (ports.client, ports.metrics)
+        if external_port is None
+        else ((external_port, EXTERNAL_LISTENER_PORT), ports.metrics)
+    )
     return ServiceContainer(
-        name="kafka-1",
+        name=f"kafka-{node}",
         image=image_ref("kafka"),
         command=("sh", "-c", script),
         files={
-            props: configs.kafka_server_properties(spec, secrets, ports=ports),
+            props: configs.kafka_server_properties(
+                spec, secrets, ports=ports, node=node, cluster=cluster, external=external
+            ),
             f"{_KAFKA_CONF}/format.args": _argfile(fmt),
             f"{_KAFKA_CONF}/log4j2.properties": log4j_config(),
             f"{_KAFKA_CONF}/jmx-exporter.yml": jmx_exporter_rules(),
         },
-        ports=(ports.client, ports.metrics),
+        ports=published,
     )
 
 
@@ -198,5 +267,38 @@ def postgres_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> Ser
             f"{_PG_CONF}/postgresql.conf": configs.postgresql_conf(spec, secrets, port=port),
             f"{_PG_CONF}/pg_hba.conf": configs.postgres_hba(spec, secrets),
         },
+        ports=(port,),
+    )
+
+
+def postgres_standby(
+    spec: StackSpec, secrets: StackSecrets, *, name: str, port: int, primary: HostPort
+) -> ServiceContainer:
+    """A streaming standby: cloned once with ``pg_basebackup -R`` from ``primary``
+    (reached by container name; the replication password from a mounted
+    passfile), then ``postgres`` on the clone with its own port."""
+    passfile = f"{_PG_CONF}/replication.pgpass"
+    p = spec.postgres
+    conninfo = (
+        f"host={primary.host} port={primary.port} user={p.replication_user} "
+        f"application_name={name} passfile=/tmp/pgpass sslmode=disable"
+    )
+    clone = [
+        "pg_basebackup", "-d", conninfo, "-D", _PG_DATA, "-R", "-X", "stream",
+        "--checkpoint=fast", "--no-sync",
+    ]  # fmt: skip
+    script = (
+        # libpq refuses a passfile others may read: a 0600 copy of the mounted one.
+        f"install -m 600 {passfile} /tmp/pgpass"
+        f" && if [ ! -f {_PG_DATA}/PG_VERSION ]; then chmod 700 {_PG_DATA}"
+        f" && {shlex.join(clone)}; fi"
+        # The clone carries the primary's port setting; its own comes first.
+        f" && exec postgres -D {_PG_DATA} -p {port}"
+    )
+    return ServiceContainer(
+        name=name,
+        image=image_ref("postgres"),
+        command=("sh", "-c", script),
+        files={passfile: f"*:*:*:{p.replication_user}:{secrets.replication_password}\n"},
         ports=(port,),
     )

@@ -17,9 +17,10 @@ so the local provisioner never mistakes it for a process stack).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import redis
 from kafka import KafkaAdminClient
 from kafka import errors as kafka_errors
 from kafka.admin import NewTopic
+from psycopg import sql
 from pydantic import SecretStr
 
 from backbone.connections import (
@@ -38,21 +40,27 @@ from backbone.connections import (
     RedisConnection,
     TimescaleConnection,
     TopicInfo,
+    load_document,
     write_document,
 )
 from backbone_harness.containers.engine import EngineError, no_engine_reason, podman
-from backbone_harness.containers.images import build_all
+from backbone_harness.containers.images import build_all, image_ref
 from backbone_harness.containers.services import (
     ServiceContainer,
     kafka_broker,
     materialise,
+    network_holder,
     postgres_server,
+    postgres_standby,
     redis_server,
+    sentinel,
 )
 from backbone_harness.errors import HarnessError, StackExistsError, UsageError
-from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
-from backbone_infra.render.postgres import SUPERUSER
-from backbone_infra.spec import StackSpec
+from backbone_infra.errors import NotApplicableError
+from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id, node_id, node_name
+from backbone_infra.render.postgres import SUPERUSER, synchronous_standby_names
+from backbone_infra.render.redis import ADMIN_USER
+from backbone_infra.spec import StackSpec, build_spec
 from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
@@ -66,6 +74,8 @@ LABEL = "backbone.stack"
 #: How long a node may take to answer after its container started (seconds).
 READY_TIMEOUT_S = 120.0
 Echo = Callable[[str], None]
+#: The container holding the network namespace of the Redis servers and Sentinels (ha).
+REDIS_NET = "redis-net"
 
 
 @dataclass
@@ -78,6 +88,12 @@ class ContainerState:
     nodes: dict[str, str] = field(default_factory=dict)
     ports: dict[str, dict[str, int]] = field(default_factory=dict)
     status: str = "starting"
+    #: Containers that are no node (the Redis network namespace's holder).
+    infra: list[str] = field(default_factory=list)
+    #: Fixed addresses on the stack network, by container host name.
+    addresses: dict[str, str] = field(default_factory=dict)
+    #: Seconds from the first container's start until each node answered (``up``).
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def _dir(name: str) -> Path:
@@ -115,46 +131,54 @@ def _wait(what: str, container: str, ready: Callable[[], bool]) -> None:
         time.sleep(0.5)
 
 
-def _run(service: ServiceContainer, *, stack: str, network: str, files: Path) -> str:
+def _run(
+    service: ServiceContainer,
+    *,
+    stack: str,
+    network: str,
+    files: Path,
+    addresses: dict[str, str] | None = None,
+) -> str:
+    """Start one container. ``addresses``: every node's fixed address on the
+    stack network; each container gets its own and ``/etc/hosts`` entries for
+    the others (podman's CNI backend here has no DNS for container names)."""
     container = f"backbone-{stack}-{service.name}"
-    args = [
-        "run",
-        "--detach",
-        "--name",
-        container,
-        "--hostname",
-        service.name,
-        "--network",
-        network,
-        "--network-alias",
-        service.name,
-        "--label",
-        f"{LABEL}={stack}",
-    ]
+    args = ["run", "--detach", "--name", container, "--label", f"{LABEL}={stack}"]
+    if service.shares_network_of is not None:
+        args += ["--network", f"container:backbone-{stack}-{service.shares_network_of}"]
+    else:
+        args += ["--hostname", service.name, "--network", network]
+        args += ["--network-alias", service.name]
+        if addresses:
+            args += _fixed(addresses[service.name])
+            for name, address in sorted(addresses.items()):
+                if name != service.name:
+                    args += ["--add-host", f"{name}:{address}"]
+    if service.stop_signal is not None:
+        args += ["--stop-signal", service.stop_signal]
     for port in service.ports:
-        args += ["--publish", f"{LOOPBACK}:{port}:{port}"]
-    for host, target in materialise(service, files / service.name).items():
-        args += ["--volume", f"{host}:{target}:ro"]
+        host, inside = port if isinstance(port, tuple) else (port, port)
+        args += ["--publish", f"{LOOPBACK}:{host}:{inside}"]
+    for host_path, target in materialise(service, files / service.name).items():
+        args += ["--volume", f"{host_path}:{target}:ro"]
     podman(*args, service.image, *service.command)
     return container
 
 
-@dataclass
-class _Started:
-    state: ContainerState
-    secrets: StackSecrets
-    spec: StackSpec
+def _redis_client(port: int, *, username: str | None, password: str) -> redis.Redis:
+    return redis.Redis(
+        host=LOOPBACK,
+        port=port,
+        username=username,
+        password=password,
+        socket_timeout=3,
+        socket_connect_timeout=3,
+    )
 
 
 def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[[], bool]:
     def ping() -> bool:
-        client = redis.Redis(
-            host=LOOPBACK,
-            port=port,
-            username=spec.redis.username,
-            password=secrets.redis_password,
-            socket_timeout=3,
-        )
+        client = _redis_client(port, username=spec.redis.username, password=secrets.redis_password)
         try:
             return bool(client.ping())
         finally:
@@ -163,19 +187,31 @@ def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[
     return ping
 
 
-def _kafka_admin(spec: StackSpec, secrets: StackSecrets, port: int) -> KafkaAdminClient:
+def _sentinel_ready(secrets: StackSecrets, port: int) -> Callable[[], bool]:
+    def ping() -> bool:
+        client = _redis_client(port, username=None, password=secrets.redis_password)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+
+    return ping
+
+
+def _kafka_admin(spec: StackSpec, secrets: StackSecrets, servers: list[str]) -> KafkaAdminClient:
     return KafkaAdminClient(
-        bootstrap_servers=f"{LOOPBACK}:{port}",
+        bootstrap_servers=servers,
         security_protocol="SASL_PLAINTEXT",
         sasl_mechanism=spec.kafka.sasl_mechanism,
         sasl_plain_username=spec.kafka.admin_username,
         sasl_plain_password=secrets.kafka_admin_password,
         request_timeout_ms=10000,
+        bootstrap_timeout_ms=10000,
     )
 
 
-def _create_topics(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
-    admin = _kafka_admin(spec, secrets, port)
+def _create_topics(spec: StackSpec, secrets: StackSecrets, servers: list[str]) -> None:
+    admin = _kafka_admin(spec, secrets, servers)
     try:
         topics = [
             NewTopic(
@@ -197,9 +233,25 @@ def _create_topics(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
         admin.close()
 
 
+def _superuser(
+    secrets: StackSecrets, port: int, *, connect_timeout: int = 10
+) -> psycopg.Connection:
+    return psycopg.connect(
+        host=LOOPBACK,
+        port=port,
+        user="postgres",
+        password=secrets.postgres_superuser_password,
+        dbname="postgres",
+        sslmode="disable",
+        autocommit=True,
+        connect_timeout=connect_timeout,
+    )
+
+
 def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
-    """Roles, database, schema and grants, rendered once and run as the local
-    environment runs them (backbone_infra.targets.postgres_roles)."""
+    """Roles (the replication role among them), database, schema and grants,
+    rendered once and run as the local environment runs them
+    (backbone_infra.targets.postgres_roles)."""
     p = spec.postgres
 
     def connect(dbname: str, autocommit: bool) -> psycopg.Connection:
@@ -220,9 +272,32 @@ def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> No
         bootstrap_roles_and_schema(connect, p, secrets)
 
 
-def _timescale(spec: StackSpec, secrets: StackSecrets, port: int) -> TimescaleConnection:
+def _make_synchronous(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
+    """Once a standby streams, the primary's commits wait for one (as locally)."""
+    names = synchronous_standby_names(spec.postgres)
+    if names is None:
+        return
+    with _superuser(secrets, port) as admin:
+        admin.execute(
+            sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names))
+        )
+        admin.execute("SELECT pg_reload_conf()")
+
+
+def _streaming(secrets: StackSecrets, port: int, standbys: list[str]) -> Callable[[], bool]:
+    def check() -> bool:
+        with _superuser(secrets, port, connect_timeout=3) as admin:
+            rows = admin.execute(
+                "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"
+            ).fetchall()
+        return set(standbys) <= {r[0] for r in rows}
+
+    return check
+
+
+def _timescale(spec: StackSpec, secrets: StackSecrets, ports: list[int]) -> TimescaleConnection:
     return TimescaleConnection(
-        hosts=[HostPort(host=LOOPBACK, port=port)],
+        hosts=[HostPort(host=LOOPBACK, port=port) for port in ports],
         dbname=spec.postgres.dbname,
         user=spec.postgres.user,
         password=SecretStr(secrets.postgres_password),
@@ -231,8 +306,43 @@ def _timescale(spec: StackSpec, secrets: StackSecrets, port: int) -> TimescaleCo
     )
 
 
+def _names(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}-{i}" for i in range(1, count + 1)]
+
+
+def _kafka_servers(ports: dict[str, dict[str, int]]) -> list[str]:
+    """Where clients on the host bootstrap: each broker's external (or, alone, client) port."""
+    return [
+        f"{LOOPBACK}:{p.get('external', p['client'])}"
+        for node, p in sorted(ports.items())
+        if node.startswith("kafka-")
+    ]
+
+
 def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str, int]]) -> Any:
     kafka = spec.kafka
+    r = spec.redis
+    if r.sentinels:
+        cache = RedisConnection(
+            mode="sentinel",
+            sentinels=[
+                HostPort(host=LOOPBACK, port=ports[n]["client"])
+                for n in _names("sentinel", r.sentinels)
+            ],
+            master_name=r.master_name,
+            username=r.username,
+            password=SecretStr(secrets.redis_password),
+            sentinel_password=SecretStr(secrets.redis_password),
+        )
+    else:
+        cache = RedisConnection(
+            mode="standalone",
+            host=LOOPBACK,
+            port=ports["redis-1"]["client"],
+            username=r.username,
+            password=SecretStr(secrets.redis_password),
+        )
+    pg_nodes = _names("postgres", 1 + spec.postgres.standbys)
     return ConnectionsDocument.model_validate(
         {
             "schema": "backbone.connections/v1",
@@ -241,15 +351,9 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
             "environment": "docker",
             "tier": spec.tier,
             "size": spec.size,
-            "redis": RedisConnection(
-                mode="standalone",
-                host=LOOPBACK,
-                port=ports["redis-1"]["client"],
-                username=spec.redis.username,
-                password=SecretStr(secrets.redis_password),
-            ),
+            "redis": cache,
             "kafka": KafkaConnection(
-                bootstrap_servers=[f"{LOOPBACK}:{ports['kafka-1']['client']}"],
+                bootstrap_servers=_kafka_servers(ports),
                 security_protocol="SASL_PLAINTEXT",
                 sasl_mechanism=kafka.sasl_mechanism,
                 username=kafka.username,
@@ -263,9 +367,122 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
                     for t in kafka.topics
                 },
             ),
-            "timescale": _timescale(spec, secrets, ports["postgres-1"]["client"]),
+            "timescale": _timescale(spec, secrets, [ports[n]["client"] for n in pg_nodes]),
         }
     )
+
+
+def _allocate(spec: StackSpec) -> dict[str, dict[str, int]]:
+    """Every node's host ports (free loopback ports, chosen now)."""
+    alloc = PortAllocator()
+    ports: dict[str, dict[str, int]] = {}
+    for node in _names("redis", 1 + spec.redis.replicas) + _names("sentinel", spec.redis.sentinels):
+        ports[node] = {"client": alloc.allocate()}
+    for node in _names("kafka", spec.kafka.brokers):
+        ports[node] = KafkaNodePorts(
+            client=alloc.allocate(),
+            internal=alloc.allocate(),
+            controller=alloc.allocate(),
+            metrics=alloc.allocate(),
+        ).as_dict()
+        if spec.kafka.brokers > 1:
+            ports[node]["external"] = alloc.allocate()
+    for node in _names("postgres", 1 + spec.postgres.standbys):
+        ports[node] = {"client": alloc.allocate()}
+    return ports
+
+
+def _services(
+    spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str, int]]
+) -> list[ServiceContainer]:
+    """Every container of the stack except the standbys (cloned once the primary is up)."""
+    r = spec.redis
+    servers = _names("redis", 1 + r.replicas)
+    out: list[ServiceContainer] = []
+    if r.sentinels:
+        # One network namespace for the servers and Sentinels (see network_holder).
+        first = HostPort(host=LOOPBACK, port=ports["redis-1"]["client"])
+        group = servers + _names("sentinel", r.sentinels)
+        out.append(
+            network_holder(
+                REDIS_NET, image=image_ref("redis"), ports=tuple(ports[n]["client"] for n in group)
+            )
+        )
+        for node in servers:
+            out.append(
+                redis_server(
+                    spec,
+                    secrets,
+                    port=ports[node]["client"],
+                    name=node,
+                    primary=None if node == "redis-1" else first,
+                    shares_network_of=REDIS_NET,
+                )
+            )
+        for node in _names("sentinel", r.sentinels):
+            out.append(
+                sentinel(
+                    spec,
+                    secrets,
+                    name=node,
+                    port=ports[node]["client"],
+                    primary=first,
+                    shares_network_of=REDIS_NET,
+                )
+            )
+    else:
+        out.append(redis_server(spec, secrets, port=ports["redis-1"]["client"]))
+    brokers = _names("kafka", spec.kafka.brokers)
+    cluster_id = new_cluster_id()
+    if len(brokers) == 1:
+        kp = KafkaNodePorts.from_dict(ports["kafka-1"])
+        out.append(kafka_broker(spec, secrets, ports=kp, cluster_id=cluster_id))
+    else:
+        cluster = {i: KafkaNodePorts.from_dict(ports[n]) for i, n in enumerate(brokers, 1)}
+        for i, node in enumerate(brokers, 1):
+            out.append(
+                kafka_broker(
+                    spec,
+                    secrets,
+                    ports=cluster[i],
+                    cluster_id=cluster_id,
+                    node=i,
+                    cluster=cluster,
+                    external_port=ports[node]["external"],
+                )
+            )
+    out.append(postgres_server(spec, secrets, port=ports["postgres-1"]["client"]))
+    return out
+
+
+def _standbys(
+    spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str, int]]
+) -> list[ServiceContainer]:
+    primary = HostPort(host="postgres-1", port=ports["postgres-1"]["client"])
+    return [
+        postgres_standby(spec, secrets, name=node, port=ports[node]["client"], primary=primary)
+        for node in _names("postgres", 1 + spec.postgres.standbys)[1:]
+    ]
+
+
+def _fixed(address: str) -> list[str]:
+    """podman options for a fixed address and a MAC derived from it (as Docker
+    derives its own). The same MAC after a reconnect keeps the host's neighbour
+    entry valid: with a new one, the host sent to the old MAC until its entry
+    expired and the published ports stayed silent ~30 s after the partition healed."""
+    mac = "02:42:" + ":".join(f"{int(octet):02x}" for octet in address.split("."))
+    return ["--ip", address, "--mac-address", mac]
+
+
+def _addresses(network: str, names: list[str]) -> dict[str, str]:
+    """A fixed address per container on ``network`` (from .10 of its subnet), so a
+    container keeps its address when it is reconnected and peers find it by name."""
+    done = podman(
+        "network", "inspect", "--format", "{{range .Subnets}}{{.Subnet}} {{end}}", network
+    )
+    subnet = ipaddress.ip_network(done.stdout.split()[0])
+    hosts = list(subnet.hosts())[9 : 9 + len(names)]
+    return {name: str(address) for name, address in zip(names, hosts, strict=True)}
 
 
 def up(spec: StackSpec, *, echo: Echo) -> Path:
@@ -276,10 +493,9 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
     reason = no_engine_reason()
     if reason is not None:
         raise EngineError(reason)
-    if spec.size != "minimal" or spec.tier != "institutional":
+    if spec.tier != "institutional":
         raise UsageError(
-            "--env compose runs --size minimal --tier institutional so far; "
-            "use --env local for ha stacks"
+            "--env compose runs --tier institutional (the bootstrap tier has no services)"
         )
     directory = _dir(spec.name)
     if (directory / "state.json").exists():
@@ -293,44 +509,70 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
     echo("building or reusing the images (redis, kafka, postgres)")
     build_all(["redis", "kafka", "postgres"], echo)
     secrets = StackSecrets.load_or_create(directory)
-    alloc = PortAllocator()
-    kafka_ports = KafkaNodePorts(
-        client=alloc.allocate(),
-        internal=alloc.allocate(),
-        controller=alloc.allocate(),
-        metrics=alloc.allocate(),
-    )
-    ports = {
-        "redis-1": {"client": alloc.allocate()},
-        "kafka-1": kafka_ports.as_dict(),
-        "postgres-1": {"client": alloc.allocate()},
-    }
+    ports = _allocate(spec)
     state = ContainerState(name=spec.name, size=spec.size, network=f"backbone-{spec.name}")
     state.ports = ports
     _save(directory, state)
-    services = [
-        redis_server(spec, secrets, port=ports["redis-1"]["client"]),
-        kafka_broker(spec, secrets, ports=kafka_ports, cluster_id=new_cluster_id()),
-        postgres_server(spec, secrets, port=ports["postgres-1"]["client"]),
-    ]
     stack = ContainerStack(spec.name)
+    stack.state = state  # one state: what starts here is what readiness and down see
+    files = directory / "files"
+    began = time.monotonic()
+
+    def start(services: list[ServiceContainer]) -> None:
+        for service in services:
+            container = _run(
+                service,
+                stack=spec.name,
+                network=state.network,
+                files=files,
+                addresses=state.addresses,
+            )
+            if service.name == REDIS_NET:
+                state.infra.append(container)
+            else:
+                state.nodes[service.name] = container
+            _save(directory, state)
+
+    def wait(nodes: list[str]) -> None:
+        checks = stack.readiness(spec, secrets)
+        for node in nodes:
+            _wait(node, state.nodes[node], checks[node])
+            state.timings[node] = round(time.monotonic() - began, 2)
+            echo(f"{node}: ready ({state.timings[node]:.1f} s after start)")
+
     try:
         podman("network", "create", "--label", f"{LABEL}={spec.name}", state.network)
-        for service in services:
-            state.nodes[service.name] = _run(
-                service, stack=spec.name, network=state.network, files=directory / "files"
-            )
-            _save(directory, state)
-        began = time.monotonic()
-        for node, ready in stack.readiness(spec, secrets).items():
-            _wait(node, state.nodes[node], ready)
-            echo(f"{node}: ready ({time.monotonic() - began:.1f} s after start)")
-        _create_topics(spec, secrets, ports["kafka-1"]["client"])
+        services = _services(spec, secrets, ports)
+        standbys = _standbys(spec, secrets, ports)
+        state.addresses = _addresses(
+            state.network, [s.name for s in services + standbys if s.shares_network_of is None]
+        )
+        start(services)
+        wait(list(state.nodes))
+        _create_topics(spec, secrets, _kafka_servers(ports))
         _bootstrap_postgres(spec, secrets, ports["postgres-1"]["client"])
+        if standbys:
+            start(standbys)
+            names = [s.name for s in standbys]
+            wait(names)
+            _wait(
+                "streaming",
+                state.nodes[names[0]],
+                _streaming(secrets, ports["postgres-1"]["client"], names),
+            )
+            _make_synchronous(spec, secrets, ports["postgres-1"]["client"])
+            state.timings["standbys streaming"] = round(time.monotonic() - began, 2)
+            echo(f"{', '.join(names)}: streaming ({time.monotonic() - began:.1f} s after start)")
         path = write_document(_document(spec, secrets, ports), directory / OUTPUTS_FILE)
-    except BaseException:
-        echo("up failed; removing what was started")
-        stack.down()
+        state.timings["total"] = round(time.monotonic() - began, 2)
+    except BaseException as exc:
+        echo(f"up failed ({type(exc).__name__}: {str(exc)[:300]}); removing what was started")
+        stack.save_logs()
+        echo(f"each container's log is in {directory / 'logs'}")
+        try:
+            stack.down()
+        except EngineError as cleanup:  # the first error is the one to report
+            echo(f"cleaning up failed too: {cleanup}")
         raise
     state.status = "running"
     _save(directory, state)
@@ -338,17 +580,37 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
 
 
 class ContainerStack:
-    """A running compose-environment stack: its containers and node control."""
+    """A compose-environment stack: its containers, roles and node control.
+
+    A :class:`backbone_harness.stacks.Stack`, as the local process stack is:
+    the drills run on either.
+    """
+
+    #: The harness's name for this environment.
+    environment = "compose"
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.dir = _dir(name)
         raw = json.loads((self.dir / STATE_FILE).read_text())
         self.state = ContainerState(**raw)
+        self.spec: StackSpec = build_spec(name, size=self.state.size)  # type: ignore[arg-type]
+
+    @property
+    def status(self) -> str:
+        return self.state.status
 
     @property
     def outputs_path(self) -> Path:
         return self.dir / OUTPUTS_FILE
+
+    @property
+    def document(self) -> ConnectionsDocument:
+        return load_document(self.outputs_path)
+
+    @property
+    def secrets(self) -> StackSecrets:
+        return StackSecrets.load(self.dir)
 
     def containers(self) -> list[str]:
         """Names of every container of the stack, running or not."""
@@ -357,29 +619,41 @@ class ContainerStack:
         return [line for line in done.stdout.split() if line]
 
     def readiness(self, spec: StackSpec, secrets: StackSecrets) -> dict[str, Callable[[], bool]]:
+        """Per node: a check that it answers, from the host, at its published port."""
         ports = self.state.ports
+        checks: dict[str, Callable[[], bool]] = {}
 
-        def kafka() -> bool:
-            _kafka_admin(spec, secrets, ports["kafka-1"]["client"]).close()
-            return True
+        def kafka(node: str) -> Callable[[], bool]:
+            me = node_id(node)
+            server = f"{LOOPBACK}:{ports[node].get('external', ports[node]['client'])}"
 
-        def postgres() -> bool:
-            with psycopg.connect(
-                host=LOOPBACK,
-                port=ports["postgres-1"]["client"],
-                user="postgres",
-                password=secrets.postgres_superuser_password,
-                dbname="postgres",
-                sslmode="disable",
-                connect_timeout=3,
-            ) as conn:
-                return conn.execute("SELECT 1").fetchone() == (1,)
+            def registered() -> bool:
+                admin = _kafka_admin(spec, secrets, [server])
+                try:
+                    brokers = admin.describe_cluster()["brokers"]
+                finally:
+                    admin.close()
+                return any(b["broker_id"] == me for b in brokers)
 
-        return {
-            "redis-1": _redis_ready(spec, secrets, ports["redis-1"]["client"]),
-            "kafka-1": kafka,
-            "postgres-1": postgres,
-        }
+            return registered
+
+        def postgres(node: str) -> Callable[[], bool]:
+            def answers() -> bool:
+                with _superuser(secrets, ports[node]["client"], connect_timeout=3) as conn:
+                    return conn.execute("SELECT 1").fetchone() == (1,)
+
+            return answers
+
+        for node in self.state.nodes:
+            if node.startswith("redis-"):
+                checks[node] = _redis_ready(spec, secrets, ports[node]["client"])
+            elif node.startswith("sentinel-"):
+                checks[node] = _sentinel_ready(secrets, ports[node]["client"])
+            elif node.startswith("kafka-"):
+                checks[node] = kafka(node)
+            elif node.startswith("postgres-"):
+                checks[node] = postgres(node)
+        return checks
 
     def status_rows(self) -> list[tuple[str, str, str, str]]:
         """(node, container, ports, state) per node."""
@@ -391,6 +665,10 @@ class ContainerStack:
             rows.append((node, container, ports, state))
         return rows
 
+    # -- nodes -----------------------------------------------------------------------
+    def node_names(self) -> list[str]:
+        return list(self.state.nodes)
+
     def _container(self, node: str) -> str:
         if node not in self.state.nodes:
             raise HarnessError(
@@ -398,6 +676,23 @@ class ContainerStack:
             )
         return self.state.nodes[node]
 
+    def node_running(self, name: str) -> bool:
+        """Whether the node's container runs (a paused one counts as running)."""
+        done = podman(
+            "inspect", "--format", "{{.State.Status}}", self._container(name), check=False
+        )
+        return done.returncode == 0 and done.stdout.strip() in ("running", "paused")
+
+    def node_ports(self, name: str) -> dict[str, int]:
+        """The node's ports; ``client`` is where a client on the host dials it
+        (a Kafka broker's ``external`` port on ``ha``)."""
+        self._container(name)
+        ports = dict(self.state.ports.get(name, {}))
+        if "external" in ports:
+            ports["client"] = ports["external"]
+        return ports
+
+    # -- node control ------------------------------------------------------------------
     def kill_node(self, node: str) -> None:
         podman("kill", self._container(node))
 
@@ -410,37 +705,171 @@ class ContainerStack:
     def resume_node(self, node: str) -> None:
         podman("unpause", self._container(node))
 
+    def _shares_network(self, node: str) -> bool:
+        return node.startswith(("redis-", "sentinel-")) and bool(self.spec.redis.sentinels)
+
     def disconnect_node(self, node: str) -> None:
         """Cut the node's container off its network: a real partition. Its published
         ports stop answering (connections time out; nothing is refused)."""
+        if self._shares_network(node):
+            raise NotApplicableError(
+                "compose",
+                f"disconnecting {node} alone",
+                "on ha the Redis servers and Sentinels share one network namespace "
+                "(their announced 127.0.0.1 addresses must work for the host and for "
+                "each other); partition a Kafka broker or a PostgreSQL node instead",
+            )
         podman("network", "disconnect", self.state.network, self._container(node))
 
     def reconnect_node(self, node: str) -> None:
         """Join the node's container to its network again, under its node name."""
+        fixed = self.state.addresses.get(node)
+        args = _fixed(fixed) if fixed else []
         podman(
-            "network",
-            "connect",
-            "--alias",
-            node,
-            self.state.network,
-            self._container(node),
+            "network", "connect", "--alias", node, *args, self.state.network, self._container(node)
         )
 
-    def restart_node(self, node: str) -> None:
-        """Start the node's container again (it keeps its data) and wait until it answers."""
+    def restart_node(self, node: str) -> float:
+        """Start the node's container again (it keeps its data); seconds until it answers."""
         container = self._container(node)
+        began = time.monotonic()
         podman("restart", "--time", "10", container)
-        secrets = StackSecrets.load(self.dir)
-        from backbone_infra.spec import build_spec
+        _wait(node, container, self.readiness(self.spec, self.secrets)[node])
+        return time.monotonic() - began
 
-        spec = build_spec(self.name, size=self.state.size)  # type: ignore[arg-type]
-        _wait(node, container, self.readiness(spec, secrets)[node])
+    # -- roles ---------------------------------------------------------------------------
+    def roles(self) -> dict[str, str]:
+        """Every node's role, asked of the services through their published ports."""
+        secrets = self.secrets
+        out: dict[str, str] = {}
+        for node in self.state.nodes:
+            if not self.node_running(node):
+                out[node] = "down"
+                continue
+            try:
+                out[node] = self._role(node, secrets)
+            except Exception as exc:  # a partitioned or paused node cannot say
+                out[node] = f"unknown ({type(exc).__name__})"
+        return out
+
+    def _role(self, node: str, secrets: StackSecrets) -> str:
+        port = self.node_ports(node)["client"]
+        if node.startswith("sentinel-"):
+            return "sentinel"
+        if node.startswith("redis-"):
+            client = _redis_client(port, username=ADMIN_USER, password=secrets.redis_admin_password)
+            try:
+                role = client.info("replication").get("role")
+            finally:
+                client.close()
+            return "primary" if role == "master" else "replica"
+        if node.startswith("postgres-"):
+            with _superuser(secrets, port, connect_timeout=3) as conn:
+                row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+            return "standby" if row and row[0] else "primary"
+        if node.startswith("kafka-"):
+            with self.kafka_admin() as admin:
+                brokers = {b["broker_id"]: b for b in admin.describe_cluster()["brokers"]}
+                quorum = admin.describe_metadata_quorum()
+            me = node_id(node)
+            leader = quorum["topics"][0]["partitions"][0]["leader_id"]
+            if me not in brokers or brokers[me].get("is_fenced"):
+                return "fenced"
+            return "broker+controller (active)" if me == leader else "broker+controller"
+        return "unknown"
+
+    def redis_primary(self) -> str:
+        """The server the Sentinels name as primary (the only one when standalone)."""
+        if not self.spec.redis.sentinels:
+            return "redis-1"
+        secrets = self.secrets
+        servers = _names("redis", 1 + self.spec.redis.replicas)
+        by_port = {self.state.ports[n]["client"]: n for n in servers}
+        errors: list[str] = []
+        for node in _names("sentinel", self.spec.redis.sentinels):
+            client = _redis_client(
+                self.state.ports[node]["client"], username=None, password=secrets.redis_password
+            )
+            try:
+                addr: Any = client.sentinel_get_master_addr_by_name(self.spec.redis.master_name)
+                if addr:
+                    return by_port[int(addr[1])]
+            except (redis.RedisError, KeyError) as exc:
+                errors.append(f"{node}: {exc}")
+            finally:
+                client.close()
+        raise HarnessError(
+            f"no Sentinel names a Redis primary ({'; '.join(errors) or 'none answered'}); "
+            f"check `podman logs backbone-{self.name}-sentinel-1`"
+        )
+
+    def postgres_primary(self) -> str:
+        roles = self.roles()
+        primaries = [n for n, r in roles.items() if n.startswith("postgres-") and r == "primary"]
+        if len(primaries) != 1:
+            raise HarnessError(
+                f"expected one PostgreSQL primary, found {primaries or 'none'} (roles: {roles}); "
+                f"check `podman logs backbone-{self.name}-postgres-1`"
+            )
+        return primaries[0]
+
+    @contextlib.contextmanager
+    def kafka_admin(self) -> Iterator[KafkaAdminClient]:
+        """An admin client bootstrapped from every running, unpaused broker."""
+        servers = [
+            f"{LOOPBACK}:{self.node_ports(n)['client']}"
+            for n in self.state.nodes
+            if n.startswith("kafka-") and self._answering(n)
+        ] or _kafka_servers(self.state.ports)
+        admin = _kafka_admin(self.spec, self.secrets, servers)
+        try:
+            yield admin
+        finally:
+            admin.close()
+
+    def _answering(self, node: str) -> bool:
+        done = podman(
+            "inspect", "--format", "{{.State.Status}}", self._container(node), check=False
+        )
+        return done.returncode == 0 and done.stdout.strip() == "running"
+
+    def kafka_partition_leader(self, topic: str, partition: int) -> str:
+        with self.kafka_admin() as admin:
+            described = admin.describe_topics([topic])
+        for info in described:
+            for p in info["partitions"]:
+                if p["partition_index"] == partition and p["leader_id"] >= 0:
+                    return node_name(p["leader_id"])
+        raise HarnessError(f"{topic}/{partition} has no leader right now")
+
+    def kafka_active_controller(self) -> str:
+        with self.kafka_admin() as admin:
+            quorum = admin.describe_metadata_quorum()
+        leader = quorum["topics"][0]["partitions"][0]["leader_id"]
+        if leader < 0:
+            raise HarnessError("the KRaft quorum has no leader right now")
+        return node_name(leader)
+
+    def save_logs(self) -> None:
+        """Keep each node's container log in ``logs/<node>.log`` (before removal)."""
+        logs = self.dir / "logs"
+        logs.mkdir(exist_ok=True)
+        for node, container in self.state.nodes.items():
+            done = podman("logs", container, check=False)
+            (logs / f"{node}.log").write_text(done.stdout + done.stderr)
 
     def down(self) -> None:
         """Remove every container and the network of the stack (idempotent)."""
         names = self.containers()
-        if names:
-            podman("rm", "--force", "--time", "10", *names)
+        # Containers that join another's network namespace go first (podman
+        # refuses to remove a namespace's holder while they exist).
+        holders = [n for n in names if n in self.state.infra]
+        for batch in ([n for n in names if n not in holders], holders):
+            if batch:
+                podman("rm", "--force", "--time", "10", *batch)
         podman("network", "rm", "--force", self.state.network, check=False)
         self.state.status = "stopped"
         _save(self.dir, self.state)
+
+    def __repr__(self) -> str:
+        return f"ContainerStack({self.name!r}, {self.state.size}, {self.status}, dir={self.dir})"

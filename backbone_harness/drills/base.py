@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Literal
 
 from backbone.bars import Bar
-from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_harness.stacks import Stack
 
 __all__ = ["Drill", "Fault", "FaultKind", "wait_until"]
 
 #: ``cut`` and ``slow`` are network faults on a path, not on a node: the drill
 #: applies them itself (see :mod:`backbone_harness.drills.network`).
+#: ``disconnect`` takes the node off its network (compose: a real partition).
 #: ``rotate`` replaces the application's credentials (the credential-rotation drill).
-FaultKind = Literal["kill", "stop", "pause", "cut", "slow", "rotate"]
+FaultKind = Literal["kill", "stop", "pause", "cut", "slow", "disconnect", "rotate"]
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,23 @@ class Fault:
     role: str
     kind: FaultKind
 
-    def apply(self, stack: LocalStack, node: str) -> None:
-        """SIGKILL (kill), clean stop (stop) or SIGSTOP (pause) the node."""
-        {"kill": stack.kill_node, "stop": stack.stop_node, "pause": stack.pause_node}[self.kind](
-            node
-        )
+    def apply(self, stack: Stack, node: str) -> None:
+        """SIGKILL (kill), clean stop (stop), SIGSTOP (pause) or partition (disconnect) the node."""
+        control = {
+            "kill": "kill_node",
+            "stop": "stop_node",
+            "pause": "pause_node",
+            "disconnect": "disconnect_node",
+        }
+        getattr(stack, control[self.kind])(node)
 
-    def undo(self, stack: LocalStack, node: str) -> None:
-        """Bring the node back: SIGCONT after a pause, a restart otherwise."""
+    def undo(self, stack: Stack, node: str) -> None:
+        """Bring the node back: SIGCONT after a pause, its network back after a
+        disconnect, a restart otherwise."""
         if self.kind == "pause":
             stack.resume_node(node)
+        elif self.kind == "disconnect":
+            stack.reconnect_node(node)
         else:
             stack.restart_node(node)
 
@@ -76,6 +84,10 @@ class Drill(ABC):
     min_acknowledged: int = 200
     #: Stack sizes the drill can run on (a failover needs the replicas of ``ha``).
     stack_sizes: tuple[str, ...] = ("ha",)
+    #: Environments the drill can run on (:data:`backbone_harness.stacks.ENVIRONMENTS`),
+    #: and, when that is not all of them, what the others lack.
+    environments: tuple[str, ...] = ("local", "compose")
+    needs: str = ""
     #: Whether ``--load`` may run its producers: False where the drill's own writer
     #: or reader consumes the bar topics (``Backbone.ingest``, a consumer group),
     #: which would take the load's records as its own, counts and all, and have to
@@ -85,7 +97,14 @@ class Drill(ABC):
     warmup_s: float = 2.0
     tail_s: float = 2.0
 
-    def __init__(self, stack: LocalStack) -> None:
+    @classmethod
+    def not_applicable(cls, stack: Stack) -> str | None:
+        """Why the drill cannot run on ``stack`` (its environment), or None."""
+        if stack.environment not in cls.environments:
+            return f"not applicable on {stack.environment}: {cls.needs or 'no such fault there'}"
+        return None
+
+    def __init__(self, stack: Stack) -> None:
         self.stack = stack
         #: Extra figures for the report (drill-specific), and problems that fail it.
         self.figures: dict[str, float | int | str] = {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import kafka.errors as kafka_errors
 import psycopg
@@ -36,6 +36,7 @@ from backbone_harness.drills.base import Fault
 from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
 from backbone_harness.drills.writer import drill_bars
 from backbone_infra.targets.local.rotation import rotate_credentials
+from backbone_infra.targets.local.stack import LocalStack
 
 __all__ = ["CredentialRotationDrill", "refused_with_old_passwords", "works_with"]
 
@@ -139,6 +140,8 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
     fault = Fault(role="the application's credentials", kind="rotate")
     min_acknowledged = 200
     stack_sizes = ("minimal", "ha")
+    environments = ("local",)
+    needs = "the credential rotation rewrites the local stack's files and processes"
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
@@ -183,7 +186,7 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
         self.reopened += 1
 
     def inject(self, node: str) -> None:
-        result = rotate_credentials(self.stack, grace_s=GRACE_S)
+        result = rotate_credentials(cast(LocalStack, self.stack), grace_s=GRACE_S)
         self.figures["seconds_to_publish"] = round(result.seconds_to_publish, 2)
         self.figures["grace_s"] = GRACE_S
 

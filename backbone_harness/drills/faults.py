@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from backbone_harness.drills.base import Fault
-from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_harness.stacks import Stack
 
 __all__ = ["NodeGroupFault", "join_nodes", "split_nodes"]
 
@@ -40,11 +40,11 @@ class NodeGroupFault(Fault):
     #: voters of a quorum that was lost) must start together, as ``up`` does.
     together: bool = False
 
-    def apply(self, stack: LocalStack, node: str) -> None:
+    def apply(self, stack: Stack, node: str) -> None:
         for one in split_nodes(node):
             super().apply(stack, one)
 
-    def undo(self, stack: LocalStack, node: str) -> None:
+    def undo(self, stack: Stack, node: str) -> None:
         # Every node is tried even when one fails to come back, so a failed
         # restart leaves as few nodes down as possible; the first error is raised.
         errors: list[Exception] = []

@@ -107,11 +107,10 @@ class KafkaLeaderKillDrill(Drill):
 
     def recover(self, node: str) -> None:
         self.fault.undo(self.stack, node)
-        kafka: Any = self.stack.services["kafka"]  # LocalKafka: its admin client
         me = node_id(node)
 
         def back_in_isr() -> bool:
-            with kafka.admin() as admin:
+            with self.stack.kafka_admin() as admin:
                 info = admin.describe_topics([self.topic])[0]
             part = next(p for p in info["partitions"] if p["partition_index"] == PARTITION)
             return me in part["isr_nodes"]
@@ -121,7 +120,7 @@ class KafkaLeaderKillDrill(Drill):
         )
         # As found: hand leadership back to the preferred replica (best effort;
         # the broker's own auto rebalance would do it within 5 minutes).
-        with contextlib.suppress(Exception), kafka.admin() as admin:
+        with contextlib.suppress(Exception), self.stack.kafka_admin() as admin:
             admin.elect_leaders(0, {self.topic: [PARTITION]}, raise_errors=False)
 
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:

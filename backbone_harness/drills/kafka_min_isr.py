@@ -112,11 +112,10 @@ class KafkaBelowMinIsrDrill(KafkaLeaderKillDrill):
                 f"{acked} writes were acknowledged while partition {PARTITION} had one replica"
             )
         self.fault.undo(self.stack, node)
-        kafka: Any = self.stack.services["kafka"]
         wanted = {node_id(n) for n in split_nodes(node)}
 
         def isr() -> set[int]:
-            with kafka.admin() as admin:
+            with self.stack.kafka_admin() as admin:
                 info = admin.describe_topics([self.topic])[0]
             part = next(p for p in info["partitions"] if p["partition_index"] == PARTITION)
             return set(part["isr_nodes"])
@@ -125,7 +124,7 @@ class KafkaBelowMinIsrDrill(KafkaLeaderKillDrill):
             wait_until(lambda: wanted <= isr(), 90, f"{node} to rejoin the ISR"), 2
         )
         self.figures["isr_after_recovery"] = len(isr())
-        with contextlib.suppress(Exception), kafka.admin() as admin:
+        with contextlib.suppress(Exception), self.stack.kafka_admin() as admin:
             admin.elect_leaders(0, {self.topic: [PARTITION]}, raise_errors=False)
 
     def close(self) -> None:

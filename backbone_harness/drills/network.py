@@ -46,7 +46,7 @@ from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
 from backbone_harness.drills.toxiproxy import Proxy, Toxiproxy
 from backbone_harness.drills.writer import drill_bars, stored_keys
-from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_harness.stacks import Stack
 
 __all__ = [
     "JITTER_MS",
@@ -72,10 +72,10 @@ class PathFault(Fault):
     applies it (toxics); an undo by the runner after a failure is the drill's
     ``close``, which stops Toxiproxy and with it every proxied connection."""
 
-    def apply(self, stack: LocalStack, node: str) -> None:
+    def apply(self, stack: Stack, node: str) -> None:
         raise TypeError("a path fault is applied by its drill's inject, not to a node")
 
-    def undo(self, stack: LocalStack, node: str) -> None:
+    def undo(self, stack: Stack, node: str) -> None:
         """Nothing to restart: the node was never touched."""
 
 
@@ -87,6 +87,13 @@ class PathDrill(Drill):
     :meth:`open_proxy`), writes through :meth:`timed`, and takes the fault's
     toxics from a flavour (:class:`CutPath`, :class:`SlowPath`).
     """
+
+    environments = ("local",)
+    needs = (
+        "the Toxiproxy path drills are wired to the local process stack (the Kafka "
+        "ones to its DRILL listeners); compose partitions for real with "
+        "container-partition (a container off its network)"
+    )
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
@@ -217,7 +224,7 @@ class _PrimaryPathDrill(PathDrill):
 
     def prepare(self) -> None:
         primary = self.target()
-        proxy = self.open_proxy(primary, self.stack.node(primary).record.ports["client"])
+        proxy = self.open_proxy(primary, self.stack.node_ports(primary)["client"])
         proxied = self.timescale.model_copy(
             update={"hosts": [HostPort(host=proxy.host, port=proxy.port)]}
         )

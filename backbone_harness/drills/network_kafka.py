@@ -90,7 +90,7 @@ class _LeaderPathDrill(PathDrill, KafkaLeaderKillDrill):
         # One proxy per broker, listening where that broker advertises its DRILL listener.
         for name in self.stack.node_names():
             if name.startswith("kafka-"):
-                ports = self.stack.node(name).record.ports
+                ports = self.stack.node_ports(name)
                 try:
                     self.open_proxy(name, ports["drill"], listen_port=ports["drill_proxy"])
                 except RuntimeError as exc:

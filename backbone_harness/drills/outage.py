@@ -80,7 +80,7 @@ class OutageDrill(Drill):
     def recover(self, node: str) -> None:
         """Restart every stopped node at once: a KRaft broker alone has no quorum to
         become ready, and a standby needs no primary to start."""
-        down = [n for n in self.nodes if not self.stack.node(n).running()]
+        down = [n for n in self.nodes if not self.stack.node_running(n)]
         errors: list[BaseException] = []
 
         def restart(name: str) -> None:

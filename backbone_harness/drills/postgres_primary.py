@@ -20,13 +20,14 @@ import secrets
 import time
 from collections.abc import Hashable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from backbone.bars import Bar
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
 from backbone_harness.drills.writer import DRILL_SPAN, drill_bars
+from backbone_infra.targets.local.stack import LocalStack
 
 __all__ = ["PostgresPrimaryKillDrill"]
 
@@ -46,6 +47,8 @@ class PostgresPrimaryKillDrill(Drill):
     )
     fault = Fault(role="the PostgreSQL primary (Patroni leader)", kind="kill")
     min_acknowledged = 200
+    environments = ("local",)
+    needs = "PostgreSQL on compose is a primary and a standby without Patroni"
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
@@ -92,7 +95,8 @@ class PostgresPrimaryKillDrill(Drill):
         self.figures["new_primary"] = str(self.stack.postgres_primary())
 
     def recover(self, node: str) -> None:
-        log = Path(self.stack.node(node).record.log)
+        local = cast(LocalStack, self.stack)  # Patroni runs on local stacks only
+        log = Path(local.node(node).record.log)
         log_at = log.stat().st_size if log.exists() else 0
         began = time.monotonic()
         self.fault.undo(self.stack, node)
@@ -104,7 +108,7 @@ class PostgresPrimaryKillDrill(Drill):
         self.figures["rejoined_as_standby_s"] = round(time.monotonic() - began, 2)
         self.figures["pg_rewind"] = _rewound(log, log_at)
         # As found: Patroni hands the primary role back to the original node.
-        self.figures["switched_back_s"] = round(self.stack.postgres_switchover(node), 2)
+        self.figures["switched_back_s"] = round(local.postgres_switchover(node), 2)
         wait_until(
             lambda: all(
                 role == QUORUM_STANDBY

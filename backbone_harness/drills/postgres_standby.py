@@ -64,7 +64,7 @@ class PostgresStandbyKillDrill(Drill):
     def _replication(self) -> dict[str, tuple[str, str]]:
         """``application_name -> (state, sync_state)`` as the primary sees it."""
         primary = self.stack.postgres_primary()
-        port = self.stack.node(primary).record.ports["client"]
+        port = self.stack.node_ports(primary)["client"]
         password = StackSecrets.load(self.stack.dir).postgres_superuser_password
         host = self.doc.timescale.hosts[0].host
         with psycopg.connect(

@@ -1,10 +1,13 @@
 """The drill report: what one drill proved, and the files it is written to.
 
-``docs/status/drills.json`` holds every drill's latest report by name (a run of
-one drill replaces only its own entry); ``docs/status/drills.md`` is rendered
-from it, with the machine and versions of each run. A drill run under load
-(``--load``) also gets its curve across the fault, ``drill-NAME-load.png``,
-beside them, linked from its section.
+``docs/status/drills.json`` holds every drill's latest report per environment
+(key ``NAME`` for the local process stack, ``NAME@compose`` for the compose
+stack; a run of one drill replaces only its own entry, so a compose run merges
+into the page beside the local column without re-running the local drills);
+``docs/status/drills.md`` is rendered from it, one column per environment, with
+the machine and versions of each run. A drill run under load (``--load``) also
+gets its curve across the fault, ``drill-NAME-load.png``, beside them, linked
+from its section.
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AlertFired", "DrillReport", "render_markdown", "write_report"]
+__all__ = [
+    "ENV_COLUMNS",
+    "AlertFired",
+    "DrillReport",
+    "render_markdown",
+    "report_key",
+    "write_report",
+]
+
+#: The environments the page shows, one column each, in this order.
+ENV_COLUMNS = ("local", "compose")
 
 
 @dataclass(frozen=True)
@@ -55,12 +68,27 @@ class DrillReport:
     lost_examples: list[str] = field(default_factory=list)
     machine: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    #: Where it ran (``local`` processes or ``compose`` containers) and the stack size.
+    environment: str = "local"
+    size: str = ""
+    #: False when the environment cannot make the drill's fault; ``reason`` says why.
+    applicable: bool = True
     #: The Locust load across the fault (``--load``), from
     #: :func:`backbone_harness.drills.load.summarize`; None without it.
     load: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def failed(self) -> bool:
+        """Ran and did not pass (a drill not applicable here is no failure)."""
+        return self.applicable and not self.passed
+
+
+def report_key(drill: str, environment: str) -> str:
+    """The report's key in ``drills.json``: the name alone for local (as before)."""
+    return drill if environment == "local" else f"{drill}@{environment}"
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -88,72 +116,110 @@ def write_report(report: DrillReport, out_dir: Path) -> Path:
         plot_fault_window(report.load["timeline"], marks, out_dir / report.load["plot"], title)
     path = out_dir / "drills.json"
     every = _load(path)
-    every[report.drill] = report.as_dict()
+    every[report_key(report.drill, report.environment)] = report.as_dict()
     path.write_text(json.dumps(every, indent=2, sort_keys=True, default=str) + "\n")
     md = out_dir / "drills.md"
     md.write_text(render_markdown(every))
     return md
 
 
+def _cell(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "not run"
+    if not r.get("applicable", True):
+        return "n/a"
+    size = f" ({r['size']})" if r.get("size") else ""
+    return (
+        f"{'PASS' if r['passed'] else '**FAIL**'}{size}: {r['acknowledged']} acked, "
+        f"{r['lost_acknowledged']} lost, {r['duplicates']} dup, "
+        f"{r['unavailable_seconds']:.1f} s unavailable, {r['recovery_seconds']:.1f} s to recover"
+    )
+
+
+def _by_drill(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """drill -> environment -> report (entries of older runs carry no environment: local)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for key, r in reports.items():
+        name, _, env = key.partition("@")
+        out.setdefault(name, {})[env or r.get("environment", "local")] = r
+    return out
+
+
+def _details(name: str, env: str, r: dict[str, Any]) -> list[str]:
+    m = r.get("machine", {})
+    if not r.get("applicable", True):
+        return ["", f"## {name} — {env}", "", f"- {r['reason']}"]
+    lines = [
+        "",
+        f"## {name} — {env}",
+        "",
+        f"- Result: {'PASS' if r['passed'] else 'FAIL'} — {r['reason']}",
+        f"- Stack `{r['stack']}` ({env}{', ' + r['size'] if r.get('size') else ''}), "
+        f"fault: {r['fault']} on `{r['target']}`, {r['date']}",
+        f"- Acknowledged {r['acknowledged']}, found {r['stored']}, lost "
+        f"{r['lost_acknowledged']}, duplicates {r['duplicates']}, found but never "
+        f"acknowledged {r['stored_unacknowledged']}",
+        f"- Unavailable {r['unavailable_seconds']:.2f} s (longest gap between "
+        f"acknowledged writes after the fault); slowest write "
+        f"{r['slowest_write_s']:.2f} s; failed writes {r['failed_writes']}; back as "
+        f"found after {r['recovery_seconds']:.2f} s",
+    ]
+    for key, value in sorted(r.get("figures", {}).items()):
+        lines.append(f"- {key}: {value}")
+    alerts = r.get("alerts", [])
+    if alerts:
+        lines.append("- Alerts fired: " + ", ".join(
+            f"{a['name']}{'(' + a['node'] + ')' if a.get('node') else ''} after "
+            f"{a['time_to_fire_s']:.0f} s" for a in alerts))  # fmt: skip
+    else:
+        lines.append("- Alerts fired: none during the drill window")
+    lines += _load_lines(r.get("load"))
+    if r.get("write_errors"):
+        lines.append(f"- First write errors: `{r['write_errors'][0]}`")
+    if r.get("lost_examples"):
+        lines.append(f"- Lost keys (first): {', '.join(r['lost_examples'])}")
+    lines.append(
+        f"- Machine: {m.get('cores')} cores, {m.get('memory_gib')} GiB, kernel "
+        f"{m.get('kernel')}; versions: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(r.get("versions", {}).items()))
+    )
+    return lines
+
+
 def render_markdown(reports: dict[str, dict[str, Any]]) -> str:
-    """The status page: one table row per drill, then each drill's details."""
+    """The status page: one row per drill with a column per environment, then details."""
+    by_drill = _by_drill(reports)
     lines = [
         "# Outage drills",
         "",
         "Written by `harness drill run` (see `docs/runbooks/drills.md`); `make drills`",
-        "runs every drill under load on a fresh ha stack (`harness drill run all --up",
-        "--hold 10 --load`). Each row is the latest run of that drill; `lost` is",
-        "acknowledged bars a reader did not find afterwards and must be 0. A drill run",
-        "with `--load` links its latency and error curve across the fault.",
+        "runs every drill under load on a fresh local ha stack (`harness drill run all",
+        "--up --hold 10 --load`). A drill run with `--load` links its latency and error",
+        "curve across the fault. Each cell is",
+        "the latest run of that drill in that environment: `local` is the process",
+        "stack on loopback (`--env local`), `compose` the project's images on podman",
+        "(`--env compose`). `lost` is acknowledged bars a reader did not find",
+        "afterwards and must be 0; `n/a`: the environment cannot make that fault",
+        "(the details say why). A run in one environment replaces only its own cells.",
         "",
-        "| drill | result | fault | acknowledged | lost | duplicates | unavailable s "
-        "| recovery s | date |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| drill | fault | " + " | ".join(ENV_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(ENV_COLUMNS),
     ]
-    for name in sorted(reports):
-        r = reports[name]
-        lines.append(
-            f"| {name} | {'PASS' if r['passed'] else '**FAIL**'} | {r['fault']} on "
-            f"{r['target']} | {r['acknowledged']} | {r['lost_acknowledged']} | "
-            f"{r['duplicates']} | {r['unavailable_seconds']:.1f} | "
-            f"{r['recovery_seconds']:.1f} | {r['date']} |"
+    for name in sorted(by_drill):
+        runs = by_drill[name]
+        any_run = next(iter(runs.values()))
+        fault = next(
+            (r["fault"] for r in runs.values() if r.get("applicable", True)), any_run["fault"]
         )
-    for name in sorted(reports):
-        r = reports[name]
-        m = r.get("machine", {})
-        lines += [
-            "",
-            f"## {name}",
-            "",
-            f"- Result: {'PASS' if r['passed'] else 'FAIL'} — {r['reason']}",
-            f"- Stack `{r['stack']}`, fault: {r['fault']} on `{r['target']}`",
-            f"- Acknowledged {r['acknowledged']}, found {r['stored']}, lost "
-            f"{r['lost_acknowledged']}, duplicates {r['duplicates']}, found but never "
-            f"acknowledged {r['stored_unacknowledged']}",
-            f"- Unavailable {r['unavailable_seconds']:.2f} s (longest gap between "
-            f"acknowledged writes after the fault); slowest write "
-            f"{r['slowest_write_s']:.2f} s; failed writes {r['failed_writes']}; back as "
-            f"found after {r['recovery_seconds']:.2f} s",
-        ]
-        for key, value in sorted(r.get("figures", {}).items()):
-            lines.append(f"- {key}: {value}")
-        alerts = r.get("alerts", [])
-        if alerts:
-            lines.append("- Alerts fired: " + ", ".join(
-                f"{a['name']}{'(' + a['node'] + ')' if a.get('node') else ''} after "
-                f"{a['time_to_fire_s']:.0f} s" for a in alerts))  # fmt: skip
-        else:
-            lines.append("- Alerts fired: none during the drill window")
-        lines += _load_lines(r.get("load"))
-        if r.get("write_errors"):
-            lines.append(f"- First write errors: `{r['write_errors'][0]}`")
-        if r.get("lost_examples"):
-            lines.append(f"- Lost keys (first): {', '.join(r['lost_examples'])}")
         lines.append(
-            f"- Machine: {m.get('cores')} cores, {m.get('memory_gib')} GiB, kernel "
-            f"{m.get('kernel')}; versions: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(r.get("versions", {}).items()))
+            f"| {name} | {fault} | "
+            + " | ".join(_cell(runs.get(env)) for env in ENV_COLUMNS)
+            + " |"
         )
+    for name in sorted(by_drill):
+        for env in ENV_COLUMNS:
+            if env in by_drill[name]:
+                lines += _details(name, env, by_drill[name][env])
     return "\n".join(lines) + "\n"
 
 

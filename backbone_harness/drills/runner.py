@@ -22,7 +22,7 @@ from backbone_harness.drills.load import DrillLoad, LoadOptions, plot_name, summ
 from backbone_harness.drills.reconcile import reconcile
 from backbone_harness.drills.report import AlertFired, DrillReport
 from backbone_harness.drills.writer import Writer, longest_gap
-from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_harness.stacks import Stack
 
 __all__ = ["DRILLS", "drill_class", "run_drill"]
 
@@ -35,6 +35,7 @@ _DONE = {
     "pause": "paused",
     "cut": "cut",
     "slow": "slowed",
+    "disconnect": "disconnected",
     "rotate": "rotated",
 }
 #: Seconds of the tail (writing after recovery) when a load runs: its *after* phase.
@@ -43,6 +44,7 @@ LOADED_TAIL_S = 5.0
 
 def _registry() -> dict[str, type[Drill]]:
     from backbone_harness.drills.consumer_crash import ConsumerCrashDrill
+    from backbone_harness.drills.container_partition import ContainerPartitionDrill
     from backbone_harness.drills.credential_rotation import CredentialRotationDrill
     from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
     from backbone_harness.drills.kafka_outage import KafkaOutageDrill
@@ -59,6 +61,7 @@ def _registry() -> dict[str, type[Drill]]:
         RedisOutageRestartDrill,
         StoreOutageDrill,
         KafkaOutageDrill,
+        ContainerPartitionDrill,
         CredentialRotationDrill,
         *_ha_drills(),
     ]
@@ -125,19 +128,34 @@ class _Prober:
 
 def run_drill(
     drill_cls: type[Drill],
-    stack: LocalStack,
+    stack: Stack,
     *,
     max_write_s: float = 120.0,
     hold_s: float = 0.0,
     log: Log = lambda _msg: None,
     load: LoadOptions | None = None,
 ) -> DrillReport:
-    """Run one drill on ``stack`` (an ha stack) and return its report.
+    """Run one drill on ``stack`` (local or compose) and return its report.
 
     ``hold_s`` keeps the fault at least that long (after the drill's own wait),
     so alerts with a ``for:`` window get the time to fire. ``load``: run the
-    Locust load across the fault and put its curve in ``report.load``.
+    Locust load across the fault and put its curve in ``report.load``. A drill
+    whose fault the stack's environment cannot make is not run: its report says
+    "not applicable on ENV" and why (``applicable`` False), and counts as no failure.
     """
+    why = drill_cls.not_applicable(stack)
+    if why is not None:
+        log(f"{drill_cls.name}: {why}")
+        return DrillReport(
+            drill=drill_cls.name,
+            stack=stack.name,
+            fault=f"{drill_cls.fault.kind} {drill_cls.fault.role}",
+            target="-",
+            date=datetime.now(UTC).isoformat(timespec="seconds"),
+            environment=stack.environment,
+            applicable=False,
+            reason=why,
+        )
     drill = drill_cls(stack)
     node = drill.target()
     report = DrillReport(
@@ -146,6 +164,8 @@ def run_drill(
         fault=f"{drill.fault.kind} {drill.fault.role}",
         target=node,
         date=datetime.now(UTC).isoformat(timespec="seconds"),
+        environment=stack.environment,
+        size=stack.spec.size,
     )
     log(f"{drill.name}: {drill.fault.kind} {node} ({drill.fault.role})")
     if load is not None and not drill.load_produces and load.profile != "read":
@@ -230,7 +250,7 @@ def run_drill(
     return report
 
 
-def _machine_and_versions(stack: LocalStack) -> tuple[dict[str, Any], dict[str, str]]:
+def _machine_and_versions(stack: Stack) -> tuple[dict[str, Any], dict[str, str]]:
     from backbone_harness.bench.performance import client_versions, machine_info, service_versions
 
     versions = client_versions()
@@ -241,7 +261,7 @@ def _machine_and_versions(stack: LocalStack) -> tuple[dict[str, Any], dict[str, 
     return machine_info(), versions
 
 
-def _alerts(stack: LocalStack, fault_wall: float) -> list[AlertFired]:
+def _alerts(stack: Stack, fault_wall: float) -> list[AlertFired]:
     monitoring = stack.document.monitoring
     if monitoring is None or monitoring.prometheus_url is None:
         return []

@@ -8,13 +8,15 @@ node control (kill, stop, pause, resume, restart) and role look-ups.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from backbone.connections import ConnectionsDocument, load_document
-from backbone_infra.errors import InfraError
+from backbone_infra.errors import InfraError, NotApplicableError
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.process import ProcessNode
@@ -41,7 +43,13 @@ class NodeNotRunningError(InfraError):
 
 
 class LocalStack:
-    """A local stack that is (or was) up: its spec, outputs, services and nodes."""
+    """A local stack that is (or was) up: its spec, outputs, services and nodes.
+
+    It is a :class:`backbone_harness.stacks.Stack` (the harness's view of any
+    environment's stack)."""
+
+    #: The harness's name for this environment.
+    environment = "local"
 
     def __init__(
         self,
@@ -117,6 +125,14 @@ class LocalStack:
         node.record = dataclasses.replace(node.record)
         return node
 
+    def node_running(self, name: str) -> bool:
+        """Whether the node's process runs (a paused one runs)."""
+        return self.node(name).running()
+
+    def node_ports(self, name: str) -> dict[str, int]:
+        """The node's loopback ports by purpose (``client``, ...)."""
+        return dict(self.node(name).record.ports)
+
     def _state_with_records(self) -> StackState:
         with self._lock:
             self._state.records = {s: list(v.records) for s, v in self.services.items()}
@@ -164,6 +180,19 @@ class LocalStack:
         finally:
             self._persist(node)  # a failed start recorded no pid: that too is the truth
 
+    def disconnect_node(self, name: str) -> None:
+        """Not here: processes on loopback share one network namespace."""
+        raise NotApplicableError(
+            "local",
+            f"disconnecting {name}",
+            "processes on loopback share one network; partition a path with the "
+            "Toxiproxy drills (network-partition) or use a compose stack (--env compose)",
+        )
+
+    def reconnect_node(self, name: str) -> None:
+        """Not here (see :meth:`disconnect_node`)."""
+        self.disconnect_node(name)
+
     # -- roles -------------------------------------------------------------------
 
     def roles(self) -> dict[str, str]:
@@ -201,6 +230,12 @@ class LocalStack:
 
     def kafka_active_controller(self) -> str:
         return str(self._svc("kafka").active_controller())
+
+    @contextlib.contextmanager
+    def kafka_admin(self) -> Iterator[Any]:
+        """An admin client of the stack's Kafka (every answering node bootstraps it)."""
+        with self._svc("kafka").admin() as admin:
+            yield admin
 
     def _svc(self, service: str) -> Any:
         self.refresh()

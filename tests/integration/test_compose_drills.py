@@ -1,0 +1,174 @@
+"""Outage drills on compose stacks (the project's images on podman), through the CLI.
+
+``harness drill run`` picks the environment from the stack it is given: the
+same drills, the same invariants (nothing acknowledged lost, nothing stored
+twice) as on local processes. A minimal stack runs a whole-service stop drill
+and the container partition (a broker's container off its network); a drill
+only the local environment can make says "not applicable on compose". The ha
+stack (Redis primary + replica + 3 Sentinels, 3 KRaft brokers, PostgreSQL
+primary + standby) fails its Redis primary over, seen from the host through
+Sentinel, and partitions a broker that leads a partition. Skips with podman's
+own reason where no engine can run.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from backbone_harness.cli import app as harness_app
+from backbone_harness.containers.engine import no_engine_reason, podman
+from backbone_harness.stacks import load_stack
+from backbone_infra.targets.local.state import stacks_root
+
+_REASON = no_engine_reason()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
+]
+
+
+def _harness(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(harness_app, list(args))
+    return result.exit_code, result.output
+
+
+def _harness_json(*args: str) -> tuple[int, Any]:
+    """Exit code and the JSON document on stdout (progress goes to stderr)."""
+    result = CliRunner().invoke(harness_app, [*args, "--json"])
+    assert result.exit_code in (0, 1), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _containers(name: str) -> list[str]:
+    done = podman("ps", "-a", "--filter", f"label=backbone.stack={name}", "--format", "{{.Names}}")
+    return done.stdout.split()
+
+
+def _networks(name: str) -> list[str]:
+    done = podman("network", "ls", "--format", "{{.Name}}")
+    return [n for n in done.stdout.split() if n == f"backbone-{name}"]
+
+
+def _stack(size: str) -> Iterator[str]:
+    name = f"compose-{size[:3]}-{secrets.token_hex(3)}"
+    try:
+        code, output = _harness("up", "--env", "compose", "--size", size, "--name", name)
+        assert code == 0, output
+        yield name
+    finally:
+        _harness("down", "--name", name)
+        assert _containers(name) == [], "containers outlived `harness down`"
+        assert _networks(name) == [], "the stack network outlived `harness down`"
+        shutil.rmtree(stacks_root() / name, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def compose_minimal() -> Iterator[str]:
+    yield from _stack("minimal")
+
+
+def _drill(name: str, stack: str, out: Path, hold: float = 3.0) -> tuple[int, dict[str, Any]]:
+    code, document = _harness_json(
+        "drill", "run", name, "--name", stack, "--hold", str(hold), "--out", str(out)
+    )
+    reports = document["reports"]
+    assert len(reports) == 1, reports
+    return code, reports[0]
+
+
+def _held(report: dict[str, Any]) -> None:
+    """The invariants every drill holds, whatever the environment."""
+    assert report["applicable"] is True
+    assert report["environment"] == "compose"
+    assert report["lost_acknowledged"] == 0, report["lost_examples"]
+    assert report["duplicates"] == 0, "a bar was stored twice"
+    assert report["acknowledged"] >= 200, report
+    assert report["passed"] is True, report["reason"]
+
+
+def test_the_container_partition_drill_loses_nothing_it_acknowledged(
+    compose_minimal: str, tmp_path: Path
+) -> None:
+    code, report = _drill("container-partition", compose_minimal, tmp_path)
+
+    assert code == 0, report["reason"]
+    _held(report)
+    assert report["target"] == "kafka-1"
+    # A real partition: the broker stopped answering, and answered again after.
+    assert report["figures"]["broker_answered_while_partitioned"] == "False"
+    assert report["figures"]["broker_answers_after_reconnect"] == "True"
+    page = (tmp_path / "drills.md").read_text()
+    assert "| container-partition |" in page and "PASS (minimal)" in page
+    assert load_stack(compose_minimal).roles()["kafka-1"].startswith("broker")
+
+
+def test_a_whole_service_stop_drill_passes_on_compose(compose_minimal: str, tmp_path: Path) -> None:
+    code, report = _drill("redis-outage-restart", compose_minimal, tmp_path)
+
+    assert code == 0, report["reason"]
+    _held(report)
+    assert report["target"] == "redis-1"
+    assert report["figures"]["started_cache_degraded"] == "True"
+    assert report["figures"]["stale_reads"] == 0
+    assert load_stack(compose_minimal).node_running("redis-1")
+
+
+def test_a_drill_only_local_can_make_is_reported_not_applicable(
+    compose_minimal: str, tmp_path: Path
+) -> None:
+    code, report = _drill("network-partition", compose_minimal, tmp_path)
+
+    assert code == 0
+    assert report["applicable"] is False and report["acknowledged"] == 0
+    assert report["reason"].startswith("not applicable on compose: ")
+    data = json.loads((tmp_path / "drills.json").read_text())
+    assert "network-partition@compose" in data and "network-partition" not in data
+
+
+@pytest.fixture(scope="module")
+def compose_ha() -> Iterator[str]:
+    yield from _stack("ha")
+
+
+def test_an_ha_stack_fails_its_redis_primary_over_through_sentinel_from_the_host(
+    compose_ha: str, tmp_path: Path
+) -> None:
+    stack = load_stack(compose_ha)
+    roles = stack.roles()
+    assert [roles[n] for n in ("redis-1", "redis-2")] == ["primary", "replica"]
+    postgres = sorted(r for n, r in roles.items() if n.startswith("postgres-"))
+    assert postgres[0] == "primary" and set(postgres[1:]) == {"standby"}, roles
+    assert sum(r.startswith("broker+controller") for r in roles.values()) == 3
+
+    code, report = _drill("redis-primary-kill", compose_ha, tmp_path)
+
+    assert code == 0, report["reason"]
+    _held(report)
+    assert report["target"] == "redis-1"
+    assert report["figures"]["new_primary"] == "redis-2"
+    assert report["figures"]["read_failures"] == 0
+    assert stack.redis_primary() == "redis-1"  # handed back: the stack as found
+
+
+def test_an_ha_broker_partitioned_from_its_peers_loses_nothing(
+    compose_ha: str, tmp_path: Path
+) -> None:
+    stack = load_stack(compose_ha)
+    topic = stack.document.kafka.topics["intraday_bars"].name  # type: ignore[union-attr]
+    leader = stack.kafka_partition_leader(topic, 0)
+
+    code, report = _drill("container-partition", compose_ha, tmp_path)
+
+    assert code == 0, report["reason"]
+    _held(report)
+    assert report["target"] == leader
+    assert report["figures"]["broker_answered_while_partitioned"] == "False"
