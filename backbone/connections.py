@@ -123,7 +123,10 @@ class RedisConnection(_Model):
     #: Sentinels may require their own password; ``None`` means none.
     sentinel_password: SecretStr | None = None
     db: int = 0
+    #: TLS to the servers and the Sentinels, certificates and host names verified.
     tls: bool = False
+    #: The CA bundle (PEM) the servers' certificates are verified with; never a key.
+    ssl_cafile: str | None = None
 
     @model_validator(mode="after")
     def _mode_fields(self) -> RedisConnection:
@@ -154,6 +157,7 @@ class KafkaConnection(_Model):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: str | None = None
     password: SecretStr | None = None
+    #: The CA bundle (PEM) the brokers' certificates are verified with (``SASL_SSL``).
     ssl_cafile: str | None = None
     #: Keyed by the logical names in :data:`TOPIC_NAMES`.
     topics: dict[str, TopicInfo]
@@ -195,6 +199,8 @@ class TimescaleConnection(_Model):
     #: Optional here (peer or certificate authentication); documents carry it.
     password: SecretStr | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    #: The CA bundle (PEM) libpq verifies the server with (``verify-ca``/``verify-full``).
+    sslrootcert: str | None = None
     #: True when the TimescaleDB extension is installed; otherwise the schema
     #: uses native range partitioning with the same tables and columns.
     timescaledb: bool = False
@@ -203,10 +209,11 @@ class TimescaleConnection(_Model):
         """A libpq conninfo string *without* the password (pass it separately)."""
         hosts = ",".join(h.host for h in self.hosts)
         ports = ",".join(str(h.port) for h in self.hosts)
-        return (
+        text = (
             f"host={hosts} port={ports} dbname={self.dbname} user={self.user} "
             f"sslmode={self.sslmode} target_session_attrs={target_session_attrs}"
         )
+        return f"{text} sslrootcert={self.sslrootcert}" if self.sslrootcert else text
 
 
 class DuckDBConnection(_Model):

@@ -183,6 +183,9 @@ class StackSpec(_Spec):
     monitoring: MonitoringSpec = MonitoringSpec()
     images: Images = Images()
     resources: Resources = Resources()
+    #: TLS on every listener (the default). ``False`` exists only to measure
+    #: what TLS costs (``harness up --no-tls``, ``harness bench tls``); see docs/tls.md.
+    tls: bool = True
 
     @property
     def has_services(self) -> bool:
@@ -213,13 +216,15 @@ def _topics(brokers: int) -> tuple[TopicSpec, ...]:
     )
 
 
-def build_spec(name: str, *, tier: Tier = "institutional", size: Size = "minimal") -> StackSpec:
+def build_spec(
+    name: str, *, tier: Tier = "institutional", size: Size = "minimal", tls: bool = True
+) -> StackSpec:
     """The spec for one of the two sizes.
 
     ``minimal``: 1 Redis, 1 Kafka broker, 1 PostgreSQL.
     ``ha``: Redis primary + 1 replica + 3 Sentinels; 3 KRaft brokers in combined
     mode, replication factor 3, ``min.insync.replicas=2``; PostgreSQL primary +
-    1 synchronous streaming standby.
+    1 synchronous streaming standby. ``tls=False`` only to measure TLS's cost.
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
@@ -234,4 +239,5 @@ def build_spec(name: str, *, tier: Tier = "institutional", size: Size = "minimal
         redis=RedisSpec(replicas=1 if ha else 0, sentinels=3 if ha else 0),
         kafka=KafkaSpec(brokers=brokers, topics=_topics(brokers)),
         postgres=PostgresSpec(standbys=1 if ha else 0),
+        tls=tls,
     )

@@ -10,14 +10,15 @@ PKCS#8 without a passphrase: the form Redis, PostgreSQL and Kafka
 0600; the outputs document may carry the CA certificate, never a key.
 
 Pure functions apart from randomness (key generation, serial numbers); no I/O.
-Nothing uses these certificates yet: the services still run without TLS (see
-``docs/security.md``).
+Every target issues one CA per stack and one server certificate per service
+(:func:`stack_certificates`); where the files live is :class:`TLSFiles`, the
+paths the renderers put into each service's configuration. See ``docs/tls.md``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,7 +27,24 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["CA_VALID_DAYS", "SERVER_VALID_DAYS", "CertifiedKey", "issue_server_cert", "new_ca"]
+__all__ = [
+    "CA_FILE",
+    "CA_VALID_DAYS",
+    "SERVER_VALID_DAYS",
+    "TLS_SERVICES",
+    "CertifiedKey",
+    "StackCertificates",
+    "TLSFiles",
+    "issue_server_cert",
+    "new_ca",
+    "stack_certificates",
+    "tls_files",
+]
+
+#: The services that serve TLS, each with its own server certificate.
+TLS_SERVICES = ("redis", "kafka", "postgres")
+#: The CA bundle's file name in a stack's TLS directory (clients get its path).
+CA_FILE = "ca.crt"
 
 #: A stack's CA outlives its server certificates, which are re-issued on rotation.
 CA_VALID_DAYS = 3650
@@ -155,3 +173,63 @@ def issue_server_cert(
         .sign(ca_key, hashes.SHA256())
     )
     return CertifiedKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """Where one server finds its TLS material, as paths the server itself
+    sees (a local directory, or a container's mount point)."""
+
+    #: The stack's CA bundle: what the server verifies its peers with.
+    ca: str
+    cert: str
+    #: The private key (0600, or a mounted secret).
+    key: str
+    #: Key and certificate in one PEM file: Kafka's ``ssl.keystore.type=PEM``.
+    keystore: str
+
+
+def tls_files(directory: str, service: str) -> TLSFiles:
+    """The layout every target uses: ``ca.crt``, ``SERVICE.crt``, ``SERVICE.key``
+    and ``SERVICE-keystore.pem`` (key, then certificate)."""
+    base = directory.rstrip("/")
+    return TLSFiles(
+        ca=f"{base}/{CA_FILE}",
+        cert=f"{base}/{service}.crt",
+        key=f"{base}/{service}.key",
+        keystore=f"{base}/{service}-keystore.pem",
+    )
+
+
+@dataclass(frozen=True)
+class StackCertificates:
+    """One stack's CA and one server certificate per service."""
+
+    ca: CertifiedKey
+    servers: Mapping[str, CertifiedKey]
+
+    def __repr__(self) -> str:
+        return f"StackCertificates(services={sorted(self.servers)}, <private keys hidden>)"
+
+    def files(self, service: str) -> dict[str, bytes]:
+        """File name -> content of what ``service`` mounts (:func:`tls_files` names).
+        Holds a private key: write it 0600 / mount it as a secret."""
+        server = self.servers[service]
+        return {
+            CA_FILE: self.ca.cert_pem,
+            f"{service}.crt": server.cert_pem,
+            f"{service}.key": server.key_pem,
+            f"{service}-keystore.pem": server.key_pem + server.cert_pem,
+        }
+
+
+def stack_certificates(
+    stack: str, hosts: Mapping[str, Sequence[str]], *, now: datetime | None = None
+) -> StackCertificates:
+    """A new CA for ``stack`` and a certificate per service naming ``hosts[service]``
+    (every address or name a client or peer dials)."""
+    ca = new_ca(stack, now=now)
+    return StackCertificates(
+        ca=ca,
+        servers={svc: issue_server_cert(ca, names, now=now) for svc, names in hosts.items()},
+    )

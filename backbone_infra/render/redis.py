@@ -13,14 +13,22 @@ which replicas (``masteruser``) and Sentinels (``auth-user``) use. Sentinels
 require the application password too (clients get it as
 ``sentinel_password``). The rendered text holds passwords: write it 0600 (or
 mount it as a secret).
+
+With ``tls`` (:class:`~backbone_infra.render.certificates.TLSFiles`, the
+default of every stack) the node's port is a TLS port and the plain-text port
+is closed (``port 0``); replication, Sentinel's links to the nodes and to the
+other Sentinels use TLS too. Clients need no certificate of their own
+(``tls-auth-clients no``): they authenticate with their ACL password over the
+verified, encrypted connection.
 """
 
 from __future__ import annotations
 
 from backbone.connections import HostPort
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.spec import RedisSpec
 
-__all__ = ["ADMIN_USER", "acl_users", "redis_conf", "sentinel_conf"]
+__all__ = ["ADMIN_USER", "acl_users", "listener_lines", "redis_conf", "sentinel_conf"]
 
 #: The ACL user replication, Sentinel and the exporter use; clients get ``spec.username``.
 ADMIN_USER = "admin"
@@ -40,6 +48,26 @@ def acl_users(spec: RedisSpec, *, password: str, admin_password: str) -> list[st
     ]
 
 
+def listener_lines(port: int, tls: TLSFiles | None) -> list[str]:
+    """Where a server or Sentinel listens: ``port`` in plain text, or with
+    ``tls`` as its TLS port with plain text closed, and TLS for the links it
+    opens itself (replication, Sentinel to nodes and Sentinels)."""
+    if tls is None:
+        return [f"port {port}"]
+    return [
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {tls.cert}",
+        f"tls-key-file {tls.key}",
+        f"tls-ca-cert-file {tls.ca}",
+        # Clients authenticate by ACL password; no client certificates.
+        "tls-auth-clients no",
+        "tls-replication yes",
+        "tls-cluster yes",
+        'tls-protocols "TLSv1.2 TLSv1.3"',
+    ]
+
+
 def redis_conf(
     spec: RedisSpec,
     *,
@@ -50,6 +78,7 @@ def redis_conf(
     primary: HostPort | None,
     password: str,
     admin_password: str,
+    tls: TLSFiles | None = None,
 ) -> str:
     """``redis.conf`` of one server.
 
@@ -57,10 +86,11 @@ def redis_conf(
     a container). ``announce_host``: how replicas and Sentinels reach it.
     ``primary``: the server it replicates from at first start, ``None`` for the
     first primary. Sentinel rewrites ``replicaof`` on failover.
+    ``tls``: serve ``port`` with TLS only (:func:`listener_lines`).
     """
     lines = [
         f"bind {bind}",
-        f"port {port}",
+        *listener_lines(port, tls),
         "protected-mode yes",
         "daemonize no",
         'logfile ""',
@@ -94,6 +124,7 @@ def sentinel_conf(
     primary: HostPort,
     password: str,
     admin_password: str,
+    tls: TLSFiles | None = None,
 ) -> str:
     """``sentinel.conf`` of one Sentinel watching ``primary`` under ``spec.master_name``.
 
@@ -103,7 +134,7 @@ def sentinel_conf(
     m = spec.master_name
     lines = [
         f"bind {bind}",
-        f"port {port}",
+        *listener_lines(port, tls),
         "daemonize no",
         'logfile ""',
         f"dir {data_dir}",

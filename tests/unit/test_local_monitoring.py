@@ -121,7 +121,8 @@ def test_credentials_live_only_in_private_files(tmp_path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(mon.root.stat().st_mode) == 0o700
     redis_file = json.loads((mon.root / "redis-1.redis-password.json").read_text())
-    assert redis_file == {"redis://127.0.0.1:1000": secrets.redis_password}
+    # TLS by default: the exporter dials rediss:// and is keyed by that URI.
+    assert redis_file == {"rediss://127.0.0.1:1000": secrets.redis_password}
 
 
 def test_a_broken_config_is_refused_before_anything_starts(tmp_path) -> None:

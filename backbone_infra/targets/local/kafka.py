@@ -37,6 +37,7 @@ from backbone_infra.render.kafka import (
     node_id,
     node_name,
     render_server_properties,
+    security_protocol,
     storage_format_argfile,
 )
 from backbone_infra.targets.local.base import LocalService
@@ -203,6 +204,7 @@ class LocalKafka(LocalNodes):
             data_dir=self.node_dir(node_name(node)) / "data",
             client_password=self.secrets.kafka_password,
             admin_password=self.secrets.kafka_admin_password,
+            tls=self.tls,
         )
 
     def _format_storage(self, java: str, libs: Path, cluster_id: str) -> None:
@@ -341,13 +343,17 @@ class LocalKafka(LocalNodes):
             if admin
             else (kafka.username, self.secrets.kafka_password)
         )
-        return {
-            "security_protocol": "SASL_PLAINTEXT",
+        config: dict[str, Any] = {
+            "security_protocol": security_protocol(self.tls),
             "sasl_mechanism": kafka.sasl_mechanism,
             "sasl_plain_username": user,
             "sasl_plain_password": password,
             "client_id": f"harness-{self.spec.name}",
         }
+        if self.ca_file is not None:
+            # Verified like any client: the stack's CA, host names checked.
+            config.update(ssl_cafile=self.ca_file, ssl_check_hostname=True)
+        return config
 
     @contextlib.contextmanager
     def admin(
@@ -387,7 +393,8 @@ class LocalKafka(LocalNodes):
         kafka = self.spec.kafka
         return KafkaConnection(
             bootstrap_servers=[f"{LOOPBACK}:{r.ports['client']}" for r in self.records],
-            security_protocol="SASL_PLAINTEXT",
+            security_protocol=security_protocol(self.tls),
+            ssl_cafile=self.ca_file,
             sasl_mechanism=kafka.sasl_mechanism,
             username=kafka.username,
             password=SecretStr(self.secrets.kafka_password),
