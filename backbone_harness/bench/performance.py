@@ -41,6 +41,7 @@ from typing import Any
 
 from backbone.bars import synthetic_bars
 from backbone.connections import ConnectionsDocument
+from backbone.settings import RedisConnectionSettings
 from backbone_harness.bench import cache, producer, store, tier1
 from backbone_harness.bench.measure import Log, figure, load_average
 from backbone_harness.bench.plots import write_plots
@@ -133,6 +134,7 @@ def service_versions(doc: ConnectionsDocument, kafka_version: str) -> dict[str, 
             port=doc.redis.port or 6379,
             username=doc.redis.username,
             password=doc.redis.password.get_secret_value() if doc.redis.password else None,
+            **RedisConnectionSettings.from_section(doc.redis).tls_kwargs(),
         )
         try:
             out["redis_server"] = str(client.info("server")["redis_version"])

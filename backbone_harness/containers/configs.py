@@ -12,7 +12,9 @@ and a container is an argument here:
   *advertises* to clients stays the host's loopback and published port;
 - paths point into the image (data under ``/data``);
 - PostgreSQL admits password logins from the container network (the host's
-  forwarded connections arrive from the network's gateway).
+  forwarded connections arrive from the network's gateway);
+- TLS files are mounted under :data:`TLS_DIR` (PostgreSQL's key is copied
+  into its data directory at start: it refuses a key others can read).
 
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
+from backbone_infra.render.certificates import TLSFiles, tls_files
 from backbone_infra.render.kafka import KafkaNodePorts, render_server_properties
 from backbone_infra.render.postgres import pg_hba_conf
 from backbone_infra.render.postgres import postgresql_conf as render_postgresql_conf
@@ -29,7 +32,10 @@ from backbone_infra.targets.local.secrets import StackSecrets
 
 __all__ = [
     "KAFKA_DATA",
+    "PG_DATA",
     "REDIS_DATA",
+    "TLS_DIR",
+    "container_tls",
     "kafka_server_properties",
     "postgres_hba",
     "postgresql_conf",
@@ -38,7 +44,22 @@ __all__ = [
 
 REDIS_DATA = "/data"
 KAFKA_DATA = "/var/lib/kafka/data"
+PG_DATA = "/var/lib/postgresql/data"
 _LOOPBACK = "127.0.0.1"
+#: Where a container finds the stack's CA and its service's certificate and key.
+TLS_DIR = "/etc/backbone/tls"
+
+
+def container_tls(spec: StackSpec, service: str) -> TLSFiles | None:
+    """The TLS files of ``service`` as its container sees them (``None`` without TLS)."""
+    if not spec.tls:
+        return None
+    files = tls_files(TLS_DIR, service)
+    if service == "postgres":
+        # The start script copies the key here, 0600 and owned by postgres.
+        return TLSFiles(ca=files.ca, cert=files.cert, key=f"{PG_DATA}/server.key",
+                        keystore=files.keystore)  # fmt: skip
+    return files
 
 
 def redis_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str:
@@ -52,6 +73,7 @@ def redis_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str:
         primary=None,
         password=secrets.redis_password,
         admin_password=secrets.redis_admin_password,
+        tls=container_tls(spec, "redis"),
     )
 
 
@@ -71,6 +93,7 @@ def kafka_server_properties(
         client_password=secrets.kafka_password,
         admin_password=secrets.kafka_admin_password,
         bind_host="0.0.0.0",
+        tls=container_tls(spec, "kafka"),
     )
 
 
@@ -78,10 +101,13 @@ def postgresql_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str
     """The settings appended to ``postgresql.conf`` of a container's cluster
     (Debian's PostgreSQL, without TimescaleDB)."""
     del secrets  # the settings carry none; kept for a uniform signature
-    return render_postgresql_conf(spec.postgres, listen="*", timescaledb=False) + f"port = {port}\n"
+    conf = render_postgresql_conf(
+        spec.postgres, listen="*", timescaledb=False, tls=container_tls(spec, "postgres")
+    )
+    return conf + f"port = {port}\n"
 
 
 def postgres_hba(spec: StackSpec, secrets: StackSecrets) -> str:
     """pg_hba.conf of a container's cluster: SCRAM logins from any address it is reached on."""
     del secrets
-    return pg_hba_conf(spec.postgres, network="0.0.0.0/0")
+    return pg_hba_conf(spec.postgres, network="0.0.0.0/0", tls=spec.tls)

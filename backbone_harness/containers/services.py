@@ -23,6 +23,8 @@ from pathlib import Path
 
 from backbone_harness.containers import configs
 from backbone_harness.containers.images import image_ref, kafka_home
+from backbone_infra.render.certificates import CA_FILE
+from backbone_infra.render.exporters import redis_exporter_args, redis_exporter_uri
 from backbone_infra.render.kafka import (
     STORAGE_TOOL_MAIN,
     KafkaNodePorts,
@@ -42,12 +44,13 @@ __all__ = [
     "postgres_server",
     "redis_exporter",
     "redis_server",
+    "tls_mounts",
 ]
 
 _KAFKA_CONF = "/etc/kafka"
 _KAFKA_LIBS = "/opt/kafka/libs"
 _PG_CONF = "/etc/backbone/postgres"
-_PG_DATA = "/var/lib/postgresql/data"
+_PG_DATA = configs.PG_DATA
 _REDIS_CONF = "/etc/redis/redis.conf"
 
 
@@ -85,35 +88,65 @@ def materialise(container: ServiceContainer, directory: Path) -> dict[str, str]:
     return mounts
 
 
-def redis_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> ServiceContainer:
-    """A standalone Redis server (the minimal size's cache)."""
+def tls_mounts(certs: Path | None, service: str) -> dict[str, str]:
+    """The stack's CA and ``service``'s certificate, key and keystore from the
+    stack's ``tls/`` directory ``certs``, mounted at :data:`configs.TLS_DIR`
+    (nothing without TLS)."""
+    if certs is None:
+        return {}
+    names = (CA_FILE, f"{service}.crt", f"{service}.key", f"{service}-keystore.pem")
+    return {f"{configs.TLS_DIR}/{n}": (certs / n).read_text() for n in names}
+
+
+def redis_server(
+    spec: StackSpec, secrets: StackSecrets, *, port: int, certs: Path | None = None
+) -> ServiceContainer:
+    """A standalone Redis server (the minimal size's cache); ``certs``: the
+    stack's TLS directory (TLS on its port when given)."""
     return ServiceContainer(
         name="redis-1",
         image=image_ref("redis"),
         command=("redis-server", _REDIS_CONF),
-        files={_REDIS_CONF: configs.redis_conf(spec, secrets, port=port)},
+        files={
+            _REDIS_CONF: configs.redis_conf(spec, secrets, port=port),
+            **tls_mounts(certs, "redis"),
+        },
         ports=(port,),
     )
 
 
 def redis_exporter(
-    spec: StackSpec, secrets: StackSecrets, *, redis_port: int, port: int
+    spec: StackSpec,
+    secrets: StackSecrets,
+    *,
+    redis_port: int,
+    port: int,
+    certs: Path | None = None,
 ) -> ServiceContainer:
-    """Debian's redis_exporter beside ``redis-1``, as the local environment runs it:
-    the password from a mounted JSON file keyed by the address it scrapes."""
-    uri = f"redis://127.0.0.1:{redis_port}"
+    """Debian's redis_exporter beside ``redis-1``, as the local environment runs it
+    (the same rendered arguments): the password from a mounted JSON file keyed
+    by the address it scrapes, the server verified with the stack's CA."""
+    uri = redis_exporter_uri("127.0.0.1", redis_port, tls=certs is not None)
     passfile = "/etc/redis-exporter/passwords.json"
+    ca = f"{configs.TLS_DIR}/{CA_FILE}"
     return ServiceContainer(
         name="redis-1-exporter",
         image=image_ref("redis-exporter"),
         command=(
             "prometheus-redis-exporter",
-            f"--redis.addr={uri}",
-            f"--redis.user={spec.redis.username}",
-            f"--redis.password-file={passfile}",
-            f"--web.listen-address=0.0.0.0:{port}",
+            *redis_exporter_args(
+                spec.redis,
+                redis_uri=uri,
+                listen=f"0.0.0.0:{port}",
+                password_file=passfile,
+                sentinel=False,
+                ca_file=ca if certs is not None else None,
+            ),
         ),
-        files={passfile: json.dumps({uri: secrets.redis_password})},
+        files={
+            passfile: json.dumps({uri: secrets.redis_password}),
+            **({ca: (certs / CA_FILE).read_text()} if certs is not None else {}),
+        },
         shares_network_of="redis-1",
     )
 
@@ -130,6 +163,7 @@ def kafka_broker(
     *,
     ports: KafkaNodePorts,
     cluster_id: str,
+    certs: Path | None = None,
 ) -> ServiceContainer:
     """A one-node KRaft broker+controller: formats its storage once, then runs the broker.
 
@@ -170,21 +204,28 @@ def kafka_broker(
             f"{_KAFKA_CONF}/format.args": _argfile(fmt),
             f"{_KAFKA_CONF}/log4j2.properties": log4j_config(),
             f"{_KAFKA_CONF}/jmx-exporter.yml": jmx_exporter_rules(),
+            **tls_mounts(certs, "kafka"),
         },
         ports=(ports.client, ports.metrics),
     )
 
 
-def postgres_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> ServiceContainer:
+def postgres_server(
+    spec: StackSpec, secrets: StackSecrets, *, port: int, certs: Path | None = None
+) -> ServiceContainer:
     """A PostgreSQL 15 primary: ``initdb`` once (superuser password from a mounted
-    file), the rendered settings appended as the local environment does, then ``postgres``."""
+    file), the rendered settings appended as the local environment does, then ``postgres``.
+    With TLS, the mounted key is copied into the data directory 0600 at each
+    start (PostgreSQL refuses a key file others can read)."""
     pwfile = f"{_PG_CONF}/superuser-password"
+    tls = configs.container_tls(spec, "postgres") if certs is not None else None
+    key = f" && install -m 0600 {configs.TLS_DIR}/postgres.key {tls.key}" if tls else ""
     script = (
         f"if [ ! -f {_PG_DATA}/PG_VERSION ]; then "
         f"initdb -D {_PG_DATA} {shlex.join(INITDB_ARGS)} --pwfile={pwfile} >/dev/null"
         f" && cat {_PG_CONF}/postgresql.conf >> {_PG_DATA}/postgresql.conf"
         f" && cp {_PG_CONF}/pg_hba.conf {_PG_DATA}/pg_hba.conf; fi"
-        f" && exec postgres -D {_PG_DATA}"
+        f"{key} && exec postgres -D {_PG_DATA}"
     )
     return ServiceContainer(
         name="postgres-1",
@@ -194,6 +235,7 @@ def postgres_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> Ser
             pwfile: secrets.postgres_superuser_password + "\n",
             f"{_PG_CONF}/postgresql.conf": configs.postgresql_conf(spec, secrets, port=port),
             f"{_PG_CONF}/pg_hba.conf": configs.postgres_hba(spec, secrets),
+            **tls_mounts(certs, "postgres"),
         },
         ports=(port,),
     )

@@ -53,11 +53,12 @@ from backbone_harness.containers.services import (
     redis_server,
 )
 from backbone_harness.errors import HarnessError, StackExistsError, UsageError
-from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
+from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id, security_protocol
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import OUTPUTS_FILE, stacks_root
+from backbone_infra.targets.local.tls import LOCAL_HOSTS, ca_file, issue_local_certificates
 
 __all__ = ["STATE_FILE", "ContainerStack", "is_container_stack", "up"]
 
@@ -78,6 +79,8 @@ class ContainerState:
     nodes: dict[str, str] = field(default_factory=dict)
     ports: dict[str, dict[str, int]] = field(default_factory=dict)
     status: str = "starting"
+    #: Off only for a stack brought up with ``--no-tls`` (measuring).
+    tls: bool = True
 
 
 def _dir(name: str) -> Path:
@@ -146,7 +149,23 @@ class _Started:
     spec: StackSpec
 
 
+def _ca(spec: StackSpec) -> str | None:
+    """The stack's CA bundle (``None`` without TLS): every client here verifies with it."""
+    return ca_file(spec, _dir(spec.name))
+
+
+def _hosts(node: str, service: str) -> list[str]:
+    """What a node's certificate names: the published loopback address (clients
+    on the host) and its container and service names (peers on the network)."""
+    return [*LOCAL_HOSTS, node, service]
+
+
 def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[[], bool]:
+    ca = _ca(spec)
+    tls: dict[str, Any] = (
+        {"ssl": True, "ssl_ca_certs": ca, "ssl_check_hostname": True} if ca else {}
+    )
+
     def ping() -> bool:
         client = redis.Redis(
             host=LOOPBACK,
@@ -154,6 +173,7 @@ def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[
             username=spec.redis.username,
             password=secrets.redis_password,
             socket_timeout=3,
+            **tls,
         )
         try:
             return bool(client.ping())
@@ -164,14 +184,21 @@ def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[
 
 
 def _kafka_admin(spec: StackSpec, secrets: StackSecrets, port: int) -> KafkaAdminClient:
+    ca = _ca(spec)
     return KafkaAdminClient(
         bootstrap_servers=f"{LOOPBACK}:{port}",
-        security_protocol="SASL_PLAINTEXT",
+        security_protocol=security_protocol(ca is not None),
         sasl_mechanism=spec.kafka.sasl_mechanism,
         sasl_plain_username=spec.kafka.admin_username,
         sasl_plain_password=secrets.kafka_admin_password,
         request_timeout_ms=10000,
+        **({"ssl_cafile": ca, "ssl_check_hostname": True} if ca else {}),
     )
+
+
+def _pg_ssl(spec: StackSpec) -> dict[str, Any]:
+    ca = _ca(spec)
+    return {"sslmode": "verify-full", "sslrootcert": ca} if ca else {"sslmode": "disable"}
 
 
 def _create_topics(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
@@ -205,8 +232,8 @@ def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> No
         user="postgres",
         password=secrets.postgres_superuser_password,
         dbname="postgres",
-        sslmode="disable",
         autocommit=True,
+        **_pg_ssl(spec),
         connect_timeout=10,
     ) as admin:
         exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (p.user,)).fetchone()
@@ -237,8 +264,8 @@ def _timescale(spec: StackSpec, secrets: StackSecrets, port: int) -> TimescaleCo
         dbname=spec.postgres.dbname,
         user=spec.postgres.user,
         password=SecretStr(secrets.postgres_password),
-        sslmode="disable",
         timescaledb=False,
+        **_pg_ssl(spec),
     )
 
 
@@ -258,10 +285,13 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
                 port=ports["redis-1"]["client"],
                 username=spec.redis.username,
                 password=SecretStr(secrets.redis_password),
+                tls=spec.tls,
+                ssl_cafile=_ca(spec),
             ),
             "kafka": KafkaConnection(
                 bootstrap_servers=[f"{LOOPBACK}:{ports['kafka-1']['client']}"],
-                security_protocol="SASL_PLAINTEXT",
+                security_protocol=security_protocol(spec.tls),
+                ssl_cafile=_ca(spec),
                 sasl_mechanism=kafka.sasl_mechanism,
                 username=kafka.username,
                 password=SecretStr(secrets.kafka_password),
@@ -316,13 +346,20 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         "kafka-1": kafka_ports.as_dict(),
         "postgres-1": {"client": alloc.allocate()},
     }
-    state = ContainerState(name=spec.name, size=spec.size, network=f"backbone-{spec.name}")
+    state = ContainerState(
+        name=spec.name, size=spec.size, network=f"backbone-{spec.name}", tls=spec.tls
+    )
     state.ports = ports
     _save(directory, state)
+    certs = issue_local_certificates(
+        spec,
+        directory,
+        {svc: _hosts(f"{svc}-1", svc) for svc in ("redis", "kafka", "postgres")},
+    )
     services = [
-        redis_server(spec, secrets, port=ports["redis-1"]["client"]),
-        kafka_broker(spec, secrets, ports=kafka_ports, cluster_id=new_cluster_id()),
-        postgres_server(spec, secrets, port=ports["postgres-1"]["client"]),
+        redis_server(spec, secrets, port=ports["redis-1"]["client"], certs=certs),
+        kafka_broker(spec, secrets, ports=kafka_ports, cluster_id=new_cluster_id(), certs=certs),
+        postgres_server(spec, secrets, port=ports["postgres-1"]["client"], certs=certs),
     ]
     stack = ContainerStack(spec.name)
     try:
@@ -381,8 +418,8 @@ class ContainerStack:
                 user="postgres",
                 password=secrets.postgres_superuser_password,
                 dbname="postgres",
-                sslmode="disable",
                 connect_timeout=3,
+                **_pg_ssl(spec),
             ) as conn:
                 return conn.execute("SELECT 1").fetchone() == (1,)
 
@@ -444,7 +481,7 @@ class ContainerStack:
         secrets = StackSecrets.load(self.dir)
         from backbone_infra.spec import build_spec
 
-        spec = build_spec(self.name, size=self.state.size)  # type: ignore[arg-type]
+        spec = build_spec(self.name, size=self.state.size, tls=self.state.tls)  # type: ignore[arg-type]
         _wait(node, container, self.readiness(spec, secrets)[node])
 
     def down(self) -> None:

@@ -182,16 +182,16 @@ def ssl_properties(tls: TLSFiles) -> list[str]:
 
 
 def client_properties(
-    spec: KafkaSpec, *, username: str, password: str, truststore: str | None
+    *, mechanism: str, username: str, password: str, truststore: str | None
 ) -> str:
     """``--command-config`` / ``--producer.config`` of Kafka's own CLI tools:
     SASL as ``username`` and, with ``truststore`` (the CA bundle's path), TLS
     verifying the brokers' certificates and host names. Holds a password:
     write it 0600 / mount it as a secret."""
-    module = _PLAIN_MODULE if spec.sasl_mechanism == "PLAIN" else _SCRAM_MODULE
+    module = _PLAIN_MODULE if mechanism == "PLAIN" else _SCRAM_MODULE
     lines = [
         f"security.protocol={security_protocol(truststore is not None)}",
-        f"sasl.mechanism={spec.sasl_mechanism}",
+        f"sasl.mechanism={mechanism}",
         f"sasl.jaas.config={_jaas(module, username=username, password=password)}",
     ]
     if truststore is not None:

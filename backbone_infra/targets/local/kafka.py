@@ -164,6 +164,7 @@ class LocalKafka(LocalNodes):
         Re-callable: each call wipes the nodes' directories, picks new ports
         and formats again with a new cluster id.
         """
+        self._ensure_certificates()
         libs = kafka_libs_dir(self.spec.kafka.version)
         java = _java()
         kafka = self.spec.kafka

@@ -126,6 +126,7 @@ class LocalPostgres(LocalNodes):
         """Choose ports and create the (empty) PostgreSQL directory owned by the
         PostgreSQL user; ``initdb`` and cloning happen in :meth:`start` so they
         overlap with the other services' start-up."""
+        self._ensure_certificates()
         self.check_installed(self.spec)
         prefix, uid, gid = as_pg_user()
         shutil.rmtree(self.root, ignore_errors=True)

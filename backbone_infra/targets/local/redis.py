@@ -80,6 +80,7 @@ class LocalRedis(LocalNodes):
 
     def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
         """Choose ports and write one config file per node (0600, 0700 dirs)."""
+        self._ensure_certificates()
         server_bin = find_binary("redis-server")
         sentinel_bin = find_binary("redis-sentinel") if self.sentinel_mode else ""
         root = self.dir / "redis"

@@ -11,6 +11,8 @@ lists it. The outputs document carries :func:`ca_file`'s path, never a key.
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from backbone_infra.render.certificates import (
@@ -22,7 +24,14 @@ from backbone_infra.render.certificates import (
 )
 from backbone_infra.spec import StackSpec
 
-__all__ = ["LOCAL_HOSTS", "TLS_DIR", "ca_file", "issue_local_certificates", "local_tls_files"]
+__all__ = [
+    "LOCAL_HOSTS",
+    "TLS_DIR",
+    "ca_file",
+    "ensure_local_certificates",
+    "issue_local_certificates",
+    "local_tls_files",
+]
 
 TLS_DIR = "tls"
 #: What local clients dial: the loopback address and its name.
@@ -36,20 +45,39 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     os.chmod(path, mode)
 
 
-def issue_local_certificates(spec: StackSpec, stack_dir: Path) -> Path | None:
+def issue_local_certificates(
+    spec: StackSpec, stack_dir: Path, hosts: Mapping[str, Sequence[str]] | None = None
+) -> Path | None:
     """A new CA and server certificates for the stack, written to its ``tls/``
-    directory; ``None`` (and nothing written) when the stack runs without TLS."""
+    directory; ``None`` (and nothing written) when the stack runs without TLS.
+    ``hosts``: the names each service's certificate carries (default: the
+    loopback address and ``localhost`` for every service)."""
     if not spec.tls:
         return None
     directory = stack_dir / TLS_DIR
     directory.mkdir(mode=0o711, exist_ok=True)
     os.chmod(directory, 0o711)
-    certs = stack_certificates(spec.name, dict.fromkeys(TLS_SERVICES, LOCAL_HOSTS))
+    certs = stack_certificates(
+        spec.name, hosts if hosts is not None else dict.fromkeys(TLS_SERVICES, LOCAL_HOSTS)
+    )
     for service in TLS_SERVICES:
         for name, data in certs.files(service).items():
             private = name.endswith((".key", "-keystore.pem"))
             _write(directory / name, data, 0o600 if private else 0o644)
     return directory
+
+
+_ISSUING = threading.Lock()
+
+
+def ensure_local_certificates(spec: StackSpec, stack_dir: Path) -> None:
+    """Issue the stack's certificates unless it has them: services preparing in
+    parallel (or on their own, in tests) share one CA."""
+    if not spec.tls:
+        return
+    with _ISSUING:
+        if not (stack_dir / TLS_DIR / CA_FILE).exists():
+            issue_local_certificates(spec, stack_dir)
 
 
 def local_tls_files(spec: StackSpec, stack_dir: Path, service: str) -> TLSFiles | None:
