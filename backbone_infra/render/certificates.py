@@ -35,8 +35,12 @@ __all__ = [
     "CertifiedKey",
     "StackCertificates",
     "TLSFiles",
+    "ca_cert_for_key",
+    "certificate_request",
     "issue_server_cert",
     "new_ca",
+    "new_private_key_pem",
+    "sign_request",
     "stack_certificates",
     "tls_files",
 ]
@@ -94,10 +98,12 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 
 def _name(common_name: str) -> x509.Name:
+    # X.509 caps a common name at 64 characters; clients check the SANs anyway
+    # (a Kubernetes pod's DNS name is often longer).
     return x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "market-data-backbone"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
         ]
     )
 
@@ -107,10 +113,21 @@ def new_ca(
 ) -> CertifiedKey:
     """A self-signed CA for ``stack`` that may sign server certificates only
     (``path_length=0``)."""
-    now = now or datetime.now(UTC)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(f"backbone {stack} CA")
-    cert = (
+    cert = _ca_cert(key, f"backbone {stack} CA", now=now, valid_days=valid_days)
+    return CertifiedKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _ca_cert(
+    key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    *,
+    now: datetime | None = None,
+    valid_days: int = CA_VALID_DAYS,
+) -> x509.Certificate:
+    now = now or datetime.now(UTC)
+    name = _name(common_name)
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -123,7 +140,6 @@ def new_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    return CertifiedKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
 def _san(host: str) -> x509.GeneralName:
@@ -145,17 +161,36 @@ def issue_server_cert(
     client authentication (Kafka brokers and Redis replicas are both)."""
     if not hosts:
         raise ValueError("a server certificate needs at least one host name or address")
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _server_cert(ca, key.public_key(), hosts, now=now, valid_days=valid_days)
+    return CertifiedKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def _ec_key(pem: bytes | str) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(
+        pem.encode() if isinstance(pem, str) else pem, password=None
+    )
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("not an ECDSA private key (the stack's keys are P-256)")
+    return key
+
+
+def _server_cert(
+    ca: CertifiedKey,
+    public_key: ec.EllipticCurvePublicKey,
+    hosts: Sequence[str],
+    *,
+    now: datetime | None = None,
+    valid_days: int = SERVER_VALID_DAYS,
+) -> x509.Certificate:
     now = now or datetime.now(UTC)
     ca_cert = ca.certificate
-    ca_key = serialization.load_pem_private_key(ca.key_pem, password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise TypeError("the CA key is not an ECDSA key made by new_ca()")
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
+    ca_key = _ec_key(ca.key_pem)
+    return (
         x509.CertificateBuilder()
         .subject_name(_name(hosts[0]))
         .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - _BACKDATE)
         .not_valid_after(now + timedelta(days=valid_days))
@@ -172,7 +207,44 @@ def issue_server_cert(
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return CertifiedKey(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+# -- the steps one at a time (pulumi-tls's resources, as Pulumi's mocks play them) --
+
+
+def new_private_key_pem() -> str:
+    """A new P-256 key, PKCS#8 PEM."""
+    return _key_pem(ec.generate_private_key(ec.SECP256R1())).decode()
+
+
+def ca_cert_for_key(key_pem: str, common_name: str) -> str:
+    """A CA certificate (as :func:`new_ca` makes) for an existing key."""
+    return _ca_cert(_ec_key(key_pem), common_name).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def certificate_request(key_pem: str, hosts: Sequence[str]) -> str:
+    """A CSR for ``key_pem`` naming ``hosts`` (the first is the common name)."""
+    key = _ec_key(key_pem)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(_name(hosts[0]))
+        .add_extension(x509.SubjectAlternativeName([_san(h) for h in hosts]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def sign_request(ca_cert_pem: str, ca_key_pem: str, csr_pem: str) -> str:
+    """The server certificate (as :func:`issue_server_cert` makes) for a CSR."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode())
+    public_key = csr.public_key()
+    if not isinstance(public_key, ec.EllipticCurvePublicKey):
+        raise TypeError("the request's key is not ECDSA")
+    sans = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    hosts = [str(n.value) for n in sans]
+    ca = CertifiedKey(ca_cert_pem.encode(), ca_key_pem.encode())
+    cert = _server_cert(ca, public_key, hosts)
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 @dataclass(frozen=True)

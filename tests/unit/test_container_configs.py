@@ -27,7 +27,9 @@ def test_redis_listens_everywhere_and_keeps_its_users(port: int) -> None:
     secrets = StackSecrets()
     text = configs.redis_conf(SPEC, secrets, port=port)
     assert re.search(r"^bind \* -::\*$", text, re.M)  # every IPv4 and (if any) IPv6 address
-    assert re.search(rf"^port {port}$", text, re.M)
+    # TLS by default: the port is a TLS port, plain text closed, files mounted.
+    assert re.search(rf"^tls-port {port}$", text, re.M) and re.search(r"^port 0$", text, re.M)
+    assert re.search(rf"^tls-cert-file {configs.TLS_DIR}/redis\.crt$", text, re.M)
     assert "bind 127.0.0.1" not in text
     assert re.search(r"^user default off\b", text, re.M)
     assert f">{secrets.redis_password} " in text
@@ -60,4 +62,5 @@ def test_postgres_listens_everywhere_and_keeps_scram_only() -> None:
     hba = configs.postgres_hba(SPEC, secrets)
     rules = [line.split() for line in hba.splitlines() if line.strip()]
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
-    assert all(rule[0] == "host" for rule in rules)
+    assert all(rule[0] == "hostssl" for rule in rules)  # TLS only
+    assert "ssl = on" in conf and f"ssl_key_file = '{configs.PG_DATA}/server.key'" in conf

@@ -55,7 +55,7 @@ def issue_local_certificates(
     if not spec.tls:
         return None
     directory = stack_dir / TLS_DIR
-    directory.mkdir(mode=0o711, exist_ok=True)
+    directory.mkdir(mode=0o711, parents=True, exist_ok=True)
     os.chmod(directory, 0o711)
     certs = stack_certificates(
         spec.name, hosts if hosts is not None else dict.fromkeys(TLS_SERVICES, LOCAL_HOSTS)
