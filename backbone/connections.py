@@ -325,4 +325,20 @@ def load_document(path: Path | str) -> ConnectionsDocument:
             f"cannot read the outputs document {p} ({exc.strerror}); "
             "bring a stack up with `harness up --env local` or pass --outputs PATH"
         ) from None
-    return parse_document(raw)
+    return _resolve_ca_paths(parse_document(raw), p.parent)
+
+
+#: Each section's CA bundle field.
+_CA_FIELDS = {"redis": "ssl_cafile", "kafka": "ssl_cafile", "timescale": "sslrootcert"}
+
+
+def _resolve_ca_paths(doc: ConnectionsDocument, base: Path) -> ConnectionsDocument:
+    """A relative CA path names a file beside the document (the Docker target's
+    ``ca.crt``, saved from its ``ca_certificate`` output)."""
+    updates: dict[str, Any] = {}
+    for section, name in _CA_FIELDS.items():
+        value = getattr(doc, section)
+        path = getattr(value, name, None) if value is not None else None
+        if path and not Path(path).is_absolute():
+            updates[section] = value.model_copy(update={name: str(base / path)})
+    return doc.model_copy(update=updates) if updates else doc

@@ -503,6 +503,29 @@ def bench_perf(
     out.print(f"wrote {output / 'performance.md'} and {output / 'performance.json'}")
 
 
+@bench_app.command("tls")
+@_user_errors
+def bench_tls(
+    output: Annotated[
+        Path, typer.Option("--out", help="Where tls.json goes and performance.md's section.")
+    ] = Path("docs/status"),
+    bars: Annotated[
+        int, typer.Option("--bars", min=1000, help="Bars per end-to-end run.")
+    ] = 20_000,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds per variant.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """What TLS costs: two minimal stacks (TLS, and --no-tls for this measurement only)
+    measured in alternating rounds; writes tls.json and performance.md's TLS section."""
+    from backbone_harness.bench.tls_cost import run_tls_bench
+
+    report = run_tls_bench(output, bars=bars, rounds=rounds, log=_progress(as_json))
+    if as_json:
+        emit_json(report)
+        return
+    out.print(f"wrote {output / 'tls.json'} and the TLS section of {output / 'performance.md'}")
+
+
 @bench_app.command("contract")
 @_user_errors
 def bench_contract(

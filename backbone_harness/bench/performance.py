@@ -46,6 +46,7 @@ from backbone_harness.bench import cache, producer, store, tier1
 from backbone_harness.bench.measure import Log, figure, load_average
 from backbone_harness.bench.plots import write_plots
 from backbone_harness.bench.report import render_markdown
+from backbone_harness.bench.tls_cost import keep_tls_section
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local import provisioner
 
@@ -337,5 +338,8 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = write_plots(report, out)
     (out / "performance.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "performance.md").write_text(render_markdown(report))
+    page = out / "performance.md"
+    old = page.read_text() if page.exists() else ""
+    # The TLS cost section is `harness bench tls`'s: kept as it was measured.
+    page.write_text(keep_tls_section(old, render_markdown(report)))
     return report

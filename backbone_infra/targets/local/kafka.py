@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -121,6 +123,21 @@ def _with_port_conflict(error: ServiceStartError) -> ServiceStartError:
         error.log,
         f"{line}\n[...]\n{error.tail}",
     )
+
+
+def _handshakes(server: str, ca_file: str, timeout_s: float) -> bool:
+    """Whether ``server`` (``host:port``) completes a verified TLS handshake within
+    ``timeout_s``."""
+    host, _, port = server.rpartition(":")
+    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
 
 
 class _Admin(KafkaAdminClient):
@@ -368,6 +385,14 @@ class LocalKafka(LocalNodes):
             servers = [
                 f"{LOOPBACK}:{r.ports['client']}" for r in self.records if _answering(r)
             ] or [f"{LOOPBACK}:{r.ports['client']}" for r in self.records]
+        if self.ca_file is not None:
+            # kafka-python 3.0 waits for a TLS handshake without a deadline: a
+            # port that accepts but never answers (a paused node, a squatter on
+            # the port) would hang the client. Offer it only servers that
+            # complete a verified handshake in time.
+            servers = [s for s in servers if _handshakes(s, self.ca_file, timeout_ms / 1000)]
+            if not servers:
+                raise kafka_errors.NoBrokersAvailable("no broker completed a TLS handshake in time")
         client = _Admin(
             bootstrap_servers=servers,
             bootstrap_timeout_ms=timeout_ms,
