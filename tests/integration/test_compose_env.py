@@ -114,6 +114,7 @@ def _kafka_answers(outputs: Path) -> bool:
         KafkaAdminClient(
             bootstrap_servers=k["bootstrap_servers"],
             security_protocol=k["security_protocol"],
+            ssl_cafile=k.get("ssl_cafile"),  # TLS by default: the stack's CA
             sasl_mechanism=k["sasl_mechanism"],
             sasl_plain_username=k["username"],
             sasl_plain_password=k["password"],
