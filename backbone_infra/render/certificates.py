@@ -225,6 +225,7 @@ def ca_cert_for_key(key_pem: str, common_name: str) -> str:
 def certificate_request(key_pem: str, hosts: Sequence[str]) -> str:
     """A CSR for ``key_pem`` naming ``hosts`` (the first is the common name)."""
     key = _ec_key(key_pem)
+    hosts = list(dict.fromkeys(hosts))  # a name once, however often it is given
     csr = (
         x509.CertificateSigningRequestBuilder()
         .subject_name(_name(hosts[0]))
