@@ -124,7 +124,10 @@ class RedisConnection(_Model):
     #: Sentinels may require their own password; ``None`` means none.
     sentinel_password: SecretStr | None = None
     db: int = 0
+    #: TLS to the servers and the Sentinels, certificates and host names verified.
     tls: bool = False
+    #: The CA bundle (PEM) the servers' certificates are verified with; never a key.
+    ssl_cafile: str | None = None
 
     @model_validator(mode="after")
     def _mode_fields(self) -> RedisConnection:
@@ -155,6 +158,7 @@ class KafkaConnection(_Model):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     username: str | None = None
     password: SecretStr | None = None
+    #: The CA bundle (PEM) the brokers' certificates are verified with (``SASL_SSL``).
     ssl_cafile: str | None = None
     #: Keyed by the logical names in :data:`TOPIC_NAMES`.
     topics: dict[str, TopicInfo]
@@ -196,6 +200,8 @@ class TimescaleConnection(_Model):
     #: Optional here (peer or certificate authentication); documents carry it.
     password: SecretStr | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    #: The CA bundle (PEM) libpq verifies the server with (``verify-ca``/``verify-full``).
+    sslrootcert: str | None = None
     #: True when the TimescaleDB extension is installed; otherwise the schema
     #: uses native range partitioning with the same tables and columns.
     timescaledb: bool = False
@@ -204,10 +210,11 @@ class TimescaleConnection(_Model):
         """A libpq conninfo string *without* the password (pass it separately)."""
         hosts = ",".join(h.host for h in self.hosts)
         ports = ",".join(str(h.port) for h in self.hosts)
-        return (
+        text = (
             f"host={hosts} port={ports} dbname={self.dbname} user={self.user} "
             f"sslmode={self.sslmode} target_session_attrs={target_session_attrs}"
         )
+        return f"{text} sslrootcert={self.sslrootcert}" if self.sslrootcert else text
 
 
 class DuckDBConnection(_Model):
@@ -331,4 +338,20 @@ def load_document(path: Path | str) -> ConnectionsDocument:
             f"cannot read the outputs document {p} ({exc.strerror}); "
             "bring a stack up with `harness up --env local` or pass --outputs PATH"
         ) from None
-    return parse_document(raw)
+    return _resolve_ca_paths(parse_document(raw), p.parent)
+
+
+#: Each section's CA bundle field.
+_CA_FIELDS = {"redis": "ssl_cafile", "kafka": "ssl_cafile", "timescale": "sslrootcert"}
+
+
+def _resolve_ca_paths(doc: ConnectionsDocument, base: Path) -> ConnectionsDocument:
+    """A relative CA path names a file beside the document (the Docker target's
+    ``ca.crt``, saved from its ``ca_certificate`` output)."""
+    updates: dict[str, Any] = {}
+    for section, name in _CA_FIELDS.items():
+        value = getattr(doc, section)
+        path = getattr(value, name, None) if value is not None else None
+        if path and not Path(path).is_absolute():
+            updates[section] = value.model_copy(update={name: str(base / path)})
+    return doc.model_copy(update=updates) if updates else doc

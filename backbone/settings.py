@@ -167,8 +167,7 @@ class RedisConnectionSettings(RedisConnection, _ClientSettings):
 
     #: A Redis URL; a secret, since it may hold the password.
     url: SecretStr | None = None
-    #: CA bundle for TLS; certificates and host names are verified whenever TLS is on.
-    ssl_cafile: str | None = None
+    #: Verify certificates and host names whenever TLS is on (the default).
     ssl_verify: bool = True
     #: Seconds to connect and to wait for each reply.
     socket_timeout: float = Field(default=2.0, gt=0)
@@ -201,14 +200,19 @@ class RedisConnectionSettings(RedisConnection, _ClientSettings):
             "socket_connect_timeout": self.socket_timeout,
             "max_connections": self.max_connections,
         }
-        if self.tls:
-            kwargs.update(
-                ssl=True,
-                ssl_ca_certs=self.ssl_cafile,
-                ssl_cert_reqs="required" if self.ssl_verify else "none",
-                ssl_check_hostname=self.ssl_verify,
-            )
-        return kwargs
+        return {**kwargs, **self.tls_kwargs()}
+
+    def tls_kwargs(self) -> dict[str, Any]:
+        """redis-py's TLS arguments (empty without TLS): the CA bundle, and
+        certificates and host names verified unless ``ssl_verify`` is off."""
+        if not self.tls:
+            return {}
+        return {
+            "ssl": True,
+            "ssl_ca_certs": self.ssl_cafile,
+            "ssl_cert_reqs": "required" if self.ssl_verify else "none",
+            "ssl_check_hostname": self.ssl_verify,
+        }
 
     def sentinel_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the connections to the Sentinels themselves."""
@@ -218,7 +222,8 @@ class RedisConnectionSettings(RedisConnection, _ClientSettings):
         }
         if self.sentinel_password is not None:
             kwargs["password"] = self.sentinel_password.get_secret_value()
-        return kwargs
+        # The Sentinels serve TLS like the servers they watch.
+        return {**kwargs, **self.tls_kwargs()}
 
 
 # --- Kafka ---------------------------------------------------------------------------
@@ -286,8 +291,6 @@ class KafkaConnectionSettings(KafkaConnection, _ClientSettings):
 class TimescaleConnectionSettings(TimescaleConnection, _ClientSettings):
     """The document's Timescale section plus the client's knobs (libpq and the pool)."""
 
-    #: CA certificate file libpq verifies the server with (``sslmode`` verify-ca/verify-full).
-    sslrootcert: str | None = None
     #: Connections the pool keeps open; at least 1, so opening proves the server answers.
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=4, ge=1)
@@ -311,13 +314,10 @@ class TimescaleConnectionSettings(TimescaleConnection, _ClientSettings):
 
     def conninfo(self, *, target_session_attrs: str = "read-write") -> str:
         """A libpq DSN over all hosts, *without* the password (pass it separately)."""
-        parts = [
-            super().conninfo(target_session_attrs=target_session_attrs),
-            f"connect_timeout={self.connect_timeout_seconds}",
-        ]
-        if self.sslrootcert:
-            parts.append(f"sslrootcert={self.sslrootcert}")
-        return " ".join(parts)
+        return (
+            f"{super().conninfo(target_session_attrs=target_session_attrs)} "
+            f"connect_timeout={self.connect_timeout_seconds}"
+        )
 
     def connect_kwargs(self) -> dict[str, Any]:
         """``psycopg.connect(conninfo, **connect_kwargs())``: the password, kept out of the DSN."""

@@ -131,16 +131,24 @@ def up(
     name: Annotated[str | None, typer.Option("--name", "-n", help="Stack name.")] = None,
     via: ViaOpt = Via.provisioner,
     as_json: JsonOpt = False,
+    no_tls: Annotated[
+        bool,
+        typer.Option(
+            "--no-tls",
+            help="Plain-text listeners, for measuring what TLS costs only; never for data "
+            "that matters (docs/tls.md).",
+        ),
+    ] = False,
 ) -> None:
     """Bring a stack up; prints each service's time to ready and, last, the
-    path of its outputs document."""
+    path of its outputs document. TLS is on unless ``--no-tls`` (for measuring only)."""
     env_, size_, tier_ = env.value, size.value, tier.value
     if via is Via.pulumi:
         _up_via_pulumi(env_, size_, tier_, name, as_json)
         return
     name = name or DEFAULT_NAME
     if env is Env.compose:
-        _up_compose(name, size_, tier_)
+        _up_compose(name, size_, tier_, tls=not no_tls)
         return
     if env is not Env.local:
         what, pulumi_stack = (
@@ -152,7 +160,7 @@ def up(
             "see docs/environments.md), or use --env local"
         )
     try:
-        spec = build_spec(name, tier=tier_, size=size_)  # type: ignore[arg-type]
+        spec = build_spec(name, tier=tier_, size=size_, tls=not no_tls)  # type: ignore[arg-type]
     except ValidationError:
         raise UsageError(
             f"invalid --name {name!r}: use lowercase letters, digits and '-', "
@@ -160,7 +168,11 @@ def up(
         ) from None
     began = time.monotonic()
     say = _progress(as_json)
-    say(f"bringing up stack {name} ({tier_}, {size_}) on loopback ...")
+    say(
+        f"bringing up stack {name} ({tier_}, {size_}) on loopback"
+        + (" WITHOUT TLS (for measuring only)" if no_tls else "")
+        + " ..."
+    )
     stack = provisioner.up(spec, echo=say)
     took = time.monotonic() - began
     if as_json:
@@ -204,12 +216,12 @@ def down(
         out.print(f"stack {each} stopped in {time.monotonic() - began:.1f}s")
 
 
-def _up_compose(name: str, size: str, tier: str) -> None:
+def _up_compose(name: str, size: str, tier: str, *, tls: bool = True) -> None:
     """``up --env compose``: the project's images as containers on podman."""
     from backbone_harness.containers import stack as containers
 
     try:
-        spec = build_spec(name, tier=tier, size=size)  # type: ignore[arg-type]
+        spec = build_spec(name, tier=tier, size=size, tls=tls)  # type: ignore[arg-type]
     except ValidationError:
         raise UsageError(
             f"invalid --name {name!r}: use lowercase letters, digits and '-', "
@@ -549,6 +561,29 @@ def bench_perf(
         emit_json(report)
         return
     out.print(f"wrote {output / 'performance.md'} and {output / 'performance.json'}")
+
+
+@bench_app.command("tls")
+@_user_errors
+def bench_tls(
+    output: Annotated[
+        Path, typer.Option("--out", help="Where tls.json goes and performance.md's section.")
+    ] = Path("docs/status"),
+    bars: Annotated[
+        int, typer.Option("--bars", min=1000, help="Bars per end-to-end run.")
+    ] = 20_000,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Rounds per variant.")] = 3,
+    as_json: JsonOpt = False,
+) -> None:
+    """What TLS costs: two minimal stacks (TLS, and --no-tls for this measurement only)
+    measured in alternating rounds; writes tls.json and performance.md's TLS section."""
+    from backbone_harness.bench.tls_cost import run_tls_bench
+
+    report = run_tls_bench(output, bars=bars, rounds=rounds, log=_progress(as_json))
+    if as_json:
+        emit_json(report)
+        return
+    out.print(f"wrote {output / 'tls.json'} and the TLS section of {output / 'performance.md'}")
 
 
 @bench_app.command("contract")

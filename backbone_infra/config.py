@@ -79,6 +79,8 @@ class StackConfig:
     runbook_base_url: str | None = None
     #: Credentials given with ``pulumi config set --secret``; missing ones are generated.
     secrets: dict[str, pulumi.Input[str]] = field(default_factory=dict)
+    #: TLS on every listener (``tls``, default true); false only to measure its cost.
+    tls: bool = True
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -131,4 +133,5 @@ def read_config(cfg: pulumi.Config | None = None, *, stack: str | None = None) -
         alert_webhook_url=cfg.get("alertWebhookUrl"),
         runbook_base_url=cfg.get("runbookBaseUrl"),
         secrets=secrets,
+        tls=cfg.get_bool("tls") is not False,
     )

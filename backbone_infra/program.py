@@ -27,14 +27,28 @@ from backbone.connections import (
     dump_document,
 )
 from backbone_infra.components.backbone_ingest import BackboneIngest, BackboneIngestArgs
+from backbone_infra.components.certificates import (
+    TLS_DIR,
+    StackCertificates,
+    StackCertificatesArgs,
+)
+from backbone_infra.components.kafka_cluster import SERVICE as KAFKA_SERVICE
 from backbone_infra.components.kafka_cluster import KafkaCluster, KafkaClusterArgs
 from backbone_infra.components.monitoring import Monitoring, MonitoringArgs
-from backbone_infra.components.redis_deployment import RedisDeployment, RedisDeploymentArgs
+from backbone_infra.components.redis_deployment import (
+    SENTINEL_SERVICE,
+    RedisDeployment,
+    RedisDeploymentArgs,
+)
+from backbone_infra.components.redis_deployment import SERVICE as REDIS_SERVICE
+from backbone_infra.components.timescale_database import SERVICE as TIMESCALE_SERVICE
 from backbone_infra.components.timescale_database import TimescaleDatabase, TimescaleDatabaseArgs
 from backbone_infra.config import SECRET_KEYS, StackConfig
+from backbone_infra.render.certificates import CA_FILE
 from backbone_infra.spec import Images, Resources, StackSpec, build_spec
 from backbone_infra.targets.docker import DockerBackend
 from backbone_infra.targets.kubernetes import KubernetesBackend
+from backbone_infra.targets.workload import FIRST_ORDINAL, ordinals
 
 __all__ = ["EXPORT_KEYS", "Credentials", "ProgramResult", "make_spec", "run"]
 
@@ -53,6 +67,7 @@ EXPORT_KEYS: dict[str, tuple[str, ...]] = {
         "prometheus_url",
         "grafana_url",
         "grafana_admin_password",
+        "ca_certificate",
     ),
 }
 
@@ -89,7 +104,7 @@ class ProgramResult:
 
 def make_spec(config: StackConfig) -> StackSpec:
     """The stack spec with the configured image and resource overrides applied."""
-    spec = build_spec(config.stack, tier=config.tier, size=config.size)
+    spec = build_spec(config.stack, tier=config.tier, size=config.size, tls=config.tls)
     images = Images.model_validate({**spec.images.model_dump(), **config.image_overrides})
     for field_name, ref in images.model_dump().items():
         tag = ref.rsplit("/", 1)[-1].partition(":")[2]
@@ -171,10 +186,44 @@ def _bootstrap(spec: StackSpec, config: StackConfig) -> ProgramResult:
     )
 
 
+def _certificates(spec: StackSpec, backend: Any) -> StackCertificates | None:
+    """The stack's CA and one certificate per service naming every address
+    its clients and peers dial: each replica, the service, the loopback names
+    a container's own probes and sidecars use, and a published host."""
+    if not spec.tls:
+        return None
+
+    def names(*services: tuple[str, int]) -> list[str]:
+        hosts = [backend.replica_host(s, i) for s, n in services for i in ordinals(n)]
+        hosts += [backend.service_host(s) for s, _ in services]
+        external = [backend.external(s, FIRST_ORDINAL, 1) for s, _ in services]
+        hosts += [e.host for e in external if e is not None]
+        return list(dict.fromkeys([*hosts, "localhost", "127.0.0.1"]))
+
+    r = spec.redis
+    return StackCertificates(
+        f"{spec.name}-tls",
+        StackCertificatesArgs(
+            stack=spec.name,
+            hosts={
+                REDIS_SERVICE: names((REDIS_SERVICE, r.nodes), (SENTINEL_SERVICE, r.sentinels)),
+                KAFKA_SERVICE: names((KAFKA_SERVICE, spec.kafka.brokers)),
+                TIMESCALE_SERVICE: names((TIMESCALE_SERVICE, spec.postgres.nodes)),
+            },
+        ),
+    )
+
+
 def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
     creds = _credentials(config)
     backend = _backend(config)
     backend.bind(None)
+    certs = _certificates(spec, backend)
+    #: Where clients find the CA: in-cluster pods have it mounted; clients on
+    #: a Docker host keep the ``ca_certificate`` output beside the document.
+    ca_path = (
+        None if certs is None else (CA_FILE if backend.clients_outside else f"{TLS_DIR}/{CA_FILE}")
+    )
     redis = RedisDeployment(
         f"{spec.name}-redis",
         RedisDeploymentArgs(
@@ -183,6 +232,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.redis_password,
             creds.redis_admin_password,
             creds.redis_exporter_password,
+            certificates=certs,
         ),
     )
     kafka = KafkaCluster(
@@ -193,6 +243,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.kafka_password,
             creds.kafka_admin_password,
             creds.kafka_monitor_password,
+            certificates=certs,
         ),
     )
     timescale = TimescaleDatabase(
@@ -205,6 +256,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.replication_password,
             creds.postgres_reader_password,
             creds.postgres_monitor_password,
+            certificates=certs,
         ),
     )
     monitoring = Monitoring(
@@ -239,10 +291,13 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                     password=redis_pw,
                     # Sentinels require the application password, as locally.
                     sentinel_password=redis_pw if redis.sentinels else None,
+                    tls=certs is not None,
+                    ssl_cafile=ca_path,
                 ),
                 "kafka": KafkaConnection(
                     bootstrap_servers=[str(h) for h in kafka.bootstrap_servers],
                     security_protocol=kafka.security_protocol,
+                    ssl_cafile=ca_path,
                     sasl_mechanism=kafka.sasl_mechanism,
                     username=kafka.username,
                     password=kafka_pw,
@@ -253,6 +308,8 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                     dbname=timescale.dbname,
                     user=timescale.user,
                     password=pg_pw,
+                    sslmode="verify-full" if certs is not None else "disable",
+                    sslrootcert=ca_path,
                     timescaledb=True,
                 ),
                 "monitoring": MonitoringConnection(
@@ -276,6 +333,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             kafka_password=creds.kafka_monitor_password,
             # Only where the document's addresses are in-network (Kubernetes).
             document=None if backend.clients_outside else document,
+            certificates=certs,
         ),
     )
     redis_endpoints: list[HostPort] = redis.sentinels or [redis.endpoint]  # type: ignore[list-item]
@@ -295,6 +353,11 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             "prometheus_url": pulumi.Output.from_input(monitoring.prometheus_url),
             "grafana_url": pulumi.Output.from_input(monitoring.grafana_url),
             "grafana_admin_password": monitoring.grafana_admin_password,
+            # Public: what clients verify the servers with (save it as the
+            # document's ssl_cafile; empty without TLS).
+            "ca_certificate": certs.ca_cert_pem
+            if certs is not None
+            else pulumi.Output.from_input(""),
         },
         components={
             "redis": redis,

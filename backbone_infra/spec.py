@@ -238,6 +238,9 @@ class StackSpec(_Spec):
     monitoring: MonitoringSpec = MonitoringSpec()
     images: Images = Images()
     resources: Resources = Resources()
+    #: TLS on every listener (the default). ``False`` exists only to measure
+    #: what TLS costs (``harness up --no-tls``, ``harness bench tls``); see docs/tls.md.
+    tls: bool = True
 
     @property
     def has_services(self) -> bool:
@@ -268,7 +271,9 @@ def _topics(brokers: int) -> tuple[TopicSpec, ...]:
     )
 
 
-def build_spec(name: str, *, tier: Tier = "institutional", size: Size = "minimal") -> StackSpec:
+def build_spec(
+    name: str, *, tier: Tier = "institutional", size: Size = "minimal", tls: bool = True
+) -> StackSpec:
     """The spec for one of the two sizes.
 
     ``minimal``: 1 Redis, 1 Kafka broker, 1 PostgreSQL.
@@ -276,7 +281,8 @@ def build_spec(name: str, *, tier: Tier = "institutional", size: Size = "minimal
     mode, replication factor 3, ``min.insync.replicas=2``; PostgreSQL primary +
     2 streaming standbys under Patroni (etcd), commits waiting for any one of
     them (quorum), so one lost standby blocks nothing and a lost primary is
-    replaced automatically.
+    replaced automatically. ``tls=False`` only to measure
+    TLS's cost.
     """
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
@@ -291,4 +297,5 @@ def build_spec(name: str, *, tier: Tier = "institutional", size: Size = "minimal
         redis=RedisSpec(replicas=1 if ha else 0, sentinels=3 if ha else 0),
         kafka=KafkaSpec(brokers=brokers, topics=_topics(brokers)),
         postgres=PostgresSpec(standbys=2, patroni=PatroniSpec()) if ha else PostgresSpec(),
+        tls=tls,
     )

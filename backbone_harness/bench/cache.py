@@ -28,18 +28,21 @@ import redis
 from backbone.bars import synthetic_bars
 from backbone.cache.redis import RedisCache
 from backbone.connections import ConnectionsDocument
+from backbone.settings import RedisConnectionSettings
 from backbone_harness.bench.measure import Log, figure, profiled
 
 __all__ = ["bench_cache_reads"]
 
 
-def _redis_benchmark(host: str, port: int, user: str, key: str, n: int, clients: int) -> float:
+def _redis_benchmark(
+    host: str, port: int, user: str, key: str, n: int, clients: int, tls: list[str]
+) -> float:
     """GETs/s of ``redis-benchmark`` on ``key``."""
     exe = shutil.which("redis-benchmark")
     if exe is None:
         raise RuntimeError("redis-benchmark is missing: apt-get install redis-tools")
     cmd = [exe, "-h", host, "-p", str(port), "--user", user, "-a", "unused",
-           "-n", str(n), "-c", str(clients), "--csv", "GET", key]  # fmt: skip
+           "-n", str(n), "-c", str(clients), *tls, "--csv", "GET", key]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     rows = [r for r in csv.reader(io.StringIO(done.stdout)) if len(r) > 1 and r[0] != "test"]
     if done.returncode != 0 or not rows:
@@ -78,7 +81,10 @@ def bench_cache_reads(doc: ConnectionsDocument, outputs: Path, n: int, log: Log)
     client = redis.Redis(
         host=conn.host, port=conn.port, username=conn.username,
         password=conn.password.get_secret_value() if conn.password else None,
+        **RedisConnectionSettings.from_section(conn).tls_kwargs(),
     )  # fmt: skip
+    # redis-benchmark over the same verified TLS as the clients.
+    tls = ["--tls", "--cacert", conn.ssl_cafile] if conn.tls and conn.ssl_cafile else []
     bench_user = f"bench-{secrets.token_hex(3)}"
     try:
         assert client.get(key) is not None, f"the cached key {key} is missing"
@@ -88,8 +94,8 @@ def bench_cache_reads(doc: ConnectionsDocument, outputs: Path, n: int, log: Log)
         bare_s = time.perf_counter() - began
         client.acl_setuser(bench_user, enabled=True, nopass=True, keys=["*"],
                            commands=["+@read", "+@connection", "+config|get"])  # fmt: skip
-        one = _redis_benchmark(conn.host, conn.port, bench_user, key, n, 1)
-        fifty = _redis_benchmark(conn.host, conn.port, bench_user, key, max(n, 100_000), 50)
+        one = _redis_benchmark(conn.host, conn.port, bench_user, key, n, 1, tls)
+        fifty = _redis_benchmark(conn.host, conn.port, bench_user, key, max(n, 100_000), 50, tls)
     finally:
         client.acl_deluser(bench_user)
         client.close()

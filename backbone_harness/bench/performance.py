@@ -41,10 +41,12 @@ from typing import Any
 
 from backbone.bars import synthetic_bars
 from backbone.connections import ConnectionsDocument
+from backbone.settings import RedisConnectionSettings
 from backbone_harness.bench import cache, producer, store, tier1
 from backbone_harness.bench.measure import Log, figure, load_average
 from backbone_harness.bench.plots import write_plots
 from backbone_harness.bench.report import render_markdown
+from backbone_harness.bench.tls_cost import keep_tls_section
 from backbone_harness.privileged import admin_document
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local import provisioner
@@ -134,6 +136,7 @@ def service_versions(doc: ConnectionsDocument, kafka_version: str) -> dict[str, 
             port=doc.redis.port or 6379,
             username=doc.redis.username,
             password=doc.redis.password.get_secret_value() if doc.redis.password else None,
+            **RedisConnectionSettings.from_section(doc.redis).tls_kwargs(),
         )
         try:
             out["redis_server"] = str(client.info("server")["redis_version"])
@@ -338,5 +341,8 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     report["plots"] = write_plots(report, out)
     (out / "performance.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "performance.md").write_text(render_markdown(report))
+    page = out / "performance.md"
+    old = page.read_text() if page.exists() else ""
+    # The TLS cost section is `harness bench tls`'s: kept as it was measured.
+    page.write_text(keep_tls_section(old, render_markdown(report)))
     return report

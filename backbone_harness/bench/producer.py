@@ -37,6 +37,7 @@ from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import BarRecord, batch_records
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from backbone_harness.bench.measure import Log, profiled
+from backbone_infra.render.kafka import client_properties
 from backbone_infra.targets.local.kafka import kafka_libs_dir
 
 __all__ = ["PERF_TOPIC", "bench_kafka_tool", "bench_our_producer", "sample_records"]
@@ -146,13 +147,17 @@ def _client_properties(kafka: KafkaConnection) -> Iterator[Path]:
         props = Path(tmp) / "client.properties"
         fd = os.open(props, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
+            tls = kafka.security_protocol.endswith("SSL")
+            # The brokers' own client settings (the CLI tools' renderer):
+            # SASL and, with TLS, the stack's CA as a PEM truststore.
             fh.write(
                 f"bootstrap.servers={','.join(kafka.bootstrap_servers)}\n"
-                f"security.protocol={kafka.security_protocol}\n"
-                f"sasl.mechanism={kafka.sasl_mechanism}\n"
-                "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule "
-                f'required username="{kafka.username}" '
-                f'password="{kafka.password.get_secret_value()}";\n'
+                + client_properties(
+                    mechanism=str(kafka.sasl_mechanism),
+                    username=str(kafka.username),
+                    password=kafka.password.get_secret_value(),
+                    truststore=kafka.ssl_cafile if tls else None,
+                )
             )
         yield props
 

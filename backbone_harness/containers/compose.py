@@ -22,6 +22,7 @@ from typing import Any
 import pulumi
 import yaml
 
+from backbone_infra.components.certificates import mock_tls_outputs
 from backbone_infra.config import SECRET_KEYS, StackConfig
 from backbone_infra.program import run
 from backbone_infra.targets.compose import compose_document, mounted_file
@@ -35,10 +36,12 @@ PROJECT = "market-data-backbone"
 
 
 class _Mocks(pulumi.runtime.Mocks):
-    """Resources get their inputs as outputs: enough to evaluate the components."""
+    """Resources get their inputs as outputs: enough to evaluate the components;
+    the certificates are real (:func:`mock_tls_outputs`)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return f"{args.name}-id", dict(args.inputs)
+        # pulumi-tls resources get real keys and certificates: the files work.
+        return f"{args.name}-id", {**args.inputs, **mock_tls_outputs(args.typ, args.inputs)}
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], None]:
         return {}, None

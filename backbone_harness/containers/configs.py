@@ -131,4 +131,4 @@ def postgresql_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str
 def postgres_hba(spec: StackSpec, secrets: StackSecrets) -> str:
     """pg_hba.conf of a container's cluster: SCRAM logins from any address it is reached on."""
     del secrets
-    return pg_hba_conf(spec.postgres, network="0.0.0.0/0")
+    return pg_hba_conf(spec.postgres, network="0.0.0.0/0", tls=spec.tls)

@@ -73,7 +73,8 @@ class PostgresStandbyKillDrill(Drill):
             dbname="postgres",
             user="postgres",
             password=password,
-            sslmode="disable",
+            sslmode=self.doc.timescale.sslmode,
+            sslrootcert=self.doc.timescale.sslrootcert,
             connect_timeout=3,
             autocommit=True,
         ) as conn:

@@ -24,7 +24,7 @@ import redis
 from backbone.bars import Bar
 from backbone.cache.redis import RedisCache
 from backbone.runtime import Backbone
-from backbone.settings import TimescaleConnectionSettings, load_settings
+from backbone.settings import RedisConnectionSettings, TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
 from backbone_harness.drills.writer import drill_bars, stored_keys
@@ -150,7 +150,10 @@ class RedisPrimaryKillDrill(Drill):
         s = redis_conn.sentinels[0]
         pw = redis_conn.sentinel_password
         admin = redis.Redis(
-            host=s.host, port=s.port, password=pw.get_secret_value() if pw else None
+            host=s.host,
+            port=s.port,
+            password=pw.get_secret_value() if pw else None,
+            **RedisConnectionSettings.from_section(redis_conn).tls_kwargs(),
         )
         try:
             wait_until(

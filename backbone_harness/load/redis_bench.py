@@ -66,6 +66,9 @@ def redis_benchmark_get(
         cmd += ["--user", str(user)]
     if password:
         cmd += ["-a", str(password)]
+    if conn.tls:
+        # The same verified TLS as the clients (redis-benchmark checks the chain).
+        cmd += ["--tls"] + (["--cacert", conn.ssl_cafile] if conn.ssl_cafile else [])
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
         message = (done.stderr or done.stdout).strip()[-300:]

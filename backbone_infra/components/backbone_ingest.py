@@ -24,6 +24,9 @@ from typing import Any
 import pulumi
 import yaml
 
+from backbone_infra.components.certificates import TLS_DIR, StackCertificates
+from backbone_infra.render.certificates import CA_FILE
+from backbone_infra.render.kafka import security_protocol
 from backbone_infra.render.prometheus import JOB_BACKBONE, JOB_KAFKA_LAG
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.workload import Backend, Container, Probe, StatefulService, secret_file
@@ -49,6 +52,8 @@ class BackboneIngestArgs:
     kafka_password: pulumi.Input[str]
     #: The connections document (with secrets) for the consumer; ``None``: no consumer here.
     document: pulumi.Output[dict[str, Any]] | None
+    #: The stack's certificates (the CA is mounted; ``None`` only with ``--no-tls``).
+    certificates: StackCertificates | None = None
 
 
 def _metrics_probe(port: int) -> Probe:
@@ -103,15 +108,18 @@ class BackboneIngest(pulumi.ComponentResource):
     ) -> None:
         super().__init__("backbone:infra:BackboneIngest", name, None, opts)
         spec, m = args.spec, args.spec.monitoring
+        certs = args.certificates
+        ca_mount = (certs.ca_file(),) if certs is not None else ()
         settings = pulumi.Output.from_input(args.kafka_password).apply(
             lambda password: yaml.safe_dump(
                 {
                     "kafka": {
                         "bootstrap_servers": list(args.kafka_bootstrap),
-                        "security_protocol": "SASL_PLAINTEXT",
+                        "security_protocol": security_protocol(certs is not None),
                         "sasl_mechanism": args.kafka_sasl_mechanism,
                         "username": args.kafka_username,
                         "password": password,
+                        "ssl_cafile": f"{TLS_DIR}/{CA_FILE}" if certs is not None else None,
                     }
                 }
             )
@@ -124,7 +132,7 @@ class BackboneIngest(pulumi.ComponentResource):
             JOB_KAFKA_LAG,
             ("--log-format", "json", "lag-exporter", "--host=0.0.0.0", f"--port={lag_port}"),
             env={"BACKBONE_CONFIG": f"{SECRET_DIR}/lag-exporter.yaml"},
-            files=(secret_file(SECRET_DIR, "lag-exporter.yaml", settings),),
+            files=(secret_file(SECRET_DIR, "lag-exporter.yaml", settings), *ca_mount),
         )
         self.services = [lag]
         if args.document is not None:
@@ -140,7 +148,7 @@ class BackboneIngest(pulumi.ComponentResource):
                         "BACKBONE_METRICS_HOST": "0.0.0.0",
                         "BACKBONE_METRICS_PORT": str(m.backbone_metrics_port),
                     },
-                    files=(secret_file(SECRET_DIR, "outputs.json", outputs),),
+                    files=(secret_file(SECRET_DIR, "outputs.json", outputs), *ca_mount),
                 )
             )
         self.resources = [

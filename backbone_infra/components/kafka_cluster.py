@@ -43,14 +43,18 @@ from pathlib import PurePosixPath
 import pulumi
 
 from backbone.connections import HostPort
+from backbone_infra.components.certificates import StackCertificates, service_tls_files
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.render.kafka import (
     EXTERNAL_LISTENER_PORT,
     FORMAT_JVM_OPTS,
     KafkaNodePorts,
+    client_properties,
     jmx_exporter_rules,
     jvm_command,
     log4j_config,
     render_server_properties,
+    security_protocol,
     storage_format_argfile,
 )
 from backbone_infra.render.kafka_acls import acl_cli_args, stack_acls
@@ -102,6 +106,8 @@ class KafkaClusterArgs:
     admin_password: pulumi.Input[str]
     #: The lag exporter's SCRAM user (``spec.kafka.monitor_username``).
     monitor_password: pulumi.Input[str]
+    #: The stack's certificates: SASL_SSL on every listener (``None`` only with ``--no-tls``).
+    certificates: StackCertificates | None = None
 
 
 def _jaas(user: str, password: str) -> str:
@@ -125,7 +131,9 @@ def _config_path(ordinal: int | str) -> str:
     return f"{SECRET_DIR}/server-{ordinal}.properties"
 
 
-def _server_properties(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
+def _server_properties(
+    spec: StackSpec, backend: Backend, tls: TLSFiles | None, ordinal: int, pw: list[str]
+) -> str:
     k = spec.kafka
     return render_server_properties(
         k,
@@ -137,6 +145,7 @@ def _server_properties(spec: StackSpec, backend: Backend, ordinal: int, pw: list
         client_password=pw[0],
         admin_password=pw[1],
         external=backend.external(SERVICE, ordinal, EXTERNAL_PORT),
+        tls=tls,
     )
 
 
@@ -247,10 +256,17 @@ class KafkaCluster(pulumi.ComponentResource):
         admin = pulumi.Output.secret(args.admin_password)
         external = backend.external(SERVICE, FIRST_ORDINAL, EXTERNAL_PORT) is not None
         mech = k.sasl_mechanism
+        certs = args.certificates
+        tls = service_tls_files(SERVICE) if certs is not None else None
+        tls_mounts = certs.files(SERVICE) if certs is not None else ()
+        # Kafka's own CLI tools (the probe, the topics job): the rendered
+        # client settings, with the stack's CA as a PEM truststore.
         admin_props = admin.apply(
-            lambda a: (
-                f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={mech}\n"
-                f"sasl.jaas.config={_jaas(ADMIN_USER, a)}\n"
+            lambda a: client_properties(
+                mechanism=mech,
+                username=ADMIN_USER,
+                password=a,
+                truststore=tls.ca if tls is not None else None,
             )
         )
         monitor = pulumi.Output.secret(args.monitor_password)
@@ -309,7 +325,7 @@ class KafkaCluster(pulumi.ComponentResource):
                             secret_file(
                                 SECRET_DIR,
                                 f"server-{i}.properties",
-                                both.apply(partial(_server_properties, spec, backend, i)),
+                                both.apply(partial(_server_properties, spec, backend, tls, i)),
                             )
                             for i in ordinals(k.brokers)
                         ),
@@ -322,6 +338,7 @@ class KafkaCluster(pulumi.ComponentResource):
                             for i in ordinals(k.brokers)
                         ),
                         secret_file(SECRET_DIR, "admin.properties", admin_props),
+                        *tls_mounts,
                     ),
                 ),
             ),
@@ -337,6 +354,7 @@ class KafkaCluster(pulumi.ComponentResource):
                 files=(
                     File(CONF_DIR, "create-topics.sh", _topics_script(spec, backend)),
                     secret_file(SECRET_DIR, "admin.properties", admin_props),
+                    *([certs.ca_file()] if certs is not None else []),
                 ),
             ),
             self,
@@ -350,7 +368,7 @@ class KafkaCluster(pulumi.ComponentResource):
         self.internal_bootstrap = [
             f"{backend.replica_host(SERVICE, i)}:{k.client_port}" for i in ordinals(k.brokers)
         ]
-        self.security_protocol = "SASL_PLAINTEXT"
+        self.security_protocol = security_protocol(certs is not None)
         self.sasl_mechanism = mech
         self.username = k.username
         self.password = password

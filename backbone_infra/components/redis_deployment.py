@@ -20,7 +20,13 @@ from functools import partial
 import pulumi
 
 from backbone.connections import HostPort
-from backbone_infra.render.exporters import redis_exporter_args, redis_exporter_passwords
+from backbone_infra.components.certificates import StackCertificates, service_tls_files
+from backbone_infra.render.certificates import TLSFiles
+from backbone_infra.render.exporters import (
+    redis_exporter_args,
+    redis_exporter_passwords,
+    redis_exporter_uri,
+)
 from backbone_infra.render.prometheus import JOB_REDIS, JOB_REDIS_SENTINEL
 from backbone_infra.render.redis import ADMIN_USER, redis_conf, sentinel_conf
 from backbone_infra.spec import StackSpec
@@ -59,6 +65,17 @@ class RedisDeploymentArgs:
     admin_password: pulumi.Input[str]
     #: The read-only ``exporter`` ACL user's password (backbone_infra.render.redis).
     exporter_password: pulumi.Input[str]
+    #: The stack's certificates: TLS on every port (``None`` only with ``--no-tls``).
+    certificates: StackCertificates | None = None
+
+
+def _tls(args: RedisDeploymentArgs) -> TLSFiles | None:
+    return service_tls_files(SERVICE) if args.certificates is not None else None
+
+
+def _cli_tls(tls: TLSFiles | None) -> str:
+    """redis-cli's TLS options: the stack's CA, host names as dialled."""
+    return f"--tls --cacert {tls.ca} " if tls is not None else ""
 
 
 def _primary(backend: Backend, spec: StackSpec) -> HostPort:
@@ -66,7 +83,9 @@ def _primary(backend: Backend, spec: StackSpec) -> HostPort:
     return HostPort(host=backend.replica_host(SERVICE, FIRST_ORDINAL), port=spec.redis.port)
 
 
-def _server_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
+def _server_conf(
+    spec: StackSpec, backend: Backend, tls: TLSFiles | None, ordinal: int, pw: list[str]
+) -> str:
     return redis_conf(
         spec.redis,
         bind=BIND_ALL,
@@ -77,10 +96,13 @@ def _server_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str])
         password=pw[0],
         admin_password=pw[1],
         exporter_password=pw[2],
+        tls=tls,
     )
 
 
-def _sentinel_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str]) -> str:
+def _sentinel_conf(
+    spec: StackSpec, backend: Backend, tls: TLSFiles | None, ordinal: int, pw: list[str]
+) -> str:
     return sentinel_conf(
         spec.redis,
         bind=BIND_ALL,
@@ -90,10 +112,11 @@ def _sentinel_conf(spec: StackSpec, backend: Backend, ordinal: int, pw: list[str
         primary=_primary(backend, spec),
         password=pw[0],
         admin_password=pw[1],
+        tls=tls,
     )
 
 
-def _start_script(spec: StackSpec, backend: Backend) -> str:
+def _start_script(spec: StackSpec, backend: Backend, tls: TLSFiles | None) -> str:
     r = spec.redis
     sentinels = " ".join(backend.replica_host(SENTINEL_SERVICE, i) for i in ordinals(r.sentinels))
     return f"""#!/bin/sh
@@ -106,7 +129,8 @@ SOURCE="{SECRET_DIR}/redis-$ORD.conf"
 CONF={DATA_DIR}/redis-runtime.conf
 PRIMARY=""
 for s in {sentinels}; do
-  PRIMARY=$(REDISCLI_AUTH="$(cat {SECRET_DIR}/password)" redis-cli -h "$s" -p {r.sentinel_port} \
+  PRIMARY=$(REDISCLI_AUTH="$(cat {SECRET_DIR}/password)" redis-cli {_cli_tls(tls)}-h "$s" \
+    -p {r.sentinel_port} \
     --raw sentinel get-master-addr-by-name {r.master_name} 2>/dev/null | head -n 1) || PRIMARY=""
   [ -n "$PRIMARY" ] && break
 done
@@ -133,23 +157,27 @@ exec redis-sentinel "$CONF"
 """
 
 
-def _probe_script(port: int, *, admin: bool) -> str:
+def _probe_script(port: int, tls: TLSFiles | None, *, admin: bool) -> str:
+    # -h localhost: the name the certificate carries for a container's own probe.
+    cli = f"redis-cli {_cli_tls(tls)}-h localhost -p {port}"
     if admin:
         return (
             f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/admin-password)" '
-            f"redis-cli --user {ADMIN_USER} -p {port} ping | grep -q PONG\n"
+            f"{cli} --user {ADMIN_USER} ping | grep -q PONG\n"
         )
-    return (
-        f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/password)" '
-        f"redis-cli -p {port} ping | grep -q PONG\n"
-    )
+    return f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/password)" {cli} ping | grep -q PONG\n'
 
 
 def _exporter(
-    spec: StackSpec, port: int, password: pulumi.Output[str], sentinel: bool
+    spec: StackSpec,
+    port: int,
+    password: pulumi.Output[str],
+    sentinel: bool,
+    certificates: StackCertificates | None,
 ) -> Container:
     """The exporter sidecar, with the arguments the local exporters run with."""
-    uri = f"redis://localhost:{port}"
+    tls = certificates is not None
+    uri = redis_exporter_uri("localhost", port, tls=tls)
     password_file = secret_file(
         EXPORTER_SECRET_DIR,
         "passwords.json",
@@ -166,11 +194,12 @@ def _exporter(
                 listen=f":{spec.redis.exporter_port}",
                 password_file=password_file.path,
                 sentinel=sentinel,
+                ca_file=service_tls_files(SERVICE).ca if tls else None,
             )
         ),
         probe=Probe(http_port=spec.redis.exporter_port, http_path="/health"),
         resources=SIDECAR_RESOURCES,
-        files=(password_file,),
+        files=(password_file, *([certificates.ca_file()] if certificates is not None else [])),
         uid=EXPORTER_UID,
     )
 
@@ -198,11 +227,14 @@ class RedisDeployment(pulumi.ComponentResource):
         admin = pulumi.Output.secret(args.admin_password)
         exporter = pulumi.Output.secret(args.exporter_password)
         both = pulumi.Output.all(password, admin, exporter)
+        tls = _tls(args)
+        certs = args.certificates
+        tls_mounts = certs.files(SERVICE) if certs is not None else ()
         server_confs = tuple(
             secret_file(
                 SECRET_DIR,
                 f"redis-{i}.conf",
-                both.apply(partial(_server_conf, spec, backend, i)),
+                both.apply(partial(_server_conf, spec, backend, tls, i)),
             )
             for i in ordinals(r.nodes)
         )
@@ -228,14 +260,15 @@ class RedisDeployment(pulumi.ComponentResource):
                     uid=REDIS_UID,
                     run_as_uid=True,
                     files=(
-                        File(CONF_DIR, "start.sh", _start_script(spec, backend)),
-                        File(CONF_DIR, "probe.sh", _probe_script(r.port, admin=True)),
+                        File(CONF_DIR, "start.sh", _start_script(spec, backend, tls)),
+                        File(CONF_DIR, "probe.sh", _probe_script(r.port, tls, admin=True)),
                         *server_confs,
+                        *tls_mounts,
                         secret_file(SECRET_DIR, "admin-password", admin),
                         secret_file(SECRET_DIR, "password", password),
                     ),
                 ),
-                _exporter(spec, r.port, exporter, sentinel=False),
+                _exporter(spec, r.port, exporter, sentinel=False, certificates=certs),
             ),
         )
         self.services = [redis]
@@ -264,24 +297,30 @@ class RedisDeployment(pulumi.ComponentResource):
                         run_as_uid=True,
                         files=(
                             File(CONF_DIR, "sentinel.sh", _sentinel_script()),
-                            File(CONF_DIR, "probe.sh", _probe_script(r.sentinel_port, admin=False)),
+                            File(
+                                CONF_DIR,
+                                "probe.sh",
+                                _probe_script(r.sentinel_port, tls, admin=False),
+                            ),
+                            *tls_mounts,
                             *(
                                 secret_file(
                                     SECRET_DIR,
                                     f"sentinel-{i}.conf",
-                                    both.apply(partial(_sentinel_conf, spec, backend, i)),
+                                    both.apply(partial(_sentinel_conf, spec, backend, tls, i)),
                                 )
                                 for i in ordinals(r.sentinels)
                             ),
                             secret_file(SECRET_DIR, "password", password),
                         ),
                     ),
-                    _exporter(spec, r.sentinel_port, password, sentinel=True),
+                    _exporter(spec, r.sentinel_port, password, sentinel=True, certificates=certs),
                 ),
             )
             self.services.append(sentinel)
             made += backend.stateful_service(sentinel, self).resources
 
+        self.tls = certs is not None
         self.mode = "sentinel" if r.sentinels else "standalone"
         self.master_name = r.master_name
         self.username = r.username

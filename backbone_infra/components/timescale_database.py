@@ -24,6 +24,8 @@ import pulumi
 
 from backbone.connections import HostPort
 from backbone.store.schema import schema_statements
+from backbone_infra.components.certificates import StackCertificates, service_tls_files
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.render.exporters import postgres_exporter_args, postgres_exporter_env
 from backbone_infra.render.postgres import (
     INITDB_ARGS,
@@ -72,6 +74,20 @@ class TimescaleDatabaseArgs:
     replication_password: pulumi.Input[str]
     reader_password: pulumi.Input[str]
     monitor_password: pulumi.Input[str]
+    #: The stack's certificates: ``ssl=on``, ``hostssl`` only (``None`` only with ``--no-tls``).
+    certificates: StackCertificates | None = None
+
+
+#: PostgreSQL refuses a key others can read: the start script copies the
+#: mounted key here, 0600 and its own (outside PGDATA, which initdb wants empty).
+SERVER_KEY = f"{HOME}/tls/server.key"
+
+
+def _server_tls(certs: StackCertificates | None) -> TLSFiles | None:
+    if certs is None:
+        return None
+    mounted = service_tls_files(SERVICE)
+    return TLSFiles(ca=mounted.ca, cert=mounted.cert, key=SERVER_KEY, keystore=mounted.keystore)
 
 
 def _salt(spec: StackSpec, role: str) -> bytes:
@@ -101,12 +117,15 @@ def _bootstrap_pgpass(spec: StackSpec, pw: list[str]) -> str:
     )
 
 
-def _start_script(spec: StackSpec, backend: Backend) -> str:
+def _start_script(spec: StackSpec, backend: Backend, tls: TLSFiles | None) -> str:
     """initdb and bootstrap replica 1 once (as the local provisioner does), clone
     any other replica from it, then run ``postgres`` on the rendered files."""
     p = spec.postgres
     primary = backend.replica_host(SERVICE, FIRST_ORDINAL)
     psql = f'"$PGBIN/psql" -h 127.0.0.1 -p {p.port} -v ON_ERROR_STOP=1 -X -q'
+    key = f"install -D -m 0600 {service_tls_files(SERVICE).key} {tls.key}\n" if tls else ""
+    # A standby clones over TLS, verifying the primary's certificate and name.
+    clone_ssl = f' -d "sslmode=verify-full sslrootcert={tls.ca}"' if tls else ""
     return f"""#!/bin/sh
 set -eu
 umask 077
@@ -115,7 +134,7 @@ PGDATA={PGDATA}
 PGBIN=$(dirname "$(command -v postgres || echo /usr/lib/postgresql/{p.version}/bin/postgres)")
 export PGPASSFILE="$HOME/.pgpass"
 cat {SECRET_DIR}/pgpass > "$PGPASSFILE"
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
+{key}if [ ! -s "$PGDATA/PG_VERSION" ]; then
   mkdir -p "$PGDATA"
   if [ "$ORD" = "{FIRST_ORDINAL}" ]; then
     "$PGBIN/initdb" -D "$PGDATA" {" ".join(INITDB_ARGS)} --pwfile={SECRET_DIR}/superuser-password
@@ -130,7 +149,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     "$PGBIN/pg_ctl" -D "$PGDATA" -w stop
   else
     until "$PGBIN/pg_basebackup" -h {primary} -p {p.port} -U {p.replication_user} \
-        -D "$PGDATA" -R -X stream --checkpoint=fast --no-password; do
+        -D "$PGDATA" -R -X stream --checkpoint=fast --no-password{clone_ssl}; do
       echo "waiting for the primary {primary}" >&2; rm -rf "$PGDATA"/*; sleep 3
     done
   fi
@@ -165,6 +184,9 @@ class TimescaleDatabase(pulumi.ComponentResource):
         reader = pulumi.Output.secret(args.reader_password)
         monitor = pulumi.Output.secret(args.monitor_password)
         secrets = pulumi.Output.all(password, replication, superuser, reader, monitor)
+        certs = args.certificates
+        tls = _server_tls(certs)
+        ca = service_tls_files(SERVICE).ca if certs is not None else None
         database = StatefulService(
             name=SERVICE,
             replicas=p.nodes,
@@ -188,13 +210,18 @@ class TimescaleDatabase(pulumi.ComponentResource):
                     data_dir=f"{HOME}/pgdata",
                     uid=POSTGRES_UID,
                     files=(
-                        File(CONF_DIR, "start.sh", _start_script(spec, backend)),
+                        File(CONF_DIR, "start.sh", _start_script(spec, backend, tls)),
                         File(
                             CONF_DIR,
                             "postgresql.conf",
-                            postgresql_conf(p, listen="*", timescaledb=True),
+                            postgresql_conf(p, listen="*", timescaledb=True, tls=tls),
                         ),
-                        File(CONF_DIR, "pg_hba.conf", pg_hba_conf(p, network="all")),
+                        File(
+                            CONF_DIR,
+                            "pg_hba.conf",
+                            pg_hba_conf(p, network="all", tls=certs is not None),
+                        ),
+                        *(certs.files(SERVICE) if certs is not None else ()),
                         File(CONF_DIR, "extension.sql", f"{extension};\n"),
                         File(
                             CONF_DIR,
@@ -226,17 +253,22 @@ class TimescaleDatabase(pulumi.ComponentResource):
                         p,
                         server=f"localhost:{p.port}",
                         password_file=f"{EXPORTER_SECRET_DIR}/monitor-password",
+                        sslrootcert=ca,
                     ),
                     probe=Probe(http_port=p.exporter_port, http_path="/metrics"),
                     resources=SIDECAR_RESOURCES,
                     uid=EXPORTER_UID,
-                    files=(secret_file(EXPORTER_SECRET_DIR, "monitor-password", monitor),),
+                    files=(
+                        secret_file(EXPORTER_SECRET_DIR, "monitor-password", monitor),
+                        *([certs.ca_file()] if certs is not None else []),
+                    ),
                 ),
             ),
         )
         self.services = [database]
         self.resources = backend.stateful_service(database, self).resources
         self.hosts = [backend.client_endpoint(SERVICE, i, p.port) for i in ordinals(p.nodes)]
+        self.tls = certs is not None
         self.dbname = p.dbname
         self.user = p.user
         self.password = password

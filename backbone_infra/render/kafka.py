@@ -13,13 +13,13 @@ Every node runs KRaft in combined mode (``process.roles=broker,controller``)
 and is a voter of a static quorum. Three listeners, each on its own port:
 
 ``CLIENT``
-    SASL_PLAINTEXT with the spec's mechanism (SCRAM-SHA-512): what clients use.
+    SASL_SSL (see below) with the spec's mechanism (SCRAM-SHA-512): what clients use.
 ``INTERNAL``
-    Broker-to-broker replication, SASL_PLAINTEXT with the same mechanism as
+    Broker-to-broker replication, SASL_SSL with the same mechanism as
     the admin user. SCRAM works here because its credentials are written into
     the metadata log at format time (``--add-scram``), before any broker runs.
 ``CONTROLLER``
-    The KRaft quorum, SASL_PLAINTEXT with PLAIN as the admin user: controllers
+    The KRaft quorum, SASL_SSL with PLAIN as the admin user: controllers
     authenticate each other before the metadata log (and so any SCRAM
     credential) is loaded, which SCRAM cannot do.
 
@@ -39,7 +39,13 @@ and is a voter of a static quorum. Three listeners, each on its own port:
 Every listener authenticates, so a process that can reach a node cannot
 bypass the client credentials by talking to the replication or quorum port.
 Every request is authorized by ``StandardAuthorizer`` against the ACLs of
-:mod:`backbone_infra.render.kafka_acls`. Nothing is encrypted (SASL_PLAINTEXT).
+:mod:`backbone_infra.render.kafka_acls`.
+
+With ``tls`` (every stack's default) every listener, the controller's
+included, is ``SASL_SSL``: the node's certificate and key are one PEM
+keystore, the stack's CA a PEM truststore, and a node dialling another (as
+a replica or a voter) verifies its certificate and host name. Without it
+(``--no-tls``, for measuring only) they are ``SASL_PLAINTEXT``.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from backbone.connections import HostPort
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.render.kafka_acls import authorizer_properties
 from backbone_infra.spec import KafkaSpec
 
@@ -64,6 +71,7 @@ __all__ = [
     "STORAGE_TOOL_MAIN",
     "DrillListener",
     "KafkaNodePorts",
+    "client_properties",
     "jmx_exporter_rules",
     "jvm_command",
     "log4j_config",
@@ -71,6 +79,8 @@ __all__ = [
     "node_id",
     "node_name",
     "render_server_properties",
+    "security_protocol",
+    "ssl_properties",
     "storage_format_argfile",
     "storage_format_args",
 ]
@@ -176,6 +186,48 @@ def _jaas(module: str, **options: str) -> str:
     return f"{module} required{opts};"
 
 
+def security_protocol(tls: TLSFiles | bool | None) -> str:
+    """``SASL_SSL`` with TLS, ``SASL_PLAINTEXT`` without: every listener's protocol."""
+    return "SASL_SSL" if tls else "SASL_PLAINTEXT"
+
+
+def ssl_properties(tls: TLSFiles) -> list[str]:
+    """The node's TLS settings, for its listeners and for the links it opens
+    itself (replication, the quorum): PEM keystore and truststore, host names
+    verified, no client certificates (clients authenticate with SASL)."""
+    return [
+        "ssl.keystore.type=PEM",
+        f"ssl.keystore.location={tls.keystore}",
+        "ssl.truststore.type=PEM",
+        f"ssl.truststore.location={tls.ca}",
+        "ssl.endpoint.identification.algorithm=https",
+        "ssl.client.auth=none",
+        "ssl.enabled.protocols=TLSv1.3,TLSv1.2",
+    ]
+
+
+def client_properties(
+    *, mechanism: str, username: str, password: str, truststore: str | None
+) -> str:
+    """``--command-config`` / ``--producer.config`` of Kafka's own CLI tools:
+    SASL as ``username`` and, with ``truststore`` (the CA bundle's path), TLS
+    verifying the brokers' certificates and host names. Holds a password:
+    write it 0600 / mount it as a secret."""
+    module = _PLAIN_MODULE if mechanism == "PLAIN" else _SCRAM_MODULE
+    lines = [
+        f"security.protocol={security_protocol(truststore is not None)}",
+        f"sasl.mechanism={mechanism}",
+        f"sasl.jaas.config={_jaas(module, username=username, password=password)}",
+    ]
+    if truststore is not None:
+        lines += [
+            "ssl.truststore.type=PEM",
+            f"ssl.truststore.location={truststore}",
+            "ssl.endpoint.identification.algorithm=https",
+        ]
+    return "\n".join(lines) + "\n"
+
+
 def render_server_properties(
     spec: KafkaSpec,
     *,
@@ -188,6 +240,7 @@ def render_server_properties(
     bind_host: str = _LOOPBACK,
     external: HostPort | None = None,
     drill: DrillListener | None = None,
+    tls: TLSFiles | None = None,
 ) -> str:
     """``server.properties`` of node ``node`` (1-based) in a cluster whose nodes
     have ``ports``.
@@ -197,7 +250,8 @@ def render_server_properties(
     listeners bind (``""`` binds every interface). ``external``: the published
     address of this node's ``EXTERNAL`` listener, if the target has one (it
     listens on :data:`EXTERNAL_LISTENER_PORT`). ``drill``: this node's
-    ``DRILL`` listener, if the target gives its drills one.
+    ``DRILL`` listener, if the target gives its drills one. ``tls``: every
+    listener ``SASL_SSL`` with these files (:func:`ssl_properties`).
     Holds the admin password (JAAS inline): write it 0600.
     """
     own = ports[node]
@@ -240,12 +294,13 @@ def render_server_properties(
         f"CONTROLLER://{bind_host}:{own.controller}",
     ]
     advertised = [f"CLIENT://{host}:{own.client}", f"INTERNAL://{host}:{own.internal}"]
-    protocols = ["CLIENT:SASL_PLAINTEXT", "INTERNAL:SASL_PLAINTEXT", "CONTROLLER:SASL_PLAINTEXT"]
+    protocol = security_protocol(tls)
+    protocols = [f"CLIENT:{protocol}", f"INTERNAL:{protocol}", f"CONTROLLER:{protocol}"]
     external_lines: list[str] = []
     if external is not None:
         listeners.append(f"EXTERNAL://{bind_host}:{EXTERNAL_LISTENER_PORT}")
         advertised.append(f"EXTERNAL://{external}")
-        protocols.append("EXTERNAL:SASL_PLAINTEXT")
+        protocols.append(f"EXTERNAL:{protocol}")
         external_lines = [
             f"listener.name.external.sasl.enabled.mechanisms={mechanism}",
             f"listener.name.external.{mech_key}.sasl.jaas.config={client_jaas}",
@@ -253,7 +308,7 @@ def render_server_properties(
     if drill is not None:
         listeners.append(f"DRILL://{bind_host}:{drill.port}")
         advertised.append(f"DRILL://{drill.advertised}")
-        protocols.append("DRILL:SASL_PLAINTEXT")
+        protocols.append(f"DRILL:{protocol}")
         external_lines += [
             f"listener.name.drill.sasl.enabled.mechanisms={mechanism}",
             f"listener.name.drill.{mech_key}.sasl.jaas.config={client_jaas}",
@@ -278,7 +333,8 @@ def render_server_properties(
         "sasl.mechanism.controller.protocol=PLAIN",
         f"listener.name.controller.plain.sasl.jaas.config={controller_jaas}",
         *external_lines,
-        # Least privilege: ACLs decide (infra.render.kafka_acls); only the
+        *(ssl_properties(tls) if tls is not None else []),
+        # Least privilege: ACLs decide (backbone_infra.render.kafka_acls); only the
         # admin user (brokers, provisioning) is a super user.
         *authorizer_properties(spec),
         f"log.dirs={data_dir}",

@@ -12,6 +12,12 @@ With a standby and ``spec.synchronous``, commits wait for one standby:
 former primary that rejoins under any name counts again). PostgreSQL reports
 such a standby's ``sync_state`` as ``quorum`` (see :data:`SYNC_STATES`).
 
+With ``tls`` (every stack's default) the server serves TLS (:func:`ssl_settings`,
+part of :func:`postgresql_conf`, so Patroni's parameters carry it too) and
+``pg_hba.conf`` admits TCP clients over TLS only (``hostssl``); clients
+connect with ``sslmode=verify-full``. Without it (``--no-tls``, for measuring
+only) the rules are ``host``.
+
 Passwords reach PostgreSQL as SCRAM verifiers (:func:`scram_verifier`), never in
 clear text, so a failing statement logged by the server shows no password.
 
@@ -46,6 +52,7 @@ import hashlib
 import hmac
 import secrets as pysecrets
 
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.spec import PostgresSpec
 
 __all__ = [
@@ -62,6 +69,7 @@ __all__ = [
     "postgresql_conf",
     "reader_role",
     "scram_verifier",
+    "ssl_settings",
     "synchronous_standby_names",
 ]
 
@@ -106,8 +114,26 @@ def synchronous_standby_names(spec: PostgresSpec) -> str | None:
     return "ANY 1 (*)" if spec.standbys and spec.synchronous else None
 
 
+def ssl_settings(tls: TLSFiles | None) -> list[str]:
+    """The server's TLS settings (``ssl = off`` without ``tls``)."""
+    if tls is None:
+        return ["ssl = off"]
+    return [
+        "ssl = on",
+        f"ssl_cert_file = '{tls.cert}'",
+        f"ssl_key_file = '{tls.key}'",
+        f"ssl_ca_file = '{tls.ca}'",
+        "ssl_min_protocol_version = 'TLSv1.2'",
+    ]
+
+
 def postgresql_conf(
-    spec: PostgresSpec, *, listen: str, timescaledb: bool, synchronous: bool = True
+    spec: PostgresSpec,
+    *,
+    listen: str,
+    timescaledb: bool,
+    synchronous: bool = True,
+    tls: TLSFiles | None = None,
 ) -> str:
     """Settings appended to ``initdb``'s ``postgresql.conf`` (standbys clone them).
 
@@ -116,6 +142,7 @@ def postgresql_conf(
     ``synchronous``: include :func:`synchronous_standby_names`; the local
     provisioner leaves it out and sets the same value with ``ALTER SYSTEM``
     once a standby streams (until then its own bootstrap would wait forever).
+    ``tls``: serve TLS with these files (:func:`ssl_settings`).
     """
     lines = [
         f"listen_addresses = '{listen}'",
@@ -134,6 +161,7 @@ def postgresql_conf(
         "recovery_init_sync_method = syncfs",
         "logging_collector = off",
         "log_line_prefix = '%m [%p] '",
+        *ssl_settings(tls),
     ]
     if timescaledb:
         lines += ["shared_preload_libraries = 'timescaledb'", "timescaledb.telemetry_level = off"]
@@ -143,12 +171,14 @@ def postgresql_conf(
     return "\n".join(lines) + "\n"
 
 
-def pg_hba_conf(spec: PostgresSpec, *, network: str) -> str:
+def pg_hba_conf(spec: PostgresSpec, *, network: str, tls: bool = True) -> str:
     """``pg_hba.conf``: SCRAM for everyone, from ``network`` only (``127.0.0.1/32``
-    locally, ``all`` in a container network)."""
+    locally, ``all`` in a container network), and with ``tls`` over TLS only
+    (``hostssl``: a plain-text connection matches no rule and is refused)."""
+    kind = "hostssl" if tls else "host"
     return (
-        f"host all all {network} scram-sha-256\n"
-        f"host replication {spec.replication_user} {network} scram-sha-256\n"
+        f"{kind} all all {network} scram-sha-256\n"
+        f"{kind} replication {spec.replication_user} {network} scram-sha-256\n"
     )
 
 

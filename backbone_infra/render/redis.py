@@ -27,6 +27,13 @@ as ``masterauth`` (replication must present it), and ``sentinel.conf`` holds
 the Sentinel password and the admin password: write both 0600 (or mount them
 as a secret). Sentinels require the application password too (clients get it
 as ``sentinel_password``).
+
+With ``tls`` (:class:`~backbone_infra.render.certificates.TLSFiles`, the
+default of every stack) the node's port is a TLS port and the plain-text port
+is closed (``port 0``); replication, Sentinel's links to the nodes and to the
+other Sentinels use TLS too. Clients need no certificate of their own
+(``tls-auth-clients no``): they authenticate with their ACL password over the
+verified, encrypted connection.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from __future__ import annotations
 import hashlib
 
 from backbone.connections import HostPort
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.spec import RedisSpec
 
 __all__ = [
@@ -43,6 +51,7 @@ __all__ = [
     "EXPORTER_USER",
     "acl_users",
     "app_key_patterns",
+    "listener_lines",
     "password_hash",
     "redis_conf",
     "sentinel_conf",
@@ -156,6 +165,26 @@ def acl_users(
     return users
 
 
+def listener_lines(port: int, tls: TLSFiles | None) -> list[str]:
+    """Where a server or Sentinel listens: ``port`` in plain text, or with
+    ``tls`` as its TLS port with plain text closed, and TLS for the links it
+    opens itself (replication, Sentinel to nodes and Sentinels)."""
+    if tls is None:
+        return [f"port {port}"]
+    return [
+        "port 0",
+        f"tls-port {port}",
+        f"tls-cert-file {tls.cert}",
+        f"tls-key-file {tls.key}",
+        f"tls-ca-cert-file {tls.ca}",
+        # Clients authenticate by ACL password; no client certificates.
+        "tls-auth-clients no",
+        "tls-replication yes",
+        "tls-cluster yes",
+        'tls-protocols "TLSv1.2 TLSv1.3"',
+    ]
+
+
 def redis_conf(
     spec: RedisSpec,
     *,
@@ -167,6 +196,7 @@ def redis_conf(
     password: str,
     admin_password: str,
     exporter_password: str | None = None,
+    tls: TLSFiles | None = None,
 ) -> str:
     """``redis.conf`` of one server.
 
@@ -174,10 +204,11 @@ def redis_conf(
     a container). ``announce_host``: how replicas and Sentinels reach it.
     ``primary``: the server it replicates from at first start, ``None`` for the
     first primary. Sentinel rewrites ``replicaof`` on failover.
+    ``tls``: serve ``port`` with TLS only (:func:`listener_lines`).
     """
     lines = [
         f"bind {bind}",
-        f"port {port}",
+        *listener_lines(port, tls),
         "protected-mode yes",
         "daemonize no",
         'logfile ""',
@@ -216,6 +247,7 @@ def sentinel_conf(
     primary: HostPort,
     password: str,
     admin_password: str,
+    tls: TLSFiles | None = None,
 ) -> str:
     """``sentinel.conf`` of one Sentinel watching ``primary`` under ``spec.master_name``.
 
@@ -225,7 +257,7 @@ def sentinel_conf(
     m = spec.master_name
     lines = [
         f"bind {bind}",
-        f"port {port}",
+        *listener_lines(port, tls),
         "daemonize no",
         'logfile ""',
         f"dir {data_dir}",

@@ -16,6 +16,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import rpc
 
+from backbone_infra.components.certificates import mock_tls_outputs
 from backbone_infra.config import SECRET_KEYS, StackConfig
 from backbone_infra.program import ProgramResult, run
 from backbone_infra.spec import SIZES, TIERS
@@ -86,7 +87,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         self.created.append(Recorded(args.typ, args.name, dict(args.inputs)))
-        outputs = dict(args.inputs)
+        # pulumi-tls: real keys and certificates, as the provider would make.
+        outputs = {**args.inputs, **mock_tls_outputs(args.typ, args.inputs)}
         if args.typ == "random:index/randomPassword:RandomPassword":
             outputs["result"] = fake_password(args.name)
         if args.typ == "docker:index/remoteImage:RemoteImage":

@@ -65,6 +65,7 @@ def test_one_component_per_service_concern(rendering: Rendering) -> None:
         "backbone:infra:KafkaCluster",
         "backbone:infra:Monitoring",
         "backbone:infra:RedisDeployment",
+        "backbone:infra:StackCertificates",  # TLS by default: one CA per stack
         "backbone:infra:TimescaleDatabase",
     ]
 
@@ -256,6 +257,9 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
     rendering: Rendering,
 ) -> None:
     from backbone.store.schema import schema_statements
+    from backbone_infra.components.certificates import service_tls_files
+    from backbone_infra.components.timescale_database import SERVER_KEY
+    from backbone_infra.render.certificates import TLSFiles
     from backbone_infra.render.postgres import postgresql_conf
 
     spec = rendering.result.spec.postgres
@@ -270,7 +274,10 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
     owned = [*as_owner(expected[1:], spec), *grant_statements(spec)]
     assert file_named(rendering, "timescale/schema.sql") == "".join(f"{s};\n" for s in owned)
     conf = file_named(rendering, "timescale/postgresql.conf")
-    assert conf == postgresql_conf(spec, listen="*", timescaledb=True)
+    mounted = service_tls_files("timescale")
+    tls = TLSFiles(ca=mounted.ca, cert=mounted.cert, key=SERVER_KEY, keystore=mounted.keystore)
+    assert conf == postgresql_conf(spec, listen="*", timescaledb=True, tls=tls)
+    assert "ssl = on" in conf
     assert "timescaledb.telemetry_level = off" in conf
     if spec.standbys and spec.synchronous:
         assert "synchronous_standby_names = 'ANY 1 (*)'" in conf

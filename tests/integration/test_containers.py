@@ -45,6 +45,7 @@ from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
 from backbone_infra.spec import StackSpec, build_spec
 from backbone_infra.targets.local.ports import PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
+from backbone_infra.targets.local.tls import issue_local_certificates
 
 _REASON = no_engine_reason()
 pytestmark = [
@@ -85,6 +86,19 @@ def stack_secrets() -> StackSecrets:
     return StackSecrets()
 
 
+@pytest.fixture
+def certs(spec: StackSpec, tmp_path: Path) -> Path:
+    """The stack's CA and certificates, as ``harness up --env compose`` issues them."""
+    hosts = {s: ["127.0.0.1", "localhost", f"{s}-1", s] for s in ("redis", "kafka", "postgres")}
+    made = issue_local_certificates(spec, tmp_path / "stack", hosts)
+    assert made is not None
+    return made
+
+
+def _ca(certs: Path) -> str:
+    return str(certs / "ca.crt")
+
+
 def _started(service: ServiceContainer, files: Path, ready_log: str) -> Any:
     """A testcontainers container for ``service``: its command, files and ports."""
     from testcontainers.core.container import DockerContainer
@@ -101,16 +115,18 @@ def _started(service: ServiceContainer, files: Path, ready_log: str) -> Any:
 
 
 def test_redis_image_serves_the_backbone_cache(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
 ) -> None:
     port = PortAllocator().allocate()
-    service = redis_server(spec, stack_secrets, port=port)
+    service = redis_server(spec, stack_secrets, port=port, certs=certs)
     with _started(service, tmp_path, "Ready to accept connections"):
         settings = RedisConnectionSettings(
             host="127.0.0.1",
             port=port,
             username=spec.redis.username,
             password=stack_secrets.redis_password,
+            tls=True,
+            ssl_cafile=_ca(certs),
         )
         bar = Bar("EURUSD", "1d", datetime(2024, 1, 2, tzinfo=UTC), 1.1, 1.2, 1.0, 1.15, 10)
         cache = RedisCache(settings, namespace=f"backbone-tc-{secrets.token_hex(3)}")
@@ -124,13 +140,16 @@ def test_redis_image_serves_the_backbone_cache(
 
 
 def test_redis_image_refuses_the_disabled_default_user(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
 ) -> None:
     import redis
 
     port = PortAllocator().allocate()
-    with _started(redis_server(spec, stack_secrets, port=port), tmp_path, "Ready to accept"):
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    service = redis_server(spec, stack_secrets, port=port, certs=certs)
+    with _started(service, tmp_path, "Ready to accept"):
+        client = redis.Redis(
+            host="127.0.0.1", port=port, socket_timeout=5, ssl=True, ssl_ca_certs=_ca(certs)
+        )
         with pytest.raises(redis.AuthenticationError):
             client.ping()
         client.close()
@@ -147,14 +166,17 @@ def _kafka_ports() -> KafkaNodePorts:
 
 
 def test_kafka_image_round_trips_records_with_scram(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
 ) -> None:
     ports = _kafka_ports()
-    service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
+    service = kafka_broker(
+        spec, stack_secrets, ports=ports, cluster_id=new_cluster_id(), certs=certs
+    )
     k = spec.kafka
     common: dict[str, Any] = {
         "bootstrap_servers": f"127.0.0.1:{ports.client}",
-        "security_protocol": "SASL_PLAINTEXT",
+        "security_protocol": "SASL_SSL",
+        "ssl_cafile": _ca(certs),
         "sasl_mechanism": k.sasl_mechanism,
     }
     with _started(service, tmp_path, "Kafka Server started"):
@@ -196,16 +218,19 @@ def test_kafka_image_round_trips_records_with_scram(
 
 
 def test_kafka_image_refuses_a_wrong_password(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
 ) -> None:
     from kafka.errors import KafkaError
 
     ports = _kafka_ports()
-    service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
+    service = kafka_broker(
+        spec, stack_secrets, ports=ports, cluster_id=new_cluster_id(), certs=certs
+    )
     with _started(service, tmp_path, "Kafka Server started"), pytest.raises(KafkaError):
         producer = KafkaProducer(
             bootstrap_servers=f"127.0.0.1:{ports.client}",
-            security_protocol="SASL_PLAINTEXT",
+            security_protocol="SASL_SSL",
+            ssl_cafile=_ca(certs),
             sasl_mechanism=spec.kafka.sasl_mechanism,
             sasl_plain_username=spec.kafka.username,
             sasl_plain_password="not-the-password",
@@ -218,11 +243,11 @@ def test_kafka_image_refuses_a_wrong_password(
 
 
 def test_postgres_image_serves_the_bar_store(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
 ) -> None:
     port = PortAllocator().allocate()
     p = spec.postgres
-    service = postgres_server(spec, stack_secrets, port=port)
+    service = postgres_server(spec, stack_secrets, port=port, certs=certs)
     with _started(service, tmp_path, "database system is ready to accept connections"):
         with psycopg.connect(
             host="127.0.0.1",
@@ -230,7 +255,8 @@ def test_postgres_image_serves_the_bar_store(
             user="postgres",
             password=stack_secrets.postgres_superuser_password,
             dbname="postgres",
-            sslmode="disable",
+            sslmode="verify-full",
+            sslrootcert=_ca(certs),
             autocommit=True,
             connect_timeout=10,
         ) as admin:
@@ -254,7 +280,8 @@ def test_postgres_image_serves_the_bar_store(
             dbname=p.dbname,
             user=p.user,
             password=SecretStr(stack_secrets.postgres_password),
-            sslmode="disable",
+            sslmode="verify-full",
+            sslrootcert=_ca(certs),
         )
         store = TimescaleStore(TimescaleConnectionSettings.from_section(conn))
         start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -272,18 +299,18 @@ def test_postgres_image_serves_the_bar_store(
 
 
 def test_redis_exporter_image_scrapes_the_redis_container(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
 ) -> None:
     import urllib.request
 
     alloc = PortAllocator()
     port, metrics = alloc.allocate(), alloc.allocate()
-    server = redis_server(spec, stack_secrets, port=port)
+    server = redis_server(spec, stack_secrets, port=port, certs=certs)
     # The exporter joins the server's network namespace; the server publishes its port.
     server = ServiceContainer(
         server.name, server.image, server.command, server.files, (port, metrics)
     )
-    exporter = redis_exporter(spec, stack_secrets, redis_port=port, port=metrics)
+    exporter = redis_exporter(spec, stack_secrets, redis_port=port, port=metrics, certs=certs)
     with _started(server, tmp_path / "redis", "Ready to accept connections") as redis_c:
         from testcontainers.core.container import DockerContainer
         from testcontainers.core.wait_strategies import LogMessageWaitStrategy

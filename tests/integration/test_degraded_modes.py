@@ -72,7 +72,8 @@ def _raw_redis(stack: LocalStack) -> redis.Redis:
     assert settings.redis is not None
     return redis.Redis(host=settings.redis.host or "", port=settings.redis.port or 6379,
                        **{k: v for k, v in settings.redis.client_kwargs().items()
-                          if k in ("password", "username", "db")})  # fmt: skip
+                          if k in ("password", "username", "db")},
+                       **settings.redis.tls_kwargs())  # fmt: skip
 
 
 def _open(stack: LocalStack, namespace: str, hot: set[str], probe_s: float) -> Backbone:

@@ -96,6 +96,8 @@ def _client_config(conn: KafkaConnection, **overrides: Any) -> dict[str, Any]:
         "sasl_mechanism": conn.sasl_mechanism,
         "sasl_plain_username": conn.username,
         "sasl_plain_password": conn.password.get_secret_value(),
+        # The stack's CA: brokers' certificates and host names are verified.
+        "ssl_cafile": conn.ssl_cafile,
         **overrides,
     }
 

@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -26,6 +27,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from backbone.connections import TOPIC_NAMES, ConnectionsDocument, parse_document
+from backbone.settings import RedisConnectionSettings
 from backbone_harness.errors import ServiceStartError, StackExistsError
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local import provisioner
@@ -40,6 +42,12 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
+def _tls(doc: ConnectionsDocument) -> dict[str, Any]:
+    """redis-py's TLS arguments for the stack (its CA, host names verified)."""
+    assert doc.redis is not None
+    return RedisConnectionSettings.from_section(doc.redis).tls_kwargs()
+
+
 def _redis(doc: ConnectionsDocument) -> redis.Redis:
     r = doc.redis
     assert r is not None
@@ -47,16 +55,22 @@ def _redis(doc: ConnectionsDocument) -> redis.Redis:
         sentinel = Sentinel(
             [(s.host, s.port) for s in r.sentinels],
             sentinel_kwargs={
-                "password": r.sentinel_password.get_secret_value() if r.sentinel_password else None
+                "password": r.sentinel_password.get_secret_value() if r.sentinel_password else None,
+                **_tls(doc),
             },
             username=r.username,
             password=r.password.get_secret_value(),
             socket_timeout=2,
+            **_tls(doc),
         )
         assert r.master_name is not None
         return sentinel.master_for(r.master_name, socket_timeout=2)
     return redis.Redis(
-        host=r.host, port=r.port, username=r.username, password=r.password.get_secret_value()
+        host=r.host,
+        port=r.port,
+        username=r.username,
+        password=r.password.get_secret_value(),
+        **_tls(doc),
     )
 
 
@@ -77,6 +91,7 @@ def _kafka_admin(doc: ConnectionsDocument) -> KafkaAdminClient:
         sasl_mechanism=k.sasl_mechanism,
         sasl_plain_username=k.username,
         sasl_plain_password=k.password.get_secret_value(),
+        ssl_cafile=k.ssl_cafile,
         request_timeout_ms=10000,
     )
 
@@ -134,7 +149,7 @@ def test_authentication_is_required(local_stack: LocalStack) -> None:
     assert doc.redis is not None and doc.timescale is not None
     once = Retry(NoBackoff(), 0)  # redis-py retries even a refused AUTH by default
     with pytest.raises(redis.AuthenticationError):
-        redis.Redis(host=doc.redis.host, port=doc.redis.port, retry=once).ping()
+        redis.Redis(host=doc.redis.host, port=doc.redis.port, retry=once, **_tls(doc)).ping()
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(
             host=doc.redis.host,
@@ -142,6 +157,7 @@ def test_authentication_is_required(local_stack: LocalStack) -> None:
             username=doc.redis.username,
             password="wrong",
             retry=once,
+            **_tls(doc),
         ).ping()
     host = doc.timescale.hosts[0]
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
@@ -151,7 +167,8 @@ def test_authentication_is_required(local_stack: LocalStack) -> None:
             dbname=doc.timescale.dbname,
             user=doc.timescale.user,
             password="wrong",
-            sslmode="disable",
+            sslmode=doc.timescale.sslmode,
+            sslrootcert=doc.timescale.sslrootcert,
         )
 
 
@@ -277,7 +294,8 @@ def test_ha_postgres_commits_wait_for_any_one_of_two_standbys(ha_stack: LocalSta
         dbname="postgres",
         user="postgres",
         password=superuser,
-        sslmode="disable",
+        sslmode=doc.timescale.sslmode,
+        sslrootcert=doc.timescale.sslrootcert,
         autocommit=True,
     ) as conn:
         rows = conn.execute(
@@ -302,7 +320,8 @@ def test_ha_postgres_commits_wait_for_any_one_of_two_standbys(ha_stack: LocalSta
         dbname=doc.timescale.dbname,
         user=doc.timescale.user,
         password=doc.timescale.password.get_secret_value(),
-        sslmode="disable",
+        sslmode=doc.timescale.sslmode,
+        sslrootcert=doc.timescale.sslrootcert,
         autocommit=True,
     ) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)

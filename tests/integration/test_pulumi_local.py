@@ -68,6 +68,8 @@ def _services_answer(doc: ConnectionsDocument) -> None:
     import redis
     from kafka import KafkaAdminClient
 
+    from backbone.settings import RedisConnectionSettings
+
     assert doc.redis is not None and doc.kafka is not None and doc.timescale is not None
     r = redis.Redis(
         host=doc.redis.host,
@@ -75,6 +77,8 @@ def _services_answer(doc: ConnectionsDocument) -> None:
         username=doc.redis.username,
         password=doc.redis.password.get_secret_value(),
         socket_timeout=5,
+        # TLS by default: the stack's CA, host names verified.
+        **RedisConnectionSettings.from_section(doc.redis).tls_kwargs(),
     )
     assert r.ping() is True
     r.close()
@@ -98,6 +102,7 @@ def _kafka_kwargs(doc: ConnectionsDocument) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "bootstrap_servers": k.bootstrap_servers,
         "security_protocol": k.security_protocol,
+        "ssl_cafile": k.ssl_cafile,
         "request_timeout_ms": 30_000,
     }
     if k.security_protocol.startswith("SASL"):

@@ -312,7 +312,10 @@ def _sentinel_admin(document: ConnectionsDocument) -> redis.Redis:
     assert document.redis is not None and document.redis.sentinels
     s = document.redis.sentinels[0]
     pw = document.redis.sentinel_password
-    return redis.Redis(host=s.host, port=s.port, password=pw.get_secret_value() if pw else None)
+    tls = RedisConnectionSettings.from_section(document.redis).tls_kwargs()
+    return redis.Redis(
+        host=s.host, port=s.port, password=pw.get_secret_value() if pw else None, **tls
+    )
 
 
 def test_a_demoted_primary_answering_readonly_sends_the_client_to_the_new_one(

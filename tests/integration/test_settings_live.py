@@ -9,6 +9,7 @@ hold, and what PostgreSQL's libpq connection reports, against what was set.
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,9 +34,6 @@ KNOBS: dict[str, dict[str, Any]] = {
         "pool_min_size": 2,
         "pool_max_size": 3,
         "connect_timeout_seconds": 7,
-        # A path that does not exist is ignored by libpq unless sslmode verifies,
-        # but libpq still reports it as the connection's parameter.
-        "sslrootcert": "/nonexistent/backbone-live-test-root.crt",
     },
 }
 
@@ -97,7 +95,6 @@ def test_client_knobs_from_each_source_reach_the_live_clients(
     assert (pool.min_size, pool.max_size) == (2, 3)
     params = postgres_parameters(bb)
     assert params["connect_timeout"] == "7"
-    assert params["sslrootcert"] == KNOBS["timescale"]["sslrootcert"]
     redis_pool = bb.cache.redis._client.connection_pool  # Tier 1: DegradableCache over Redis
     assert redis_pool.max_connections == 5
     assert redis_pool.connection_kwargs["socket_timeout"] == 1.5
@@ -119,6 +116,8 @@ def test_the_documents_fields_reach_the_live_clients(local_stack: LocalStack, op
         doc.timescale.user,
         doc.timescale.sslmode,
     )
+    # TLS by default: libpq verifies the server with the stack's CA.
+    assert (params["sslmode"], params["sslrootcert"]) == ("verify-full", doc.timescale.sslrootcert)
     assert bb.store.timescaledb is doc.timescale.timescaledb
     kw = bb.cache.redis._client.connection_pool.connection_kwargs
     assert doc.redis.password is not None
@@ -132,6 +131,10 @@ def test_the_documents_fields_reach_the_live_clients(local_stack: LocalStack, op
     assert config["bootstrap_servers"] == doc.kafka.bootstrap_servers
     assert config["security_protocol"] == doc.kafka.security_protocol
     assert config["sasl_plain_username"] == doc.kafka.username
+    assert config["security_protocol"] == "SASL_SSL" and doc.kafka.ssl_cafile is not None
+    context = config["ssl_context"]
+    assert context.check_hostname and context.verify_mode == ssl.CERT_REQUIRED
+    assert (kw["ssl_ca_certs"], kw["ssl_check_hostname"]) == (doc.redis.ssl_cafile, True)
     assert bb.consumer._consumer.subscription() == {
         doc.kafka.topic("daily_bars"),
         doc.kafka.topic("intraday_bars"),
@@ -145,8 +148,10 @@ def test_a_redis_url_alone_reaches_an_authenticating_redis(
     assert redis_ is not None and redis_.host is not None and redis_.password is not None
     user = quote(redis_.username or "", safe="")
     password = quote(redis_.password.get_secret_value(), safe="")
-    url = f"redis://{user}:{password}@{redis_.host}:{redis_.port}/{redis_.db}"
+    # rediss://: TLS, verified with the stack's CA (given beside the URL).
+    url = f"rediss://{user}:{password}@{redis_.host}:{redis_.port}/{redis_.db}"
     monkeypatch.setenv("BACKBONE_REDIS__URL", url)
+    monkeypatch.setenv("BACKBONE_REDIS__SSL_CAFILE", str(redis_.ssl_cafile))
     monkeypatch.setenv("BACKBONE_REDIS__MAX_CONNECTIONS", "3")
     settings = load_settings()
     assert settings.redis is not None and settings.has_credentials

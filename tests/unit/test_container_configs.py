@@ -14,12 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbone_harness.containers import configs
+from backbone_harness.containers.stack import COMPOSE_TLS
 from backbone_infra.render.kafka import KafkaNodePorts
 from backbone_infra.render.redis import password_hash
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local.secrets import StackSecrets
 
-SPEC = build_spec("cfg", size="minimal")
+#: The podman stacks' spec: plain text until TLS reaches them (COMPOSE_TLS).
+SPEC = build_spec("cfg", size="minimal", tls=COMPOSE_TLS)
 ports = st.integers(min_value=1024, max_value=65535)
 
 
@@ -29,7 +31,9 @@ def test_redis_listens_everywhere_and_keeps_its_users(port: int) -> None:
     secrets = StackSecrets()
     text = configs.redis_conf(SPEC, secrets, port=port)
     assert re.search(r"^bind \* -::\*$", text, re.M)  # every IPv4 and (if any) IPv6 address
-    assert re.search(rf"^port {port}$", text, re.M)
+    # TLS by default: the port is a TLS port, plain text closed, files mounted.
+    assert re.search(rf"^tls-port {port}$", text, re.M) and re.search(r"^port 0$", text, re.M)
+    assert re.search(rf"^tls-cert-file {configs.TLS_DIR}/redis\.crt$", text, re.M)
     assert "bind 127.0.0.1" not in text
     assert re.search(r"^user default off\b", text, re.M)
     assert f" {password_hash(secrets.redis_password)} " in text
@@ -62,7 +66,9 @@ def test_postgres_listens_everywhere_and_keeps_scram_only() -> None:
     hba = configs.postgres_hba(SPEC, secrets)
     rules = [line.split() for line in hba.splitlines() if line.strip()]
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
-    assert all(rule[0] == "host" for rule in rules)
+    # pg_hba and postgresql.conf agree: hostssl rules only with ssl = on.
+    assert all(rule[0] == ("hostssl" if SPEC.tls else "host") for rule in rules)
+    assert ("ssl = on" in conf) == SPEC.tls
 
 
 def test_the_redis_exporter_container_logs_in_as_the_read_only_exporter_user() -> None:

@@ -130,8 +130,9 @@ def test_credentials_live_only_in_private_files(tmp_path) -> None:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(mon.root.stat().st_mode) == 0o700
     redis_file = json.loads((mon.root / "redis-1.redis-password.json").read_text())
-    # The server's exporter logs in as the read-only exporter user, not the application.
-    assert redis_file == {"redis://127.0.0.1:1000": secrets.redis_exporter_password}
+    # The server's exporter logs in as the read-only exporter user, not the
+    # application; TLS by default: it dials rediss:// and is keyed by that URI.
+    assert redis_file == {"rediss://127.0.0.1:1000": secrets.redis_exporter_password}
     assert any(f"--redis.user={EXPORTER_USER}" in r.command for r in mon.records)
 
 

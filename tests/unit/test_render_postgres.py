@@ -74,7 +74,12 @@ def test_timescale_is_preloaded_and_silent_only_with_the_extension() -> None:
 def test_hba_and_roles_use_scram_and_the_spec_names() -> None:
     spec = build_spec("t").postgres
     hba = pg_hba_conf(spec, network="all").splitlines()
+    # TLS by default: a plain-text connection matches no rule and is refused.
     assert hba == [
+        "hostssl all all all scram-sha-256",
+        f"hostssl replication {spec.replication_user} all scram-sha-256",
+    ]
+    assert pg_hba_conf(spec, network="all", tls=False).splitlines() == [
         "host all all all scram-sha-256",
         f"host replication {spec.replication_user} all scram-sha-256",
     ]

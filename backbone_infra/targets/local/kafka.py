@@ -20,6 +20,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -44,6 +46,7 @@ from backbone_infra.render.kafka import (
     node_id,
     node_name,
     render_server_properties,
+    security_protocol,
     storage_format_argfile,
 )
 from backbone_infra.targets.kafka_acls import grant_stack_acls
@@ -130,6 +133,21 @@ def _with_port_conflict(error: ServiceStartError) -> ServiceStartError:
     )
 
 
+def _handshakes(server: str, ca_file: str, timeout_s: float) -> bool:
+    """Whether ``server`` (``host:port``) completes a verified TLS handshake within
+    ``timeout_s``."""
+    host, _, port = server.rpartition(":")
+    context = ssl.create_default_context(cafile=ca_file)
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout_s) as raw,
+            context.wrap_socket(raw, server_hostname=host),
+        ):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
 class _Admin(KafkaAdminClient):
     """``KafkaAdminClient`` that releases its I/O thread when bootstrap fails
     (the stock constructor leaves it running, and probes fail many times)."""
@@ -171,6 +189,7 @@ class LocalKafka(LocalNodes):
         Re-callable: each call wipes the nodes' directories, picks new ports
         and formats again with a new cluster id.
         """
+        self._ensure_certificates()
         libs = kafka_libs_dir(self.spec.kafka.version)
         java = _java()
         kafka = self.spec.kafka
@@ -231,6 +250,7 @@ class LocalKafka(LocalNodes):
             client_password=self.secrets.kafka_password,
             admin_password=self.secrets.kafka_admin_password,
             drill=drill,
+            tls=self.tls,
         )
 
     def _format_storage(self, java: str, libs: Path, cluster_id: str) -> None:
@@ -371,13 +391,17 @@ class LocalKafka(LocalNodes):
             if admin
             else (kafka.username, self.secrets.kafka_password)
         )
-        return {
-            "security_protocol": "SASL_PLAINTEXT",
+        config: dict[str, Any] = {
+            "security_protocol": security_protocol(self.tls),
             "sasl_mechanism": kafka.sasl_mechanism,
             "sasl_plain_username": user,
             "sasl_plain_password": password,
             "client_id": f"harness-{self.spec.name}",
         }
+        if self.ca_file is not None:
+            # Verified like any client: the stack's CA, host names checked.
+            config.update(ssl_cafile=self.ca_file, ssl_check_hostname=True)
+        return config
 
     @contextlib.contextmanager
     def admin(
@@ -391,6 +415,14 @@ class LocalKafka(LocalNodes):
             servers = [
                 f"{LOOPBACK}:{r.ports['client']}" for r in self.records if _answering(r)
             ] or [f"{LOOPBACK}:{r.ports['client']}" for r in self.records]
+        if self.ca_file is not None:
+            # kafka-python 3.0 waits for a TLS handshake without a deadline: a
+            # port that accepts but never answers (a paused node, a squatter on
+            # the port) would hang the client. Offer it only servers that
+            # complete a verified handshake in time.
+            servers = [s for s in servers if _handshakes(s, self.ca_file, timeout_ms / 1000)]
+            if not servers:
+                raise kafka_errors.NoBrokersAvailable("no broker completed a TLS handshake in time")
         client = _Admin(
             bootstrap_servers=servers,
             bootstrap_timeout_ms=timeout_ms,
@@ -417,7 +449,8 @@ class LocalKafka(LocalNodes):
         kafka = self.spec.kafka
         return KafkaConnection(
             bootstrap_servers=[f"{LOOPBACK}:{r.ports['client']}" for r in self.records],
-            security_protocol="SASL_PLAINTEXT",
+            security_protocol=security_protocol(self.tls),
+            ssl_cafile=self.ca_file,
             sasl_mechanism=kafka.sasl_mechanism,
             username=kafka.username,
             password=SecretStr(self.secrets.kafka_password),

@@ -38,6 +38,7 @@ def lag_exporter_record(
             "sasl_mechanism": kafka.sasl_mechanism,
             "username": kafka.username,
             "password": kafka.password.get_secret_value() if kafka.password else None,
+            "ssl_cafile": kafka.ssl_cafile,
         }
     }
     config = write_private(root / "lag-exporter.yaml", yaml.safe_dump(settings))

@@ -45,6 +45,7 @@ from backbone_infra.render.exporters import (
     postgres_exporter_env,
     redis_exporter_args,
     redis_exporter_passwords,
+    redis_exporter_uri,
 )
 from backbone_infra.render.prometheus import (
     EXPORTER_JOBS,
@@ -222,7 +223,7 @@ class LocalMonitoring(LocalNodes):
 
     def _redis_exporter(self, rec: ProcessRecord, binary: str, port: int) -> ScrapeTarget:
         sentinel = rec.name.startswith("sentinel-")
-        redis_uri = f"redis://{LOOPBACK}:{rec.ports['client']}"
+        redis_uri = redis_exporter_uri(LOOPBACK, rec.ports["client"], tls=self.spec.tls)
         # Keyed by address: redis_exporter looks the password up by the URI it
         # scrapes. Servers: the read-only exporter user; Sentinels know only
         # their requirepass.
@@ -241,6 +242,7 @@ class LocalMonitoring(LocalNodes):
                 listen=f"{LOOPBACK}:{port}",
                 password_file=str(passfile),
                 sentinel=sentinel,
+                ca_file=self.ca_file,
             ),
         ]
         self._add_exporter(f"exporter-{rec.name}", command, port, rec.name)
@@ -260,6 +262,7 @@ class LocalMonitoring(LocalNodes):
                 self.spec.postgres,
                 server=f"{LOOPBACK}:{rec.ports['client']}",
                 password_file=str(passfile),
+                sslrootcert=self.ca_file,
             ),
         )
         return ScrapeTarget(JOB_POSTGRES, f"{LOOPBACK}:{port}", {"node": rec.name})

@@ -30,6 +30,7 @@ import psycopg
 
 from backbone.connections import HostPort, TimescaleConnection
 from backbone_infra.errors import InfraError, MissingBinaryError
+from backbone_infra.render.certificates import TLSFiles, tls_files
 from backbone_infra.render.postgres import (
     SUPERUSER,
     SYNC_STATES,
@@ -111,12 +112,33 @@ class LocalPostgres(LocalNodes):
     def _passfile(self) -> Path:
         return self.root / "replication.pgpass"
 
+    @property
+    def server_tls(self) -> TLSFiles | None:
+        """The server's copies of its certificate, key and CA: in its own
+        directory, owned by the PostgreSQL user (it refuses a key others can
+        read). The standbys' replication connections verify with this CA."""
+        return tls_files(str(self.root), "postgres") if self.spec.tls else None
+
+    def _install_tls(self) -> None:
+        source, own = self.tls, self.server_tls
+        if source is None or own is None:
+            return
+        for src, dst in ((source.ca, own.ca), (source.cert, own.cert), (source.key, own.key)):
+            write_owned(Path(dst), Path(src).read_text())
+
+    def _ssl_kwargs(self) -> dict[str, Any]:
+        own = self.server_tls
+        if own is None:
+            return {"sslmode": "disable"}
+        return {"sslmode": "verify-full", "sslrootcert": own.ca}
+
     # -- prepare -----------------------------------------------------------------
 
     def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
         """Choose ports and create the (empty) PostgreSQL directory owned by the
         PostgreSQL user; ``initdb`` and cloning happen in :meth:`start` so they
         overlap with the other services' start-up."""
+        self._ensure_certificates()
         self.check_installed(self.spec)
         prefix = self._make_root()
         self.records = [
@@ -141,6 +163,7 @@ class LocalPostgres(LocalNodes):
             os.chown(self.root, uid, gid)
             # The PostgreSQL user must be able to walk into its directory.
             os.chmod(self.dir, os.stat(self.dir).st_mode | 0o111)
+        self._install_tls()
         return prefix
 
     # -- helpers -------------------------------------------------------------------
@@ -165,8 +188,8 @@ class LocalPostgres(LocalNodes):
             dbname=dbname,
             user=user,
             password=password,
-            sslmode="disable",
             connect_timeout=_PROBE_TIMEOUT_S,
+            **self._ssl_kwargs(),
             autocommit=autocommit,
         )
 
@@ -178,11 +201,15 @@ class LocalPostgres(LocalNodes):
         # synchronous_standby_names comes later (_make_synchronous): the
         # bootstrap would otherwise wait for a standby that does not exist yet.
         return postgresql_conf(
-            self.spec.postgres, listen=LOOPBACK, timescaledb=self.timescaledb, synchronous=False
+            self.spec.postgres,
+            listen=LOOPBACK,
+            timescaledb=self.timescaledb,
+            synchronous=False,
+            tls=self.server_tls,
         )
 
     def _hba(self) -> str:
-        return pg_hba_conf(self.spec.postgres, network=f"{LOOPBACK}/32")
+        return pg_hba_conf(self.spec.postgres, network=f"{LOOPBACK}/32", tls=self.spec.tls)
 
     # -- start ----------------------------------------------------------------------
 
@@ -248,8 +275,14 @@ class LocalPostgres(LocalNodes):
         )
         conninfo = (
             f"host={LOOPBACK} port={self._port(primary)} user={p.replication_user} "
-            f"application_name={name} passfile={self._passfile} sslmode=disable"
+            f"application_name={name} passfile={self._passfile} "
+            + " ".join(f"{k}={v}" for k, v in self._ssl_kwargs().items())
         )
+        if self.spec.tls:
+            # libpq offers ~/.postgresql/postgresql.crt when it exists, and the
+            # PostgreSQL user runs with the caller's HOME, which it may not
+            # read: name a client certificate that does not exist (none is used).
+            conninfo += f" sslcert={self.root / 'no-client-certificate'}"
         run_pg_program(
             [
                 str(PG_BIN / "pg_basebackup"),
@@ -321,7 +354,8 @@ class LocalPostgres(LocalNodes):
             dbname=p.dbname,
             user=p.user,
             password=self.secrets.postgres_password,
-            sslmode="disable",
+            sslmode="verify-full" if self.spec.tls else "disable",
+            sslrootcert=self.ca_file,
             timescaledb=self.timescaledb,
         )
 

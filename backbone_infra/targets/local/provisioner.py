@@ -44,6 +44,7 @@ from backbone_infra.targets.local.state import (
     stack_dir,
     stacks_root,
 )
+from backbone_infra.targets.local.tls import issue_local_certificates
 
 __all__ = [
     "LocalStack",
@@ -132,6 +133,8 @@ def up(
     # Traversable (not readable) for the PostgreSQL user; every file is 0600.
     os.chmod(directory, 0o711)
     secrets = StackSecrets.load_or_create(directory)
+    if spec.has_services:
+        issue_local_certificates(spec, directory)
     state = StackState(spec=spec)
     save_state(directory, state)
     services: dict[str, LocalService] = {}

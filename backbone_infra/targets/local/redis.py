@@ -80,6 +80,7 @@ class LocalRedis(LocalNodes):
 
     def prepare(self, ports: PortAllocator, peers: Mapping[str, LocalService]) -> None:
         """Choose ports and write one config file per node (0600, 0700 dirs)."""
+        self._ensure_certificates()
         server_bin = find_binary("redis-server")
         sentinel_bin = find_binary("redis-sentinel") if self.sentinel_mode else ""
         root = self.dir / "redis"
@@ -119,6 +120,7 @@ class LocalRedis(LocalNodes):
             password=self.secrets.redis_password,
             admin_password=self.secrets.redis_admin_password,
             exporter_password=self.secrets.redis_exporter_password,
+            tls=self.tls,
         )
 
     def _sentinel_conf(self, data_dir: Path, port: int, primary_port: int) -> str:
@@ -131,9 +133,17 @@ class LocalRedis(LocalNodes):
             primary=HostPort(host=LOOPBACK, port=primary_port),
             password=self.secrets.sentinel_password,
             admin_password=self.secrets.redis_admin_password,
+            tls=self.tls,
         )
 
     # -- clients ----------------------------------------------------------------
+
+    def _tls_kwargs(self) -> dict[str, Any]:
+        # Verified like any client: the stack's CA, host names checked.
+        ca = self.ca_file
+        if ca is None:
+            return {}
+        return {"ssl": True, "ssl_ca_certs": ca, "ssl_check_hostname": True}
 
     def _client(self, name: str, *, admin: bool = False) -> redis.Redis:
         if name.startswith("sentinel-"):
@@ -144,6 +154,7 @@ class LocalRedis(LocalNodes):
                 socket_timeout=_PROBE_TIMEOUT_S,
                 socket_connect_timeout=_PROBE_TIMEOUT_S,
                 retry=_no_retry(),
+                **self._tls_kwargs(),
             )
         user = ADMIN_USER if admin else self.spec.redis.username
         password = self.secrets.redis_admin_password if admin else self.secrets.redis_password
@@ -155,6 +166,7 @@ class LocalRedis(LocalNodes):
             socket_timeout=_PROBE_TIMEOUT_S,
             socket_connect_timeout=_PROBE_TIMEOUT_S,
             retry=_no_retry(),
+            **self._tls_kwargs(),
         )
 
     def _sentinel(self) -> Sentinel:
@@ -165,10 +177,12 @@ class LocalRedis(LocalNodes):
                 "password": self.secrets.sentinel_password,
                 "socket_timeout": _PROBE_TIMEOUT_S,
                 "retry": _no_retry(),
+                **self._tls_kwargs(),
             },
             retry=_no_retry(),
             username=self.spec.redis.username,
             password=self.secrets.redis_password,
+            **self._tls_kwargs(),
         )
 
     def _ping(self, name: str) -> bool:
@@ -251,6 +265,8 @@ class LocalRedis(LocalNodes):
                 username=r.username,
                 password=password,
                 sentinel_password=self.secrets.sentinel_password,
+                tls=self.ca_file is not None,
+                ssl_cafile=self.ca_file,
             )
         return RedisConnection(
             mode="standalone",
@@ -258,6 +274,8 @@ class LocalRedis(LocalNodes):
             port=self._port(self.server_names[0]),
             username=r.username,
             password=password,
+            tls=self.ca_file is not None,
+            ssl_cafile=self.ca_file,
         )
 
     def roles(self) -> dict[str, str]:

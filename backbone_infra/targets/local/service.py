@@ -19,9 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from backbone_infra.errors import ServiceStartError
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
 from backbone_infra.targets.local.secrets import StackSecrets
+from backbone_infra.targets.local.tls import (
+    ca_file,
+    ensure_local_certificates,
+    local_tls_files,
+)
 
 __all__ = ["DEFAULT_POLL_S", "LocalNodes", "start_together", "wait_until"]
 
@@ -114,6 +120,23 @@ class LocalNodes:
         self.dir = stack_dir.resolve()
         self.secrets = secrets
         self.records: list[ProcessRecord] = list(records or [])
+
+    # -- TLS -------------------------------------------------------------------
+
+    @property
+    def tls(self) -> TLSFiles | None:
+        """This service's certificate, key and CA (``None`` when the stack runs
+        without TLS)."""
+        return local_tls_files(self.spec, self.dir, self.service)
+
+    def _ensure_certificates(self) -> None:
+        """Issue the stack's certificates if nothing did yet (``prepare`` calls it)."""
+        ensure_local_certificates(self.spec, self.dir)
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA bundle this stack's clients verify servers with."""
+        return ca_file(self.spec, self.dir)
 
     # -- records ---------------------------------------------------------------
 
