@@ -24,12 +24,13 @@ the file or its environment), so the caller writes it 0600.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.render.postgres import INITDB_ARGS, SUPERUSER, pg_hba_conf, postgresql_conf
 from backbone_infra.spec import PatroniSpec, PostgresSpec
 
@@ -69,11 +70,14 @@ class PatroniMember:
     pgpass: str
 
 
-def postgres_parameters(spec: PostgresSpec, *, timescaledb: bool) -> dict[str, str]:
+def postgres_parameters(
+    spec: PostgresSpec, *, timescaledb: bool, tls: TLSFiles | None = None
+) -> dict[str, str]:
     """:func:`~backbone_infra.render.postgres.postgresql_conf` as Patroni parameters,
-    plus ``wal_log_hints`` for pg_rewind; without what Patroni sets itself."""
+    plus ``wal_log_hints`` for pg_rewind; without what Patroni sets itself.
+    ``tls``: the node's server files (``ssl = on``), as the plain server takes them."""
     params: dict[str, str] = {}
-    text = postgresql_conf(spec, listen="*", timescaledb=timescaledb, synchronous=False)
+    text = postgresql_conf(spec, listen="*", timescaledb=timescaledb, synchronous=False, tls=tls)
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if not sep:
@@ -123,11 +127,16 @@ def patroni_config(
     superuser_password: str,
     replication_password: str,
     timescaledb: bool,
+    tls: TLSFiles | None = None,
+    client_ssl: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """``patroni.yml`` of one node as a mapping.
 
     ``network``: where clients and standbys connect from (``pg_hba``), as
-    :func:`~backbone_infra.render.postgres.pg_hba_conf` takes it.
+    :func:`~backbone_infra.render.postgres.pg_hba_conf` takes it. ``tls``: the
+    node serves TLS with these files and ``pg_hba`` admits TLS only;
+    ``client_ssl``: the libpq settings Patroni's own superuser and replication
+    connections use then (``sslmode=verify-full`` with the stack's CA).
     """
     patroni = spec.patroni
     if patroni is None:
@@ -146,7 +155,7 @@ def patroni_config(
                 "postgresql": {
                     "use_pg_rewind": True,
                     "use_slots": True,
-                    "parameters": postgres_parameters(spec, timescaledb=timescaledb),
+                    "parameters": postgres_parameters(spec, timescaledb=timescaledb, tls=tls),
                 },
             },
             "initdb": initdb_options(),
@@ -158,14 +167,19 @@ def patroni_config(
             "bin_dir": node.bin_dir,
             "pgpass": node.pgpass,
             "authentication": {
-                "superuser": {"username": SUPERUSER, "password": superuser_password},
+                "superuser": {
+                    "username": SUPERUSER,
+                    "password": superuser_password,
+                    **(client_ssl or {}),
+                },
                 "replication": {
                     "username": spec.replication_user,
                     "password": replication_password,
+                    **(client_ssl or {}),
                 },
                 # pg_rewind runs as the superuser (no separate rewind role).
             },
-            "pg_hba": pg_hba_conf(spec, network=network).splitlines(),
+            "pg_hba": pg_hba_conf(spec, network=network, tls=tls is not None).splitlines(),
             "basebackup": [{"checkpoint": "fast"}],
         },
         "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False},

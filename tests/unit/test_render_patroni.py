@@ -18,6 +18,7 @@ from backbone_infra.render.patroni import (
     patroni_yaml,
     postgres_parameters,
 )
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.render.postgres import INITDB_ARGS, SUPERUSER, pg_hba_conf
 from backbone_infra.spec import PatroniSpec, PostgresSpec, build_spec
 
@@ -75,10 +76,34 @@ def test_server_settings_are_the_plain_renderers_minus_what_patroni_owns() -> No
 def test_access_rules_and_credentials_come_from_the_postgres_renderer() -> None:
     spec = build_spec("t", size="ha").postgres
     pg = _render(spec)["postgresql"]
-    assert pg["pg_hba"] == pg_hba_conf(spec, network="127.0.0.1/32").splitlines()
+    assert pg["pg_hba"] == pg_hba_conf(spec, network="127.0.0.1/32", tls=False).splitlines()
     auth = pg["authentication"]
     assert auth["superuser"] == {"username": SUPERUSER, "password": "su-secret"}
     assert auth["replication"] == {"username": spec.replication_user, "password": "repl-secret"}
+
+
+def test_with_tls_the_node_serves_it_admits_only_it_and_patroni_verifies_it() -> None:
+    spec = build_spec("t", size="ha").postgres
+    files = TLSFiles(ca="/t/ca.crt", cert="/t/pg.crt", key="/t/pg.key", keystore="/t/ks.pem")
+    client = {"sslmode": "verify-full", "sslrootcert": "/t/ca.crt", "sslcert": "/t/none"}
+    config = patroni_config(
+        spec,
+        _MEMBER,
+        etcd_hosts=["127.0.0.1:2379"],
+        network="127.0.0.1/32",
+        superuser_password="su-secret",
+        replication_password="repl-secret",
+        timescaledb=False,
+        tls=files,
+        client_ssl=client,
+    )
+    params = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert params["ssl"] == "on" and params["ssl_key_file"] == "/t/pg.key"
+    pg = config["postgresql"]
+    assert pg["pg_hba"] == pg_hba_conf(spec, network="127.0.0.1/32", tls=True).splitlines()
+    assert all(rule.split()[0] == "hostssl" for rule in pg["pg_hba"])
+    for role in ("superuser", "replication"):
+        assert client.items() <= pg["authentication"][role].items()
 
 
 def test_initdb_options_are_the_plain_ones_without_what_patroni_passes() -> None:

@@ -114,7 +114,9 @@ def test_exporters_verify_the_servers_they_scrape() -> None:
                                sentinel=False, ca_file="/ca.crt")  # fmt: skip
     assert "--tls-ca-cert-file=/ca.crt" in args
     assert "skip-tls-verification" not in " ".join(args)
-    env = postgres_exporter_env(server="localhost:5432", password_file="/p", sslrootcert="/ca")
+    env = postgres_exporter_env(
+        SPEC.postgres, server="localhost:5432", password_file="/p", sslrootcert="/ca"
+    )
     assert env["DATA_SOURCE_URI"].endswith("?sslmode=verify-full&sslrootcert=/ca")
 
 

@@ -170,6 +170,8 @@ class LocalPatroni(LocalPostgres):
                 superuser_password=self.secrets.postgres_superuser_password,
                 replication_password=self.secrets.replication_password,
                 timescaledb=self.timescaledb,
+                tls=self.server_tls,
+                client_ssl=self._patroni_client_ssl(),
             )
             write_owned(self._yml(name), patroni_yaml(config))
             command, env = patroni_command(prefix, self._yml(name))
@@ -178,6 +180,20 @@ class LocalPatroni(LocalPostgres):
                     name, command, cwd=self.root, ports={"client": port, "rest": rest}, env=env
                 )
             )
+
+    def _patroni_client_ssl(self) -> dict[str, str] | None:
+        """libpq settings of Patroni's own connections (superuser, replication,
+        pg_rewind): verified TLS, and a client certificate path that does not
+        exist, as for a plain standby's clone (the PostgreSQL user runs with the
+        caller's HOME, whose ~/.postgresql it may not read)."""
+        own = self.server_tls
+        if own is None:
+            return None
+        return {
+            "sslmode": "verify-full",
+            "sslrootcert": own.ca,
+            "sslcert": str(self.root / "no-client-certificate"),
+        }
 
     # -- the REST API ------------------------------------------------------------------
 
