@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.render.patroni import (
     PatroniMember,
     etcd_args,
@@ -18,7 +19,6 @@ from backbone_infra.render.patroni import (
     patroni_yaml,
     postgres_parameters,
 )
-from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.render.postgres import INITDB_ARGS, SUPERUSER, pg_hba_conf
 from backbone_infra.spec import PatroniSpec, PostgresSpec, build_spec
 
