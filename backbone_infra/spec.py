@@ -61,6 +61,11 @@ class Images(_Spec):
     #: ``backbone lag-exporter``. Build and push it with the version as its tag.
     backbone: str = "market-data-backbone:0.1.0"
     grafana: str = "grafana/grafana:11.5.2"
+    #: This repository's Kafka image (``images/kafka/Containerfile``), which holds
+    #: the pinned Prometheus JMX agent: the brokers' init step copies the agent from
+    #: it onto the volume, so nothing is downloaded when a pod starts (air-gapped
+    #: clusters). Build and push it with the version as its tag.
+    kafka_jmx_agent: str = "backbone-kafka:0.1.0"
 
 
 class RedisSpec(_Spec):

@@ -86,7 +86,6 @@ VOLUME = "/var/lib/kafka"
 DATA_DIR = f"{VOLUME}/data"
 CONF_DIR = "/opt/backbone/kafka"
 SECRET_DIR = "/run/secrets/kafka"
-AGENT_FETCH_IMAGE = "curlimages/curl:8.11.1"
 #: (version, SHA-256) of io.prometheus.jmx:jmx_prometheus_javaagent on Maven Central.
 JMX_AGENT = ("1.0.1", "7d61f737fd661610ccc14aea79764faa1ea94a340cbc8f0029b3d2edea3d80c1")
 JMX_JAR = f"jmx_prometheus_javaagent-{JMX_AGENT[0]}.jar"
@@ -189,16 +188,19 @@ exec {run}
 """
 
 
+#: Where the project's Kafka image keeps the agent (images/kafka/Containerfile).
+AGENT_IN_IMAGE = "/opt/kafka/jmx_prometheus_javaagent.jar"
+
+
 def _agent_script() -> str:
-    version, sha = JMX_AGENT
+    """Copy the JMX agent out of the project's Kafka image onto the volume and check
+    it is the pinned one: no download at pod start."""
+    _, sha = JMX_AGENT
     jar = JMX_JAR
-    url = (
-        f"https://repo1.maven.org/maven2/io/prometheus/jmx/jmx_prometheus_javaagent/{version}/{jar}"
-    )
     return (
         f"set -eu; mkdir -p {VOLUME}/jmx {VOLUME}/data; cd {VOLUME}/jmx; "
-        f"if ! echo '{sha}  {jar}' | sha256sum -c -s; then "
-        f"curl -fsSL --retry 5 -o {jar} {url}; echo '{sha}  {jar}' | sha256sum -c -s; fi; "
+        f"{{ cp -L {AGENT_IN_IMAGE} {jar} && echo '{sha}  {jar}' | sha256sum -c --status; }} || "
+        f"{{ echo 'the image holds no pinned {jar} (kafka_cluster.JMX_AGENT)' >&2; exit 1; }}; "
         f"chown -R {KAFKA_UID}:{KAFKA_UID} {VOLUME}"
     )
 
@@ -284,7 +286,7 @@ class KafkaCluster(pulumi.ComponentResource):
             init=(
                 InitStep(
                     name="jmx-agent",
-                    image=AGENT_FETCH_IMAGE,
+                    image=spec.images.kafka_jmx_agent,
                     command=("sh", "-c", _agent_script()),
                     resources=SIDECAR_RESOURCES,
                 ),

@@ -52,3 +52,35 @@ def test_an_unknown_image_is_refused_with_the_known_names() -> None:
     result = CliRunner().invoke(app, ["images", "build", "mongodb"])
     assert result.exit_code == 2
     assert "no image named 'mongodb'" in result.output and "redis" in result.output
+
+
+def test_the_kafka_init_step_copies_the_pinned_jmx_agent_out_of_the_image(tmp_path: Path) -> None:
+    """What the Docker and Kubernetes brokers' init step runs, in the project's Kafka
+    image: the agent lands on the volume, checked against the pinned SHA-256, with
+    no network (``--network none``: nothing is downloaded at pod start)."""
+    from backbone_infra.components.kafka_cluster import JMX_JAR, VOLUME, _agent_script
+
+    CliRunner().invoke(app, ["images", "build", "kafka"])
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    podman(
+        "run", "--rm", "--network", "none", "--user", "root",
+        "-v", f"{volume}:{VOLUME}", images.image_ref("kafka"),
+        "sh", "-c", _agent_script(),
+    )  # fmt: skip
+    agent = volume / "jmx" / JMX_JAR
+    assert agent.stat().st_size > 100_000
+    assert agent.read_bytes()[:2] == b"PK"  # a jar
+
+
+def test_an_image_without_the_pinned_agent_fails_the_init_step_loudly(tmp_path: Path) -> None:
+    from backbone_infra.components.kafka_cluster import VOLUME, _agent_script
+
+    done = podman(
+        "run", "--rm", "--network", "none", "--user", "root",
+        "-v", f"{tmp_path}:{VOLUME}", images.image_ref("redis"),
+        "sh", "-c", _agent_script(),
+        check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert "the image holds no pinned jmx_prometheus_javaagent" in done.stderr
