@@ -19,7 +19,7 @@ from typing import Literal
 from backbone.bars import Bar
 from backbone_harness.stacks import Stack
 
-__all__ = ["Drill", "Fault", "FaultKind", "wait_until"]
+__all__ = ["Drill", "Fault", "FaultKind", "wait_redis_roles", "wait_until"]
 
 #: ``cut`` and ``slow`` are network faults on a path, not on a node: the drill
 #: applies them itself (see :mod:`backbone_harness.drills.network`).
@@ -71,6 +71,21 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> fl
         if time.monotonic() - began > timeout_s:
             raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
         time.sleep(0.2)
+
+
+def wait_redis_roles(stack: Stack, primary: str, timeout_s: float = 60) -> None:
+    """Wait until ``primary`` is the Redis primary and every other Redis server
+    follows it as a replica: the roles as a Redis drill found them."""
+    wait_until(lambda: stack.redis_primary() == primary, timeout_s, f"{primary} as primary")
+    wait_until(
+        lambda: all(
+            stack.roles().get(n) == "replica"
+            for n in stack.node_names()
+            if n.startswith("redis-") and n != primary
+        ),
+        timeout_s,
+        f"the other Redis servers to follow {primary}",
+    )
 
 
 class Drill(ABC):

@@ -26,10 +26,10 @@ from kafka.structs import OffsetAndMetadata
 from backbone.bars import Bar
 from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
-from backbone.stream.consumer import CRASH_POINT_ENV, BarConsumer
+from backbone.stream.consumer import CRASH_POINT_ENV
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from backbone_harness.drills.base import Drill, Fault, wait_until
-from backbone_harness.drills.writer import drill_bars, stored_keys
+from backbone_harness.drills.writer import drain_group, drill_bars, stored_keys
 
 __all__ = ["ConsumerCrashDrill"]
 
@@ -135,16 +135,9 @@ class ConsumerCrashDrill(Drill):
 
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         assert self.doc.kafka is not None and self.store is not None
-        consumer = BarConsumer(
-            KafkaConnectionSettings.from_section(self.doc.kafka),
-            self.store,
-            group_id=self.group,
-            topics=TOPICS,
+        stats = drain_group(
+            KafkaConnectionSettings.from_section(self.doc.kafka), self.store, self.group, TOPICS
         )
-        try:
-            stats = consumer.catch_up(timeout_s=90)
-        finally:
-            consumer.close()
         self.figures["redelivered_bars_absorbed"] = stats.duplicates
         self.figures["stored_by_the_new_member"] = stats.stored
         if stats.duplicates == 0:

@@ -25,7 +25,7 @@ from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer
 from backbone_harness.drills.base import Fault, wait_until
 from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
-from backbone_harness.drills.writer import stored_keys
+from backbone_harness.drills.writer import drain_group, stored_keys
 
 __all__ = ["KafkaControllerKillDrill"]
 
@@ -102,14 +102,9 @@ class KafkaControllerKillDrill(KafkaLeaderKillDrill):
         consumer.close()
         self.consumer = None
         # A new member of the group drains what the first left uncommitted.
-        drain = BarConsumer(
-            self.kafka, store, group_id=self.group, topics=("intraday_bars",),
-            client_id=f"drill-{self.name}-drain",
-        )  # fmt: skip
-        try:
-            self.figures["drained_after_recovery"] = drain.catch_up(timeout_s=90).stored
-        finally:
-            drain.close()
+        self.figures["drained_after_recovery"] = drain_group(
+            self.kafka, store, self.group, ("intraday_bars",), client_id=f"drill-{self.name}-drain"
+        ).stored
         stored = set(stored_keys(store, self.symbols, "1m"))
         missing = set(acknowledged) - stored
         self.figures["consumer_errors"] = len(self.consume_errors)

@@ -25,7 +25,7 @@ from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer
 from backbone_harness.drills.base import Fault, wait_until
 from backbone_harness.drills.consumer_crash import TOPICS, ConsumerCrashDrill
-from backbone_harness.drills.writer import stored_keys
+from backbone_harness.drills.writer import drain_group, stored_keys
 
 __all__ = ["ConsumerRebalanceStormDrill"]
 
@@ -117,16 +117,9 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
 
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         assert self.doc.kafka is not None and self.store is not None
-        consumer = BarConsumer(
-            KafkaConnectionSettings.from_section(self.doc.kafka),
-            self.store,
-            group_id=self.group,
-            topics=TOPICS,
+        stats = drain_group(
+            KafkaConnectionSettings.from_section(self.doc.kafka), self.store, self.group, TOPICS
         )
-        try:
-            stats = consumer.catch_up(timeout_s=90)
-        finally:
-            consumer.close()
         self.figures.update(
             member_joins=self.joins,
             member_leaves=self.leaves,

@@ -29,7 +29,7 @@ from typing import Any
 from backbone.bars import Bar
 from backbone.cache.redis import RedisCache
 from backbone.settings import load_settings
-from backbone_harness.drills.base import wait_until
+from backbone_harness.drills.base import wait_redis_roles, wait_until
 from backbone_harness.drills.faults import NodeGroupFault, join_nodes
 from backbone_harness.drills.redis_primary import TIMEFRAME, RedisPrimaryKillDrill
 from backbone_harness.drills.writer import drill_bars
@@ -138,16 +138,7 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
         restarted = time.monotonic()
         self.figures["restart_all_redis_s"] = round(restarted - began, 2)
         primary = self.original_primary
-        wait_until(lambda: self.stack.redis_primary() == primary, 60, f"{primary} as primary")
-        wait_until(
-            lambda: all(
-                self.stack.roles().get(n) == "replica"
-                for n in self.stack.node_names()
-                if n.startswith("redis-") and n != primary
-            ),
-            60,
-            "the Redis replicas to follow the primary again",
-        )
+        wait_redis_roles(self.stack, primary)
         self.figures["roles_as_found_after_s"] = round(time.monotonic() - restarted, 2)
         cache = self.warm_cache
         assert cache is not None

@@ -26,7 +26,7 @@ from backbone.cache.redis import RedisCache
 from backbone.runtime import Backbone
 from backbone.settings import RedisConnectionSettings, TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
-from backbone_harness.drills.base import Drill, Fault, wait_until
+from backbone_harness.drills.base import Drill, Fault, wait_redis_roles, wait_until
 from backbone_harness.drills.writer import drill_bars, stored_keys
 
 __all__ = ["RedisPrimaryKillDrill"]
@@ -163,16 +163,7 @@ class RedisPrimaryKillDrill(Drill):
             )
         finally:
             admin.close()
-        wait_until(lambda: self.stack.redis_primary() == node, 60, f"{node} to be primary again")
-        wait_until(
-            lambda: all(
-                self.stack.roles().get(n) == "replica"
-                for n in self.stack.node_names()
-                if n.startswith("redis-") and n != node
-            ),
-            60,
-            "the other Redis server to follow as a replica",
-        )
+        wait_redis_roles(self.stack, node)
         self.figures["failed_back_after_s"] = round(time.monotonic() - began, 2)
 
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:

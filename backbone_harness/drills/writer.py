@@ -15,9 +15,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from backbone.bars import Bar
+from backbone.settings import KafkaConnectionSettings
 from backbone.store.base import BarStore
+from backbone.stream.consumer import BarConsumer, ConsumeStats
 
-__all__ = ["DRILL_SPAN", "AckLog", "Writer", "drill_bars", "longest_gap", "stored_keys"]
+__all__ = [
+    "DRILL_SPAN",
+    "AckLog",
+    "Writer",
+    "drain_group",
+    "drill_bars",
+    "longest_gap",
+    "stored_keys",
+]
 
 BarKey = tuple[str, str, datetime]
 
@@ -30,6 +40,24 @@ def stored_keys(store: BarStore, symbols: Iterable[str], timeframe: str = "1m") 
     """The reader of every drill that checks the store: the key of each stored bar of
     ``symbols`` in :data:`DRILL_SPAN`, once per row found (a duplicate row shows twice)."""
     return [b.key for symbol in symbols for b in store.read(symbol, timeframe, *DRILL_SPAN)]
+
+
+def drain_group(
+    kafka: KafkaConnectionSettings,
+    store: BarStore,
+    group: str,
+    topics: Sequence[str],
+    *,
+    client_id: str = "drill-drain",
+    timeout_s: float = 90,
+) -> ConsumeStats:
+    """A new member of ``group`` stores everything the group has not committed yet
+    (what a drill's consumers left behind), then leaves; returns what it moved."""
+    consumer = BarConsumer(kafka, store, group_id=group, topics=topics, client_id=client_id)
+    try:
+        return consumer.catch_up(timeout_s=timeout_s)
+    finally:
+        consumer.close()
 
 
 def drill_bars(symbols: Sequence[str], timeframe: str = "1m") -> Iterator[Bar]:
