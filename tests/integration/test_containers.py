@@ -41,11 +41,12 @@ from backbone_harness.containers.services import (
     redis_exporter,
     redis_server,
 )
+from backbone_harness.containers.stack import COMPOSE_TLS
 from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
 from backbone_infra.spec import StackSpec, build_spec
+from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.ports import PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
-from backbone_infra.targets.local.tls import issue_local_certificates
 
 _REASON = no_engine_reason()
 pytestmark = [
@@ -78,25 +79,13 @@ def engine() -> Iterator[None]:
 
 @pytest.fixture
 def spec() -> StackSpec:
-    return build_spec(f"tc-{secrets.token_hex(3)}", size="minimal")
+    # The podman stacks' spec: plain text until TLS reaches them (COMPOSE_TLS).
+    return build_spec(f"tc-{secrets.token_hex(3)}", size="minimal", tls=COMPOSE_TLS)
 
 
 @pytest.fixture
 def stack_secrets() -> StackSecrets:
     return StackSecrets()
-
-
-@pytest.fixture
-def certs(spec: StackSpec, tmp_path: Path) -> Path:
-    """The stack's CA and certificates, as ``harness up --env compose`` issues them."""
-    hosts = {s: ["127.0.0.1", "localhost", f"{s}-1", s] for s in ("redis", "kafka", "postgres")}
-    made = issue_local_certificates(spec, tmp_path / "stack", hosts)
-    assert made is not None
-    return made
-
-
-def _ca(certs: Path) -> str:
-    return str(certs / "ca.crt")
 
 
 def _started(service: ServiceContainer, files: Path, ready_log: str) -> Any:
@@ -115,18 +104,16 @@ def _started(service: ServiceContainer, files: Path, ready_log: str) -> Any:
 
 
 def test_redis_image_serves_the_backbone_cache(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
 ) -> None:
     port = PortAllocator().allocate()
-    service = redis_server(spec, stack_secrets, port=port, certs=certs)
+    service = redis_server(spec, stack_secrets, port=port)
     with _started(service, tmp_path, "Ready to accept connections"):
         settings = RedisConnectionSettings(
             host="127.0.0.1",
             port=port,
             username=spec.redis.username,
             password=stack_secrets.redis_password,
-            tls=True,
-            ssl_cafile=_ca(certs),
         )
         bar = Bar("EURUSD", "1d", datetime(2024, 1, 2, tzinfo=UTC), 1.1, 1.2, 1.0, 1.15, 10)
         cache = RedisCache(settings, namespace=f"backbone-tc-{secrets.token_hex(3)}")
@@ -140,16 +127,13 @@ def test_redis_image_serves_the_backbone_cache(
 
 
 def test_redis_image_refuses_the_disabled_default_user(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
 ) -> None:
     import redis
 
     port = PortAllocator().allocate()
-    service = redis_server(spec, stack_secrets, port=port, certs=certs)
-    with _started(service, tmp_path, "Ready to accept"):
-        client = redis.Redis(
-            host="127.0.0.1", port=port, socket_timeout=5, ssl=True, ssl_ca_certs=_ca(certs)
-        )
+    with _started(redis_server(spec, stack_secrets, port=port), tmp_path, "Ready to accept"):
+        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
         with pytest.raises(redis.AuthenticationError):
             client.ping()
         client.close()
@@ -166,17 +150,14 @@ def _kafka_ports() -> KafkaNodePorts:
 
 
 def test_kafka_image_round_trips_records_with_scram(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
 ) -> None:
     ports = _kafka_ports()
-    service = kafka_broker(
-        spec, stack_secrets, ports=ports, cluster_id=new_cluster_id(), certs=certs
-    )
+    service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
     k = spec.kafka
     common: dict[str, Any] = {
         "bootstrap_servers": f"127.0.0.1:{ports.client}",
-        "security_protocol": "SASL_SSL",
-        "ssl_cafile": _ca(certs),
+        "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": k.sasl_mechanism,
     }
     with _started(service, tmp_path, "Kafka Server started"):
@@ -185,9 +166,12 @@ def test_kafka_image_round_trips_records_with_scram(
             sasl_plain_username=k.admin_username,
             sasl_plain_password=stack_secrets.kafka_admin_password,
         )
-        topic = f"tc-bars-{secrets.token_hex(3)}"
+        # The application may touch only the stack's topics and groups (the ACLs
+        # provisioning grants); a spec topic, granted as provisioning does.
+        topic = k.topics[0].name
         try:
             admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+            grant_stack_acls(admin, k)
         finally:
             admin.close()
         user = {
@@ -218,19 +202,16 @@ def test_kafka_image_round_trips_records_with_scram(
 
 
 def test_kafka_image_refuses_a_wrong_password(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
 ) -> None:
     from kafka.errors import KafkaError
 
     ports = _kafka_ports()
-    service = kafka_broker(
-        spec, stack_secrets, ports=ports, cluster_id=new_cluster_id(), certs=certs
-    )
+    service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
     with _started(service, tmp_path, "Kafka Server started"), pytest.raises(KafkaError):
         producer = KafkaProducer(
             bootstrap_servers=f"127.0.0.1:{ports.client}",
-            security_protocol="SASL_SSL",
-            ssl_cafile=_ca(certs),
+            security_protocol="SASL_PLAINTEXT",
             sasl_mechanism=spec.kafka.sasl_mechanism,
             sasl_plain_username=spec.kafka.username,
             sasl_plain_password="not-the-password",
@@ -243,11 +224,11 @@ def test_kafka_image_refuses_a_wrong_password(
 
 
 def test_postgres_image_serves_the_bar_store(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
 ) -> None:
     port = PortAllocator().allocate()
     p = spec.postgres
-    service = postgres_server(spec, stack_secrets, port=port, certs=certs)
+    service = postgres_server(spec, stack_secrets, port=port)
     with _started(service, tmp_path, "database system is ready to accept connections"):
         with psycopg.connect(
             host="127.0.0.1",
@@ -255,8 +236,7 @@ def test_postgres_image_serves_the_bar_store(
             user="postgres",
             password=stack_secrets.postgres_superuser_password,
             dbname="postgres",
-            sslmode="verify-full",
-            sslrootcert=_ca(certs),
+            sslmode="disable",
             autocommit=True,
             connect_timeout=10,
         ) as admin:
@@ -280,8 +260,7 @@ def test_postgres_image_serves_the_bar_store(
             dbname=p.dbname,
             user=p.user,
             password=SecretStr(stack_secrets.postgres_password),
-            sslmode="verify-full",
-            sslrootcert=_ca(certs),
+            sslmode="disable",
         )
         store = TimescaleStore(TimescaleConnectionSettings.from_section(conn))
         start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -299,18 +278,18 @@ def test_postgres_image_serves_the_bar_store(
 
 
 def test_redis_exporter_image_scrapes_the_redis_container(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, certs: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
 ) -> None:
     import urllib.request
 
     alloc = PortAllocator()
     port, metrics = alloc.allocate(), alloc.allocate()
-    server = redis_server(spec, stack_secrets, port=port, certs=certs)
+    server = redis_server(spec, stack_secrets, port=port)
     # The exporter joins the server's network namespace; the server publishes its port.
     server = ServiceContainer(
         server.name, server.image, server.command, server.files, (port, metrics)
     )
-    exporter = redis_exporter(spec, stack_secrets, redis_port=port, port=metrics, certs=certs)
+    exporter = redis_exporter(spec, stack_secrets, redis_port=port, port=metrics)
     with _started(server, tmp_path / "redis", "Ready to accept connections") as redis_c:
         from testcontainers.core.container import DockerContainer
         from testcontainers.core.wait_strategies import LogMessageWaitStrategy

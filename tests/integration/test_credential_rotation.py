@@ -24,7 +24,7 @@ from redis.retry import Retry
 from typer.testing import CliRunner
 
 from backbone.bars import Bar
-from backbone.settings import KafkaConnectionSettings
+from backbone.settings import KafkaConnectionSettings, RedisConnectionSettings
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from backbone_harness.cli import app
@@ -82,6 +82,7 @@ def test_running_clients_survive_a_rotation_and_the_old_passwords_are_refused(
     cache = redis.Redis(
         host=old_doc.redis.host, port=old_doc.redis.port, username=old_doc.redis.username,
         password=old.redis_password,
+        **RedisConnectionSettings.from_section(old_doc.redis).tls_kwargs(),
     )  # fmt: skip
     session = psycopg.connect(
         old_doc.timescale.conninfo(), password=old.postgres_password, autocommit=True
@@ -177,17 +178,18 @@ def test_rotation_on_an_ha_stack_keeps_the_sentinels_and_every_replica(
     doc = ha_stack.document
     assert doc.redis is not None and doc.redis.sentinel_password is not None
     assert doc.redis.sentinel_password.get_secret_value() == old.sentinel_password
+    tls = RedisConnectionSettings.from_section(doc.redis).tls_kwargs()
     servers = [r.name for r in ha_stack.services["redis"].records if r.name.startswith("redis-")]
     assert len(servers) >= 2
     for node in servers:
         port = ha_stack.node(node).record.ports["client"]
         with redis.Redis(
             host="127.0.0.1", port=port, username=doc.redis.username,
-            password=new.redis_password,
+            password=new.redis_password, **tls,
         ) as client:  # fmt: skip
             assert client.ping()
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(
                 host="127.0.0.1", port=port, username=doc.redis.username,
-                password=old.redis_password, retry=Retry(NoBackoff(), 0),
+                password=old.redis_password, retry=Retry(NoBackoff(), 0), **tls,
             ).ping()  # fmt: skip

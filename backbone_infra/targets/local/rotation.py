@@ -43,7 +43,7 @@ from kafka.admin import UserScramCredentialUpsertion
 from pydantic import SecretStr
 
 from backbone.connections import ConnectionsDocument, write_document
-from backbone.settings import KafkaConnectionSettings
+from backbone.settings import KafkaConnectionSettings, RedisConnectionSettings
 from backbone.stream.producer import kafka_client_config
 from backbone_infra.errors import InfraError
 from backbone_infra.render.postgres import SUPERUSER, password_statement, scram_verifier
@@ -99,12 +99,17 @@ def new_password() -> str:
 
 
 def _redis_admin(stack: LocalStack, node: str, secrets: StackSecrets) -> redis.Redis:
+    section = stack.document.redis
+    assert section is not None
+    # Over the same verified TLS as the application (the document's CA).
+    tls = RedisConnectionSettings.from_section(section).tls_kwargs()
     return redis.Redis(
         host=LOOPBACK,
         port=stack.node(node).record.ports["client"],
         username=ADMIN_USER,
         password=secrets.redis_admin_password,
         socket_timeout=5,
+        **tls,
     )
 
 
@@ -205,6 +210,16 @@ def _wait_kafka_accepts(doc: ConnectionsDocument, pw: str) -> None:
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
 
+def _pg_ssl(stack: LocalStack) -> dict[str, Any]:
+    """The document's TLS settings for the superuser's session (verified like the
+    application's)."""
+    section = stack.document.timescale
+    assert section is not None
+    if section.sslrootcert is None:
+        return {"sslmode": section.sslmode}
+    return {"sslmode": section.sslmode, "sslrootcert": section.sslrootcert}
+
+
 def _postgres_set(stack: LocalStack, secrets: StackSecrets, pw: str) -> None:
     primary = stack.postgres_primary()
     with psycopg.connect(
@@ -213,7 +228,7 @@ def _postgres_set(stack: LocalStack, secrets: StackSecrets, pw: str) -> None:
         dbname="postgres",
         user=SUPERUSER,
         password=secrets.postgres_superuser_password,
-        sslmode="disable",
+        **_pg_ssl(stack),
         autocommit=True,
         connect_timeout=10,
     ) as conn:
