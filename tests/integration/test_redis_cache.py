@@ -67,12 +67,14 @@ def current_primary(cache: RedisCache) -> tuple[str, int] | None:
 
 def raw_client(stack: Any, address: tuple[str, int]) -> redis.Redis:
     """An admin client of one node: inspecting roles and flushing scripts are
-    not the application user's job (its ACL refuses them)."""
+    not the application user's job (its ACL refuses them). Over the stack's TLS."""
+    section = stack.document.redis
     return redis.Redis(
         host=address[0],
         port=address[1],
         username=ADMIN_USER,
         password=StackSecrets.load(stack.dir).redis_admin_password,
+        **RedisConnectionSettings.from_section(section).tls_kwargs(),
     )
 
 
