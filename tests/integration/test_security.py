@@ -32,7 +32,7 @@ from redis.retry import Retry
 
 from backbone.bars import Bar
 from backbone.cache import RedisCache
-from backbone.settings import load_settings
+from backbone.settings import RedisConnectionSettings, load_settings
 from backbone_infra.render.postgres import monitor_role, reader_role
 from backbone_infra.render.redis import ADMIN_USER, EXPORTER_USER
 from backbone_infra.targets.local.secrets import StackSecrets
@@ -61,6 +61,8 @@ def _redis(stack: LocalStack, username: str | None, password: str | None) -> red
         password=password,
         retry=_ONCE,
         socket_timeout=5,
+        # Every refusal below happens over the stack's verified TLS.
+        **RedisConnectionSettings.from_section(doc.redis).tls_kwargs(),
     )
 
 
@@ -83,6 +85,7 @@ def _kafka_config(stack: LocalStack, **override: Any) -> dict[str, Any]:
         "sasl_plain_username": k.username,
         "sasl_plain_password": k.password.get_secret_value(),
         "request_timeout_ms": 10000,
+        **({"ssl_cafile": k.ssl_cafile, "ssl_check_hostname": True} if k.ssl_cafile else {}),
     }
     return {**config, **override}
 
@@ -97,7 +100,8 @@ def _pg(stack: LocalStack, **override: Any) -> psycopg.Connection:
         "dbname": t.dbname,
         "user": t.user,
         "password": t.password.get_secret_value(),
-        "sslmode": "disable",
+        "sslmode": t.sslmode,
+        **({"sslrootcert": t.sslrootcert} if t.sslrootcert else {}),
         "connect_timeout": 5,
         "autocommit": True,
     }
