@@ -53,6 +53,8 @@ __all__ = ["LocalPatroni", "PatroniProcessNode", "patroni_command", "patroni_exe
 #: ``initdb`` and the first start of the leader, or a clone of a standby.
 _START_TIMEOUT_S = 120.0
 _PROBE_TIMEOUT_S = 2.0
+#: Pause between switchover attempts Patroni refused or rolled back.
+_SWITCHOVER_RETRY_S = 2.0
 
 
 def patroni_executable() -> Path:
@@ -321,6 +323,16 @@ class LocalPatroni(LocalPostgres):
 
         return self._roles(ask, unreachable=(OSError,))
 
+    def _settled_primary(self, deadline: float) -> str | None:
+        """The primary once exactly one answers (None if none does by ``deadline``)."""
+        while True:
+            try:
+                return self.primary()
+            except InfraError:
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.5)
+
     def switchover(self, candidate: str, timeout_s: float = 60.0) -> float:
         """Hand the primary role to ``candidate`` (a planned switchover through
         Patroni); returns the seconds until ``candidate`` is primary."""
@@ -328,15 +340,29 @@ class LocalPatroni(LocalPostgres):
         if leader == candidate:
             return 0.0
         began = time.monotonic()
-        # Patroni answers once the switchover is done (or failed): wait for it.
-        status, body = self.rest(
-            candidate, "/switchover", {"leader": leader, "candidate": candidate}, timeout=timeout_s
-        )
-        if status != 200:
-            raise InfraError(
-                f"Patroni refused the switchover {leader} -> {candidate} ({status}: {body}); "
-                f"check `harness node roles`: {candidate} must be a streaming quorum standby"
+        deadline = began + timeout_s
+        while True:
+            # Patroni answers once the switchover is done (or failed): wait for it.
+            status, body = self.rest(
+                candidate,
+                "/switchover",
+                {"leader": leader, "candidate": candidate},
+                timeout=max(5.0, deadline - time.monotonic()),
             )
+            if status == 200:
+                break
+            # A refused or failed attempt leaves (or puts back) the old leader; a
+            # candidate that just rejoined may need a few more loops to be counted
+            # healthy. Try again, once a primary answers, until the deadline.
+            now = self._settled_primary(deadline)
+            if now == candidate:
+                break
+            if now != leader or time.monotonic() + _SWITCHOVER_RETRY_S > deadline:
+                raise InfraError(
+                    f"Patroni refused the switchover {leader} -> {candidate} ({status}: {body}); "
+                    f"check `harness node roles`: {candidate} must be a streaming quorum standby"
+                )
+            time.sleep(_SWITCHOVER_RETRY_S)
         wait_until(
             lambda: self.primary() == candidate,
             f"{candidate} to be primary",
