@@ -429,7 +429,10 @@ class RedisCache:
             try:
                 self._client.ping()
             except RETRYABLE_ERRORS as exc:
-                self._client.connection_pool.disconnect()
+                # Idle connections only, as in _execute: the readers' commands in
+                # flight fail (and fall back) on their own; closing their sockets
+                # under them raised ValueError past the fallback.
+                self._client.connection_pool.disconnect(inuse_connections=False)
                 self._mark_unavailable(exc)
                 continue
             except Exception:  # keep beating whatever a single ping does

@@ -396,7 +396,9 @@ class BarConsumer:
 
         retrying = Retrying(
             retry=retry_if_exception_type(StoreUnavailableError),
-            wait=wait_exponential_jitter(initial=0.5, max=self._store_retry_max_wait_s, jitter=1),
+            wait=wait_exponential_jitter(
+                multiplier=0.5, max=self._store_retry_max_wait_s, jitter=1
+            ),
             # Stopping hands the poll back uncommitted (re-read by the next owner).
             stop=stop_after_delay(self.store_outage_max_s) | stop_when_event_set(self._stop),
             before_sleep=before_sleep,
