@@ -134,8 +134,10 @@ class KafkaSpec(_Spec):
 class PatroniSpec(_Spec):
     """Automatic failover of PostgreSQL: Patroni on every node, etcd as its store.
 
-    Failover time is bounded by the leader key's ``ttl_s``: a SIGKILLed
-    primary cannot release its key, so the standbys wait until it expires.
+    A crashed PostgreSQL under a live Patroni fails over within a loop or two
+    (``primary_start_timeout_s = 0``: Patroni releases the leader key and a
+    quorum standby takes it). A lost *node* (Patroni gone too) cannot release
+    its key, so the standbys wait until ``ttl_s`` expires.
     Patroni 4 refuses a ``ttl`` below 20 s and requires
     ``loop_wait + 2 * retry_timeout <= ttl`` (it silently shortens the others
     otherwise); both are checked here so a spec never means something else
@@ -150,6 +152,11 @@ class PatroniSpec(_Spec):
     loop_wait_s: int = Field(default=2, ge=1)
     #: Seconds Patroni retries etcd and PostgreSQL before it gives up the lead.
     retry_timeout_s: int = Field(default=9, ge=3)
+    #: Seconds a crashed primary's Patroni tries to restart PostgreSQL in place
+    #: before failing over. 0: fail over at once when a quorum standby can take
+    #: over (safe here: quorum mode promotes only a standby holding every
+    #: acknowledged commit), so a crashed server costs a loop or two, not a restart.
+    primary_start_timeout_s: int = Field(default=0, ge=0)
     #: Commits wait for this many standbys out of all (``ANY n``, quorum mode).
     synchronous_node_count: int = Field(default=1, ge=1)
     #: Patroni's REST API (roles, health, switchover).

@@ -108,6 +108,10 @@ class Drill(ABC):
     #: which would take the load's records as its own, counts and all, and have to
     #: store them; the load then runs its readers only.
     load_produces: bool = True
+    #: The longest write outage the drill accepts (``unavailable_seconds``), or
+    #: None where the fault stops writes by design for as long as it is held (a
+    #: whole service down). The targets of issue 12 live on the drills themselves.
+    max_unavailable_s: float | None = None
     #: Seconds of writing before the fault, and after recovery.
     warmup_s: float = 2.0
     tail_s: float = 2.0

@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -35,6 +35,9 @@ from backbone_harness.load.cli import Profile
 from backbone_harness.stacks import ENVIRONMENTS, down_stack, load_stack, up_stack
 from backbone_infra.paths import status_dir
 from backbone_infra.spec import SIZES, build_spec
+
+if TYPE_CHECKING:
+    from backbone_harness.drills.report import DrillReport
 
 __all__ = ["STATUS_DIR", "drill_app"]
 
@@ -104,7 +107,7 @@ def run(
 ) -> None:
     """Run one drill (or all, one after the other on the same stack) and write the report."""
     from backbone_harness.drills.load import LoadOptions
-    from backbone_harness.drills.report import DrillReport, write_report
+    from backbone_harness.drills.report import write_report
     from backbone_harness.drills.runner import DRILLS, drill_class, run_drill
 
     load_options = (
@@ -177,11 +180,22 @@ def run(
         say(
             f"{report.drill}: acknowledged {report.acknowledged}, lost "
             f"{report.lost_acknowledged}, duplicates {report.duplicates}, unavailable "
-            f"{report.unavailable_seconds:.1f}s, recovered {report.recovery_seconds:.1f}s — "
-            f"{'PASS' if report.passed else 'FAIL'}"
+            f"{report.unavailable_seconds:.1f}s{_ceiling(report)}, recovered "
+            f"{report.recovery_seconds:.1f}s — {_word(report)}"
         )
         if report.load:
             say(f"{report.drill}: load curve {out_dir / report.load['plot']}")
     say(str(out_dir / "drills.md"))
     if any(r.failed for r in reports):
         raise typer.Exit(1)
+
+
+def _ceiling(report: DrillReport) -> str:
+    budget = report.unavailable_budget_s
+    return "" if budget is None else f" (ceiling {budget:g}s)"
+
+
+def _word(report: DrillReport) -> str:
+    if not report.passed:
+        return "FAIL"
+    return "PASS" if report.within_budget else "OVER CEILING (writes stopped too long)"

@@ -49,6 +49,9 @@ class PostgresStandbyKillDrill(Drill):
         "until it is back (the trade-off), none acknowledged is lost"
     )
     fault = Fault(role="the PostgreSQL synchronous standby", kind="kill")
+    #: Seconds writes may stop (issue 12's target: a quorum (ANY 1) commit
+    #: does not wait for a lost standby).
+    max_unavailable_s = 2.0
     min_acknowledged = 200
 
     def __init__(self, stack: Any) -> None:

@@ -54,6 +54,9 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
         f"{WARM_WITHIN_S:.0f}s"
     )
     fault = NodeGroupFault(role="every Redis server and every Sentinel", kind="stop")
+    #: Seconds writes may stop (writes go to the store and Kafka, not through
+    #: Redis: they should not stop).
+    max_unavailable_s = 5.0
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)

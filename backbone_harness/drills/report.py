@@ -42,7 +42,10 @@ class AlertFired:
 
 @dataclass
 class DrillReport:
-    """One drill run. ``passed`` needs ``lost_acknowledged == 0`` and no problem."""
+    """One drill run. ``passed`` needs nothing lost, nothing stored twice and no
+    problem: correctness only. How long writes stopped is judged apart
+    (:attr:`within_budget`), so a test can assert ``passed`` without asserting a
+    duration, while ``harness drill run`` fails on either."""
 
     drill: str
     stack: str
@@ -56,6 +59,8 @@ class DrillReport:
     stored_unacknowledged: int = 0
     #: Longest time after the fault with no acknowledged write, seconds.
     unavailable_seconds: float = 0.0
+    #: The drill's ceiling on ``unavailable_seconds`` (None: none, the fault stops writes).
+    unavailable_budget_s: float | None = None
     #: Fault to the stack being back as found (node restarted, roles healthy).
     recovery_seconds: float = 0.0
     failed_writes: int = 0
@@ -81,9 +86,16 @@ class DrillReport:
         return asdict(self)
 
     @property
+    def within_budget(self) -> bool:
+        """Writes stopped no longer than the drill's ceiling (true without one)."""
+        budget = self.unavailable_budget_s
+        return budget is None or self.unavailable_seconds <= budget
+
+    @property
     def failed(self) -> bool:
-        """Ran and did not pass (a drill not applicable here is no failure)."""
-        return self.applicable and not self.passed
+        """Ran and lost, doubled, broke something or stopped writes over its
+        ceiling (a drill not applicable here is no failure)."""
+        return self.applicable and not (self.passed and self.within_budget)
 
 
 def report_key(drill: str, environment: str) -> str:
@@ -130,10 +142,26 @@ def _cell(r: dict[str, Any] | None) -> str:
         return "n/a"
     size = f" ({r['size']})" if r.get("size") else ""
     return (
-        f"{'PASS' if r['passed'] else '**FAIL**'}{size}: {r['acknowledged']} acked, "
+        f"{_verdict_word(r)}{size}: {r['acknowledged']} acked, "
         f"{r['lost_acknowledged']} lost, {r['duplicates']} dup, "
         f"{r['unavailable_seconds']:.1f} s unavailable, {r['recovery_seconds']:.1f} s to recover"
     )
+
+
+def _over_budget(r: dict[str, Any]) -> bool:
+    budget = r.get("unavailable_budget_s")
+    return budget is not None and r["unavailable_seconds"] > budget
+
+
+def _verdict_word(r: dict[str, Any]) -> str:
+    if not r["passed"]:
+        return "**FAIL**"
+    return "**OVER CEILING**" if _over_budget(r) else "PASS"
+
+
+def _budget(r: dict[str, Any]) -> str:
+    budget = r.get("unavailable_budget_s")
+    return "no ceiling: the fault stops writes" if budget is None else f"ceiling {budget:g} s"
 
 
 def _by_drill(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -153,14 +181,14 @@ def _details(name: str, env: str, r: dict[str, Any]) -> list[str]:
         "",
         f"## {name} — {env}",
         "",
-        f"- Result: {'PASS' if r['passed'] else 'FAIL'} — {r['reason']}",
+        f"- Result: {_verdict_word(r).strip('*')} — {r['reason']}",
         f"- Stack `{r['stack']}` ({env}{', ' + r['size'] if r.get('size') else ''}), "
         f"fault: {r['fault']} on `{r['target']}`, {r['date']}",
         f"- Acknowledged {r['acknowledged']}, found {r['stored']}, lost "
         f"{r['lost_acknowledged']}, duplicates {r['duplicates']}, found but never "
         f"acknowledged {r['stored_unacknowledged']}",
         f"- Unavailable {r['unavailable_seconds']:.2f} s (longest gap between "
-        f"acknowledged writes after the fault); slowest write "
+        f"acknowledged writes after the fault; {_budget(r)}); slowest write "
         f"{r['slowest_write_s']:.2f} s; failed writes {r['failed_writes']}; back as "
         f"found after {r['recovery_seconds']:.2f} s",
     ]

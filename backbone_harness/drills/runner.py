@@ -77,12 +77,16 @@ def _ha_drills() -> list[type[Drill]]:
         KafkaLeaderLatencyDrill,
         KafkaLeaderPartitionDrill,
     )
-    from backbone_harness.drills.postgres_primary import PostgresPrimaryKillDrill
+    from backbone_harness.drills.postgres_primary import (
+        PostgresNodeKillDrill,
+        PostgresPrimaryKillDrill,
+    )
     from backbone_harness.drills.rebalance_storm import ConsumerRebalanceStormDrill
     from backbone_harness.drills.redis_full_outage import RedisFullOutageDrill
 
     return [
         PostgresPrimaryKillDrill,
+        PostgresNodeKillDrill,
         KafkaBelowMinIsrDrill,
         KafkaControllerKillDrill,
         RedisFullOutageDrill,
@@ -228,6 +232,7 @@ def run_drill(
     report.stored_unacknowledged = result.stored_unacknowledged
     report.lost_examples = list(result.lost_examples)
     report.unavailable_seconds = round(longest_gap(acks.ok_at, fault_at, ended), 2)
+    report.unavailable_budget_s = drill.max_unavailable_s
     report.failed_writes = len(acks.failed_at)
     report.slowest_write_s = round(acks.slowest_s, 2)
     report.write_errors = acks.errors[:5]
@@ -289,6 +294,8 @@ def _alerts(stack: Stack, fault_wall: float) -> list[AlertFired]:
 def _verdict(drill: Drill, report: DrillReport) -> tuple[bool, str]:
     if report.lost_acknowledged:
         return False, f"{report.lost_acknowledged} acknowledged bars were lost"
+    if report.duplicates:
+        return False, f"{report.duplicates} bars were stored more than once"
     if report.acknowledged < drill.min_acknowledged:
         return False, (
             f"only {report.acknowledged} bars were acknowledged (< {drill.min_acknowledged}): "

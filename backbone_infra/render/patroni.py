@@ -98,6 +98,7 @@ def dcs_settings(patroni: PatroniSpec) -> dict[str, Any]:
         "ttl": patroni.ttl_s,
         "loop_wait": patroni.loop_wait_s,
         "retry_timeout": patroni.retry_timeout_s,
+        "primary_start_timeout": patroni.primary_start_timeout_s,
         "maximum_lag_on_failover": MAXIMUM_LAG_ON_FAILOVER,
         "synchronous_mode": "quorum",
         "synchronous_node_count": patroni.synchronous_node_count,

@@ -85,3 +85,49 @@ def test_a_failed_run_is_marked_and_counts_as_failed() -> None:
     assert failed.failed and not not_applicable.failed
     page = render_markdown({report_key("kafka-outage", "compose"): failed.as_dict()})
     assert "**FAIL** (minimal): 1200 acked, 3 lost" in page
+
+
+@pytest.mark.parametrize(
+    ("unavailable", "budget", "over"),
+    [(4.4, 15.0, False), (15.0, 15.0, False), (15.01, 15.0, True), (90.0, None, False)],
+)
+def test_writes_stopped_past_the_drills_ceiling_fail_the_run_but_not_correctness(
+    unavailable: float, budget: float | None, over: bool
+) -> None:
+    report = _report("local", unavailable_seconds=unavailable, unavailable_budget_s=budget)
+    # `passed` is correctness only (what tests assert); the ceiling is judged apart.
+    assert report.passed
+    assert report.within_budget is (not over)
+    assert report.failed is over
+    page = render_markdown({"kafka-outage": report.as_dict()})
+    row = next(line for line in page.splitlines() if line.startswith("| kafka-outage |"))
+    assert row.split(" | ")[2].startswith("**OVER CEILING**" if over else "PASS")
+    ceiling = "no ceiling: the fault stops writes" if budget is None else f"ceiling {budget:g} s"
+    assert ceiling in page
+
+
+def test_the_issues_targets_are_the_drills_ceilings() -> None:
+    # Issue 12: at most 15 s (primary kill), 2 s (standby), 5 s (Redis), 10 s (leader).
+    targets = {
+        "postgres-primary-kill": 15.0,
+        "postgres-standby-kill": 2.0,
+        "redis-primary-kill": 5.0,
+        "kafka-leader-kill": 10.0,
+    }
+    assert {name: DRILLS[name].max_unavailable_s for name in targets} == targets
+    # A whole service held down stops writes by design: no ceiling to fail.
+    assert DRILLS["kafka-outage"].max_unavailable_s is None
+
+
+def test_a_bar_stored_twice_fails_the_drill_like_a_lost_one() -> None:
+    from types import SimpleNamespace
+
+    from backbone_harness.drills.runner import _verdict
+
+    drill: Any = SimpleNamespace(min_acknowledged=200, problems=[])
+    passed, reason = _verdict(drill, _report("local", duplicates=2, stored=1202))
+    assert not passed and reason == "2 bars were stored more than once"
+    assert _verdict(drill, _report("local")) == (
+        True,
+        "all 1200 acknowledged bars found, none lost",
+    )

@@ -52,6 +52,9 @@ def test_the_ha_spec_renders_quorum_commit_on_any_one_standby_with_rewind() -> N
     dcs = config["bootstrap"]["dcs"]
     assert dcs["synchronous_mode"] == "quorum" and dcs["synchronous_node_count"] == 1
     assert dcs["postgresql"]["use_pg_rewind"] is True
+    # A crashed server fails over at once rather than being restarted in place
+    # (quorum mode makes that safe): the postgres-primary-kill drill's target.
+    assert dcs["primary_start_timeout"] == 0
     # pg_rewind needs hint bits in the WAL (no data checksums here).
     assert dcs["postgresql"]["parameters"]["wal_log_hints"] == "on"
     assert config["name"] == "postgres-2" and config["scope"] == spec.patroni.scope  # type: ignore[union-attr]

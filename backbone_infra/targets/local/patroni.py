@@ -114,6 +114,19 @@ class PatroniProcessNode(ProcessNode):
             with contextlib.suppress(psutil.Error):
                 postmaster.wait(5)
 
+    def crash_server(self) -> None:
+        """SIGKILL the postmaster's group (PostgreSQL and its backends), not Patroni:
+        the database server crashes while its agent lives on to act on it."""
+        postmaster = self.postmaster()
+        if postmaster is None:
+            raise RuntimeError(
+                f"{self.name} runs no postmaster to crash; check `harness node roles`"
+            )
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(postmaster.pid), signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            postmaster.wait(5)
+
     def stop(self, timeout: float = 10.0) -> None:
         """Patroni's clean stop (it shuts postgres down); the postmaster is
         stopped too if it outlived Patroni."""

@@ -19,6 +19,7 @@ from backbone.connections import ConnectionsDocument, load_document
 from backbone_infra.errors import InfraError, NotApplicableError
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.base import LocalService
+from backbone_infra.targets.local.patroni import PatroniProcessNode
 from backbone_infra.targets.local.process import ProcessNode
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import (
@@ -157,6 +158,20 @@ class LocalStack:
             raise NodeNotRunningError(self.name, name)
         node.kill()
         self._persist(node)
+
+    def crash_postgres(self, name: str) -> None:
+        """SIGKILL the PostgreSQL server of Patroni node ``name`` and leave Patroni
+        running (a crashed database on a live machine; :meth:`kill_node` is the
+        machine). Patroni stacks only."""
+        node = self.node(name)
+        if not isinstance(node, PatroniProcessNode):
+            raise InfraError(
+                f"{name} of stack {self.name!r} is not a Patroni node; crashing the server "
+                "under a live Patroni needs an ha stack"
+            )
+        if not node.running():
+            raise NodeNotRunningError(self.name, name)
+        node.crash_server()
 
     def stop_node(self, name: str) -> None:
         """Stop the node cleanly (its stop signal, then SIGKILL after 10 s)."""
