@@ -64,7 +64,12 @@ def list_drills() -> None:
     from backbone_harness.drills.runner import DRILLS
 
     for name, cls in sorted(DRILLS.items()):
-        out.print(f"[bold]{name}[/]  {cls.fault.kind} {cls.fault.role}\n    {cls.summary}")
+        budget = cls.max_unavailable_s
+        ceiling = "no ceiling" if budget is None else f"writes may stop at most {budget:g} s"
+        out.print(
+            f"[bold]{name}[/]  {cls.fault.kind} {cls.fault.role}\n    {cls.summary}\n"
+            f"    ({ceiling})"
+        )
 
 
 @drill_app.command("run")

@@ -38,6 +38,9 @@ TOPICS = ("daily_bars", "intraday_bars")
 
 class ConsumerCrashDrill(Drill):
     name = "consumer-crash-after-store-commit"
+    #: Seconds writes may stop (the writer produces; a consumer crash must not
+    #: stop acknowledgements).
+    max_unavailable_s: float | None = 5.0
     summary = "SIGKILL the consumer after its store commit, before its offset commit"
     fault = Fault(role="the ingest consumer, between store commit and offset commit", kind="kill")
     min_acknowledged = 200

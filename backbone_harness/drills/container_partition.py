@@ -38,6 +38,8 @@ HEAL_TIMEOUT_S = 180.0
 
 class ContainerPartitionDrill(KafkaOutageDrill):
     name = "container-partition"
+    #: Seconds writes may stop: no ceiling (the partitioned node is cut off for the hold).
+    max_unavailable_s: float | None = None
     summary = (
         "take the Kafka broker leading intraday-bars partition 0 off the container "
         "network (a real partition) for the hold, then reconnect it: ingest blocks or "

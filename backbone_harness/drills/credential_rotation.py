@@ -136,6 +136,8 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
     """The writer and reader of the partition-leader drill; the fault is a rotation."""
 
     name = "credential-rotation"
+    #: Seconds writes may stop (a rotation must not stop ingest: connections stay authenticated).
+    max_unavailable_s: float | None = 5.0
     summary = "rotate the Redis, Kafka and PostgreSQL passwords during acks=all produce"
     fault = Fault(role="the application's credentials", kind="rotate")
     min_acknowledged = 200

@@ -36,7 +36,7 @@ class KafkaControllerKillDrill(KafkaLeaderKillDrill):
     fault = Fault(role="the active KRaft controller (leader of the metadata quorum)", kind="kill")
     #: Seconds writes may stop (the quorum elects a controller in seconds;
     #: 7.6-8.2 s measured on a loaded 2-core box).
-    max_unavailable_s = 15.0
+    max_unavailable_s: float | None = 15.0
     min_acknowledged = 500
     load_produces = False  # its consumer group reads the bar topic
 

@@ -50,7 +50,7 @@ class KafkaLeaderKillDrill(Drill):
     summary = "SIGKILL the leader of intraday-bars partition 0 during acks=all produce"
     fault = Fault(role="the leader of market-data.intraday-bars partition 0", kind="kill")
     #: Seconds writes may stop (issue 12's target: a new leader from the ISR).
-    max_unavailable_s = 10.0
+    max_unavailable_s: float | None = 10.0
     min_acknowledged = 500
 
     def __init__(self, stack: Any) -> None:

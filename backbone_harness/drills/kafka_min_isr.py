@@ -41,6 +41,9 @@ BELOW_FOR_S = 8.0
 
 class KafkaBelowMinIsrDrill(KafkaLeaderKillDrill):
     name = "kafka-below-min-isr"
+    #: Seconds writes may stop: no ceiling (below min.insync.replicas nothing
+    #: may be acknowledged, by design, for the hold).
+    max_unavailable_s: float | None = None
     summary = (
         "stop two of three brokers (every follower of intraday-bars/0): nothing is "
         "acknowledged while it cannot be replicated; 0 lost after recovery"

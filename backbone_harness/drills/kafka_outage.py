@@ -26,6 +26,8 @@ LOUD_ERRORS = ("ProduceError", "TimeoutError")
 
 class KafkaOutageDrill(OutageDrill):
     name = "kafka-outage"
+    #: Seconds writes may stop: no ceiling (every broker is down for the hold).
+    max_unavailable_s: float | None = None
     summary = (
         "stop every Kafka broker for the hold; producers block or fail loudly, "
         "nothing acknowledged is lost or stored twice after recovery"

@@ -274,6 +274,8 @@ _PG_PATH = "the network path from the clients to the PostgreSQL primary"
 
 class NetworkPartitionDrill(CutPath, _PrimaryPathDrill):
     name = "network-partition"
+    #: Seconds writes may stop: no ceiling (the path to the primary is cut for the hold).
+    max_unavailable_s: float | None = None
     summary = (
         "cut the path from the clients to the PostgreSQL primary (every byte dropped) for "
         "the hold, then heal it: writes fail, nothing acknowledged is lost or stored twice"
@@ -283,6 +285,8 @@ class NetworkPartitionDrill(CutPath, _PrimaryPathDrill):
 
 class NetworkLatencyDrill(SlowPath, _PrimaryPathDrill):
     name = "network-latency"
+    #: Seconds writes may stop (200 ms per round trip slows writes, it must not stop them).
+    max_unavailable_s: float | None = 5.0
     summary = (
         f"add {LATENCY_MS} ms ± {JITTER_MS} ms to every reply from the PostgreSQL primary: "
         "writes slow down, none is lost"

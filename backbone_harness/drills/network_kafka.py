@@ -130,6 +130,8 @@ class _LeaderPathDrill(PathDrill, KafkaLeaderKillDrill):
 
 class KafkaLeaderPartitionDrill(CutPath, _LeaderPathDrill):
     name = "network-partition-kafka"
+    #: Seconds writes may stop: no ceiling (the path to the leader is cut for the hold).
+    max_unavailable_s: float | None = None
     summary = (
         "cut the path from the clients to the leader of intraday-bars/0 (every byte "
         "dropped) for the hold, then heal it: sends block, nothing acknowledged is lost "
@@ -140,6 +142,9 @@ class KafkaLeaderPartitionDrill(CutPath, _LeaderPathDrill):
 
 class KafkaLeaderLatencyDrill(SlowPath, _LeaderPathDrill):
     name = "network-latency-kafka"
+    #: Seconds writes may stop (200 ms per round trip slows acknowledgements,
+    #: it must not stop them).
+    max_unavailable_s: float | None = 5.0
     summary = (
         f"add {LATENCY_MS} ms ± {JITTER_MS} ms to every reply from the leader of "
         "intraday-bars/0: acknowledgements slow down, none is lost"

@@ -174,7 +174,7 @@ class PostgresNodeKillDrill(PostgresPrimaryKillDrill):
     )
     fault = Fault(role="the PostgreSQL primary's node (Patroni leader and postgres)", kind="kill")
     #: The leader key's ttl (20 s, Patroni's floor) + a loop + the pool's reconnect.
-    max_unavailable_s = 30.0
+    max_unavailable_s: float | None = 30.0
 
 
 def _rewound(log: Path, since: int) -> str:

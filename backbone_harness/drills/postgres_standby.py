@@ -51,7 +51,7 @@ class PostgresStandbyKillDrill(Drill):
     fault = Fault(role="the PostgreSQL synchronous standby", kind="kill")
     #: Seconds writes may stop (issue 12's target: a quorum (ANY 1) commit
     #: does not wait for a lost standby).
-    max_unavailable_s = 2.0
+    max_unavailable_s: float | None = 2.0
     min_acknowledged = 200
 
     def __init__(self, stack: Any) -> None:

@@ -40,7 +40,7 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
     summary = "members join and leave the ingest group repeatedly under load: 0 lost, 0 twice"
     fault = Fault(role="the members of the ingest consumer group", kind="stop")
     #: Seconds writes may stop (the writer produces; group churn must not stop acknowledgements).
-    max_unavailable_s = 5.0
+    max_unavailable_s: float | None = 5.0
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)

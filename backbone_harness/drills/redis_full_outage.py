@@ -56,7 +56,7 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
     fault = NodeGroupFault(role="every Redis server and every Sentinel", kind="stop")
     #: Seconds writes may stop (writes go to the store and Kafka, not through
     #: Redis: they should not stop).
-    max_unavailable_s = 5.0
+    max_unavailable_s: float | None = 5.0
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)

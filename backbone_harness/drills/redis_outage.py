@@ -30,6 +30,8 @@ __all__ = ["RedisOutageRestartDrill"]
 
 class RedisOutageRestartDrill(OutageDrill):
     name = "redis-outage-restart"
+    #: Seconds writes may stop: no ceiling (every Redis server is down for the hold).
+    max_unavailable_s: float | None = None
     summary = (
         "stop every Redis server and restart the consumer meanwhile; it starts "
         "cache-degraded, ingest goes on, the cache re-attaches and warms, no stale read"

@@ -40,7 +40,7 @@ class RedisPrimaryKillDrill(Drill):
     summary = "SIGKILL the Redis primary; Sentinel fails over; reads never fail"
     fault = Fault(role="the Redis primary", kind="kill")
     #: Seconds writes may stop (issue 12's target: Sentinel fails over within its down-after time).
-    max_unavailable_s = 5.0
+    max_unavailable_s: float | None = 5.0
     min_acknowledged = 200
     load_produces = False  # Backbone.ingest consumes the bar topics
 

@@ -22,6 +22,8 @@ __all__ = ["StoreOutageDrill"]
 
 class StoreOutageDrill(OutageDrill):
     name = "store-outage"
+    #: Seconds writes may stop: no ceiling (every PostgreSQL server is down for the hold).
+    max_unavailable_s: float | None = None
     summary = (
         "stop the PostgreSQL primary (and standby) for the hold; the consumer pauses "
         "and retries, no crash loop, resumes with 0 lost and 0 duplicates"

@@ -131,3 +131,11 @@ def test_a_bar_stored_twice_fails_the_drill_like_a_lost_one() -> None:
         True,
         "all 1200 acknowledged bars found, none lost",
     )
+
+
+@pytest.mark.parametrize("name", sorted(DRILLS))
+def test_every_drill_states_its_own_ceiling_rather_than_inheriting_one(name: str) -> None:
+    # A drill built on another (below-min-isr on leader-kill) must not inherit a
+    # ceiling meant for a different fault: each says its own, or None.
+    owners = [c for c in DRILLS[name].__mro__ if "max_unavailable_s" in vars(c)]
+    assert owners and owners[0] is DRILLS[name], f"{name} inherits its ceiling from {owners[0]}"
