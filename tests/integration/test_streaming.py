@@ -34,7 +34,7 @@ from backbone.stream.codec import (
     decode_record,
     header,
 )
-from backbone.stream.consumer import CRASH_POINT_ENV
+from backbone.stream.consumer import CRASH_POINT_ENV, BarConsumer
 from backbone.stream.producer import BarProducer, kafka_client_config
 from backbone_infra.targets.local.provisioner import LocalStack
 
@@ -277,6 +277,7 @@ def test_a_consumer_killed_between_store_commit_and_offset_commit_loses_and_dupl
     crashing = _consume_process(local_stack, group, "--start", "latest", crash=True)
     try:
         _wait_ready(crashing)
+        before = end_offsets(local_stack, "intraday_bars")
         producer = BarProducer(kafka)
         producer.send_bars(bars)
         acked = producer.flush()
@@ -294,7 +295,11 @@ def test_a_consumer_killed_between_store_commit_and_offset_commit_loses_and_dupl
     committed = {tp: checker.committed(TopicPartition(*tp)) for tp in acked}
     checker.close()
     assert stored_before_restart > 0, "the store commit did not happen before the kill"
-    assert set(committed.values()) == {None}, f"offsets were committed: {committed}"
+    # The member committed no offset past the group's start (it pins the start it
+    # began at, `latest`, when the group lets it): what it stored is still ahead.
+    assert all(c is None or c <= before[TopicPartition(*tp)] for tp, c in committed.items()), (
+        f"offsets past the stored records were committed: {committed} (log ends before: {before})"
+    )
 
     restarted = _consume_process(local_stack, group, "--idle-timeout", "3", crash=False)
     out, err = restarted.communicate(timeout=120)
@@ -306,6 +311,39 @@ def test_a_consumer_killed_between_store_commit_and_offset_commit_loses_and_dupl
     try:
         assert store.count(symbol=symbol) == len(bars)
         assert store.read(symbol, "1m", FAR_PAST, FAR_FUTURE) == bars
+    finally:
+        store.close()
+
+
+def test_a_group_that_started_at_latest_keeps_that_start_for_its_next_member(
+    local_stack: LocalStack,
+) -> None:
+    # A member given a partition it receives nothing on commits nothing there; the
+    # group's start must not live only in that member, or the next one (another
+    # process, `earliest` by default) re-reads the whole retained log.
+    kafka = kafka_settings(local_stack)
+    earlier = unique("E")
+    producer = BarProducer(kafka)
+    producer.send_bars(bars_for([earlier], "1m", 50))
+    producer.flush()
+    producer.close()
+    group = unique("pin-")
+    store = timescale_store(local_stack)
+    try:
+        first = BarConsumer(
+            kafka, store, group_id=group, topics=("intraday_bars",), start_at="latest"
+        )
+        try:
+            assert first.wait_for_assignment(60), "the first member got no partitions"
+        finally:
+            first.close()
+        second = BarConsumer(kafka, store, group_id=group, topics=("intraday_bars",))
+        try:
+            moved = second.catch_up(timeout_s=60)
+        finally:
+            second.close()
+        assert moved.records_in == 0, f"the next member re-read {moved.records_in} records"
+        assert store.count(symbol=earlier) == 0
     finally:
         store.close()
 
