@@ -113,7 +113,7 @@ def run(
     """Run one drill (or all, one after the other on the same stack) and write the report."""
     from backbone_harness.drills.load import LoadOptions
     from backbone_harness.drills.report import write_report
-    from backbone_harness.drills.runner import DRILLS, drill_class, run_drill
+    from backbone_harness.drills.runner import DRILLS, drill_class, errored_report, run_drill
 
     load_options = (
         LoadOptions(users=load_users, spawn_rate=float(load_users), profile=load_profile.value)
@@ -161,7 +161,15 @@ def run(
                         f"{cls.name}: skipped, needs a stack of size {' or '.join(cls.stack_sizes)}"
                     )
                     continue
-                report = run_drill(cls, stack, hold_s=hold, log=say, load=load_options)
+                try:
+                    report = run_drill(cls, stack, hold_s=hold, log=say, load=load_options)
+                except _DRILL_ERRORS as exc:
+                    if drill != "all":
+                        raise
+                    # One drill that errors (a timeout waiting for a role, a drain that
+                    # did not finish) is that drill's failure, not the end of the run.
+                    report = errored_report(cls, stack, exc)
+                    say(f"{cls.name}: FAIL ({report.reason})")
                 reports.append(report)
                 write_report(report, out_dir)
         finally:

@@ -24,7 +24,7 @@ from backbone_harness.drills.report import AlertFired, DrillReport
 from backbone_harness.drills.writer import Writer, longest_gap
 from backbone_harness.stacks import Stack
 
-__all__ = ["DRILLS", "drill_class", "run_drill"]
+__all__ = ["DRILLS", "drill_class", "errored_report", "run_drill"]
 
 Log = Callable[[str], None]
 
@@ -252,6 +252,23 @@ def run_drill(
     report.alerts = _alerts(stack, fault_wall)
     report.passed, report.reason = _verdict(drill, report)
     log(f"{drill.name}: {'PASS' if report.passed else 'FAIL'} ({report.reason})")
+    return report
+
+
+def errored_report(drill_cls: type[Drill], stack: Stack, error: Exception) -> DrillReport:
+    """The failed report of a drill that raised ``error`` instead of finishing."""
+    report = DrillReport(
+        drill=drill_cls.name,
+        stack=stack.name,
+        fault=f"{drill_cls.fault.kind} {drill_cls.fault.role}",
+        target="-",
+        date=datetime.now(UTC).isoformat(timespec="seconds"),
+        environment=stack.environment,
+        size=stack.spec.size,
+        reason=f"the drill did not finish: {type(error).__name__}: {error}",
+        unavailable_budget_s=drill_cls.max_unavailable_s,
+    )
+    report.machine, report.versions = _machine_and_versions(stack)
     return report
 
 

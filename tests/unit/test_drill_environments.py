@@ -139,3 +139,25 @@ def test_every_drill_states_its_own_ceiling_rather_than_inheriting_one(name: str
     # ceiling meant for a different fault: each says its own, or None.
     owners = [c for c in DRILLS[name].__mro__ if "max_unavailable_s" in vars(c)]
     assert owners and owners[0] is DRILLS[name], f"{name} inherits its ceiling from {owners[0]}"
+
+
+def test_a_drill_that_raises_is_reported_as_that_drills_failure() -> None:
+    from types import SimpleNamespace
+
+    from backbone_harness.drills.runner import errored_report
+
+    stack: Any = SimpleNamespace(
+        name="s", environment="local", spec=SimpleNamespace(size="ha", kafka=None)
+    )
+    error = TimeoutError("the consumer did not catch up within 87s")
+    report = errored_report(DRILLS["kafka-controller-kill"], stack, error)
+    assert report.failed and not report.passed and report.applicable
+    assert report.reason == (
+        "the drill did not finish: TimeoutError: the consumer did not catch up within 87s"
+    )
+    assert (report.drill, report.size, report.unavailable_budget_s) == (
+        "kafka-controller-kill",
+        "ha",
+        15.0,
+    )
+    assert report.machine["cores"] >= 1
