@@ -147,7 +147,9 @@ def test_a_drill_that_raises_is_reported_as_that_drills_failure() -> None:
     from backbone_harness.drills.runner import errored_report
 
     stack: Any = SimpleNamespace(
-        name="s", environment="local", spec=SimpleNamespace(size="ha", kafka=None)
+        name="s",
+        environment="local",
+        spec=SimpleNamespace(size="ha", kafka=SimpleNamespace(version="4.1.1")),
     )
     error = TimeoutError("the consumer did not catch up within 87s")
     report = errored_report(DRILLS["kafka-controller-kill"], stack, error)
