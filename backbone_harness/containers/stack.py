@@ -15,7 +15,7 @@ so the local provisioner never mistakes it for a process stack).
 
 TLS (``spec.tls``, the default) as in every environment: ``up`` issues the
 stack's CA and one server certificate per service into ``tls/`` (the local
-environment's code and file modes, :func:`_certificate_hosts` for the names),
+environment's code and file modes, :func:`certificate_hosts` for the names),
 the containers mount them read-only, and every client here and in the outputs
 document verifies the chain and the host name it dialled.
 """
@@ -82,7 +82,7 @@ from backbone_infra.targets.local.state import OUTPUTS_FILE, stacks_root
 from backbone_infra.targets.local.tls import LOCAL_HOSTS, ca_file, issue_local_certificates
 from backbone_infra.targets.postgres_roles import bootstrap_roles_and_schema
 
-__all__ = ["STATE_FILE", "ContainerStack", "is_container_stack", "up"]
+__all__ = ["STATE_FILE", "ContainerStack", "certificate_hosts", "is_container_stack", "up"]
 
 STATE_FILE = "containers.json"
 LABEL = "backbone.stack"
@@ -559,7 +559,7 @@ def _addresses(network: str, names: list[str]) -> dict[str, str]:
     return {name: str(address) for name, address in zip(names, hosts, strict=True)}
 
 
-def _certificate_hosts(spec: StackSpec) -> dict[str, list[str]]:
+def certificate_hosts(spec: StackSpec) -> dict[str, list[str]]:
     """The names each service's certificate carries: what clients on the host
     dial (``127.0.0.1``, ``localhost``: published ports), and the container
     host names peers dial on the stack network (a standby's ``postgres-1``,
@@ -601,7 +601,7 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
     build_all(["redis", "kafka", "postgres"], echo)
     secrets = StackSecrets.load_or_create(directory)
     # The stack's own CA and server certificates, as a local stack issues them.
-    tls_dir = issue_local_certificates(spec, directory, _certificate_hosts(spec))
+    tls_dir = issue_local_certificates(spec, directory, certificate_hosts(spec))
     ca = ca_file(spec, directory)
     ports = _allocate(spec)
     state = ContainerState(

@@ -161,3 +161,18 @@ def test_each_container_mounts_its_own_certificate_and_keys_go_to_its_user(tmp_p
         PLAIN, secrets, name="postgres-2", port=5433, primary=HostPort(host="postgres-1", port=5432)
     )
     assert "sslmode=disable" in plain_standby.command[-1]
+
+
+def test_certificates_name_what_the_host_and_the_peers_dial() -> None:
+    """Clients on the host dial 127.0.0.1 (published ports); on ha the brokers
+    dial each other as kafka-N (INTERNAL, CONTROLLER) and the standbys clone
+    from postgres-1, so those names are in the certificates too."""
+    from backbone_harness.containers.stack import certificate_hosts
+
+    ha = certificate_hosts(build_spec("cfg", size="ha"))
+    assert all(ha[s][:2] == ["127.0.0.1", "localhost"] for s in ("redis", "kafka", "postgres"))
+    assert {"kafka-1", "kafka-2", "kafka-3"} <= set(ha["kafka"])
+    assert {"postgres-1", "postgres-2"} <= set(ha["postgres"])
+    assert {"redis-1", "redis-2", "sentinel-1"} <= set(ha["redis"])
+    minimal = certificate_hosts(SPEC)
+    assert minimal["kafka"] == ["127.0.0.1", "localhost", "kafka-1"]
