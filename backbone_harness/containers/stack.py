@@ -109,8 +109,10 @@ class ContainerState:
     addresses: dict[str, str] = field(default_factory=dict)
     #: Seconds from the first container's start until each node answered (``up``).
     timings: dict[str, float] = field(default_factory=dict)
-    #: Whether the services serve TLS (False only with ``--no-tls``).
-    tls: bool = True
+    #: Whether the services serve TLS (``up`` records ``spec.tls``: False only
+    #: with ``--no-tls``). A state file without it predates TLS on compose,
+    #: whose stacks served plain text.
+    tls: bool = False
 
 
 def _dir(name: str) -> Path:
