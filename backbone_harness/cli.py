@@ -228,7 +228,11 @@ def _up_compose(name: str, size: str, tier: str, *, tls: bool = True) -> None:
             "at most 39 characters, starting with a letter or digit"
         ) from None
     began = time.monotonic()
-    out.print(f"bringing up stack [bold]{name}[/] ({tier}, {size}) as containers on podman ...")
+    out.print(
+        f"bringing up stack [bold]{name}[/] ({tier}, {size}) as containers on podman"
+        + ("" if tls else " WITHOUT TLS (for measuring only)")
+        + " ..."
+    )
     path = containers.up(spec, echo=lambda line: out.print(line, markup=False))
     out.print(f"stack {name} ready in {time.monotonic() - began:.1f}s")
     print(path, flush=True)

@@ -12,16 +12,21 @@ and a container is an argument here:
   *advertises* to clients stays the host's loopback and published port;
 - paths point into the image (data under ``/data``);
 - PostgreSQL admits password logins from the container network (the host's
-  forwarded connections arrive from the network's gateway).
+  forwarded connections arrive from the network's gateway);
+- TLS files (with ``spec.tls``, the default) are the stack's, mounted read-only
+  at :data:`TLS_DIR` (:func:`service_tls`); PostgreSQL reads a 0600 copy of
+  its key that it owns (:data:`POSTGRES_KEY`), as in the Pulumi containers.
 
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import PurePath
 
 from backbone.connections import HostPort
+from backbone_infra.render.certificates import TLSFiles, tls_files
 from backbone_infra.render.kafka import KafkaNodePorts, render_server_properties
 from backbone_infra.render.postgres import pg_hba_conf
 from backbone_infra.render.postgres import postgresql_conf as render_postgresql_conf
@@ -32,17 +37,32 @@ from backbone_infra.targets.local.secrets import StackSecrets
 
 __all__ = [
     "KAFKA_DATA",
+    "POSTGRES_KEY",
     "REDIS_DATA",
+    "TLS_DIR",
     "kafka_server_properties",
     "postgres_hba",
     "postgresql_conf",
     "redis_conf",
     "sentinel_conf",
+    "service_tls",
 ]
 
 REDIS_DATA = "/data"
 KAFKA_DATA = "/var/lib/kafka/data"
 _LOOPBACK = "127.0.0.1"
+#: Where a container finds the stack's CA and its service's certificate and key
+#: (the Pulumi containers' mount point too).
+TLS_DIR = "/run/secrets/tls"
+#: PostgreSQL refuses a key it does not own or others may read: its start
+#: script copies the mounted key here, 0600 (see ``services.postgres_server``).
+POSTGRES_KEY = "/var/lib/postgresql/tls/server.key"
+
+
+def service_tls(spec: StackSpec, service: str) -> TLSFiles | None:
+    """Where ``service``'s TLS files are mounted in its containers; ``None``
+    when the stack runs without TLS (``--no-tls``)."""
+    return tls_files(TLS_DIR, service) if spec.tls else None
 
 
 def redis_conf(
@@ -65,11 +85,13 @@ def redis_conf(
         password=secrets.redis_password,
         admin_password=secrets.redis_admin_password,
         exporter_password=secrets.redis_exporter_password,
+        tls=service_tls(spec, "redis"),
     )
 
 
 def sentinel_conf(spec: StackSpec, secrets: StackSecrets, *, port: int, primary: HostPort) -> str:
-    """sentinel.conf of a Sentinel in the Redis servers' network namespace."""
+    """sentinel.conf of a Sentinel in the Redis servers' network namespace
+    (TLS with the servers' certificate, as locally)."""
     return render_sentinel_conf(
         spec.redis,
         bind="* -::*",
@@ -79,6 +101,7 @@ def sentinel_conf(spec: StackSpec, secrets: StackSecrets, *, port: int, primary:
         primary=primary,
         password=secrets.redis_password,
         admin_password=secrets.redis_admin_password,
+        tls=service_tls(spec, "redis"),
     )
 
 
@@ -98,7 +121,9 @@ def kafka_server_properties(
     is right for clients on the host. In a cluster the nodes reach each other by
     container name (``kafka-2:<internal>``, the voters at ``kafka-N:<controller>``)
     and clients on the host use the ``EXTERNAL`` listener, which advertises
-    ``external``: 127.0.0.1 and the port the host publishes it on.
+    ``external``: 127.0.0.1 and the port the host publishes it on. With TLS
+    every listener (``INTERNAL`` and ``CONTROLLER`` between brokers included)
+    is ``SASL_SSL``, and brokers verify each other's host names.
     """
     every = dict(cluster) if cluster is not None else {node: ports}
     hosts = {n: f"kafka-{n}" for n in every} if cluster is not None else None
@@ -112,6 +137,7 @@ def kafka_server_properties(
         hosts=hosts,
         bind_host="0.0.0.0",
         external=external,
+        tls=service_tls(spec, "kafka"),
     )
 
 
@@ -124,7 +150,11 @@ def postgresql_conf(spec: StackSpec, secrets: StackSecrets, *, port: int) -> str
     bootstrap's own commits would wait for a standby that does not exist yet).
     """
     del secrets  # the settings carry none; kept for a uniform signature
-    conf = render_postgresql_conf(spec.postgres, listen="*", timescaledb=False, synchronous=False)
+    mounted = service_tls(spec, "postgres")
+    tls = None if mounted is None else replace(mounted, key=POSTGRES_KEY)
+    conf = render_postgresql_conf(
+        spec.postgres, listen="*", timescaledb=False, synchronous=False, tls=tls
+    )
     return conf + f"port = {port}\n"
 
 

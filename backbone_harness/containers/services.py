@@ -10,6 +10,10 @@ materialises the files and publishes the ports on 127.0.0.1.
 Ports are published at the same number inside and outside the container, so a
 service that advertises its address (Kafka's listeners) advertises the one a
 client on the host dials.
+
+TLS material is not content: the stack issues it once into its ``tls/``
+directory (keys 0600), and each container names the files it mounts from there
+(:attr:`ServiceContainer.tls_files`, see :func:`tls_volumes`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,12 @@ from pathlib import Path
 from backbone.connections import HostPort
 from backbone_harness.containers import configs
 from backbone_harness.containers.images import image_ref, kafka_home
-from backbone_infra.render.exporters import redis_exporter_args, redis_exporter_passwords
+from backbone_infra.render.certificates import CA_FILE
+from backbone_infra.render.exporters import (
+    redis_exporter_args,
+    redis_exporter_passwords,
+    redis_exporter_uri,
+)
 from backbone_infra.render.kafka import (
     EXTERNAL_LISTENER_PORT,
     STORAGE_TOOL_MAIN,
@@ -47,6 +56,7 @@ __all__ = [
     "redis_exporter",
     "redis_server",
     "sentinel",
+    "tls_volumes",
 ]
 
 _KAFKA_CONF = "/etc/kafka"
@@ -74,6 +84,36 @@ class ServiceContainer:
     shares_network_of: str | None = None
     #: The signal that stops it, when the image's default would be ignored.
     stop_signal: str | None = None
+    #: Files of the stack's TLS directory it mounts at ``configs.TLS_DIR``
+    #: (none without TLS); see :func:`tls_volumes`.
+    tls_files: tuple[str, ...] = ()
+
+
+def _tls_names(spec: StackSpec, service: str, *, keystore: bool = False) -> tuple[str, ...]:
+    """The CA, and ``service``'s certificate and key (or Kafka's PEM keystore)."""
+    if not spec.tls:
+        return ()
+    if keystore:
+        return (CA_FILE, f"{service}-keystore.pem")
+    return (CA_FILE, f"{service}.crt", f"{service}.key")
+
+
+def _private(name: str) -> bool:
+    return name.endswith((".key", "-keystore.pem"))
+
+
+def tls_volumes(container: ServiceContainer, tls_dir: Path) -> list[tuple[str, str, str]]:
+    """``(host path, container path, options)`` of each TLS file the container
+    mounts from the stack's ``tls_dir``, read-only.
+
+    A key stays 0600 on the host; podman's ``U`` option hands it to the
+    image's service user (each service's key goes to that service's
+    containers only, all of one image), who could not read it otherwise.
+    """
+    return [
+        (str(tls_dir / name), f"{configs.TLS_DIR}/{name}", "ro,U" if _private(name) else "ro")
+        for name in container.tls_files
+    ]
 
 
 def materialise(container: ServiceContainer, directory: Path) -> dict[str, str]:
@@ -123,6 +163,7 @@ def redis_server(
         files={_REDIS_CONF: configs.redis_conf(spec, secrets, port=port, primary=primary)},
         ports=() if shares_network_of else (port,),
         shares_network_of=shares_network_of,
+        tls_files=_tls_names(spec, "redis"),
     )
 
 
@@ -148,6 +189,7 @@ def sentinel(
         ),
         files={conf: configs.sentinel_conf(spec, secrets, port=port, primary=primary)},
         shares_network_of=shares_network_of,
+        tls_files=_tls_names(spec, "redis"),
     )
 
 
@@ -156,8 +198,9 @@ def redis_exporter(
 ) -> ServiceContainer:
     """Debian's redis_exporter beside ``redis-1``, as the local environment runs it
     (the same arguments, rendered once): the read-only ``exporter`` ACL user, its
-    password from a mounted JSON file keyed by the address it scrapes."""
-    uri = f"redis://127.0.0.1:{redis_port}"
+    password from a mounted JSON file keyed by the address it scrapes. With TLS
+    it scrapes ``rediss://`` and verifies the server with the stack's CA."""
+    uri = redis_exporter_uri("127.0.0.1", redis_port, tls=spec.tls)
     passfile = "/etc/redis-exporter/passwords.json"
     args = redis_exporter_args(
         spec.redis,
@@ -165,6 +208,7 @@ def redis_exporter(
         listen=f"0.0.0.0:{port}",
         password_file=passfile,
         sentinel=False,
+        ca_file=f"{configs.TLS_DIR}/{CA_FILE}" if spec.tls else None,
     )
     return ServiceContainer(
         name="redis-1-exporter",
@@ -172,6 +216,7 @@ def redis_exporter(
         command=("prometheus-redis-exporter", *args),
         files={passfile: redis_exporter_passwords(uri, secrets.redis_exporter_password)},
         shares_network_of="redis-1",
+        tls_files=(CA_FILE,) if spec.tls else (),
     )
 
 
@@ -244,15 +289,17 @@ def kafka_broker(
             f"{_KAFKA_CONF}/jmx-exporter.yml": jmx_exporter_rules(),
         },
         ports=published,
+        tls_files=_tls_names(spec, "kafka", keystore=True),
     )
 
 
 def postgres_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> ServiceContainer:
     """A PostgreSQL 15 primary: ``initdb`` once (superuser password from a mounted
-    file), the rendered settings appended as the local environment does, then ``postgres``."""
+    file), the rendered settings appended as the local environment does, then ``postgres``
+    (with TLS on a 0600 copy of the mounted key, see :func:`_own_key`)."""
     pwfile = f"{_PG_CONF}/superuser-password"
     script = (
-        f"if [ ! -f {_PG_DATA}/PG_VERSION ]; then "
+        _own_key(spec) + f"if [ ! -f {_PG_DATA}/PG_VERSION ]; then "
         f"initdb -D {_PG_DATA} {shlex.join(INITDB_ARGS)} --pwfile={pwfile} >/dev/null"
         f" && cat {_PG_CONF}/postgresql.conf >> {_PG_DATA}/postgresql.conf"
         f" && cp {_PG_CONF}/pg_hba.conf {_PG_DATA}/pg_hba.conf; fi"
@@ -268,7 +315,18 @@ def postgres_server(spec: StackSpec, secrets: StackSecrets, *, port: int) -> Ser
             f"{_PG_CONF}/pg_hba.conf": configs.postgres_hba(spec, secrets),
         },
         ports=(port,),
+        tls_files=_tls_names(spec, "postgres"),
     )
+
+
+def _own_key(spec: StackSpec) -> str:
+    """Shell that copies the mounted key to one the postgres user owns, 0600
+    (PostgreSQL refuses any other), at every start; empty without TLS."""
+    if not spec.tls:
+        return ""
+    mounted = f"{configs.TLS_DIR}/postgres.key"
+    home = str(Path(configs.POSTGRES_KEY).parent)
+    return f"install -d -m 700 {home} && install -m 600 {mounted} {configs.POSTGRES_KEY} && "
 
 
 def postgres_standby(
@@ -276,20 +334,28 @@ def postgres_standby(
 ) -> ServiceContainer:
     """A streaming standby: cloned once with ``pg_basebackup -R`` from ``primary``
     (reached by container name; the replication password from a mounted
-    passfile), then ``postgres`` on the clone with its own port."""
+    passfile), then ``postgres`` on the clone with its own port. With TLS the
+    clone and the streaming connection (``-R`` keeps the conninfo) verify the
+    primary's certificate and its name (``sslmode=verify-full``)."""
     passfile = f"{_PG_CONF}/replication.pgpass"
     p = spec.postgres
+    ssl = (
+        f"sslmode=verify-full sslrootcert={configs.TLS_DIR}/{CA_FILE}"
+        if spec.tls
+        else "sslmode=disable"
+    )
     conninfo = (
         f"host={primary.host} port={primary.port} user={p.replication_user} "
-        f"application_name={name} passfile=/tmp/pgpass sslmode=disable"
+        f"application_name={name} passfile=/tmp/pgpass {ssl}"
     )
     clone = [
         "pg_basebackup", "-d", conninfo, "-D", _PG_DATA, "-R", "-X", "stream",
         "--checkpoint=fast", "--no-sync",
     ]  # fmt: skip
     script = (
+        _own_key(spec)
         # libpq refuses a passfile others may read: a 0600 copy of the mounted one.
-        f"install -m 600 {passfile} /tmp/pgpass"
+        + f"install -m 600 {passfile} /tmp/pgpass"
         f" && if [ ! -f {_PG_DATA}/PG_VERSION ]; then chmod 700 {_PG_DATA}"
         f" && {shlex.join(clone)}; fi"
         # The clone carries the primary's port setting; its own comes first.
@@ -301,4 +367,5 @@ def postgres_standby(
         command=("sh", "-c", script),
         files={passfile: f"*:*:*:{p.replication_user}:{secrets.replication_password}\n"},
         ports=(port,),
+        tls_files=_tls_names(spec, "postgres"),
     )

@@ -12,6 +12,12 @@ partition, which processes on loopback cannot have).
 
 The stack's state is ``containers.json`` in its directory (no ``state.json``,
 so the local provisioner never mistakes it for a process stack).
+
+TLS (``spec.tls``, the default) as in every environment: ``up`` issues the
+stack's CA and one server certificate per service into ``tls/`` (the local
+environment's code and file modes, :func:`certificate_hosts` for the names),
+the containers mount them read-only, and every client here and in the outputs
+document verifies the chain and the host name it dialled.
 """
 
 from __future__ import annotations
@@ -54,20 +60,29 @@ from backbone_harness.containers.services import (
     postgres_standby,
     redis_server,
     sentinel,
+    tls_volumes,
 )
 from backbone_harness.errors import HarnessError, StackExistsError, UsageError
 from backbone_infra.errors import NotApplicableError
-from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id, node_id, node_name
+from backbone_infra.render.kafka import (
+    KafkaNodePorts,
+    new_cluster_id,
+    node_id,
+    node_name,
+    security_protocol,
+)
 from backbone_infra.render.postgres import SUPERUSER, synchronous_standby_names
 from backbone_infra.render.redis import ADMIN_USER
 from backbone_infra.spec import StackSpec, build_spec
 from backbone_infra.targets.kafka_acls import grant_stack_acls
+from backbone_infra.targets.local.kafka import tls_handshakes
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import OUTPUTS_FILE, stacks_root
+from backbone_infra.targets.local.tls import LOCAL_HOSTS, ca_file, issue_local_certificates
 from backbone_infra.targets.postgres_roles import bootstrap_roles_and_schema
 
-__all__ = ["STATE_FILE", "ContainerStack", "is_container_stack", "up"]
+__all__ = ["STATE_FILE", "ContainerStack", "certificate_hosts", "is_container_stack", "up"]
 
 STATE_FILE = "containers.json"
 LABEL = "backbone.stack"
@@ -94,6 +109,10 @@ class ContainerState:
     addresses: dict[str, str] = field(default_factory=dict)
     #: Seconds from the first container's start until each node answered (``up``).
     timings: dict[str, float] = field(default_factory=dict)
+    #: Whether the services serve TLS (``up`` records ``spec.tls``: False only
+    #: with ``--no-tls``). A state file without it predates TLS on compose,
+    #: whose stacks served plain text.
+    tls: bool = False
 
 
 def _dir(name: str) -> Path:
@@ -138,10 +157,12 @@ def _run(
     network: str,
     files: Path,
     addresses: dict[str, str] | None = None,
+    tls_dir: Path | None = None,
 ) -> str:
     """Start one container. ``addresses``: every node's fixed address on the
     stack network; each container gets its own and ``/etc/hosts`` entries for
-    the others (podman's CNI backend here has no DNS for container names)."""
+    the others (podman's CNI backend here has no DNS for container names).
+    ``tls_dir``: the stack's certificates, of which it mounts its own."""
     container = f"backbone-{stack}-{service.name}"
     args = ["run", "--detach", "--name", container, "--label", f"{LABEL}={stack}"]
     if service.shares_network_of is not None:
@@ -161,11 +182,19 @@ def _run(
         args += ["--publish", f"{LOOPBACK}:{host}:{inside}"]
     for host_path, target in materialise(service, files / service.name).items():
         args += ["--volume", f"{host_path}:{target}:ro"]
+    if tls_dir is not None:
+        for host_path, target, options in tls_volumes(service, tls_dir):
+            args += ["--volume", f"{host_path}:{target}:{options}"]
     podman(*args, service.image, *service.command)
     return container
 
 
-def _redis_client(port: int, *, username: str | None, password: str) -> redis.Redis:
+def _redis_client(port: int, *, username: str | None, password: str, ca: str | None) -> redis.Redis:
+    """A client of a published Redis or Sentinel port; with ``ca`` (the stack's
+    CA) over TLS, chain and host name verified like any client."""
+    tls: dict[str, Any] = (
+        {} if ca is None else {"ssl": True, "ssl_ca_certs": ca, "ssl_check_hostname": True}
+    )
     return redis.Redis(
         host=LOOPBACK,
         port=port,
@@ -173,12 +202,17 @@ def _redis_client(port: int, *, username: str | None, password: str) -> redis.Re
         password=password,
         socket_timeout=3,
         socket_connect_timeout=3,
+        **tls,
     )
 
 
-def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[[], bool]:
+def _redis_ready(
+    spec: StackSpec, secrets: StackSecrets, port: int, ca: str | None
+) -> Callable[[], bool]:
     def ping() -> bool:
-        client = _redis_client(port, username=spec.redis.username, password=secrets.redis_password)
+        client = _redis_client(
+            port, username=spec.redis.username, password=secrets.redis_password, ca=ca
+        )
         try:
             return bool(client.ping())
         finally:
@@ -187,9 +221,9 @@ def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[
     return ping
 
 
-def _sentinel_ready(secrets: StackSecrets, port: int) -> Callable[[], bool]:
+def _sentinel_ready(secrets: StackSecrets, port: int, ca: str | None) -> Callable[[], bool]:
     def ping() -> bool:
-        client = _redis_client(port, username=None, password=secrets.redis_password)
+        client = _redis_client(port, username=None, password=secrets.redis_password, ca=ca)
         try:
             return bool(client.ping())
         finally:
@@ -198,20 +232,39 @@ def _sentinel_ready(secrets: StackSecrets, port: int) -> Callable[[], bool]:
     return ping
 
 
-def _kafka_admin(spec: StackSpec, secrets: StackSecrets, servers: list[str]) -> KafkaAdminClient:
+def _kafka_admin(
+    spec: StackSpec,
+    secrets: StackSecrets,
+    servers: list[str],
+    ca: str | None,
+    *,
+    timeout_ms: int = 10000,
+) -> KafkaAdminClient:
+    """An admin client (the admin user); with ``ca`` over ``SASL_SSL``, offered
+    only the servers that finish a verified TLS handshake within the timeout
+    (kafka-python would wait for one without a deadline)."""
+    tls: dict[str, Any] = {}
+    if ca is not None:
+        servers = [s for s in servers if tls_handshakes(s, ca, timeout_ms / 1000)]
+        if not servers:
+            raise kafka_errors.NoBrokersAvailable("no broker completed a TLS handshake in time")
+        tls = {"ssl_cafile": ca, "ssl_check_hostname": True}
     return KafkaAdminClient(
         bootstrap_servers=servers,
-        security_protocol="SASL_PLAINTEXT",
+        security_protocol=security_protocol(ca is not None),
         sasl_mechanism=spec.kafka.sasl_mechanism,
         sasl_plain_username=spec.kafka.admin_username,
         sasl_plain_password=secrets.kafka_admin_password,
-        request_timeout_ms=10000,
-        bootstrap_timeout_ms=10000,
+        request_timeout_ms=timeout_ms,
+        bootstrap_timeout_ms=timeout_ms,
+        **tls,
     )
 
 
-def _create_topics(spec: StackSpec, secrets: StackSecrets, servers: list[str]) -> None:
-    admin = _kafka_admin(spec, secrets, servers)
+def _create_topics(
+    spec: StackSpec, secrets: StackSecrets, servers: list[str], ca: str | None
+) -> None:
+    admin = _kafka_admin(spec, secrets, servers, ca)
     try:
         topics = [
             NewTopic(
@@ -233,8 +286,13 @@ def _create_topics(spec: StackSpec, secrets: StackSecrets, servers: list[str]) -
         admin.close()
 
 
+def _pg_ssl(ca: str | None) -> dict[str, Any]:
+    """libpq's TLS settings: the stack's CA and host name verified (``hostssl`` only)."""
+    return {"sslmode": "disable"} if ca is None else {"sslmode": "verify-full", "sslrootcert": ca}
+
+
 def _superuser(
-    secrets: StackSecrets, port: int, *, connect_timeout: int = 10
+    secrets: StackSecrets, port: int, ca: str | None, *, connect_timeout: int = 10
 ) -> psycopg.Connection:
     return psycopg.connect(
         host=LOOPBACK,
@@ -242,13 +300,13 @@ def _superuser(
         user="postgres",
         password=secrets.postgres_superuser_password,
         dbname="postgres",
-        sslmode="disable",
         autocommit=True,
         connect_timeout=connect_timeout,
+        **_pg_ssl(ca),
     )
 
 
-def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
+def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int, ca: str | None) -> None:
     """Roles (the replication role among them), database, schema and grants,
     rendered once and run as the local environment runs them
     (backbone_infra.targets.postgres_roles)."""
@@ -261,9 +319,9 @@ def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> No
             user=SUPERUSER,
             password=secrets.postgres_superuser_password,
             dbname=dbname,
-            sslmode="disable",
             autocommit=autocommit,
             connect_timeout=10,
+            **_pg_ssl(ca),
         )
 
     with connect("postgres", True) as admin:
@@ -272,36 +330,45 @@ def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int) -> No
         bootstrap_roles_and_schema(connect, p, secrets)
 
 
-def _make_synchronous(spec: StackSpec, secrets: StackSecrets, port: int) -> None:
+def _make_synchronous(spec: StackSpec, secrets: StackSecrets, port: int, ca: str | None) -> None:
     """Once a standby streams, the primary's commits wait for one (as locally)."""
     names = synchronous_standby_names(spec.postgres)
     if names is None:
         return
-    with _superuser(secrets, port) as admin:
+    with _superuser(secrets, port, ca) as admin:
         admin.execute(
             sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(sql.Literal(names))
         )
         admin.execute("SELECT pg_reload_conf()")
 
 
-def _streaming(secrets: StackSecrets, port: int, standbys: list[str]) -> Callable[[], bool]:
+def _streaming(
+    secrets: StackSecrets, port: int, standbys: list[str], ca: str | None
+) -> Callable[[], bool]:
+    """Whether every standby streams, over TLS when the stack has it (a standby
+    that fell back to plain text would match no ``hostssl`` rule and not stream)."""
+
     def check() -> bool:
-        with _superuser(secrets, port, connect_timeout=3) as admin:
+        with _superuser(secrets, port, ca, connect_timeout=3) as admin:
             rows = admin.execute(
-                "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'"
+                "SELECT r.application_name, coalesce(s.ssl, false) FROM pg_stat_replication r"
+                " LEFT JOIN pg_stat_ssl s ON s.pid = r.pid WHERE r.state = 'streaming'"
             ).fetchall()
-        return set(standbys) <= {r[0] for r in rows}
+        return set(standbys) <= {name for name, ssl in rows if ssl or ca is None}
 
     return check
 
 
-def _timescale(spec: StackSpec, secrets: StackSecrets, ports: list[int]) -> TimescaleConnection:
+def _timescale(
+    spec: StackSpec, secrets: StackSecrets, ports: list[int], ca: str | None
+) -> TimescaleConnection:
     return TimescaleConnection(
         hosts=[HostPort(host=LOOPBACK, port=port) for port in ports],
         dbname=spec.postgres.dbname,
         user=spec.postgres.user,
         password=SecretStr(secrets.postgres_password),
-        sslmode="disable",
+        sslmode="verify-full" if ca is not None else "disable",
+        sslrootcert=ca,
         timescaledb=False,
     )
 
@@ -319,7 +386,11 @@ def _kafka_servers(ports: dict[str, dict[str, int]]) -> list[str]:
     ]
 
 
-def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str, int]]) -> Any:
+def _document(
+    spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str, int]], ca: str | None
+) -> Any:
+    """The outputs document: published loopback ports and, with TLS, the CA
+    bundle's path in each section (never a key), as the local environment writes it."""
     kafka = spec.kafka
     r = spec.redis
     if r.sentinels:
@@ -333,6 +404,8 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
             username=r.username,
             password=SecretStr(secrets.redis_password),
             sentinel_password=SecretStr(secrets.redis_password),
+            tls=ca is not None,
+            ssl_cafile=ca,
         )
     else:
         cache = RedisConnection(
@@ -341,6 +414,8 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
             port=ports["redis-1"]["client"],
             username=r.username,
             password=SecretStr(secrets.redis_password),
+            tls=ca is not None,
+            ssl_cafile=ca,
         )
     pg_nodes = _names("postgres", 1 + spec.postgres.standbys)
     return ConnectionsDocument.model_validate(
@@ -354,7 +429,8 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
             "redis": cache,
             "kafka": KafkaConnection(
                 bootstrap_servers=_kafka_servers(ports),
-                security_protocol="SASL_PLAINTEXT",
+                security_protocol=security_protocol(ca is not None),
+                ssl_cafile=ca,
                 sasl_mechanism=kafka.sasl_mechanism,
                 username=kafka.username,
                 password=SecretStr(secrets.kafka_password),
@@ -367,7 +443,7 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
                     for t in kafka.topics
                 },
             ),
-            "timescale": _timescale(spec, secrets, [ports[n]["client"] for n in pg_nodes]),
+            "timescale": _timescale(spec, secrets, [ports[n]["client"] for n in pg_nodes], ca),
         }
     )
 
@@ -485,8 +561,21 @@ def _addresses(network: str, names: list[str]) -> dict[str, str]:
     return {name: str(address) for name, address in zip(names, hosts, strict=True)}
 
 
-#: Whether podman stacks serve TLS: not yet (see :func:`up`).
-COMPOSE_TLS = False
+def certificate_hosts(spec: StackSpec) -> dict[str, list[str]]:
+    """The names each service's certificate carries: what clients on the host
+    dial (``127.0.0.1``, ``localhost``: published ports), and the container
+    host names peers dial on the stack network (a standby's ``postgres-1``,
+    the brokers' ``kafka-N`` for ``INTERNAL`` and ``CONTROLLER``). The Redis
+    servers and Sentinels of ``ha`` share one network namespace and dial each
+    other at ``127.0.0.1``; their names are there for completeness."""
+    redis_names = _names("redis", 1 + spec.redis.replicas) + _names(
+        "sentinel", spec.redis.sentinels
+    )
+    return {
+        "redis": [*LOCAL_HOSTS, *redis_names],
+        "kafka": [*LOCAL_HOSTS, *_names("kafka", spec.kafka.brokers)],
+        "postgres": [*LOCAL_HOSTS, *_names("postgres", 1 + spec.postgres.standbys)],
+    }
 
 
 def up(spec: StackSpec, *, echo: Echo) -> Path:
@@ -501,11 +590,6 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         raise UsageError(
             "--env compose runs --tier institutional (the bootstrap tier has no services)"
         )
-    if spec.tls:
-        # Known gap: the podman stacks do not serve TLS yet (local processes and the
-        # Pulumi Docker/Kubernetes renderings do); docs/tls.md says so.
-        echo("note: compose stacks serve plain text (TLS on compose is not built yet)")
-        spec = spec.model_copy(update={"tls": COMPOSE_TLS})
     directory = _dir(spec.name)
     if (directory / "state.json").exists():
         raise UsageError(
@@ -518,8 +602,13 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
     echo("building or reusing the images (redis, kafka, postgres)")
     build_all(["redis", "kafka", "postgres"], echo)
     secrets = StackSecrets.load_or_create(directory)
+    # The stack's own CA and server certificates, as a local stack issues them.
+    tls_dir = issue_local_certificates(spec, directory, certificate_hosts(spec))
+    ca = ca_file(spec, directory)
     ports = _allocate(spec)
-    state = ContainerState(name=spec.name, size=spec.size, network=f"backbone-{spec.name}")
+    state = ContainerState(
+        name=spec.name, size=spec.size, network=f"backbone-{spec.name}", tls=spec.tls
+    )
     state.ports = ports
     _save(directory, state)
     stack = ContainerStack(spec.name)
@@ -535,6 +624,7 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
                 network=state.network,
                 files=files,
                 addresses=state.addresses,
+                tls_dir=tls_dir,
             )
             if service.name == REDIS_NET:
                 state.infra.append(container)
@@ -558,8 +648,8 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         )
         start(services)
         wait(list(state.nodes))
-        _create_topics(spec, secrets, _kafka_servers(ports))
-        _bootstrap_postgres(spec, secrets, ports["postgres-1"]["client"])
+        _create_topics(spec, secrets, _kafka_servers(ports), ca)
+        _bootstrap_postgres(spec, secrets, ports["postgres-1"]["client"], ca)
         if standbys:
             start(standbys)
             names = [s.name for s in standbys]
@@ -567,12 +657,12 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
             _wait(
                 "streaming",
                 state.nodes[names[0]],
-                _streaming(secrets, ports["postgres-1"]["client"], names),
+                _streaming(secrets, ports["postgres-1"]["client"], names, ca),
             )
-            _make_synchronous(spec, secrets, ports["postgres-1"]["client"])
+            _make_synchronous(spec, secrets, ports["postgres-1"]["client"], ca)
             state.timings["standbys streaming"] = round(time.monotonic() - began, 2)
             echo(f"{', '.join(names)}: streaming ({time.monotonic() - began:.1f} s after start)")
-        path = write_document(_document(spec, secrets, ports), directory / OUTPUTS_FILE)
+        path = write_document(_document(spec, secrets, ports, ca), directory / OUTPUTS_FILE)
         state.timings["total"] = round(time.monotonic() - began, 2)
     except BaseException as exc:
         echo(f"up failed ({type(exc).__name__}: {str(exc)[:300]}); removing what was started")
@@ -606,7 +696,7 @@ class ContainerStack:
         self.spec: StackSpec = build_spec(
             name,
             size=self.state.size,  # type: ignore[arg-type]
-            tls=COMPOSE_TLS,
+            tls=self.state.tls,
         )
 
     @property
@@ -625,6 +715,11 @@ class ContainerStack:
     def secrets(self) -> StackSecrets:
         return StackSecrets.load(self.dir)
 
+    @property
+    def ca_file(self) -> str | None:
+        """The CA bundle the stack's servers are verified with (None without TLS)."""
+        return ca_file(self.spec, self.dir)
+
     def containers(self) -> list[str]:
         """Names of every container of the stack, running or not."""
         label = f"label={LABEL}={self.name}"
@@ -634,6 +729,7 @@ class ContainerStack:
     def readiness(self, spec: StackSpec, secrets: StackSecrets) -> dict[str, Callable[[], bool]]:
         """Per node: a check that it answers, from the host, at its published port."""
         ports = self.state.ports
+        ca = ca_file(spec, self.dir)
         checks: dict[str, Callable[[], bool]] = {}
 
         def kafka(node: str) -> Callable[[], bool]:
@@ -641,7 +737,7 @@ class ContainerStack:
             server = f"{LOOPBACK}:{ports[node].get('external', ports[node]['client'])}"
 
             def registered() -> bool:
-                admin = _kafka_admin(spec, secrets, [server])
+                admin = _kafka_admin(spec, secrets, [server], ca, timeout_ms=5000)
                 try:
                     brokers = admin.describe_cluster()["brokers"]
                 finally:
@@ -652,16 +748,16 @@ class ContainerStack:
 
         def postgres(node: str) -> Callable[[], bool]:
             def answers() -> bool:
-                with _superuser(secrets, ports[node]["client"], connect_timeout=3) as conn:
+                with _superuser(secrets, ports[node]["client"], ca, connect_timeout=3) as conn:
                     return conn.execute("SELECT 1").fetchone() == (1,)
 
             return answers
 
         for node in self.state.nodes:
             if node.startswith("redis-"):
-                checks[node] = _redis_ready(spec, secrets, ports[node]["client"])
+                checks[node] = _redis_ready(spec, secrets, ports[node]["client"], ca)
             elif node.startswith("sentinel-"):
-                checks[node] = _sentinel_ready(secrets, ports[node]["client"])
+                checks[node] = _sentinel_ready(secrets, ports[node]["client"], ca)
             elif node.startswith("kafka-"):
                 checks[node] = kafka(node)
             elif node.startswith("postgres-"):
@@ -770,14 +866,16 @@ class ContainerStack:
         if node.startswith("sentinel-"):
             return "sentinel"
         if node.startswith("redis-"):
-            client = _redis_client(port, username=ADMIN_USER, password=secrets.redis_admin_password)
+            client = _redis_client(
+                port, username=ADMIN_USER, password=secrets.redis_admin_password, ca=self.ca_file
+            )
             try:
                 role = client.info("replication").get("role")
             finally:
                 client.close()
             return "primary" if role == "master" else "replica"
         if node.startswith("postgres-"):
-            with _superuser(secrets, port, connect_timeout=3) as conn:
+            with _superuser(secrets, port, self.ca_file, connect_timeout=3) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
             return "standby" if row and row[0] else "primary"
         if node.startswith("kafka-"):
@@ -801,7 +899,10 @@ class ContainerStack:
         errors: list[str] = []
         for node in _names("sentinel", self.spec.redis.sentinels):
             client = _redis_client(
-                self.state.ports[node]["client"], username=None, password=secrets.redis_password
+                self.state.ports[node]["client"],
+                username=None,
+                password=secrets.redis_password,
+                ca=self.ca_file,
             )
             try:
                 addr: Any = client.sentinel_get_master_addr_by_name(self.spec.redis.master_name)
@@ -834,7 +935,7 @@ class ContainerStack:
             for n in self.state.nodes
             if n.startswith("kafka-") and self._answering(n)
         ] or _kafka_servers(self.state.ports)
-        admin = _kafka_admin(self.spec, self.secrets, servers)
+        admin = _kafka_admin(self.spec, self.secrets, servers, self.ca_file)
         try:
             yield admin
         finally:

@@ -25,6 +25,7 @@ from typing import Any
 from backbone.bars import Bar
 from backbone_harness.drills.base import Fault, wait_until
 from backbone_harness.drills.kafka_outage import KafkaOutageDrill
+from backbone_infra.targets.local.kafka import tls_handshakes
 
 __all__ = ["ContainerPartitionDrill"]
 
@@ -93,11 +94,16 @@ class ContainerPartitionDrill(KafkaOutageDrill):
 
         kafka = self.doc.kafka
         assert kafka is not None
-        port = self.stack.node_ports(node)["client"]
+        server = f"127.0.0.1:{self.stack.node_ports(node)['client']}"
+        if kafka.ssl_cafile and not tls_handshakes(server, kafka.ssl_cafile, 3.0):
+            # kafka-python waits for a TLS handshake without a deadline; behind
+            # podman's forwarder a partitioned broker accepts and never answers.
+            return False
         try:
             KafkaAdminClient(
-                bootstrap_servers=[f"127.0.0.1:{port}"],
+                bootstrap_servers=[server],
                 security_protocol=kafka.security_protocol,
+                ssl_cafile=kafka.ssl_cafile,
                 sasl_mechanism=kafka.sasl_mechanism,
                 sasl_plain_username=kafka.username,
                 sasl_plain_password=kafka.password.get_secret_value() if kafka.password else None,

@@ -7,8 +7,9 @@ and the container partition (a broker's container off its network); a drill
 only the local environment can make says "not applicable on compose". The ha
 stack (Redis primary + replica + 3 Sentinels, 3 KRaft brokers, PostgreSQL
 primary + standby) fails its Redis primary over, seen from the host through
-Sentinel, and partitions a broker that leads a partition. Skips with podman's
-own reason where no engine can run.
+Sentinel, and partitions a broker that leads a partition; before that, every
+link of the ha stack is shown to be TLS (host to each node, and the peers'
+replication). Skips with podman's own reason where no engine can run.
 """
 
 from __future__ import annotations
@@ -20,13 +21,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
+import redis
+from kafka import KafkaAdminClient
+from kafka import errors as kafka_errors
 from typer.testing import CliRunner
 
 from backbone_harness.cli import app as harness_app
 from backbone_harness.containers.engine import no_engine_reason, podman
+from backbone_harness.containers.stack import ContainerStack
 from backbone_harness.stacks import load_stack
+from backbone_infra.render.redis import ADMIN_USER
 from backbone_infra.targets.local.state import stacks_root
+from tests.integration.test_tls import ONCE
 
 _REASON = no_engine_reason()
 pytestmark = [
@@ -137,6 +145,65 @@ def test_a_drill_only_local_can_make_is_reported_not_applicable(
 @pytest.fixture(scope="module")
 def compose_ha() -> Iterator[str]:
     yield from _stack("ha")
+
+
+def test_every_ha_link_is_tls_and_plain_text_is_refused(compose_ha: str) -> None:
+    """Host to every node: TLS verified, plain text refused. Between peers: the
+    standbys stream over TLS, the Redis replica's link is up (its primary has no
+    plain-text port), every partition is replicated to all three brokers
+    (``INTERNAL`` is ``SASL_SSL``), and the quorum elected a leader (``CONTROLLER``)."""
+    stack = load_stack(compose_ha)
+    assert isinstance(stack, ContainerStack)
+    ca, sec, doc = stack.ca_file, stack.secrets, stack.document
+    assert ca is not None and doc.redis is not None and doc.redis.ssl_cafile == ca
+    tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": ca, "ssl_check_hostname": True}
+    for node in stack.node_names():
+        port = stack.node_ports(node)["client"]
+        if node.startswith(("redis-", "sentinel-")):
+            user = None if node.startswith("sentinel-") else ADMIN_USER
+            password = sec.redis_password if user is None else sec.redis_admin_password
+            with pytest.raises(redis.ConnectionError):
+                redis.Redis(port=port, username=user, password=password, retry=ONCE).ping()
+            client = redis.Redis(port=port, username=user, password=password, **tls)
+            try:
+                assert client.ping()
+                if node == "redis-2":
+                    assert client.info("replication")["master_link_status"] == "up"
+            finally:
+                client.close()
+        elif node.startswith("postgres-"):
+            pg: dict[str, Any] = {
+                "host": "127.0.0.1", "port": port, "user": "postgres", "dbname": "postgres",
+                "password": sec.postgres_superuser_password, "connect_timeout": 5,
+            }  # fmt: skip
+            with pytest.raises(psycopg.OperationalError, match="no encryption"):
+                psycopg.connect(**pg, sslmode="disable")
+            with psycopg.connect(**pg, sslmode="verify-full", sslrootcert=ca) as conn:
+                if node == stack.postgres_primary():
+                    rows = conn.execute(
+                        "SELECT r.application_name, s.ssl FROM pg_stat_replication r"
+                        " JOIN pg_stat_ssl s ON s.pid = r.pid"
+                    ).fetchall()
+                    assert sorted(rows) == [("postgres-2", True), ("postgres-3", True)]
+        elif node.startswith("kafka-"):
+            kafka: dict[str, Any] = {
+                "bootstrap_servers": [f"127.0.0.1:{port}"],
+                "sasl_mechanism": stack.spec.kafka.sasl_mechanism,
+                "sasl_plain_username": stack.spec.kafka.admin_username,
+                "sasl_plain_password": sec.kafka_admin_password,
+                "bootstrap_timeout_ms": 4000, "request_timeout_ms": 4000,
+            }  # fmt: skip
+            with pytest.raises(kafka_errors.KafkaError):
+                KafkaAdminClient(**kafka, security_protocol="SASL_PLAINTEXT").close()
+            admin = KafkaAdminClient(**kafka, security_protocol="SASL_SSL", ssl_cafile=ca)
+            try:
+                topics = admin.describe_topics([t.name for t in stack.spec.kafka.topics])
+            finally:
+                admin.close()
+            for topic in topics:
+                for partition in topic["partitions"]:
+                    assert sorted(partition["isr_nodes"]) == [1, 2, 3], (topic["name"], partition)
+    assert stack.kafka_active_controller().startswith("kafka-")
 
 
 def test_an_ha_stack_fails_its_redis_primary_over_through_sentinel_from_the_host(

@@ -3,8 +3,11 @@
 ``harness up --env compose`` starts the project's images on podman; the
 backbone's own ``ingest`` command reconciles against the outputs document it
 writes (published loopback ports); a killed Kafka container is restarted with
-its data; ``harness down`` leaves no container. Skips with podman's own reason
-where no engine can run.
+its data; ``harness down`` leaves no container. Every service serves TLS by
+default, as in the local environment: each TLS port refuses plain text and
+negotiates with a verifying client (the checks of ``test_tls.py``); the
+stack's keys stay 0600 on the host and PostgreSQL's is its own 0600 copy in
+the container. Skips with podman's own reason where no engine can run.
 """
 
 from __future__ import annotations
@@ -14,14 +17,22 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from backbone.cli import app as backbone_app
+from backbone.connections import load_document
 from backbone_harness.cli import app as harness_app
+from backbone_harness.containers import configs
 from backbone_harness.containers.engine import no_engine_reason, podman
 from backbone_infra.targets.local.state import stacks_root
+from tests.integration.test_tls import (
+    check_each_service_negotiates_tls,
+    check_plain_text_is_refused,
+    check_the_document_names_the_ca,
+)
 
 _REASON = no_engine_reason()
 pytestmark = [
@@ -54,7 +65,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
         shutil.rmtree(stacks_root() / name, ignore_errors=True)
 
 
-def _ingest(outputs: Path) -> dict[str, object]:
+def _ingest(outputs: Path) -> dict[str, Any]:
     result = CliRunner().invoke(
         backbone_app,
         [
@@ -82,6 +93,37 @@ def test_up_writes_a_document_with_published_loopback_ports(
     assert all(s.startswith("127.0.0.1:") for s in doc["kafka"]["bootstrap_servers"])
     assert [h["host"] for h in doc["timescale"]["hosts"]] == ["127.0.0.1"]
     assert len(_containers(name)) == 3
+
+
+def test_the_document_names_the_stacks_ca_and_no_key(compose_stack: tuple[str, Path]) -> None:
+    name, outputs = compose_stack
+    tls = stacks_root() / name / "tls"
+    check_the_document_names_the_ca(load_document(outputs), outputs, tls / "ca.crt")
+    # The local environment's modes: keys and keystores 0600, the directory 0711.
+    assert tls.stat().st_mode & 0o777 == 0o711
+    keys = [f for f in tls.iterdir() if f.name.endswith((".key", "-keystore.pem"))]
+    assert keys and all(f.stat().st_mode & 0o777 == 0o600 for f in keys)
+
+
+def test_each_tls_port_negotiates_with_a_verifying_client(compose_stack: tuple[str, Path]) -> None:
+    check_each_service_negotiates_tls(load_document(compose_stack[1]))
+
+
+def test_plain_text_to_each_tls_port_is_refused(compose_stack: tuple[str, Path]) -> None:
+    check_plain_text_is_refused(load_document(compose_stack[1]))
+
+
+def test_postgres_reads_its_own_0600_copy_of_the_key(compose_stack: tuple[str, Path]) -> None:
+    name, _ = compose_stack
+    done = podman(
+        "exec",
+        f"backbone-{name}-postgres-1",
+        "stat",
+        "-c",
+        "%U %a",
+        configs.POSTGRES_KEY,
+    )
+    assert done.stdout.split() == ["postgres", "600"]
 
 
 def test_ingest_reconciles_against_the_containers(compose_stack: tuple[str, Path]) -> None:

@@ -5,6 +5,8 @@ starts it through podman's Docker-compatible API with the command and the
 mounted config files of :mod:`backbone_harness.containers.services` (the local
 environment's renderings), and drives it with the backbone's clients: the
 Redis cache, kafka-python produce/consume with SCRAM, the PostgreSQL store.
+Every service serves TLS (the default) with certificates issued here as a
+stack issues them, and every client verifies them.
 
 Where podman cannot run (not installed, or an unprivileged user it refuses),
 the module skips with podman's own reason. The API service is started for
@@ -13,6 +15,7 @@ this module only and stopped after it; every container is removed on exit.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from collections.abc import Iterator
@@ -40,13 +43,14 @@ from backbone_harness.containers.services import (
     postgres_server,
     redis_exporter,
     redis_server,
+    tls_volumes,
 )
-from backbone_harness.containers.stack import COMPOSE_TLS
 from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id
 from backbone_infra.spec import StackSpec, build_spec
 from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.ports import PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
+from backbone_infra.targets.local.tls import issue_local_certificates
 
 _REASON = no_engine_reason()
 pytestmark = [
@@ -79,8 +83,15 @@ def engine() -> Iterator[None]:
 
 @pytest.fixture
 def spec() -> StackSpec:
-    # The podman stacks' spec: plain text until TLS reaches them (COMPOSE_TLS).
-    return build_spec(f"tc-{secrets.token_hex(3)}", size="minimal", tls=COMPOSE_TLS)
+    return build_spec(f"tc-{secrets.token_hex(3)}", size="minimal")  # TLS, the default
+
+
+@pytest.fixture
+def tls_dir(spec: StackSpec, tmp_path: Path) -> Path:
+    """The stack's CA and server certificates (127.0.0.1, localhost), as ``up`` issues them."""
+    directory = issue_local_certificates(spec, tmp_path / "stack")
+    assert directory is not None
+    return directory
 
 
 @pytest.fixture
@@ -88,14 +99,16 @@ def stack_secrets() -> StackSecrets:
     return StackSecrets()
 
 
-def _started(service: ServiceContainer, files: Path, ready_log: str) -> Any:
-    """A testcontainers container for ``service``: its command, files and ports."""
+def _started(service: ServiceContainer, files: Path, ready_log: str, tls_dir: Path) -> Any:
+    """A testcontainers container for ``service``: its command, files, TLS files and ports."""
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
     container = DockerContainer(service.image).with_command(list(service.command))
     for host, target in materialise(service, files).items():
         container.with_volume_mapping(host, target, "ro")
+    for host, target, options in tls_volumes(service, tls_dir):
+        container.with_volume_mapping(host, target, options)
     for port in service.ports:
         # Published on loopback only, at the same number (Kafka advertises it).
         container.ports[f"{port}/tcp"] = ("127.0.0.1", port)  # type: ignore[assignment]
@@ -104,16 +117,18 @@ def _started(service: ServiceContainer, files: Path, ready_log: str) -> Any:
 
 
 def test_redis_image_serves_the_backbone_cache(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, tls_dir: Path
 ) -> None:
     port = PortAllocator().allocate()
     service = redis_server(spec, stack_secrets, port=port)
-    with _started(service, tmp_path, "Ready to accept connections"):
+    with _started(service, tmp_path, "Ready to accept connections", tls_dir):
         settings = RedisConnectionSettings(
             host="127.0.0.1",
             port=port,
             username=spec.redis.username,
             password=stack_secrets.redis_password,
+            tls=True,
+            ssl_cafile=str(tls_dir / "ca.crt"),
         )
         bar = Bar("EURUSD", "1d", datetime(2024, 1, 2, tzinfo=UTC), 1.1, 1.2, 1.0, 1.15, 10)
         cache = RedisCache(settings, namespace=f"backbone-tc-{secrets.token_hex(3)}")
@@ -127,13 +142,21 @@ def test_redis_image_serves_the_backbone_cache(
 
 
 def test_redis_image_refuses_the_disabled_default_user(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, tls_dir: Path
 ) -> None:
     import redis
 
     port = PortAllocator().allocate()
-    with _started(redis_server(spec, stack_secrets, port=port), tmp_path, "Ready to accept"):
-        client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=5)
+    service = redis_server(spec, stack_secrets, port=port)
+    with _started(service, tmp_path, "Ready to accept", tls_dir):
+        client = redis.Redis(
+            host="127.0.0.1",
+            port=port,
+            socket_timeout=5,
+            ssl=True,
+            ssl_ca_certs=str(tls_dir / "ca.crt"),
+            ssl_check_hostname=True,
+        )
         with pytest.raises(redis.AuthenticationError):
             client.ping()
         client.close()
@@ -149,18 +172,26 @@ def _kafka_ports() -> KafkaNodePorts:
     )
 
 
+def _kafka_tls(tls_dir: Path) -> dict[str, Any]:
+    return {
+        "security_protocol": "SASL_SSL",
+        "ssl_cafile": str(tls_dir / "ca.crt"),
+        "ssl_check_hostname": True,
+    }
+
+
 def test_kafka_image_round_trips_records_with_scram(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, tls_dir: Path
 ) -> None:
     ports = _kafka_ports()
     service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
     k = spec.kafka
     common: dict[str, Any] = {
         "bootstrap_servers": f"127.0.0.1:{ports.client}",
-        "security_protocol": "SASL_PLAINTEXT",
         "sasl_mechanism": k.sasl_mechanism,
+        **_kafka_tls(tls_dir),
     }
-    with _started(service, tmp_path, "Kafka Server started"):
+    with _started(service, tmp_path, "Kafka Server started", tls_dir):
         admin = KafkaAdminClient(
             **common,
             sasl_plain_username=k.admin_username,
@@ -202,16 +233,17 @@ def test_kafka_image_round_trips_records_with_scram(
 
 
 def test_kafka_image_refuses_a_wrong_password(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, tls_dir: Path
 ) -> None:
     from kafka.errors import KafkaError
 
     ports = _kafka_ports()
     service = kafka_broker(spec, stack_secrets, ports=ports, cluster_id=new_cluster_id())
-    with _started(service, tmp_path, "Kafka Server started"), pytest.raises(KafkaError):
+    started = _started(service, tmp_path, "Kafka Server started", tls_dir)
+    with started, pytest.raises(KafkaError):
         producer = KafkaProducer(
             bootstrap_servers=f"127.0.0.1:{ports.client}",
-            security_protocol="SASL_PLAINTEXT",
+            **_kafka_tls(tls_dir),
             sasl_mechanism=spec.kafka.sasl_mechanism,
             sasl_plain_username=spec.kafka.username,
             sasl_plain_password="not-the-password",
@@ -224,19 +256,21 @@ def test_kafka_image_refuses_a_wrong_password(
 
 
 def test_postgres_image_serves_the_bar_store(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, tls_dir: Path
 ) -> None:
     port = PortAllocator().allocate()
     p = spec.postgres
+    ca = str(tls_dir / "ca.crt")
     service = postgres_server(spec, stack_secrets, port=port)
-    with _started(service, tmp_path, "database system is ready to accept connections"):
+    with _started(service, tmp_path, "database system is ready to accept connections", tls_dir):
         with psycopg.connect(
             host="127.0.0.1",
             port=port,
             user="postgres",
             password=stack_secrets.postgres_superuser_password,
             dbname="postgres",
-            sslmode="disable",
+            sslmode="verify-full",
+            sslrootcert=ca,
             autocommit=True,
             connect_timeout=10,
         ) as admin:
@@ -260,7 +294,8 @@ def test_postgres_image_serves_the_bar_store(
             dbname=p.dbname,
             user=p.user,
             password=SecretStr(stack_secrets.postgres_password),
-            sslmode="disable",
+            sslmode="verify-full",
+            sslrootcert=ca,
         )
         store = TimescaleStore(TimescaleConnectionSettings.from_section(conn))
         start = datetime(2024, 1, 1, tzinfo=UTC)
@@ -278,7 +313,7 @@ def test_postgres_image_serves_the_bar_store(
 
 
 def test_redis_exporter_image_scrapes_the_redis_container(
-    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path
+    engine: None, spec: StackSpec, stack_secrets: StackSecrets, tmp_path: Path, tls_dir: Path
 ) -> None:
     import urllib.request
 
@@ -286,17 +321,18 @@ def test_redis_exporter_image_scrapes_the_redis_container(
     port, metrics = alloc.allocate(), alloc.allocate()
     server = redis_server(spec, stack_secrets, port=port)
     # The exporter joins the server's network namespace; the server publishes its port.
-    server = ServiceContainer(
-        server.name, server.image, server.command, server.files, (port, metrics)
-    )
+    server = dataclasses.replace(server, ports=(port, metrics))
     exporter = redis_exporter(spec, stack_secrets, redis_port=port, port=metrics)
-    with _started(server, tmp_path / "redis", "Ready to accept connections") as redis_c:
+    with _started(server, tmp_path / "redis", "Ready to accept connections", tls_dir) as redis_c:
         from testcontainers.core.container import DockerContainer
         from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
         sidecar = DockerContainer(exporter.image).with_command(list(exporter.command))
         for host, target in materialise(exporter, tmp_path / "exporter").items():
             sidecar.with_volume_mapping(host, target, "ro")
+        # The CA only: it scrapes over TLS (rediss://) and verifies the server.
+        for host, target, options in tls_volumes(exporter, tls_dir):
+            sidecar.with_volume_mapping(host, target, options)
         sidecar.with_kwargs(
             labels={LABEL: exporter.name},
             network_mode=f"container:{redis_c.get_wrapped_container().id}",

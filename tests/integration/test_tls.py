@@ -10,6 +10,9 @@ The expired, foreign and wrongly named certificates are served by a real
 ``redis-server`` started here with certificates made by
 :mod:`backbone_infra.render.certificates` (a stack keeps no CA key to sign a
 bad certificate with, by design).
+
+The checks that take only an outputs document (``check_*``) are shared with
+the compose environment's tests (``test_compose_env.py``).
 """
 
 from __future__ import annotations
@@ -87,23 +90,23 @@ def _kafka_kwargs(doc: ConnectionsDocument) -> dict[str, Any]:
     }
 
 
-# -- the stack is TLS by default ------------------------------------------------------
+# -- checks on any stack's outputs document -------------------------------------------
 
 
-def test_the_document_names_the_ca_and_every_section_verifies(local_stack: LocalStack) -> None:
-    doc = _doc(local_stack)
-    ca = local_stack.dir / "tls" / "ca.crt"
+def check_the_document_names_the_ca(doc: ConnectionsDocument, outputs: Path, ca: Path) -> None:
+    """Every section verifies with the stack's CA at ``ca``; no key anywhere."""
     assert doc.redis is not None and doc.kafka is not None and doc.timescale is not None
     assert doc.redis.tls and doc.redis.ssl_cafile == str(ca)
     assert doc.kafka.security_protocol == "SASL_SSL" and doc.kafka.ssl_cafile == str(ca)
     assert doc.timescale.sslmode == "verify-full" and doc.timescale.sslrootcert == str(ca)
     # The CA's certificate only: no private key anywhere in the document.
-    assert "PRIVATE KEY" not in local_stack.outputs_path.read_text()
+    assert "PRIVATE KEY" not in outputs.read_text()
     assert "PRIVATE KEY" not in ca.read_text()
 
 
-def test_each_service_negotiates_tls_with_verified_clients(local_stack: LocalStack) -> None:
-    doc = _doc(local_stack)
+def check_each_service_negotiates_tls(doc: ConnectionsDocument) -> None:
+    """Redis, PostgreSQL and Kafka each complete a TLS session with a client
+    that verifies the chain and the host name (the document's settings)."""
     assert doc.redis is not None and doc.timescale is not None
     settings = RedisConnectionSettings.from_section(doc.redis)
     client = redis.Redis(**_redis_kwargs(doc), **settings.tls_kwargs())
@@ -127,11 +130,8 @@ def test_each_service_negotiates_tls_with_verified_clients(local_stack: LocalSta
         admin.close()
 
 
-# -- plain text to a TLS port ---------------------------------------------------------
-
-
-def test_plain_text_to_each_tls_port_is_refused(local_stack: LocalStack) -> None:
-    doc = _doc(local_stack)
+def check_plain_text_is_refused(doc: ConnectionsDocument) -> None:
+    """A plain-text client of each service's TLS port is refused."""
     with pytest.raises(redis.ConnectionError):
         redis.Redis(**_redis_kwargs(doc)).ping()
     # hostssl only: a connection without TLS matches no pg_hba.conf rule.
@@ -139,6 +139,26 @@ def test_plain_text_to_each_tls_port_is_refused(local_stack: LocalStack) -> None
         psycopg.connect(**_pg_kwargs(doc), sslmode="disable")
     with pytest.raises(kafka_errors.KafkaError):
         KafkaAdminClient(**_kafka_kwargs(doc), security_protocol="SASL_PLAINTEXT").close()
+
+
+# -- the stack is TLS by default ------------------------------------------------------
+
+
+def test_the_document_names_the_ca_and_every_section_verifies(local_stack: LocalStack) -> None:
+    check_the_document_names_the_ca(
+        _doc(local_stack), local_stack.outputs_path, local_stack.dir / "tls" / "ca.crt"
+    )
+
+
+def test_each_service_negotiates_tls_with_verified_clients(local_stack: LocalStack) -> None:
+    check_each_service_negotiates_tls(_doc(local_stack))
+
+
+# -- plain text to a TLS port ---------------------------------------------------------
+
+
+def test_plain_text_to_each_tls_port_is_refused(local_stack: LocalStack) -> None:
+    check_plain_text_is_refused(_doc(local_stack))
 
 
 # -- clients without the stack's CA ---------------------------------------------------

@@ -3,25 +3,37 @@
 What a service *listens* on moves to every interface of its container (the
 engine forwards published ports to the container's address); what it
 *advertises* to clients, its credentials and its settings stay as rendered.
+TLS is on by default, with the stack's files mounted at ``configs.TLS_DIR``;
+``--no-tls`` renders plain text.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from backbone.connections import HostPort
 from backbone_harness.containers import configs
-from backbone_harness.containers.stack import COMPOSE_TLS
+from backbone_harness.containers.services import (
+    kafka_broker,
+    postgres_server,
+    postgres_standby,
+    redis_server,
+    sentinel,
+    tls_volumes,
+)
 from backbone_infra.render.kafka import KafkaNodePorts
 from backbone_infra.render.redis import password_hash
 from backbone_infra.spec import build_spec
 from backbone_infra.targets.local.secrets import StackSecrets
 
-#: The podman stacks' spec: plain text until TLS reaches them (COMPOSE_TLS).
-SPEC = build_spec("cfg", size="minimal", tls=COMPOSE_TLS)
+#: The podman stacks' spec: TLS, as every stack by default.
+SPEC = build_spec("cfg", size="minimal")
+PLAIN = build_spec("cfg", size="minimal", tls=False)
 ports = st.integers(min_value=1024, max_value=65535)
 
 
@@ -31,8 +43,12 @@ def test_redis_listens_everywhere_and_keeps_its_users(port: int) -> None:
     secrets = StackSecrets()
     text = configs.redis_conf(SPEC, secrets, port=port)
     assert re.search(r"^bind \* -::\*$", text, re.M)  # every IPv4 and (if any) IPv6 address
-    # The podman stacks' Redis listens on the one port, in plain text (COMPOSE_TLS).
-    assert re.search(rf"^port {port}$", text, re.M) and "tls-port" not in text
+    # TLS only on the one port: plain text closed (port 0), replication over TLS.
+    assert re.search(rf"^tls-port {port}$", text, re.M) and re.search(r"^port 0$", text, re.M)
+    assert "tls-replication yes" in text
+    assert re.search(rf"^tls-key-file {configs.TLS_DIR}/redis\.key$", text, re.M)
+    plain = configs.redis_conf(PLAIN, secrets, port=port)
+    assert re.search(rf"^port {port}$", plain, re.M) and "tls-port" not in plain
     assert "bind 127.0.0.1" not in text
     assert re.search(r"^user default off\b", text, re.M)
     assert f" {password_hash(secrets.redis_password)} " in text
@@ -54,6 +70,11 @@ def test_kafka_binds_everywhere_but_advertises_the_hosts_loopback(
     )
     assert advertised.group(1) == f"CLIENT://127.0.0.1:{client},INTERNAL://127.0.0.1:{internal}"
     assert re.search(rf"^log\.dirs={configs.KAFKA_DATA}$", text, re.M)
+    protocols = re.search(r"^listener\.security\.protocol\.map=(.*)$", text, re.M)
+    assert protocols and protocols.group(1) == (
+        "CLIENT:SASL_SSL,INTERNAL:SASL_SSL,CONTROLLER:SASL_SSL"
+    )
+    assert f"ssl.keystore.location={configs.TLS_DIR}/kafka-keystore.pem" in text
 
 
 def test_postgres_listens_everywhere_and_keeps_scram_only() -> None:
@@ -65,9 +86,17 @@ def test_postgres_listens_everywhere_and_keeps_scram_only() -> None:
     hba = configs.postgres_hba(SPEC, secrets)
     rules = [line.split() for line in hba.splitlines() if line.strip()]
     assert rules and all(rule[-1] == "scram-sha-256" for rule in rules)
-    # pg_hba and postgresql.conf agree: hostssl rules only with ssl = on.
-    assert all(rule[0] == ("hostssl" if SPEC.tls else "host") for rule in rules)
-    assert ("ssl = on" in conf) == SPEC.tls
+    # pg_hba and postgresql.conf agree: hostssl rules only with ssl = on, the
+    # key being the copy the postgres user owns.
+    assert all(rule[0] == "hostssl" for rule in rules)
+    assert "ssl = on" in conf and f"ssl_key_file = '{configs.POSTGRES_KEY}'" in conf
+    plain = configs.postgresql_conf(PLAIN, secrets, port=5433)
+    assert "ssl = off" in plain
+    assert all(
+        line.split()[0] == "host"
+        for line in configs.postgres_hba(PLAIN, secrets).splitlines()
+        if line.strip()
+    )
 
 
 def test_the_redis_exporter_container_logs_in_as_the_read_only_exporter_user() -> None:
@@ -79,5 +108,71 @@ def test_the_redis_exporter_container_logs_in_as_the_read_only_exporter_user() -
     assert f"--redis.user={EXPORTER_USER}" in container.command
     assert f"--redis.user={SPEC.redis.username}" not in container.command
     (content,) = container.files.values()
-    assert json.loads(content) == {"redis://127.0.0.1:6379": secrets.redis_exporter_password}
+    # It scrapes over TLS, verifying the server with the stack's CA.
+    assert json.loads(content) == {"rediss://127.0.0.1:6379": secrets.redis_exporter_password}
+    assert f"--tls-ca-cert-file={configs.TLS_DIR}/ca.crt" in container.command
     assert secrets.redis_password not in content
+
+
+def test_each_container_mounts_its_own_certificate_and_keys_go_to_its_user(tmp_path: Path) -> None:
+    """Read-only mounts; a key (or Kafka's keystore) is handed to the image's user
+    with podman's ``U``; no container mounts another service's key."""
+    secrets = StackSecrets()
+    first = HostPort(host="127.0.0.1", port=6379)
+    node = KafkaNodePorts(client=1, internal=2, controller=3, metrics=4)
+    containers = {
+        "redis": [
+            redis_server(SPEC, secrets, port=6379),
+            sentinel(
+                SPEC, secrets, name="sentinel-1", port=1, primary=first, shares_network_of="x"
+            ),
+        ],
+        "kafka": [kafka_broker(SPEC, secrets, ports=node, cluster_id="c")],
+        "postgres": [
+            postgres_server(SPEC, secrets, port=5432),
+            postgres_standby(
+                SPEC,
+                secrets,
+                name="postgres-2",
+                port=5433,
+                primary=HostPort(host="postgres-1", port=5432),
+            ),
+        ],
+    }
+    for service, group in containers.items():
+        for container in group:
+            volumes = tls_volumes(container, tmp_path)
+            assert (str(tmp_path / "ca.crt"), f"{configs.TLS_DIR}/ca.crt", "ro") in volumes
+            private = [v for v in volumes if v[0].endswith((".key", "-keystore.pem"))]
+            assert private and all(v[2] == "ro,U" for v in private)
+            assert all(Path(v[0]).name.startswith((service, "ca.")) for v in volumes)
+            assert all(v[2].startswith("ro") for v in volumes)
+    standby = containers["postgres"][1]
+    script = standby.command[-1]
+    assert "sslmode=verify-full" in script and f"sslrootcert={configs.TLS_DIR}/ca.crt" in script
+    for container in containers["postgres"]:
+        assert (
+            f"install -m 600 {configs.TLS_DIR}/postgres.key {configs.POSTGRES_KEY}"
+            in container.command[-1]
+        )
+    # Without TLS nothing is mounted and the standby clones in plain text.
+    assert tls_volumes(redis_server(PLAIN, secrets, port=6379), tmp_path) == []
+    plain_standby = postgres_standby(
+        PLAIN, secrets, name="postgres-2", port=5433, primary=HostPort(host="postgres-1", port=5432)
+    )
+    assert "sslmode=disable" in plain_standby.command[-1]
+
+
+def test_certificates_name_what_the_host_and_the_peers_dial() -> None:
+    """Clients on the host dial 127.0.0.1 (published ports); on ha the brokers
+    dial each other as kafka-N (INTERNAL, CONTROLLER) and the standbys clone
+    from postgres-1, so those names are in the certificates too."""
+    from backbone_harness.containers.stack import certificate_hosts
+
+    ha = certificate_hosts(build_spec("cfg", size="ha"))
+    assert all(ha[s][:2] == ["127.0.0.1", "localhost"] for s in ("redis", "kafka", "postgres"))
+    assert {"kafka-1", "kafka-2", "kafka-3"} <= set(ha["kafka"])
+    assert {"postgres-1", "postgres-2"} <= set(ha["postgres"])
+    assert {"redis-1", "redis-2", "sentinel-1"} <= set(ha["redis"])
+    minimal = certificate_hosts(SPEC)
+    assert minimal["kafka"] == ["127.0.0.1", "localhost", "kafka-1"]

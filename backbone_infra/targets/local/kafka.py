@@ -56,7 +56,14 @@ from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_
 from backbone_infra.targets.local.process import ProcessNode, ProcessRecord, log_tail
 from backbone_infra.targets.local.service import LocalNodes, start_together
 
-__all__ = ["KAFKA_VERSION", "LocalKafka", "NoLeaderError", "kafka_cache_dir", "kafka_libs_dir"]
+__all__ = [
+    "KAFKA_VERSION",
+    "LocalKafka",
+    "NoLeaderError",
+    "kafka_cache_dir",
+    "kafka_libs_dir",
+    "tls_handshakes",
+]
 
 KAFKA_VERSION = "4.1.1"
 #: JMX exporter rules (shipped to every target); their metric names are
@@ -133,9 +140,11 @@ def _with_port_conflict(error: ServiceStartError) -> ServiceStartError:
     )
 
 
-def _handshakes(server: str, ca_file: str, timeout_s: float) -> bool:
+def tls_handshakes(server: str, ca_file: str, timeout_s: float) -> bool:
     """Whether ``server`` (``host:port``) completes a verified TLS handshake within
-    ``timeout_s``."""
+    ``timeout_s``: kafka-python 3.0 waits for a handshake without a deadline, so
+    a port that accepts and never answers (a paused or partitioned broker) must
+    be ruled out before a client is offered it."""
     host, _, port = server.rpartition(":")
     context = ssl.create_default_context(cafile=ca_file)
     try:
@@ -420,7 +429,7 @@ class LocalKafka(LocalNodes):
             # port that accepts but never answers (a paused node, a squatter on
             # the port) would hang the client. Offer it only servers that
             # complete a verified handshake in time.
-            servers = [s for s in servers if _handshakes(s, self.ca_file, timeout_ms / 1000)]
+            servers = [s for s in servers if tls_handshakes(s, self.ca_file, timeout_ms / 1000)]
             if not servers:
                 raise kafka_errors.NoBrokersAvailable("no broker completed a TLS handshake in time")
         client = _Admin(
