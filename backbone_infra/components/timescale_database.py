@@ -178,8 +178,8 @@ exec "$PGBIN/postgres" -D "$PGDATA" -p {p.port}
 """
 
 
-#: Patroni's liveness: its REST API answers (the HA loop runs). The image has
-#: Python (Patroni's), not wget or curl, so Docker's health check asks with it.
+#: Patroni's liveness: its REST API answers (the HA loop runs). Asked with the
+#: image's Python (Patroni's), so Docker's health check needs no HTTP tool.
 _PATRONI_ALIVE = (
     "import sys, urllib.request as u; "
     "sys.exit(u.urlopen('http://127.0.0.1:{port}/liveness', timeout=4).status != 200)"
