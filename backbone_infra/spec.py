@@ -66,6 +66,10 @@ class Images(_Spec):
     #: it onto the volume, so nothing is downloaded when a pod starts (air-gapped
     #: clusters). Build and push it with the version as its tag.
     kafka_jmx_agent: str = "backbone-kafka:0.1.0"
+    #: This repository's etcd image (``images/etcd/Containerfile``): Debian's
+    #: ``etcd-server``, the version the local environment runs, as the store of
+    #: Patroni on ``ha`` stacks. Build and push it with the version as its tag.
+    etcd: str = "backbone-etcd:0.1.0"
 
 
 class RedisSpec(_Spec):

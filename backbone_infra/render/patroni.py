@@ -130,6 +130,7 @@ def patroni_config(
     timescaledb: bool,
     tls: TLSFiles | None = None,
     client_ssl: Mapping[str, str] | None = None,
+    post_bootstrap: str | None = None,
 ) -> dict[str, Any]:
     """``patroni.yml`` of one node as a mapping.
 
@@ -138,6 +139,9 @@ def patroni_config(
     node serves TLS with these files and ``pg_hba`` admits TLS only;
     ``client_ssl``: the libpq settings Patroni's own superuser and replication
     connections use then (``sslmode=verify-full`` with the stack's CA).
+    ``post_bootstrap``: a command Patroni runs once, on the node that
+    bootstrapped the cluster, before it serves (a container target creates the
+    application roles and schema there; the local target does it from outside).
     """
     patroni = spec.patroni
     if patroni is None:
@@ -160,6 +164,7 @@ def patroni_config(
                 },
             },
             "initdb": initdb_options(),
+            **({"post_bootstrap": post_bootstrap} if post_bootstrap else {}),
         },
         "postgresql": {
             "listen": node.listen,
@@ -192,19 +197,32 @@ def patroni_yaml(config: dict[str, Any]) -> str:
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def etcd_args(name: str, *, data_dir: str, client_url: str, peer_url: str) -> list[str]:
+def etcd_args(
+    name: str,
+    *,
+    data_dir: str,
+    client_url: str,
+    peer_url: str,
+    listen_client_url: str | None = None,
+    listen_peer_url: str | None = None,
+) -> list[str]:
     """Arguments (after the ``etcd`` binary) of a one-member etcd for Patroni.
 
     One member: on one machine three members add elections under load and no
     safety (they share the machine's fate). A multi-machine target lists every
     member in ``--initial-cluster`` instead.
+
+    ``client_url`` / ``peer_url`` are advertised; etcd binds only IP addresses,
+    so a target whose members are reached by name (a container) passes the
+    ``listen_*`` URLs (``http://0.0.0.0:2379``) separately; by default it
+    listens where it advertises (loopback, locally).
     """
     return [
         f"--name={name}",
         f"--data-dir={data_dir}",
-        f"--listen-client-urls={client_url}",
+        f"--listen-client-urls={listen_client_url or client_url}",
         f"--advertise-client-urls={client_url}",
-        f"--listen-peer-urls={peer_url}",
+        f"--listen-peer-urls={listen_peer_url or peer_url}",
         f"--initial-advertise-peer-urls={peer_url}",
         f"--initial-cluster={name}={peer_url}",
         "--initial-cluster-state=new",

@@ -219,7 +219,7 @@ class KubernetesBackend:
             ],
             resources=_resources(c),
             liveness_probe=_probe(c.probe, readiness=False),
-            readiness_probe=_probe(c.probe, readiness=True),
+            readiness_probe=_probe(c.probe.readiness or c.probe, readiness=True),
             volume_mounts=mounts or None,
             security_context=core.SecurityContextArgs(run_as_user=c.uid, run_as_non_root=True)
             if c.run_as_uid and c.uid is not None

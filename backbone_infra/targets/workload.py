@@ -87,6 +87,9 @@ class Probe:
     period_s: int = 10
     timeout_s: int = 5
     failure_threshold: int = 6
+    #: Where readiness differs from liveness (Kubernetes readiness probes):
+    #: Patroni is alive long before its node may take traffic.
+    readiness: Probe | None = None
 
     def __post_init__(self) -> None:
         if (self.command is None) == (self.http_port is None):

@@ -13,20 +13,31 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from pulumi_rendering import Rendering, Renderings, file_named
 
 from backbone_infra.render.kafka import KafkaNodePorts
+from backbone_infra.render.patroni import dcs_settings
 from backbone_infra.render.redis import password_hash
 from backbone_infra.spec import StackSpec
+from backbone_infra.targets.local.etcd import LocalEtcd
 from backbone_infra.targets.local.kafka import LocalKafka
+from backbone_infra.targets.local.ports import PortAllocator
 from backbone_infra.targets.local.postgres import LocalPostgres
 from backbone_infra.targets.local.redis import LocalRedis
 from backbone_infra.targets.local.secrets import StackSecrets
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "environments.md"
 CONTAINER_IDS = ("docker-institutional-ha", "kubernetes-institutional-ha")
+#: Plain PostgreSQL (no Patroni) is the ``minimal`` size's: its files are
+#: compared from these renderings.
+PLAIN_IDS = {
+    "docker": "docker-institutional-minimal",
+    "kubernetes": "kubernetes-institutional-minimal",
+}
 
 Parsed = dict[str, str]
 
@@ -72,6 +83,20 @@ def hba(text: str) -> Parsed:
     return {" ".join(r[:3]): " ".join(r[3:]) for r in rows}
 
 
+def flattened(value: Any, prefix: str = "") -> Parsed:
+    """A YAML mapping as ``dotted.key -> value`` (lists kept whole, as text)."""
+    if not isinstance(value, dict):
+        return {prefix: str(value)}
+    out: Parsed = {}
+    for key, item in value.items():
+        out.update(flattened(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def patroni_keys(text: str) -> Parsed:
+    return flattened(yaml.safe_load(text))
+
+
 # -- the local renderings ----------------------------------------------------------
 
 
@@ -90,12 +115,28 @@ def _kafka_ports(brokers: int) -> dict[int, KafkaNodePorts]:
     }
 
 
-def local_files(spec: StackSpec, secrets: StackSecrets, tmp: Path) -> dict[str, str]:
-    """``file -> text`` of node 2 (a replica / standby / follower) and Sentinel 1."""
+def local_patroni_yml(spec: StackSpec, secrets: StackSecrets, tmp: Path) -> str:
+    """``postgres-2.yml`` as the local provisioner writes it (``prepare``:
+    the stack's etcd, ports and certificates; nothing is started)."""
+    ports = PortAllocator()
+    etcd = LocalEtcd(spec, tmp, secrets)
+    etcd.prepare(ports, {})
+    patroni = LocalPostgres(spec, tmp, secrets)
+    # The plain PostgreSQL the local stack runs here (see the table).
+    patroni.timescaledb = False
+    patroni._ensure_certificates()
+    patroni.prepare(ports, {"etcd": etcd})
+    return (patroni.root / "postgres-2.yml").read_text()
+
+
+def local_files(
+    spec: StackSpec, plain: StackSpec, secrets: StackSecrets, tmp: Path
+) -> dict[str, str]:
+    """``file -> text`` of node 2 (a replica / standby / follower) and Sentinel 1;
+    PostgreSQL's plain files from the ``plain`` (minimal) spec."""
     redis = LocalRedis(spec, tmp, secrets)
     kafka = LocalKafka(spec, tmp, secrets)
-    postgres = LocalPostgres(spec, tmp, secrets)
-    # The plain PostgreSQL the local stack runs here (see the table).
+    postgres = LocalPostgres(plain, tmp / "plain", secrets)
     postgres.timescaledb = False
     return {
         "redis.conf": redis._server_conf(tmp / "redis-2", 40002, 40001),
@@ -103,6 +144,7 @@ def local_files(spec: StackSpec, secrets: StackSecrets, tmp: Path) -> dict[str, 
         "server.properties": kafka.render_node_config(2, _kafka_ports(spec.kafka.brokers)),
         "postgresql.conf": postgres._config(),
         "pg_hba.conf": postgres._hba(),
+        "patroni.yml": local_patroni_yml(spec, secrets, tmp / "ha"),
     }
 
 
@@ -117,13 +159,15 @@ def masked(files: dict[str, str], credentials: dict[str, str]) -> dict[str, str]
     return out
 
 
-def container_files(rendering: Rendering) -> dict[str, str]:
+def container_files(rendering: Rendering, plain: Rendering) -> dict[str, str]:
+    """The files of ``rendering`` (``ha``); PostgreSQL's plain files from ``plain``."""
     return {
         "redis.conf": file_named(rendering, "redis/redis-2.conf", secret=True),
         "sentinel.conf": file_named(rendering, "redis/sentinel-1.conf", secret=True),
         "server.properties": file_named(rendering, "kafka/server-2.properties", secret=True),
-        "postgresql.conf": file_named(rendering, "timescale/postgresql.conf"),
-        "pg_hba.conf": file_named(rendering, "timescale/pg_hba.conf"),
+        "postgresql.conf": file_named(plain, "timescale/postgresql.conf"),
+        "pg_hba.conf": file_named(plain, "timescale/pg_hba.conf"),
+        "patroni.yml": file_named(rendering, "timescale/patroni-2.yml", secret=True),
     }
 
 
@@ -133,6 +177,7 @@ PARSERS: dict[str, Callable[[str], Parsed]] = {
     "server.properties": properties,
     "postgresql.conf": pg_settings,
     "pg_hba.conf": hba,
+    "patroni.yml": patroni_keys,
 }
 
 
@@ -147,15 +192,25 @@ def compared(renderings: Renderings, tmp_path_factory: pytest.TempPathFactory) -
     """``(file, key) -> [pairs of targets that differ there]`` over all pairs."""
     by_target: dict[str, dict[str, str]] = {}
     for combo in CONTAINER_IDS:
-        rendering = renderings.by_id[combo]
-        by_target[combo.split("-")[0]] = masked(container_files(rendering), rendering.credentials)
+        target = combo.split("-")[0]
+        rendering, plain = renderings.by_id[combo], renderings.by_id[PLAIN_IDS[target]]
+        files = container_files(rendering, plain)
+        # Each rendering's own passwords (the stacks differ in name).
+        by_target[target] = {
+            **masked(files, rendering.credentials),
+            **masked({k: files[k] for k in ("postgresql.conf", "pg_hba.conf")}, plain.credentials),
+        }
     first = renderings.by_id[CONTAINER_IDS[0]]
+    first_plain = renderings.by_id[PLAIN_IDS["docker"]]
     # Same spec and passwords for local as for the containers.
     assert first.result.spec.redis == renderings.by_id[CONTAINER_IDS[1]].result.spec.redis
-    by_target["local"] = masked(
-        local_files(first.result.spec, _secrets(first), tmp_path_factory.mktemp("local")),
-        first.credentials,
+    local = local_files(
+        first.result.spec,
+        first_plain.result.spec,
+        _secrets(first),
+        tmp_path_factory.mktemp("local"),
     )
+    by_target["local"] = masked(local, first.credentials)
     found: dict[tuple[str, str], list[str]] = {}
     targets = sorted(by_target)
     for i, left in enumerate(targets):
@@ -180,6 +235,38 @@ def test_renderings_differ_only_where_the_table_says(compared: dict) -> None:
 def test_every_row_of_the_table_is_a_real_difference(compared: dict) -> None:
     stale = allowed_differences() - set(compared)
     assert stale == set(), "rows in docs/environments.md that no longer differ: remove them"
+
+
+@pytest.fixture(scope="module")
+def patroni_ymls(renderings: Renderings, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``target -> patroni.yml of node 2`` (parsed), local and both container targets."""
+    first = renderings.by_id[CONTAINER_IDS[0]]
+    found = {
+        combo.split("-")[0]: yaml.safe_load(
+            file_named(renderings.by_id[combo], "timescale/patroni-2.yml", secret=True)
+        )
+        for combo in CONTAINER_IDS
+    }
+    local = local_patroni_yml(first.result.spec, _secrets(first), tmp_path_factory.mktemp("pat"))
+    found["local"] = yaml.safe_load(local)
+    return found
+
+
+def test_patroni_runs_on_the_same_dcs_settings_everywhere(
+    renderings: Renderings, patroni_ymls: dict
+) -> None:
+    """ttl, loop_wait, retry_timeout, the quorum mode (and whatever else
+    ``dcs_settings`` holds, ``primary_start_timeout`` included) are one
+    rendering's, in every environment."""
+    patroni = renderings.by_id[CONTAINER_IDS[0]].result.spec.postgres.patroni
+    assert patroni is not None
+    expected = dcs_settings(patroni)
+    assert expected["synchronous_mode"] == "quorum"
+    assert sorted(patroni_ymls) == ["docker", "kubernetes", "local"]
+    for target, config in patroni_ymls.items():
+        dcs = {k: v for k, v in config["bootstrap"]["dcs"].items() if k != "postgresql"}
+        assert dcs == expected, target
+        assert config["bootstrap"]["dcs"]["postgresql"]["use_pg_rewind"] is True, target
 
 
 def test_the_comparison_sees_a_divergence() -> None:

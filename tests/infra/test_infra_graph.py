@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 from pulumi_rendering import (
     BOOTSTRAP_IDS,
     CONFIG_MAP,
@@ -49,6 +50,8 @@ def stateful_replicas(spec: StackSpec) -> dict[str, int]:
     }
     if spec.redis.sentinels:
         replicas["redis-sentinel"] = spec.redis.sentinels
+    if spec.postgres.patroni is not None:
+        replicas["etcd"] = 1  # Patroni's store, one member
     return replicas
 
 
@@ -89,9 +92,9 @@ def test_kubernetes_counts_per_kind(rendering: Rendering) -> None:
     assert counts[NETWORK_POLICY] == n + 1  # one per service + the namespace's default deny
     assert counts[K8S_SERVICE] == 2 * n  # headless + client per service (no externalHost)
     assert counts[CONFIG_MAP] == n + 1  # one per service + the topic job
-    # Every service but Prometheus and Alertmanager (no webhook configured) holds a
-    # credential, + the job.
-    assert counts[K8S_SECRET] == n - 1
+    # Every service but Prometheus, Alertmanager (no webhook configured) and
+    # etcd holds a credential, + the job.
+    assert counts[K8S_SECRET] == n - 1 - ("etcd" in expected)
     assert counts[K8S_JOB] == 1
     assert counts["kubernetes:core/v1:Namespace"] == 1
     assert counts["random:index/randomPassword:RandomPassword"] == len(SECRET_KEYS)
@@ -109,6 +112,7 @@ def test_docker_counts_per_kind(rendering: Rendering) -> None:
         "grafana": 1,
         "alertmanager": 1,
         "kafka-lag": 1,
+        "etcd": 1,
     }
     counts = rendering.count()
     assert counts[DOCKER_VOLUME] == sum(expected.values())
@@ -137,8 +141,13 @@ def test_kubernetes_images_are_pinned(rendering: Rendering) -> None:
 def test_docker_images_are_pinned(rendering: Rendering) -> None:
     images = {r.plain["name"] for r in rendering.of_type(DOCKER_IMAGE)}
     assert images and all(_pinned(i) for i in images), sorted(images)
-    spec_images = set(rendering.result.spec.images.model_dump().values())
-    assert spec_images - {rendering.result.spec.images.kafka_exporter} <= images
+    spec = rendering.result.spec
+    spec_images = set(spec.images.model_dump().values())
+    # Not run: Kafka's exporter (the lag exporter replaced it), etcd without Patroni.
+    unused = {spec.images.kafka_exporter} | (
+        {spec.images.etcd} if spec.postgres.patroni is None else set()
+    )
+    assert spec_images - unused <= images
     for r in rendering.of_type(DOCKER_CONTAINER):
         # Containers run the digest Docker resolved for one of the pinned RemoteImages.
         assert r.plain["image"].startswith("sha256:"), f"{r} does not use a RemoteImage"
@@ -260,6 +269,7 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
     from backbone_infra.components.certificates import service_tls_files
     from backbone_infra.components.timescale_database import SERVER_KEY
     from backbone_infra.render.certificates import TLSFiles
+    from backbone_infra.render.patroni import postgres_parameters
     from backbone_infra.render.postgres import postgresql_conf
 
     spec = rendering.result.spec.postgres
@@ -273,9 +283,17 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
     # The schema as the owner role, then the application's DML grants (infra.render.postgres).
     owned = [*as_owner(expected[1:], spec), *grant_statements(spec)]
     assert file_named(rendering, "timescale/schema.sql") == "".join(f"{s};\n" for s in owned)
-    conf = file_named(rendering, "timescale/postgresql.conf")
     mounted = service_tls_files("timescale")
     tls = TLSFiles(ca=mounted.ca, cert=mounted.cert, key=SERVER_KEY, keystore=mounted.keystore)
+    if spec.patroni is not None:
+        # Under Patroni the same settings are its parameters (test_infra_patroni.py).
+        config = yaml.safe_load(file_named(rendering, "timescale/patroni-1.yml", secret=True))
+        parameters = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+        assert parameters == postgres_parameters(spec, timescaledb=True, tls=tls)
+        assert parameters["ssl"] == "on" and parameters["timescaledb.telemetry_level"] == "off"
+        assert "patroni " in file_named(rendering, "timescale/start.sh")
+        return
+    conf = file_named(rendering, "timescale/postgresql.conf")
     assert conf == postgresql_conf(spec, listen="*", timescaledb=True, tls=tls)
     assert "ssl = on" in conf
     assert "timescaledb.telemetry_level = off" in conf

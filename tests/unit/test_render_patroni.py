@@ -177,3 +177,40 @@ def test_etcd_is_one_member_cluster_on_the_given_urls() -> None:
     assert "--advertise-client-urls=http://127.0.0.1:1" in args
     assert "--initial-cluster=etcd-1=http://127.0.0.1:2" in args
     assert "--data-dir=/d" in args
+
+
+def test_etcd_reached_by_name_listens_on_every_interface_and_advertises_the_name() -> None:
+    """etcd binds IP addresses only: a container member listens on 0.0.0.0 and
+    advertises the name its peers and Patroni dial."""
+    args = etcd_args(
+        "etcd-1",
+        data_dir="/d",
+        client_url="http://etcd-1:2379",
+        peer_url="http://etcd-1:2380",
+        listen_client_url="http://0.0.0.0:2379",
+        listen_peer_url="http://0.0.0.0:2380",
+    )
+    assert "--listen-client-urls=http://0.0.0.0:2379" in args
+    assert "--advertise-client-urls=http://etcd-1:2379" in args
+    assert "--listen-peer-urls=http://0.0.0.0:2380" in args
+    assert "--initial-advertise-peer-urls=http://etcd-1:2380" in args
+    assert "--initial-cluster=etcd-1=http://etcd-1:2380" in args
+
+
+def test_post_bootstrap_is_rendered_only_when_given() -> None:
+    spec = build_spec("t", size="ha").postgres
+    assert "post_bootstrap" not in _render(spec)["bootstrap"]
+    config = patroni_config(
+        spec,
+        _MEMBER,
+        etcd_hosts=["127.0.0.1:2379"],
+        network="127.0.0.1/32",
+        superuser_password="su-secret",
+        replication_password="repl-secret",
+        timescaledb=False,
+        post_bootstrap="sh /opt/post-bootstrap.sh",
+    )
+    assert config["bootstrap"]["post_bootstrap"] == "sh /opt/post-bootstrap.sh"
+    # The rest of the file is what the local target renders.
+    del config["bootstrap"]["post_bootstrap"]
+    assert config == _render(spec)
