@@ -5,6 +5,7 @@
     harness up --env local --via pulumi [--name ci-XXXXXX]    (an ephemeral Pulumi stack)
     harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
+    harness outputs [--name NAME] [--job writer|consumer|reader|monitor] [--out FILE]
     harness rotate-credentials [--name NAME] [--principal redis|kafka|postgres ...] [--grace S]
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
@@ -38,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone.clikit import emit_json, fail, make_app, user_errors
+from backbone.connections import JOBS, load_document, write_document
 from backbone.logs import LogLevel
 from backbone_harness.containers.cli import compose_app, images_app
 from backbone_harness.drills.cli import drill_app
@@ -69,6 +71,15 @@ class SizeChoice(StrEnum):
     ha = "ha"
 
 
+class JobChoice(StrEnum):
+    """A job with its own principals (``backbone.connections.JOBS``)."""
+
+    writer = "writer"
+    consumer = "consumer"
+    reader = "reader"
+    monitor = "monitor"
+
+
 class TierChoice(StrEnum):
     """Which tier the stack serves (``backbone_infra.spec.TIERS``)."""
 
@@ -84,6 +95,7 @@ class Via(StrEnum):
 
 
 assert {s.value for s in SizeChoice} == set(SIZES) and {t.value for t in TierChoice} == set(TIERS)
+assert {j.value for j in JobChoice} == set(JOBS)
 
 app = make_app(
     "harness",
@@ -354,6 +366,37 @@ class PrincipalChoice(StrEnum):
     redis = "redis"
     kafka = "kafka"
     postgres = "postgres"
+
+
+@app.command("outputs")
+@_user_errors
+def outputs_command(
+    name: NameOpt = DEFAULT_NAME,
+    job: Annotated[
+        JobChoice | None,
+        typer.Option("--job", "-j", help="Write the document of this job only."),
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where the job's document goes (0600)."),
+    ] = None,
+) -> None:
+    """Print the path of the stack's outputs document; with ``--job``, write a
+    document holding only that job's sections and credentials (0600, default
+    ``.stacks/NAME/outputs.JOB.json``) and print its path. Never prints a secret."""
+    from backbone.job_outputs import job_document
+    from backbone_harness.containers.stack import ContainerStack, is_container_stack
+
+    full = ContainerStack(name).outputs_path if is_container_stack(name) else None
+    full = full or _load(name).outputs_path
+    if job is None:
+        if out_file is not None:
+            raise UsageError("--out needs --job: the full document stays where it is")
+        print(full, flush=True)
+        return
+    doc = job_document(load_document(full), job.value)
+    target = out_file or full.with_name(f"outputs.{job.value}.json")
+    print(write_document(doc, target), flush=True)
 
 
 @app.command("rotate-credentials")

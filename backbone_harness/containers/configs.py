@@ -65,6 +65,8 @@ def redis_conf(
         password=secrets.redis_password,
         admin_password=secrets.redis_admin_password,
         exporter_password=secrets.redis_exporter_password,
+        consumer_password=secrets.redis_consumer_password,
+        reader_password=secrets.redis_reader_password,
     )
 
 
@@ -112,6 +114,7 @@ def kafka_server_properties(
         hosts=hosts,
         bind_host="0.0.0.0",
         external=external,
+        extra_users=secrets.kafka_job_users(spec.kafka),
     )
 
 

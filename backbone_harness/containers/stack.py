@@ -61,6 +61,7 @@ from backbone_infra.render.kafka import KafkaNodePorts, new_cluster_id, node_id,
 from backbone_infra.render.postgres import SUPERUSER, synchronous_standby_names
 from backbone_infra.render.redis import ADMIN_USER
 from backbone_infra.spec import StackSpec, build_spec
+from backbone_infra.targets.job_principals import job_principals
 from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
 from backbone_infra.targets.local.secrets import StackSecrets
@@ -368,6 +369,7 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
                 },
             ),
             "timescale": _timescale(spec, secrets, [ports[n]["client"] for n in pg_nodes]),
+            "principals": job_principals(spec, secrets),
         }
     )
 

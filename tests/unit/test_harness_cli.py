@@ -49,6 +49,7 @@ def _one_error_line(stderr: str) -> str:
         (["up", "--env", "kubernetes"], "needs a Kubernetes cluster"),
         (["status", "--name", "ghost"], "no stack named 'ghost'"),
         (["node", "kill", "redis-1", "--name", "ghost"], "bring one up with `harness up"),
+        (["outputs", "--name", "ghost", "--job", "reader"], "no stack named 'ghost'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(root: Path, args: list[str], expected: str) -> None:
@@ -65,6 +66,7 @@ def test_bad_input_is_one_line_and_exit_code_2(root: Path, args: list[str], expe
         (["up", "--size", "huge"], "--size", "'minimal', 'ha'"),
         (["up", "--tier", "gold"], "--tier", "'institutional', 'bootstrap'"),
         (["down", "--via", "ssh"], "--via", "'provisioner', 'pulumi'"),
+        (["outputs", "--job", "admin"], "--job", "'writer', 'consumer', 'reader', 'monitor'"),
     ],
 )
 def test_an_unknown_choice_is_a_usage_error_naming_the_option_and_its_choices(

@@ -251,6 +251,7 @@ class LocalKafka(LocalNodes):
             admin_password=self.secrets.kafka_admin_password,
             drill=drill,
             tls=self.tls,
+            extra_users=self.secrets.kafka_job_users(self.spec.kafka),
         )
 
     def _format_storage(self, java: str, libs: Path, cluster_id: str) -> None:
@@ -273,6 +274,7 @@ class LocalKafka(LocalNodes):
                         client_password=self.secrets.kafka_password,
                         admin_password=self.secrets.kafka_admin_password,
                         monitor_password=self.secrets.kafka_monitor_password,
+                        extra_users=self.secrets.kafka_job_users(self.spec.kafka),
                     ),
                 )
                 log = Path(record.log)

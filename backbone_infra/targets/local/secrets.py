@@ -13,6 +13,8 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backbone_infra.spec import KafkaSpec
+
 __all__ = ["StackSecrets"]
 
 SECRETS_FILE = "secrets.json"
@@ -40,6 +42,16 @@ class StackSecrets:
     #: ``postgres_exporter``'s ``<user>_monitor`` role (``pg_monitor``).
     postgres_monitor_password: str = field(default_factory=_token)
     replication_password: str = field(default_factory=_token)
+    #: One principal per job (issue 11): the ingest writer's and the consumer
+    #: group member's Kafka users, the consumer's and the reader's Redis users,
+    #: the writer's and the consumer's PostgreSQL roles (the reader's role is
+    #: ``postgres_reader_password``).
+    kafka_writer_password: str = field(default_factory=_token)
+    kafka_consumer_password: str = field(default_factory=_token)
+    redis_consumer_password: str = field(default_factory=_token)
+    redis_reader_password: str = field(default_factory=_token)
+    postgres_writer_password: str = field(default_factory=_token)
+    postgres_consumer_password: str = field(default_factory=_token)
     #: Sentinel's ``requirepass``; ``None``: the same as ``redis_password``
     #: (until a rotation of the Redis user pins the old value here, so the
     #: Sentinels, which cannot hold two passwords, are not touched).
@@ -53,6 +65,14 @@ class StackSecrets:
             if self.redis_sentinel_password is None
             else (self.redis_sentinel_password)
         )
+
+    def kafka_job_users(self, spec: KafkaSpec) -> dict[str, str]:
+        """The per-job Kafka users (writer, consumer) and their passwords, as the
+        renderers take them (``extra_users``)."""
+        return {
+            spec.writer_username: self.kafka_writer_password,
+            spec.consumer_username: self.kafka_consumer_password,
+        }
 
     def generated(self) -> dict[str, str]:
         """Every password of the stack by field name (for scans and rotation)."""
