@@ -6,7 +6,8 @@
     harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
     harness outputs [--name NAME] [--job writer|consumer|reader|monitor] [--out FILE]
-    harness rotate-credentials [--name NAME] [--principal redis|kafka|postgres ...] [--grace S]
+    harness rotate-credentials [--name NAME] [--principal P ...] [--grace S]
+        (P: redis|kafka|postgres, the application's; writer|consumer|reader, a job's)
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
@@ -361,11 +362,15 @@ def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 
 class PrincipalChoice(StrEnum):
-    """The application principal of one service (``backbone_infra.targets.local.rotation``)."""
+    """The application's login to one service, or one job's logins to every service it
+    uses (``backbone_infra.targets.local.rotation.PRINCIPALS``)."""
 
     redis = "redis"
     kafka = "kafka"
     postgres = "postgres"
+    writer = "writer"
+    consumer = "consumer"
+    reader = "reader"
 
 
 @app.command("outputs")
@@ -417,8 +422,8 @@ def rotate_credentials_command(
     ] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rotate the application's passwords on a running local stack without refusing a
-    client: the services accept the new password, then outputs.json and secrets.json are
+    """Rotate the application's and the jobs' passwords on a running local stack without
+    refusing a client: the services accept the new password, then outputs.json and secrets.json are
     rewritten, then Redis forgets the old one (see docs/credential-rotation.md)."""
     from backbone_infra.targets.local.rotation import PRINCIPALS, rotate_credentials
 
@@ -431,6 +436,7 @@ def rotate_credentials_command(
     report = {
         "stack": name,
         "principals": list(result.principals),
+        "users": list(result.users),
         "seconds_to_publish": round(result.seconds_to_publish, 2),
         "grace_s": result.grace_s,
         "outputs": str(stack.outputs_path),

@@ -79,7 +79,7 @@ def sentinel_conf(spec: StackSpec, secrets: StackSecrets, *, port: int, primary:
         announce_host=_LOOPBACK,
         data_dir=REDIS_DATA,
         primary=primary,
-        password=secrets.redis_password,
+        password=secrets.sentinel_password,
         admin_password=secrets.redis_admin_password,
     )
 

@@ -190,7 +190,7 @@ def _redis_ready(spec: StackSpec, secrets: StackSecrets, port: int) -> Callable[
 
 def _sentinel_ready(secrets: StackSecrets, port: int) -> Callable[[], bool]:
     def ping() -> bool:
-        client = _redis_client(port, username=None, password=secrets.redis_password)
+        client = _redis_client(port, username=None, password=secrets.sentinel_password)
         try:
             return bool(client.ping())
         finally:
@@ -333,7 +333,7 @@ def _document(spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str,
             master_name=r.master_name,
             username=r.username,
             password=SecretStr(secrets.redis_password),
-            sentinel_password=SecretStr(secrets.redis_password),
+            sentinel_password=SecretStr(secrets.sentinel_password),
         )
     else:
         cache = RedisConnection(
@@ -803,7 +803,7 @@ class ContainerStack:
         errors: list[str] = []
         for node in _names("sentinel", self.spec.redis.sentinels):
             client = _redis_client(
-                self.state.ports[node]["client"], username=None, password=secrets.redis_password
+                self.state.ports[node]["client"], username=None, password=secrets.sentinel_password
             )
             try:
                 addr: Any = client.sentinel_get_master_addr_by_name(self.spec.redis.master_name)

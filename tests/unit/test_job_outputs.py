@@ -48,15 +48,19 @@ SECTIONS: dict[Job, set[str]] = {
 PASSWORD = st.text(alphabet=string.ascii_letters + string.digits, min_size=24, max_size=40)
 
 
-def _full(secrets: StackSecrets) -> ConnectionsDocument:
+def _full(secrets: StackSecrets, *, sentinel: bool = False) -> ConnectionsDocument:
     """The stack's full document as a local provisioner writes it (application logins
     in the sections, every job's under ``principals``)."""
+    where: dict[str, object] = (
+        {"mode": "sentinel", "sentinels": ["127.0.0.1:26379"], "master_name": "m",
+         "sentinel_password": secrets.sentinel_password}
+        if sentinel else {"host": "127.0.0.1", "port": 6379}
+    )  # fmt: skip
     return ConnectionsDocument(
         stack="t",
         environment="local",
         tier="institutional",
-        redis={"host": "127.0.0.1", "port": 6379, "username": SPEC.redis.username,
-               "password": secrets.redis_password},
+        redis={**where, "username": SPEC.redis.username, "password": secrets.redis_password},
         kafka={"bootstrap_servers": ["127.0.0.1:9092"], "security_protocol": "SASL_SSL",
                "sasl_mechanism": SPEC.kafka.sasl_mechanism, "username": SPEC.kafka.username,
                "password": secrets.kafka_password,
@@ -76,14 +80,18 @@ def stack_secrets(draw: st.DrawFn) -> StackSecrets:
 
 
 @settings(max_examples=40, deadline=None)
-@given(secrets=stack_secrets())
-def test_a_job_document_holds_its_own_passwords_and_no_other(secrets: StackSecrets) -> None:
-    full = _full(secrets)
+@given(secrets=stack_secrets(), sentinel=st.booleans())
+def test_a_job_document_holds_its_own_passwords_and_no_other(
+    secrets: StackSecrets, sentinel: bool
+) -> None:
+    full = _full(secrets, sentinel=sentinel)
     every = secrets.generated()
     for job in JOBS:
         text = json.dumps(dump_document(job_document(full, job), reveal_secrets=True))
         present = {name for name, value in every.items() if value in text}
-        assert present == OWN[job], job
+        # Sentinel's discovery password (its own token) goes to every cache client.
+        shared = {"redis_sentinel_password"} if sentinel and "redis" in SECTIONS[job] else set()
+        assert present == OWN[job] | shared, job
 
 
 @pytest.mark.parametrize("job", JOBS)

@@ -49,7 +49,7 @@ from backbone_infra.render.kafka import (
     security_protocol,
     storage_format_argfile,
 )
-from backbone_infra.targets.kafka_acls import grant_stack_acls
+from backbone_infra.targets.kafka_acls import grant_stack_acls, wait_until_authorized
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.files import write_private
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
@@ -369,6 +369,11 @@ class LocalKafka(LocalNodes):
                         raise error(f"{topic['name']}: {topic.get('error_message')}")
                 admin.wait_for_topics(list(topics), timeout_ms=int(TOPICS_TIMEOUT_S * 1000))
                 grant_stack_acls(admin, self.spec.kafka)
+            servers = [f"{LOOPBACK}:{r.ports['client']}" for r in self.records]
+            wait_until_authorized(
+                {**self._client_config(admin=False), "bootstrap_servers": servers},
+                self.spec.kafka,
+            )
         except kafka_errors.KafkaError as exc:
             log = self._log(first)
             raise ServiceStartError(

@@ -52,10 +52,12 @@ class StackSecrets:
     redis_reader_password: str = field(default_factory=_token)
     postgres_writer_password: str = field(default_factory=_token)
     postgres_consumer_password: str = field(default_factory=_token)
-    #: Sentinel's ``requirepass``; ``None``: the same as ``redis_password``
-    #: (until a rotation of the Redis user pins the old value here, so the
-    #: Sentinels, which cannot hold two passwords, are not touched).
-    redis_sentinel_password: str | None = None
+    #: Sentinel's ``requirepass``: its own token, so that a job's document (which
+    #: must carry it to discover the primary) holds no other principal's password.
+    #: ``None`` (stacks created before 2026-12-02): the same as ``redis_password``,
+    #: until a rotation of the Redis user pins the old value here, so the
+    #: Sentinels, which cannot hold two passwords, are not touched.
+    redis_sentinel_password: str | None = field(default_factory=_token)
 
     @property
     def sentinel_password(self) -> str:
