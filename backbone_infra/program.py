@@ -93,6 +93,8 @@ class Credentials:
     kafka_consumer_password: pulumi.Output[str]
     redis_consumer_password: pulumi.Output[str]
     redis_reader_password: pulumi.Output[str]
+    postgres_writer_password: pulumi.Output[str]
+    postgres_consumer_password: pulumi.Output[str]
 
 
 @dataclass
@@ -263,6 +265,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.postgres_reader_password,
             creds.postgres_monitor_password,
             certificates=certs,
+            job_passwords=(creds.postgres_writer_password, creds.postgres_consumer_password),
         ),
     )
     monitoring = Monitoring(

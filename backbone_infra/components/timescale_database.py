@@ -33,6 +33,7 @@ from backbone_infra.render.postgres import (
     as_owner,
     bootstrap_statements,
     grant_statements,
+    job_roles,
     monitor_role,
     pg_hba_conf,
     postgresql_conf,
@@ -76,6 +77,9 @@ class TimescaleDatabaseArgs:
     monitor_password: pulumi.Input[str]
     #: The stack's certificates: ``ssl=on``, ``hostssl`` only (``None`` only with ``--no-tls``).
     certificates: StackCertificates | None = None
+    #: The writer's and the consumer's role passwords (``render.postgres.job_roles``);
+    #: ``None`` creates no such roles.
+    job_passwords: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
 
 #: PostgreSQL refuses a key others can read: the start script copies the
@@ -104,6 +108,10 @@ def _bootstrap_sql(spec: StackSpec, pw: list[str]) -> str:
         replication_verifier=scram_verifier(pw[1], salt=_salt(spec, p.replication_user)),
         reader_verifier=scram_verifier(pw[3], salt=_salt(spec, reader_role(p))),
         monitor_verifier=scram_verifier(pw[4], salt=_salt(spec, monitor_role(p))),
+        job_verifiers={
+            role: scram_verifier(secret, salt=_salt(spec, role))
+            for role, secret in zip(job_roles(p), pw[5:7], strict=False)
+        },
     )
     return "".join(f"{s};\n" for s in statements)
 
@@ -183,7 +191,8 @@ class TimescaleDatabase(pulumi.ComponentResource):
         )
         reader = pulumi.Output.secret(args.reader_password)
         monitor = pulumi.Output.secret(args.monitor_password)
-        secrets = pulumi.Output.all(password, replication, superuser, reader, monitor)
+        jobs = [pulumi.Output.secret(j) for j in args.job_passwords or ()]
+        secrets = pulumi.Output.all(password, replication, superuser, reader, monitor, *jobs)
         certs = args.certificates
         tls = _server_tls(certs)
         ca = service_tls_files(SERVICE).ca if certs is not None else None
@@ -228,7 +237,11 @@ class TimescaleDatabase(pulumi.ComponentResource):
                             "schema.sql",
                             # As the owner role; then the application's DML grants.
                             "".join(
-                                f"{s};\n" for s in [*as_owner(schema, p), *grant_statements(p)]
+                                f"{s};\n"
+                                for s in [
+                                    *as_owner(schema, p),
+                                    *grant_statements(p, with_job_roles=bool(jobs)),
+                                ]
                             ),
                         ),
                         secret_file(SECRET_DIR, "superuser-password", superuser),
