@@ -39,6 +39,11 @@ def job_document(doc: ConnectionsDocument, job: Job) -> ConnectionsDocument:
             "derive job documents from .stacks/NAME/outputs.json (`harness outputs --job`)"
         )
     logins = (doc.principals or {}).get(job)
+    if logins is None and doc.redis is None and doc.kafka is None and doc.timescale is None:
+        raise ConnectionsError(
+            f"stack {doc.stack!r} names no {job!r} principal: it has no services "
+            "(bootstrap tier); hand its document as it is"
+        )
     if logins is None:
         raise ConnectionsError(
             f"the document of stack {doc.stack!r} names no {job!r} principal; "

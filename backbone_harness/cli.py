@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone.clikit import emit_json, fail, make_app, user_errors
-from backbone.connections import JOBS, load_document, write_document
+from backbone.connections import JOBS, ConnectionsError, load_document, write_document
 from backbone.logs import LogLevel
 from backbone_harness.containers.cli import compose_app, images_app
 from backbone_harness.drills.cli import drill_app
@@ -399,7 +399,10 @@ def outputs_command(
             raise UsageError("--out needs --job: the full document stays where it is")
         print(full, flush=True)
         return
-    doc = job_document(load_document(full), job.value)
+    try:
+        doc = job_document(load_document(full), job.value)
+    except ConnectionsError as exc:
+        raise UsageError(str(exc)) from None
     target = out_file or full.with_name(f"outputs.{job.value}.json")
     print(write_document(doc, target), flush=True)
 

@@ -107,6 +107,11 @@ def test_a_bootstrap_stack_writes_a_duckdb_document_and_down_is_idempotent(root:
     doc = provisioner.load("boot").document
     assert doc.tier == "bootstrap" and doc.duckdb is not None
     assert Path(doc.duckdb.path).parent == root / "boot"
+    # A bootstrap stack has no services, so no job principals: a usage error.
+    job = runner.invoke(app, ["outputs", "--name", "boot", "--job", "reader"])
+    assert job.exit_code == 2
+    assert "names no 'reader' principal" in _one_error_line(job.stderr)
+    assert runner.invoke(app, ["outputs", "--name", "boot"]).stdout.strip() == last
     for _ in range(2):
         down = runner.invoke(app, ["down", "--name", "boot"])
         assert down.exit_code == 0 and "stopped" in down.stdout
