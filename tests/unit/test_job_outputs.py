@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import stat
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -125,3 +127,18 @@ def test_a_job_document_is_derived_only_from_the_full_one() -> None:
     legacy = _full(StackSecrets()).model_copy(update={"principals": None})
     with pytest.raises(ConnectionsError, match="names no 'writer' principal"):
         job_document(legacy, "writer")
+
+
+def test_secrets_of_an_older_stack_gain_the_job_passwords_once(tmp_path: Path) -> None:
+    """A ``secrets.json`` written before the job principals existed: the generated
+    values are saved at the first load, so every later load (and document) agrees."""
+    StackSecrets().save(tmp_path)
+    path = tmp_path / "secrets.json"
+    stored = json.loads(path.read_text())
+    for name in OWN["writer"]:
+        del stored[name]
+    path.write_text(json.dumps(stored))
+    first, second = StackSecrets.load(tmp_path), StackSecrets.load(tmp_path)
+    assert first.generated() == second.generated()
+    assert set(json.loads(path.read_text())) >= OWN["writer"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

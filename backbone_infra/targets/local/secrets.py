@@ -93,7 +93,14 @@ class StackSecrets:
 
     @classmethod
     def load(cls, stack_dir: Path) -> StackSecrets:
-        return cls(**json.loads((stack_dir / SECRETS_FILE).read_text()))
+        stored = json.loads((stack_dir / SECRETS_FILE).read_text())
+        loaded = cls(**stored)
+        if set(asdict(loaded)) - set(stored):
+            # A stack made before a field existed (the job principals): keep the
+            # generated value, so every later load agrees. Its services know the
+            # new users only once the stack is recreated (docs/security.md).
+            loaded.save(stack_dir)
+        return loaded
 
     @classmethod
     def load_or_create(cls, stack_dir: Path) -> StackSecrets:
