@@ -28,15 +28,19 @@ from pydantic import (
 from pydantic_core.core_schema import SerializationInfo
 
 __all__ = [
+    "JOBS",
     "SCHEMA",
     "SIZES",
     "TIERS",
     "TOPIC_NAMES",
     "ConnectionsDocument",
     "ConnectionsError",
+    "Credential",
     "DrillConnection",
     "DuckDBConnection",
     "HostPort",
+    "Job",
+    "JobPrincipals",
     "KafkaConnection",
     "MonitoringConnection",
     "RedisConnection",
@@ -69,6 +73,11 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 Size = Literal["minimal", "ha"]
 SIZES: tuple[Size, ...] = get_args(Size)
 Environment = Literal["local", "docker", "kubernetes"]
+#: The jobs that get their own principals (issue 11): the ingest writer, a
+#: consumer-group member, a reader of the cache and the store, and the
+#: monitoring exporters. Administrators appear in no document.
+Job = Literal["writer", "consumer", "reader", "monitor"]
+JOBS: tuple[Job, ...] = get_args(Job)
 
 
 class ConnectionsError(ValueError):
@@ -242,8 +251,32 @@ class DrillConnection(_Model):
     kafka_bootstrap_servers: list[str] = Field(default_factory=list)
 
 
+class Credential(_Model):
+    """One principal's login to one service."""
+
+    username: str
+    password: SecretStr
+    #: PostgreSQL only: the database this principal connects to when it is not
+    #: the section's (the monitor role reaches only ``postgres``).
+    dbname: str | None = None
+
+
+class JobPrincipals(_Model):
+    """A job's login to each service it uses; a service it does not use is ``None``."""
+
+    kafka: Credential | None = None
+    redis: Credential | None = None
+    timescale: Credential | None = None
+
+
 class ConnectionsDocument(_Model):
-    """Everything a client needs to reach one stack."""
+    """Everything a client needs to reach one stack.
+
+    The stack's full document (``job`` ``None``) carries the all-in-one
+    application principal in its sections and every job's login in
+    ``principals``; a job's document (:func:`backbone.job_outputs.job_document`)
+    carries only that job's sections, with its login in the standard fields.
+    """
 
     model_config = ConfigDict(
         frozen=True, extra="forbid", populate_by_name=True, hide_input_in_errors=True
@@ -260,10 +293,15 @@ class ConnectionsDocument(_Model):
     duckdb: DuckDBConnection | None = None
     monitoring: MonitoringConnection | None = None
     drill: DrillConnection | None = None
+    #: The job a per-job document is for; ``None``: the stack's full document.
+    job: Job | None = None
+    #: Every job's logins (full document only).
+    principals: dict[Job, JobPrincipals] | None = None
 
     @model_validator(mode="after")
     def _tier_fields(self) -> ConnectionsDocument:
-        if self.tier == "institutional":
+        # A job's document holds only the services that job uses.
+        if self.tier == "institutional" and self.job is None:
             missing = [n for n in ("redis", "kafka", "timescale") if getattr(self, n) is None]
             if missing:
                 raise ValueError(f"tier institutional needs {', '.join(missing)}")

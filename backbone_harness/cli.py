@@ -5,7 +5,9 @@
     harness up --env local --via pulumi [--name ci-XXXXXX]    (an ephemeral Pulumi stack)
     harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
-    harness rotate-credentials [--name NAME] [--principal redis|kafka|postgres ...] [--grace S]
+    harness outputs [--name NAME] [--job writer|consumer|reader|monitor] [--out FILE]
+    harness rotate-credentials [--name NAME] [--principal P ...] [--grace S]
+        (P: redis|kafka|postgres, the application's; writer|consumer|reader, a job's)
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
@@ -38,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from backbone.clikit import emit_json, fail, make_app, user_errors
+from backbone.connections import JOBS, ConnectionsError, load_document, write_document
 from backbone.logs import LogLevel
 from backbone_harness.containers.cli import compose_app, images_app
 from backbone_harness.drills.cli import drill_app
@@ -69,6 +72,15 @@ class SizeChoice(StrEnum):
     ha = "ha"
 
 
+class JobChoice(StrEnum):
+    """A job with its own principals (``backbone.connections.JOBS``)."""
+
+    writer = "writer"
+    consumer = "consumer"
+    reader = "reader"
+    monitor = "monitor"
+
+
 class TierChoice(StrEnum):
     """Which tier the stack serves (``backbone_infra.spec.TIERS``)."""
 
@@ -84,6 +96,7 @@ class Via(StrEnum):
 
 
 assert {s.value for s in SizeChoice} == set(SIZES) and {t.value for t in TierChoice} == set(TIERS)
+assert {j.value for j in JobChoice} == set(JOBS)
 
 app = make_app(
     "harness",
@@ -353,11 +366,49 @@ def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 
 class PrincipalChoice(StrEnum):
-    """The application principal of one service (``backbone_infra.targets.local.rotation``)."""
+    """The application's login to one service, or one job's logins to every service it
+    uses (``backbone_infra.targets.local.rotation.PRINCIPALS``)."""
 
     redis = "redis"
     kafka = "kafka"
     postgres = "postgres"
+    writer = "writer"
+    consumer = "consumer"
+    reader = "reader"
+
+
+@app.command("outputs")
+@_user_errors
+def outputs_command(
+    name: NameOpt = DEFAULT_NAME,
+    job: Annotated[
+        JobChoice | None,
+        typer.Option("--job", "-j", help="Write the document of this job only."),
+    ] = None,
+    out_file: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Where the job's document goes (0600)."),
+    ] = None,
+) -> None:
+    """Print the path of the stack's outputs document; with ``--job``, write a
+    document holding only that job's sections and credentials (0600, default
+    ``.stacks/NAME/outputs.JOB.json``) and print its path. Never prints a secret."""
+    from backbone.job_outputs import job_document
+    from backbone_harness.containers.stack import ContainerStack, is_container_stack
+
+    full = ContainerStack(name).outputs_path if is_container_stack(name) else None
+    full = full or _load(name).outputs_path
+    if job is None:
+        if out_file is not None:
+            raise UsageError("--out needs --job: the full document stays where it is")
+        print(full, flush=True)
+        return
+    try:
+        doc = job_document(load_document(full), job.value)
+    except ConnectionsError as exc:
+        raise UsageError(str(exc)) from None
+    target = out_file or full.with_name(f"outputs.{job.value}.json")
+    print(write_document(doc, target), flush=True)
 
 
 @app.command("rotate-credentials")
@@ -378,8 +429,8 @@ def rotate_credentials_command(
     ] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rotate the application's passwords on a running local stack without refusing a
-    client: the services accept the new password, then outputs.json and secrets.json are
+    """Rotate the application's and the jobs' passwords on a running local stack without
+    refusing a client: the services accept the new password, then outputs.json and secrets.json are
     rewritten, then Redis forgets the old one (see docs/credential-rotation.md)."""
     from backbone_infra.targets.local.rotation import PRINCIPALS, rotate_credentials
 
@@ -392,6 +443,7 @@ def rotate_credentials_command(
     report = {
         "stack": name,
         "principals": list(result.principals),
+        "users": list(result.users),
         "seconds_to_publish": round(result.seconds_to_publish, 2),
         "grace_s": result.grace_s,
         "outputs": str(stack.outputs_path),

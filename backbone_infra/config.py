@@ -54,6 +54,14 @@ SECRET_KEYS: dict[str, str] = {
     "postgres_monitor_password": "postgresMonitorPassword",
     "replication_password": "replicationPassword",
     "grafana_admin_password": "grafanaAdminPassword",
+    # One principal per job (issue 11): Kafka's writer and consumer, Redis's
+    # consumer and reader, PostgreSQL's writer and consumer roles.
+    "kafka_writer_password": "kafkaWriterPassword",
+    "kafka_consumer_password": "kafkaConsumerPassword",
+    "redis_consumer_password": "redisConsumerPassword",
+    "redis_reader_password": "redisReaderPassword",
+    "postgres_writer_password": "postgresWriterPassword",
+    "postgres_consumer_password": "postgresConsumerPassword",
 }
 
 

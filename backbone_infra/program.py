@@ -89,6 +89,12 @@ class Credentials:
     postgres_monitor_password: pulumi.Output[str]
     replication_password: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
+    kafka_writer_password: pulumi.Output[str]
+    kafka_consumer_password: pulumi.Output[str]
+    redis_consumer_password: pulumi.Output[str]
+    redis_reader_password: pulumi.Output[str]
+    postgres_writer_password: pulumi.Output[str]
+    postgres_consumer_password: pulumi.Output[str]
 
 
 @dataclass
@@ -233,6 +239,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.redis_admin_password,
             creds.redis_exporter_password,
             certificates=certs,
+            job_passwords=(creds.redis_consumer_password, creds.redis_reader_password),
         ),
     )
     kafka = KafkaCluster(
@@ -244,6 +251,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.kafka_admin_password,
             creds.kafka_monitor_password,
             certificates=certs,
+            job_passwords=(creds.kafka_writer_password, creds.kafka_consumer_password),
         ),
     )
     timescale = TimescaleDatabase(
@@ -257,6 +265,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.postgres_reader_password,
             creds.postgres_monitor_password,
             certificates=certs,
+            job_passwords=(creds.postgres_writer_password, creds.postgres_consumer_password),
         ),
     )
     monitoring = Monitoring(

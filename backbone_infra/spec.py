@@ -80,6 +80,10 @@ class RedisSpec(_Spec):
     sentinels: int = Field(default=0, ge=0)
     master_name: str = "backbone"
     username: str = "backbone"
+    #: The consumer's user: fills and invalidates entries of the namespace.
+    consumer_username: str = "backbone-consumer"
+    #: The reader's user: reads entries (and touches their LRU score), writes none.
+    reader_username: str = "backbone-reader"
     #: The cache's key namespace (``backbone.settings`` ``namespace``): the
     #: application user may touch only ``NS:*`` and ``NS-*`` keys.
     namespace: str = "backbone"
@@ -123,6 +127,11 @@ class KafkaSpec(_Spec):
     admin_username: str = "admin"
     #: The lag exporter's principal: DESCRIBE on topics and groups, no data.
     monitor_username: str = "backbone-monitor"
+    #: The ingest writer's principal: produces to the spec topics, reads none.
+    writer_username: str = "backbone-writer"
+    #: The consumer-group member's principal: reads the bar topics and commits its
+    #: group's offsets; produces only dead letters and health reports.
+    consumer_username: str = "backbone-consumer"
     topics: tuple[TopicSpec, ...]
     exporter_port: int = 9404
 

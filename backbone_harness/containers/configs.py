@@ -86,6 +86,8 @@ def redis_conf(
         admin_password=secrets.redis_admin_password,
         exporter_password=secrets.redis_exporter_password,
         tls=service_tls(spec, "redis"),
+        consumer_password=secrets.redis_consumer_password,
+        reader_password=secrets.redis_reader_password,
     )
 
 
@@ -99,7 +101,7 @@ def sentinel_conf(spec: StackSpec, secrets: StackSecrets, *, port: int, primary:
         announce_host=_LOOPBACK,
         data_dir=REDIS_DATA,
         primary=primary,
-        password=secrets.redis_password,
+        password=secrets.sentinel_password,
         admin_password=secrets.redis_admin_password,
         tls=service_tls(spec, "redis"),
     )
@@ -138,6 +140,7 @@ def kafka_server_properties(
         bind_host="0.0.0.0",
         external=external,
         tls=service_tls(spec, "kafka"),
+        extra_users=secrets.kafka_job_users(spec.kafka),
     )
 
 

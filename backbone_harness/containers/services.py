@@ -252,6 +252,7 @@ def kafka_broker(
         client_password=secrets.kafka_password,
         admin_password=secrets.kafka_admin_password,
         monitor_password=secrets.kafka_monitor_password,
+        extra_users=secrets.kafka_job_users(spec.kafka),
     )
     assert fmt[0] == STORAGE_TOOL_MAIN
     host_libs = kafka_home() / "libs"

@@ -74,6 +74,7 @@ from backbone_infra.render.kafka import (
 from backbone_infra.render.postgres import SUPERUSER, synchronous_standby_names
 from backbone_infra.render.redis import ADMIN_USER
 from backbone_infra.spec import StackSpec, build_spec
+from backbone_infra.targets.job_principals import job_principals
 from backbone_infra.targets.kafka_acls import grant_stack_acls
 from backbone_infra.targets.local.kafka import tls_handshakes
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator
@@ -223,7 +224,7 @@ def _redis_ready(
 
 def _sentinel_ready(secrets: StackSecrets, port: int, ca: str | None) -> Callable[[], bool]:
     def ping() -> bool:
-        client = _redis_client(port, username=None, password=secrets.redis_password, ca=ca)
+        client = _redis_client(port, username=None, password=secrets.sentinel_password, ca=ca)
         try:
             return bool(client.ping())
         finally:
@@ -403,7 +404,7 @@ def _document(
             master_name=r.master_name,
             username=r.username,
             password=SecretStr(secrets.redis_password),
-            sentinel_password=SecretStr(secrets.redis_password),
+            sentinel_password=SecretStr(secrets.sentinel_password),
             tls=ca is not None,
             ssl_cafile=ca,
         )
@@ -444,6 +445,7 @@ def _document(
                 },
             ),
             "timescale": _timescale(spec, secrets, [ports[n]["client"] for n in pg_nodes], ca),
+            "principals": job_principals(spec, secrets),
         }
     )
 
@@ -901,7 +903,7 @@ class ContainerStack:
             client = _redis_client(
                 self.state.ports[node]["client"],
                 username=None,
-                password=secrets.redis_password,
+                password=secrets.sentinel_password,
                 ca=self.ca_file,
             )
             try:

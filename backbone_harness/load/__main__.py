@@ -2,7 +2,8 @@
 
 Runs one bounded Locust run against the stack the outputs document describes
 and prints the :class:`~backbone_harness.load.run.LoadResult` as JSON on stdout.
-``--profile``: ``produce`` (feed handlers through ``BarProducer``), ``read``
+``--profile``: ``produce`` (feed handlers through ``BarProducer``, as the
+ingest writer), ``read``
 (trading users through ``Backbone``) or ``both``. ``--workers N`` makes this
 process Locust's master and starts N worker processes; a worker is this same
 command with ``--worker-of PORT`` (it prints nothing).
@@ -21,6 +22,7 @@ from typing import Any
 import locust  # noqa: F401  (first: patches the standard library with gevent)
 
 from backbone.connections import load_document
+from backbone.job_outputs import job_document
 from backbone_harness.load.run import run_load, run_worker
 from backbone_harness.load.users import MarketDataFeedUser, bound_to
 
@@ -31,9 +33,12 @@ def _user_classes(args: argparse.Namespace) -> list[Any]:
     doc = load_document(args.outputs)
     classes: list[Any] = []
     if args.profile in ("produce", "both"):
-        if doc.kafka is None:
+        # Feed handlers only produce: they log in as the ingest writer when the
+        # document names one (least privilege, docs/security.md).
+        feed = job_document(doc, "writer") if doc.principals else doc
+        if feed.kafka is None:
             raise SystemExit(f"{args.outputs} describes no Kafka; run the load on a Tier 1 stack")
-        classes.append(bound_to(MarketDataFeedUser, doc.kafka))
+        classes.append(bound_to(MarketDataFeedUser, feed.kafka))
     if args.profile in ("read", "both"):
         from backbone_harness.load.reads import bound_reader
 

@@ -107,6 +107,9 @@ class KafkaClusterArgs:
     monitor_password: pulumi.Input[str]
     #: The stack's certificates: SASL_SSL on every listener (``None`` only with ``--no-tls``).
     certificates: StackCertificates | None = None
+    #: The per-job principals' passwords (writer, consumer:
+    #: backbone_infra.render.kafka_acls); ``None`` formats no such users.
+    job_passwords: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
 
 def _jaas(user: str, password: str) -> str:
@@ -145,6 +148,7 @@ def _server_properties(
         admin_password=pw[1],
         external=backend.external(SERVICE, ordinal, EXTERNAL_PORT),
         tls=tls,
+        extra_users=_job_users(spec, pw),
     )
 
 
@@ -156,7 +160,14 @@ def _format_args(spec: StackSpec, ordinal: int, pw: list[str]) -> str:
         client_password=pw[0],
         admin_password=pw[1],
         monitor_password=pw[2],
+        extra_users=_job_users(spec, pw),
     )
+
+
+def _job_users(spec: StackSpec, pw: list[str]) -> dict[str, str]:
+    """The writer's and the consumer's logins, when the stack passed them (``pw[3:5]``)."""
+    k = spec.kafka
+    return dict(zip((k.writer_username, k.consumer_username), pw[3:5], strict=False))
 
 
 def _start_script(spec: StackSpec) -> str:
@@ -272,7 +283,8 @@ class KafkaCluster(pulumi.ComponentResource):
             )
         )
         monitor = pulumi.Output.secret(args.monitor_password)
-        both = pulumi.Output.all(password, admin, monitor)
+        jobs = [pulumi.Output.secret(p) for p in args.job_passwords or ()]
+        both = pulumi.Output.all(password, admin, monitor, *jobs)
         broker = StatefulService(
             name=SERVICE,
             replicas=k.brokers,

@@ -67,6 +67,9 @@ class RedisDeploymentArgs:
     exporter_password: pulumi.Input[str]
     #: The stack's certificates: TLS on every port (``None`` only with ``--no-tls``).
     certificates: StackCertificates | None = None
+    #: The per-job users' passwords (consumer, reader: backbone_infra.render.redis);
+    #: ``None`` renders no such users.
+    job_passwords: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
 
 def _tls(args: RedisDeploymentArgs) -> TLSFiles | None:
@@ -97,6 +100,8 @@ def _server_conf(
         admin_password=pw[1],
         exporter_password=pw[2],
         tls=tls,
+        consumer_password=pw[3] if len(pw) > 3 else None,
+        reader_password=pw[4] if len(pw) > 4 else None,
     )
 
 
@@ -226,7 +231,8 @@ class RedisDeployment(pulumi.ComponentResource):
         password = pulumi.Output.secret(args.password)
         admin = pulumi.Output.secret(args.admin_password)
         exporter = pulumi.Output.secret(args.exporter_password)
-        both = pulumi.Output.all(password, admin, exporter)
+        jobs = [pulumi.Output.secret(p) for p in args.job_passwords or ()]
+        both = pulumi.Output.all(password, admin, exporter, *jobs)
         tls = _tls(args)
         certs = args.certificates
         tls_mounts = certs.files(SERVICE) if certs is not None else ()

@@ -46,6 +46,7 @@ from backbone_infra.render.postgres import (
     as_owner,
     bootstrap_statements,
     grant_statements,
+    job_roles,
     monitor_role,
     pg_hba_conf,
     postgresql_conf,
@@ -91,6 +92,9 @@ class TimescaleDatabaseArgs:
     monitor_password: pulumi.Input[str]
     #: The stack's certificates: ``ssl=on``, ``hostssl`` only (``None`` only with ``--no-tls``).
     certificates: StackCertificates | None = None
+    #: The writer's and the consumer's role passwords (``render.postgres.job_roles``);
+    #: ``None`` creates no such roles.
+    job_passwords: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
 
 #: PostgreSQL refuses a key others can read: the start script copies the
@@ -121,6 +125,10 @@ def _bootstrap_sql(spec: StackSpec, pw: list[str]) -> str:
         replication_verifier=scram_verifier(pw[1], salt=_salt(spec, p.replication_user)),
         reader_verifier=scram_verifier(pw[3], salt=_salt(spec, reader_role(p))),
         monitor_verifier=scram_verifier(pw[4], salt=_salt(spec, monitor_role(p))),
+        job_verifiers={
+            role: scram_verifier(secret, salt=_salt(spec, role))
+            for role, secret in zip(job_roles(p), pw[5:7], strict=False)
+        },
     )
     if p.patroni is not None:
         ours = f"CREATE ROLE {p.replication_user} "
@@ -292,7 +300,8 @@ class TimescaleDatabase(pulumi.ComponentResource):
         replication = pulumi.Output.secret(args.replication_password)
         reader = pulumi.Output.secret(args.reader_password)
         monitor = pulumi.Output.secret(args.monitor_password)
-        secrets = pulumi.Output.all(password, replication, superuser, reader, monitor)
+        jobs = [pulumi.Output.secret(j) for j in args.job_passwords or ()]
+        secrets = pulumi.Output.all(password, replication, superuser, reader, monitor, *jobs)
         certs = args.certificates
         tls = _server_tls(certs)
         ca = service_tls_files(SERVICE).ca if certs is not None else None
@@ -306,7 +315,7 @@ class TimescaleDatabase(pulumi.ComponentResource):
             fs_group=POSTGRES_UID,
             published={"postgres": p.port},
             containers=(
-                self._server(spec, backend, certs, tls, secrets, superuser),
+                self._server(spec, backend, certs, tls, secrets, superuser, job_roles=bool(jobs)),
                 Container(
                     name="exporter",
                     image=spec.images.postgres_exporter,
@@ -360,8 +369,11 @@ class TimescaleDatabase(pulumi.ComponentResource):
         tls: TLSFiles | None,
         secrets: pulumi.Output[list[str]],
         superuser: pulumi.Output[str],
+        *,
+        job_roles: bool,
     ) -> Container:
-        """The replica's main container: plain PostgreSQL, or Patroni running it."""
+        """The replica's main container: plain PostgreSQL, or Patroni running it.
+        ``job_roles``: the writer's and the consumer's roles exist and get their grants."""
         p = spec.postgres
         extension, *schema = schema_statements(
             timescaledb=True,
@@ -375,8 +387,14 @@ class TimescaleDatabase(pulumi.ComponentResource):
             File(
                 CONF_DIR,
                 "schema.sql",
-                # As the owner role; then the application's DML grants.
-                "".join(f"{s};\n" for s in [*as_owner(schema, p), *grant_statements(p)]),
+                # As the owner role; then the application's and the jobs' DML grants.
+                "".join(
+                    f"{s};\n"
+                    for s in [
+                        *as_owner(schema, p),
+                        *grant_statements(p, with_job_roles=job_roles),
+                    ]
+                ),
             ),
         )
         bootstrap_secrets = (

@@ -241,9 +241,14 @@ def render_server_properties(
     external: HostPort | None = None,
     drill: DrillListener | None = None,
     tls: TLSFiles | None = None,
+    extra_users: Mapping[str, str] | None = None,
 ) -> str:
     """``server.properties`` of node ``node`` (1-based) in a cluster whose nodes
     have ``ports``.
+
+    ``extra_users``: the per-job principals (user name -> password); with
+    ``PLAIN`` they join the client listener's user table (SCRAM users go into
+    the metadata instead: :func:`storage_format_args`).
 
     ``hosts``: where each node is reached by the others and advertised to
     clients (default: loopback for all). ``bind_host``: the address the
@@ -270,6 +275,7 @@ def render_server_properties(
             **{
                 f"user_{spec.username}": client_password,
                 f"user_{spec.admin_username}": admin_password,
+                **{f"user_{u}": pw for u, pw in (extra_users or {}).items()},
             },
         )
         internal_jaas = _jaas(
@@ -385,12 +391,14 @@ def storage_format_args(
     client_password: str,
     admin_password: str,
     monitor_password: str | None = None,
+    extra_users: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Arguments of ``kafka.tools.StorageTool`` that format one node's storage.
 
     With SCRAM, the users' credentials go into the initial metadata (so the
     inter-broker listener can authenticate before any broker ran); the
-    monitoring user's too when ``monitor_password`` is given. These hold
+    monitoring user's too when ``monitor_password`` is given, and each of
+    ``extra_users`` (the per-job principals, name -> password). These hold
     passwords: pass them through a 0600 argument file, never a command line.
     """
     args = [STORAGE_TOOL_MAIN, "format", "--config", str(config), "--cluster-id", cluster_id]
@@ -398,6 +406,7 @@ def storage_format_args(
         users = [(spec.username, client_password), (spec.admin_username, admin_password)]
         if monitor_password is not None:
             users.append((spec.monitor_username, monitor_password))
+        users += list((extra_users or {}).items())
         for user, password in users:
             args += ["--add-scram", f"{spec.sasl_mechanism}=[name={user},password={password}]"]
     return args
@@ -411,6 +420,7 @@ def storage_format_argfile(
     client_password: str,
     admin_password: str,
     monitor_password: str | None = None,
+    extra_users: Mapping[str, str] | None = None,
 ) -> str:
     """A ``java @argfile`` running :func:`storage_format_args`: ``java
     FORMAT_JVM_OPTS -cp LIBS/* @file``. Holds passwords: write it 0600."""
@@ -421,6 +431,7 @@ def storage_format_argfile(
         client_password=client_password,
         admin_password=admin_password,
         monitor_password=monitor_password,
+        extra_users=extra_users,
     )
     return "\n".join(_argfile_line(a) for a in args) + "\n"
 

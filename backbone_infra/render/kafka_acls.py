@@ -14,6 +14,20 @@ names, so a new topic is not readable by accident): ``READ``, ``WRITE`` and
 resource (an idempotent producer needs only ``WRITE`` on a topic since Kafka
 2.8, KIP-679).
 
+The jobs get their own principals (issue 11, least privilege):
+
+``spec.writer_username`` (the ingest writer)
+    ``WRITE`` and ``DESCRIBE`` on every spec topic (bars, and the dead letters
+    and health reports an ingest produces); no ``READ`` anywhere, no group.
+``spec.consumer_username`` (a consumer-group member)
+    ``READ`` and ``DESCRIBE`` on the bar topics, ``READ`` on groups (join,
+    commit, fetch offsets); ``WRITE`` and ``DESCRIBE`` only on the dead-letter
+    and health topics (:data:`CONSUMER_PRODUCES`), which a consumer reports to.
+
+The application principal (``spec.username``) stays for the all-in-one
+runtime (``Backbone`` ingesting, consuming and reading in one process: the
+demo, drills, benches and load runs).
+
 Groups: the clients name their groups freely (``backbone``, one per drill,
 test or load run), so the group ACL is the literal wildcard ``*``: a stolen
 application credential can join or reset any group's offsets, but not touch a
@@ -44,13 +58,16 @@ __all__ = [
     "APP_GROUP_OPERATIONS",
     "APP_TOPIC_OPERATIONS",
     "AUTHORIZER_CLASS",
+    "CONSUMER_PRODUCES",
     "AclRule",
     "acl_cli_args",
     "application_acls",
     "authorizer_properties",
+    "consumer_acls",
     "kafka_python_acls",
     "monitor_acls",
     "stack_acls",
+    "writer_acls",
 ]
 
 #: KRaft's authorizer: ACLs live in the metadata log, every node enforces them.
@@ -64,6 +81,8 @@ APP_GROUP_OPERATIONS: tuple[Operation, ...] = ("READ",)
 #: What the lag exporter's principal may do on topics and groups: offsets and
 #: metadata (ListOffsets, OffsetFetch, DescribeGroups), never a record.
 MONITOR_OPERATIONS: tuple[Operation, ...] = ("DESCRIBE",)
+#: The logical topics a consumer produces to: rejects and its health reports.
+CONSUMER_PRODUCES: frozenset[str] = frozenset({"dead_letter", "ingest_health"})
 #: The wildcard group name (see the module docstring).
 ANY_GROUP = "*"
 
@@ -101,6 +120,34 @@ def application_acls(spec: KafkaSpec) -> list[AclRule]:
     return rules
 
 
+def writer_acls(spec: KafkaSpec) -> list[AclRule]:
+    """The ingest writer's ACLs: produce to every spec topic, read nothing.
+
+    An idempotent producer (kafka-python's default) needs only ``WRITE`` on
+    the topic since Kafka 2.8 (KIP-679): no ``IDEMPOTENT_WRITE`` on the cluster.
+    """
+    principal = f"User:{spec.writer_username}"
+    return [
+        AclRule(principal, "TOPIC", topic.name, op)
+        for topic in spec.topics
+        for op in ("WRITE", "DESCRIBE")
+    ]
+
+
+def consumer_acls(spec: KafkaSpec) -> list[AclRule]:
+    """A consumer-group member's ACLs: read the bar topics and commit its
+    group's offsets; produce only to :data:`CONSUMER_PRODUCES`."""
+    principal = f"User:{spec.consumer_username}"
+    rules: list[AclRule] = []
+    for topic in spec.topics:
+        ops: tuple[Operation, ...] = (
+            ("WRITE", "DESCRIBE") if topic.logical in CONSUMER_PRODUCES else ("READ", "DESCRIBE")
+        )
+        rules += [AclRule(principal, "TOPIC", topic.name, op) for op in ops]
+    rules += [AclRule(principal, "GROUP", ANY_GROUP, "READ")]
+    return rules
+
+
 def monitor_acls(spec: KafkaSpec) -> list[AclRule]:
     """Every ACL the monitoring principal (``spec.monitor_username``) gets."""
     principal = f"User:{spec.monitor_username}"
@@ -114,8 +161,13 @@ def monitor_acls(spec: KafkaSpec) -> list[AclRule]:
 
 
 def stack_acls(spec: KafkaSpec) -> list[AclRule]:
-    """Every ACL of a stack: the application's and the monitoring principal's."""
-    return [*application_acls(spec), *monitor_acls(spec)]
+    """Every ACL of a stack: the application's, each job's and the monitoring principal's."""
+    return [
+        *application_acls(spec),
+        *writer_acls(spec),
+        *consumer_acls(spec),
+        *monitor_acls(spec),
+    ]
 
 
 def acl_cli_args(rule: AclRule) -> list[str]:

@@ -51,6 +51,7 @@ import base64
 import hashlib
 import hmac
 import secrets as pysecrets
+from collections.abc import Mapping
 
 from backbone_infra.render.certificates import TLSFiles
 from backbone_infra.spec import PostgresSpec
@@ -62,6 +63,7 @@ __all__ = [
     "as_owner",
     "bootstrap_statements",
     "grant_statements",
+    "job_roles",
     "monitor_role",
     "owner_role",
     "password_statement",
@@ -192,6 +194,14 @@ def reader_role(spec: PostgresSpec) -> str:
     return f"{spec.user}_reader"
 
 
+def job_roles(spec: PostgresSpec) -> tuple[str, str]:
+    """The ingest writer's and the consumer's roles (``<user>_writer``,
+    ``<user>_consumer``): ``SELECT, INSERT, UPDATE`` on the bar tables (the
+    upsert and the dead-letter paths), ``TEMPORARY`` for the COPY staging table;
+    no ``DELETE``, no DDL."""
+    return f"{spec.user}_writer", f"{spec.user}_consumer"
+
+
 def monitor_role(spec: PostgresSpec) -> str:
     """The role ``postgres_exporter`` logs in as (``pg_monitor``, no table access)."""
     return f"{spec.user}_monitor"
@@ -208,12 +218,20 @@ def bootstrap_statements(
     replication_verifier: str,
     reader_verifier: str,
     monitor_verifier: str,
+    job_verifiers: Mapping[str, str] | None = None,
 ) -> list[str]:
     """What the superuser runs once on a new primary: the owner, application,
     reader, monitor and replication roles, and the database owned by the owner
-    role. Passwords are SCRAM verifiers (:func:`scram_verifier`)."""
+    role. Passwords are SCRAM verifiers (:func:`scram_verifier`).
+    ``job_verifiers``: the per-job roles (:func:`job_roles`) by name, if the
+    target creates them (then pass ``job_roles=True`` to :func:`grant_statements`)."""
     owner = owner_role(spec)
+    jobs = [
+        f"CREATE ROLE {role} LOGIN {_PLAIN} PASSWORD '{verifier}'"
+        for role, verifier in (job_verifiers or {}).items()
+    ]
     return [
+        *jobs,
         f"CREATE ROLE {owner} NOLOGIN {_PLAIN}",
         f"CREATE ROLE {spec.user} LOGIN {_PLAIN} PASSWORD '{password_verifier}'",
         f"CREATE ROLE {reader_role(spec)} LOGIN {_PLAIN} PASSWORD '{reader_verifier}'",
@@ -237,14 +255,28 @@ def as_owner(statements: list[str], spec: PostgresSpec) -> list[str]:
     return [f"SET ROLE {owner_role(spec)}", *statements, "RESET ROLE"]
 
 
-def grant_statements(spec: PostgresSpec) -> list[str]:
+def grant_statements(spec: PostgresSpec, *, with_job_roles: bool = False) -> list[str]:
     """What the superuser runs in ``spec.dbname`` after the schema: the
     application's grants (DML on the bar tables, nothing else) and the
-    reader's (``SELECT``), also for tables the owner creates later."""
+    reader's (``SELECT``), also for tables the owner creates later; with
+    ``with_job_roles`` the writer's and the consumer's (:func:`job_roles`)."""
     owner, app, db = owner_role(spec), spec.user, spec.dbname
     reader = reader_role(spec)
     dml = "SELECT, INSERT, UPDATE, DELETE"
+    jobs: list[str] = []
+    for role in job_roles(spec) if with_job_roles else ():
+        jobs += [
+            f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role}",
+            f"GRANT USAGE ON SCHEMA public TO {role}",
+            f"GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO {role}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {role}",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT SELECT, INSERT, UPDATE ON TABLES TO {role}",
+            f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} IN SCHEMA public "
+            f"GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+        ]
     return [
+        *jobs,
         f"REVOKE ALL ON DATABASE {db} FROM PUBLIC",
         f"GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {app}",
         f"GRANT CONNECT ON DATABASE {db} TO {reader}",

@@ -49,10 +49,12 @@ __all__ = [
     "APP_COMMANDS",
     "EXPORTER_COMMANDS",
     "EXPORTER_USER",
+    "READER_COMMANDS",
     "acl_users",
     "app_key_patterns",
     "listener_lines",
     "password_hash",
+    "reader_key_patterns",
     "redis_conf",
     "sentinel_conf",
 ]
@@ -93,6 +95,24 @@ APP_COMMANDS = (
     "+script|exists",
 )
 
+#: What a cache *read* runs (``RedisCache._read`` and ``stats``): ``GET`` of an
+#: entry, ``ZADD XX`` of its LRU score, ``ZCARD`` of the index. The reader user
+#: may read keys of its namespaces and write only the LRU index (Redis 7 key
+#: selectors ``%R~``/``%W~``): it cannot set, delete or invalidate an entry, so a
+#: miss it serves from the store leaves the cache unfilled (the refused fill is
+#: logged and falls back, as any refused cache command does).
+READER_COMMANDS = (
+    "+ping",
+    "+auth",
+    "+hello",
+    "+get",
+    "+mget",
+    "+exists",
+    "+pttl",
+    "+zadd",
+    "+zcard",
+)
+
 #: What ``redis_exporter`` needs for its default metrics, all read-only (the
 #: exporter's README lists a wider set, for key checks this stack does not use).
 EXPORTER_COMMANDS = (
@@ -118,13 +138,26 @@ def app_key_patterns(spec: RedisSpec) -> list[str]:
     return [f"~{ns}:*", f"~{ns}-*"]
 
 
+def reader_key_patterns(spec: RedisSpec) -> list[str]:
+    """The reader's key permissions: read every key of the namespaces, write
+    only their LRU index (``NS:lru``, ``NS-*:lru``; see :data:`READER_COMMANDS`)."""
+    ns = spec.namespace
+    return [f"%R~{ns}:*", f"%R~{ns}-*", f"%W~{ns}:lru", f"%W~{ns}-*:lru"]
+
+
 def password_hash(password: str) -> str:
     """The ACL form of ``password`` Redis stores: ``#`` and its SHA-256 in hex."""
     return "#" + hashlib.sha256(password.encode()).hexdigest()
 
 
 def acl_users(
-    spec: RedisSpec, *, password: str, admin_password: str, exporter_password: str | None = None
+    spec: RedisSpec,
+    *,
+    password: str,
+    admin_password: str,
+    exporter_password: str | None = None,
+    consumer_password: str | None = None,
+    reader_password: str | None = None,
 ) -> list[str]:
     """The ``user`` lines of every server, passwords hashed (:func:`password_hash`).
 
@@ -138,7 +171,10 @@ def acl_users(
     client cannot use those rights: it starts unauthenticated and cannot
     authenticate as a disabled user.
     ``exporter_password``: ``None`` renders no exporter user (a target without
-    a Redis exporter).
+    a Redis exporter); likewise ``consumer_password`` (``spec.consumer_username``:
+    the application's commands and keys, for a consumer that fills and
+    invalidates the cache) and ``reader_password`` (``spec.reader_username``:
+    :data:`READER_COMMANDS` on :func:`reader_key_patterns`).
     """
     users = [
         "user default off resetpass ~* &* +@all",
@@ -152,6 +188,30 @@ def acl_users(
             ]
         ),
     ]
+    if consumer_password is not None:
+        users.append(
+            " ".join(
+                [
+                    f"user {spec.consumer_username} on {password_hash(consumer_password)}",
+                    "resetchannels",
+                    *app_key_patterns(spec),
+                    "-@all",
+                    *APP_COMMANDS,
+                ]
+            )
+        )
+    if reader_password is not None:
+        users.append(
+            " ".join(
+                [
+                    f"user {spec.reader_username} on {password_hash(reader_password)}",
+                    "resetchannels",
+                    *reader_key_patterns(spec),
+                    "-@all",
+                    *READER_COMMANDS,
+                ]
+            )
+        )
     if exporter_password is not None:
         users.append(
             " ".join(
@@ -197,6 +257,8 @@ def redis_conf(
     admin_password: str,
     exporter_password: str | None = None,
     tls: TLSFiles | None = None,
+    consumer_password: str | None = None,
+    reader_password: str | None = None,
 ) -> str:
     """``redis.conf`` of one server.
 
@@ -222,6 +284,8 @@ def redis_conf(
             password=password,
             admin_password=admin_password,
             exporter_password=exporter_password,
+            consumer_password=consumer_password,
+            reader_password=reader_password,
         ),
         # Sentinel's failover reconfigures nodes and rewrites this file;
         # replicas authenticate to whichever node is primary.

@@ -17,6 +17,7 @@ from backbone_infra.render.postgres import (
     as_owner,
     bootstrap_statements,
     grant_statements,
+    job_roles,
     scram_verifier,
 )
 from backbone_infra.spec import PostgresSpec
@@ -51,6 +52,14 @@ def bootstrap_roles_and_schema(
             replication_verifier=scram_verifier(secrets.replication_password),
             reader_verifier=scram_verifier(secrets.postgres_reader_password),
             monitor_verifier=scram_verifier(secrets.postgres_monitor_password),
+            job_verifiers={
+                role: scram_verifier(password)
+                for role, password in zip(
+                    job_roles(spec),
+                    (secrets.postgres_writer_password, secrets.postgres_consumer_password),
+                    strict=True,
+                )
+            },
         ):
             run_statement(conn, statement)
         row = conn.execute(
@@ -68,7 +77,7 @@ def bootstrap_roles_and_schema(
             conn.execute(statements[0])
             statements = statements[1:]
         # The schema is owned by the owner role; the application gets DML only.
-        for stmt in [*as_owner(statements, spec), *grant_statements(spec)]:
+        for stmt in [*as_owner(statements, spec), *grant_statements(spec, with_job_roles=True)]:
             conn.execute(stmt)
         conn.commit()
     return timescaledb

@@ -3,6 +3,7 @@ persistence, images pinned, ports consistent with the exported outputs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ from pulumi_rendering import (
 from backbone_infra.components.kafka_cluster import EXTERNAL_PORT, JMX_JAR, VOLUME
 from backbone_infra.config import SECRET_KEYS
 from backbone_infra.render.kafka import JMX_EXPORTER_RULES
-from backbone_infra.render.postgres import as_owner, grant_statements
+from backbone_infra.render.postgres import as_owner, grant_statements, job_roles
 from backbone_infra.spec import StackSpec
 
 
@@ -280,9 +281,13 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
         retention_days=spec.retention_days,
     )
     assert file_named(rendering, "timescale/extension.sql") == f"{expected[0]};\n"
-    # The schema as the owner role, then the application's DML grants (infra.render.postgres).
-    owned = [*as_owner(expected[1:], spec), *grant_statements(spec)]
+    # The schema as the owner role, then the application's and the jobs' grants
+    # (backbone_infra.render.postgres).
+    owned = [*as_owner(expected[1:], spec), *grant_statements(spec, with_job_roles=True)]
     assert file_named(rendering, "timescale/schema.sql") == "".join(f"{s};\n" for s in owned)
+    bootstrap = file_named(rendering, "bootstrap.sql", secret=True)
+    for role in job_roles(spec):  # the writer's and the consumer's roles, verifiers only
+        assert f"CREATE ROLE {role} LOGIN " in bootstrap and "PASSWORD 'SCRAM-SHA-256$" in bootstrap
     mounted = service_tls_files("timescale")
     tls = TLSFiles(ca=mounted.ca, cert=mounted.cert, key=SERVER_KEY, keystore=mounted.keystore)
     if spec.patroni is not None:
@@ -306,7 +311,7 @@ def test_timescale_boots_the_shared_config_and_schema_with_telemetry_off(
 
 
 @pytest.mark.parametrize("rendering", INSTITUTIONAL_IDS, indirect=True)
-def test_every_rendered_shell_script_parses(rendering: Rendering, tmp_path) -> None:
+def test_every_rendered_shell_script_parses(rendering: Rendering, tmp_path: Path) -> None:
     import subprocess
 
     scripts = {k: v for k, v in config_files(rendering).items() if k.endswith(".sh")}

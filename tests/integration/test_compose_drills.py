@@ -161,7 +161,7 @@ def test_every_ha_link_is_tls_and_plain_text_is_refused(compose_ha: str) -> None
         port = stack.node_ports(node)["client"]
         if node.startswith(("redis-", "sentinel-")):
             user = None if node.startswith("sentinel-") else ADMIN_USER
-            password = sec.redis_password if user is None else sec.redis_admin_password
+            password = sec.sentinel_password if user is None else sec.redis_admin_password
             with pytest.raises(redis.ConnectionError):
                 redis.Redis(port=port, username=user, password=password, retry=ONCE).ping()
             client = redis.Redis(port=port, username=user, password=password, **tls)

@@ -126,6 +126,58 @@ def test_postgres_reads_its_own_0600_copy_of_the_key(compose_stack: tuple[str, P
     assert done.stdout.split() == ["postgres", "600"]
 
 
+def test_each_job_document_logs_in_with_only_its_rights(
+    compose_stack: tuple[str, Path],
+) -> None:
+    """``harness outputs --job`` on a podman stack: the writer produces and is refused
+    a fetch; the reader reads and is refused a cache write and an ``INSERT``."""
+    import kafka.errors as kafka_errors
+    import psycopg
+    import psycopg.errors
+    import redis
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from backbone.connections import load_document
+    from backbone.settings import load_settings
+
+    name, _ = compose_stack
+    writer = load_document(_harness("outputs", "--name", name, "--job", "writer").strip())
+    reader = load_document(_harness("outputs", "--name", name, "--job", "reader").strip())
+    assert writer.kafka is not None and reader.redis is not None and reader.timescale
+    kafka = load_settings(writer).kafka
+    assert kafka is not None
+    tp = TopicPartition(writer.kafka.topic("daily_bars"), 0)
+    producer = KafkaProducer(**kafka.client_kwargs(), max_block_ms=10_000)
+    try:
+        assert producer.send(tp.topic, b"writer").get(timeout=10).offset >= 0
+    finally:
+        producer.close(timeout=5)
+    consumer = KafkaConsumer(**kafka.client_kwargs(), enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    cache = load_settings(reader).redis
+    assert cache is not None and reader.redis.host and reader.redis.port
+    with redis.Redis(host=reader.redis.host, port=reader.redis.port, **cache.client_kwargs()) as r:
+        assert r.get("backbone:job-check") is None
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            r.set("backbone:job-check", b"1")
+    t = reader.timescale
+    assert t.password is not None
+    with psycopg.connect(t.conninfo(), password=t.password.get_secret_value()) as conn:
+        assert conn.execute("SELECT count(*) FROM bars").fetchone() is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume) "
+                "VALUES ('X', '1m', now(), 1, 1, 1, 1, 1)"
+            )
+
+
 def test_ingest_reconciles_against_the_containers(compose_stack: tuple[str, Path]) -> None:
     _, outputs = compose_stack
     report = _ingest(outputs)

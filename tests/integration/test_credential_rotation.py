@@ -15,15 +15,19 @@ import stat
 import time
 from datetime import UTC, datetime, timedelta
 
+import kafka.errors as kafka_errors
 import psycopg
 import pytest
 import redis
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from typer.testing import CliRunner
 
 from backbone.bars import Bar
+from backbone.connections import ConnectionsDocument
+from backbone.job_outputs import job_document
 from backbone.settings import KafkaConnectionSettings, RedisConnectionSettings
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
@@ -193,3 +197,62 @@ def test_rotation_on_an_ha_stack_keeps_the_sentinels_and_every_replica(
                 host="127.0.0.1", port=port, username=doc.redis.username,
                 password=old.redis_password, retry=Retry(NoBackoff(), 0), **tls,
             ).ping()  # fmt: skip
+
+
+def _logs_in(doc: ConnectionsDocument, service: str, password: str) -> bool:
+    """Whether a new client of ``service`` gets in as ``doc``'s user with ``password``."""
+    if service == "redis":
+        assert doc.redis is not None and doc.redis.host and doc.redis.port
+        settings = RedisConnectionSettings.from_section(doc.redis)
+        kwargs = {**settings.client_kwargs(), "password": password, "retry": Retry(NoBackoff(), 0)}
+        try:
+            with redis.Redis(host=doc.redis.host, port=doc.redis.port, **kwargs) as client:
+                return bool(client.ping())
+        except redis.AuthenticationError:
+            return False
+    if service == "timescale":
+        assert doc.timescale is not None
+        try:
+            with psycopg.connect(doc.timescale.conninfo(), password=password, connect_timeout=5):
+                return True
+        except psycopg.OperationalError:
+            return False
+    assert doc.kafka is not None
+    section = doc.kafka.model_copy(update={"password": SecretStr(password)})
+    config = kafka_client_config(KafkaConnectionSettings.from_section(section), client_id="rot")
+    try:
+        KafkaAdminClient(**config, bootstrap_timeout_ms=4000).close()
+        return True
+    except kafka_errors.KafkaError:
+        return False
+
+
+def test_the_cli_rotates_the_job_principals_and_their_documents_follow(
+    local_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARNESS_STACKS_DIR", str(local_stack.dir.parent))
+    old_doc, before = local_stack.document, StackSecrets.load(local_stack.dir)
+    done = CliRunner().invoke(
+        app, ["rotate-credentials", "--name", local_stack.name, "-p", "writer", "-p", "consumer",
+              "-p", "reader", "--grace", "0", "--json"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    after = StackSecrets.load(local_stack.dir)
+    changed = {f for f, v in after.generated().items() if before.generated()[f] != v}
+    assert changed == {
+        "kafka_writer_password", "postgres_writer_password", "kafka_consumer_password",
+        "redis_consumer_password", "postgres_consumer_password", "redis_reader_password",
+        "postgres_reader_password",
+    }  # fmt: skip
+    assert not any(pw in done.output for pw in after.generated().values())
+    checked = 0
+    for job in ("writer", "consumer", "reader"):
+        new, old = job_document(local_stack.document, job), job_document(old_doc, job)
+        for service in ("kafka", "redis", "timescale"):
+            section, was = getattr(new, service), getattr(old, service)
+            if section is None:
+                continue
+            assert _logs_in(new, service, section.password.get_secret_value()), (job, service)
+            assert not _logs_in(new, service, was.password.get_secret_value()), (job, service)
+            checked += 1
+    assert checked == 7

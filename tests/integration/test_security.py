@@ -25,13 +25,15 @@ import psycopg
 import psycopg.errors
 import pytest
 import redis
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import NewTopic
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from backbone.bars import Bar
 from backbone.cache import RedisCache
+from backbone.connections import Job
+from backbone.job_outputs import job_document
 from backbone.settings import RedisConnectionSettings, load_settings
 from backbone_infra.render.postgres import monitor_role, reader_role
 from backbone_infra.render.redis import ADMIN_USER, EXPORTER_USER
@@ -344,6 +346,202 @@ def test_the_monitor_role_reads_statistics_and_no_table(local_stack: LocalStack)
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
     with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
         _pg(local_stack, user=monitor, password=secrets.postgres_monitor_password)
+
+
+# -- one principal per job: each is refused one thing outside its job -------------------------
+
+
+def _login(stack: LocalStack, job: Job, service: str) -> tuple[str, str]:
+    """``job``'s user and password for ``service``, as its own document hands them."""
+    section: Any = getattr(job_document(stack.document, job), service)
+    assert section is not None and section.password is not None, (job, service)
+    user = section.user if service == "timescale" else section.username
+    return user, section.password.get_secret_value()
+
+
+def _kafka_as(stack: LocalStack, job: Job, **override: Any) -> dict[str, Any]:
+    user, password = _login(stack, job, "kafka")
+    return _kafka_config(stack, sasl_plain_username=user, sasl_plain_password=password, **override)
+
+
+def test_the_kafka_writer_produces_and_cannot_consume_or_commit(local_stack: LocalStack) -> None:
+    k = local_stack.document.kafka
+    assert k is not None
+    topic = k.topic("daily_bars")
+    producer = KafkaProducer(**_kafka_as(local_stack, "writer"), max_block_ms=10_000)
+    try:  # idempotent (kafka-python's default): WRITE on the topic is enough
+        assert producer.send(topic, b"writer-ok").get(timeout=10).offset >= 0
+    finally:
+        producer.close(timeout=5)
+    tp = TopicPartition(topic, 0)
+    consumer = KafkaConsumer(**_kafka_as(local_stack, "writer"), enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+    group = KafkaConsumer(
+        **_kafka_as(local_stack, "writer"),
+        group_id=f"backbone-sec-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+    )
+    try:
+        with pytest.raises(kafka_errors.GroupAuthorizationFailedError):
+            group.commit({tp: OffsetAndMetadata(0, "", -1)})
+    finally:
+        group.close()
+
+
+def test_the_kafka_consumer_commits_its_group_and_cannot_produce_bars(
+    local_stack: LocalStack,
+) -> None:
+    k = local_stack.document.kafka
+    assert k is not None
+    tp = TopicPartition(k.topic("daily_bars"), 0)
+    consumer = KafkaConsumer(
+        **_kafka_as(local_stack, "consumer"),
+        group_id=f"backbone-sec-{uuid.uuid4().hex[:6]}",
+        enable_auto_commit=False,
+    )
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        consumer.poll(timeout_ms=1000)
+        consumer.commit({tp: OffsetAndMetadata(0, "", -1)})
+        assert consumer.committed(tp) == 0
+    finally:
+        consumer.close()
+    producer = KafkaProducer(**_kafka_as(local_stack, "consumer"), max_block_ms=10_000)
+    try:
+        # Its dead letters go out; a bar does not.
+        assert producer.send(k.topic("dead_letter"), b"dead").get(timeout=10).offset >= 0
+        with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
+            producer.send(tp.topic, b"intruder").get(timeout=10)
+    finally:
+        producer.close(timeout=5)
+
+
+def test_the_kafka_job_principals_cannot_delete_topics(local_stack: LocalStack) -> None:
+    k = local_stack.document.kafka
+    assert k is not None
+    for job in ("writer", "consumer"):
+        admin = KafkaAdminClient(**_kafka_as(local_stack, job))
+        try:
+            with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
+                admin.delete_topics([k.topic("daily_bars")])
+        finally:
+            admin.close()
+
+
+def test_the_redis_reader_reads_and_cannot_write_an_entry(local_stack: LocalStack) -> None:
+    ns = local_stack.spec.redis.namespace
+    key = f"{ns}:sec-{uuid.uuid4().hex[:8]}"
+    consumer = _redis(local_stack, *_login(local_stack, "consumer", "redis"))
+    reader = _redis(local_stack, *_login(local_stack, "reader", "redis"))
+    try:
+        assert consumer.set(key, b"v", px=60_000)  # the consumer fills ...
+        assert reader.get(key) == b"v"  # ... the reader reads,
+        assert reader.zadd(f"{ns}:lru", {key: 1}, xx=True) == 0  # touches the LRU index,
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.set(key, b"intruder")  # and writes no entry
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.delete(key)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.evalsha("0" * 40, 0)
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            reader.get("elsewhere:key")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            consumer.flushall()
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            consumer.get("elsewhere:key")
+    finally:
+        consumer.delete(key)
+        consumer.close()
+        reader.close()
+
+
+def test_the_cache_serves_a_reader_from_its_document_without_filling(
+    local_stack: LocalStack,
+) -> None:
+    """The cache client, given only the reader's document, reads; its refused fill
+    falls back (the entry stays unwritten). Given the consumer's, it fills."""
+    namespace = f"{local_stack.spec.redis.namespace}-sec-{uuid.uuid4().hex[:8]}"
+    when = datetime(2024, 1, 2, tzinfo=UTC)
+    docs = {job: job_document(local_stack.document, job) for job in ("reader", "consumer")}
+    reader_settings = load_settings(docs["reader"]).redis
+    consumer_settings = load_settings(docs["consumer"]).redis
+    assert reader_settings is not None and consumer_settings is not None
+    with RedisCache(reader_settings, namespace=namespace) as cache:
+        assert cache.get_latest("EURUSD", "1m", lambda: _bar(when)) == _bar(when)
+        assert cache.stats().hits == 0
+    with RedisCache(consumer_settings, namespace=namespace) as cache:
+        cache.get_latest("EURUSD", "1m", lambda: _bar(when))  # fills
+    with RedisCache(reader_settings, namespace=namespace) as cache:
+        assert cache.get_latest("EURUSD", "1m", lambda: None) == _bar(when)
+        assert cache.stats().hits == 1
+    with RedisCache(consumer_settings, namespace=namespace) as cache:
+        assert cache.flush_namespace() >= 2
+
+
+def test_the_monitor_job_reads_no_data(local_stack: LocalStack) -> None:
+    ns = local_stack.spec.redis.namespace
+    exporter = _redis(local_stack, *_login(local_stack, "monitor", "redis"))
+    try:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            exporter.get(f"{ns}:anything")
+    finally:
+        exporter.close()
+    user, password = _login(local_stack, "monitor", "timescale")
+    with pytest.raises(psycopg.OperationalError, match="permission denied for database"):
+        _pg(local_stack, user=user, password=password)
+    k = local_stack.document.kafka
+    assert k is not None
+    tp = TopicPartition(k.topic("daily_bars"), 0)
+    consumer = KafkaConsumer(**_kafka_as(local_stack, "monitor"), enable_auto_commit=False)
+    try:
+        consumer.assign([tp])
+        consumer.seek_to_beginning(tp)
+        with pytest.raises(kafka_errors.TopicAuthorizationFailedError):
+            for _ in range(20):
+                consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("job", ["writer", "consumer"])
+def test_the_postgres_writer_and_consumer_write_bars_and_run_no_ddl_or_delete(
+    local_stack: LocalStack, job: Job
+) -> None:
+    user, password = _login(local_stack, job, "timescale")
+    symbol = f"SEC{uuid.uuid4().hex[:6].upper()}"
+    with _pg(local_stack, user=user, password=password) as conn:
+        # Rolled back: the session's shared stack keeps its bars as the other tests left them.
+        with conn.transaction(force_rollback=True):
+            conn.execute(
+                "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source) "
+                "VALUES (%s, '1m', now(), 1, 1, 1, 1, 1, 'security-test')",
+                (symbol,),
+            )
+            row = conn.execute("SELECT count(*) FROM bars WHERE symbol = %s", (symbol,)).fetchone()
+            assert row == (1,)
+        for statement in ("DELETE FROM bars", "TRUNCATE bars", "DROP TABLE bars",
+                          "CREATE TABLE intruder (x int)"):  # fmt: skip
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+
+
+def test_the_postgres_reader_job_cannot_insert(local_stack: LocalStack) -> None:
+    user, password = _login(local_stack, "reader", "timescale")
+    with _pg(local_stack, user=user, password=password) as conn:
+        assert conn.execute("SELECT count(*) FROM bars").fetchone() is not None
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                "INSERT INTO bars (symbol, timeframe, ts, open, high, low, close, volume, source) "
+                "VALUES ('X', '1m', now(), 1, 1, 1, 1, 1, 'intruder')"
+            )
 
 
 # -- listeners --------------------------------------------------------------------------------

@@ -49,6 +49,7 @@ def _one_error_line(stderr: str) -> str:
         (["up", "--env", "kubernetes"], "needs a Kubernetes cluster"),
         (["status", "--name", "ghost"], "no stack named 'ghost'"),
         (["node", "kill", "redis-1", "--name", "ghost"], "bring one up with `harness up"),
+        (["outputs", "--name", "ghost", "--job", "reader"], "no stack named 'ghost'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(root: Path, args: list[str], expected: str) -> None:
@@ -65,6 +66,7 @@ def test_bad_input_is_one_line_and_exit_code_2(root: Path, args: list[str], expe
         (["up", "--size", "huge"], "--size", "'minimal', 'ha'"),
         (["up", "--tier", "gold"], "--tier", "'institutional', 'bootstrap'"),
         (["down", "--via", "ssh"], "--via", "'provisioner', 'pulumi'"),
+        (["outputs", "--job", "admin"], "--job", "'writer', 'consumer', 'reader', 'monitor'"),
     ],
 )
 def test_an_unknown_choice_is_a_usage_error_naming_the_option_and_its_choices(
@@ -105,6 +107,11 @@ def test_a_bootstrap_stack_writes_a_duckdb_document_and_down_is_idempotent(root:
     doc = provisioner.load("boot").document
     assert doc.tier == "bootstrap" and doc.duckdb is not None
     assert Path(doc.duckdb.path).parent == root / "boot"
+    # A bootstrap stack has no services, so no job principals: a usage error.
+    job = runner.invoke(app, ["outputs", "--name", "boot", "--job", "reader"])
+    assert job.exit_code == 2
+    assert "names no 'reader' principal" in _one_error_line(job.stderr)
+    assert runner.invoke(app, ["outputs", "--name", "boot"]).stdout.strip() == last
     for _ in range(2):
         down = runner.invoke(app, ["down", "--name", "boot"])
         assert down.exit_code == 0 and "stopped" in down.stdout

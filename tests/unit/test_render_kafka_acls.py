@@ -11,11 +11,14 @@ from backbone_infra.render.kafka import (
 )
 from backbone_infra.render.kafka_acls import (
     AUTHORIZER_CLASS,
+    CONSUMER_PRODUCES,
     acl_cli_args,
     application_acls,
+    consumer_acls,
     kafka_python_acls,
     monitor_acls,
     stack_acls,
+    writer_acls,
 )
 from backbone_infra.spec import build_spec
 
@@ -49,7 +52,56 @@ def test_the_monitoring_principal_may_only_describe() -> None:
         *(("TOPIC", t.name) for t in spec.topics),
         ("GROUP", "*"),
     }
-    assert stack_acls(spec) == [*application_acls(spec), *rules]
+    assert stack_acls(spec) == [
+        *application_acls(spec),
+        *writer_acls(spec),
+        *consumer_acls(spec),
+        *rules,
+    ]
+
+
+_FORBIDDEN = {ACLOperation.DELETE, ACLOperation.ALTER, ACLOperation.ALTER_CONFIGS,
+              ACLOperation.CREATE, ACLOperation.ALL, ACLOperation.CLUSTER_ACTION}  # fmt: skip
+
+
+def test_the_writer_produces_to_every_topic_and_reads_none() -> None:
+    spec = build_spec("t", size="ha").kafka
+    rules = writer_acls(spec)
+    assert {r.principal for r in rules} == {f"User:{spec.writer_username}"}
+    assert {(r.resource, r.name, r.operation) for r in rules} == {
+        ("TOPIC", t.name, op) for t in spec.topics for op in ("WRITE", "DESCRIBE")
+    }
+    assert not {a.operation for a in kafka_python_acls(rules)} & (_FORBIDDEN | {ACLOperation.READ})
+
+
+def test_the_consumer_reads_the_bar_topics_commits_groups_and_produces_only_reports() -> None:
+    spec = build_spec("t", size="ha").kafka
+    rules = consumer_acls(spec)
+    assert {r.principal for r in rules} == {f"User:{spec.consumer_username}"}
+    by_topic = {t.logical: t.name for t in spec.topics}
+    written = {r.name for r in rules if r.operation == "WRITE"}
+    assert written == {by_topic[logical] for logical in CONSUMER_PRODUCES}
+    read = {r.name for r in rules if r.resource == "TOPIC" and r.operation == "READ"}
+    assert read == {by_topic["daily_bars"], by_topic["intraday_bars"]}
+    assert not read & written
+    assert {(r.name, r.operation) for r in rules if r.resource == "GROUP"} == {("*", "READ")}
+    assert not {a.operation for a in kafka_python_acls(rules)} & _FORBIDDEN
+
+
+def test_the_job_users_are_formatted_into_the_metadata_and_the_plain_table() -> None:
+    spec = build_spec("t").kafka
+    jobs = {spec.writer_username: "w", spec.consumer_username: "c2"}
+    args = storage_format_args(spec, config="c", cluster_id="x", client_password="c",
+                               admin_password="a", extra_users=jobs)  # fmt: skip
+    for user, pw in jobs.items():
+        assert f"{spec.sasl_mechanism}=[name={user},password={pw}]" in args
+    plain = spec.model_copy(update={"sasl_mechanism": "PLAIN"})
+    ports = {1: KafkaNodePorts(client=1, internal=2, controller=3, metrics=4)}
+    text = render_server_properties(plain, node=1, ports=ports, data_dir="/d",
+                                    client_password="c", admin_password="a",
+                                    extra_users=jobs)  # fmt: skip
+    assert f'user_{spec.writer_username}="w"' in text
+    assert f'user_{spec.consumer_username}="c2"' in text
 
 
 def test_the_monitoring_user_is_formatted_into_the_metadata_only_when_given() -> None:

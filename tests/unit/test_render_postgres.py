@@ -13,6 +13,7 @@ from backbone_infra.render.postgres import (
     as_owner,
     bootstrap_statements,
     grant_statements,
+    job_roles,
     monitor_role,
     owner_role,
     pg_hba_conf,
@@ -125,3 +126,22 @@ def test_the_application_gets_dml_on_the_bar_tables_and_nothing_more() -> None:
         assert f" {power}" not in text.replace("CREATE ON SCHEMA", "")
     schema = as_owner(["CREATE TABLE x (a int)"], spec)
     assert schema[0] == f"SET ROLE {owner_role(spec)}" and schema[-1] == "RESET ROLE"
+
+
+def test_the_job_roles_insert_and_update_but_never_delete_or_own() -> None:
+    spec = build_spec("t").postgres
+    writer, consumer = job_roles(spec)
+    assert grant_statements(spec) == grant_statements(spec, with_job_roles=False)
+    assert not any(writer in s or consumer in s for s in grant_statements(spec))
+    grants = [s for s in grant_statements(spec, with_job_roles=True) if writer in s]
+    assert any("SELECT, INSERT, UPDATE ON ALL TABLES" in s for s in grants)
+    assert any("CONNECT, TEMPORARY" in s for s in grants)
+    assert not any(w in s for s in grants for w in ("DELETE", "TRUNCATE", "CREATE ON", "ALL PRIV"))
+    created = bootstrap_statements(
+        spec, password_verifier="v", replication_verifier="v", reader_verifier="v",
+        monitor_verifier="v", job_verifiers={writer: "SCRAM-w", consumer: "SCRAM-c"},
+    )  # fmt: skip
+    for role, verifier in ((writer, "SCRAM-w"), (consumer, "SCRAM-c")):
+        (line,) = [s for s in created if s.startswith(f"CREATE ROLE {role} ")]
+        assert "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION" in line
+        assert line.endswith(f"PASSWORD '{verifier}'")

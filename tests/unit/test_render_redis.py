@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from backbone.connections import HostPort
-from backbone_infra.render.redis import ADMIN_USER, password_hash, redis_conf, sentinel_conf
+from backbone_infra.render.redis import (
+    ADMIN_USER,
+    READER_COMMANDS,
+    acl_users,
+    password_hash,
+    reader_key_patterns,
+    redis_conf,
+    sentinel_conf,
+)
 from backbone_infra.spec import RedisSpec
 
 PASSWORDS = st.text(alphabet=string.ascii_letters + string.digits, min_size=8, max_size=40)
@@ -80,3 +88,28 @@ def test_sentinel_watches_the_primary_with_the_spec_timings() -> None:
     assert f"down-after-milliseconds {m} {spec.down_after_ms}" in sentinel
     assert f"auth-pass {m} admin-password" in sentinel
     assert directives(text)["requirepass"] == ["app-password"]
+
+
+@given(consumer=PASSWORDS, reader=PASSWORDS)
+def test_the_job_users_get_the_cache_commands_or_only_a_reads_commands(
+    consumer: str, reader: str
+) -> None:
+    spec = RedisSpec()
+    users = {
+        line.split()[1]: line.split()
+        for line in acl_users(
+            spec, password="app-pw", admin_password="adm-pw",
+            consumer_password=consumer, reader_password=reader,
+        )
+    }  # fmt: skip
+    fill = users[spec.consumer_username]
+    assert password_hash(consumer) in fill and consumer not in " ".join(fill)
+    assert {"+set", "+evalsha", "+del"} <= set(fill) and "-@all" in fill
+    read = users[spec.reader_username]
+    assert password_hash(reader) in read and reader not in " ".join(read)
+    assert set(read) >= set(READER_COMMANDS) and "-@all" in read
+    assert not {"+set", "+del", "+unlink", "+evalsha", "+script|load", "+scan"} & set(read)
+    # Reads every key of the namespaces, writes only their LRU index; nothing else.
+    assert [w for w in read if "~" in w] == reader_key_patterns(spec)
+    assert all(p.startswith("%R~") or p.endswith(":lru") for p in reader_key_patterns(spec))
+    assert not any(w in ("~*", "allkeys", "+@all", "+@dangerous", "+@admin") for w in read)

@@ -49,7 +49,7 @@ from backbone_infra.render.kafka import (
     security_protocol,
     storage_format_argfile,
 )
-from backbone_infra.targets.kafka_acls import grant_stack_acls
+from backbone_infra.targets.kafka_acls import grant_stack_acls, wait_until_authorized
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.files import write_private
 from backbone_infra.targets.local.ports import LOOPBACK, PortAllocator, is_port_conflict
@@ -260,6 +260,7 @@ class LocalKafka(LocalNodes):
             admin_password=self.secrets.kafka_admin_password,
             drill=drill,
             tls=self.tls,
+            extra_users=self.secrets.kafka_job_users(self.spec.kafka),
         )
 
     def _format_storage(self, java: str, libs: Path, cluster_id: str) -> None:
@@ -282,6 +283,7 @@ class LocalKafka(LocalNodes):
                         client_password=self.secrets.kafka_password,
                         admin_password=self.secrets.kafka_admin_password,
                         monitor_password=self.secrets.kafka_monitor_password,
+                        extra_users=self.secrets.kafka_job_users(self.spec.kafka),
                     ),
                 )
                 log = Path(record.log)
@@ -376,6 +378,11 @@ class LocalKafka(LocalNodes):
                         raise error(f"{topic['name']}: {topic.get('error_message')}")
                 admin.wait_for_topics(list(topics), timeout_ms=int(TOPICS_TIMEOUT_S * 1000))
                 grant_stack_acls(admin, self.spec.kafka)
+            servers = [f"{LOOPBACK}:{r.ports['client']}" for r in self.records]
+            wait_until_authorized(
+                {**self._client_config(admin=False), "bootstrap_servers": servers},
+                self.spec.kafka,
+            )
         except kafka_errors.KafkaError as exc:
             log = self._log(first)
             raise ServiceStartError(

@@ -32,6 +32,7 @@ from backbone.connections import (
 )
 from backbone_infra.errors import ServiceStartError, StackExistsError, StackNotFoundError
 from backbone_infra.spec import StackSpec
+from backbone_infra.targets.job_principals import job_principals
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.ports import PortAllocator, is_port_conflict
 from backbone_infra.targets.local.process import ProcessNode, ProcessRecord
@@ -332,6 +333,7 @@ def _document(stack: LocalStack) -> ConnectionsDocument:
         timescale=svcs["postgres"].connection(),
         monitoring=svcs["monitoring"].connection() if "monitoring" in svcs else None,
         drill=DrillConnection(kafka_bootstrap_servers=kafka.drill_bootstrap_servers()),
+        principals=job_principals(spec, StackSecrets.load(stack.dir)),
     )
 
 

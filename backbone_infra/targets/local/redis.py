@@ -121,6 +121,8 @@ class LocalRedis(LocalNodes):
             admin_password=self.secrets.redis_admin_password,
             exporter_password=self.secrets.redis_exporter_password,
             tls=self.tls,
+            consumer_password=self.secrets.redis_consumer_password,
+            reader_password=self.secrets.redis_reader_password,
         )
 
     def _sentinel_conf(self, data_dir: Path, port: int, primary_port: int) -> str:

@@ -1,7 +1,11 @@
-"""Rotating the application's passwords on a running local stack, with no window of refusal.
+"""Rotating passwords on a running local stack, with no window of refusal.
 
 ``harness rotate-credentials`` and the ``credential-rotation`` drill call
-:func:`rotate_credentials`. Per principal, in this order:
+:func:`rotate_credentials`. A principal (:data:`PRINCIPALS`) is the
+application's login to one service (``redis``, ``kafka``, ``postgres``) or a
+job's logins to every service it uses (``writer``: Kafka and PostgreSQL;
+``consumer``: Kafka, Redis and PostgreSQL; ``reader``: Redis and PostgreSQL).
+Per login, in this order:
 
 1. **The services accept the new password.** Redis: ``ACL SETUSER user >NEW``
    on every server, so the user holds *both* passwords during the switch
@@ -34,7 +38,7 @@ import secrets as pysecrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, Literal, get_args
+from typing import Any, Literal, get_args
 
 import psycopg
 import redis
@@ -46,30 +50,74 @@ from backbone.connections import ConnectionsDocument, write_document
 from backbone.settings import KafkaConnectionSettings, RedisConnectionSettings
 from backbone.stream.producer import kafka_client_config
 from backbone_infra.errors import InfraError
-from backbone_infra.render.postgres import SUPERUSER, password_statement, scram_verifier
+from backbone_infra.render.postgres import (
+    SUPERUSER,
+    job_roles,
+    password_statement,
+    reader_role,
+    scram_verifier,
+)
 from backbone_infra.render.redis import ADMIN_USER, password_hash
+from backbone_infra.spec import StackSpec
+from backbone_infra.targets.job_principals import job_principals
 from backbone_infra.targets.local.ports import LOOPBACK
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.stack import LocalStack
 
 __all__ = [
+    "APPLICATION",
     "PRINCIPALS",
+    "Login",
     "Principal",
     "RotationError",
     "RotationResult",
+    "logins",
     "new_password",
     "rotate_credentials",
 ]
 
-Principal = Literal["redis", "kafka", "postgres"]
-#: The application principal of each service, by the name ``--principal`` takes.
+Principal = Literal["redis", "kafka", "postgres", "writer", "consumer", "reader"]
+#: The application principal of each service, then each job's (``--principal``).
 PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
-#: The ``StackSecrets`` field each principal's password lives in.
-SECRET_FIELD: Final[dict[Principal, str]] = {
-    "redis": "redis_password",
-    "kafka": "kafka_password",
-    "postgres": "postgres_password",
-}
+#: What ``--principal`` rotates when not given: the application's logins.
+APPLICATION: tuple[Principal, ...] = ("redis", "kafka", "postgres")
+Service = Literal["redis", "kafka", "postgres"]
+
+
+@dataclass(frozen=True)
+class Login:
+    """One user of one service and the ``StackSecrets`` field its password lives in."""
+
+    service: Service
+    user: str
+    field: str
+
+
+def logins(spec: StackSpec, principal: Principal) -> list[Login]:
+    """The logins a principal stands for (the names the renderers give them)."""
+    k, r, p = spec.kafka, spec.redis, spec.postgres
+    writer_role, consumer_role = job_roles(p)
+    table: dict[Principal, list[Login]] = {
+        "redis": [Login("redis", r.username, "redis_password")],
+        "kafka": [Login("kafka", k.username, "kafka_password")],
+        "postgres": [Login("postgres", p.user, "postgres_password")],
+        "writer": [
+            Login("kafka", k.writer_username, "kafka_writer_password"),
+            Login("postgres", writer_role, "postgres_writer_password"),
+        ],
+        "consumer": [
+            Login("kafka", k.consumer_username, "kafka_consumer_password"),
+            Login("redis", r.consumer_username, "redis_consumer_password"),
+            Login("postgres", consumer_role, "postgres_consumer_password"),
+        ],
+        "reader": [
+            Login("redis", r.reader_username, "redis_reader_password"),
+            Login("postgres", reader_role(p), "postgres_reader_password"),
+        ],
+    }
+    return table[principal]
+
+
 #: How long a service may take to accept a new credential everywhere (seconds).
 ACCEPT_TIMEOUT_S = 30.0
 Echo = Callable[[str], None]
@@ -84,6 +132,8 @@ class RotationResult:
     """What a rotation changed (never the passwords)."""
 
     principals: tuple[Principal, ...]
+    #: The users whose passwords changed, as ``service:user``.
+    users: tuple[str, ...]
     #: Seconds from the first change to the published document.
     seconds_to_publish: float
     #: Seconds the old Redis password was still accepted after publishing.
@@ -129,8 +179,9 @@ def _redis_servers(stack: LocalStack) -> list[str]:
     return servers
 
 
-def _redis_acl(stack: LocalStack, secrets: StackSecrets, rule: str, *, persist: bool) -> None:
-    user = stack.spec.redis.username
+def _redis_acl(
+    stack: LocalStack, secrets: StackSecrets, user: str, rule: str, *, persist: bool
+) -> None:
     for node in _server_names(stack):
         with _redis_admin(stack, node, secrets) as client:
             client.execute_command("ACL", "SETUSER", user, rule)
@@ -143,12 +194,12 @@ def _redis_acl(stack: LocalStack, secrets: StackSecrets, rule: str, *, persist: 
             os.chmod(conf, 0o600)  # CONFIG REWRITE creates the file anew
 
 
-def _redis_add(stack: LocalStack, secrets: StackSecrets, new: str) -> None:
-    _redis_acl(stack, secrets, password_hash(new), persist=True)
+def _redis_add(stack: LocalStack, secrets: StackSecrets, user: str, new: str) -> None:
+    _redis_acl(stack, secrets, user, password_hash(new), persist=True)
 
 
-def _redis_remove(stack: LocalStack, secrets: StackSecrets, old: str) -> None:
-    _redis_acl(stack, secrets, "!" + password_hash(old)[1:], persist=True)
+def _redis_remove(stack: LocalStack, secrets: StackSecrets, user: str, old: str) -> None:
+    _redis_acl(stack, secrets, user, "!" + password_hash(old)[1:], persist=True)
 
 
 # -- Kafka -----------------------------------------------------------------------------------
@@ -169,8 +220,10 @@ def _kafka_admin(doc: ConnectionsDocument, stack: LocalStack, secrets: StackSecr
     )
 
 
-def _kafka_set(stack: LocalStack, doc: ConnectionsDocument, secrets: StackSecrets, pw: str) -> None:
-    user, mechanism = stack.spec.kafka.username, stack.spec.kafka.sasl_mechanism
+def _kafka_set(
+    stack: LocalStack, doc: ConnectionsDocument, secrets: StackSecrets, user: str, pw: str
+) -> None:
+    mechanism = stack.spec.kafka.sasl_mechanism
     admin = _kafka_admin(doc, stack, secrets)
     try:
         errors = admin.alter_user_scram_credentials(
@@ -180,16 +233,16 @@ def _kafka_set(stack: LocalStack, doc: ConnectionsDocument, secrets: StackSecret
         admin.close()
     if errors.get(user):
         raise RotationError(f"Kafka refused the new SCRAM credential of {user}: {errors[user]}")
-    _wait_kafka_accepts(doc, pw)
+    _wait_kafka_accepts(doc, user, pw)
 
 
-def _wait_kafka_accepts(doc: ConnectionsDocument, pw: str) -> None:
+def _wait_kafka_accepts(doc: ConnectionsDocument, user: str, pw: str) -> None:
     """Every broker learns the credential from the metadata log: log in to each."""
     assert doc.kafka is not None
     deadline = time.monotonic() + ACCEPT_TIMEOUT_S
     for server in doc.kafka.bootstrap_servers:
         section = doc.kafka.model_copy(
-            update={"bootstrap_servers": [server], "password": SecretStr(pw)}
+            update={"bootstrap_servers": [server], "username": user, "password": SecretStr(pw)}
         )
         config = kafka_client_config(
             KafkaConnectionSettings.from_section(section), client_id="rotate-check"
@@ -220,7 +273,7 @@ def _pg_ssl(stack: LocalStack) -> dict[str, Any]:
     return {"sslmode": section.sslmode, "sslrootcert": section.sslrootcert}
 
 
-def _postgres_set(stack: LocalStack, secrets: StackSecrets, pw: str) -> None:
+def _postgres_set(stack: LocalStack, secrets: StackSecrets, role: str, pw: str) -> None:
     primary = stack.postgres_primary()
     with psycopg.connect(
         host=LOOPBACK,
@@ -232,15 +285,19 @@ def _postgres_set(stack: LocalStack, secrets: StackSecrets, pw: str) -> None:
         autocommit=True,
         connect_timeout=10,
     ) as conn:
-        conn.execute(password_statement(stack.spec.postgres.user, scram_verifier(pw)))
+        conn.execute(password_statement(role, scram_verifier(pw)))
 
 
 # -- the rotation ----------------------------------------------------------------------------------
 
 
-def _document(doc: ConnectionsDocument, updated: StackSecrets) -> ConnectionsDocument:
-    """``doc`` with the application passwords of ``updated``."""
+def _document(
+    doc: ConnectionsDocument, spec: StackSpec, updated: StackSecrets
+) -> ConnectionsDocument:
+    """``doc`` with the application passwords and every job's logins of ``updated``."""
     change: dict[str, Any] = {}
+    if doc.principals is not None:
+        change["principals"] = job_principals(spec, updated)
     if doc.redis is not None:
         change["redis"] = doc.redis.model_copy(
             update={"password": SecretStr(updated.redis_password)}
@@ -258,78 +315,94 @@ def _document(doc: ConnectionsDocument, updated: StackSecrets) -> ConnectionsDoc
 
 def rotate_credentials(
     stack: LocalStack,
-    principals: Sequence[Principal] = PRINCIPALS,
+    principals: Sequence[Principal] = APPLICATION,
     *,
     grace_s: float = 5.0,
     echo: Echo = lambda _m: None,
 ) -> RotationResult:
-    """Rotate the application passwords of ``principals`` on the running ``stack``
-    (see the module docstring for the order). Returns what changed."""
+    """Rotate the passwords of ``principals`` on the running ``stack`` (see the
+    module docstring for the order). Returns what changed."""
     unknown = sorted(set(principals) - set(PRINCIPALS))
     if unknown:
         raise RotationError(
             f"unknown principal(s) {', '.join(unknown)}; choose from {', '.join(PRINCIPALS)}"
         )
     chosen = tuple(p for p in PRINCIPALS if p in principals)
+    todo = [login for p in chosen for login in logins(stack.spec, p)]
     old = StackSecrets.load(stack.dir)
     doc = stack.document
-    fresh = {p: new_password() for p in chosen}
-    updated = replace(old, **{SECRET_FIELD[p]: pw for p, pw in fresh.items()})
+    fresh = {login.field: new_password() for login in todo}
+    updated = replace(old, **fresh)
     if "redis" in chosen and old.redis_sentinel_password is None:
         # Sentinels keep the password they have (one per Sentinel, no switch).
         updated = replace(updated, redis_sentinel_password=old.redis_password)
+    if any(login.service == "redis" for login in todo):
+        _redis_servers(stack)
     began = time.monotonic()
-    done: list[Principal] = []
+    done: list[Login] = []
     try:
-        if "redis" in chosen:
-            _redis_servers(stack)
-            _redis_add(stack, old, fresh["redis"])
-            done.append("redis")
-            echo("redis: every server accepts the old and the new password")
-        if "kafka" in chosen:
-            _kafka_set(stack, doc, old, fresh["kafka"])
-            done.append("kafka")
-            echo("kafka: every broker accepts the new SCRAM credential")
-        if "postgres" in chosen:
-            _postgres_set(stack, old, fresh["postgres"])
-            done.append("postgres")
-            echo("postgres: the role has its new password (SCRAM verifier)")
+        for login in todo:
+            said = _accept(stack, doc, old, login, fresh[login.field])
+            done.append(login)
+            echo(f"{login.service} ({login.user}): {said}")
     except Exception as exc:
         _roll_back(stack, doc, old, fresh, done)
+        names = ", ".join(f"{d.service}:{d.user}" for d in done) or "nothing"
         raise RotationError(
             f"rotation failed ({type(exc).__name__}: {_scrub(str(exc), fresh)}); rolled back "
-            f"{', '.join(done) or 'nothing'}: the stack keeps its old credentials"
+            f"{names}: the stack keeps its old credentials"
         ) from None
     updated.save(stack.dir)
-    new_doc = _document(doc, updated)
-    write_document(new_doc, stack.outputs_path)
+    write_document(_document(doc, stack.spec, updated), stack.outputs_path)
     published = time.monotonic() - began
     echo(f"published {stack.outputs_path.name} and secrets.json")
-    if "redis" in chosen:
+    redis_logins = [login for login in todo if login.service == "redis"]
+    if redis_logins:
         time.sleep(grace_s)
-        _redis_remove(stack, old, old.redis_password)
-        echo(f"redis: the old password is refused after a {grace_s:g}s grace")
-    return RotationResult(principals=chosen, seconds_to_publish=published, grace_s=grace_s)
+        for login in redis_logins:
+            _redis_remove(stack, old, login.user, getattr(old, login.field))
+        echo(f"redis: the old passwords are refused after a {grace_s:g}s grace")
+    return RotationResult(
+        principals=chosen,
+        users=tuple(f"{login.service}:{login.user}" for login in todo),
+        seconds_to_publish=published,
+        grace_s=grace_s,
+    )
+
+
+def _accept(
+    stack: LocalStack, doc: ConnectionsDocument, old: StackSecrets, login: Login, pw: str
+) -> str:
+    """Step 1 for one login: its service accepts ``pw`` (Redis: besides the old
+    one). Returns what now holds, for the progress line."""
+    if login.service == "redis":
+        _redis_add(stack, old, login.user, pw)
+        return "every server accepts the old and the new password"
+    if login.service == "kafka":
+        _kafka_set(stack, doc, old, login.user, pw)
+        return "every broker accepts the new SCRAM credential"
+    _postgres_set(stack, old, login.user, pw)
+    return "the role has its new password (SCRAM verifier)"
 
 
 def _roll_back(
     stack: LocalStack,
     doc: ConnectionsDocument,
     old: StackSecrets,
-    fresh: dict[Principal, str],
-    done: list[Principal],
+    fresh: dict[str, str],
+    done: list[Login],
 ) -> None:
-    """Undo step 1 for the principals already changed (best effort, newest first)."""
-    for principal in reversed(done):
-        if principal == "redis":
-            _redis_remove(stack, old, fresh["redis"])
-        elif principal == "kafka":
-            _kafka_set(stack, doc, old, old.kafka_password)
+    """Undo step 1 for the logins already changed (best effort, newest first)."""
+    for login in reversed(done):
+        if login.service == "redis":
+            _redis_remove(stack, old, login.user, fresh[login.field])
+        elif login.service == "kafka":
+            _kafka_set(stack, doc, old, login.user, getattr(old, login.field))
         else:
-            _postgres_set(stack, old, old.postgres_password)
+            _postgres_set(stack, old, login.user, getattr(old, login.field))
 
 
-def _scrub(text: str, fresh: dict[Principal, str]) -> str:
+def _scrub(text: str, fresh: dict[str, str]) -> str:
     for pw in fresh.values():
         text = text.replace(pw, "***")
     return text

@@ -13,6 +13,8 @@ import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from backbone_infra.spec import KafkaSpec
+
 __all__ = ["StackSecrets"]
 
 SECRETS_FILE = "secrets.json"
@@ -40,10 +42,22 @@ class StackSecrets:
     #: ``postgres_exporter``'s ``<user>_monitor`` role (``pg_monitor``).
     postgres_monitor_password: str = field(default_factory=_token)
     replication_password: str = field(default_factory=_token)
-    #: Sentinel's ``requirepass``; ``None``: the same as ``redis_password``
-    #: (until a rotation of the Redis user pins the old value here, so the
-    #: Sentinels, which cannot hold two passwords, are not touched).
-    redis_sentinel_password: str | None = None
+    #: One principal per job (issue 11): the ingest writer's and the consumer
+    #: group member's Kafka users, the consumer's and the reader's Redis users,
+    #: the writer's and the consumer's PostgreSQL roles (the reader's role is
+    #: ``postgres_reader_password``).
+    kafka_writer_password: str = field(default_factory=_token)
+    kafka_consumer_password: str = field(default_factory=_token)
+    redis_consumer_password: str = field(default_factory=_token)
+    redis_reader_password: str = field(default_factory=_token)
+    postgres_writer_password: str = field(default_factory=_token)
+    postgres_consumer_password: str = field(default_factory=_token)
+    #: Sentinel's ``requirepass``: its own token, so that a job's document (which
+    #: must carry it to discover the primary) holds no other principal's password.
+    #: ``None`` (stacks created before 2026-12-02): the same as ``redis_password``,
+    #: until a rotation of the Redis user pins the old value here, so the
+    #: Sentinels, which cannot hold two passwords, are not touched.
+    redis_sentinel_password: str | None = field(default_factory=_token)
 
     @property
     def sentinel_password(self) -> str:
@@ -53,6 +67,14 @@ class StackSecrets:
             if self.redis_sentinel_password is None
             else (self.redis_sentinel_password)
         )
+
+    def kafka_job_users(self, spec: KafkaSpec) -> dict[str, str]:
+        """The per-job Kafka users (writer, consumer) and their passwords, as the
+        renderers take them (``extra_users``)."""
+        return {
+            spec.writer_username: self.kafka_writer_password,
+            spec.consumer_username: self.kafka_consumer_password,
+        }
 
     def generated(self) -> dict[str, str]:
         """Every password of the stack by field name (for scans and rotation)."""
@@ -71,7 +93,14 @@ class StackSecrets:
 
     @classmethod
     def load(cls, stack_dir: Path) -> StackSecrets:
-        return cls(**json.loads((stack_dir / SECRETS_FILE).read_text()))
+        stored = json.loads((stack_dir / SECRETS_FILE).read_text())
+        loaded = cls(**stored)
+        if set(asdict(loaded)) - set(stored):
+            # A stack made before a field existed (the job principals): keep the
+            # generated value, so every later load agrees. Its services know the
+            # new users only once the stack is recreated (docs/security.md).
+            loaded.save(stack_dir)
+        return loaded
 
     @classmethod
     def load_or_create(cls, stack_dir: Path) -> StackSecrets:
