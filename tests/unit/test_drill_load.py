@@ -64,10 +64,10 @@ def test_the_phases_add_up_to_the_timeline_and_their_percentiles_are_the_merged_
         plot="x.png",
     )
 
-    assert (load["fault_start_s"], load["fault_end_s"], load["recovered_s"]) == (
-        round(start, 2),
-        round(end, 2),
-        round(back, 2),
+    # Offsets from the load's start, to the hundredth (as wall-clock differences:
+    # 0.855 after a start of 1.7e9 is 0.8549999..., which rounds to 0.85).
+    assert (load["fault_start_s"], load["fault_end_s"], load["recovered_s"]) == tuple(
+        round((STARTED + t) - STARTED, 2) for t in (start, end, back)
     )
     rows = result["timeline"]
     for kind in ("kafka", "read"):
