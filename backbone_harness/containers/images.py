@@ -145,6 +145,8 @@ IMAGES: dict[str, ImageDef] = {
         ImageDef("redis-exporter", {"EXPORTER_VERSION": "prometheus-redis-exporter"}),
         ImageDef("postgres-exporter", {"EXPORTER_VERSION": "prometheus-postgres-exporter"}),
         ImageDef("prometheus", {"PROMETHEUS_VERSION": "prometheus"}),
+        # Patroni's store on the Pulumi Docker/Kubernetes ha stacks (Images.etcd).
+        ImageDef("etcd", {"ETCD_VERSION": "etcd-server"}),
     )
 }
 

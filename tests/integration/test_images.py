@@ -84,3 +84,15 @@ def test_an_image_without_the_pinned_agent_fails_the_init_step_loudly(tmp_path: 
     )  # fmt: skip
     assert done.returncode != 0
     assert "the image holds no pinned jmx_prometheus_javaagent" in done.stderr
+
+
+def test_the_etcd_image_runs_the_pinned_etcd_without_a_network() -> None:
+    """Patroni's store on the Pulumi ha stacks: Debian's etcd-server at the host's
+    version, runnable as the image's own user with no network."""
+    result = CliRunner().invoke(app, ["images", "build", "etcd"])
+    assert result.exit_code == 0, result.output
+    pinned = images.IMAGES["etcd"].build_args()["ETCD_VERSION"]
+    done = podman("run", "--rm", "--network", "none", images.image_ref("etcd"), "etcd", "--version")
+    assert f"etcd Version: {pinned.split('-')[0]}" in done.stdout
+    whoami = podman("run", "--rm", "--network", "none", images.image_ref("etcd"), "id", "-u")
+    assert whoami.stdout.strip() == "2379"
