@@ -1,0 +1,205 @@
+"""A running ``Backbone`` picks up rotated credentials (issue 11, item 4).
+
+Against the session's real local stack: open the runtime on the stack's outputs
+document, ingest, rotate every application password with the real rotation
+function, then force every client to reconnect — Redis ``CLIENT KILL`` and
+PostgreSQL ``pg_terminate_backend`` as the administrators, Kafka through
+``reload_credentials()`` — and ingest again. The old Redis and PostgreSQL
+passwords are refused by then, so the reconnects succeed only with the new
+document's: every acknowledged bar is stored exactly once, the cache serves a
+hit after a miss, and no password reaches the logs.
+
+The daemon test rotates under ``backbone consume``'s loop: a reload requested
+the way SIGHUP requests it rebuilds its Kafka clients, and bars produced with
+the new document afterwards are stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+
+from backbone.bars import Bar
+from backbone.cache import DegradableCache
+from backbone.connections import ConnectionsDocument
+from backbone.daemon import ConsumerDaemon
+from backbone.runtime import Backbone
+from backbone.settings import KafkaConnectionSettings, RedisConnectionSettings
+from backbone.stream.producer import BarProducer
+from backbone_harness.drills.credential_rotation import refused_with_old_passwords
+from backbone_infra.render.postgres import SUPERUSER
+from backbone_infra.render.redis import ADMIN_USER
+from backbone_infra.targets.local.provisioner import LocalStack
+from backbone_infra.targets.local.rotation import rotate_credentials
+from backbone_infra.targets.local.secrets import StackSecrets
+
+pytestmark = pytest.mark.integration
+
+
+def _bars(symbol: str, n: int, start: datetime) -> list[Bar]:
+    return [
+        Bar(symbol, "1m", start + timedelta(minutes=i), 10.0, 11.0 + i, 9.0, 10.5, 100.0)
+        for i in range(n)
+    ]
+
+
+def _superuser(doc: ConnectionsDocument, admin: StackSecrets) -> psycopg.Connection[Any]:
+    assert doc.timescale is not None
+    pg = doc.timescale
+    extra: dict[str, Any] = {"sslrootcert": pg.sslrootcert} if pg.sslrootcert else {}
+    return psycopg.connect(
+        host=pg.hosts[0].host, port=pg.hosts[0].port, dbname=pg.dbname, user=SUPERUSER,
+        password=admin.postgres_superuser_password, sslmode=pg.sslmode, autocommit=True,
+        connect_timeout=10, **extra,
+    )  # fmt: skip
+
+
+def _redis_admin(doc: ConnectionsDocument, admin: StackSecrets) -> redis.Redis:
+    assert doc.redis is not None and doc.redis.host is not None
+    return redis.Redis(
+        host=doc.redis.host, port=doc.redis.port or 6379, username=ADMIN_USER,
+        password=admin.redis_admin_password, socket_timeout=5,
+        **RedisConnectionSettings.from_section(doc.redis).tls_kwargs(),
+    )  # fmt: skip
+
+
+def _force_reconnects(doc: ConnectionsDocument, admin: StackSecrets, user: str) -> int:
+    """Drop the application's Redis connections and PostgreSQL sessions; returns
+    how many PostgreSQL sessions were terminated."""
+    assert doc.redis is not None and doc.redis.username is not None
+    with _redis_admin(doc, admin) as client:
+        client.execute_command("CLIENT", "KILL", "USER", doc.redis.username)
+    with _superuser(doc, admin) as pg:
+        row = pg.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE usename = %s AND application_name = 'backbone-store'",
+            (user,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _stored(doc: ConnectionsDocument, admin: StackSecrets, symbol: str) -> list[datetime]:
+    with _superuser(doc, admin) as pg:
+        rows = pg.execute(
+            "SELECT ts FROM bars WHERE symbol = %s AND timeframe = '1m' ORDER BY ts", (symbol,)
+        ).fetchall()
+    return [r[0].astimezone(UTC) for r in rows]
+
+
+def _secrets_of(*docs: ConnectionsDocument) -> set[str]:
+    found: set[str] = set()
+    for doc in docs:
+        for section in (doc.redis, doc.kafka, doc.timescale):
+            password = getattr(section, "password", None)
+            if password is not None:
+                found.add(password.get_secret_value())
+    return found
+
+
+def test_a_running_backbone_reconnects_with_rotated_credentials(
+    local_stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="backbone")
+    old_doc, admin = local_stack.document, StackSecrets.load(local_stack.dir)
+    assert old_doc.timescale is not None
+    symbol = f"RLD{secrets.token_hex(3).upper()}"
+    before = _bars(symbol, 120, datetime(2024, 5, 1, tzinfo=UTC))
+    after = _bars(symbol, 80, datetime(2024, 5, 2, tzinfo=UTC))
+    with Backbone.open(
+        tier="institutional",
+        outputs=local_stack.outputs_path,
+        group_id=f"reload-{symbol.lower()}",
+        consumer_start="latest",
+    ) as bb:
+        first = bb.ingest(before)
+        assert first.stored == len(before) and first.reconciles
+
+        rotate_credentials(local_stack, grace_s=0.5)
+        new_doc = local_stack.document
+        assert refused_with_old_passwords(new_doc, old_doc) == []
+        killed_at = time.time()
+        assert _force_reconnects(new_doc, admin, old_doc.timescale.user) >= 1
+        assert bb.kafka_credentials_changed()
+        assert bb.reload_credentials() is True
+        assert not bb.kafka_credentials_changed()
+        assert bb.reload_credentials() is False  # nothing newer: the clients stay
+
+        second = bb.ingest(after)
+        assert second.stored == len(after) and second.duplicates == 0
+        assert second.reconciles and second.degraded == {}, second
+        # The cache answers again on new connections: a miss, then a hit.
+        assert isinstance(bb.cache, DegradableCache) and not bb.cache.state().degraded
+        stats = bb.cache.stats()
+        latest = bb.latest(symbol, "1m")
+        assert latest is not None and latest.ts == after[-1].ts
+        assert bb.latest(symbol, "1m") == latest
+        now = bb.cache.stats()
+        assert now.misses == stats.misses + 1 and now.hits == stats.hits + 1
+        with _superuser(new_doc, admin) as pg:
+            fresh = pg.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                "'backbone-store' AND backend_start > to_timestamp(%s)",
+                (killed_at,),
+            ).fetchone()
+        assert fresh is not None and fresh[0] >= 1  # the pool logged in again
+
+    assert _stored(new_doc, admin, symbol) == [b.ts for b in before + after]
+    logged = caplog.text
+    leaked = [pw for pw in _secrets_of(old_doc, new_doc) if pw in logged]
+    assert leaked == [], "a password reached the logs"
+
+
+def test_the_consumer_daemon_reloads_on_request_and_stores_each_bar_once(
+    local_stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    old_doc, admin = local_stack.document, StackSecrets.load(local_stack.dir)
+    symbol = f"RLH{secrets.token_hex(3).upper()}"
+    bars = _bars(symbol, 60, datetime(2024, 6, 1, tzinfo=UTC))
+    with Backbone.open(
+        tier="institutional",
+        outputs=local_stack.outputs_path,
+        group_id=f"reload-daemon-{symbol.lower()}",
+        consumer_start="latest",
+    ) as bb:
+        assert bb.consumer is not None
+        bb.consumer.wait_for_assignment()
+        daemon = ConsumerDaemon(bb, metrics_port=None)
+        runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 120.0}, daemon=True)
+        runner.start()
+        try:
+            rotate_credentials(local_stack, principals=("kafka",), grace_s=0)
+            new_doc = local_stack.document
+            assert new_doc.kafka is not None
+            daemon.request_reload()  # what SIGHUP does in `backbone consume`
+            deadline = time.monotonic() + 60
+            while daemon.credential_reloads == 0 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert daemon.credential_reloads == 1
+            producer = BarProducer(
+                KafkaConnectionSettings.from_section(new_doc.kafka), client_id="reload-test"
+            )
+            try:
+                producer.send_bars(bars)
+                producer.flush()  # acknowledged
+            finally:
+                producer.close(timeout_s=10)
+            while len(_stored(new_doc, admin, symbol)) < len(bars) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            daemon.stop()
+            runner.join(timeout=60)
+        assert not runner.is_alive()
+    assert _stored(new_doc, admin, symbol) == [b.ts for b in bars]
+    logged = caplog.text
+    assert [pw for pw in _secrets_of(old_doc, new_doc) if pw in logged] == []
