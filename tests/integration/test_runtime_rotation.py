@@ -203,3 +203,52 @@ def test_the_consumer_daemon_reloads_on_request_and_stores_each_bar_once(
     assert _stored(new_doc, admin, symbol) == [b.ts for b in bars]
     logged = caplog.text
     assert [pw for pw in _secrets_of(old_doc, new_doc) if pw in logged] == []
+
+
+def test_the_consumer_daemon_reloads_when_kafka_refuses_its_old_login(
+    local_stack: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No signal: the broker restarts after a rotation, the daemon's clients are
+    refused with the old password, and the daemon reloads from the document."""
+    caplog.set_level(logging.INFO)
+    old_doc, admin = local_stack.document, StackSecrets.load(local_stack.dir)
+    symbol = f"RLA{secrets.token_hex(3).upper()}"
+    bars = _bars(symbol, 60, datetime(2024, 7, 1, tzinfo=UTC))
+    broker = local_stack.services["kafka"].records[0].name
+    with Backbone.open(
+        tier="institutional",
+        outputs=local_stack.outputs_path,
+        group_id=f"reload-auth-{symbol.lower()}",
+        consumer_start="latest",
+    ) as bb:
+        assert bb.consumer is not None
+        bb.consumer.wait_for_assignment()
+        daemon = ConsumerDaemon(bb, metrics_port=None)
+        runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 240.0}, daemon=True)
+        runner.start()
+        try:
+            rotate_credentials(local_stack, principals=("kafka",), grace_s=0)
+            new_doc = local_stack.document
+            assert new_doc.kafka is not None
+            local_stack.restart_node(broker)  # every connection logs in again
+            deadline = time.monotonic() + 150
+            while daemon.credential_reloads == 0 and time.monotonic() < deadline:
+                assert runner.is_alive(), "the daemon died instead of reloading"
+                time.sleep(0.5)
+            assert daemon.credential_reloads == 1
+            producer = BarProducer(
+                KafkaConnectionSettings.from_section(new_doc.kafka), client_id="reload-test"
+            )
+            try:
+                producer.send_bars(bars)
+                producer.flush()
+            finally:
+                producer.close(timeout_s=10)
+            while len(_stored(new_doc, admin, symbol)) < len(bars) and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            daemon.stop()
+            runner.join(timeout=60)
+        assert not runner.is_alive()
+    assert _stored(new_doc, admin, symbol) == [b.ts for b in bars]
+    assert [pw for pw in _secrets_of(old_doc, new_doc) if pw in caplog.text] == []
