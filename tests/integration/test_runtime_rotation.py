@@ -17,10 +17,15 @@ the new document afterwards are stored once.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -42,6 +47,8 @@ from backbone_infra.targets.local.rotation import rotate_credentials
 from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _bars(symbol: str, n: int, start: datetime) -> list[Bar]:
@@ -252,3 +259,61 @@ def test_the_consumer_daemon_reloads_when_kafka_refuses_its_old_login(
         assert not runner.is_alive()
     assert _stored(new_doc, admin, symbol) == [b.ts for b in bars]
     assert [pw for pw in _secrets_of(old_doc, new_doc) if pw in caplog.text] == []
+
+
+def _wait_for(lines: list[str], text: str, proc: subprocess.Popen[str], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(text in line for line in lines):
+            return True
+        time.sleep(0.2)
+    return any(text in line for line in lines)
+
+
+def test_backbone_consume_reloads_its_credentials_on_sighup(local_stack: LocalStack) -> None:
+    old_doc, admin = local_stack.document, StackSecrets.load(local_stack.dir)
+    symbol = f"RLS{secrets.token_hex(3).upper()}"
+    bars = _bars(symbol, 40, datetime(2024, 8, 1, tzinfo=UTC))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "backbone", "--log-level", "info", "consume",
+         "--outputs", str(local_stack.outputs_path), "--group", f"reload-cli-{symbol.lower()}",
+         "--start", "latest", "--metrics-port", "-1", "--timeout", "180"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    stderr = proc.stderr
+    assert stderr is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stderr.readline, "")))
+    reader.start()
+    try:
+        assert _wait_for(lines, "consuming:", proc, 90), lines[-20:]
+        rotate_credentials(local_stack, principals=("kafka",), grace_s=0)
+        new_doc = local_stack.document
+        assert new_doc.kafka is not None
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for(lines, "credentials reloaded (requested)", proc, 90), lines[-20:]
+        producer = BarProducer(
+            KafkaConnectionSettings.from_section(new_doc.kafka), client_id="reload-cli"
+        )
+        try:
+            producer.send_bars(bars)
+            producer.flush()
+        finally:
+            producer.close(timeout_s=10)
+        deadline = time.monotonic() + 60
+        while len(_stored(new_doc, admin, symbol)) < len(bars) and time.monotonic() < deadline:
+            time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=10)
+    assert proc.returncode == 0, lines[-20:]
+    assert _stored(new_doc, admin, symbol) == [b.ts for b in bars]
+    text = "".join(lines)
+    assert [pw for pw in _secrets_of(old_doc, new_doc) if pw in text] == []
