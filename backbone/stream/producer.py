@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,15 @@ class _Sent(NamedTuple):
     headers: list[tuple[str, bytes]]
     #: Bars the record carries (0 for dead letters and reports).
     bars: int = 0
+
+
+def _close_quietly(producer: KafkaProducer) -> None:
+    """Close a replaced client once its pending batches have expired or been sent."""
+    timeout_s = producer.config.get("delivery_timeout_ms", 120_000) / 1000 + 10
+    try:
+        producer.close(timeout=timeout_s)
+    except KafkaError as exc:
+        _log.info("the replaced Kafka producer closed with %s", type(exc).__name__)
 
 
 def kafka_client_config(kafka: KafkaConnectionSettings, *, client_id: str) -> dict[str, Any]:
@@ -296,11 +306,15 @@ class BarProducer:
         pending, self._pending = self._pending, []
         self.bars_in_flight = 0
         failed = self._collect(pending, deadline)
-        try:
-            # Nothing of ours is left in it: what failed is re-sent below.
-            self._producer.close(timeout=0)
-        except KafkaError as exc:
-            _log.warning("closing the old Kafka producer: %s", type(exc).__name__)
+        # kafka-python's close() flushes first and raises while a batch is pending
+        # (it never force-closes then): the old client closes in the background,
+        # once its refused batches expire (delivery_timeout_ms). What failed is
+        # re-sent below; should the old client still deliver some of it, the
+        # store keeps each bar once.
+        old = self._producer
+        threading.Thread(
+            target=_close_quietly, args=(old,), name="kafka-producer-retire", daemon=True
+        ).start()
         self._producer = self._build(kafka)
         self.kafka = kafka
         for sent, _exc in failed:
