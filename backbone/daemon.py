@@ -257,6 +257,11 @@ class ConsumerDaemon:
         except Exception as exc:  # any failure is counted and logged
             self.health_failures += 1
             self.bb.telemetry.health_published(False)
+            # A refused login after a rotation published new credentials: reload
+            # them before the next slice (the consumer may not have noticed yet).
+            refused = isinstance(exc, ProduceError) and exc.auth_failed
+            if refused and self.bb.kafka_credentials_changed():
+                self.request_reload()
             _log.warning(
                 "could not publish the health report to %s (%s: %s); counted in "
                 "backbone_health_publish_failures_total, next try in %.0f s",
