@@ -348,7 +348,8 @@ def consume(
 ) -> None:
     """Run one consumer-group member (Tier 1): Kafka → store → cache → bus, committing
     offsets only after each store commit, serving /metrics and publishing its health
-    heartbeat. Runs until SIGTERM or Ctrl-C (or a --max-records/--timeout bound)."""
+    heartbeat. Runs until SIGTERM or Ctrl-C (or a --max-records/--timeout bound).
+    SIGHUP re-reads the outputs document's credentials (after a rotation)."""
     if max_records is not None and max_records < 1:
         raise BadInput(f"--max-records must be at least 1 (got {max_records})")
     if timeout is not None and timeout <= 0:
@@ -387,12 +388,15 @@ def consume(
                 flush=True,
             )
             previous = signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+            # SIGHUP: re-read the outputs document's credentials (after a rotation).
+            previous_hup = signal.signal(signal.SIGHUP, lambda *_: daemon.request_reload())
             try:
                 daemon.run(max_records=max_records, timeout_s=timeout, idle_timeout_s=idle_timeout)
             except KeyboardInterrupt:
                 pass
             finally:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGHUP, previous_hup)
         # Everything this member moved, including while it waited for its partitions.
         report = {"group": group, **bb.consumer.stats.as_dict()}
     _emit(as_json, report, _kv_table(f"consume ({group})", report.items()))

@@ -12,7 +12,11 @@ consumer in short slices and after each one:
 - every ``health_interval_s`` publishes a report to ``telemetry.ingest.health``
   (:func:`health_report`, shape :data:`HEALTH_SCHEMA`); a failed publish is
   counted (``backbone_health_publish_failures_total``) and logged;
-- every ``summary_interval_s`` logs one line: bars/s, lag, last commit.
+- every ``summary_interval_s`` logs one line: bars/s, lag, last commit;
+- on request (SIGHUP: :meth:`ConsumerDaemon.request_reload`, signal-safe) and on
+  its own when Kafka refuses its credentials while the outputs document on disk
+  holds new ones, calls ``Backbone.reload_credentials()`` between two slices
+  (``docs/credential-rotation.md``).
 
 It serves ``/metrics`` on the port the stack's Prometheus scrapes
 (``settings.metrics_port``, which the outputs document sets).
@@ -30,8 +34,11 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
+from kafka.errors import SaslAuthenticationFailedError
+
 from backbone.runtime import HEALTH_TOPIC, Backbone
 from backbone.stream.consumer import BarConsumer, ConsumeStats
+from backbone.stream.producer import ProduceError
 from backbone.telemetry import MetricsServer, serve_metrics
 
 __all__ = ["HEALTH_SCHEMA", "ConsumerDaemon", "health_report"]
@@ -122,6 +129,9 @@ class ConsumerDaemon:
         self.totals = ConsumeStats()
         self.health_published = 0
         self.health_failures = 0
+        self._reload = threading.Event()
+        #: Times the Kafka clients were rebuilt with new credentials.
+        self.credential_reloads = 0
 
     # --- lifecycle ------------------------------------------------------------
     def serve(self) -> None:
@@ -150,6 +160,34 @@ class ConsumerDaemon:
         self._stop.set()
         self.consumer.stop()
 
+    def request_reload(self) -> None:
+        """Re-read the credentials after the current slice (thread- and signal-safe:
+        it only sets a flag; ``backbone consume`` calls it on SIGHUP)."""
+        self._reload.set()
+
+    def _reload_credentials(self, why: str) -> None:
+        if self.bb.reload_credentials():
+            self.credential_reloads += 1
+            _log.info("credentials reloaded (%s); consuming on", why)
+        else:
+            _log.info("credentials reload (%s): the Kafka credentials are unchanged", why)
+
+    def _slice(self, max_records: int | None, timeout_s: float) -> ConsumeStats:
+        """One slice of consuming; a refused Kafka login while the document on disk
+        has other credentials rebuilds the clients instead of failing."""
+        if self._reload.is_set():
+            self._reload.clear()
+            self._reload_credentials("requested")
+        try:
+            return self.consumer.run(max_records=max_records, timeout_s=timeout_s)
+        except (SaslAuthenticationFailedError, ProduceError) as exc:
+            refused = not isinstance(exc, ProduceError) or exc.auth_failed
+            if not refused or not self.bb.kafka_credentials_changed():
+                raise  # not a login, or the document has nothing newer: a real failure
+            # The failed poll was rewound (nothing committed): it is read again.
+            self._reload_credentials("Kafka refused the old credentials")
+            return ConsumeStats()
+
     # --- the loop -------------------------------------------------------------
     def run(
         self,
@@ -171,7 +209,7 @@ class ConsumerDaemon:
             if slice_s <= 0:
                 break
             remaining = None if max_records is None else max_records - self.totals.records_in
-            batch = self.consumer.run(max_records=remaining, timeout_s=slice_s)
+            batch = self._slice(remaining, slice_s)
             self.totals.add(batch)
             self._observe(batch)
             now = self._clock()
@@ -219,6 +257,11 @@ class ConsumerDaemon:
         except Exception as exc:  # any failure is counted and logged
             self.health_failures += 1
             self.bb.telemetry.health_published(False)
+            # A refused login after a rotation published new credentials: reload
+            # them before the next slice (the consumer may not have noticed yet).
+            refused = isinstance(exc, ProduceError) and exc.auth_failed
+            if refused and self.bb.kafka_credentials_changed():
+                self.request_reload()
             _log.warning(
                 "could not publish the health report to %s (%s: %s); counted in "
                 "backbone_health_publish_failures_total, next try in %.0f s",

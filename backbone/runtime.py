@@ -35,9 +35,10 @@ from backbone.cache import DegradableCache, MemoryCache, RedisCache
 from backbone.cache.protocol import BarCache
 from backbone.connections import ConnectionsDocument
 from backbone.contract import BarContract, reason_code
+from backbone.credentials import DocumentCredentials, RedisDocumentCredentials
 from backbone.deadletter import DeadLetter
 from backbone.outputs import OUTPUTS_ENV, load_connections
-from backbone.settings import BackboneSettings, load_settings
+from backbone.settings import BackboneSettings, KafkaConnectionSettings, load_settings
 from backbone.store.base import BarStore
 from backbone.store.duckdb import DuckDBStore
 from backbone.stream.bridge import EventBusBridge, streaming_enabled_from_env
@@ -125,6 +126,7 @@ class Backbone:
         store_label: str = "duckdb",
         document: ConnectionsDocument | None = None,
         checks: Sequence[CheckResult] = (),
+        credentials: DocumentCredentials | None = None,
     ) -> None:
         self.tier = tier
         self.settings = settings
@@ -138,6 +140,9 @@ class Backbone:
         self.document = document
         #: The validation hooks' results (Tier 1); degradable failures stay listed.
         self.checks = tuple(checks)
+        #: The outputs document file the Kafka credentials follow (``None``: opened
+        #: without one, or the settings override the document's Kafka credentials).
+        self.credentials = credentials
         #: The rules every bar meets before it is stored or produced.
         self.contract = (
             consumer.contract if consumer is not None else BarContract(settings.contract)
@@ -176,8 +181,22 @@ class Backbone:
         telemetry = telemetry or Telemetry()
         bus = EventBus()
         if chosen == "institutional":
+            path = _document_path(outputs)
+            source = (
+                DocumentCredentials(path, document)
+                if path is not None and document is not None
+                else None
+            )
             return _open_institutional(
-                cls, settings, document, bus, telemetry, group_id, consumer_start, require_cache
+                cls,
+                settings,
+                document,
+                bus,
+                telemetry,
+                group_id,
+                consumer_start,
+                require_cache,
+                credentials=source,
             )
         return _open_bootstrap(cls, settings, document, bus, telemetry)
 
@@ -320,6 +339,53 @@ class Backbone:
         return self.consumer.run(
             max_records=max_records, timeout_s=timeout_s, idle_timeout_s=idle_timeout_s
         )
+
+    # --- rotated credentials ------------------------------------------------
+    def kafka_credentials_changed(self) -> bool:
+        """Whether the outputs document on disk now holds other Kafka credentials than
+        the clients use (always ``False`` when the runtime follows no document file)."""
+        if self.credentials is None or self.settings.kafka is None:
+            return False
+        section = self.credentials.document().kafka
+        current = self.settings.kafka
+        return section is not None and (
+            section.username != current.username or section.password != current.password
+        )
+
+    def reload_credentials(self) -> bool:
+        """Re-read the outputs document and rebuild the Kafka clients if their
+        credentials changed; returns whether they were rebuilt.
+
+        Redis and PostgreSQL need no call: each of their new connections asks the
+        document (:mod:`backbone.credentials`). kafka-python reads its password only
+        when a client is built, so the producer is flushed and rebuilt (every
+        acknowledged bar stays acknowledged; a send the old client could not deliver
+        is sent again, same record and key) and the consumer leaves the group and
+        joins again (it commits nothing on leaving; the new member resumes from the
+        committed offsets, and the store's upsert absorbs anything read twice).
+        Call it between ``ingest``/``consume`` calls, from the thread that runs them.
+        """
+        self._check_open()
+        if self.credentials is None:
+            return False
+        self.document = self.credentials.document()
+        if not self.kafka_credentials_changed():
+            return False
+        section = self.document.kafka
+        assert section is not None and self.settings.kafka is not None
+        kafka: KafkaConnectionSettings = self.settings.kafka.model_copy(
+            update={"username": section.username, "password": section.password}
+        )
+        resent = self.producer.reconnect(kafka) if self.producer is not None else 0
+        if self.consumer is not None:
+            self.consumer.reconnect(kafka)
+        self.settings = self.settings.model_copy(update={"kafka": kafka})
+        _log.info(
+            "Kafka clients rebuilt with the credentials of %s (%d records re-sent)",
+            self.credentials.path,
+            resent,
+        )
+        return True
 
     def stop(self) -> None:
         """Ask a running :meth:`consume` to return after its current poll (thread-safe)."""
@@ -517,6 +583,23 @@ def _load_document(outputs: Path | str | None) -> ConnectionsDocument | None:
     return load_connections(outputs)
 
 
+def _document_path(outputs: Path | str | None) -> Path | None:
+    """The file :func:`_load_document` read (``None``: no file, settings from elsewhere)."""
+    named = outputs if outputs is not None else os.environ.get(OUTPUTS_ENV)
+    return Path(named) if named else None
+
+
+def _follows(section: Any, document_section: Any, user_field: str) -> bool:
+    """Whether a settings section took its credentials from the document's section
+    (the environment or config.yaml may override them: then they stay fixed)."""
+    return (
+        section is not None
+        and document_section is not None
+        and getattr(section, user_field) == getattr(document_section, user_field)
+        and section.password == document_section.password
+    )
+
+
 def _choose_tier(
     tier: str | None, settings: BackboneSettings, document: ConnectionsDocument | None
 ) -> str:
@@ -559,6 +642,8 @@ def _open_institutional(
     group_id: str | None,
     consumer_start: str,
     require_cache: bool | None = None,
+    *,
+    credentials: DocumentCredentials | None = None,
 ) -> Backbone:
     # Tier 1 clients load only when Tier 1 is chosen: Tier 0 needs no services.
     from backbone.store.timescale import TimescaleStore
@@ -570,12 +655,28 @@ def _open_institutional(
         if not check.ok and check.service != "redis":
             _log.warning("degraded mode: %s", check)
     assert settings.kafka is not None and settings.timescale is not None
+    # A section follows the document file only if its credentials came from it.
+    doc = document if credentials is not None else None
+    follow = {
+        name: credentials
+        if doc and _follows(getattr(settings, name), getattr(doc, name), user)
+        else None
+        for name, user in (("redis", "username"), ("kafka", "username"), ("timescale", "user"))
+    }
     parts: list[Any] = []
     try:
         # Each client takes its settings section whole: no field is copied by hand.
-        store = TimescaleStore(settings.timescale)
+        store = TimescaleStore(settings.timescale, credentials=follow["timescale"])
         parts.append(store)
-        cache = _open_cache(settings, checks, store, telemetry, bus)
+        redis_source = follow["redis"]
+        cache = _open_cache(
+            settings,
+            checks,
+            store,
+            telemetry,
+            bus,
+            RedisDocumentCredentials(redis_source) if redis_source is not None else None,
+        )
         parts.append(cache)
         producer = BarProducer(
             settings.kafka,
@@ -611,6 +712,7 @@ def _open_institutional(
         store_label="timescale",
         document=document,
         checks=checks,
+        credentials=follow["kafka"],
     )
 
 
@@ -620,8 +722,11 @@ def _open_cache(
     store: BarStore,
     telemetry: Telemetry,
     bus: EventBus,
+    credentials: RedisDocumentCredentials | None = None,
 ) -> DegradableCache:
-    """The Tier 1 cache: attached when Redis answered validation, else cache-degraded."""
+    """The Tier 1 cache: attached when Redis answered validation, else cache-degraded.
+
+    ``credentials``: each new Redis connection asks the outputs document (rotation)."""
     redis_settings = settings.redis
     redis_check = next((c for c in checks if c.service == "redis"), None)
 
@@ -635,6 +740,7 @@ def _open_cache(
             telemetry=telemetry,
             bus=bus,
             heartbeat_interval=settings.heartbeat_interval_seconds,
+            credentials=credentials,
         )
 
     return DegradableCache(

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -91,14 +92,23 @@ def _retry_only(extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def redis_client(
-    conn: RedisConnectionSettings, **extra: Any
+    conn: RedisConnectionSettings,
+    credentials: CredentialProvider | None = None,
+    **extra: Any,
 ) -> tuple[redis.Redis, Sentinel | None]:
     """The redis-py client for ``conn`` (and its :class:`Sentinel` in sentinel mode).
 
     Every connection setting goes in through ``conn.client_kwargs()``; ``extra``
     adds client behaviour (a retry policy). Nothing connects until a command runs.
+    ``credentials`` replaces the fixed username and password: each new connection
+    to a server asks it (:mod:`backbone.credentials`, rotated passwords). The
+    Sentinels keep their own fixed password (a rotation does not change it).
     """
     kwargs = {**conn.client_kwargs(), **extra}
+    if credentials is not None:
+        # redis-py refuses username/password together with a credential provider.
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("username", "password")}
+        kwargs["credential_provider"] = credentials
     if conn.mode == "sentinel":
         assert conn.master_name is not None  # checked by the settings
         sentinel = Sentinel(
@@ -139,8 +149,10 @@ class RedisCache:
         retries: int = 2,
         retry_backoff: float = 0.1,
         publish_every: int = 100,
+        credentials: CredentialProvider | None = None,
     ) -> None:
         self.policy = policy or CachePolicy()
+        self._credentials = credentials
         self.namespace = namespace
         self.connection = connection
         self._retries = retries
@@ -293,7 +305,7 @@ class RedisCache:
     # --- internals --------------------------------------------------------------
     def _connect(self, conn: RedisConnectionSettings) -> redis.Redis:
         # This class retries (and rediscovers) itself; redis-py's own retry is off.
-        client, self._sentinel = redis_client(conn, retry=Retry(NoBackoff(), 0))
+        client, self._sentinel = redis_client(conn, self._credentials, retry=Retry(NoBackoff(), 0))
         return client
 
     def _execute(self, op: Callable[[redis.Redis], _T]) -> _T:

@@ -32,6 +32,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_fixe
 
 from backbone.bars import Bar
 from backbone.contract import CorrectionPolicy
+from backbone.credentials import DocumentCredentials, timescale_kwargs
 from backbone.deadletter import DeadLetter, StoredDeadLetter
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.base import (
@@ -134,22 +135,26 @@ def store_pool(
     application_name: str = "backbone-store",
     prepared_statements: bool = True,
     configure: Callable[[psycopg.Connection[Any]], None] | None = None,
+    credentials: DocumentCredentials | None = None,
 ) -> ConnectionPool[psycopg.Connection[Any]]:
     """The store's connection pool for ``conn``, not yet open.
 
     Every connection setting reaches libpq through ``conn.conninfo()`` (hosts,
     sslmode, sslrootcert, connect_timeout ...) and ``conn.connect_kwargs()`` (the
-    password); the pool's bounds are ``pool_min_size``/``pool_max_size``.
+    password); the pool's bounds are ``pool_min_size``/``pool_max_size``. With
+    ``credentials`` each new connection takes the password the outputs document
+    holds now (rotated passwords; :mod:`backbone.credentials`).
     """
+    kwargs: dict[str, Any] = {
+        **conn.connect_kwargs(),
+        "options": _SESSION_OPTIONS,
+        "application_name": application_name,
+        # psycopg's default: prepare a query after 5 executions; None: never
+        "prepare_threshold": 5 if prepared_statements else None,
+    }
     return ConnectionPool(
         conn.conninfo(target_session_attrs="read-write"),
-        kwargs={
-            **conn.connect_kwargs(),
-            "options": _SESSION_OPTIONS,
-            "application_name": application_name,
-            # psycopg's default: prepare a query after 5 executions; None: never
-            "prepare_threshold": 5 if prepared_statements else None,
-        },
+        kwargs=kwargs if credentials is None else timescale_kwargs(credentials, kwargs),
         min_size=conn.pool_min_size,
         max_size=conn.pool_max_size,
         timeout=timeout,
@@ -258,11 +263,13 @@ class TimescaleStore:
         write_method: WriteMethod = "copy",
         prepared_statements: bool = True,
         application_name: str = "backbone-store",
+        credentials: DocumentCredentials | None = None,
     ) -> None:
         self.connection = conn
         self.timescaledb = conn.timescaledb
         self._write_method = write_method
         self._secret = conn.password.get_secret_value() if conn.password else ""
+        self._credentials = credentials
         self._where = ", ".join(str(h) for h in conn.hosts)
         self._pool = store_pool(
             conn,
@@ -270,6 +277,7 @@ class TimescaleStore:
             application_name=application_name,
             prepared_statements=prepared_statements,
             configure=self._configure,
+            credentials=credentials,
         )
         self._closed = threading.Event()
         #: Transactions that failed on a connection error and were run again.
@@ -302,16 +310,25 @@ class TimescaleStore:
         conn.execute(_STAGE_DDL)
         conn.commit()
 
+    def _password_kwargs(self) -> dict[str, Any]:
+        """The password a new connection presents now (the document's, if followed)."""
+        if self._credentials is None:
+            return self.connection.connect_kwargs()
+        return timescale_kwargs(self._credentials, self.connection.connect_kwargs())()
+
     def _scrub(self, text: str) -> str:
         text = " ".join(text.split())
-        return text.replace(self._secret, "***") if self._secret else text
+        current = self._password_kwargs().get("password") or ""
+        for secret in {self._secret, current} - {""}:
+            text = text.replace(secret, "***")
+        return text
 
     def _connect_problem(self) -> str:
         """Why a direct connection fails now, for an error message (no secrets)."""
         try:
             with psycopg.connect(
                 self.connection.conninfo(target_session_attrs="read-write"),
-                **self.connection.connect_kwargs(),
+                **self._password_kwargs(),
             ):
                 return "a direct connection works now; retry"
         except psycopg.Error as exc:

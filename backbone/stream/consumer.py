@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 from kafka.errors import (
     CommitFailedError,
     KafkaError,
@@ -206,6 +206,27 @@ def write_bars(
     return outcome, letters
 
 
+class _ResumeAt(ConsumerRebalanceListener):
+    """After a reconnect, the new client's first assignment resumes each partition
+    where the old client stopped (its fetch position: every record before it is
+    stored). Without it, a partition the group has no committed offset for would
+    start at ``auto_offset_reset`` — ``latest`` skips what arrived meanwhile."""
+
+    def __init__(self, positions: dict[TopicPartition, int]) -> None:
+        self.positions = positions
+        self.consumer: KafkaConsumer | None = None
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        # Once: a later rebalance resumes from the committed offsets as usual.
+        positions, self.positions = self.positions, {}
+        for tp in assigned:
+            if tp in positions and self.consumer is not None:
+                self.consumer.seek(tp, positions[tp])  # local state only: no I/O
+
+
 class BarConsumer:
     """A member of a consumer group that moves bars from Kafka into a store.
 
@@ -257,18 +278,29 @@ class BarConsumer:
         self._start_at = start_at
         #: Next offset to read per partition, as committed by this consumer.
         self.committed: dict[TopicPartition, int] = {}
-        self._consumer = KafkaConsumer(
-            **kafka_client_config(kafka, client_id=client_id),
-            group_id=group_id,
+        self._client_id = client_id
+        self._start_at = start_at
+        self._max_poll_records = max_poll_records
+        self._session_timeout_ms = session_timeout_ms
+        self.topics = [self.kafka.topic(t) for t in topics]
+        self._consumer = self._join(kafka)
+
+    def _join(
+        self, kafka: KafkaConnectionSettings, resume: _ResumeAt | None = None
+    ) -> KafkaConsumer:
+        """A new group member on ``kafka``, subscribed to :attr:`topics`."""
+        consumer = KafkaConsumer(
+            **kafka_client_config(kafka, client_id=self._client_id),
+            group_id=self.group_id,
             enable_auto_commit=False,
             # Where a group without committed offsets starts: ``earliest`` (nothing
             # retained is skipped) or ``latest`` (only what arrives from now on).
-            auto_offset_reset=start_at,
-            max_poll_records=max_poll_records,
+            auto_offset_reset=self._start_at,
+            max_poll_records=self._max_poll_records,
             # A poll held through a store outage must not cost the membership.
-            max_poll_interval_ms=int(max(300.0, store_outage_max_s + 60.0) * 1000),
-            session_timeout_ms=session_timeout_ms,
-            heartbeat_interval_ms=max(1000, session_timeout_ms // 4),
+            max_poll_interval_ms=int(max(300.0, self.store_outage_max_s + 60.0) * 1000),
+            session_timeout_ms=self._session_timeout_ms,
+            heartbeat_interval_ms=max(1000, self._session_timeout_ms // 4),
             # Each poll costs a store transaction and an offset commit, whatever its
             # size: let the broker gather 64 KB (~350 bars) or wait 100 ms first, so
             # a steady trickle arrives in few, larger polls.
@@ -280,13 +312,46 @@ class BarConsumer:
             # with stale metadata rebalances onto the partitions soon.
             metadata_max_age_ms=30_000,
         )
-        self.topics = [self.kafka.topic(t) for t in topics]
         # Learn the topics' partitions before joining: a group leader without that
         # metadata computes an empty assignment, and kafka-python would only notice
         # at its next metadata refresh.
         for topic in self.topics:
-            self._consumer.partitions_for_topic(topic)
-        self._consumer.subscribe(self.topics)
+            consumer.partitions_for_topic(topic)
+        if resume is not None:
+            resume.consumer = consumer
+            consumer.subscribe(self.topics, listener=resume)
+        else:
+            consumer.subscribe(self.topics)
+        return consumer
+
+    def reconnect(self, kafka: KafkaConnectionSettings) -> None:
+        """Leave the group and join it again with a client built from ``kafka``
+        (new credentials; kafka-python reads them only when a client is built).
+
+        Call it between polls: every poll is stored and committed (or rewound)
+        before :meth:`poll_once` returns, so closing commits nothing new, and the
+        new member resumes from the group's committed offsets — nothing is lost,
+        and what a failed commit leaves is read again and absorbed by the store's
+        upsert (no duplicate rows). Partitions it gets back resume at the old
+        client's fetch positions (see :class:`_ResumeAt`).
+        """
+        positions = self._positions()
+        self.close()
+        self.kafka = kafka
+        self._consumer = self._join(kafka, _ResumeAt(positions))
+
+    def _positions(self) -> dict[TopicPartition, int]:
+        """The fetch position of every assigned partition the client knows (locally:
+        a refused client cannot ask the brokers)."""
+        out: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            try:
+                position = self._consumer.position(tp, timeout_ms=1000)
+            except KafkaError:
+                continue
+            if position is not None:
+                out[tp] = position
+        return out
 
     # --- one unit of work ---------------------------------------------------
     def poll_once(self, timeout_ms: int = 500) -> ConsumeStats:
