@@ -275,7 +275,6 @@ class BarConsumer:
             telemetry.store_paused(group_id, False)
         self._stop = threading.Event()
         self._crash_point = os.environ.get(CRASH_POINT_ENV, "")
-        self._start_at = start_at
         #: Next offset to read per partition, as committed by this consumer.
         self.committed: dict[TopicPartition, int] = {}
         self._client_id = client_id
