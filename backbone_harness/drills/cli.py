@@ -163,11 +163,12 @@ def run(
                     continue
                 try:
                     report = run_drill(cls, stack, hold_s=hold, log=say, load=load_options)
-                except _DRILL_ERRORS as exc:
-                    if drill != "all":
+                except Exception as exc:
+                    if drill != "all" and isinstance(exc, _DRILL_ERRORS):
                         raise
-                    # One drill that errors (a timeout waiting for a role, a drain that
-                    # did not finish) is that drill's failure, not the end of the run.
+                    # A drill that errors (a timeout waiting for a role, a client that
+                    # met the killed node) is that drill's failure, reported as one:
+                    # not a traceback, and not the end of the other drills' run.
                     report = errored_report(cls, stack, exc)
                     say(f"{cls.name}: FAIL ({report.reason})")
                 reports.append(report)
