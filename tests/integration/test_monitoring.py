@@ -133,6 +133,32 @@ def test_a_stopped_redis_and_a_dead_exporter_fire_their_alerts_then_resolve(
     assert fired_exporter <= FOR_S["ExporterDown"] + 10
 
 
+def test_a_stopped_postgres_fires_postgres_down_not_exporter_down_then_resolves(
+    local_stack: LocalStack,
+) -> None:
+    # postgres_exporter takes seconds to say `pg_up 0` for a stopped server: its
+    # job is scraped with a timeout long enough to hear it (SLOW_JOB_TIMEOUT_S),
+    # so the database's alert fires, not the exporter's.
+    url = _prom(local_stack)
+    node = local_stack.postgres_primary()
+    local_stack.stop_node(node)
+    try:
+        _wait(
+            f"pg_up == 0 for {node}",
+            lambda: [s.value for s in observe.instant(url, f'pg_up{{node="{node}"}}')] == [0.0],
+            30,
+        )
+        _wait(
+            "PostgresDown firing",
+            lambda: _firing(url, "PostgresDown", node),
+            FOR_S["PostgresDown"] + 30,
+        )
+        assert not _firing(url, "ExporterDown", node), "the exporter answered; it is not down"
+    finally:
+        local_stack.restart_node(node)
+    _wait("PostgresDown resolved", lambda: not _firing(url, "PostgresDown"), 30)
+
+
 def _ingest_and_scrape(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> set[str]:
     """Ingest real bars (one invalid) through the backbone with its ``/metrics``
     served where the stack's Prometheus scrapes it, read them through the cache
