@@ -30,6 +30,7 @@ __all__ = [
     "JOB_PROMETHEUS",
     "JOB_REDIS",
     "JOB_REDIS_SENTINEL",
+    "SLOW_JOB_TIMEOUT_S",
     "ScrapeTarget",
     "alert_rules",
     "prometheus_yaml",
@@ -55,6 +56,12 @@ EXPORTER_JOBS: tuple[str, ...] = (JOB_REDIS, JOB_REDIS_SENTINEL, JOB_POSTGRES, J
 
 #: Cap on a scrape's duration; Prometheus refuses a timeout above the interval.
 _MAX_SCRAPE_TIMEOUT_S = 10
+#: Jobs whose exporter answers slowly exactly when it matters: postgres_exporter
+#: reports ``pg_up 0`` for a stopped server only after 1.5-4 s of connection
+#: attempts, so under a 1 s timeout the scrape itself failed (``ExporterDown``)
+#: and ``PostgresDown`` never fired. Such a job is scraped at least this slowly,
+#: with a timeout of this many seconds.
+SLOW_JOB_TIMEOUT_S: Mapping[str, float] = {JOB_POSTGRES: 5.0}
 
 
 @dataclass(frozen=True)
@@ -110,9 +117,19 @@ def render_prometheus_config(
         }
     config["rule_files"] = [str(p) for p in rule_files]
     config["scrape_configs"] = [
-        {"job_name": job, "static_configs": statics} for job, statics in jobs.items()
+        {"job_name": job, **_slow_job(job, scrape_interval_s), "static_configs": statics}
+        for job, statics in jobs.items()
     ]
     return config
+
+
+def _slow_job(job: str, interval_s: float) -> dict[str, str]:
+    """A slow job's own interval and timeout, where the global ones are shorter."""
+    needed = SLOW_JOB_TIMEOUT_S.get(job)
+    if needed is None or needed <= min(interval_s, _MAX_SCRAPE_TIMEOUT_S):
+        return {}
+    interval = max(interval_s, needed)
+    return {"scrape_interval": _duration(interval), "scrape_timeout": _duration(needed)}
 
 
 def runbook_base_url(configured: str | None) -> str:

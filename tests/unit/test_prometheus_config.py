@@ -87,3 +87,27 @@ def test_a_config_naming_a_broken_rules_file_is_rejected(tmp_path: Path) -> None
     )
     with pytest.raises(PrometheusConfigError, match=r"rules\.yml"):
         check_config(write_prometheus_config(config, tmp_path / "prometheus.yml"))
+
+
+@given(interval=st.floats(min_value=0.1, max_value=120))
+def test_the_postgres_job_gets_the_time_its_exporter_needs_to_say_pg_up_0(interval: float) -> None:
+    # postgres_exporter answers `pg_up 0` for a stopped server only after seconds
+    # of connection attempts: a shorter timeout made the scrape fail instead.
+    from backbone_infra.render.prometheus import JOB_POSTGRES, SLOW_JOB_TIMEOUT_S
+
+    targets = [*TARGETS, ScrapeTarget(JOB_POSTGRES, "127.0.0.1:9187", {"node": "postgres-1"})]
+    config = render_prometheus_config(
+        targets, scrape_interval_s=interval, evaluation_interval_s=5, rule_files=[]
+    )
+
+    def seconds(d: str) -> float:
+        return int(d[:-2]) / 1000 if d.endswith("ms") else int(d[:-1])
+
+    jobs = {j["job_name"]: j for j in config["scrape_configs"]}
+    g = config["global"]
+    pg = jobs[JOB_POSTGRES]
+    timeout = seconds(pg.get("scrape_timeout", g["scrape_timeout"]))
+    assert timeout >= min(SLOW_JOB_TIMEOUT_S[JOB_POSTGRES], 10)
+    assert timeout <= seconds(pg.get("scrape_interval", g["scrape_interval"]))
+    # The other jobs keep the global interval.
+    assert "scrape_interval" not in jobs["redis"] and "scrape_timeout" not in jobs["kafka"]
