@@ -178,10 +178,18 @@ class CutPath(PathDrill):
         return [("upstream", "timeout", close), ("downstream", "timeout", close)]
 
     def during_fault(self, node: str) -> None:
-        # The partition must be seen by the writer: its next write fails or hangs.
-        count = self.writes_done()
-        time.sleep(PARTITION_CLOSE_MS / 1000 + 1.0)
-        self.figures["writes_acknowledged_in_first_s_of_partition"] = self.writes_done() - count
+        # The partition must be seen by the writer: a write begun after the cut
+        # fails or hangs. Counted by when each write began, not by a count read
+        # after the cut: a write whose reply crossed the path just before the
+        # toxic landed may be recorded a moment later, and was no write through
+        # the cut.
+        cut_at = self._fault_at or time.monotonic()
+        window_end = cut_at + PARTITION_CLOSE_MS / 1000 + 1.0
+        time.sleep(max(0.0, window_end - time.monotonic()))
+        with self._lock:
+            self.figures["writes_acknowledged_in_first_s_of_partition"] = sum(
+                1 for end, took in self._writes if end - took >= cut_at and end <= window_end
+            )
 
 
 class SlowPath(PathDrill):
