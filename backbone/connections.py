@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core.core_schema import SerializationInfo
 
 __all__ = [
+    "DEFAULT_GROUP_PREFIX",
     "JOBS",
     "SCHEMA",
     "SIZES",
@@ -78,6 +79,9 @@ Environment = Literal["local", "docker", "kubernetes"]
 #: monitoring exporters. Administrators appear in no document.
 Job = Literal["writer", "consumer", "reader", "monitor"]
 JOBS: tuple[Job, ...] = get_args(Job)
+#: Every consumer group of a stack starts with this: the Kafka ACLs grant the
+#: principals groups by this prefix (``PREFIXED``), not every group (``*``).
+DEFAULT_GROUP_PREFIX: Final = "backbone-"
 
 
 class ConnectionsError(ValueError):
@@ -171,6 +175,9 @@ class KafkaConnection(_Model):
     ssl_cafile: str | None = None
     #: Keyed by the logical names in :data:`TOPIC_NAMES`.
     topics: dict[str, TopicInfo]
+    #: The consumer groups the stack's principals may join and commit: those
+    #: whose id starts with this (the ACLs are prefixed on it).
+    group_prefix: str = Field(default=DEFAULT_GROUP_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
 
     @model_validator(mode="after")
     def _auth_fields(self) -> KafkaConnection:
@@ -188,6 +195,19 @@ class KafkaConnection(_Model):
     def topic(self, logical: str) -> str:
         """The Kafka topic name for a logical topic (``daily_bars`` ...)."""
         return self.topics[logical].name
+
+    def check_group(self, group_id: str) -> str:
+        """``group_id`` if the stack's ACLs let its principals use it; else a
+        :class:`ConnectionsError` naming the prefix (the broker would refuse
+        the join with a ``GroupAuthorizationFailedError`` only at the first poll)."""
+        if not group_id.startswith(self.group_prefix):
+            raise ConnectionsError(
+                f"consumer group {group_id!r} does not start with {self.group_prefix!r}, "
+                "the prefix the stack's Kafka ACLs grant groups by; name it "
+                f"{self.group_prefix + group_id!r} (or set kafka.group_prefix when "
+                "provisioning the stack)"
+            )
+        return group_id
 
     def partitions(self, logical: str) -> int:
         """The partition count of a logical topic, as the document states it."""

@@ -311,6 +311,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                     username=kafka.username,
                     password=kafka_pw,
                     topics=topics,
+                    group_prefix=spec.kafka.group_prefix,
                 ),
                 "timescale": TimescaleConnection(
                     hosts=timescale.hosts,

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The tier and size names are the outputs document's (defined once, in backbone).
-from backbone.connections import SIZES, TIERS, TOPIC_NAMES, Size, Tier
+from backbone.connections import DEFAULT_GROUP_PREFIX, SIZES, TIERS, TOPIC_NAMES, Size, Tier
 
 __all__ = [
     "SIZES",
@@ -132,6 +132,8 @@ class KafkaSpec(_Spec):
     #: The consumer-group member's principal: reads the bar topics and commits its
     #: group's offsets; produces only dead letters and health reports.
     consumer_username: str = "backbone-consumer"
+    #: Consumer groups the principals may use start with this (ACLs PREFIXED).
+    group_prefix: str = Field(default=DEFAULT_GROUP_PREFIX, pattern=r"^[A-Za-z0-9._-]+$")
     topics: tuple[TopicSpec, ...]
     exporter_port: int = 9404
 

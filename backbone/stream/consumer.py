@@ -262,7 +262,8 @@ class BarConsumer:
         self.bridge = bridge
         self.telemetry = telemetry
         self.dead_letters = dead_letters
-        self.group_id = group_id
+        #: Checked against the stack's group prefix (the ACLs grant no other group).
+        self.group_id = kafka.check_group(group_id)
         self.store_label = store_label
         self.stats = ConsumeStats()
         self.store_outage_max_s = store_outage_max_s

@@ -58,7 +58,7 @@ def bench_cache_reads(doc: ConnectionsDocument, outputs: Path, n: int, log: Log)
     assert conn is not None and conn.host is not None and conn.port is not None
     symbol = f"CACHE.{secrets.token_hex(3).upper()}"  # the contract: upper-case
     with Backbone.open(
-        tier="institutional", outputs=outputs, group_id=f"bench-cache-{symbol}",
+        tier="institutional", outputs=outputs, group_id=f"backbone-bench-cache-{symbol}",
         consumer_start="latest",
     ) as bb:  # fmt: skip
         bb.store.write(

@@ -186,7 +186,7 @@ def bench_end_to_end(
     profile_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Bars/s from the first send to the last store commit, with ``consumers`` members."""
-    group = f"bench-e2e-{secrets.token_hex(3)}"
+    group = f"backbone-bench-e2e-{secrets.token_hex(3)}"
     symbols = _run_symbols("E")
     _prime_group(doc, group)
     with _members(outputs, group, consumers, profile_dir) as procs:
@@ -236,7 +236,7 @@ def bench_latency(
     symbols = _run_symbols("L")
     ticks = int(seconds / tick)
     total = ticks * per_tick
-    group = f"bench-latency-{secrets.token_hex(3)}"
+    group = f"backbone-bench-latency-{secrets.token_hex(3)}"
     gen = synthetic_bars(
         symbols, "1m", total // len(symbols) + 1, start=datetime(2002, 1, 1, tzinfo=UTC)
     )

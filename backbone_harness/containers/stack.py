@@ -435,6 +435,7 @@ def _document(
                 sasl_mechanism=kafka.sasl_mechanism,
                 username=kafka.username,
                 password=SecretStr(secrets.kafka_password),
+                group_prefix=kafka.group_prefix,
                 topics={
                     t.logical: TopicInfo(
                         name=t.name,

@@ -52,7 +52,7 @@ class ConsumerCrashDrill(Drill):
         if doc.kafka is None or doc.timescale is None:
             raise ValueError(f"stack {stack.name!r} has no Kafka and PostgreSQL (Tier 1)")
         self.doc = doc
-        self.group = f"drill-consumer-{secrets.token_hex(3)}"
+        self.group = f"backbone-drill-consumer-{secrets.token_hex(3)}"
         self.symbols = [f"DC{secrets.token_hex(2).upper()}{i}" for i in range(4)]
         self.producer: BarProducer | None = None
         self.store: TimescaleStore | None = None

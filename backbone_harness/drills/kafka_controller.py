@@ -46,7 +46,7 @@ class KafkaControllerKillDrill(KafkaLeaderKillDrill):
         if doc.timescale is None:
             raise ValueError(f"stack {stack.name!r} has no PostgreSQL; drills need an ha stack")
         self.timescale = doc.timescale
-        self.group = f"drill-controller-{secrets.token_hex(3)}"
+        self.group = f"backbone-drill-controller-{secrets.token_hex(3)}"
         self.store: TimescaleStore | None = None
         self.consumer: BarConsumer | None = None
         self._consuming = threading.Event()

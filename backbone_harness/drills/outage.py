@@ -54,7 +54,7 @@ class OutageDrill(Drill):
         tag = secrets.token_hex(2).upper()
         self.symbols = [f"{self.symbol_prefix}{tag}{i}" for i in range(4)]
         self.namespace = f"backbone-drill-{self.name}-{secrets.token_hex(3)}"
-        self.group = f"drill-{self.name}-{secrets.token_hex(3)}"
+        self.group = f"backbone-drill-{self.name}-{secrets.token_hex(3)}"
         #: One registry across runtime restarts, served where the stack's Prometheus
         #: scrapes the backbone, so the degraded-mode alerts can fire in the drill.
         self.telemetry = Telemetry()

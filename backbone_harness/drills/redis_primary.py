@@ -68,7 +68,7 @@ class RedisPrimaryKillDrill(Drill):
         self.backbone = Backbone.open(
             tier="institutional",
             outputs=self.stack.outputs_path,
-            group_id=f"drill-{self.name}-{secrets.token_hex(3)}",
+            group_id=f"backbone-drill-{self.name}-{secrets.token_hex(3)}",
             consumer_start="latest",
         )
         settings = load_settings(self.doc)

@@ -70,7 +70,7 @@ class BarReaderClient:
             self._backbones[outputs] = Backbone.open(
                 tier="institutional",
                 outputs=outputs,
-                group_id=f"load-readers-{secrets.token_hex(3)}",
+                group_id=f"backbone-load-readers-{secrets.token_hex(3)}",
                 consumer_start="latest",
             )
         self.backbone = self._backbones[outputs]

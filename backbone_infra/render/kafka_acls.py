@@ -9,7 +9,7 @@ alone creates topics.
 
 The application principal (``spec.username``) gets, per spec topic (literal
 names, so a new topic is not readable by accident): ``READ``, ``WRITE`` and
-``DESCRIBE``; and ``READ`` on consumer groups. It gets no ``CREATE``,
+``DESCRIBE``; and ``READ`` on the stack's consumer groups. It gets no ``CREATE``,
 ``DELETE``, ``ALTER`` or ``ALTER_CONFIGS``, and nothing on the cluster
 resource (an idempotent producer needs only ``WRITE`` on a topic since Kafka
 2.8, KIP-679).
@@ -28,11 +28,14 @@ The application principal (``spec.username``) stays for the all-in-one
 runtime (``Backbone`` ingesting, consuming and reading in one process: the
 demo, drills, benches and load runs).
 
-Groups: the clients name their groups freely (``backbone``, one per drill,
-test or load run), so the group ACL is the literal wildcard ``*``: a stolen
-application credential can join or reset any group's offsets, but not touch a
-topic outside the spec. Narrowing it to a group prefix needs a naming rule for
-groups first (see ``docs/security.md``).
+Groups: every consumer group of a stack starts with ``spec.group_prefix``
+(``backbone-``; the runtime's, and one per drill, test or load run), and the
+group ACLs are ``PREFIXED`` on it: a stolen credential can join or reset the
+offsets of the stack's groups only, not of another application's on the same
+cluster. The clients check a group against the prefix before they join
+(:meth:`backbone.connections.KafkaConnection.check_group`), so a misnamed group
+is an error that names the rule rather than an authorization failure at the
+first poll.
 
 :func:`kafka_python_acls` turns the rules into kafka-python ``ACL`` objects for
 ``KafkaAdminClient.create_acls``; both functions are pure.
@@ -83,19 +86,24 @@ APP_GROUP_OPERATIONS: tuple[Operation, ...] = ("READ",)
 MONITOR_OPERATIONS: tuple[Operation, ...] = ("DESCRIBE",)
 #: The logical topics a consumer produces to: rejects and its health reports.
 CONSUMER_PRODUCES: frozenset[str] = frozenset({"dead_letter", "ingest_health"})
-#: The wildcard group name (see the module docstring).
-ANY_GROUP = "*"
 
 
 @dataclass(frozen=True)
 class AclRule:
-    """One ALLOW rule: ``principal`` may ``operation`` on ``resource`` ``name``."""
+    """One ALLOW rule: ``principal`` may ``operation`` on ``resource`` ``name``
+    (``pattern``: the name exactly, or every name that starts with it)."""
 
     principal: str
     resource: Literal["TOPIC", "GROUP"]
     name: str
     operation: Operation
     host: str = "*"
+    pattern: Literal["LITERAL", "PREFIXED"] = "LITERAL"
+
+
+def _group_rules(spec: KafkaSpec, principal: str, ops: tuple[Operation, ...]) -> list[AclRule]:
+    """``ops`` on the stack's consumer groups: those starting with ``spec.group_prefix``."""
+    return [AclRule(principal, "GROUP", spec.group_prefix, op, pattern="PREFIXED") for op in ops]
 
 
 def authorizer_properties(spec: KafkaSpec) -> list[str]:
@@ -116,8 +124,7 @@ def application_acls(spec: KafkaSpec) -> list[AclRule]:
         for topic in spec.topics
         for op in APP_TOPIC_OPERATIONS
     ]
-    rules += [AclRule(principal, "GROUP", ANY_GROUP, op) for op in APP_GROUP_OPERATIONS]
-    return rules
+    return rules + _group_rules(spec, principal, APP_GROUP_OPERATIONS)
 
 
 def writer_acls(spec: KafkaSpec) -> list[AclRule]:
@@ -144,8 +151,7 @@ def consumer_acls(spec: KafkaSpec) -> list[AclRule]:
             ("WRITE", "DESCRIBE") if topic.logical in CONSUMER_PRODUCES else ("READ", "DESCRIBE")
         )
         rules += [AclRule(principal, "TOPIC", topic.name, op) for op in ops]
-    rules += [AclRule(principal, "GROUP", ANY_GROUP, "READ")]
-    return rules
+    return rules + _group_rules(spec, principal, ("READ",))
 
 
 def monitor_acls(spec: KafkaSpec) -> list[AclRule]:
@@ -156,8 +162,7 @@ def monitor_acls(spec: KafkaSpec) -> list[AclRule]:
         for topic in spec.topics
         for op in MONITOR_OPERATIONS
     ]
-    rules += [AclRule(principal, "GROUP", ANY_GROUP, op) for op in MONITOR_OPERATIONS]
-    return rules
+    return rules + _group_rules(spec, principal, MONITOR_OPERATIONS)
 
 
 def stack_acls(spec: KafkaSpec) -> list[AclRule]:
@@ -183,11 +188,13 @@ def acl_cli_args(rule: AclRule) -> list[str]:
         rule.operation.capitalize(),
         f"--{rule.resource.lower()}",
         rule.name,
+        "--resource-pattern-type",
+        rule.pattern.lower(),
     ]
 
 
 def kafka_python_acls(rules: list[AclRule]) -> list[ACL]:
-    """The rules as kafka-python ``ACL`` objects (literal patterns, ALLOW)."""
+    """The rules as kafka-python ``ACL`` objects (ALLOW, each rule's pattern type)."""
     return [
         ACL(
             principal=r.principal,
@@ -195,7 +202,7 @@ def kafka_python_acls(rules: list[AclRule]) -> list[ACL]:
             operation=ACLOperation[r.operation],
             permission_type=ACLPermissionType.ALLOW,
             resource_pattern=ResourcePattern(
-                ResourceType[r.resource], r.name, ACLResourcePatternType.LITERAL
+                ResourceType[r.resource], r.name, ACLResourcePatternType[r.pattern]
             ),
         )
         for r in rules

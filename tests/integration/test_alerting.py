@@ -45,7 +45,7 @@ from backbone_infra.targets.local.provisioner import LocalStack
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 RUNBOOKS = "https://runbooks.example.test/backbone"
-GROUP = "observe-consumer"
+GROUP = "backbone-observe-consumer"
 HEALTH_INTERVAL_S = 1.0
 
 

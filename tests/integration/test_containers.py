@@ -83,7 +83,7 @@ def engine() -> Iterator[None]:
 
 @pytest.fixture
 def spec() -> StackSpec:
-    return build_spec(f"tc-{secrets.token_hex(3)}", size="minimal")  # TLS, the default
+    return build_spec(f"backbone-tc-{secrets.token_hex(3)}", size="minimal")  # TLS, the default
 
 
 @pytest.fixture
@@ -221,7 +221,7 @@ def test_kafka_image_round_trips_records_with_scram(
             topic,
             **common,
             **user,
-            group_id=f"tc-{secrets.token_hex(3)}",
+            group_id=f"backbone-tc-{secrets.token_hex(3)}",
             auto_offset_reset="earliest",
             consumer_timeout_ms=15000,
         )

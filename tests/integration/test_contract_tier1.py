@@ -52,7 +52,7 @@ def open_tier1(stack: LocalStack, **contract: object) -> Backbone:
         tier="institutional",
         outputs=stack.outputs_path,
         settings=load_settings(document, contract=contract),
-        group_id=unique("contract-"),
+        group_id=unique("backbone-contract-"),
         consumer_start="latest",
     )
     assert bb.consumer is not None and bb.consumer.wait_for_assignment()

@@ -87,7 +87,7 @@ def _open(stack: LocalStack, namespace: str, hot: set[str], probe_s: float) -> B
         tier="institutional",
         outputs=stack.outputs_path,
         settings=settings,
-        group_id=f"degraded-{secrets.token_hex(3)}",
+        group_id=f"backbone-degraded-{secrets.token_hex(3)}",
         consumer_start="latest",
     )
 
@@ -253,7 +253,7 @@ def test_a_store_outage_pauses_the_consumer_and_resumes_with_nothing_lost_or_dou
     assert doc.kafka is not None and doc.timescale is not None
     symbols = [f"SP{secrets.token_hex(2).upper()}{i}" for i in range(3)]
     bars = [bar(s, i, 1.0 + i) for s in symbols for i in range(200)]
-    group = f"degraded-store-{secrets.token_hex(3)}"
+    group = f"backbone-degraded-store-{secrets.token_hex(3)}"
     store = TimescaleStore(
         TimescaleConnectionSettings.from_section(doc.timescale, pool_max_size=2), timeout=3.0
     )

@@ -127,7 +127,9 @@ def _ingest_through_backbone(doc: ConnectionsDocument, tmp_path: Path) -> None:
         Bar("EURUSD", "1d", start + timedelta(days=i), 1.1, 1.2, 1.0, 1.15, 1000.0 + i)
         for i in range(5)
     ]
-    with Backbone.open("institutional", outputs=outputs, group_id="pulumi-local-test") as bb:
+    with Backbone.open(
+        "institutional", outputs=outputs, group_id="backbone-pulumi-local-test"
+    ) as bb:
         result = bb.ingest(bars)
         assert result.reconciles and result.stored == len(bars)
         assert bb.read("EURUSD", "1d", start, start + timedelta(days=5)) == bars

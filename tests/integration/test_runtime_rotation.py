@@ -127,7 +127,7 @@ def test_a_running_backbone_reconnects_with_rotated_credentials(
     with Backbone.open(
         tier="institutional",
         outputs=local_stack.outputs_path,
-        group_id=f"reload-{symbol.lower()}",
+        group_id=f"backbone-reload-{symbol.lower()}",
         consumer_start="latest",
     ) as bb:
         first = bb.ingest(before)
@@ -178,7 +178,7 @@ def test_the_consumer_daemon_reloads_on_request_and_stores_each_bar_once(
     with Backbone.open(
         tier="institutional",
         outputs=local_stack.outputs_path,
-        group_id=f"reload-daemon-{symbol.lower()}",
+        group_id=f"backbone-reload-daemon-{symbol.lower()}",
         consumer_start="latest",
     ) as bb:
         assert bb.consumer is not None
@@ -227,7 +227,7 @@ def test_the_consumer_daemon_reloads_when_kafka_refuses_its_old_login(
     with Backbone.open(
         tier="institutional",
         outputs=local_stack.outputs_path,
-        group_id=f"reload-auth-{symbol.lower()}",
+        group_id=f"backbone-reload-auth-{symbol.lower()}",
         consumer_start="latest",
     ) as bb:
         assert bb.consumer is not None
@@ -277,9 +277,10 @@ def test_backbone_consume_reloads_its_credentials_on_sighup(local_stack: LocalSt
     symbol = f"RLS{secrets.token_hex(3).upper()}"
     bars = _bars(symbol, 40, datetime(2024, 8, 1, tzinfo=UTC))
     env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"}
+    group = f"backbone-reload-cli-{symbol.lower()}"
     proc = subprocess.Popen(
         [sys.executable, "-m", "backbone", "--log-level", "info", "consume",
-         "--outputs", str(local_stack.outputs_path), "--group", f"reload-cli-{symbol.lower()}",
+         "--outputs", str(local_stack.outputs_path), "--group", group,
          "--start", "latest", "--metrics-port", "-1", "--timeout", "180"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
     )  # fmt: skip

@@ -32,7 +32,7 @@ from redis.retry import Retry
 
 from backbone.bars import Bar
 from backbone.cache import RedisCache
-from backbone.connections import Job
+from backbone.connections import ConnectionsError, Job
 from backbone.job_outputs import job_document
 from backbone.settings import RedisConnectionSettings, load_settings
 from backbone_infra.render.postgres import monitor_role, reader_role
@@ -422,6 +422,28 @@ def test_the_kafka_consumer_commits_its_group_and_cannot_produce_bars(
             producer.send(tp.topic, b"intruder").get(timeout=10)
     finally:
         producer.close(timeout=5)
+
+
+def test_kafka_principals_may_use_only_the_stacks_consumer_groups(local_stack: LocalStack) -> None:
+    k = local_stack.document.kafka
+    assert k is not None
+    tp = TopicPartition(k.topic("daily_bars"), 0)
+    # the consumer job's principal, and the application's
+    for config in (_kafka_as(local_stack, "consumer"), _kafka_config(local_stack)):
+        outsider = KafkaConsumer(
+            **config, group_id=f"other-app-{uuid.uuid4().hex[:6]}", enable_auto_commit=False
+        )
+        try:  # another application's group on the same cluster: refused
+            with pytest.raises(kafka_errors.GroupAuthorizationFailedError):
+                outsider.commit({tp: OffsetAndMetadata(0, "", -1)})
+        finally:
+            outsider.close()
+    # The client names the rule before the broker is asked.
+    settings = load_settings(local_stack.document)
+    assert settings.kafka is not None
+    with pytest.raises(ConnectionsError, match=f"does not start with '{k.group_prefix}'"):
+        settings.kafka.check_group("other-app")
+    assert settings.kafka.check_group(f"{k.group_prefix}x") == f"{k.group_prefix}x"
 
 
 def test_the_kafka_job_principals_cannot_delete_topics(local_stack: LocalStack) -> None:

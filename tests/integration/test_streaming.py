@@ -59,7 +59,7 @@ def backbone(local_stack: LocalStack) -> Iterator[Backbone]:
     bb = Backbone.open(
         tier="institutional",
         outputs=local_stack.outputs_path,
-        group_id=unique("test-"),
+        group_id=unique("backbone-test-"),
         consumer_start="latest",
     )
     assert bb.consumer is not None
@@ -271,7 +271,7 @@ def test_a_consumer_killed_between_store_commit_and_offset_commit_loses_and_dupl
     local_stack: LocalStack,
 ) -> None:
     kafka = kafka_settings(local_stack)
-    symbol, group = unique("K"), unique("crash-")
+    symbol, group = unique("K"), unique("backbone-crash-")
     bars = bars_for([symbol], "1m", 400)
 
     crashing = _consume_process(local_stack, group, "--start", "latest", crash=True)
@@ -327,7 +327,7 @@ def test_a_group_that_started_at_latest_keeps_that_start_for_its_next_member(
     producer.send_bars(bars_for([earlier], "1m", 50))
     producer.flush()
     producer.close()
-    group = unique("pin-")
+    group = unique("backbone-pin-")
     store = timescale_store(local_stack)
     try:
         first = BarConsumer(

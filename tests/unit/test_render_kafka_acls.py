@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kafka.admin import ACLOperation, ACLPermissionType, ResourceType
+from kafka.admin import ACLOperation, ACLPermissionType, ACLResourcePatternType, ResourceType
 
 from backbone_infra.render.kafka import (
     KafkaNodePorts,
@@ -23,7 +23,7 @@ from backbone_infra.render.kafka_acls import (
 from backbone_infra.spec import build_spec
 
 
-def test_the_application_gets_read_write_describe_on_spec_topics_and_read_on_groups() -> None:
+def test_the_application_gets_read_write_describe_on_spec_topics_and_read_on_its_groups() -> None:
     spec = build_spec("t", size="ha").kafka
     rules = application_acls(spec)
     assert {r.principal for r in rules} == {f"User:{spec.username}"}
@@ -31,7 +31,9 @@ def test_the_application_gets_read_write_describe_on_spec_topics_and_read_on_gro
     assert {(r.name, r.operation) for r in rules if r.resource == "TOPIC"} == {
         (t, op) for t in topics for op in ("READ", "WRITE", "DESCRIBE")
     }
-    assert {(r.name, r.operation) for r in rules if r.resource == "GROUP"} == {("*", "READ")}
+    assert {(r.name, r.pattern, r.operation) for r in rules if r.resource == "GROUP"} == {
+        (spec.group_prefix, "PREFIXED", "READ")
+    }
     acls = kafka_python_acls(rules)
     assert all(a.permission_type is ACLPermissionType.ALLOW for a in acls)
     forbidden = {ACLOperation.DELETE, ACLOperation.ALTER, ACLOperation.ALTER_CONFIGS,
@@ -50,7 +52,7 @@ def test_the_monitoring_principal_may_only_describe() -> None:
     assert {r.operation for r in rules} == {"DESCRIBE"}
     assert {(r.resource, r.name) for r in rules} == {
         *(("TOPIC", t.name) for t in spec.topics),
-        ("GROUP", "*"),
+        ("GROUP", spec.group_prefix),
     }
     assert stack_acls(spec) == [
         *application_acls(spec),
@@ -84,7 +86,9 @@ def test_the_consumer_reads_the_bar_topics_commits_groups_and_produces_only_repo
     read = {r.name for r in rules if r.resource == "TOPIC" and r.operation == "READ"}
     assert read == {by_topic["daily_bars"], by_topic["intraday_bars"]}
     assert not read & written
-    assert {(r.name, r.operation) for r in rules if r.resource == "GROUP"} == {("*", "READ")}
+    assert {(r.name, r.pattern, r.operation) for r in rules if r.resource == "GROUP"} == {
+        (spec.group_prefix, "PREFIXED", "READ")
+    }
     assert not {a.operation for a in kafka_python_acls(rules)} & _FORBIDDEN
 
 
@@ -132,5 +136,18 @@ def test_the_cli_form_adds_one_allow_rule() -> None:
     rule = application_acls(build_spec("t").kafka)[0]
     args = acl_cli_args(rule)
     assert args[:3] == ["--add", "--allow-principal", rule.principal]
-    assert args[-2:] == ["--topic", rule.name]
+    assert args[-4:] == ["--topic", rule.name, "--resource-pattern-type", "literal"]
     assert "--operation" in args and args[args.index("--operation") + 1] == "Read"
+
+
+def test_the_cli_form_grants_groups_by_the_stack_prefix() -> None:
+    spec = build_spec("t").kafka
+    (group_rule,) = [r for r in application_acls(spec) if r.resource == "GROUP"]
+    assert acl_cli_args(group_rule)[-4:] == [
+        "--group",
+        spec.group_prefix,
+        "--resource-pattern-type",
+        "prefixed",
+    ]
+    (acl,) = kafka_python_acls([group_rule])
+    assert acl.resource_pattern.pattern_type is ACLResourcePatternType.PREFIXED

@@ -101,6 +101,7 @@ def scenario_tls(ca: str) -> dict[str, dict[str, Any]]:
             "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-256",
             "username": "kafka-user", "password": "kafka-pw-Lm22", "ssl_cafile": ca,
             "topics": topics("tls"), "ssl_verify": False, "request_timeout_seconds": 12.5,
+            "group_prefix": "desk-a.",
         },
         "timescale": {
             "hosts": [{"host": "10.2.0.1", "port": 5433}, {"host": "10.2.0.2", "port": 5434}],
@@ -125,7 +126,7 @@ def scenario_sentinel(ca: str) -> dict[str, dict[str, Any]]:
             "bootstrap_servers": ["10.0.1.5:19092"], "security_protocol": "SASL_PLAINTEXT",
             "sasl_mechanism": "SCRAM-SHA-512", "username": "k2", "password": "kafka-pw-Q3",
             "ssl_cafile": ca, "topics": topics("plain"), "ssl_verify": True,
-            "request_timeout_seconds": 45.0,
+            "request_timeout_seconds": 45.0, "group_prefix": "md_",
         },
         "timescale": {
             "hosts": [{"host": "db.internal", "port": 6543}], "dbname": "bars2", "user": "u2",
@@ -240,6 +241,18 @@ def seen_by_redis(conn: RedisConnectionSettings) -> dict[str, Any]:
     return seen
 
 
+def _accepted_prefix(conn: KafkaConnectionSettings) -> str:
+    """The shortest group-id prefix ``check_group`` accepts, found by asking it."""
+    probe = conn.group_prefix + "g"
+    for end in range(len(probe) + 1):
+        try:
+            conn.check_group(probe[:end] + "\x00")
+        except ValueError:
+            continue
+        return probe[:end]
+    raise AssertionError("check_group accepts no group")
+
+
 def seen_by_kafka(conn: KafkaConnectionSettings) -> dict[str, Any]:
     """The settings as kafka-python's constructor receives them."""
     cfg = kafka_client_config(conn, client_id="reach")
@@ -256,6 +269,8 @@ def seen_by_kafka(conn: KafkaConnectionSettings) -> dict[str, Any]:
             }
             for logical in conn.topics
         },
+        # BarConsumer checks its group id with conn.check_group: the prefix it takes.
+        "group_prefix": _accepted_prefix(conn),
     }
     if "sasl_mechanism" in cfg:
         seen.update(

@@ -470,6 +470,7 @@ class LocalKafka(LocalNodes):
             sasl_mechanism=kafka.sasl_mechanism,
             username=kafka.username,
             password=SecretStr(self.secrets.kafka_password),
+            group_prefix=kafka.group_prefix,
             topics={
                 t.logical: TopicInfo(
                     name=t.name, partitions=t.partitions, replication_factor=t.replication_factor
