@@ -161,14 +161,31 @@ exec redis-server "$CONF"
 """
 
 
-def _sentinel_script() -> str:
+#: The ``sentinel.conf`` lines that hold a password, as rendered and as Sentinel
+#: rewrites them (``user default`` is its rewrite of ``requirepass``).
+_SENTINEL_AUTH_LINES = ("requirepass ", "sentinel sentinel-pass ", "sentinel auth-pass ")
+
+
+def _sentinel_script(*, data_dir: str = DATA_DIR, secret_dir: str = SECRET_DIR) -> str:
+    """Copy sentinel.conf once, since Sentinel rewrites it as it learns the
+    topology; on a restart keep what it learned and take the passwords from
+    the mounted file again, so a changed ``redisSentinelPassword`` (or admin
+    password) reaches a Sentinel whose volume holds an older copy."""
+    keep = " ".join(f"-e '^{line}'" for line in (*_SENTINEL_AUTH_LINES, "user default "))
+    take = " ".join(f"-e '^{line}'" for line in _SENTINEL_AUTH_LINES)
     return f"""#!/bin/sh
-# Copy sentinel.conf once: Sentinel rewrites it as it learns the topology.
 set -eu
 umask 077
 ORD="${{HOSTNAME##*-}}"
-CONF={DATA_DIR}/sentinel.conf
-[ -s "$CONF" ] || cat "{SECRET_DIR}/sentinel-$ORD.conf" > "$CONF"
+SOURCE="{secret_dir}/sentinel-$ORD.conf"
+CONF={data_dir}/sentinel.conf
+if [ -s "$CONF" ]; then
+  grep -v {keep} "$CONF" > "$CONF.new" || true
+  grep {take} "$SOURCE" >> "$CONF.new"
+  mv "$CONF.new" "$CONF"
+else
+  cat "$SOURCE" > "$CONF"
+fi
 exec redis-sentinel "$CONF"
 """
 
