@@ -6,6 +6,7 @@
     harness down --via pulumi --name NAME                      (destroy and remove it)
     harness status [--name NAME]
     harness outputs [--name NAME] [--job writer|consumer|reader|monitor] [--out FILE]
+    harness outputs --outputs FILE --job JOB [--out FILE]     (a saved Pulumi `connections`)
     harness rotate-credentials [--name NAME] [--principal P ...] [--grace S]
         (P: redis|kafka|postgres, the application's; writer|consumer|reader, a job's)
     harness down [--name NAME] [--all]
@@ -389,15 +390,30 @@ def outputs_command(
         Path | None,
         typer.Option("--out", "-o", help="Where the job's document goes (0600)."),
     ] = None,
+    outputs: Annotated[
+        Path | None,
+        typer.Option(
+            "--outputs",
+            help="A full document saved from a Pulumi stack "
+            "(`pulumi stack output --json connections --show-secrets`), instead of --name.",
+        ),
+    ] = None,
 ) -> None:
     """Print the path of the stack's outputs document; with ``--job``, write a
     document holding only that job's sections and credentials (0600, default
-    ``.stacks/NAME/outputs.JOB.json``) and print its path. Never prints a secret."""
+    ``.stacks/NAME/outputs.JOB.json``, or ``outputs.JOB.json`` beside ``--outputs``)
+    and print its path. Never prints a secret."""
     from backbone.job_outputs import job_document
     from backbone_harness.containers.stack import ContainerStack, is_container_stack
 
-    full = ContainerStack(name).outputs_path if is_container_stack(name) else None
-    full = full or _load(name).outputs_path
+    if outputs is not None:
+        # A Docker or Kubernetes stack of the Pulumi program: no local stack
+        # directory, only the document its operator saved.
+        full = outputs
+    elif is_container_stack(name):
+        full = ContainerStack(name).outputs_path
+    else:
+        full = _load(name).outputs_path
     if job is None:
         if out_file is not None:
             raise UsageError("--out needs --job: the full document stays where it is")

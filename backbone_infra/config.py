@@ -22,7 +22,12 @@ Secrets (``pulumi config set --secret``), each optional: ``redisPassword``,
 ``kafkaMonitorPassword``,
 ``postgresPassword``, ``postgresSuperuserPassword``, ``postgresReaderPassword``,
 ``postgresMonitorPassword``, ``replicationPassword``,
-``grafanaAdminPassword``. A missing one is generated with ``RandomPassword``.
+``grafanaAdminPassword``; the job principals' ``kafkaWriterPassword``,
+``kafkaConsumerPassword``, ``redisConsumerPassword``, ``redisReaderPassword``,
+``postgresWriterPassword``, ``postgresConsumerPassword``; and the Sentinels'
+``redisSentinelPassword`` (it must differ from every other password: each job
+document with a ``redis`` section carries it). A missing one is generated with
+``RandomPassword``.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ SECRET_KEYS: dict[str, str] = {
     "redis_reader_password": "redisReaderPassword",
     "postgres_writer_password": "postgresWriterPassword",
     "postgres_consumer_password": "postgresConsumerPassword",
+    # Sentinel's own requirepass (ha): every job document with a redis section
+    # carries it, so it is no principal's password.
+    "redis_sentinel_password": "redisSentinelPassword",
 }
 
 

@@ -4,12 +4,17 @@
 call it once per target, tier and size under Pulumi's mocks. It renders the
 stack spec (:func:`backbone_infra.spec.build_spec`) with the target's backend, then
 exports the ``backbone.connections/v1`` document as the secret output
-``connections`` plus human-friendly outputs.
+``connections`` plus human-friendly outputs. The document carries every job's
+login under ``principals``, built by the one function every target uses
+(:func:`backbone_infra.targets.job_principals.job_principals`) from the same
+secrets the services were given, so ``harness outputs --job`` works on a
+saved ``pulumi stack output --json connections --show-secrets`` too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import pulumi
@@ -25,7 +30,9 @@ from backbone.connections import (
     TimescaleConnection,
     TopicInfo,
     dump_document,
+    parse_document,
 )
+from backbone.job_outputs import job_document
 from backbone_infra.components.backbone_ingest import BackboneIngest, BackboneIngestArgs
 from backbone_infra.components.certificates import (
     TLS_DIR,
@@ -47,6 +54,11 @@ from backbone_infra.config import SECRET_KEYS, StackConfig
 from backbone_infra.render.certificates import CA_FILE
 from backbone_infra.spec import Images, Resources, StackSpec, build_spec
 from backbone_infra.targets.docker import DockerBackend
+from backbone_infra.targets.job_principals import (
+    JOB_PASSWORD_FIELDS,
+    JobPasswordValues,
+    job_principals,
+)
 from backbone_infra.targets.kubernetes import KubernetesBackend
 from backbone_infra.targets.workload import FIRST_ORDINAL, ordinals
 
@@ -95,6 +107,12 @@ class Credentials:
     redis_reader_password: pulumi.Output[str]
     postgres_writer_password: pulumi.Output[str]
     postgres_consumer_password: pulumi.Output[str]
+    redis_sentinel_password: pulumi.Output[str]
+
+    def job_passwords(self) -> pulumi.Output[JobPasswordValues]:
+        """The job principals' passwords, resolved (a secret Output)."""
+        outputs = {name: getattr(self, name) for name in JOB_PASSWORD_FIELDS}
+        return pulumi.Output.all(**outputs).apply(lambda got: JobPasswordValues(**got))
 
 
 @dataclass
@@ -146,6 +164,25 @@ def _credentials(config: StackConfig) -> Credentials:
     return Credentials(**values)
 
 
+def _require_distinct(passwords: dict[str, str]) -> dict[str, str]:
+    """Refuse configured secrets that repeat one another: a job's document must hold
+    no other principal's password, and the Sentinel password reaches every job
+    document with a ``redis`` section. Names the keys, never a value."""
+    same = [
+        (SECRET_KEYS[a], SECRET_KEYS[b])
+        for a, b in combinations(sorted(passwords), 2)
+        if passwords[a] == passwords[b]
+    ]
+    if same:
+        pairs = "; ".join(f"{a} = {b}" for a, b in same)
+        raise ValueError(
+            f"market-data-backbone: these config secrets are equal: {pairs}; every principal "
+            "needs a password of its own: set another with "
+            f"`pulumi config set --secret {same[0][1]}` (or remove it to have one generated)"
+        )
+    return passwords
+
+
 def _backend(config: StackConfig) -> DockerBackend | KubernetesBackend:
     if config.target == "docker":
         return DockerBackend(
@@ -175,6 +212,10 @@ def _document(spec: StackSpec, environment: str, values: dict[str, Any]) -> dict
         }
     )
     return dump_document(doc, reveal_secrets=True)
+
+
+def _consumer_document(full: dict[str, Any]) -> dict[str, Any]:
+    return dump_document(job_document(parse_document(full), "consumer"), reveal_secrets=True)
 
 
 def _bootstrap(spec: StackSpec, config: StackConfig) -> ProgramResult:
@@ -240,6 +281,7 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             creds.redis_exporter_password,
             certificates=certs,
             job_passwords=(creds.redis_consumer_password, creds.redis_reader_password),
+            sentinel_password=creds.redis_sentinel_password,
         ),
     )
     kafka = KafkaCluster(
@@ -284,8 +326,8 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
         for t in spec.kafka.topics
     }
 
-    def build(passwords: list[str]) -> dict[str, Any]:
-        redis_pw, kafka_pw, pg_pw = passwords
+    def build(got: dict[str, Any]) -> dict[str, Any]:
+        redis_pw, kafka_pw, pg_pw = got["redis"], got["kafka"], got["timescale"]
         return _document(
             spec,
             backend.environment,
@@ -298,8 +340,8 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                     master_name=redis.master_name if redis.sentinels else None,
                     username=redis.username,
                     password=redis_pw,
-                    # Sentinels require the application password, as locally.
-                    sentinel_password=redis_pw if redis.sentinels else None,
+                    # The Sentinels' own password, as on local and podman stacks.
+                    sentinel_password=got["sentinel"],
                     tls=certs is not None,
                     ssl_cafile=ca_path,
                 ),
@@ -327,10 +369,21 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
                     grafana_url=monitoring.grafana_url,
                     alertmanager_url=monitoring.alertmanager_url,
                 ),
+                # The same logins the services were configured with: one function
+                # for every target, over the same secrets.
+                "principals": job_principals(spec, got["jobs"]),
             },
         )
 
-    document = pulumi.Output.all(redis.password, kafka.password, timescale.password).apply(build)
+    every = {name: getattr(creds, name) for name in SECRET_KEYS}
+    document = pulumi.Output.all(
+        redis=redis.password,
+        kafka=kafka.password,
+        timescale=timescale.password,
+        sentinel=redis.sentinel_password,
+        jobs=creds.job_passwords(),
+        distinct=pulumi.Output.all(**every).apply(_require_distinct),
+    ).apply(build)
     ingest = BackboneIngest(
         f"{spec.name}-backbone",
         BackboneIngestArgs(
@@ -341,8 +394,9 @@ def _institutional(spec: StackSpec, config: StackConfig) -> ProgramResult:
             kafka_username=spec.kafka.monitor_username,
             kafka_sasl_mechanism=kafka.sasl_mechanism,
             kafka_password=creds.kafka_monitor_password,
-            # Only where the document's addresses are in-network (Kubernetes).
-            document=None if backend.clients_outside else document,
+            # Only where the document's addresses are in-network (Kubernetes);
+            # the consumer gets its job's document, not every principal's.
+            document=None if backend.clients_outside else document.apply(_consumer_document),
             certificates=certs,
         ),
     )

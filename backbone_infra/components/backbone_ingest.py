@@ -11,7 +11,8 @@
   it through ``host.docker.internal``.
 
 Credentials travel as secret files: the lag exporter's Kafka settings
-(``BACKBONE_CONFIG``) and the consumer's outputs document.
+(``BACKBONE_CONFIG``) and the consumer's outputs document, which is the
+``consumer`` job's (``backbone.job_outputs.job_document``): its own logins only.
 """
 
 from __future__ import annotations

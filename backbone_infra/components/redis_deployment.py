@@ -10,6 +10,10 @@ Clients authenticate as
 the ACL user ``spec.redis.username``; the ``default`` user is disabled. The
 ``admin`` user serves replication and Sentinel; the exporter logs in as the
 read-only ``exporter`` user (see :mod:`backbone_infra.render.redis`).
+Sentinels require their own password (``sentinel_password``, as on local and
+podman stacks): every job document with a ``redis`` section carries it, so it
+is no principal's password; the nodes' start script and the Sentinels' probe
+and exporter read it from the secret file ``sentinel-password``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ BIND_ALL = "* -::*"
 CONF_DIR = "/opt/backbone/redis"
 SECRET_DIR = "/run/secrets/redis"
 EXPORTER_SECRET_DIR = "/run/secrets/redis-exporter"
+#: The secret file (in ``SECRET_DIR``) holding the Sentinels' password.
+SENTINEL_PASSWORD_FILE = "sentinel-password"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,10 @@ class RedisDeploymentArgs:
     #: The per-job users' passwords (consumer, reader: backbone_infra.render.redis);
     #: ``None`` renders no such users.
     job_passwords: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
+    #: Every Sentinel's ``requirepass`` (clients get it as ``sentinel_password``);
+    #: ``None``: the Sentinels require ``password``, the application's (as before
+    #: the Sentinel had a secret of its own).
+    sentinel_password: pulumi.Input[str] | None = None
 
 
 def _tls(args: RedisDeploymentArgs) -> TLSFiles | None:
@@ -108,6 +118,7 @@ def _server_conf(
 def _sentinel_conf(
     spec: StackSpec, backend: Backend, tls: TLSFiles | None, ordinal: int, pw: list[str]
 ) -> str:
+    """``pw``: the Sentinels' own password, then the admin's (``auth-pass``)."""
     return sentinel_conf(
         spec.redis,
         bind=BIND_ALL,
@@ -134,8 +145,8 @@ SOURCE="{SECRET_DIR}/redis-$ORD.conf"
 CONF={DATA_DIR}/redis-runtime.conf
 PRIMARY=""
 for s in {sentinels}; do
-  PRIMARY=$(REDISCLI_AUTH="$(cat {SECRET_DIR}/password)" redis-cli {_cli_tls(tls)}-h "$s" \
-    -p {r.sentinel_port} \
+  PRIMARY=$(REDISCLI_AUTH="$(cat {SECRET_DIR}/{SENTINEL_PASSWORD_FILE})" \
+    redis-cli {_cli_tls(tls)}-h "$s" -p {r.sentinel_port} \
     --raw sentinel get-master-addr-by-name {r.master_name} 2>/dev/null | head -n 1) || PRIMARY=""
   [ -n "$PRIMARY" ] && break
 done
@@ -150,14 +161,31 @@ exec redis-server "$CONF"
 """
 
 
-def _sentinel_script() -> str:
+#: The ``sentinel.conf`` lines that hold a password, as rendered and as Sentinel
+#: rewrites them (``user default`` is its rewrite of ``requirepass``).
+_SENTINEL_AUTH_LINES = ("requirepass ", "sentinel sentinel-pass ", "sentinel auth-pass ")
+
+
+def _sentinel_script(*, data_dir: str = DATA_DIR, secret_dir: str = SECRET_DIR) -> str:
+    """Copy sentinel.conf once, since Sentinel rewrites it as it learns the
+    topology; on a restart keep what it learned and take the passwords from
+    the mounted file again, so a changed ``redisSentinelPassword`` (or admin
+    password) reaches a Sentinel whose volume holds an older copy."""
+    keep = " ".join(f"-e '^{line}'" for line in (*_SENTINEL_AUTH_LINES, "user default "))
+    take = " ".join(f"-e '^{line}'" for line in _SENTINEL_AUTH_LINES)
     return f"""#!/bin/sh
-# Copy sentinel.conf once: Sentinel rewrites it as it learns the topology.
 set -eu
 umask 077
 ORD="${{HOSTNAME##*-}}"
-CONF={DATA_DIR}/sentinel.conf
-[ -s "$CONF" ] || cat "{SECRET_DIR}/sentinel-$ORD.conf" > "$CONF"
+SOURCE="{secret_dir}/sentinel-$ORD.conf"
+CONF={data_dir}/sentinel.conf
+if [ -s "$CONF" ]; then
+  grep -v {keep} "$CONF" > "$CONF.new" || true
+  grep {take} "$SOURCE" >> "$CONF.new"
+  mv "$CONF.new" "$CONF"
+else
+  cat "$SOURCE" > "$CONF"
+fi
 exec redis-sentinel "$CONF"
 """
 
@@ -170,7 +198,10 @@ def _probe_script(port: int, tls: TLSFiles | None, *, admin: bool) -> str:
             f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/admin-password)" '
             f"{cli} --user {ADMIN_USER} ping | grep -q PONG\n"
         )
-    return f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/password)" {cli} ping | grep -q PONG\n'
+    return (
+        f'#!/bin/sh\nREDISCLI_AUTH="$(cat {SECRET_DIR}/{SENTINEL_PASSWORD_FILE})" '
+        f"{cli} ping | grep -q PONG\n"
+    )
 
 
 def _exporter(
@@ -233,6 +264,14 @@ class RedisDeployment(pulumi.ComponentResource):
         exporter = pulumi.Output.secret(args.exporter_password)
         jobs = [pulumi.Output.secret(p) for p in args.job_passwords or ()]
         both = pulumi.Output.all(password, admin, exporter, *jobs)
+        sentinel_pw = (
+            password
+            if args.sentinel_password is None
+            else pulumi.Output.secret(args.sentinel_password)
+        )
+        sentinel_auth = pulumi.Output.all(sentinel_pw, admin)
+        # Only the start script reads it: it asks the Sentinels for the primary.
+        sentinel_pw_file = secret_file(SECRET_DIR, SENTINEL_PASSWORD_FILE, sentinel_pw)
         tls = _tls(args)
         certs = args.certificates
         tls_mounts = certs.files(SERVICE) if certs is not None else ()
@@ -271,7 +310,7 @@ class RedisDeployment(pulumi.ComponentResource):
                         *server_confs,
                         *tls_mounts,
                         secret_file(SECRET_DIR, "admin-password", admin),
-                        secret_file(SECRET_DIR, "password", password),
+                        *([sentinel_pw_file] if r.sentinels else []),
                     ),
                 ),
                 _exporter(spec, r.port, exporter, sentinel=False, certificates=certs),
@@ -313,14 +352,18 @@ class RedisDeployment(pulumi.ComponentResource):
                                 secret_file(
                                     SECRET_DIR,
                                     f"sentinel-{i}.conf",
-                                    both.apply(partial(_sentinel_conf, spec, backend, tls, i)),
+                                    sentinel_auth.apply(
+                                        partial(_sentinel_conf, spec, backend, tls, i)
+                                    ),
                                 )
                                 for i in ordinals(r.sentinels)
                             ),
-                            secret_file(SECRET_DIR, "password", password),
+                            sentinel_pw_file,
                         ),
                     ),
-                    _exporter(spec, r.sentinel_port, password, sentinel=True, certificates=certs),
+                    _exporter(
+                        spec, r.sentinel_port, sentinel_pw, sentinel=True, certificates=certs
+                    ),
                 ),
             )
             self.services.append(sentinel)
@@ -331,6 +374,8 @@ class RedisDeployment(pulumi.ComponentResource):
         self.master_name = r.master_name
         self.username = r.username
         self.password = password
+        #: What clients present to a Sentinel (``None``: no Sentinels).
+        self.sentinel_password: pulumi.Output[str] | None = sentinel_pw if r.sentinels else None
         self.endpoint = (
             None if r.sentinels else backend.client_endpoint(SERVICE, FIRST_ORDINAL, r.port)
         )

@@ -25,8 +25,9 @@ Passwords are stored as SHA-256 hashes (``#<hex>``), so ``redis.conf`` holds no
 application or exporter password in clear; it still holds the admin password
 as ``masterauth`` (replication must present it), and ``sentinel.conf`` holds
 the Sentinel password and the admin password: write both 0600 (or mount them
-as a secret). Sentinels require the application password too (clients get it
-as ``sentinel_password``).
+as a secret). Sentinels require a password of their own on every target
+(clients get it as ``sentinel_password``; every job document with a ``redis``
+section carries it, so it is no principal's password).
 
 With ``tls`` (:class:`~backbone_infra.render.certificates.TLSFiles`, the
 default of every stack) the node's port is a TLS port and the plain-text port

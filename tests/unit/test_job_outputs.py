@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import string
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -81,19 +82,26 @@ def stack_secrets(draw: st.DrawFn) -> StackSecrets:
     return StackSecrets(**dict(zip(fields, values, strict=True)))
 
 
-@settings(max_examples=40, deadline=None)
-@given(secrets=stack_secrets(), sentinel=st.booleans())
-def test_a_job_document_holds_its_own_passwords_and_no_other(
-    secrets: StackSecrets, sentinel: bool
-) -> None:
-    full = _full(secrets, sentinel=sentinel)
-    every = secrets.generated()
+def assert_each_job_holds_only_its_own(full: ConnectionsDocument, every: Mapping[str, str]) -> None:
+    """Each job's document holds exactly its own passwords (``every``: each password
+    of the stack by its ``SECRET_KEYS`` / ``StackSecrets`` name), and Sentinel's own
+    token where the job has a ``redis`` section of a Sentinel stack. Shared with
+    the Pulumi renderings' test (``tests/infra/test_infra_principals.py``)."""
+    sentinel = full.redis is not None and full.redis.mode == "sentinel"
     for job in JOBS:
         text = json.dumps(dump_document(job_document(full, job), reveal_secrets=True))
         present = {name for name, value in every.items() if value in text}
         # Sentinel's discovery password (its own token) goes to every cache client.
         shared = {"redis_sentinel_password"} if sentinel and "redis" in SECTIONS[job] else set()
         assert present == OWN[job] | shared, job
+
+
+@settings(max_examples=40, deadline=None)
+@given(secrets=stack_secrets(), sentinel=st.booleans())
+def test_a_job_document_holds_its_own_passwords_and_no_other(
+    secrets: StackSecrets, sentinel: bool
+) -> None:
+    assert_each_job_holds_only_its_own(_full(secrets, sentinel=sentinel), secrets.generated())
 
 
 @pytest.mark.parametrize("job", JOBS)

@@ -7,7 +7,8 @@
 Authentication is always on. Each server knows three ACL users: ``default``
 (disabled), the application user ``spec.redis.username`` and ``admin``, which
 replicas (``masteruser``) and Sentinels (``auth-user``) use. Sentinels require
-the application password too (clients get it as ``sentinel_password``).
+their own password (``StackSecrets.sentinel_password``; clients get it as
+``sentinel_password``), which is no principal's.
 Secrets are written only to the 0600 config files inside 0700 node directories
 (a ``CONFIG REWRITE`` by Sentinel may recreate a file, the directory still
 keeps it private); they are never on a command line.
