@@ -367,7 +367,7 @@ def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 class PrincipalChoice(StrEnum):
     """The application's login to one service, or one job's logins to every service it
-    uses (``backbone_infra.targets.local.rotation.PRINCIPALS``)."""
+    uses (``backbone_infra.rotation.PRINCIPALS``)."""
 
     redis = "redis"
     kafka = "kafka"
@@ -429,12 +429,14 @@ def rotate_credentials_command(
     ] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rotate the application's and the jobs' passwords on a running local stack without
-    refusing a client: the services accept the new password, then outputs.json and secrets.json are
-    rewritten, then Redis forgets the old one (see docs/credential-rotation.md)."""
-    from backbone_infra.targets.local.rotation import PRINCIPALS, rotate_credentials
+    """Rotate the application's and the jobs' passwords on a running stack (local or
+    compose) without refusing a client: the services accept the new password, then outputs.json
+    and secrets.json are rewritten, then Redis forgets the old one (see
+    docs/credential-rotation.md)."""
+    from backbone_harness.stacks import load_stack
+    from backbone_infra.rotation import PRINCIPALS, rotate_credentials
 
-    stack = _load(name)
+    stack = load_stack(name)
     if not stack.spec.has_services:
         raise UsageError(f"stack {name!r} is a bootstrap-tier stack: it has no credentials")
     chosen = [p.value for p in principal] if principal else list(PRINCIPALS)

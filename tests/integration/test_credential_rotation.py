@@ -35,8 +35,8 @@ from backbone_harness.cli import app
 from backbone_harness.drills import DRILLS, run_drill
 from backbone_harness.drills.credential_rotation import refused_with_old_passwords, works_with
 from backbone_infra.render.redis import password_hash
+from backbone_infra.rotation import rotate_credentials
 from backbone_infra.targets.local.provisioner import LocalStack
-from backbone_infra.targets.local.rotation import rotate_credentials
 from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from backbone.connections import ConnectionsDocument, load_document
 from backbone_infra.errors import InfraError, NotApplicableError
@@ -251,6 +254,22 @@ class LocalStack:
         """An admin client of the stack's Kafka (every answering node bootstraps it)."""
         with self._svc("kafka").admin() as admin:
             yield admin
+
+    # -- credentials (backbone_infra.rotation) -------------------------------------
+
+    def keep_redis_acl(self, node: str, admin: redis.Redis) -> None:
+        """``CONFIG REWRITE``: the users live in the node's redis.conf, which the
+        server rewrites with what it runs (Sentinel's own rewrites keep them too)."""
+        admin.config_rewrite()
+        conf = self.node(node).record.command[-1]
+        if os.path.exists(conf):
+            os.chmod(conf, 0o600)  # CONFIG REWRITE creates the file anew
+
+    def keep_credentials(self, old: StackSecrets, new: StackSecrets) -> None:
+        """Nothing to rewrite: the rotated logins live in the services' own state
+        (Kafka's metadata log, PostgreSQL's catalog, Redis's rewritten config),
+        and the Kafka format arguments were deleted after formatting."""
+        del old, new
 
     def _svc(self, service: str) -> Any:
         self.refresh()

@@ -1,7 +1,12 @@
-"""Rotating passwords on a running local stack, with no window of refusal.
+"""Rotating passwords on a running stack, with no window of refusal.
 
 ``harness rotate-credentials`` and the ``credential-rotation`` drill call
-:func:`rotate_credentials`. A principal (:data:`PRINCIPALS`) is the
+:func:`rotate_credentials` on a local process stack or a compose stack of
+containers: one implementation, talking to each service as its administrator
+through the ports the stack publishes on loopback (:class:`RotatableStack`).
+The environments differ only in how a node keeps what it was told across a
+restart (:meth:`RotatableStack.keep_redis_acl`,
+:meth:`RotatableStack.keep_credentials`). A principal (:data:`PRINCIPALS`) is the
 application's login to one service (``redis``, ``kafka``, ``postgres``) or a
 job's logins to every service it uses (``writer``: Kafka and PostgreSQL;
 ``consumer``: Kafka, Redis and PostgreSQL; ``reader``: Redis and PostgreSQL).
@@ -22,8 +27,10 @@ Per login, in this order:
    document. (The lag exporter logs in as the monitoring principal, which a
    rotation of the application's does not touch.)
 3. **Retire the old password** (Redis only, after ``grace_s``):
-   ``ACL SETUSER user <OLD``, then ``CONFIG REWRITE`` so a restarted node
-   keeps what the running one has (the file is put back to 0600).
+   ``ACL SETUSER user !<hash of OLD>``; after every ACL change the stack
+   persists the node's users (locally ``CONFIG REWRITE``, the file put back
+   to 0600; a container's read-only mounted ``redis.conf`` is rewritten by
+   the harness), so a restarted node keeps what the running one has.
 
 A failure before step 2 rolls back what step 1 changed, so the stack keeps
 working with its old document. Sentinels cannot hold two passwords: their
@@ -33,12 +40,12 @@ working with its old document. Sentinels cannot hold two passwords: their
 
 from __future__ import annotations
 
-import os
 import secrets as pysecrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, get_args
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
 
 import psycopg
 import redis
@@ -62,13 +69,13 @@ from backbone_infra.spec import StackSpec
 from backbone_infra.targets.job_principals import job_principals
 from backbone_infra.targets.local.ports import LOOPBACK
 from backbone_infra.targets.local.secrets import StackSecrets
-from backbone_infra.targets.local.stack import LocalStack
 
 __all__ = [
     "APPLICATION",
     "PRINCIPALS",
     "Login",
     "Principal",
+    "RotatableStack",
     "RotationError",
     "RotationResult",
     "logins",
@@ -140,6 +147,45 @@ class RotationResult:
     grace_s: float
 
 
+class RotatableStack(Protocol):
+    """What a rotation needs of a running stack, whichever environment runs it
+    (the local process stack and the compose stack both are one)."""
+
+    @property
+    def spec(self) -> StackSpec: ...
+
+    @property
+    def dir(self) -> Path:
+        """Where ``secrets.json`` lives."""
+        ...
+
+    @property
+    def outputs_path(self) -> Path: ...
+
+    @property
+    def document(self) -> ConnectionsDocument: ...
+
+    def node_names(self) -> list[str]: ...
+
+    def node_running(self, name: str) -> bool: ...
+
+    def node_ports(self, name: str) -> dict[str, int]:
+        """Loopback ports by purpose; ``client`` is where the host dials the node."""
+        ...
+
+    def postgres_primary(self) -> str: ...
+
+    def keep_redis_acl(self, node: str, admin: redis.Redis) -> None:
+        """Make the ACL the Redis server ``node`` runs with now (``admin`` is
+        connected to it as the admin user) what it loads when restarted."""
+        ...
+
+    def keep_credentials(self, old: StackSecrets, new: StackSecrets) -> None:
+        """After ``new`` is published: bring any file a node reads at start
+        (besides the Redis users) from ``old`` up to ``new``."""
+        ...
+
+
 def new_password() -> str:
     """A fresh password in the form the provisioner generates (URL-safe, 32 chars)."""
     return pysecrets.token_urlsafe(24)
@@ -148,14 +194,14 @@ def new_password() -> str:
 # -- Redis ---------------------------------------------------------------------------------
 
 
-def _redis_admin(stack: LocalStack, node: str, secrets: StackSecrets) -> redis.Redis:
+def _redis_admin(stack: RotatableStack, node: str, secrets: StackSecrets) -> redis.Redis:
     section = stack.document.redis
     assert section is not None
     # Over the same verified TLS as the application (the document's CA).
     tls = RedisConnectionSettings.from_section(section).tls_kwargs()
     return redis.Redis(
         host=LOOPBACK,
-        port=stack.node(node).record.ports["client"],
+        port=stack.node_ports(node)["client"],
         username=ADMIN_USER,
         password=secrets.redis_admin_password,
         socket_timeout=5,
@@ -163,14 +209,14 @@ def _redis_admin(stack: LocalStack, node: str, secrets: StackSecrets) -> redis.R
     )
 
 
-def _server_names(stack: LocalStack) -> list[str]:
+def _server_names(stack: RotatableStack) -> list[str]:
     """The Redis servers (not the Sentinels) of the stack."""
-    return [r.name for r in stack.services["redis"].records if not r.name.startswith("sentinel")]
+    return [n for n in stack.node_names() if n.startswith("redis-")]
 
 
-def _redis_servers(stack: LocalStack) -> list[str]:
+def _redis_servers(stack: RotatableStack) -> list[str]:
     servers = _server_names(stack)
-    down = [n for n in servers if not stack.node(n).running()]
+    down = [n for n in servers if not stack.node_running(n)]
     if down:
         raise RotationError(
             f"Redis node(s) {', '.join(down)} are not running: a stopped node would come back "
@@ -179,33 +225,25 @@ def _redis_servers(stack: LocalStack) -> list[str]:
     return servers
 
 
-def _redis_acl(
-    stack: LocalStack, secrets: StackSecrets, user: str, rule: str, *, persist: bool
-) -> None:
+def _redis_acl(stack: RotatableStack, secrets: StackSecrets, user: str, rule: str) -> None:
     for node in _server_names(stack):
         with _redis_admin(stack, node, secrets) as client:
             client.execute_command("ACL", "SETUSER", user, rule)
-            if persist:
-                # Users live in redis.conf: write what the node now has, so a
-                # restart keeps it (and Sentinel's own rewrites keep it too).
-                client.config_rewrite()
-        conf = stack.node(node).record.command[-1]
-        if persist and os.path.exists(conf):
-            os.chmod(conf, 0o600)  # CONFIG REWRITE creates the file anew
+            stack.keep_redis_acl(node, client)
 
 
-def _redis_add(stack: LocalStack, secrets: StackSecrets, user: str, new: str) -> None:
-    _redis_acl(stack, secrets, user, password_hash(new), persist=True)
+def _redis_add(stack: RotatableStack, secrets: StackSecrets, user: str, new: str) -> None:
+    _redis_acl(stack, secrets, user, password_hash(new))
 
 
-def _redis_remove(stack: LocalStack, secrets: StackSecrets, user: str, old: str) -> None:
-    _redis_acl(stack, secrets, user, "!" + password_hash(old)[1:], persist=True)
+def _redis_remove(stack: RotatableStack, secrets: StackSecrets, user: str, old: str) -> None:
+    _redis_acl(stack, secrets, user, "!" + password_hash(old)[1:])
 
 
 # -- Kafka -----------------------------------------------------------------------------------
 
 
-def _kafka_admin(doc: ConnectionsDocument, stack: LocalStack, secrets: StackSecrets) -> Any:
+def _kafka_admin(doc: ConnectionsDocument, stack: RotatableStack, secrets: StackSecrets) -> Any:
     assert doc.kafka is not None
     section = doc.kafka.model_copy(
         update={
@@ -221,7 +259,7 @@ def _kafka_admin(doc: ConnectionsDocument, stack: LocalStack, secrets: StackSecr
 
 
 def _kafka_set(
-    stack: LocalStack, doc: ConnectionsDocument, secrets: StackSecrets, user: str, pw: str
+    stack: RotatableStack, doc: ConnectionsDocument, secrets: StackSecrets, user: str, pw: str
 ) -> None:
     mechanism = stack.spec.kafka.sasl_mechanism
     admin = _kafka_admin(doc, stack, secrets)
@@ -263,7 +301,7 @@ def _wait_kafka_accepts(doc: ConnectionsDocument, user: str, pw: str) -> None:
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
 
-def _pg_ssl(stack: LocalStack) -> dict[str, Any]:
+def _pg_ssl(stack: RotatableStack) -> dict[str, Any]:
     """The document's TLS settings for the superuser's session (verified like the
     application's)."""
     section = stack.document.timescale
@@ -273,11 +311,11 @@ def _pg_ssl(stack: LocalStack) -> dict[str, Any]:
     return {"sslmode": section.sslmode, "sslrootcert": section.sslrootcert}
 
 
-def _postgres_set(stack: LocalStack, secrets: StackSecrets, role: str, pw: str) -> None:
+def _postgres_set(stack: RotatableStack, secrets: StackSecrets, role: str, pw: str) -> None:
     primary = stack.postgres_primary()
     with psycopg.connect(
         host=LOOPBACK,
-        port=stack.node(primary).record.ports["client"],
+        port=stack.node_ports(primary)["client"],
         dbname="postgres",
         user=SUPERUSER,
         password=secrets.postgres_superuser_password,
@@ -314,7 +352,7 @@ def _document(
 
 
 def rotate_credentials(
-    stack: LocalStack,
+    stack: RotatableStack,
     principals: Sequence[Principal] = APPLICATION,
     *,
     grace_s: float = 5.0,
@@ -356,6 +394,7 @@ def rotate_credentials(
     write_document(_document(doc, stack.spec, updated), stack.outputs_path)
     published = time.monotonic() - began
     echo(f"published {stack.outputs_path.name} and secrets.json")
+    stack.keep_credentials(old, updated)
     redis_logins = [login for login in todo if login.service == "redis"]
     if redis_logins:
         time.sleep(grace_s)
@@ -371,7 +410,7 @@ def rotate_credentials(
 
 
 def _accept(
-    stack: LocalStack, doc: ConnectionsDocument, old: StackSecrets, login: Login, pw: str
+    stack: RotatableStack, doc: ConnectionsDocument, old: StackSecrets, login: Login, pw: str
 ) -> str:
     """Step 1 for one login: its service accepts ``pw`` (Redis: besides the old
     one). Returns what now holds, for the progress line."""
@@ -386,7 +425,7 @@ def _accept(
 
 
 def _roll_back(
-    stack: LocalStack,
+    stack: RotatableStack,
     doc: ConnectionsDocument,
     old: StackSecrets,
     fresh: dict[str, str],
