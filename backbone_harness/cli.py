@@ -7,7 +7,8 @@
     harness status [--name NAME]
     harness outputs [--name NAME] [--job writer|consumer|reader|monitor] [--out FILE]
     harness rotate-credentials [--name NAME] [--principal P ...] [--grace S]
-        (P: redis|kafka|postgres, the application's; writer|consumer|reader, a job's)
+            (P: redis|kafka|postgres, the application's; writer|consumer|reader, a job's;
+         monitor, the exporters'; default: all but monitor)
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
@@ -375,6 +376,7 @@ class PrincipalChoice(StrEnum):
     writer = "writer"
     consumer = "consumer"
     reader = "reader"
+    monitor = "monitor"
 
 
 @app.command("outputs")
@@ -417,7 +419,11 @@ def rotate_credentials_command(
     name: NameOpt = DEFAULT_NAME,
     principal: Annotated[
         list[PrincipalChoice] | None,
-        typer.Option("--principal", "-p", help="Rotate only this one (repeatable); default all."),
+        typer.Option(
+            "--principal",
+            "-p",
+            help="Rotate only this one (repeatable); default every client's (all but monitor).",
+        ),
     ] = None,
     grace: Annotated[
         float,
@@ -434,12 +440,12 @@ def rotate_credentials_command(
     and secrets.json are rewritten, then Redis forgets the old one (see
     docs/credential-rotation.md)."""
     from backbone_harness.stacks import load_stack
-    from backbone_infra.rotation import PRINCIPALS, rotate_credentials
+    from backbone_infra.rotation import CLIENTS, rotate_credentials
 
     stack = load_stack(name)
     if not stack.spec.has_services:
         raise UsageError(f"stack {name!r} is a bootstrap-tier stack: it has no credentials")
-    chosen = [p.value for p in principal] if principal else list(PRINCIPALS)
+    chosen = [p.value for p in principal] if principal else list(CLIENTS)
     say = (lambda _m: None) if as_json else (lambda m: out.print(m, markup=False))
     result = rotate_credentials(stack, chosen, grace_s=grace, echo=say)  # type: ignore[arg-type]
     report = {

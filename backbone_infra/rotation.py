@@ -40,9 +40,11 @@ working with its old document. Sentinels cannot hold two passwords: their
 
 from __future__ import annotations
 
+import os
 import secrets as pysecrets
+import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, get_args
@@ -60,11 +62,12 @@ from backbone_infra.errors import InfraError
 from backbone_infra.render.postgres import (
     SUPERUSER,
     job_roles,
+    monitor_role,
     password_statement,
     reader_role,
     scram_verifier,
 )
-from backbone_infra.render.redis import ADMIN_USER, password_hash
+from backbone_infra.render.redis import ADMIN_USER, EXPORTER_USER, password_hash
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.job_principals import job_principals
 from backbone_infra.targets.local.ports import LOOPBACK
@@ -72,6 +75,7 @@ from backbone_infra.targets.local.secrets import StackSecrets
 
 __all__ = [
     "APPLICATION",
+    "CLIENTS",
     "PRINCIPALS",
     "Login",
     "Principal",
@@ -80,14 +84,19 @@ __all__ = [
     "RotationResult",
     "logins",
     "new_password",
+    "rewrite_passwords",
     "rotate_credentials",
+    "write_in_place",
 ]
 
-Principal = Literal["redis", "kafka", "postgres", "writer", "consumer", "reader"]
-#: The application principal of each service, then each job's (``--principal``).
+Principal = Literal["redis", "kafka", "postgres", "writer", "consumer", "reader", "monitor"]
+#: The application principal of each service, each job's, then the exporters' (``--principal``).
 PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
-#: What ``--principal`` rotates when not given: the application's logins.
+#: The application's logins (what the drill rotates).
 APPLICATION: tuple[Principal, ...] = ("redis", "kafka", "postgres")
+#: What ``harness rotate-credentials`` rotates when no ``--principal`` is given:
+#: every client's logins. ``monitor`` only when asked: it restarts the exporters.
+CLIENTS: tuple[Principal, ...] = (*APPLICATION, "writer", "consumer", "reader")
 Service = Literal["redis", "kafka", "postgres"]
 
 
@@ -120,6 +129,13 @@ def logins(spec: StackSpec, principal: Principal) -> list[Login]:
         "reader": [
             Login("redis", r.reader_username, "redis_reader_password"),
             Login("postgres", reader_role(p), "postgres_reader_password"),
+        ],
+        # The exporters' read-only logins (redis_exporter, the lag exporter,
+        # postgres_exporter): the stack hands them the new ones (keep_credentials).
+        "monitor": [
+            Login("redis", EXPORTER_USER, "redis_exporter_password"),
+            Login("kafka", k.monitor_username, "kafka_monitor_password"),
+            Login("postgres", monitor_role(p), "postgres_monitor_password"),
         ],
     }
     return table[principal]
@@ -439,6 +455,45 @@ def _roll_back(
             _kafka_set(stack, doc, old, login.user, getattr(old, login.field))
         else:
             _postgres_set(stack, old, login.user, getattr(old, login.field))
+
+
+def rewrite_passwords(files: Iterable[Path], old: StackSecrets, new: StackSecrets) -> list[Path]:
+    """Replace every password ``new`` changed in each of ``files`` that holds it
+    in clear (an exporter's password file, a container's mounted config);
+    returns the files rewritten.
+
+    In place: the same inode, its mode kept (a file bind-mounted into a
+    container pins its inode; a rename would leave the container the old file).
+    A value still in use under another field (a pinned Sentinel password) stays.
+    """
+    current = new.generated()
+    changed = {
+        was.encode(): current[field].encode()
+        for field, was in old.generated().items()
+        if current.get(field, was) != was and was not in current.values()
+    }
+    rewritten: list[Path] = []
+    for path in files:
+        content = path.read_bytes()
+        updated = content
+        for was, now in changed.items():
+            updated = updated.replace(was, now)
+        if updated != content:
+            write_in_place(path, updated)
+            rewritten.append(path)
+    return rewritten
+
+
+def write_in_place(path: Path, content: bytes) -> None:
+    """Overwrite ``path`` keeping its inode and mode (see :func:`rewrite_passwords`)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    os.chmod(path, mode | stat.S_IWUSR)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+    finally:
+        os.chmod(path, mode)
 
 
 def _scrub(text: str, fresh: dict[str, str]) -> str:

@@ -24,13 +24,12 @@ PostgreSQL's roles (catalog) live in the services' data, which a restart keeps.
 
 from __future__ import annotations
 
-import os
-import stat
 from pathlib import Path
 
 import redis
 
 from backbone_harness.containers.engine import EngineError, podman
+from backbone_infra.rotation import rewrite_passwords, write_in_place
 from backbone_infra.targets.local.secrets import StackSecrets
 
 __all__ = [
@@ -60,18 +59,6 @@ def mounted_source(container: str, target: str) -> Path:
     )
 
 
-def _write_in_place(path: Path, text: str) -> None:
-    """Overwrite ``path``'s content keeping its inode and mode (see the module doc)."""
-    mode = stat.S_IMODE(path.stat().st_mode)
-    os.chmod(path, mode | stat.S_IWUSR)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-    finally:
-        os.chmod(path, mode)
-
-
 def with_users(conf: str, users: list[str]) -> str:
     """``conf`` with its ``user`` lines replaced by ``users`` (at the first one's place)."""
     out: list[str] = []
@@ -90,29 +77,14 @@ def with_users(conf: str, users: list[str]) -> str:
 
 def keep_redis_acl(container: str, admin: redis.Redis) -> None:
     """Write the users the server in ``container`` runs with (``admin`` is
-    connected to it as the admin user) into its mounted ``redis.conf``."""
+    connected to it as the admin user) into its mounted ``redis.conf``, in
+    place (see :func:`backbone_infra.rotation.rewrite_passwords`)."""
     users = [u.decode() if isinstance(u, bytes) else str(u) for u in admin.acl_list()]
     path = mounted_source(container, REDIS_CONF)
-    _write_in_place(path, with_users(path.read_text(), users))
+    write_in_place(path, with_users(path.read_text(), users).encode())
 
 
 def rewrite_mounted_passwords(files: Path, old: StackSecrets, new: StackSecrets) -> list[Path]:
-    """Replace every password ``new`` changed, in every file under ``files``
-    that holds it in clear; returns the files rewritten."""
-    current = new.generated()
-    # A value still in use under another field (a pinned Sentinel password) stays.
-    changed = {
-        was: current[field]
-        for field, was in old.generated().items()
-        if current.get(field, was) != was and was not in current.values()
-    }
-    rewritten: list[Path] = []
-    for path in sorted(p for p in files.rglob("*") if p.is_file()):
-        text = path.read_text()
-        updated = text
-        for was, now in changed.items():
-            updated = updated.replace(was, now)
-        if updated != text:
-            _write_in_place(path, updated)
-            rewritten.append(path)
-    return rewritten
+    """Replace every password ``new`` changed in the stack's mounted files under
+    ``files`` that hold it in clear; returns the files rewritten."""
+    return rewrite_passwords(sorted(p for p in files.rglob("*") if p.is_file()), old, new)

@@ -8,8 +8,9 @@ Kafka's broker logging a failed SCRAM login (kafka-python only times out its
 bootstrap) — and accepts the new document's. Containers restarted after a
 rotation come back with the new passwords (the mounted ``redis.conf`` holds
 what the running server had), no rotated password is left in any file of the
-stack, and the secrets stay 0600. Then the ``credential-rotation`` drill runs
-on the same stack. Skips with podman's own reason where no engine can run.
+stack, and the secrets stay 0600; the exporters' logins (``monitor``) rotate
+with them (a compose stack runs no exporter). Then the ``credential-rotation``
+drill runs on the same stack. Skips with podman's own reason where no engine can run.
 """
 
 from __future__ import annotations
@@ -177,21 +178,22 @@ def test_restarted_containers_come_back_with_the_new_passwords(stack: ContainerS
     old_doc, old = stack.document, stack.secrets
     done = _harness(
         "rotate-credentials", "--name", stack.name, "-p", "redis", "-p", "kafka",
-        "-p", "postgres", "-p", "reader", "--grace", "0", "--json",
+        "-p", "postgres", "-p", "reader", "-p", "monitor", "--grace", "0", "--json",
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
-    assert report["principals"] == ["redis", "kafka", "postgres", "reader"]
+    assert report["principals"] == ["redis", "kafka", "postgres", "reader", "monitor"]
     new = stack.secrets
     changed = {f for f, v in new.generated().items() if old.generated()[f] != v}
     assert changed == {
         "redis_password", "kafka_password", "postgres_password",
         "redis_reader_password", "postgres_reader_password",
+        "redis_exporter_password", "kafka_monitor_password", "postgres_monitor_password",
     }  # fmt: skip
     assert not any(pw in done.output for pw in new.generated().values())
     # The running server's users are in the file its container mounts.
     conf = mounted_source(stack.state.nodes["redis-1"], REDIS_CONF).read_text()
-    for field in ("redis_password", "redis_reader_password"):
+    for field in ("redis_password", "redis_reader_password", "redis_exporter_password"):
         assert password_hash(getattr(new, field))[1:] in conf, field
         assert password_hash(getattr(old, field))[1:] not in conf, field
 

@@ -20,6 +20,7 @@ import redis
 
 from backbone.connections import ConnectionsDocument, load_document
 from backbone_infra.errors import InfraError, NotApplicableError
+from backbone_infra.rotation import rewrite_passwords
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.patroni import PatroniProcessNode
@@ -266,10 +267,20 @@ class LocalStack:
             os.chmod(conf, 0o600)  # CONFIG REWRITE creates the file anew
 
     def keep_credentials(self, old: StackSecrets, new: StackSecrets) -> None:
-        """Nothing to rewrite: the rotated logins live in the services' own state
-        (Kafka's metadata log, PostgreSQL's catalog, Redis's rewritten config),
-        and the Kafka format arguments were deleted after formatting."""
-        del old, new
+        """The clients' logins live in the services' own state (Kafka's metadata
+        log, PostgreSQL's catalog, Redis's rewritten config): nothing to do. The
+        exporters' (``monitor``) are in 0600 files of the monitoring directory,
+        read at start: rewrite them and restart each exporter that reads one."""
+        monitoring = self.services.get("monitoring")
+        root = self.dir / "monitoring"
+        if monitoring is None or not monitoring.records or not root.is_dir():
+            return
+        files = sorted(p for p in root.iterdir() if p.is_file())
+        rewritten = [str(p) for p in rewrite_passwords(files, old, new)]
+        for rec in list(monitoring.records):
+            reads = [*rec.command, *rec.env.values()]
+            if any(path in arg for arg in reads for path in rewritten):
+                self.restart_node(rec.name)
 
     def _svc(self, service: str) -> Any:
         self.refresh()
