@@ -9,8 +9,8 @@ restart (:meth:`RotatableStack.keep_redis_acl`,
 :meth:`RotatableStack.keep_credentials`). A principal (:data:`PRINCIPALS`) is the
 application's login to one service (``redis``, ``kafka``, ``postgres``) or a
 job's logins to every service it uses (``writer``: Kafka and PostgreSQL;
-``consumer``: Kafka, Redis and PostgreSQL; ``reader``: Redis and PostgreSQL).
-Per login, in this order:
+``consumer``: Kafka, Redis and PostgreSQL; ``reader``: Redis and PostgreSQL),
+or the exporters' (``monitor``). Per login, in this order:
 
 1. **The services accept the new password.** Redis: ``ACL SETUSER user >NEW``
    on every server, so the user holds *both* passwords during the switch
@@ -24,8 +24,10 @@ Per login, in this order:
    stays authenticated: running clients are not interrupted.
 2. **Publish.** ``secrets.json`` then ``outputs.json`` are rewritten (0600,
    atomically). Clients that open a connection after this point read the new
-   document. (The lag exporter logs in as the monitoring principal, which a
-   rotation of the application's does not touch.)
+   document. Then the stack brings the files its nodes read at start up to
+   date (:meth:`RotatableStack.keep_credentials`: the exporters' password
+   files, restarting those exporters, when ``monitor`` rotates; a compose
+   stack's mounted files).
 3. **Retire the old password** (Redis only, after ``grace_s``):
    ``ACL SETUSER user !<hash of OLD>``; after every ACL change the stack
    persists the node's users (locally ``CONFIG REWRITE``, the file put back
