@@ -140,7 +140,7 @@ def test_a_running_backbone_ingests_through_the_rotation(stack: ContainerStack) 
     with Backbone.open(
         tier="institutional",
         outputs=stack.outputs_path,
-        group_id=f"compose-rotation-{symbol.lower()}",
+        group_id=f"backbone-compose-rotation-{symbol.lower()}",
         consumer_start="latest",
     ) as bb:
         first = _bars(symbol, 1, 60)
