@@ -7,8 +7,8 @@
     harness status [--name NAME]
     harness outputs [--name NAME] [--job writer|consumer|reader|monitor] [--out FILE]
     harness rotate-credentials [--name NAME] [--principal P ...] [--grace S]
-            (P: redis|kafka|postgres, the application's; writer|consumer|reader, a job's;
-         monitor, the exporters'; default: all but monitor)
+        (P: redis|kafka|postgres, the application's, or application for all three;
+         writer|consumer|reader, a job's; monitor, the exporters'; default: all but monitor)
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
@@ -367,9 +367,11 @@ def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 
 class PrincipalChoice(StrEnum):
-    """The application's login to one service, or one job's logins to every service it
-    uses (``backbone_infra.rotation.PRINCIPALS``)."""
+    """The application's login to one service (``application``: to all three), one
+    job's logins to every service it uses, or the exporters' (``monitor``)
+    (``backbone_infra.rotation.PRINCIPALS``)."""
 
+    application = "application"
     redis = "redis"
     kafka = "kafka"
     postgres = "postgres"
@@ -440,12 +442,14 @@ def rotate_credentials_command(
     and secrets.json are rewritten, then Redis forgets the old one (see
     docs/credential-rotation.md)."""
     from backbone_harness.stacks import load_stack
-    from backbone_infra.rotation import CLIENTS, rotate_credentials
+    from backbone_infra.rotation import APPLICATION, CLIENTS, rotate_credentials
 
     stack = load_stack(name)
     if not stack.spec.has_services:
         raise UsageError(f"stack {name!r} is a bootstrap-tier stack: it has no credentials")
-    chosen = [p.value for p in principal] if principal else list(CLIENTS)
+    chosen: list[str] = []
+    for p in principal or [PrincipalChoice(c) for c in CLIENTS]:
+        chosen += APPLICATION if p is PrincipalChoice.application else [p.value]
     say = (lambda _m: None) if as_json else (lambda m: out.print(m, markup=False))
     result = rotate_credentials(stack, chosen, grace_s=grace, echo=say)  # type: ignore[arg-type]
     report = {
