@@ -8,7 +8,8 @@
     harness outputs [--name NAME] [--job writer|consumer|reader|monitor] [--out FILE]
     harness outputs --outputs FILE --job JOB [--out FILE]     (a saved Pulumi `connections`)
     harness rotate-credentials [--name NAME] [--principal P ...] [--grace S]
-        (P: redis|kafka|postgres, the application's; writer|consumer|reader, a job's)
+        (P: redis|kafka|postgres, the application's, or application for all three;
+         writer|consumer|reader, a job's; monitor, the exporters'; default: all but monitor)
     harness down [--name NAME] [--all]
     harness node list|roles [--name NAME]
     harness node kill|stop|pause|resume|restart NODE [--name NAME]
@@ -367,15 +368,18 @@ def status(name: NameOpt = DEFAULT_NAME, as_json: JsonOpt = False) -> None:
 
 
 class PrincipalChoice(StrEnum):
-    """The application's login to one service, or one job's logins to every service it
-    uses (``backbone_infra.targets.local.rotation.PRINCIPALS``)."""
+    """The application's login to one service (``application``: to all three), one
+    job's logins to every service it uses, or the exporters' (``monitor``)
+    (``backbone_infra.rotation.PRINCIPALS``)."""
 
+    application = "application"
     redis = "redis"
     kafka = "kafka"
     postgres = "postgres"
     writer = "writer"
     consumer = "consumer"
     reader = "reader"
+    monitor = "monitor"
 
 
 @app.command("outputs")
@@ -433,7 +437,11 @@ def rotate_credentials_command(
     name: NameOpt = DEFAULT_NAME,
     principal: Annotated[
         list[PrincipalChoice] | None,
-        typer.Option("--principal", "-p", help="Rotate only this one (repeatable); default all."),
+        typer.Option(
+            "--principal",
+            "-p",
+            help="Rotate only this one (repeatable); default every client's (all but monitor).",
+        ),
     ] = None,
     grace: Annotated[
         float,
@@ -445,15 +453,19 @@ def rotate_credentials_command(
     ] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rotate the application's and the jobs' passwords on a running local stack without
-    refusing a client: the services accept the new password, then outputs.json and secrets.json are
-    rewritten, then Redis forgets the old one (see docs/credential-rotation.md)."""
-    from backbone_infra.targets.local.rotation import PRINCIPALS, rotate_credentials
+    """Rotate the application's and the jobs' passwords on a running stack (local or
+    compose) without refusing a client: the services accept the new password, then outputs.json
+    and secrets.json are rewritten, then Redis forgets the old one (see
+    docs/credential-rotation.md)."""
+    from backbone_harness.stacks import load_stack
+    from backbone_infra.rotation import APPLICATION, CLIENTS, rotate_credentials
 
-    stack = _load(name)
+    stack = load_stack(name)
     if not stack.spec.has_services:
         raise UsageError(f"stack {name!r} is a bootstrap-tier stack: it has no credentials")
-    chosen = [p.value for p in principal] if principal else list(PRINCIPALS)
+    chosen: list[str] = []
+    for p in principal or [PrincipalChoice(c) for c in CLIENTS]:
+        chosen += APPLICATION if p is PrincipalChoice.application else [p.value]
     say = (lambda _m: None) if as_json else (lambda m: out.print(m, markup=False))
     result = rotate_credentials(stack, chosen, grace_s=grace, echo=say)  # type: ignore[arg-type]
     report = {

@@ -23,10 +23,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
+import redis
 from kafka import KafkaAdminClient
 
 from backbone.connections import ConnectionsDocument
 from backbone_infra.spec import StackSpec
+from backbone_infra.targets.local.secrets import StackSecrets
 
 __all__ = ["ENVIRONMENTS", "Environment", "Stack", "down_stack", "load_stack", "up_stack"]
 
@@ -91,6 +93,11 @@ class Stack(Protocol):
     def kafka_admin(self) -> AbstractContextManager[KafkaAdminClient]:
         """An admin client (as the admin user) of the stack's Kafka, closed on exit."""
         ...
+
+    # -- credentials: what a rotation persists (backbone_infra.rotation.RotatableStack) --
+    def keep_redis_acl(self, node: str, admin: redis.Redis) -> None: ...
+
+    def keep_credentials(self, old: StackSecrets, new: StackSecrets) -> None: ...
 
     # -- node control ------------------------------------------------------------
     def kill_node(self, name: str) -> None: ...

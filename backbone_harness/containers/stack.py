@@ -51,6 +51,7 @@ from backbone.connections import (
 )
 from backbone_harness.containers.engine import EngineError, no_engine_reason, podman
 from backbone_harness.containers.images import build_all, image_ref
+from backbone_harness.containers.rotation import keep_redis_acl, rewrite_mounted_passwords
 from backbone_harness.containers.services import (
     ServiceContainer,
     kafka_broker,
@@ -848,6 +849,13 @@ class ContainerStack:
         podman("restart", "--time", "10", container)
         _wait(node, container, self.readiness(self.spec, self.secrets)[node])
         return time.monotonic() - began
+
+    # -- credentials (backbone_infra.rotation; see containers/rotation.py) ---------------
+    def keep_redis_acl(self, node: str, admin: redis.Redis) -> None:
+        keep_redis_acl(self._container(node), admin)
+
+    def keep_credentials(self, old: StackSecrets, new: StackSecrets) -> None:
+        rewrite_mounted_passwords(self.dir / "files", old, new)
 
     # -- roles ---------------------------------------------------------------------------
     def roles(self) -> dict[str, str]:

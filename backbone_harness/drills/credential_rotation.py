@@ -2,7 +2,8 @@
 
 The writer produces bars with ``acks=all`` and idempotence, as in the
 partition-leader drill, while ``harness rotate-credentials`` runs
-(:func:`backbone_infra.targets.local.rotation.rotate_credentials`): Redis
+(:func:`backbone_infra.rotation.rotate_credentials`, on a local or a
+compose stack): Redis
 accepts both passwords during the switch, Kafka and PostgreSQL get their new
 credential, the outputs document is rewritten, then Redis forgets the old
 password. The writer's connections were authenticated before the switch and
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 import kafka.errors as kafka_errors
 import psycopg
@@ -35,8 +36,8 @@ from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_c
 from backbone_harness.drills.base import Fault
 from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
 from backbone_harness.drills.writer import drill_bars
-from backbone_infra.targets.local.rotation import rotate_credentials
-from backbone_infra.targets.local.stack import LocalStack
+from backbone_harness.stacks import Stack
+from backbone_infra.rotation import rotate_credentials
 
 __all__ = ["CredentialRotationDrill", "refused_with_old_passwords", "works_with"]
 
@@ -142,10 +143,9 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
     fault = Fault(role="the application's credentials", kind="rotate")
     min_acknowledged = 200
     stack_sizes = ("minimal", "ha")
-    environments = ("local",)
-    needs = "the credential rotation rewrites the local stack's files and processes"
+    environments = ("local", "compose")
 
-    def __init__(self, stack: Any) -> None:
+    def __init__(self, stack: Stack) -> None:
         super().__init__(stack)
         self.old_document: ConnectionsDocument = stack.document
         self.reopened = 0
@@ -188,7 +188,7 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
         self.reopened += 1
 
     def inject(self, node: str) -> None:
-        result = rotate_credentials(cast(LocalStack, self.stack), grace_s=GRACE_S)
+        result = rotate_credentials(self.stack, grace_s=GRACE_S)
         self.figures["seconds_to_publish"] = round(result.seconds_to_publish, 2)
         self.figures["grace_s"] = GRACE_S
 

@@ -31,12 +31,16 @@ from backbone.job_outputs import job_document
 from backbone.settings import KafkaConnectionSettings, RedisConnectionSettings
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
+from backbone_harness import observe
 from backbone_harness.cli import app
 from backbone_harness.drills import DRILLS, run_drill
 from backbone_harness.drills.credential_rotation import refused_with_old_passwords, works_with
-from backbone_infra.render.redis import password_hash
+from backbone_infra.render.postgres import monitor_role
+from backbone_infra.render.prometheus import EXPORTER_JOBS
+from backbone_infra.render.redis import EXPORTER_USER, password_hash
+from backbone_infra.rotation import rotate_credentials
+from backbone_infra.targets.local.lag_exporter import LAG_EXPORTER
 from backbone_infra.targets.local.provisioner import LocalStack
-from backbone_infra.targets.local.rotation import rotate_credentials
 from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.integration
@@ -256,3 +260,62 @@ def test_the_cli_rotates_the_job_principals_and_their_documents_follow(
             assert not _logs_in(new, service, was.password.get_secret_value()), (job, service)
             checked += 1
     assert checked == 7
+
+
+def _monitor_pids(stack: LocalStack) -> dict[str, int | None]:
+    stack.refresh()
+    return {rec.name: rec.pid for rec in stack.services["monitoring"].records}
+
+
+def test_rotating_the_monitor_principal_keeps_every_exporter_reaching_its_service(
+    local_stack: LocalStack,
+) -> None:
+    """The exporters' logins rotate like the clients'; the exporters that read them
+    restart on the new ones, and Prometheus sees each one reach its service."""
+    doc = local_stack.document
+    assert doc.monitoring is not None and doc.monitoring.prometheus_url is not None
+    url = doc.monitoring.prometheus_url
+    old, before = StackSecrets.load(local_stack.dir), _monitor_pids(local_stack)
+
+    rotate_credentials(local_stack, ["monitor"], grace_s=0)
+
+    new, after = StackSecrets.load(local_stack.dir), _monitor_pids(local_stack)
+    changed = {f for f, v in new.generated().items() if old.generated()[f] != v}
+    assert changed == {
+        "redis_exporter_password", "kafka_monitor_password", "postgres_monitor_password"
+    }  # fmt: skip
+    restarted = {n for n in after if after[n] != before[n]}
+    assert restarted == {"exporter-redis-1", "exporter-postgres-1", LAG_EXPORTER}
+    # Every sample since the restarts says the exporter logged in (old passwords are gone).
+    time.sleep(4)
+    checks = ("redis_up", "pg_up", "backbone_broker_lag_up")
+    deadline = time.monotonic() + 30
+    while True:
+        seen = {
+            q: [s.value for s in observe.instant(url, f"min_over_time({q}[3s])")] for q in checks
+        }
+        targets = [t for t in observe.targets(url) if t.job in EXPORTER_JOBS]
+        if all(v == [1.0] for v in seen.values()) and all(t.up for t in targets):
+            break
+        assert time.monotonic() < deadline, (seen, [(t.instance, t.last_error) for t in targets])
+        time.sleep(1)
+    # The old exporter logins are refused; the monitoring files stay private.
+    assert doc.redis is not None and doc.redis.host and doc.redis.port and doc.timescale
+    tls = RedisConnectionSettings.from_section(doc.redis).tls_kwargs()
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(
+            host=doc.redis.host, port=doc.redis.port, username=EXPORTER_USER,
+            password=old.redis_exporter_password, retry=Retry(NoBackoff(), 0), **tls,
+        ).ping()  # fmt: skip
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(
+            doc.timescale.conninfo(), user=monitor_role(local_stack.spec.postgres),
+            password=old.postgres_monitor_password, connect_timeout=5,
+        )  # fmt: skip
+    files = [p for p in (local_stack.dir / "monitoring").iterdir() if p.is_file()]
+    gone = [getattr(old, f) for f in changed]
+    assert not [p for p in files if any(pw.encode() in p.read_bytes() for pw in gone)]
+    now = [getattr(new, f).encode() for f in changed]
+    holders = [p for p in files if any(pw in p.read_bytes() for pw in now)]
+    assert len(holders) == 3, holders  # the two exporters' password files, the lag exporter's
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in holders)

@@ -44,8 +44,8 @@ from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_c
 from backbone_harness.drills.credential_rotation import refused_with_old_passwords
 from backbone_infra.render.postgres import SUPERUSER
 from backbone_infra.render.redis import ADMIN_USER
+from backbone_infra.rotation import rotate_credentials
 from backbone_infra.targets.local.provisioner import LocalStack
-from backbone_infra.targets.local.rotation import rotate_credentials
 from backbone_infra.targets.local.secrets import StackSecrets
 
 pytestmark = pytest.mark.integration

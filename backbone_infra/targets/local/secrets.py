@@ -84,11 +84,15 @@ class StackSecrets:
         return "StackSecrets(<hidden>)"
 
     def save(self, stack_dir: Path) -> Path:
+        """Write ``secrets.json`` (0600) atomically: a reader during a rotation
+        sees the old file or the new one, never half of one."""
         path = stack_dir / SECRETS_FILE
         stack_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(asdict(self), fh)
+        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from backbone.connections import ConnectionsDocument, load_document
 from backbone_infra.errors import InfraError, NotApplicableError
+from backbone_infra.rotation import rewrite_passwords
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.base import LocalService
 from backbone_infra.targets.local.patroni import PatroniProcessNode
@@ -251,6 +255,32 @@ class LocalStack:
         """An admin client of the stack's Kafka (every answering node bootstraps it)."""
         with self._svc("kafka").admin() as admin:
             yield admin
+
+    # -- credentials (backbone_infra.rotation) -------------------------------------
+
+    def keep_redis_acl(self, node: str, admin: redis.Redis) -> None:
+        """``CONFIG REWRITE``: the users live in the node's redis.conf, which the
+        server rewrites with what it runs (Sentinel's own rewrites keep them too)."""
+        admin.config_rewrite()
+        conf = self.node(node).record.command[-1]
+        if os.path.exists(conf):
+            os.chmod(conf, 0o600)  # CONFIG REWRITE creates the file anew
+
+    def keep_credentials(self, old: StackSecrets, new: StackSecrets) -> None:
+        """The clients' logins live in the services' own state (Kafka's metadata
+        log, PostgreSQL's catalog, Redis's rewritten config): nothing to do. The
+        exporters' (``monitor``) are in 0600 files of the monitoring directory,
+        read at start: rewrite them and restart each exporter that reads one."""
+        monitoring = self.services.get("monitoring")
+        root = self.dir / "monitoring"
+        if monitoring is None or not monitoring.records or not root.is_dir():
+            return
+        files = sorted(p for p in root.iterdir() if p.is_file())
+        rewritten = [str(p) for p in rewrite_passwords(files, old, new)]
+        for rec in list(monitoring.records):
+            reads = [*rec.command, *rec.env.values()]
+            if any(path in arg for arg in reads for path in rewritten):
+                self.restart_node(rec.name)
 
     def _svc(self, service: str) -> Any:
         self.refresh()

@@ -1,11 +1,16 @@
-"""Rotating passwords on a running local stack, with no window of refusal.
+"""Rotating passwords on a running stack, with no window of refusal.
 
 ``harness rotate-credentials`` and the ``credential-rotation`` drill call
-:func:`rotate_credentials`. A principal (:data:`PRINCIPALS`) is the
+:func:`rotate_credentials` on a local process stack or a compose stack of
+containers: one implementation, talking to each service as its administrator
+through the ports the stack publishes on loopback (:class:`RotatableStack`).
+The environments differ only in how a node keeps what it was told across a
+restart (:meth:`RotatableStack.keep_redis_acl`,
+:meth:`RotatableStack.keep_credentials`). A principal (:data:`PRINCIPALS`) is the
 application's login to one service (``redis``, ``kafka``, ``postgres``) or a
 job's logins to every service it uses (``writer``: Kafka and PostgreSQL;
-``consumer``: Kafka, Redis and PostgreSQL; ``reader``: Redis and PostgreSQL).
-Per login, in this order:
+``consumer``: Kafka, Redis and PostgreSQL; ``reader``: Redis and PostgreSQL),
+or the exporters' (``monitor``). Per login, in this order:
 
 1. **The services accept the new password.** Redis: ``ACL SETUSER user >NEW``
    on every server, so the user holds *both* passwords during the switch
@@ -19,11 +24,15 @@ Per login, in this order:
    stays authenticated: running clients are not interrupted.
 2. **Publish.** ``secrets.json`` then ``outputs.json`` are rewritten (0600,
    atomically). Clients that open a connection after this point read the new
-   document. (The lag exporter logs in as the monitoring principal, which a
-   rotation of the application's does not touch.)
+   document. Then the stack brings the files its nodes read at start up to
+   date (:meth:`RotatableStack.keep_credentials`: the exporters' password
+   files, restarting those exporters, when ``monitor`` rotates; a compose
+   stack's mounted files).
 3. **Retire the old password** (Redis only, after ``grace_s``):
-   ``ACL SETUSER user <OLD``, then ``CONFIG REWRITE`` so a restarted node
-   keeps what the running one has (the file is put back to 0600).
+   ``ACL SETUSER user !<hash of OLD>``; after every ACL change the stack
+   persists the node's users (locally ``CONFIG REWRITE``, the file put back
+   to 0600; a container's read-only mounted ``redis.conf`` is rewritten by
+   the harness), so a restarted node keeps what the running one has.
 
 A failure before step 2 rolls back what step 1 changed, so the stack keeps
 working with its old document. Sentinels cannot hold two passwords: their
@@ -35,10 +44,12 @@ from __future__ import annotations
 
 import os
 import secrets as pysecrets
+import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal, get_args
+from pathlib import Path
+from typing import Any, Literal, Protocol, get_args
 
 import psycopg
 import redis
@@ -53,34 +64,41 @@ from backbone_infra.errors import InfraError
 from backbone_infra.render.postgres import (
     SUPERUSER,
     job_roles,
+    monitor_role,
     password_statement,
     reader_role,
     scram_verifier,
 )
-from backbone_infra.render.redis import ADMIN_USER, password_hash
+from backbone_infra.render.redis import ADMIN_USER, EXPORTER_USER, password_hash
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.job_principals import job_principals
 from backbone_infra.targets.local.ports import LOOPBACK
 from backbone_infra.targets.local.secrets import StackSecrets
-from backbone_infra.targets.local.stack import LocalStack
 
 __all__ = [
     "APPLICATION",
+    "CLIENTS",
     "PRINCIPALS",
     "Login",
     "Principal",
+    "RotatableStack",
     "RotationError",
     "RotationResult",
     "logins",
     "new_password",
+    "rewrite_passwords",
     "rotate_credentials",
+    "write_in_place",
 ]
 
-Principal = Literal["redis", "kafka", "postgres", "writer", "consumer", "reader"]
-#: The application principal of each service, then each job's (``--principal``).
+Principal = Literal["redis", "kafka", "postgres", "writer", "consumer", "reader", "monitor"]
+#: The application principal of each service, each job's, then the exporters' (``--principal``).
 PRINCIPALS: tuple[Principal, ...] = get_args(Principal)
-#: What ``--principal`` rotates when not given: the application's logins.
+#: The application's logins (what the drill rotates).
 APPLICATION: tuple[Principal, ...] = ("redis", "kafka", "postgres")
+#: What ``harness rotate-credentials`` rotates when no ``--principal`` is given:
+#: every client's logins. ``monitor`` only when asked: it restarts the exporters.
+CLIENTS: tuple[Principal, ...] = (*APPLICATION, "writer", "consumer", "reader")
 Service = Literal["redis", "kafka", "postgres"]
 
 
@@ -114,6 +132,13 @@ def logins(spec: StackSpec, principal: Principal) -> list[Login]:
             Login("redis", r.reader_username, "redis_reader_password"),
             Login("postgres", reader_role(p), "postgres_reader_password"),
         ],
+        # The exporters' read-only logins (redis_exporter, the lag exporter,
+        # postgres_exporter): the stack hands them the new ones (keep_credentials).
+        "monitor": [
+            Login("redis", EXPORTER_USER, "redis_exporter_password"),
+            Login("kafka", k.monitor_username, "kafka_monitor_password"),
+            Login("postgres", monitor_role(p), "postgres_monitor_password"),
+        ],
     }
     return table[principal]
 
@@ -140,6 +165,45 @@ class RotationResult:
     grace_s: float
 
 
+class RotatableStack(Protocol):
+    """What a rotation needs of a running stack, whichever environment runs it
+    (the local process stack and the compose stack both are one)."""
+
+    @property
+    def spec(self) -> StackSpec: ...
+
+    @property
+    def dir(self) -> Path:
+        """Where ``secrets.json`` lives."""
+        ...
+
+    @property
+    def outputs_path(self) -> Path: ...
+
+    @property
+    def document(self) -> ConnectionsDocument: ...
+
+    def node_names(self) -> list[str]: ...
+
+    def node_running(self, name: str) -> bool: ...
+
+    def node_ports(self, name: str) -> dict[str, int]:
+        """Loopback ports by purpose; ``client`` is where the host dials the node."""
+        ...
+
+    def postgres_primary(self) -> str: ...
+
+    def keep_redis_acl(self, node: str, admin: redis.Redis) -> None:
+        """Make the ACL the Redis server ``node`` runs with now (``admin`` is
+        connected to it as the admin user) what it loads when restarted."""
+        ...
+
+    def keep_credentials(self, old: StackSecrets, new: StackSecrets) -> None:
+        """After ``new`` is published: bring any file a node reads at start
+        (besides the Redis users) from ``old`` up to ``new``."""
+        ...
+
+
 def new_password() -> str:
     """A fresh password in the form the provisioner generates (URL-safe, 32 chars)."""
     return pysecrets.token_urlsafe(24)
@@ -148,14 +212,14 @@ def new_password() -> str:
 # -- Redis ---------------------------------------------------------------------------------
 
 
-def _redis_admin(stack: LocalStack, node: str, secrets: StackSecrets) -> redis.Redis:
+def _redis_admin(stack: RotatableStack, node: str, secrets: StackSecrets) -> redis.Redis:
     section = stack.document.redis
     assert section is not None
     # Over the same verified TLS as the application (the document's CA).
     tls = RedisConnectionSettings.from_section(section).tls_kwargs()
     return redis.Redis(
         host=LOOPBACK,
-        port=stack.node(node).record.ports["client"],
+        port=stack.node_ports(node)["client"],
         username=ADMIN_USER,
         password=secrets.redis_admin_password,
         socket_timeout=5,
@@ -163,14 +227,14 @@ def _redis_admin(stack: LocalStack, node: str, secrets: StackSecrets) -> redis.R
     )
 
 
-def _server_names(stack: LocalStack) -> list[str]:
+def _server_names(stack: RotatableStack) -> list[str]:
     """The Redis servers (not the Sentinels) of the stack."""
-    return [r.name for r in stack.services["redis"].records if not r.name.startswith("sentinel")]
+    return [n for n in stack.node_names() if n.startswith("redis-")]
 
 
-def _redis_servers(stack: LocalStack) -> list[str]:
+def _redis_servers(stack: RotatableStack) -> list[str]:
     servers = _server_names(stack)
-    down = [n for n in servers if not stack.node(n).running()]
+    down = [n for n in servers if not stack.node_running(n)]
     if down:
         raise RotationError(
             f"Redis node(s) {', '.join(down)} are not running: a stopped node would come back "
@@ -179,33 +243,25 @@ def _redis_servers(stack: LocalStack) -> list[str]:
     return servers
 
 
-def _redis_acl(
-    stack: LocalStack, secrets: StackSecrets, user: str, rule: str, *, persist: bool
-) -> None:
+def _redis_acl(stack: RotatableStack, secrets: StackSecrets, user: str, rule: str) -> None:
     for node in _server_names(stack):
         with _redis_admin(stack, node, secrets) as client:
             client.execute_command("ACL", "SETUSER", user, rule)
-            if persist:
-                # Users live in redis.conf: write what the node now has, so a
-                # restart keeps it (and Sentinel's own rewrites keep it too).
-                client.config_rewrite()
-        conf = stack.node(node).record.command[-1]
-        if persist and os.path.exists(conf):
-            os.chmod(conf, 0o600)  # CONFIG REWRITE creates the file anew
+            stack.keep_redis_acl(node, client)
 
 
-def _redis_add(stack: LocalStack, secrets: StackSecrets, user: str, new: str) -> None:
-    _redis_acl(stack, secrets, user, password_hash(new), persist=True)
+def _redis_add(stack: RotatableStack, secrets: StackSecrets, user: str, new: str) -> None:
+    _redis_acl(stack, secrets, user, password_hash(new))
 
 
-def _redis_remove(stack: LocalStack, secrets: StackSecrets, user: str, old: str) -> None:
-    _redis_acl(stack, secrets, user, "!" + password_hash(old)[1:], persist=True)
+def _redis_remove(stack: RotatableStack, secrets: StackSecrets, user: str, old: str) -> None:
+    _redis_acl(stack, secrets, user, "!" + password_hash(old)[1:])
 
 
 # -- Kafka -----------------------------------------------------------------------------------
 
 
-def _kafka_admin(doc: ConnectionsDocument, stack: LocalStack, secrets: StackSecrets) -> Any:
+def _kafka_admin(doc: ConnectionsDocument, stack: RotatableStack, secrets: StackSecrets) -> Any:
     assert doc.kafka is not None
     section = doc.kafka.model_copy(
         update={
@@ -221,7 +277,7 @@ def _kafka_admin(doc: ConnectionsDocument, stack: LocalStack, secrets: StackSecr
 
 
 def _kafka_set(
-    stack: LocalStack, doc: ConnectionsDocument, secrets: StackSecrets, user: str, pw: str
+    stack: RotatableStack, doc: ConnectionsDocument, secrets: StackSecrets, user: str, pw: str
 ) -> None:
     mechanism = stack.spec.kafka.sasl_mechanism
     admin = _kafka_admin(doc, stack, secrets)
@@ -263,7 +319,7 @@ def _wait_kafka_accepts(doc: ConnectionsDocument, user: str, pw: str) -> None:
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
 
-def _pg_ssl(stack: LocalStack) -> dict[str, Any]:
+def _pg_ssl(stack: RotatableStack) -> dict[str, Any]:
     """The document's TLS settings for the superuser's session (verified like the
     application's)."""
     section = stack.document.timescale
@@ -273,11 +329,11 @@ def _pg_ssl(stack: LocalStack) -> dict[str, Any]:
     return {"sslmode": section.sslmode, "sslrootcert": section.sslrootcert}
 
 
-def _postgres_set(stack: LocalStack, secrets: StackSecrets, role: str, pw: str) -> None:
+def _postgres_set(stack: RotatableStack, secrets: StackSecrets, role: str, pw: str) -> None:
     primary = stack.postgres_primary()
     with psycopg.connect(
         host=LOOPBACK,
-        port=stack.node(primary).record.ports["client"],
+        port=stack.node_ports(primary)["client"],
         dbname="postgres",
         user=SUPERUSER,
         password=secrets.postgres_superuser_password,
@@ -314,7 +370,7 @@ def _document(
 
 
 def rotate_credentials(
-    stack: LocalStack,
+    stack: RotatableStack,
     principals: Sequence[Principal] = APPLICATION,
     *,
     grace_s: float = 5.0,
@@ -356,6 +412,7 @@ def rotate_credentials(
     write_document(_document(doc, stack.spec, updated), stack.outputs_path)
     published = time.monotonic() - began
     echo(f"published {stack.outputs_path.name} and secrets.json")
+    stack.keep_credentials(old, updated)
     redis_logins = [login for login in todo if login.service == "redis"]
     if redis_logins:
         time.sleep(grace_s)
@@ -371,7 +428,7 @@ def rotate_credentials(
 
 
 def _accept(
-    stack: LocalStack, doc: ConnectionsDocument, old: StackSecrets, login: Login, pw: str
+    stack: RotatableStack, doc: ConnectionsDocument, old: StackSecrets, login: Login, pw: str
 ) -> str:
     """Step 1 for one login: its service accepts ``pw`` (Redis: besides the old
     one). Returns what now holds, for the progress line."""
@@ -386,7 +443,7 @@ def _accept(
 
 
 def _roll_back(
-    stack: LocalStack,
+    stack: RotatableStack,
     doc: ConnectionsDocument,
     old: StackSecrets,
     fresh: dict[str, str],
@@ -400,6 +457,45 @@ def _roll_back(
             _kafka_set(stack, doc, old, login.user, getattr(old, login.field))
         else:
             _postgres_set(stack, old, login.user, getattr(old, login.field))
+
+
+def rewrite_passwords(files: Iterable[Path], old: StackSecrets, new: StackSecrets) -> list[Path]:
+    """Replace every password ``new`` changed in each of ``files`` that holds it
+    in clear (an exporter's password file, a container's mounted config);
+    returns the files rewritten.
+
+    In place: the same inode, its mode kept (a file bind-mounted into a
+    container pins its inode; a rename would leave the container the old file).
+    A value still in use under another field (a pinned Sentinel password) stays.
+    """
+    current = new.generated()
+    changed = {
+        was.encode(): current[field].encode()
+        for field, was in old.generated().items()
+        if current.get(field, was) != was and was not in current.values()
+    }
+    rewritten: list[Path] = []
+    for path in files:
+        content = path.read_bytes()
+        updated = content
+        for was, now in changed.items():
+            updated = updated.replace(was, now)
+        if updated != content:
+            write_in_place(path, updated)
+            rewritten.append(path)
+    return rewritten
+
+
+def write_in_place(path: Path, content: bytes) -> None:
+    """Overwrite ``path`` keeping its inode and mode (see :func:`rewrite_passwords`)."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    os.chmod(path, mode | stat.S_IWUSR)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+    finally:
+        os.chmod(path, mode)
 
 
 def _scrub(text: str, fresh: dict[str, str]) -> str:
