@@ -29,6 +29,7 @@ from backbone.clikit import fail, make_app, run_app
 from backbone.connections import ConnectionsError
 from backbone.csvfile import CsvBarFile, CsvHeaderError
 from backbone.deadletter import DeadLetter
+from backbone.job_logins import JobScopeError
 from backbone.settings import SettingsError
 from backbone.store.base import StoreError
 from backbone.stream.producer import ProduceError
@@ -49,6 +50,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     SettingsError,
     TierError,
     TierValidationError,
+    JobScopeError,
     StoreError,
     ProduceError,
     KafkaError,

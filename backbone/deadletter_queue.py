@@ -218,8 +218,11 @@ class KafkaDeadLetters:
 def queues_for(backbone: Any) -> list[DeadLetterQueue]:
     """Every place the runtime's tier keeps dead letters (the store's table first)."""
     queues: list[DeadLetterQueue] = [StoreDeadLetters(backbone.store, backbone.store_label)]
-    if backbone.producer is not None:
-        queues.append(KafkaDeadLetters(backbone.producer.kafka))
+    # Read with the document's own Kafka login (the application's, on a stack's full
+    # document): no job may read the dead-letter topic; counting needs DESCRIBE only.
+    kafka = backbone.settings.kafka
+    if backbone.tier == "institutional" and kafka is not None:
+        queues.append(KafkaDeadLetters(kafka))
     return queues
 
 
