@@ -314,6 +314,8 @@ def replay(
             result = run_replay(
                 bb.store, bb.producer, start, end, names,
                 progress=lambda n: progress.advance(task, n), contract=bb.contract,
+                # The writer sends; the consumer's login reads what the topics hold.
+                scan=bb.consumer.kafka if bb.consumer is not None else None,
             )  # fmt: skip
     document = result.as_dict()
     _emit(as_json, document, _kv_table(f"replay {result.run_id}", document.items()))

@@ -215,13 +215,20 @@ class KafkaDeadLetters:
         )
 
 
-def queues_for(backbone: Any) -> list[DeadLetterQueue]:
-    """Every place the runtime's tier keeps dead letters (the store's table first)."""
+def queues_for(backbone: Any, *, count_only: bool = False) -> list[DeadLetterQueue]:
+    """Every place the runtime's tier keeps dead letters (the store's table first).
+
+    The topic is read with the document's own Kafka login (the application's, on
+    a stack's full document): no job may ``READ`` the dead-letter topic. With
+    ``count_only`` (health reports) the consumer's login serves, since counting
+    needs only ``DESCRIBE``.
+    """
     queues: list[DeadLetterQueue] = [StoreDeadLetters(backbone.store, backbone.store_label)]
-    # Read with the document's own Kafka login (the application's, on a stack's full
-    # document): no job may read the dead-letter topic; counting needs DESCRIBE only.
-    kafka = backbone.settings.kafka
-    if backbone.tier == "institutional" and kafka is not None:
+    if backbone.tier != "institutional":
+        return queues
+    consumer = backbone.consumer
+    kafka = consumer.kafka if count_only and consumer is not None else backbone.settings.kafka
+    if kafka is not None:
         queues.append(KafkaDeadLetters(kafka))
     return queues
 

@@ -646,7 +646,7 @@ def _dead_letter_counts(bb: Backbone) -> dict[str, int | None]:
     from backbone.deadletter_queue import queues_for
 
     counts: dict[str, int | None] = {}
-    for queue in queues_for(bb):
+    for queue in queues_for(bb, count_only=True):
         try:
             counts[queue.where] = queue.count()
         except Exception as exc:  # a status report must not fail on one place
