@@ -292,10 +292,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
 def _logins(bb: Backbone) -> str:
     """Who each Tier 1 client logged in as (user names only, never a password)."""
     if bb.logins is None:
@@ -307,3 +303,7 @@ def _logins(bb: Backbone) -> str:
         "cache": bb.logins.cache and bb.logins.cache.username,
     }
     return ", ".join(f"{client} {user}" for client, user in users.items() if user)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
