@@ -50,20 +50,21 @@ def _bars(symbol: str, n: int) -> list[Bar]:
     ]
 
 
-def _local_ports(remote_port: int) -> set[int]:
-    """This process's TCP client ports connected to ``remote_port`` on loopback."""
+def _local_ports() -> set[int]:
+    """This process's established TCP client ports."""
     return {
         c.laddr.port
         for c in psutil.Process().net_connections(kind="tcp")
-        if c.raddr and c.raddr.port == remote_port and c.status == psutil.CONN_ESTABLISHED
+        if c.raddr and c.status == psutil.CONN_ESTABLISHED
     }
 
 
-def _redis_users(stack: LocalStack) -> set[str]:
-    """The ACL users Redis authenticated this process's connections as."""
+def _redis_users(stack: LocalStack, since: set[int]) -> set[str]:
+    """The ACL users Redis authenticated this process's connections as, for the
+    connections opened after ``since`` (the ports held before) was taken."""
     doc = stack.document
     assert doc.redis is not None and doc.redis.host is not None and doc.redis.port is not None
-    ours = _local_ports(doc.redis.port)
+    ours = _local_ports() - since
     admin = redis.Redis(
         host=doc.redis.host, port=doc.redis.port, username=ADMIN_USER,
         password=StackSecrets.load(stack.dir).redis_admin_password, socket_timeout=5,
@@ -81,12 +82,13 @@ def _redis_users(stack: LocalStack) -> set[str]:
     }
 
 
-def _pg_users(stack: LocalStack) -> set[str]:
-    """The roles PostgreSQL authenticated this process's sessions as."""
+def _pg_users(stack: LocalStack, since: set[int]) -> set[str]:
+    """The roles PostgreSQL authenticated this process's sessions as (those
+    opened after ``since`` was taken, as :func:`_redis_users`)."""
     doc = stack.document
     assert doc.timescale is not None
     pg = doc.timescale
-    ours = _local_ports(pg.hosts[0].port)
+    ours = _local_ports() - since
     with psycopg.connect(
         host=pg.hosts[0].host, port=pg.hosts[0].port, dbname=pg.dbname, user=SUPERUSER,
         password=StackSecrets.load(stack.dir).postgres_superuser_password, sslmode=pg.sslmode,
@@ -124,6 +126,8 @@ def test_a_backbone_on_the_full_document_logs_in_as_each_job(local_stack: LocalS
         "redis": _job_user(local_stack, "consumer", "redis"),
         "timescale": _job_user(local_stack, "consumer", "timescale"),
     }
+    # Connections another test left open in this process are not this Backbone's.
+    before = _local_ports()
     with Backbone.open(
         tier="institutional",
         outputs=local_stack.outputs_path,
@@ -137,9 +141,8 @@ def test_a_backbone_on_the_full_document_logs_in_as_each_job(local_stack: LocalS
         assert bb.latest(symbol, "1m") == bars[-1]
         # The servers authenticated the cache and the store as the consumer, and
         # nothing of this process as the application.
-        assert _redis_users(local_stack) == {consumer_users["redis"]}
-        assert _pg_users(local_stack) == {consumer_users["timescale"]}
-        assert doc.redis.username not in _redis_users(local_stack)
+        assert _redis_users(local_stack, before) == {consumer_users["redis"]}
+        assert _pg_users(local_stack, before) == {consumer_users["timescale"]}
         # Kafka: the ingest producer is the writer (the application could write the
         # health topic, the writer cannot); the consumer's reports producer is the
         # consumer (the writer and the application could write a bar topic).
@@ -165,14 +168,15 @@ def test_a_reader_document_backbone_reads_and_cannot_ingest(
         consumer_start="latest",
     ) as full:
         assert full.ingest(bars).stored == len(bars)
+    before = _local_ports()
     with Backbone.open(outputs=job_outputs["reader"]) as bb:
         assert bb.tier == "institutional"
         assert bb.producer is None and bb.consumer is None
         assert {c.service for c in bb.checks} == {"redis", "postgresql", "metrics"}
         assert bb.read(symbol, "1m", bars[0].ts, bars[-1].ts + timedelta(minutes=1)) == bars
         assert bb.latest(symbol, "1m") == bars[-1]
-        assert _redis_users(local_stack) == {_job_user(local_stack, "reader", "redis")}
-        assert _pg_users(local_stack) == {_job_user(local_stack, "reader", "timescale")}
+        assert _redis_users(local_stack, before) == {_job_user(local_stack, "reader", "redis")}
+        assert _pg_users(local_stack, before) == {_job_user(local_stack, "reader", "timescale")}
         with pytest.raises(JobScopeError, match="'reader' job") as refused:
             bb.ingest(_bars(symbol, 1))
         assert "harness outputs --job" in str(refused.value)
