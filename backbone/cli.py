@@ -29,6 +29,7 @@ from backbone.clikit import fail, make_app, run_app
 from backbone.connections import ConnectionsError
 from backbone.csvfile import CsvBarFile, CsvHeaderError
 from backbone.deadletter import DeadLetter
+from backbone.job_logins import JobScopeError
 from backbone.settings import SettingsError
 from backbone.store.base import StoreError
 from backbone.stream.producer import ProduceError
@@ -49,6 +50,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     SettingsError,
     TierError,
     TierValidationError,
+    JobScopeError,
     StoreError,
     ProduceError,
     KafkaError,
@@ -312,6 +314,8 @@ def replay(
             result = run_replay(
                 bb.store, bb.producer, start, end, names,
                 progress=lambda n: progress.advance(task, n), contract=bb.contract,
+                # The writer sends; the consumer's login reads what the topics hold.
+                scan=bb.consumer.kafka if bb.consumer is not None else None,
             )  # fmt: skip
     document = result.as_dict()
     _emit(as_json, document, _kv_table(f"replay {result.run_id}", document.items()))

@@ -18,6 +18,14 @@ that can ask per connection use it through the adapters here:
 
 kafka-python reads its SASL password only when a client is built, so Kafka
 takes a new password through ``Backbone.reload_credentials()`` instead.
+
+A source made with ``job`` (``DocumentCredentials(path, job="consumer")``) hands
+out that job's logins from the full document's ``principals``, in the sections'
+standard fields (:func:`backbone.job_outputs.job_document`): the runtime's
+clients each log in as their job (:mod:`backbone.job_logins`), and each follows
+its own job's password through a rotation (``harness rotate-credentials
+--principal consumer``). On a job's own document (``job`` set in the file) the
+standard fields already are that job's.
 """
 
 from __future__ import annotations
@@ -30,7 +38,8 @@ from typing import Any
 
 from redis.credentials import CredentialProvider
 
-from backbone.connections import ConnectionsDocument, ConnectionsError, load_document
+from backbone.connections import ConnectionsDocument, ConnectionsError, Job, load_document
+from backbone.job_outputs import job_document
 
 __all__ = ["DocumentCredentials", "RedisDocumentCredentials", "timescale_kwargs"]
 
@@ -41,11 +50,19 @@ class DocumentCredentials:
     """The newest valid ``backbone.connections/v1`` document at ``path`` (thread-safe).
 
     ``document`` is what the caller already read (the one the clients opened
-    with); without it the file is read now and must be valid.
+    with); without it the file is read now and must be valid. ``job``: hand out
+    that job's logins (see the module docstring); ``None``: the sections as they are.
     """
 
-    def __init__(self, path: Path | str, document: ConnectionsDocument | None = None) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        document: ConnectionsDocument | None = None,
+        *,
+        job: Job | None = None,
+    ) -> None:
         self.path = Path(path)
+        self.job = job
         self._lock = threading.Lock()
         self._raw: bytes | None = None
         if document is None:
@@ -56,10 +73,22 @@ class DocumentCredentials:
         self.generation = 0
 
     def __repr__(self) -> str:
-        return f"DocumentCredentials({str(self.path)!r}, generation={self.generation})"
+        job = f", job={self.job!r}" if self.job is not None else ""
+        return f"DocumentCredentials({str(self.path)!r}{job}, generation={self.generation})"
+
+    def for_job(self, job: Job | None) -> DocumentCredentials:
+        """A source on the same file that hands out ``job``'s logins."""
+        return DocumentCredentials(self.path, self._good, job=job)
 
     def document(self) -> ConnectionsDocument:
-        """The newest valid document: the file is parsed again only if its bytes changed."""
+        """The newest valid document (for ``job``: its view of it, see the module
+        docstring); the file is parsed again only if its bytes changed."""
+        full = self._newest()
+        if self.job is None or full.job is not None:
+            return full
+        return job_document(full, self.job)
+
+    def _newest(self) -> ConnectionsDocument:
         with self._lock:
             raw = self._read()
             if raw is None or raw == self._raw:

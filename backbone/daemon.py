@@ -248,7 +248,7 @@ class ConsumerDaemon:
             cache_available=cache_available if isinstance(cache_available, bool) else None,
         )
         self.bb.bus.publish(HEALTH_TOPIC, report)
-        producer = self.bb.producer
+        producer = self.bb.health_producer
         try:
             if producer is None:
                 raise RuntimeError("this backbone has no Kafka producer")

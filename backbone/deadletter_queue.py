@@ -215,11 +215,21 @@ class KafkaDeadLetters:
         )
 
 
-def queues_for(backbone: Any) -> list[DeadLetterQueue]:
-    """Every place the runtime's tier keeps dead letters (the store's table first)."""
+def queues_for(backbone: Any, *, count_only: bool = False) -> list[DeadLetterQueue]:
+    """Every place the runtime's tier keeps dead letters (the store's table first).
+
+    The topic is read with the document's own Kafka login (the application's, on
+    a stack's full document): no job may ``READ`` the dead-letter topic. With
+    ``count_only`` (health reports) the consumer's login serves, since counting
+    needs only ``DESCRIBE``.
+    """
     queues: list[DeadLetterQueue] = [StoreDeadLetters(backbone.store, backbone.store_label)]
-    if backbone.producer is not None:
-        queues.append(KafkaDeadLetters(backbone.producer.kafka))
+    if backbone.tier != "institutional":
+        return queues
+    consumer = backbone.consumer
+    kafka = consumer.kafka if count_only and consumer is not None else backbone.settings.kafka
+    if kafka is not None:
+        queues.append(KafkaDeadLetters(kafka))
     return queues
 
 

@@ -181,11 +181,15 @@ def replay(
     run_id: str | None = None,
     progress: Callable[[int], None] | None = None,
     contract: BarContract | None = None,
+    scan: KafkaConnectionSettings | None = None,
 ) -> ReplayResult:
     """Backfill the bar topics with the store's bars in ``[start, end)`` they lack.
 
     ``store`` is a :class:`~backbone.store.base.BarStore`. Returns once every
-    sent record is acknowledged (``acks=all``).
+    sent record is acknowledged (``acks=all``). ``scan``: the login the bar
+    topics are read with to find what they hold (default: the producer's). With
+    one principal per job the writer may not read them: pass the consumer's
+    (``Backbone.consumer.kafka``), as ``backbone replay`` does.
     """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("replay bounds must be timezone-aware (e.g. 2024-01-01T00:00Z)")
@@ -194,7 +198,7 @@ def replay(
     began = time.perf_counter()
     name = run_id or f"replay-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}"
     result = ReplayResult(run_id=name, start=start, end=end, symbols=list(symbols or []) or None)
-    present, result.scanned_records = keys_in_topics(producer.kafka, start, end, symbols)
+    present, result.scanned_records = keys_in_topics(scan or producer.kafka, start, end, symbols)
     result.present = len(present)
     snapshot = store.snapshot(start, end, list(symbols) if symbols else None)
     batch: list[Bar] = []

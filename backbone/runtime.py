@@ -10,6 +10,11 @@ bus            in-process :class:`EventBus`                  same bus, fed by th
 dead letters   ``dead_letter`` table                          ``market-data.dead-letter`` topic
 =============  ============================================  ====================================
 
+On Tier 1 each client logs in as its job (issue 11, :mod:`backbone.job_logins`):
+the producer as the writer; the consumer-group member, its dead letters and
+health reports, the store and the cache as the consumer. Opened on one job's
+document (``harness outputs --job``) it opens only what that job can use.
+
 ``ingest`` is synchronous on both tiers: it returns once every bar it was given
 is stored (Tier 1: produced, consumed, stored, offsets committed), cached entries
 are invalidated and the bus has the events. Every bar meets the bar contract
@@ -37,8 +42,20 @@ from backbone.connections import ConnectionsDocument
 from backbone.contract import BarContract, reason_code
 from backbone.credentials import DocumentCredentials, RedisDocumentCredentials
 from backbone.deadletter import DeadLetter
+from backbone.job_logins import (
+    Client,
+    JobScopeError,
+    RuntimeLogins,
+    runtime_logins,
+    section_follows,
+)
 from backbone.outputs import OUTPUTS_ENV, load_connections
-from backbone.settings import BackboneSettings, KafkaConnectionSettings, load_settings
+from backbone.settings import (
+    BackboneSettings,
+    KafkaConnectionSettings,
+    RedisConnectionSettings,
+    load_settings,
+)
 from backbone.store.base import BarStore
 from backbone.store.duckdb import DuckDBStore
 from backbone.stream.bridge import EventBusBridge, streaming_enabled_from_env
@@ -47,7 +64,7 @@ from backbone.stream.producer import BarProducer, ProducerTuning
 from backbone.telemetry import Telemetry
 from backbone.tiers import CheckResult, resolve_tier
 
-__all__ = ["HEALTH_TOPIC", "Backbone", "IngestResult"]
+__all__ = ["HEALTH_TOPIC", "Backbone", "IngestResult", "JobScopeError", "KafkaLogin"]
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +117,36 @@ class IngestResult:
         return out
 
 
+@dataclass
+class KafkaLogin:
+    """Kafka clients that log in as one job and follow its password in the
+    outputs document file (kafka-python reads a password only when a client is
+    built: :meth:`Backbone.reload_credentials` rebuilds them)."""
+
+    #: The document file, as that job sees it (:meth:`DocumentCredentials.for_job`).
+    source: DocumentCredentials
+    #: The settings the clients were built with (updated by a reload).
+    settings: KafkaConnectionSettings
+    producers: list[BarProducer] = field(default_factory=list)
+    consumers: list[BarConsumer] = field(default_factory=list)
+
+    @property
+    def job(self) -> str:
+        return self.source.job or "application"
+
+    def fresh(self) -> KafkaConnectionSettings | None:
+        """The settings with the document's credentials now, if they changed."""
+        section = self.source.document().kafka
+        if section is None or (
+            section.username == self.settings.username
+            and section.password == self.settings.password
+        ):
+            return None
+        return self.settings.model_copy(
+            update={"username": section.username, "password": section.password}
+        )
+
+
 def _chunks(items: Iterable[Bar | DeadLetter], size: int) -> Iterator[list[Bar | DeadLetter]]:
     it = iter(items)
     while chunk := list(islice(it, size)):
@@ -127,6 +174,8 @@ class Backbone:
         document: ConnectionsDocument | None = None,
         checks: Sequence[CheckResult] = (),
         credentials: DocumentCredentials | None = None,
+        logins: RuntimeLogins | None = None,
+        kafka_logins: Sequence[KafkaLogin] = (),
     ) -> None:
         self.tier = tier
         self.settings = settings
@@ -140,9 +189,12 @@ class Backbone:
         self.document = document
         #: The validation hooks' results (Tier 1); degradable failures stay listed.
         self.checks = tuple(checks)
-        #: The outputs document file the Kafka credentials follow (``None``: opened
-        #: without one, or the settings override the document's Kafka credentials).
+        #: The outputs document file the runtime follows (``None``: opened without one).
         self.credentials = credentials
+        #: Which login each client uses (Tier 1; :mod:`backbone.job_logins`).
+        self.logins = logins
+        #: The Kafka clients per login that follow the document file (rotation).
+        self.kafka_logins = list(kafka_logins)
         #: The rules every bar meets before it is stored or produced.
         self.contract = (
             consumer.contract if consumer is not None else BarContract(settings.contract)
@@ -150,6 +202,11 @@ class Backbone:
         self.bridge = EventBusBridge(bus, tier=tier, enabled=_streaming_enabled(settings))
         if consumer is not None:
             consumer.bridge = self.bridge
+        self._settings_follow_kafka = (
+            credentials is not None
+            and document is not None
+            and section_follows(settings.kafka, document.kafka, "username")
+        )
         self._closed = False
 
     # --- construction -------------------------------------------------------
@@ -187,6 +244,7 @@ class Backbone:
                 if path is not None and document is not None
                 else None
             )
+            logins = runtime_logins(settings, document)
             return _open_institutional(
                 cls,
                 settings,
@@ -197,6 +255,7 @@ class Backbone:
                 consumer_start,
                 require_cache,
                 credentials=source,
+                logins=logins,
             )
         return _open_bootstrap(cls, settings, document, bus, telemetry)
 
@@ -210,6 +269,12 @@ class Backbone:
         CSV line): they are counted and dead-lettered like bars that break a rule.
         """
         self._check_open()
+        if self.tier == "institutional" and (self.producer is None or self.consumer is None):
+            raise self._scope_error(
+                "ingest",
+                "the writer's Kafka login (to produce) and the consumer's (to store what "
+                "it produced)",
+            )
         started = time.perf_counter()
         totals = ConsumeStats()
         self._rejected: dict[str, int] = {}
@@ -331,6 +396,8 @@ class Backbone:
         path ``ingest`` drains through — store, commit, cache, bus.
         """
         self._check_open()
+        if self.consumer is None and self.logins is not None and self.logins.job is not None:
+            raise self._scope_error("consume", "the consumer's Kafka login")
         if self.consumer is None:
             raise RuntimeError(
                 "consuming needs the institutional tier (Kafka); open it with "
@@ -343,49 +410,64 @@ class Backbone:
     # --- rotated credentials ------------------------------------------------
     def kafka_credentials_changed(self) -> bool:
         """Whether the outputs document on disk now holds other Kafka credentials than
-        the clients use (always ``False`` when the runtime follows no document file)."""
-        if self.credentials is None or self.settings.kafka is None:
-            return False
-        section = self.credentials.document().kafka
-        current = self.settings.kafka
-        return section is not None and (
-            section.username != current.username or section.password != current.password
-        )
+        some client uses (always ``False`` when the runtime follows no document file)."""
+        return any(login.fresh() is not None for login in self.kafka_logins)
 
     def reload_credentials(self) -> bool:
-        """Re-read the outputs document and rebuild the Kafka clients if their
-        credentials changed; returns whether they were rebuilt.
+        """Re-read the outputs document and rebuild the Kafka clients whose login
+        changed; returns whether any were rebuilt.
 
-        Redis and PostgreSQL need no call: each of their new connections asks the
-        document (:mod:`backbone.credentials`). kafka-python reads its password only
-        when a client is built, so the producer is flushed and rebuilt (every
-        acknowledged bar stays acknowledged; a send the old client could not deliver
-        is sent again, same record and key) and the consumer leaves the group and
-        joins again (it commits nothing on leaving; the new member resumes from the
-        committed offsets, and the store's upsert absorbs anything read twice).
-        Call it between ``ingest``/``consume`` calls, from the thread that runs them.
+        Each client follows its own job's login (:class:`KafkaLogin`): a rotation
+        of the consumer's password rebuilds the consumer and its producer, the
+        writer's the ingest producer. Redis and PostgreSQL need no call: each of
+        their new connections asks the document (:mod:`backbone.credentials`).
+        kafka-python reads its password only when a client is built, so a producer
+        is flushed and rebuilt (every acknowledged bar stays acknowledged; a send
+        the old client could not deliver is sent again, same record and key) and
+        the consumer leaves the group and joins again (it commits nothing on
+        leaving; the new member resumes from the committed offsets, and the
+        store's upsert absorbs anything read twice). Call it between
+        ``ingest``/``consume`` calls, from the thread that runs them.
         """
         self._check_open()
         if self.credentials is None:
             return False
         self.document = self.credentials.document()
-        if not self.kafka_credentials_changed():
-            return False
-        section = self.document.kafka
-        assert section is not None and self.settings.kafka is not None
-        kafka: KafkaConnectionSettings = self.settings.kafka.model_copy(
-            update={"username": section.username, "password": section.password}
-        )
-        resent = self.producer.reconnect(kafka) if self.producer is not None else 0
-        if self.consumer is not None:
-            self.consumer.reconnect(kafka)
-        self.settings = self.settings.model_copy(update={"kafka": kafka})
-        _log.info(
-            "Kafka clients rebuilt with the credentials of %s (%d records re-sent)",
-            self.credentials.path,
-            resent,
-        )
-        return True
+        rebuilt = False
+        for login in self.kafka_logins:
+            fresh = login.fresh()
+            if fresh is None:
+                continue
+            resent = sum(producer.reconnect(fresh) for producer in login.producers)
+            for consumer in login.consumers:
+                consumer.reconnect(fresh)
+            login.settings = fresh
+            rebuilt = True
+            _log.info(
+                "Kafka clients of the %s login rebuilt with the credentials of %s "
+                "(%d records re-sent)",
+                login.job,
+                self.credentials.path,
+                resent,
+            )
+        self._follow_settings_kafka()
+        return rebuilt
+
+    def _follow_settings_kafka(self) -> None:
+        # The settings keep the document's own Kafka login (dead-letter inspection
+        # reads with it); they follow the file unless they were overridden.
+        current = self.settings.kafka
+        section = self.document.kafka if self.document is not None else None
+        if current is None or section is None or not self._settings_follow_kafka:
+            return
+        if (current.username, current.password) != (section.username, section.password):
+            self.settings = self.settings.model_copy(
+                update={
+                    "kafka": current.model_copy(
+                        update={"username": section.username, "password": section.password}
+                    )
+                }
+            )
 
     def stop(self) -> None:
         """Ask a running :meth:`consume` to return after its current poll (thread-safe)."""
@@ -423,6 +505,22 @@ class Backbone:
             if not check.ok and not check.required and check.service != "redis":
                 out[check.service] = {"state": "degraded", "degraded_reason": check.detail}
         return out
+
+    @property
+    def health_producer(self) -> BarProducer | None:
+        """The producer health reports go out on: the consumer's, whose login may
+        write the health topic (the writer's may not); ``None`` without a consumer."""
+        if self.consumer is None:
+            return None
+        return self.consumer.dead_letters or self.producer
+
+    def _scope_error(self, call: str, needs: str) -> RuntimeError:
+        if self.logins is not None and self.logins.job is not None:
+            return self.logins.scope_error(call, needs)
+        return RuntimeError(
+            f"{call} needs {needs}, which this Backbone was not opened with; open it "
+            "with Backbone.open(tier='institutional', outputs=...)"
+        )
 
     def _health_topic_usable(self) -> bool:
         return not any(c.service == "health-topic" and not c.ok for c in self.checks)
@@ -499,10 +597,11 @@ class Backbone:
         self.bus.publish(HEALTH_TOPIC, report)
         # A missing health topic is a degraded mode: the report stays on the bus
         # (a send to it could block for the producer's max_block_ms).
-        if self.producer is not None and self._health_topic_usable():
+        reports = self.health_producer
+        if reports is not None and self._health_topic_usable():
             try:
-                self.producer.send_json("ingest_health", report, key=self.tier)
-                self.producer.flush()
+                reports.send_json("ingest_health", report, key=self.tier)
+                reports.flush()
             except Exception as exc:  # health reporting must not break the caller
                 self.telemetry.health_published(False)
                 _log.warning(
@@ -521,7 +620,9 @@ class Backbone:
         if self._closed:
             return
         self._closed = True
-        for part in (self.consumer, self.producer, self.cache, self.store):
+        reports = self.health_producer
+        own = reports if reports is not None and reports is not self.producer else None
+        for part in (self.consumer, own, self.producer, self.cache, self.store):
             if part is None:
                 continue
             try:
@@ -545,7 +646,7 @@ def _dead_letter_counts(bb: Backbone) -> dict[str, int | None]:
     from backbone.deadletter_queue import queues_for
 
     counts: dict[str, int | None] = {}
-    for queue in queues_for(bb):
+    for queue in queues_for(bb, count_only=True):
         try:
             counts[queue.where] = queue.count()
         except Exception as exc:  # a status report must not fail on one place
@@ -587,17 +688,6 @@ def _document_path(outputs: Path | str | None) -> Path | None:
     """The file :func:`_load_document` read (``None``: no file, settings from elsewhere)."""
     named = outputs if outputs is not None else os.environ.get(OUTPUTS_ENV)
     return Path(named) if named else None
-
-
-def _follows(section: Any, document_section: Any, user_field: str) -> bool:
-    """Whether a settings section took its credentials from the document's section
-    (the environment or config.yaml may override them: then they stay fixed)."""
-    return (
-        section is not None
-        and document_section is not None
-        and getattr(section, user_field) == getattr(document_section, user_field)
-        and section.password == document_section.password
-    )
 
 
 def _choose_tier(
@@ -644,58 +734,97 @@ def _open_institutional(
     require_cache: bool | None = None,
     *,
     credentials: DocumentCredentials | None = None,
+    logins: RuntimeLogins,
 ) -> Backbone:
     # Tier 1 clients load only when Tier 1 is chosen: Tier 0 needs no services.
     from backbone.store.timescale import TimescaleStore
     from backbone.tiers import switch_to_institutional
 
-    checks = switch_to_institutional(document, settings, require_cache=require_cache)
+    # The checks log in as the clients will (a full document: the consumer's logins).
+    checks = switch_to_institutional(
+        document, logins.for_validation(settings), require_cache=require_cache
+    )
     for check in checks:
         # The cache names its own cause when it starts detached (one line, not two).
         if not check.ok and check.service != "redis":
             _log.warning("degraded mode: %s", check)
-    assert settings.kafka is not None and settings.timescale is not None
-    # A section follows the document file only if its credentials came from it.
-    doc = document if credentials is not None else None
-    follow = {
-        name: credentials
-        if doc and _follows(getattr(settings, name), getattr(doc, name), user)
-        else None
-        for name, user in (("redis", "username"), ("kafka", "username"), ("timescale", "user"))
-    }
+
+    def follow(client: Client) -> DocumentCredentials | None:
+        # A client follows the document file only if its credentials came from it.
+        if credentials is None or client not in logins.follows:
+            return None
+        return credentials.for_job(logins.follows[client])
+
+    if logins.store is None:
+        raise logins.scope_error("the runtime", "a timescale section (the store)")
     parts: list[Any] = []
+    kafka_logins: dict[str | None, KafkaLogin] = {}
+
+    def followed(client: Client, kafka: KafkaConnectionSettings) -> KafkaLogin | None:
+        source = follow(client)
+        if source is None:
+            return None
+        return kafka_logins.setdefault(source.job, KafkaLogin(source, kafka))
+
     try:
         # Each client takes its settings section whole: no field is copied by hand.
-        store = TimescaleStore(settings.timescale, credentials=follow["timescale"])
+        store = TimescaleStore(
+            logins.store, credentials=follow("store"), read_only=logins.read_only
+        )
         parts.append(store)
-        redis_source = follow["redis"]
-        cache = _open_cache(
-            settings,
-            checks,
-            store,
-            telemetry,
-            bus,
-            RedisDocumentCredentials(redis_source) if redis_source is not None else None,
-        )
+        cache: BarCache
+        if logins.cache is None and logins.job is not None:
+            # A job without a Redis login (the writer) shares no cache.
+            cache = MemoryCache(
+                settings.cache, namespace=settings.namespace, telemetry=telemetry, bus=bus
+            )
+        else:
+            redis_source = follow("cache")
+            cache = _open_cache(
+                settings,
+                logins.cache,
+                checks,
+                store,
+                telemetry,
+                bus,
+                RedisDocumentCredentials(redis_source) if redis_source is not None else None,
+                fills=not logins.read_only,
+            )
         parts.append(cache)
-        producer = BarProducer(
-            settings.kafka,
-            tuning=ProducerTuning(max_bars_in_flight=settings.max_bars_in_flight),
-        )
-        parts.append(producer)
-        consumer = BarConsumer(
-            settings.kafka,
-            store,
-            cache=cache,
-            telemetry=telemetry,
-            dead_letters=producer,
-            group_id=group_id or DEFAULT_GROUP,
-            store_label="timescale",
-            start_at=consumer_start,
-            store_outage_max_s=settings.store_outage_max_seconds,
-            contract=BarContract(settings.contract),
-        )
-        parts.append(consumer)
+        tuning = ProducerTuning(max_bars_in_flight=settings.max_bars_in_flight)
+        producer = None
+        if logins.producer is not None:
+            producer = BarProducer(logins.producer, tuning=tuning)
+            parts.append(producer)
+            if (login := followed("producer", logins.producer)) is not None:
+                login.producers.append(producer)
+        consumer = None
+        if logins.consumer is not None:
+            # The consumer reports its rejects and its health with its own login,
+            # which may write only those topics; one producer when both logins agree.
+            reports = producer
+            if producer is None or logins.consumer != logins.producer:
+                reports = BarProducer(
+                    logins.consumer, tuning=tuning, client_id="backbone-consumer-reports"
+                )
+                parts.append(reports)
+            consumer = BarConsumer(
+                logins.consumer,
+                store,
+                cache=cache,
+                telemetry=telemetry,
+                dead_letters=reports,
+                group_id=group_id or DEFAULT_GROUP,
+                store_label="timescale",
+                start_at=consumer_start,
+                store_outage_max_s=settings.store_outage_max_seconds,
+                contract=BarContract(settings.contract),
+            )
+            parts.append(consumer)
+            if (login := followed("consumer", logins.consumer)) is not None:
+                login.consumers.append(consumer)
+                if reports is not None and reports is not producer:
+                    login.producers.append(reports)
     except BaseException:
         for part in reversed(parts):
             part.close()
@@ -712,22 +841,27 @@ def _open_institutional(
         store_label="timescale",
         document=document,
         checks=checks,
-        credentials=follow["kafka"],
+        credentials=credentials,
+        logins=logins,
+        kafka_logins=list(kafka_logins.values()),
     )
 
 
 def _open_cache(
     settings: BackboneSettings,
+    redis_settings: RedisConnectionSettings | None,
     checks: Sequence[CheckResult],
     store: BarStore,
     telemetry: Telemetry,
     bus: EventBus,
     credentials: RedisDocumentCredentials | None = None,
+    *,
+    fills: bool = True,
 ) -> DegradableCache:
     """The Tier 1 cache: attached when Redis answered validation, else cache-degraded.
 
+    ``redis_settings``: the login the cache uses (:mod:`backbone.job_logins`);
     ``credentials``: each new Redis connection asks the outputs document (rotation)."""
-    redis_settings = settings.redis
     redis_check = next((c for c in checks if c.service == "redis"), None)
 
     def connect() -> RedisCache:
@@ -741,6 +875,7 @@ def _open_cache(
             bus=bus,
             heartbeat_interval=settings.heartbeat_interval_seconds,
             credentials=credentials,
+            fills=fills,
         )
 
     return DegradableCache(

@@ -330,6 +330,8 @@ def validate_institutional(
 
     The first three are Redis, Kafka and PostgreSQL; the degradable ``metrics``
     and ``health-topic`` checks follow. ``required`` says which kind each is.
+    On a job's document (``document.job``) a service the job does not use (its
+    section is absent) is not checked and not listed.
     """
     if settings is None:
         settings = load_settings(document)
@@ -342,7 +344,13 @@ def validate_institutional(
     hooks: list[tuple[Service, str, Hook]] = []
     missing: list[CheckResult] = []
 
+    # A job's document (``harness outputs --job``) holds only the services its
+    # job uses: a service it leaves out is not part of this runtime, not a failure.
+    job = document.job if document is not None else None
+
     def absent(service: Service, detail: str) -> None:
+        if job is not None and service != "metrics":
+            return
         missing.append(CheckResult(service, "-", False, detail, 0, required(service)))
 
     redis_conn, kafka_conn, pg_conn = settings.redis, settings.kafka, settings.timescale

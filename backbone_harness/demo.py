@@ -163,12 +163,14 @@ def _run_tier1(console: Console, report: DemoReport, root: Path, name: str, size
             bb.latest("EURUSD", "1m")
             bb.latest("EURUSD", "1m")
             health = bb.health(SYMBOLS)
+            logins = _logins(bb)
             _show_prometheus(console, report, doc)
         finally:
             server.close()
     report.ingests["institutional"] = result
     report.add("Tier 1 ingest", _counts(result))
     cache = health["cache"]
+    report.add("Tier 1 logins (one principal per job)", logins)
     report.add("Tier 1 cache (Redis)", f"hits {cache['hits']}, misses {cache['misses']}")
     report.add("Tier 1 bus bridge", _delivered(received))
     lag = health.get("consumer", {}).get("lag", {})
@@ -288,6 +290,19 @@ def main(argv: list[str] | None = None) -> int:
             console.print(f"[red]{tier}: counts do not reconcile[/red]")
             return 1
     return 0
+
+
+def _logins(bb: Backbone) -> str:
+    """Who each Tier 1 client logged in as (user names only, never a password)."""
+    if bb.logins is None:
+        return "-"
+    users = {
+        "producer": bb.logins.producer and bb.logins.producer.username,
+        "consumer": bb.logins.consumer and bb.logins.consumer.username,
+        "store": bb.logins.store and bb.logins.store.user,
+        "cache": bb.logins.cache and bb.logins.cache.username,
+    }
+    return ", ".join(f"{client} {user}" for client, user in users.items() if user)
 
 
 if __name__ == "__main__":

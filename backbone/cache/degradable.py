@@ -235,8 +235,14 @@ class DegradableCache:
             # from here on, missed pairs are those the warm-up may have raced.
             self._missed = set()
         try:
-            flushed = inner.flush_namespace()
-            warmed = self._warm_up(inner)
+            if inner.fills:
+                flushed = inner.flush_namespace()
+                warmed = self._warm_up(inner)
+            else:
+                # A login that may only read (the reader job's) can neither delete
+                # nor write entries: the filling processes' own re-attach flushes
+                # stale ones; this one attaches and reads.
+                flushed = warmed = 0
         except Exception as exc:  # Redis went again mid-attach: stay detached
             _log.info("cache attach broke off (%s); probing again", _describe(exc))
             inner.close()

@@ -150,8 +150,12 @@ class RedisCache:
         retry_backoff: float = 0.1,
         publish_every: int = 100,
         credentials: CredentialProvider | None = None,
+        fills: bool = True,
     ) -> None:
         self.policy = policy or CachePolicy()
+        #: Whether a miss served by the store fills the cache; off for a login that
+        #: may only read (the reader job's), whose every fill Redis would refuse.
+        self.fills = fills
         self._credentials = credentials
         self.namespace = namespace
         self.connection = connection
@@ -376,7 +380,7 @@ class RedisCache:
         return None
 
     def _write(self, key: str, pair: tuple[str, str], value: bytes) -> None:
-        if not self.available:
+        if not self.available or not self.fills:
             return
         args: list[bytes | int] = [
             value,

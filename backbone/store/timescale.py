@@ -252,6 +252,9 @@ class TimescaleStore:
     as the TimescaleDB test oracle). Turn ``prepared_statements`` off behind a
     transaction-mode pooler, or where connections share one backend (the oracle).
     ``application_name`` labels the connections in ``pg_stat_activity``.
+    ``read_only``: for a role that may only ``SELECT`` (the reader job's): no
+    staging table per connection (``TEMPORARY`` is not granted to it) and no
+    schema creation; a write is refused by the database (:class:`StoreError`).
     """
 
     def __init__(
@@ -264,8 +267,10 @@ class TimescaleStore:
         prepared_statements: bool = True,
         application_name: str = "backbone-store",
         credentials: DocumentCredentials | None = None,
+        read_only: bool = False,
     ) -> None:
         self.connection = conn
+        self.read_only = read_only
         self.timescaledb = conn.timescaledb
         self._write_method = write_method
         self._secret = conn.password.get_secret_value() if conn.password else ""
@@ -276,7 +281,7 @@ class TimescaleStore:
             timeout=timeout,
             application_name=application_name,
             prepared_statements=prepared_statements,
-            configure=self._configure,
+            configure=None if read_only else self._configure,
             credentials=credentials,
         )
         self._closed = threading.Event()
@@ -291,7 +296,7 @@ class TimescaleStore:
                 f"user {conn.user}) within {timeout:.0f}s ({self._connect_problem()}); "
                 "check the stack is up (`harness status`) and the outputs document is current"
             ) from None
-        if create_schema and not self._schema_present():
+        if create_schema and not read_only and not self._schema_present():
             self.apply_schema()
 
     def __repr__(self) -> str:

@@ -17,16 +17,22 @@ resource (an idempotent producer needs only ``WRITE`` on a topic since Kafka
 The jobs get their own principals (issue 11, least privilege):
 
 ``spec.writer_username`` (the ingest writer)
-    ``WRITE`` and ``DESCRIBE`` on every spec topic (bars, and the dead letters
-    and health reports an ingest produces); no ``READ`` anywhere, no group.
+    ``WRITE`` on the bar topics and the dead-letter topic (the rejects an
+    ingest produces: :data:`WRITER_PRODUCES`), ``DESCRIBE`` on every spec
+    topic; no ``READ`` anywhere, no group. Not the health topic: health reports
+    are the consumer's (``backbone consume`` and ``Backbone.health`` send them
+    with the consumer's login), so an ingest process cannot forge them.
 ``spec.consumer_username`` (a consumer-group member)
-    ``READ`` and ``DESCRIBE`` on the bar topics, ``READ`` on groups (join,
+    ``READ`` and ``DESCRIBE`` on the bar topics, ``READ`` on the stack's groups (join,
     commit, fetch offsets); ``WRITE`` and ``DESCRIBE`` only on the dead-letter
-    and health topics (:data:`CONSUMER_PRODUCES`), which a consumer reports to.
+    and health topics (:data:`CONSUMER_PRODUCES`), which a consumer reports to
+    (the runtime gives the consumer its own producer for them).
 
-The application principal (``spec.username``) stays for the all-in-one
-runtime (``Backbone`` ingesting, consuming and reading in one process: the
-demo, drills, benches and load runs).
+The runtime logs in as the jobs (``backbone.job_logins``), also when one
+process ingests, consumes and reads (the demo, drills, benches and load runs).
+The application principal (``spec.username``) stays for what no job may do:
+reading the dead-letter topic (``backbone dead-letters``), clients configured
+without an outputs document, and documents made before the jobs had logins.
 
 Groups: every consumer group of a stack starts with ``spec.group_prefix``
 (``backbone-``; the runtime's, and one per drill, test or load run), and the
@@ -62,6 +68,7 @@ __all__ = [
     "APP_TOPIC_OPERATIONS",
     "AUTHORIZER_CLASS",
     "CONSUMER_PRODUCES",
+    "WRITER_PRODUCES",
     "AclRule",
     "acl_cli_args",
     "application_acls",
@@ -86,6 +93,8 @@ APP_GROUP_OPERATIONS: tuple[Operation, ...] = ("READ",)
 MONITOR_OPERATIONS: tuple[Operation, ...] = ("DESCRIBE",)
 #: The logical topics a consumer produces to: rejects and its health reports.
 CONSUMER_PRODUCES: frozenset[str] = frozenset({"dead_letter", "ingest_health"})
+#: The logical topics the ingest writer produces to: bars and the rejects of an ingest.
+WRITER_PRODUCES: frozenset[str] = frozenset({"daily_bars", "intraday_bars", "dead_letter"})
 
 
 @dataclass(frozen=True)
@@ -128,17 +137,20 @@ def application_acls(spec: KafkaSpec) -> list[AclRule]:
 
 
 def writer_acls(spec: KafkaSpec) -> list[AclRule]:
-    """The ingest writer's ACLs: produce to every spec topic, read nothing.
+    """The ingest writer's ACLs: produce bars and rejects (:data:`WRITER_PRODUCES`),
+    describe every spec topic, read nothing.
 
     An idempotent producer (kafka-python's default) needs only ``WRITE`` on
     the topic since Kafka 2.8 (KIP-679): no ``IDEMPOTENT_WRITE`` on the cluster.
     """
     principal = f"User:{spec.writer_username}"
-    return [
-        AclRule(principal, "TOPIC", topic.name, op)
-        for topic in spec.topics
-        for op in ("WRITE", "DESCRIBE")
-    ]
+    rules: list[AclRule] = []
+    for topic in spec.topics:
+        ops: tuple[Operation, ...] = (
+            ("WRITE", "DESCRIBE") if topic.logical in WRITER_PRODUCES else ("DESCRIBE",)
+        )
+        rules += [AclRule(principal, "TOPIC", topic.name, op) for op in ops]
+    return rules
 
 
 def consumer_acls(spec: KafkaSpec) -> list[AclRule]:

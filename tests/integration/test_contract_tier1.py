@@ -184,12 +184,13 @@ def test_replay_resends_a_bar_corrected_after_it_was_streamed(backbone: Backbone
     bars = list(synthetic_bars([s], "15m", 30, start=T0))
     backbone.ingest(bars)  # streamed: the topic holds the first values
     assert isinstance(backbone.store, TimescaleStore) and backbone.producer is not None
+    assert backbone.consumer is not None
     fix = dataclasses.replace(bars[7], high=bars[7].high + 0.01)
     # corrected in the store only (e.g. by a Tier 0 import), not through Kafka
     backbone.store.apply([fix])
     result = replay(
         backbone.store, backbone.producer, T0, T0 + timedelta(days=1), [s],
-        contract=backbone.contract,
+        contract=backbone.contract, scan=backbone.consumer.kafka,
     )  # fmt: skip
     assert (result.sent, result.corrections_resent, result.skipped) == (1, 1, 29)
 

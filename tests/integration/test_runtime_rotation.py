@@ -1,17 +1,19 @@
 """A running ``Backbone`` picks up rotated credentials (issue 11, item 4).
 
 Against the session's real local stack: open the runtime on the stack's outputs
-document, ingest, rotate every application password with the real rotation
-function, then force every client to reconnect — Redis ``CLIENT KILL`` and
-PostgreSQL ``pg_terminate_backend`` as the administrators, Kafka through
-``reload_credentials()`` — and ingest again. The old Redis and PostgreSQL
-passwords are refused by then, so the reconnects succeed only with the new
-document's: every acknowledged bar is stored exactly once, the cache serves a
-hit after a miss, and no password reaches the logs.
+document, ingest, rotate the passwords of the jobs the runtime logs in as (the
+writer's and the consumer's, issue 11) with the real rotation function, then
+force every client to reconnect — Redis ``CLIENT KILL`` and PostgreSQL
+``pg_terminate_backend`` as the administrators, Kafka through
+``reload_credentials()`` — and ingest again. The old passwords are refused by
+then, so the reconnects succeed only with the new document's: every
+acknowledged bar is stored exactly once, the cache serves a hit after a miss,
+and no password reaches the logs. A rotation of the application's Kafka
+password before that rebuilds nothing: no client of the runtime uses it.
 
-The daemon test rotates under ``backbone consume``'s loop: a reload requested
-the way SIGHUP requests it rebuilds its Kafka clients, and bars produced with
-the new document afterwards are stored once.
+The daemon tests rotate the consumer's logins under ``backbone consume``'s
+loop: a reload requested the way SIGHUP requests it (or forced by a refused
+login) rebuilds its Kafka clients, and bars produced afterwards are stored once.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from backbone.bars import Bar
 from backbone.cache import DegradableCache
 from backbone.connections import ConnectionsDocument
 from backbone.daemon import ConsumerDaemon
+from backbone.job_outputs import job_document
 from backbone.runtime import Backbone
 from backbone.settings import KafkaConnectionSettings, RedisConnectionSettings
 from backbone.stream.codec import decode_record
@@ -80,12 +83,16 @@ def _redis_admin(doc: ConnectionsDocument, admin: StackSecrets) -> redis.Redis:
     )  # fmt: skip
 
 
-def _force_reconnects(doc: ConnectionsDocument, admin: StackSecrets, user: str) -> int:
-    """Drop the application's Redis connections and PostgreSQL sessions; returns
-    how many PostgreSQL sessions were terminated."""
-    assert doc.redis is not None and doc.redis.username is not None
+def _force_reconnects(doc: ConnectionsDocument, admin: StackSecrets) -> int:
+    """Drop the consumer job's Redis connections and PostgreSQL sessions (the
+    runtime's cache and store log in as it); returns how many PostgreSQL
+    sessions were terminated."""
+    consumer = job_document(doc, "consumer")
+    assert consumer.redis is not None and consumer.redis.username is not None
+    assert consumer.timescale is not None
+    user = consumer.timescale.user
     with _redis_admin(doc, admin) as client:
-        client.execute_command("CLIENT", "KILL", "USER", doc.redis.username)
+        client.execute_command("CLIENT", "KILL", "USER", consumer.redis.username)
     with _superuser(doc, admin) as pg:
         row = pg.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -105,9 +112,11 @@ def _stored(doc: ConnectionsDocument, admin: StackSecrets, symbol: str) -> list[
 
 
 def _secrets_of(*docs: ConnectionsDocument) -> set[str]:
+    """Every password of the documents: the application's and each job's."""
     found: set[str] = set()
     for doc in docs:
-        for section in (doc.redis, doc.kafka, doc.timescale):
+        logins = [p for job in (doc.principals or {}).values() for p in job.__dict__.values()]
+        for section in (doc.redis, doc.kafka, doc.timescale, *logins):
             password = getattr(section, "password", None)
             if password is not None:
                 found.add(password.get_secret_value())
@@ -133,13 +142,28 @@ def test_a_running_backbone_reconnects_with_rotated_credentials(
         first = bb.ingest(before)
         assert first.stored == len(before) and first.reconciles
 
-        rotate_credentials(local_stack, grace_s=0.5)
+        # The application's login is no client's any more: nothing to rebuild.
+        rotate_credentials(local_stack, principals=("kafka",), grace_s=0)
+        assert not bb.kafka_credentials_changed()
+        assert bb.reload_credentials() is False
+        # ... but the settings keep following it (dead-letter inspection reads with it).
+        app_kafka = local_stack.document.kafka
+        assert bb.settings.kafka is not None and app_kafka is not None
+        assert bb.settings.kafka.password == app_kafka.password
+
+        rotate_credentials(local_stack, principals=("writer", "consumer"), grace_s=0.5)
         new_doc = local_stack.document
-        assert refused_with_old_passwords(new_doc, old_doc) == []
+        consumer_before = job_document(old_doc, "consumer")
+        assert refused_with_old_passwords(job_document(new_doc, "consumer"), consumer_before) == []
         killed_at = time.time()
-        assert _force_reconnects(new_doc, admin, old_doc.timescale.user) >= 1
+        assert _force_reconnects(new_doc, admin) >= 1
         assert bb.kafka_credentials_changed()
+        assert {login.job for login in bb.kafka_logins} == {"writer", "consumer"}
         assert bb.reload_credentials() is True
+        # Every Kafka client now logs in with its job's new password.
+        for login in bb.kafka_logins:
+            rotated = job_document(new_doc, login.job).kafka  # type: ignore[arg-type]
+            assert rotated is not None and login.settings.password == rotated.password
         assert not bb.kafka_credentials_changed()
         assert bb.reload_credentials() is False  # nothing newer: the clients stay
 
@@ -187,7 +211,7 @@ def test_the_consumer_daemon_reloads_on_request_and_stores_each_bar_once(
         runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 120.0}, daemon=True)
         runner.start()
         try:
-            rotate_credentials(local_stack, principals=("kafka",), grace_s=0)
+            rotate_credentials(local_stack, principals=("consumer",), grace_s=0)
             new_doc = local_stack.document
             assert new_doc.kafka is not None
             daemon.request_reload()  # what SIGHUP does in `backbone consume`
@@ -236,7 +260,7 @@ def test_the_consumer_daemon_reloads_when_kafka_refuses_its_old_login(
         runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 240.0}, daemon=True)
         runner.start()
         try:
-            rotate_credentials(local_stack, principals=("kafka",), grace_s=0)
+            rotate_credentials(local_stack, principals=("consumer",), grace_s=0)
             new_doc = local_stack.document
             assert new_doc.kafka is not None
             local_stack.restart_node(broker)  # every connection logs in again
@@ -291,7 +315,7 @@ def test_backbone_consume_reloads_its_credentials_on_sighup(local_stack: LocalSt
     reader.start()
     try:
         assert _wait_for(lines, "consuming:", proc, 90), lines[-20:]
-        rotate_credentials(local_stack, principals=("kafka",), grace_s=0)
+        rotate_credentials(local_stack, principals=("consumer",), grace_s=0)
         new_doc = local_stack.document
         assert new_doc.kafka is not None
         proc.send_signal(signal.SIGHUP)

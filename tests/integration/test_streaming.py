@@ -364,12 +364,14 @@ def test_replay_backfills_a_window_in_symbol_order_and_a_second_replay_adds_noth
     since = end_offsets(local_stack, "intraday_bars")
     with Backbone.open(tier="institutional", outputs=local_stack.outputs_path) as bb:
         assert bb.store.write(bars) == len(bars)  # history that never went through Kafka
-        assert bb.producer is not None
+        assert bb.producer is not None and bb.consumer is not None
         bb.producer.send_bars(already_live)
         bb.producer.flush()
 
-        first = replay(bb.store, bb.producer, start, end, symbols)
-        second = replay(bb.store, bb.producer, start, end, symbols)
+        # The writer sends; the consumer's login scans (the writer may not read).
+        scan = bb.consumer.kafka
+        first = replay(bb.store, bb.producer, start, end, symbols, scan=scan)
+        second = replay(bb.store, bb.producer, start, end, symbols, scan=scan)
 
     assert first.present == len(already_live)
     assert (first.sent, first.skipped) == (len(window) - len(already_live), len(already_live))

@@ -12,6 +12,7 @@ from backbone_infra.render.kafka import (
 from backbone_infra.render.kafka_acls import (
     AUTHORIZER_CLASS,
     CONSUMER_PRODUCES,
+    WRITER_PRODUCES,
     acl_cli_args,
     application_acls,
     consumer_acls,
@@ -66,13 +67,17 @@ _FORBIDDEN = {ACLOperation.DELETE, ACLOperation.ALTER, ACLOperation.ALTER_CONFIG
               ACLOperation.CREATE, ACLOperation.ALL, ACLOperation.CLUSTER_ACTION}  # fmt: skip
 
 
-def test_the_writer_produces_to_every_topic_and_reads_none() -> None:
+def test_the_writer_produces_bars_and_rejects_and_reads_none() -> None:
     spec = build_spec("t", size="ha").kafka
     rules = writer_acls(spec)
     assert {r.principal for r in rules} == {f"User:{spec.writer_username}"}
     assert {(r.resource, r.name, r.operation) for r in rules} == {
-        ("TOPIC", t.name, op) for t in spec.topics for op in ("WRITE", "DESCRIBE")
-    }
+        ("TOPIC", t.name, "DESCRIBE") for t in spec.topics
+    } | {("TOPIC", t.name, "WRITE") for t in spec.topics if t.logical in WRITER_PRODUCES}
+    # Health reports are the consumer's: an ingest process cannot write them.
+    written = {r.name for r in rules if r.operation == "WRITE"}
+    health = next(t.name for t in spec.topics if t.logical == "ingest_health")
+    assert health not in written and len(written) == 3
     assert not {a.operation for a in kafka_python_acls(rules)} & (_FORBIDDEN | {ACLOperation.READ})
 
 
