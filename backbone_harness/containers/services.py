@@ -69,7 +69,7 @@ _PG_CONF = "/etc/backbone/postgres"
 _PG_DATA = configs.POSTGRES_DATA
 _PATRONI_CONF = "/etc/backbone/patroni/patroni.yml"
 #: The etcd container's name: Patroni's store on the compose ha stack.
-ETCD = "etcd"
+ETCD = "etcd-1"
 _REDIS_CONF = "/etc/redis/redis.conf"
 
 

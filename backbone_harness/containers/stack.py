@@ -949,7 +949,7 @@ class ContainerStack:
                 client.close()
             return "primary" if role == "master" else "replica"
         if node == ETCD:
-            return "etcd (Patroni's store)"
+            return "dcs (Patroni's store)"
         if node.startswith("postgres-") and "rest" in self.state.ports[node]:
             return patroni.node_role(self.state.ports[node]["rest"], node)
         if node.startswith("postgres-"):

@@ -254,7 +254,7 @@ def patroni_ymls(renderings: Renderings, tmp_path_factory: pytest.TempPathFactor
     spec = first.result.spec
     assert spec.postgres.patroni is not None
     member = compose_configs.patroni_member("postgres-2", port=40602, rest_port=40612)
-    etcd = [f"etcd:{spec.postgres.patroni.etcd_client_port}"]
+    etcd = [f"etcd-1:{spec.postgres.patroni.etcd_client_port}"]
     compose = compose_configs.patroni_yml(spec, _secrets(first), member, etcd_hosts=etcd)
     found["compose"] = yaml.safe_load(compose)
     return found

@@ -195,9 +195,9 @@ def test_compose_patroni_nodes_dial_each_other_by_name_over_verified_tls(
 
     secrets = StackSecrets()
     member = configs.patroni_member("postgres-3", port=port, rest_port=rest)
-    config = yaml.safe_load(configs.patroni_yml(HA, secrets, member, etcd_hosts=["etcd:2379"]))
+    config = yaml.safe_load(configs.patroni_yml(HA, secrets, member, etcd_hosts=["etcd-1:2379"]))
     pg = config["postgresql"]
-    assert config["name"] == "postgres-3" and config["etcd3"]["hosts"] == ["etcd:2379"]
+    assert config["name"] == "postgres-3" and config["etcd3"]["hosts"] == ["etcd-1:2379"]
     assert (pg["listen"], pg["connect_address"]) == (f"0.0.0.0:{port}", f"postgres-3:{port}")
     assert config["restapi"] == {
         "listen": f"0.0.0.0:{rest}",
@@ -221,6 +221,6 @@ def test_compose_patroni_nodes_dial_each_other_by_name_over_verified_tls(
 def test_patronis_etcd_listens_everywhere_and_advertises_its_container_name() -> None:
     etcd = etcd_server(HA)
     assert etcd.name == ETCD and etcd.command[0] == "etcd" and etcd.ports == ()
-    assert "--advertise-client-urls=http://etcd:2379" in etcd.command
+    assert "--advertise-client-urls=http://etcd-1:2379" in etcd.command
     assert "--listen-client-urls=http://0.0.0.0:2379" in etcd.command
-    assert "--initial-cluster=etcd=http://etcd:2380" in etcd.command
+    assert "--initial-cluster=etcd-1=http://etcd-1:2380" in etcd.command
