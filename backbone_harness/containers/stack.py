@@ -921,11 +921,12 @@ class ContainerStack:
         return time.monotonic() - began
 
     # -- roles ---------------------------------------------------------------------------
-    def roles(self) -> dict[str, str]:
-        """Every node's role, asked of the services through their published ports."""
+    def roles(self, prefix: str = "") -> dict[str, str]:
+        """Every node's role (or those whose names start with ``prefix``), asked
+        of the services through their published ports."""
         secrets = self.secrets
         out: dict[str, str] = {}
-        for node in self.state.nodes:
+        for node in (n for n in self.state.nodes if n.startswith(prefix)):
             if not self.node_running(node):
                 out[node] = "down"
                 continue
@@ -996,9 +997,10 @@ class ContainerStack:
         )
 
     def postgres_primary(self) -> str:
-        roles = self.roles()
+        # Only the PostgreSQL nodes are asked: a drill polls this during a failover.
+        roles = self.roles("postgres-")
         # Only a primary in Patroni's "running" state counts (not "primary (starting)").
-        primaries = [n for n, r in roles.items() if n.startswith("postgres-") and r == "primary"]
+        primaries = [n for n, r in roles.items() if r == "primary"]
         if len(primaries) != 1:
             raise HarnessError(
                 f"expected one PostgreSQL primary, found {primaries or 'none'} (roles: {roles}); "
