@@ -15,7 +15,9 @@ and a container is an argument here:
   forwarded connections arrive from the network's gateway);
 - TLS files (with ``spec.tls``, the default) are the stack's, mounted read-only
   at :data:`TLS_DIR` (:func:`service_tls`); PostgreSQL reads a 0600 copy of
-  its key that it owns (:data:`POSTGRES_KEY`), as in the Pulumi containers.
+  its key that it owns (:data:`POSTGRES_KEY`), as in the Pulumi containers;
+- under Patroni (``ha``) the nodes reach each other and etcd by container name
+  (``postgres-2:<port>``, ``etcd:2379``), which their certificates carry.
 
 """
 
@@ -28,6 +30,7 @@ from pathlib import PurePath
 from backbone.connections import HostPort
 from backbone_infra.render.certificates import TLSFiles, tls_files
 from backbone_infra.render.kafka import KafkaNodePorts, render_server_properties
+from backbone_infra.render.patroni import PatroniMember, patroni_config, patroni_yaml
 from backbone_infra.render.postgres import pg_hba_conf
 from backbone_infra.render.postgres import postgresql_conf as render_postgresql_conf
 from backbone_infra.render.redis import redis_conf as render_redis_conf
@@ -41,6 +44,8 @@ __all__ = [
     "REDIS_DATA",
     "TLS_DIR",
     "kafka_server_properties",
+    "patroni_member",
+    "patroni_yml",
     "postgres_hba",
     "postgresql_conf",
     "redis_conf",
@@ -49,6 +54,12 @@ __all__ = [
 ]
 
 REDIS_DATA = "/data"
+POSTGRES_DATA = "/var/lib/postgresql/data"
+#: The image's PostgreSQL programs (Debian's postgresql-15, as locally).
+POSTGRES_BIN = "/usr/lib/postgresql/15/bin"
+#: Where Patroni writes the replication password for pg_basebackup/pg_rewind
+#: (the postgres user's home, outside the data directory).
+PATRONI_PGPASS = "/var/lib/postgresql/.pgpass.patroni"
 KAFKA_DATA = "/var/lib/kafka/data"
 _LOOPBACK = "127.0.0.1"
 #: Where a container finds the stack's CA and its service's certificate and key
@@ -165,3 +176,42 @@ def postgres_hba(spec: StackSpec, secrets: StackSecrets) -> str:
     """pg_hba.conf of a container's cluster: SCRAM logins from any address it is reached on."""
     del secrets
     return pg_hba_conf(spec.postgres, network="0.0.0.0/0", tls=spec.tls)
+
+
+def patroni_member(name: str, *, port: int, rest_port: int) -> PatroniMember:
+    """Node ``name`` of the compose ha stack: it listens on every interface of its
+    container at the port the host publishes, and peers dial it by container name."""
+    return PatroniMember(
+        name=name,
+        listen=f"0.0.0.0:{port}",
+        connect_address=f"{name}:{port}",
+        rest_listen=f"0.0.0.0:{rest_port}",
+        rest_connect_address=f"{name}:{rest_port}",
+        data_dir=POSTGRES_DATA,
+        bin_dir=POSTGRES_BIN,
+        pgpass=PATRONI_PGPASS,
+    )
+
+
+def patroni_yml(
+    spec: StackSpec, secrets: StackSecrets, member: PatroniMember, *, etcd_hosts: list[str]
+) -> str:
+    """``patroni.yml`` of one node: the shared rendering (the local and Pulumi
+    targets' too), with the container's places. With TLS the server reads its
+    own 0600 key copy, ``pg_hba`` admits ``hostssl`` only, and Patroni's own
+    connections (superuser, replication clones, pg_rewind) verify the peer's
+    certificate and the container name they dialled (``verify-full``)."""
+    mounted = service_tls(spec, "postgres")
+    tls = None if mounted is None else replace(mounted, key=POSTGRES_KEY)
+    config = patroni_config(
+        spec.postgres,
+        member,
+        etcd_hosts=etcd_hosts,
+        network="0.0.0.0/0",
+        superuser_password=secrets.postgres_superuser_password,
+        replication_password=secrets.replication_password,
+        timescaledb=False,
+        tls=tls,
+        client_ssl=None if tls is None else {"sslmode": "verify-full", "sslrootcert": tls.ca},
+    )
+    return patroni_yaml(config)

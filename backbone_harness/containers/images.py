@@ -8,8 +8,10 @@ environment runs (read from the host's ``dpkg-query``), so a container runs
 the very binaries the local processes do.
 
 Builds are idempotent: an image's tag is a hash of its Containerfile, its
-build arguments, its inputs (the Kafka jars) and the base image's id, so a
-second ``harness images build`` finds every tag and builds nothing.
+build arguments, its inputs (the Kafka jars, Patroni's wheels) and the base
+image's id, so a second ``harness images build`` finds every tag and builds
+nothing. An image built FROM another of ours (``patroni`` on ``postgres``)
+names that image's tag as a build argument, so it changes with it.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +49,10 @@ IMAGES_DIR = REPO_ROOT / "images"
 BASE_IMAGE = "localhost/backbone-base:bookworm"
 DEBIAN_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 KAFKA_VERSION = "4.1.1"
+CONSTRAINTS = REPO_ROOT / "constraints.txt"
+#: Debian bookworm's Python, which runs Patroni in the image: the host builds
+#: the wheels, so it must be the same minor version (binary wheels: cp311).
+IMAGE_PYTHON = (3, 11)
 
 Progress = Callable[[str], None]
 
@@ -109,13 +117,18 @@ class ImageDef:
     packages: dict[str, str] = field(default_factory=dict)
     #: The build context (default: the Containerfile's folder).
     context: Callable[[], Path] | None = None
+    #: Build arguments that are no Debian package (another image's tag, a pin).
+    args: Callable[[], dict[str, str]] | None = None
+    #: Our image it is built FROM (built first; its tag is one of ``args``).
+    base: str | None = None
 
     @property
     def containerfile(self) -> Path:
         return IMAGES_DIR / self.name / "Containerfile"
 
     def build_args(self) -> dict[str, str]:
-        return {arg: pinned_version(pkg)[0] for arg, pkg in sorted(self.packages.items())}
+        pinned = {arg: pinned_version(pkg)[0] for arg, pkg in self.packages.items()}
+        return dict(sorted({**pinned, **(self.args() if self.args else {})}.items()))
 
     def version_notes(self) -> list[str]:
         """Where the image's package version differs from the host's (and why)."""
@@ -135,6 +148,58 @@ def _kafka_context() -> Path:
     return kafka_home()
 
 
+def patroni_version() -> str:
+    """The Patroni version the local environment pins (constraints.txt): one pin for both."""
+    match = re.search(r"^patroni==(\S+)$", CONSTRAINTS.read_text(), re.MULTILINE)
+    if match is None:
+        raise EngineError(f"{CONSTRAINTS} pins no patroni==VERSION; add the pin the local env uses")
+    return match.group(1)
+
+
+def _patroni_context() -> Path:
+    """``~/.cache/backbone/patroni-<version>``, whose ``wheels/`` the image installs.
+
+    Built once on the host with pip (``pip wheel``, against constraints.txt, so
+    Patroni's dependencies are the pinned ones) and reused by every later build.
+    Why not ``pip install`` inside ``podman build``: the image would depend on
+    reaching a package index from the build container (the host's pip trusts
+    the machine's CA bundle, the image's would not), and with ``--layers=false``
+    every rebuild would fetch again; the host's pip cache makes this a second.
+    """
+    home = _cache_dir() / f"patroni-{patroni_version()}"
+    wheels, complete = home / "wheels", home / "wheels.complete"
+    if complete.exists() and wheels.is_dir():
+        return home
+    if sys.version_info[:2] != IMAGE_PYTHON:
+        raise EngineError(
+            f"Patroni's wheels for the image (Python {IMAGE_PYTHON[0]}.{IMAGE_PYTHON[1]}) are "
+            f"built with this interpreter, which is {sys.version_info[0]}.{sys.version_info[1]}; "
+            "run the harness from the project's .venv (`make setup`)"
+        )
+    shutil.rmtree(wheels, ignore_errors=True)
+    wheels.mkdir(parents=True)
+    requirement = f"patroni[etcd3,psycopg3]=={patroni_version()}"
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "-c", str(CONSTRAINTS)]
+    done = subprocess.run(
+        [*pip, "-w", str(wheels), requirement],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-10:])
+        raise EngineError(
+            f"pip could not build the wheels of {requirement} into {wheels}:\n{tail}\n"
+            "check that pip reaches its package index, then build again"
+        )
+    complete.touch()
+    return home
+
+
+def _patroni_args() -> dict[str, str]:
+    return {"POSTGRES_IMAGE": image_ref("postgres"), "PATRONI_VERSION": patroni_version()}
+
+
 #: Every image the project builds, by service name (``localhost/backbone-<name>``).
 IMAGES: dict[str, ImageDef] = {
     d.name: d
@@ -147,6 +212,14 @@ IMAGES: dict[str, ImageDef] = {
         ImageDef("prometheus", {"PROMETHEUS_VERSION": "prometheus"}),
         # Patroni's store on the Pulumi Docker/Kubernetes ha stacks (Images.etcd).
         ImageDef("etcd", {"ETCD_VERSION": "etcd-server"}),
+        # PostgreSQL under Patroni (the compose ha size): the postgres image plus a venv.
+        ImageDef(
+            "patroni",
+            {"VENV_VERSION": "python3-venv"},
+            context=_patroni_context,
+            args=_patroni_args,
+            base="postgres",
+        ),
     )
 }
 
@@ -157,12 +230,14 @@ def _image_id(ref: str) -> str | None:
 
 
 def _inputs_digest(image: ImageDef) -> str:
-    """A digest of what goes into the image besides the Containerfile (the jar list)."""
+    """A digest of what goes into the image besides the Containerfile (the jar
+    or wheel list: each file's name carries its version)."""
     h = hashlib.sha256()
     if image.context is not None:
         ctx = image.context_dir()
-        for path in sorted((ctx / "libs").glob("*")):
-            h.update(f"{path.name}:{path.stat().st_size}\n".encode())
+        for sub in ("libs", "wheels"):
+            for path in sorted((ctx / sub).glob("*")):
+                h.update(f"{path.name}:{path.stat().st_size}\n".encode())
     return h.hexdigest()
 
 
@@ -262,6 +337,8 @@ def build_image(name: str, progress: Progress = print) -> BuildResult:
     """Build one service image unless its content-addressed tag already exists."""
     start = time.monotonic()
     image = IMAGES[name]
+    if image.base is not None:
+        build_image(image.base, progress)
     ref = image_ref(name)
     if _image_id(ref) is not None:
         return BuildResult(name, ref, False, time.monotonic() - start)

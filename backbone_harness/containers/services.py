@@ -42,15 +42,19 @@ from backbone_infra.render.kafka import (
     log4j_config,
     storage_format_args,
 )
+from backbone_infra.render.patroni import etcd_args
 from backbone_infra.render.postgres import INITDB_ARGS  # the local environment's initdb flags
 from backbone_infra.spec import StackSpec
 from backbone_infra.targets.local.secrets import StackSecrets
 
 __all__ = [
+    "ETCD",
     "ServiceContainer",
+    "etcd_server",
     "kafka_broker",
     "materialise",
     "network_holder",
+    "patroni_node",
     "postgres_server",
     "postgres_standby",
     "redis_exporter",
@@ -62,7 +66,10 @@ __all__ = [
 _KAFKA_CONF = "/etc/kafka"
 _KAFKA_LIBS = "/opt/kafka/libs"
 _PG_CONF = "/etc/backbone/postgres"
-_PG_DATA = "/var/lib/postgresql/data"
+_PG_DATA = configs.POSTGRES_DATA
+_PATRONI_CONF = "/etc/backbone/patroni/patroni.yml"
+#: The etcd container's name: Patroni's store on the compose ha stack.
+ETCD = "etcd-1"
 _REDIS_CONF = "/etc/redis/redis.conf"
 
 
@@ -368,5 +375,51 @@ def postgres_standby(
         command=("sh", "-c", script),
         files={passfile: f"*:*:*:{p.replication_user}:{secrets.replication_password}\n"},
         ports=(port,),
+        tls_files=_tls_names(spec, "postgres"),
+    )
+
+
+def etcd_server(spec: StackSpec) -> ServiceContainer:
+    """A one-member etcd for Patroni (:func:`~backbone_infra.render.patroni.etcd_args`,
+    as locally), reached by container name on the stack network; it publishes
+    nothing (only the Patroni nodes use it)."""
+    patroni = spec.postgres.patroni
+    if patroni is None:
+        raise ValueError("etcd is Patroni's store; this PostgreSQL spec runs no Patroni")
+    client, peer = patroni.etcd_client_port, patroni.etcd_peer_port
+    args = etcd_args(
+        ETCD,
+        data_dir="/var/lib/etcd/data",
+        client_url=f"http://{ETCD}:{client}",
+        peer_url=f"http://{ETCD}:{peer}",
+        listen_client_url=f"http://0.0.0.0:{client}",
+        listen_peer_url=f"http://0.0.0.0:{peer}",
+    )
+    return ServiceContainer(name=ETCD, image=image_ref("etcd"), command=("etcd", *args))
+
+
+def patroni_node(
+    spec: StackSpec, secrets: StackSecrets, *, name: str, port: int, rest_port: int
+) -> ServiceContainer:
+    """A PostgreSQL node under Patroni (the ``patroni`` image): Patroni is the
+    container's main process and runs postgres itself (``initdb`` on the node
+    that wins the leader key, a clone of the leader on the others, pg_rewind
+    when a former primary rejoins). It publishes the PostgreSQL port and its
+    REST API (roles, switchover) at the same numbers inside and out."""
+    patroni = spec.postgres.patroni
+    if patroni is None:
+        raise ValueError("this PostgreSQL spec runs no Patroni; use postgres_server")
+    member = configs.patroni_member(name, port=port, rest_port=rest_port)
+    yml = configs.patroni_yml(
+        spec, secrets, member, etcd_hosts=[f"{ETCD}:{patroni.etcd_client_port}"]
+    )
+    # PostgreSQL refuses a data directory others may enter (the image's is 0755).
+    script = _own_key(spec) + f"chmod 700 {_PG_DATA} && exec patroni {_PATRONI_CONF}"
+    return ServiceContainer(
+        name=name,
+        image=image_ref("patroni"),
+        command=("sh", "-c", script),
+        files={_PATRONI_CONF: yml},
+        ports=(port, rest_port),
         tls_files=_tls_names(spec, "postgres"),
     )

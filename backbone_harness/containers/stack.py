@@ -13,6 +13,13 @@ partition, which processes on loopback cannot have).
 The stack's state is ``containers.json`` in its directory (no ``state.json``,
 so the local provisioner never mistakes it for a process stack).
 
+PostgreSQL on ``ha`` runs under Patroni with an etcd container as its store,
+as in the local and Pulumi environments (one rendering,
+:mod:`backbone_infra.render.patroni`): Patroni bootstraps the cluster and
+clones the standbys, commits wait for a quorum standby, and a crashed primary
+fails over by itself (:mod:`backbone_harness.containers.patroni`). On
+``minimal`` it is one plain server, as before.
+
 TLS (``spec.tls``, the default) as in every environment: ``up`` issues the
 stack's CA and one server certificate per service into ``tls/`` (the local
 environment's code and file modes, :func:`certificate_hosts` for the names),
@@ -49,14 +56,18 @@ from backbone.connections import (
     load_document,
     write_document,
 )
+from backbone_harness.containers import patroni
 from backbone_harness.containers.engine import EngineError, no_engine_reason, podman
 from backbone_harness.containers.images import build_all, image_ref
 from backbone_harness.containers.rotation import keep_redis_acl, rewrite_mounted_passwords
 from backbone_harness.containers.services import (
+    ETCD,
     ServiceContainer,
+    etcd_server,
     kafka_broker,
     materialise,
     network_holder,
+    patroni_node,
     postgres_server,
     postgres_standby,
     redis_server,
@@ -93,6 +104,8 @@ READY_TIMEOUT_S = 120.0
 Echo = Callable[[str], None]
 #: The container holding the network namespace of the Redis servers and Sentinels (ha).
 REDIS_NET = "redis-net"
+#: A Patroni standby that streams and counts in the commit quorum.
+QUORUM_STANDBY = "standby (quorum)"
 
 
 @dataclass
@@ -308,10 +321,17 @@ def _superuser(
     )
 
 
+def _existing_role_is_fine(conn: psycopg.Connection, statement: str) -> None:
+    # Under Patroni the replication role exists (Patroni created it, with its
+    # password, while bootstrapping): the rendered statement for it finds it there.
+    with contextlib.suppress(psycopg.errors.DuplicateObject):
+        conn.execute(statement)
+
+
 def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int, ca: str | None) -> None:
     """Roles (the replication role among them), database, schema and grants,
     rendered once and run as the local environment runs them
-    (backbone_infra.targets.postgres_roles)."""
+    (backbone_infra.targets.postgres_roles), on the primary at ``port``."""
     p = spec.postgres
 
     def connect(dbname: str, autocommit: bool) -> psycopg.Connection:
@@ -329,7 +349,10 @@ def _bootstrap_postgres(spec: StackSpec, secrets: StackSecrets, port: int, ca: s
     with connect("postgres", True) as admin:
         exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (p.user,)).fetchone()
     if exists is None:
-        bootstrap_roles_and_schema(connect, p, secrets)
+        if p.patroni is not None:
+            bootstrap_roles_and_schema(connect, p, secrets, _existing_role_is_fine)
+        else:
+            bootstrap_roles_and_schema(connect, p, secrets)
 
 
 def _make_synchronous(spec: StackSpec, secrets: StackSecrets, port: int, ca: str | None) -> None:
@@ -469,6 +492,8 @@ def _allocate(spec: StackSpec) -> dict[str, dict[str, int]]:
             ports[node]["external"] = alloc.allocate()
     for node in _names("postgres", 1 + spec.postgres.standbys):
         ports[node] = {"client": alloc.allocate()}
+        if spec.postgres.patroni is not None:
+            ports[node]["rest"] = alloc.allocate()
     return ports
 
 
@@ -531,13 +556,32 @@ def _services(
                     external_port=ports[node]["external"],
                 )
             )
-    out.append(postgres_server(spec, secrets, port=ports["postgres-1"]["client"]))
+    if spec.postgres.patroni is not None:
+        # Patroni's store first; postgres-1 then bootstraps the cluster.
+        out += [etcd_server(spec), _patroni_node(spec, secrets, ports, "postgres-1")]
+    else:
+        out.append(postgres_server(spec, secrets, port=ports["postgres-1"]["client"]))
     return out
+
+
+def _patroni_node(
+    spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str, int]], node: str
+) -> ServiceContainer:
+    return patroni_node(
+        spec, secrets, name=node, port=ports[node]["client"], rest_port=ports[node]["rest"]
+    )
 
 
 def _standbys(
     spec: StackSpec, secrets: StackSecrets, ports: dict[str, dict[str, int]]
 ) -> list[ServiceContainer]:
+    """The other PostgreSQL nodes: Patroni nodes that clone the leader
+    themselves, or plain standbys cloned from postgres-1 once."""
+    if spec.postgres.patroni is not None:
+        return [
+            _patroni_node(spec, secrets, ports, node)
+            for node in _names("postgres", 1 + spec.postgres.standbys)[1:]
+        ]
     primary = HostPort(host="postgres-1", port=ports["postgres-1"]["client"])
     return [
         postgres_standby(spec, secrets, name=node, port=ports[node]["client"], primary=primary)
@@ -603,8 +647,11 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         raise StackExistsError(spec.name)
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
-    echo("building or reusing the images (redis, kafka, postgres)")
-    build_all(["redis", "kafka", "postgres"], echo)
+    images = ["redis", "kafka", "postgres"]
+    if spec.postgres.patroni is not None:
+        images += ["etcd", "patroni"]
+    echo(f"building or reusing the images ({', '.join(images)})")
+    build_all(images, echo)
     secrets = StackSecrets.load_or_create(directory)
     # The stack's own CA and server certificates, as a local stack issues them.
     tls_dir = issue_local_certificates(spec, directory, certificate_hosts(spec))
@@ -653,6 +700,13 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
         start(services)
         wait(list(state.nodes))
         _create_topics(spec, secrets, _kafka_servers(ports), ca)
+        if spec.postgres.patroni is not None:
+            # postgres-1 started alone, so it bootstraps the cluster and leads.
+            _wait(
+                "Patroni's leader",
+                state.nodes["postgres-1"],
+                patroni.node_answers(ports["postgres-1"]["rest"], "primary"),
+            )
         _bootstrap_postgres(spec, secrets, ports["postgres-1"]["client"], ca)
         if standbys:
             start(standbys)
@@ -663,7 +717,18 @@ def up(spec: StackSpec, *, echo: Echo) -> Path:
                 state.nodes[names[0]],
                 _streaming(secrets, ports["postgres-1"]["client"], names, ca),
             )
-            _make_synchronous(spec, secrets, ports["postgres-1"]["client"], ca)
+            if spec.postgres.patroni is None:
+                _make_synchronous(spec, secrets, ports["postgres-1"]["client"], ca)
+            else:
+                # Patroni records the quorum in etcd a loop after PostgreSQL has
+                # it: the stack is up once the roles say what they will from now on.
+                _wait(
+                    "the commit quorum",
+                    state.nodes[names[0]],
+                    lambda: all(
+                        patroni.node_role(ports[n]["rest"], n) == QUORUM_STANDBY for n in names
+                    ),
+                )
             state.timings["standbys streaming"] = round(time.monotonic() - began, 2)
             echo(f"{', '.join(names)}: streaming ({time.monotonic() - began:.1f} s after start)")
         path = write_document(_document(spec, secrets, ports, ca), directory / OUTPUTS_FILE)
@@ -751,6 +816,9 @@ class ContainerStack:
             return registered
 
         def postgres(node: str) -> Callable[[], bool]:
+            if "rest" in ports[node]:  # under Patroni: postgres runs, in any role
+                return patroni.node_answers(ports[node]["rest"])
+
             def answers() -> bool:
                 with _superuser(secrets, ports[node]["client"], ca, connect_timeout=3) as conn:
                     return conn.execute("SELECT 1").fetchone() == (1,)
@@ -766,6 +834,10 @@ class ContainerStack:
                 checks[node] = kafka(node)
             elif node.startswith("postgres-"):
                 checks[node] = postgres(node)
+            elif node == ETCD and spec.postgres.patroni is not None:
+                checks[node] = patroni.etcd_answers(
+                    self.state.nodes[node], spec.postgres.patroni.etcd_client_port
+                )
         return checks
 
     def status_rows(self) -> list[tuple[str, str, str, str]]:
@@ -858,11 +930,12 @@ class ContainerStack:
         rewrite_mounted_passwords(self.dir / "files", old, new)
 
     # -- roles ---------------------------------------------------------------------------
-    def roles(self) -> dict[str, str]:
-        """Every node's role, asked of the services through their published ports."""
+    def roles(self, prefix: str = "") -> dict[str, str]:
+        """Every node's role (or those whose names start with ``prefix``), asked
+        of the services through their published ports."""
         secrets = self.secrets
         out: dict[str, str] = {}
-        for node in self.state.nodes:
+        for node in (n for n in self.state.nodes if n.startswith(prefix)):
             if not self.node_running(node):
                 out[node] = "down"
                 continue
@@ -873,7 +946,7 @@ class ContainerStack:
         return out
 
     def _role(self, node: str, secrets: StackSecrets) -> str:
-        port = self.node_ports(node)["client"]
+        port = self.node_ports(node).get("client", 0)
         if node.startswith("sentinel-"):
             return "sentinel"
         if node.startswith("redis-"):
@@ -885,6 +958,10 @@ class ContainerStack:
             finally:
                 client.close()
             return "primary" if role == "master" else "replica"
+        if node == ETCD:
+            return "dcs (Patroni's store)"
+        if node.startswith("postgres-") and "rest" in self.state.ports[node]:
+            return patroni.node_role(self.state.ports[node]["rest"], node)
         if node.startswith("postgres-"):
             with _superuser(secrets, port, self.ca_file, connect_timeout=3) as conn:
                 row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
@@ -929,14 +1006,49 @@ class ContainerStack:
         )
 
     def postgres_primary(self) -> str:
-        roles = self.roles()
-        primaries = [n for n, r in roles.items() if n.startswith("postgres-") and r == "primary"]
+        # Only the PostgreSQL nodes are asked: a drill polls this during a failover.
+        roles = self.roles("postgres-")
+        # Only a primary in Patroni's "running" state counts (not "primary (starting)").
+        primaries = [n for n, r in roles.items() if r == "primary"]
         if len(primaries) != 1:
             raise HarnessError(
                 f"expected one PostgreSQL primary, found {primaries or 'none'} (roles: {roles}); "
                 f"check `podman logs backbone-{self.name}-postgres-1`"
             )
         return primaries[0]
+
+    # -- PostgreSQL under Patroni (ha) -------------------------------------------------
+    def _patroni_rest(self, node: str) -> int:
+        self._container(node)
+        port = self.state.ports.get(node, {}).get("rest")
+        if port is None:
+            raise NotApplicableError(
+                "compose",
+                f"asking Patroni on {node}",
+                f"stack {self.name!r} runs PostgreSQL without Patroni; use an ha stack",
+            )
+        return port
+
+    def crash_postgres(self, node: str) -> None:
+        """SIGKILL the PostgreSQL server of Patroni node ``node`` and leave Patroni
+        (the container's main process) running: a crashed database on a live
+        machine; :meth:`kill_node` is the machine."""
+        self._patroni_rest(node)
+        if not self.node_running(node):
+            raise HarnessError(f"{node} of stack {self.name!r} is not running; start it first")
+        patroni.crash_server(self._container(node))
+
+    def postgres_switchover(self, candidate: str) -> float:
+        """Make ``candidate`` the PostgreSQL primary through Patroni; seconds it took."""
+        self._patroni_rest(candidate)
+        return patroni.switchover(
+            candidate, rest_port=self._patroni_rest, primary=self.postgres_primary
+        )
+
+    def node_log(self, node: str) -> str:
+        """The node's container log so far (Patroni's and PostgreSQL's lines)."""
+        done = podman("logs", self._container(node), check=False)
+        return done.stdout + done.stderr
 
     @contextlib.contextmanager
     def kafka_admin(self) -> Iterator[KafkaAdminClient]:

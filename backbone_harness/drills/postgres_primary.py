@@ -1,17 +1,19 @@
 """Drills: the PostgreSQL primary crashes (its server, or its whole node) while bars are committed.
 
-The ``ha`` stack runs PostgreSQL under Patroni: commits wait for any one of
-two standbys (quorum mode), so every acknowledged commit is on a standby when
-the primary dies. Both drills ask Patroni which node is primary *now*:
+The ``ha`` stack runs PostgreSQL under Patroni, locally and on compose (one
+rendering of ``patroni.yml``): commits wait for any one of two standbys
+(quorum mode), so every acknowledged commit is on a standby when the primary
+dies. Both drills ask Patroni which node is primary *now*:
 
 - ``postgres-primary-kill`` SIGKILLs that node's PostgreSQL server (postmaster
   and backends) and leaves Patroni running, as when the database crashes on a
-  live machine. With ``primary_start_timeout: 0`` Patroni does not restart it
+  live machine (on compose: inside the node's container, whose main process
+  is Patroni). With ``primary_start_timeout: 0`` Patroni does not restart it
   in place: it releases the leader key at its next loop and a quorum standby
   takes it, so the failover takes a loop or two, not the key's ``ttl``.
 - ``postgres-node-kill`` SIGKILLs Patroni and postgres together (a crashed
-  machine): no one releases the leader key, and the standbys wait until its
-  ``ttl`` (20 s at least, Patroni's floor) runs out.
+  machine; on compose the node's container is killed): no one releases the
+  leader key, and the standbys wait until its ``ttl`` (20 s at least, Patroni's floor) runs out.
 
 The writer keeps committing through the store client, whose multi-host
 connection (``target_session_attrs=read-write``) finds the new primary; a
@@ -30,7 +32,7 @@ import time
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from backbone.bars import Bar
 from backbone.settings import TimescaleConnectionSettings
@@ -44,6 +46,19 @@ __all__ = ["PostgresNodeKillDrill", "PostgresPrimaryKillDrill", "PostgresServerC
 
 #: The role a rejoined node must reach: streaming, and in the commit quorum.
 QUORUM_STANDBY = "standby (quorum)"
+#: What both drills say they need where they do not apply.
+NEEDS = "PostgreSQL under Patroni (an ha stack: local or compose)"
+
+
+class PatroniStack(Protocol):
+    """What the drills need of a stack that runs PostgreSQL under Patroni, besides
+    :class:`~backbone_harness.stacks.Stack`: the local stack and the compose one."""
+
+    def crash_postgres(self, name: str) -> None: ...
+
+    def postgres_switchover(self, candidate: str) -> float: ...
+
+
 #: How long the failover may take before the drill gives up (a lost node's
 #: leader key lives 20 s at least; this leaves room for a loaded machine).
 FAILOVER_TIMEOUT_S = 90.0
@@ -58,7 +73,7 @@ class PostgresServerCrash(Fault):
     """
 
     def apply(self, stack: Stack, node: str) -> None:
-        cast(LocalStack, stack).crash_postgres(node)
+        cast(PatroniStack, stack).crash_postgres(node)
 
     def undo(self, stack: Stack, node: str) -> None:
         if not stack.node_running(node):
@@ -78,8 +93,7 @@ class PostgresPrimaryKillDrill(Drill):
     min_acknowledged = 200
     #: Seconds writes may stop: issue 12's target (Patroni fails over at its next loop).
     max_unavailable_s: float | None = 15.0
-    environments = ("local",)
-    needs = "PostgreSQL on compose is a primary and a standby without Patroni"
+    needs = NEEDS
 
     def __init__(self, stack: Any) -> None:
         super().__init__(stack)
@@ -126,9 +140,7 @@ class PostgresPrimaryKillDrill(Drill):
         self.figures["new_primary"] = str(self.stack.postgres_primary())
 
     def recover(self, node: str) -> None:
-        local = cast(LocalStack, self.stack)  # Patroni runs on local stacks only
-        log = Path(local.node(node).record.log)
-        log_at = log.stat().st_size if log.exists() else 0
+        log_at = len(_node_log(self.stack, node))
         began = time.monotonic()
         self.fault.undo(self.stack, node)
         wait_until(
@@ -137,9 +149,10 @@ class PostgresPrimaryKillDrill(Drill):
             f"{node} to rejoin as a streaming quorum standby",
         )
         self.figures["rejoined_as_standby_s"] = round(time.monotonic() - began, 2)
-        self.figures["pg_rewind"] = _rewound(log, log_at)
+        self.figures["pg_rewind"] = _rewound(_node_log(self.stack, node)[log_at:])
         # As found: Patroni hands the primary role back to the original node.
-        self.figures["switched_back_s"] = round(local.postgres_switchover(node), 2)
+        switched = cast(PatroniStack, self.stack).postgres_switchover(node)
+        self.figures["switched_back_s"] = round(switched, 2)
         wait_until(
             lambda: all(
                 role == QUORUM_STANDBY
@@ -177,13 +190,17 @@ class PostgresNodeKillDrill(PostgresPrimaryKillDrill):
     max_unavailable_s: float | None = 30.0
 
 
-def _rewound(log: Path, since: int) -> str:
-    """What the node's log says pg_rewind did after the restart (``since``: byte offset)."""
-    try:
-        with log.open("rb") as fh:
-            fh.seek(since)
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
+def _node_log(stack: Stack, node: str) -> str:
+    """The node's log so far: the local process's log file, or the container's log."""
+    if isinstance(stack, LocalStack):
+        log = Path(stack.node(node).record.log)
+        return log.read_text(errors="replace") if log.exists() else ""
+    return str(cast(Any, stack).node_log(node))
+
+
+def _rewound(text: str) -> str:
+    """What the node's log (``text``: the part after the restart) says pg_rewind did."""
+    if not text:
         return "unknown (no log)"
     if "pg_rewind: Done!" in text or "rewind finished" in text.lower():
         return "rewound onto the new timeline"

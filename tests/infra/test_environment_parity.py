@@ -19,6 +19,7 @@ import pytest
 import yaml
 from pulumi_rendering import Rendering, Renderings, file_named
 
+from backbone_harness.containers import configs as compose_configs
 from backbone_infra.render.kafka import KafkaNodePorts
 from backbone_infra.render.patroni import dcs_settings
 from backbone_infra.render.redis import password_hash
@@ -239,7 +240,8 @@ def test_every_row_of_the_table_is_a_real_difference(compared: dict) -> None:
 
 @pytest.fixture(scope="module")
 def patroni_ymls(renderings: Renderings, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """``target -> patroni.yml of node 2`` (parsed), local and both container targets."""
+    """``target -> patroni.yml of node 2`` (parsed): local, both Pulumi container
+    targets, and the compose environment's podman containers."""
     first = renderings.by_id[CONTAINER_IDS[0]]
     found = {
         combo.split("-")[0]: yaml.safe_load(
@@ -249,6 +251,12 @@ def patroni_ymls(renderings: Renderings, tmp_path_factory: pytest.TempPathFactor
     }
     local = local_patroni_yml(first.result.spec, _secrets(first), tmp_path_factory.mktemp("pat"))
     found["local"] = yaml.safe_load(local)
+    spec = first.result.spec
+    assert spec.postgres.patroni is not None
+    member = compose_configs.patroni_member("postgres-2", port=40602, rest_port=40612)
+    etcd = [f"etcd-1:{spec.postgres.patroni.etcd_client_port}"]
+    compose = compose_configs.patroni_yml(spec, _secrets(first), member, etcd_hosts=etcd)
+    found["compose"] = yaml.safe_load(compose)
     return found
 
 
@@ -262,11 +270,31 @@ def test_patroni_runs_on_the_same_dcs_settings_everywhere(
     assert patroni is not None
     expected = dcs_settings(patroni)
     assert expected["synchronous_mode"] == "quorum"
-    assert sorted(patroni_ymls) == ["docker", "kubernetes", "local"]
+    assert sorted(patroni_ymls) == ["compose", "docker", "kubernetes", "local"]
     for target, config in patroni_ymls.items():
         dcs = {k: v for k, v in config["bootstrap"]["dcs"].items() if k != "postgresql"}
         assert dcs == expected, target
         assert config["bootstrap"]["dcs"]["postgresql"]["use_pg_rewind"] is True, target
+
+
+def test_compose_patroni_runs_the_local_servers_settings(patroni_ymls: dict) -> None:
+    """The compose nodes run the local nodes' PostgreSQL parameters (both plain
+    PostgreSQL 15 without TimescaleDB), apart from where the TLS files live,
+    and the same ``pg_hba`` rules but for the network they admit."""
+    local, compose = patroni_ymls["local"], patroni_ymls["compose"]
+
+    def params(config: dict) -> dict:
+        found = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+        return {k: v for k, v in found.items() if not k.endswith("_file")}
+
+    assert params(compose) == params(local)
+    assert compose["bootstrap"]["dcs"]["postgresql"]["parameters"]["ssl"] == "on"
+
+    def hba(config: dict) -> list[list[str]]:
+        return [line.split()[:3] for line in config["postgresql"]["pg_hba"]]
+
+    assert hba(compose) == hba(local)
+    assert {rule[0] for rule in hba(compose) if rule[0].startswith("host")} == {"hostssl"}
 
 
 def test_the_comparison_sees_a_divergence() -> None:

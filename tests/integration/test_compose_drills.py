@@ -6,10 +6,12 @@ twice) as on local processes. A minimal stack runs a whole-service stop drill
 and the container partition (a broker's container off its network); a drill
 only the local environment can make says "not applicable on compose". The ha
 stack (Redis primary + replica + 3 Sentinels, 3 KRaft brokers, PostgreSQL
-primary + standby) fails its Redis primary over, seen from the host through
-Sentinel, and partitions a broker that leads a partition; before that, every
-link of the ha stack is shown to be TLS (host to each node, and the peers'
-replication). Skips with podman's own reason where no engine can run.
+under Patroni: a leader and two quorum standbys, etcd as their store) fails
+its Redis primary over, seen from the host through Sentinel, partitions a
+broker that leads a partition, and crashes its PostgreSQL primary's server
+(Patroni fails over, the old primary rejoins); before that, every link of the
+ha stack is shown to be TLS (host to each node, and the peers' replication).
+Skips with podman's own reason where no engine can run.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from kafka import errors as kafka_errors
 from typer.testing import CliRunner
 
 from backbone_harness.cli import app as harness_app
+from backbone_harness.containers import patroni
 from backbone_harness.containers.engine import no_engine_reason, podman
-from backbone_harness.containers.stack import ContainerStack
+from backbone_harness.containers.services import ETCD
+from backbone_harness.containers.stack import QUORUM_STANDBY, ContainerStack
 from backbone_harness.stacks import load_stack
 from backbone_infra.render.redis import ADMIN_USER
 from backbone_infra.targets.local.state import stacks_root
@@ -158,6 +162,8 @@ def test_every_ha_link_is_tls_and_plain_text_is_refused(compose_ha: str) -> None
     assert ca is not None and doc.redis is not None and doc.redis.ssl_cafile == ca
     tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": ca, "ssl_check_hostname": True}
     for node in stack.node_names():
+        if node == ETCD:  # publishes nothing: only the Patroni nodes dial it
+            continue
         port = stack.node_ports(node)["client"]
         if node.startswith(("redis-", "sentinel-")):
             user = None if node.startswith("sentinel-") else ADMIN_USER
@@ -213,7 +219,7 @@ def test_an_ha_stack_fails_its_redis_primary_over_through_sentinel_from_the_host
     roles = stack.roles()
     assert [roles[n] for n in ("redis-1", "redis-2")] == ["primary", "replica"]
     postgres = sorted(r for n, r in roles.items() if n.startswith("postgres-"))
-    assert postgres[0] == "primary" and set(postgres[1:]) == {"standby"}, roles
+    assert postgres[0] == "primary" and set(postgres[1:]) == {QUORUM_STANDBY}, roles
     assert sum(r.startswith("broker+controller") for r in roles.values()) == 3
 
     code, report = _drill("redis-primary-kill", compose_ha, tmp_path)
@@ -239,3 +245,56 @@ def test_an_ha_broker_partitioned_from_its_peers_loses_nothing(
     _held(report)
     assert report["target"] == leader
     assert report["figures"]["broker_answered_while_partitioned"] == "False"
+
+
+def test_ha_postgres_runs_under_patroni_with_two_quorum_standbys(compose_ha: str) -> None:
+    """Patroni leads with postgres-1 and counts both standbys in the commit
+    quorum (``ANY 1``); the standbys stream over TLS (checked above); etcd is
+    healthy and every member agrees on the cluster Patroni keeps there."""
+    stack = load_stack(compose_ha)
+    assert isinstance(stack, ContainerStack)
+    roles = stack.roles()
+    assert roles["postgres-1"] == "primary", roles
+    assert roles["postgres-2"] == roles["postgres-3"] == QUORUM_STANDBY, roles
+    assert stack.spec.postgres.patroni is not None
+    port = stack.spec.postgres.patroni.etcd_client_port
+    assert patroni.etcd_answers(stack.state.nodes[ETCD], port)()
+    views = []
+    for node in ("postgres-1", "postgres-2", "postgres-3"):
+        status, body = patroni.rest(stack.node_ports(node)["rest"], "/cluster")
+        assert status == 200, body
+        views.append(sorted((m["name"], m["role"]) for m in body["members"]))
+    assert views[0] == [
+        ("postgres-1", "leader"),
+        ("postgres-2", "quorum_standby"),
+        ("postgres-3", "quorum_standby"),
+    ]
+    assert views[1] == views[0] and views[2] == views[0]
+    sec = stack.secrets
+    with psycopg.connect(
+        host="127.0.0.1", port=stack.node_ports("postgres-1")["client"], user="postgres",
+        dbname="postgres", password=sec.postgres_superuser_password, connect_timeout=5,
+        sslmode="verify-full", sslrootcert=stack.ca_file,
+    ) as conn:  # fmt: skip
+        names = conn.execute("SHOW synchronous_standby_names").fetchone()
+    assert names is not None and names[0].startswith("ANY 1 ("), names
+
+
+def test_an_ha_postgres_primary_crash_fails_over_and_the_old_primary_rejoins(
+    compose_ha: str, tmp_path: Path
+) -> None:
+    """The postmaster of the primary is SIGKILLed inside its container (Patroni
+    lives): a quorum standby takes over, no acknowledged bar is lost or stored
+    twice, and the old primary rejoins and is handed the role back."""
+    stack = load_stack(compose_ha)
+    assert stack.postgres_primary() == "postgres-1"
+
+    code, report = _drill("postgres-primary-kill", compose_ha, tmp_path)
+
+    assert code == 0, report["reason"]
+    _held(report)
+    assert report["target"] == "postgres-1"
+    assert report["figures"]["new_primary"] in ("postgres-2", "postgres-3")
+    assert stack.postgres_primary() == "postgres-1"  # handed back: the stack as found
+    roles = stack.roles()
+    assert roles["postgres-2"] == roles["postgres-3"] == QUORUM_STANDBY, roles

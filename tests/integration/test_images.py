@@ -96,3 +96,27 @@ def test_the_etcd_image_runs_the_pinned_etcd_without_a_network() -> None:
     assert f"etcd Version: {pinned.split('-')[0]}" in done.stdout
     whoami = podman("run", "--rm", "--network", "none", images.image_ref("etcd"), "id", "-u")
     assert whoami.stdout.strip() == "2379"
+
+
+def test_the_patroni_image_runs_the_pinned_patroni_and_follows_the_postgres_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compose ha nodes' image: Patroni at constraints.txt's pin (quorum mode
+    needs 4.0 or newer) beside the postgres image's PostgreSQL, with no network;
+    built FROM the postgres image, so its tag changes when that image's does."""
+    result = CliRunner().invoke(app, ["images", "build", "patroni"])
+    assert result.exit_code == 0, result.output
+    ref = images.image_ref("patroni")
+    done = podman(
+        "run", "--rm", "--network", "none", ref,
+        "sh", "-c", "patroni --version && pg_rewind --version",
+    )  # fmt: skip
+    assert f"patroni {images.patroni_version()}" in done.stdout
+    assert "pg_rewind (PostgreSQL) 15." in done.stdout
+    copy = tmp_path / "images"
+    shutil.copytree(images.IMAGES_DIR, copy)
+    monkeypatch.setattr(images, "IMAGES_DIR", copy)
+    assert images.image_ref("patroni") == ref  # same content, same tag
+    containerfile = copy / "postgres" / "Containerfile"
+    containerfile.write_text(containerfile.read_text() + "LABEL changed=yes\n")
+    assert images.image_ref("patroni") != ref

@@ -13,12 +13,15 @@ import json
 import re
 from pathlib import Path
 
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from backbone.connections import HostPort
 from backbone_harness.containers import configs
 from backbone_harness.containers.services import (
+    ETCD,
+    etcd_server,
     kafka_broker,
     postgres_server,
     postgres_standby,
@@ -34,6 +37,7 @@ from backbone_infra.targets.local.secrets import StackSecrets
 #: The podman stacks' spec: TLS, as every stack by default.
 SPEC = build_spec("cfg", size="minimal")
 PLAIN = build_spec("cfg", size="minimal", tls=False)
+HA = build_spec("cfg", size="ha")
 ports = st.integers(min_value=1024, max_value=65535)
 
 
@@ -176,3 +180,47 @@ def test_certificates_name_what_the_host_and_the_peers_dial() -> None:
     assert {"redis-1", "redis-2", "sentinel-1"} <= set(ha["redis"])
     minimal = certificate_hosts(SPEC)
     assert minimal["kafka"] == ["127.0.0.1", "localhost", "kafka-1"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(port=ports, rest=ports)
+def test_compose_patroni_nodes_dial_each_other_by_name_over_verified_tls(
+    port: int, rest: int
+) -> None:
+    """A node listens on every interface at the published port and is dialled by
+    its container name (which its certificate carries); Patroni's own
+    connections verify the peer; the server reads its 0600 key copy and admits
+    TLS only; etcd is dialled by name too."""
+    from backbone_harness.containers.stack import certificate_hosts
+
+    secrets = StackSecrets()
+    member = configs.patroni_member("postgres-3", port=port, rest_port=rest)
+    config = yaml.safe_load(configs.patroni_yml(HA, secrets, member, etcd_hosts=["etcd-1:2379"]))
+    pg = config["postgresql"]
+    assert config["name"] == "postgres-3" and config["etcd3"]["hosts"] == ["etcd-1:2379"]
+    assert (pg["listen"], pg["connect_address"]) == (f"0.0.0.0:{port}", f"postgres-3:{port}")
+    assert config["restapi"] == {
+        "listen": f"0.0.0.0:{rest}",
+        "connect_address": f"postgres-3:{rest}",
+    }
+    assert pg["data_dir"] == configs.POSTGRES_DATA and pg["bin_dir"] == configs.POSTGRES_BIN
+    assert "postgres-3" in certificate_hosts(HA)["postgres"]
+    for role in ("superuser", "replication"):
+        assert pg["authentication"][role]["sslmode"] == "verify-full"
+        assert pg["authentication"][role]["sslrootcert"] == f"{configs.TLS_DIR}/ca.crt"
+    assert pg["authentication"]["replication"]["password"] == secrets.replication_password
+    params = config["bootstrap"]["dcs"]["postgresql"]["parameters"]
+    assert params["ssl"] == "on" and params["ssl_key_file"] == configs.POSTGRES_KEY
+    assert {line.split()[0] for line in pg["pg_hba"] if line.startswith("host")} == {"hostssl"}
+    plain_spec = build_spec("cfg", size="ha", tls=False)
+    plain = yaml.safe_load(configs.patroni_yml(plain_spec, secrets, member, etcd_hosts=["e:1"]))
+    assert "sslmode" not in plain["postgresql"]["authentication"]["superuser"]
+    assert "hostssl" not in {line.split()[0] for line in plain["postgresql"]["pg_hba"]}
+
+
+def test_patronis_etcd_listens_everywhere_and_advertises_its_container_name() -> None:
+    etcd = etcd_server(HA)
+    assert etcd.name == ETCD and etcd.command[0] == "etcd" and etcd.ports == ()
+    assert "--advertise-client-urls=http://etcd-1:2379" in etcd.command
+    assert "--listen-client-urls=http://0.0.0.0:2379" in etcd.command
+    assert "--initial-cluster=etcd-1=http://etcd-1:2380" in etcd.command

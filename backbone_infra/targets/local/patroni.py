@@ -23,14 +23,11 @@ down), so killing the node's process group would leave postgres running.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
 import sysconfig
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,12 +44,18 @@ from backbone_infra.targets.local.postgres import LocalPostgres
 from backbone_infra.targets.local.postgres_programs import PG_BIN, write_owned
 from backbone_infra.targets.local.process import ProcessNode, ProcessRecord, ReadyCheck
 from backbone_infra.targets.local.service import start_together, wait_until
+from backbone_infra.targets.patroni_api import (
+    PROBE_TIMEOUT_S,
+    cluster_roles,
+    describe_role,
+    rest_call,
+)
 
 __all__ = ["LocalPatroni", "PatroniProcessNode", "patroni_command", "patroni_executable"]
 
 #: ``initdb`` and the first start of the leader, or a clone of a standby.
 _START_TIMEOUT_S = 120.0
-_PROBE_TIMEOUT_S = 2.0
+_PROBE_TIMEOUT_S = PROBE_TIMEOUT_S
 #: Pause between switchover attempts Patroni refused or rolled back.
 _SWITCHOVER_RETRY_S = 2.0
 
@@ -224,17 +227,7 @@ class LocalPatroni(LocalPostgres):
         (a POST when ``body`` is given). Patroni answers 503 with a body for
         "not in that role"; that is an answer, not an error."""
         url = f"http://{LOOPBACK}:{self._port(name, 'rest')}{path}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as resp:
-                status, raw = resp.status, resp.read()
-        except urllib.error.HTTPError as exc:
-            status, raw = exc.code, exc.read()
-        try:
-            return status, json.loads(raw) if raw else None
-        except ValueError:
-            return status, raw.decode("utf-8", "replace")
+        return rest_call(url, body, timeout=timeout)
 
     def _running(self, name: str) -> bool:
         """Patroni answers and its postgres runs (any role)."""
@@ -309,7 +302,7 @@ class LocalPatroni(LocalPostgres):
             except OSError:
                 continue
             if status == 200 and isinstance(body, dict):
-                return {m["name"]: m.get("role", "") for m in body.get("members", [])}
+                return cluster_roles(body)
         return {}
 
     def roles(self) -> dict[str, str]:
@@ -320,19 +313,7 @@ class LocalPatroni(LocalPostgres):
 
         def ask(rec: ProcessRecord) -> str:
             status, body = self.rest(rec.name, "/patroni")
-            if not isinstance(body, dict):
-                return f"patroni answered {status}"
-            role, state = body.get("role", "?"), body.get("state", "?")
-            if role in ("primary", "master"):
-                base = "primary"
-            elif role == "replica":
-                kind = cluster.get(rec.name, "")
-                base = {"quorum_standby": "standby (quorum)", "sync_standby": "standby (sync)"}.get(
-                    kind, "standby"
-                )
-            else:
-                base = f"patroni {role}"
-            return base if state == "running" else f"{base} ({state})"
+            return describe_role(status, body, cluster.get(rec.name, ""))
 
         return self._roles(ask, unreachable=(OSError,))
 
