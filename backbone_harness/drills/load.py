@@ -166,11 +166,15 @@ def summarize(
     (injected to lifted), *after* the recovery and the tail.
     """
     began = float(result["started_at"])
-    marks = {
-        "fault_start_s": round(fault_start - began, 2),
-        "fault_end_s": round(fault_end - began, 2),
-        "recovered_s": round(recovered - began, 2),
+    # Intervals are placed against the exact offsets; the report shows them rounded
+    # (placing against rounded marks moved an interval whose midpoint lay within
+    # 0.005 s of a mark into the wrong phase).
+    exact = {
+        "fault_start_s": fault_start - began,
+        "fault_end_s": fault_end - began,
+        "recovered_s": recovered - began,
     }
+    marks = {name: round(offset, 2) for name, offset in exact.items()}
     rows: Sequence[dict[str, Any]] = result.get("timeline") or []
     kinds = sorted({k[: -len("_requests")] for r in rows for k in r if k.endswith("_requests")})
     phases: dict[str, dict[str, dict[str, float | int | None]]] = {}
@@ -180,7 +184,7 @@ def summarize(
         previous = 0.0
         for row in rows:
             t = float(row["t"])
-            phase = _phase_of((previous + t) / 2, marks)
+            phase = _phase_of((previous + t) / 2, exact)
             acc[phase]["seconds"] += t - previous
             acc[phase]["requests"] += int(row.get(f"{kind}_requests", 0))
             acc[phase]["failures"] += int(row.get(f"{kind}_failures", 0))
