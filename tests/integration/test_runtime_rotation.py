@@ -208,7 +208,10 @@ def test_the_consumer_daemon_reloads_on_request_and_stores_each_bar_once(
         assert bb.consumer is not None
         bb.consumer.wait_for_assignment()
         daemon = ConsumerDaemon(bb, metrics_port=None)
-        runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 120.0}, daemon=True)
+        # The daemon's own bound only keeps a broken test from hanging: it is
+        # stopped below. (At 120 s it once ran out on a loaded machine while the
+        # rotation and the reload took their time, and stored nothing after.)
+        runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 600.0}, daemon=True)
         runner.start()
         try:
             rotate_credentials(local_stack, principals=("consumer",), grace_s=0)
@@ -219,6 +222,8 @@ def test_the_consumer_daemon_reloads_on_request_and_stores_each_bar_once(
             while daemon.credential_reloads == 0 and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert daemon.credential_reloads == 1
+            assert runner.is_alive()
+            deadline = time.monotonic() + 120
             producer = BarProducer(
                 KafkaConnectionSettings.from_section(new_doc.kafka), client_id="reload-test"
             )
@@ -257,7 +262,7 @@ def test_the_consumer_daemon_reloads_when_kafka_refuses_its_old_login(
         assert bb.consumer is not None
         bb.consumer.wait_for_assignment()
         daemon = ConsumerDaemon(bb, metrics_port=None)
-        runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 240.0}, daemon=True)
+        runner = threading.Thread(target=daemon.run, kwargs={"timeout_s": 600.0}, daemon=True)
         runner.start()
         try:
             rotate_credentials(local_stack, principals=("consumer",), grace_s=0)
@@ -269,6 +274,7 @@ def test_the_consumer_daemon_reloads_when_kafka_refuses_its_old_login(
                 assert runner.is_alive(), "the daemon died instead of reloading"
                 time.sleep(0.5)
             assert daemon.credential_reloads == 1
+            deadline = time.monotonic() + 120
             producer = BarProducer(
                 KafkaConnectionSettings.from_section(new_doc.kafka), client_id="reload-test"
             )
