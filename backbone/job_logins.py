@@ -34,6 +34,10 @@ Credentials set in the environment or ``config.yaml`` (``BACKBONE_KAFKA__PASSWOR
 for every client of that service, and does not follow the document file. A
 document without ``principals`` (made before issue 11) gives every client the
 application's login, as before.
+
+The clients the harness builds itself (drills, the load run's seeding, benches)
+take the same choice from :func:`harness_section`, plus the reader's login for
+a read-back that only reads (:data:`HARNESS_JOBS`).
 """
 
 from __future__ import annotations
