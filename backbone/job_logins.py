@@ -34,15 +34,27 @@ Credentials set in the environment or ``config.yaml`` (``BACKBONE_KAFKA__PASSWOR
 for every client of that service, and does not follow the document file. A
 document without ``principals`` (made before issue 11) gives every client the
 application's login, as before.
+
+The clients the harness builds itself (drills, the load run's seeding, benches)
+take the same choice from :func:`harness_section`, plus the reader's login for
+a read-back that only reads (:data:`HARNESS_JOBS`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
-from backbone.connections import ConnectionsDocument, Job
+from backbone.connections import (
+    ConnectionsDocument,
+    ConnectionsError,
+    Job,
+    KafkaConnection,
+    RedisConnection,
+    TimescaleConnection,
+)
+from backbone.job_outputs import USER_FIELD, Service, job_section
 from backbone.settings import (
     BackboneSettings,
     KafkaConnectionSettings,
@@ -52,16 +64,18 @@ from backbone.settings import (
 
 __all__ = [
     "CLIENT_JOBS",
+    "HARNESS_JOBS",
     "Client",
+    "HarnessClient",
     "JobScopeError",
     "RuntimeLogins",
     "clients_of",
+    "harness_section",
     "runtime_logins",
     "section_follows",
 ]
 
 Client = Literal["producer", "consumer", "store", "cache"]
-Service = Literal["kafka", "redis", "timescale"]
 
 #: On a full document: the service and the job each client logs in as.
 CLIENT_JOBS: dict[Client, tuple[Service, Job]] = {
@@ -79,7 +93,23 @@ _JOB_CLIENTS: dict[Job, frozenset[Client]] = {
     "monitor": frozenset(),
 }
 
-_USER_FIELD: dict[Service, str] = {"kafka": "username", "redis": "username", "timescale": "user"}
+#: Clients the harness builds itself, outside ``Backbone`` (the drills' own
+#: producers, group members, stores and caches, the load run's seeding, benches):
+#: the runtime's job for the same client, and the read-backs that only read.
+#: ``topic-reader`` (a drill reading a partition back, no group) is the consumer:
+#: the reader job has no Kafka login.
+HarnessClient = Literal[
+    "producer", "consumer", "store", "cache", "store-reader", "cache-reader", "topic-reader"
+]
+HARNESS_JOBS: dict[HarnessClient, tuple[Service, Job]] = {
+    "producer": CLIENT_JOBS["producer"],
+    "consumer": CLIENT_JOBS["consumer"],
+    "store": CLIENT_JOBS["store"],
+    "cache": CLIENT_JOBS["cache"],
+    "store-reader": ("timescale", "reader"),
+    "cache-reader": ("redis", "reader"),
+    "topic-reader": ("kafka", "consumer"),
+}
 
 
 class JobScopeError(RuntimeError):
@@ -163,12 +193,12 @@ def runtime_logins(
             continue
         section = getattr(settings, service)
         from_document = document is not None and section_follows(
-            section, getattr(document, service), _USER_FIELD[service]
+            section, getattr(document, service), USER_FIELD[service]
         )
         login = getattr(principals.get(client_job), service, None) if principals else None
         if from_document and login is not None:
             update: dict[str, Any] = {
-                _USER_FIELD[service]: login.username,
+                USER_FIELD[service]: login.username,
                 "password": login.password,
             }
             if login.dbname is not None:
@@ -179,3 +209,31 @@ def runtime_logins(
             follows[client] = None
         chosen[client] = section
     return RuntimeLogins(job=job, follows=follows, **chosen)
+
+
+@overload
+def harness_section(
+    doc: ConnectionsDocument, client: Literal["producer", "consumer", "topic-reader"]
+) -> KafkaConnection: ...
+@overload
+def harness_section(
+    doc: ConnectionsDocument, client: Literal["store", "store-reader"]
+) -> TimescaleConnection: ...
+@overload
+def harness_section(
+    doc: ConnectionsDocument, client: Literal["cache", "cache-reader"]
+) -> RedisConnection: ...
+def harness_section(
+    doc: ConnectionsDocument, client: HarnessClient
+) -> KafkaConnection | RedisConnection | TimescaleConnection:
+    """The section a harness ``client`` connects with: its job's login
+    (:data:`HARNESS_JOBS`), or the application's on a document without
+    ``principals``, as ``Backbone`` does."""
+    service, job = HARNESS_JOBS[client]
+    section = job_section(doc, service, job)
+    if section is None:
+        raise ConnectionsError(
+            f"stack {doc.stack!r} has no {service} section, which the harness's {client} "
+            "needs: use a stack with that service (institutional tier)"
+        )
+    return section

@@ -15,7 +15,7 @@ has no ACL users), and every cache client needs it to find the primary.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Literal, TypeVar, overload
 
 from pydantic import BaseModel, SecretStr
 
@@ -24,9 +24,16 @@ from backbone.connections import (
     ConnectionsError,
     Credential,
     Job,
+    KafkaConnection,
+    RedisConnection,
+    TimescaleConnection,
 )
 
-__all__ = ["job_document"]
+__all__ = ["USER_FIELD", "Service", "job_document", "job_section"]
+
+Service = Literal["kafka", "redis", "timescale"]
+#: The field each service's section keeps its user name in.
+USER_FIELD: dict[Service, str] = {"kafka": "username", "redis": "username", "timescale": "user"}
 
 _Section = TypeVar("_Section", bound=BaseModel)
 
@@ -53,11 +60,51 @@ def job_document(doc: ConnectionsDocument, job: Job) -> ConnectionsDocument:
         update={
             "job": job,
             "principals": None,
-            "redis": _with(doc.redis, logins.redis, user_field="username"),
-            "kafka": _with(doc.kafka, logins.kafka, user_field="username"),
-            "timescale": _with(doc.timescale, logins.timescale, user_field="user"),
+            "redis": _with(doc.redis, logins.redis, user_field=USER_FIELD["redis"]),
+            "kafka": _with(doc.kafka, logins.kafka, user_field=USER_FIELD["kafka"]),
+            "timescale": _with(doc.timescale, logins.timescale, user_field=USER_FIELD["timescale"]),
         }
     )
+
+
+@overload
+def job_section(
+    doc: ConnectionsDocument, service: Literal["kafka"], job: Job
+) -> KafkaConnection | None: ...
+@overload
+def job_section(
+    doc: ConnectionsDocument, service: Literal["redis"], job: Job
+) -> RedisConnection | None: ...
+@overload
+def job_section(
+    doc: ConnectionsDocument, service: Literal["timescale"], job: Job
+) -> TimescaleConnection | None: ...
+def job_section(
+    doc: ConnectionsDocument, service: Service, job: Job
+) -> KafkaConnection | RedisConnection | TimescaleConnection | None:
+    """``doc``'s ``service`` section with ``job``'s login in its standard fields, for a
+    client built outside ``Backbone`` (a drill's producer, a bench's store ...).
+
+    A full document without ``principals`` (made before issue 11) gives the section
+    as it is (the application's login), as ``Backbone`` does; so does ``job``'s own
+    document. ``None`` when the stack has no such service.
+    """
+    section = getattr(doc, service)
+    if section is None or (doc.job is None and doc.principals is None) or doc.job == job:
+        return section
+    if doc.job is not None:
+        raise ConnectionsError(
+            f"this is the {doc.job!r} job's document, which has no {job!r} login; "
+            "give the stack's full document (.stacks/NAME/outputs.json)"
+        )
+    logins = (doc.principals or {}).get(job)
+    login = getattr(logins, service, None) if logins is not None else None
+    if login is None:
+        raise ConnectionsError(
+            f"the {job!r} job of stack {doc.stack!r} has no {service} login; "
+            "pick the job whose rights the client needs (writer, consumer or reader)"
+        )
+    return _with(section, login, user_field=USER_FIELD[service])
 
 
 def _with(

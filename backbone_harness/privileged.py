@@ -4,9 +4,9 @@ Benchmarks and load ceilings set things up that the application's principals
 may not do (least privilege, see ``docs/security.md``): they create and delete
 Kafka topics, a PostgreSQL table for the unindexed COPY ceiling, and write
 ``key:*`` with ``redis-benchmark``. They run with the admin credentials of the
-stack's ``secrets.json``; the measured paths are the same code, under a
-principal the servers check no differently (Kafka's super user skips the ACL
-lookup, one hash-map probe per request).
+stack's ``secrets.json``. The document keeps ``principals``: the measured
+clients that do a job's work (producers, stores, group members) still log in
+as that job (:func:`backbone.job_logins.harness_section`), as in production.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ from typing import Any
 
 from backbone.bars import synthetic_bars
 from backbone.connections import ConnectionsDocument, KafkaConnection
+from backbone.job_logins import harness_section
 from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import BarRecord, batch_records
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
@@ -82,9 +83,9 @@ def bench_our_producer(
     doc: ConnectionsDocument, records: list[BarRecord], warmup_s: float, measure_s: float, log: Log
 ) -> dict[str, Any]:
     """:class:`BarProducer` sending pre-encoded records: warm-up discarded, then measured."""
-    assert doc.kafka is not None
     producer = BarProducer(
-        KafkaConnectionSettings.from_section(doc.kafka), client_id="bench-producer"
+        KafkaConnectionSettings.from_section(harness_section(doc, "producer")),
+        client_id="bench-producer",
     )
     try:
         stream = cycle(records)

@@ -27,6 +27,7 @@ import psycopg
 
 from backbone.bars import Bar, synthetic_bars
 from backbone.connections import ConnectionsDocument, TimescaleConnection
+from backbone.job_logins import harness_section
 from backbone.replay import replay
 from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.bench import bench_store
@@ -107,8 +108,10 @@ def bench_store_paths(doc: ConnectionsDocument, n: int, log: Log) -> dict[str, A
     """Our write path, then both COPY ceilings, on the same database."""
     ts = doc.timescale
     assert ts is not None
+    # Our write path as the consumer (Backbone's store); the COPY ceilings below
+    # with the document's login (the admin's: one creates a table).
     with TimescaleStore(
-        TimescaleConnectionSettings.from_section(ts, pool_max_size=1),
+        TimescaleConnectionSettings.from_section(harness_section(doc, "store"), pool_max_size=1),
         application_name="bench-store",
     ) as store:
         ours = bench_store(store, n, batch_size=10_000)
@@ -151,11 +154,9 @@ def bench_batch_sizes(
     doc: ConnectionsDocument, n: int, sizes: Sequence[int], log: Log
 ) -> list[dict[str, Any]]:
     """Our write path at each batch size: rows/s and p99 of one batch's write."""
-    ts = doc.timescale
-    assert ts is not None
     points = []
     with TimescaleStore(
-        TimescaleConnectionSettings.from_section(ts, pool_max_size=1),
+        TimescaleConnectionSettings.from_section(harness_section(doc, "store"), pool_max_size=1),
         application_name="bench-batches",
     ) as store:
         for size in sizes:
@@ -181,11 +182,9 @@ def _stored_bars(store: TimescaleStore, n: int) -> tuple[list[Bar], list[str]]:
 def bench_replay(doc: ConnectionsDocument, n: int, log: Log) -> dict[str, Any]:
     """Bars/s of ``backbone.replay.replay`` (store snapshot → Kafka, acks=all) of ``n``
     freshly stored bars; its ceiling is reading the same snapshot alone."""
-    ts, kafka = doc.timescale, doc.kafka
-    assert ts is not None and kafka is not None
     end = datetime(2200, 1, 1, tzinfo=UTC)
     with TimescaleStore(
-        TimescaleConnectionSettings.from_section(ts, pool_max_size=2),
+        TimescaleConnectionSettings.from_section(harness_section(doc, "store"), pool_max_size=2),
         application_name="bench-replay",
     ) as store:
         bars, names = _stored_bars(store, n)
@@ -193,15 +192,21 @@ def bench_replay(doc: ConnectionsDocument, n: int, log: Log) -> dict[str, Any]:
         began = time.perf_counter()
         read = sum(1 for _ in store.snapshot(start, end, names))
         read_s = time.perf_counter() - began
+        # The writer sends; the consumer's login reads what the topics hold (the
+        # writer may not), as `backbone replay` does.
         producer = BarProducer(
-            KafkaConnectionSettings.from_section(kafka), client_id="bench-replay"
+            KafkaConnectionSettings.from_section(harness_section(doc, "producer")),
+            client_id="bench-replay",
         )
+        scan = KafkaConnectionSettings.from_section(harness_section(doc, "topic-reader"))
         try:
-            result = replay(store, producer, start, end, names)
+            result = replay(store, producer, start, end, names, scan=scan)
             # Profiled on a second, smaller window of its own (a replay of the same
             # window would find every bar present and send nothing).
             more, more_names = _stored_bars(store, min(n, 50_000))
-            _, hot = profiled(lambda: replay(store, producer, more[0].ts, end, more_names))
+            _, hot = profiled(
+                lambda: replay(store, producer, more[0].ts, end, more_names, scan=scan)
+            )
         finally:
             producer.close()
     rate = result.sent / result.seconds

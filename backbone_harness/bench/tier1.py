@@ -37,6 +37,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from backbone.bars import Bar, synthetic_bars
 from backbone.connections import ConnectionsDocument
+from backbone.job_logins import harness_section
 from backbone.replay import BAR_TOPICS
 from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import batch_records
@@ -55,8 +56,8 @@ def _run_symbols(label: str) -> list[str]:
 
 def _prime_group(doc: ConnectionsDocument, group: str) -> None:
     """Commit ``group``'s offsets at the bar topics' current ends."""
-    assert doc.kafka is not None
-    settings = KafkaConnectionSettings.from_section(doc.kafka)
+    # The group's offsets: the consumer's login, as its members (`backbone consume`).
+    settings = KafkaConnectionSettings.from_section(harness_section(doc, "consumer"))
     consumer = KafkaConsumer(
         **kafka_client_config(settings, client_id="bench-prime"),
         group_id=group, enable_auto_commit=False,
@@ -133,8 +134,7 @@ def _stop_and_collect(procs: Sequence[subprocess.Popen[str]]) -> list[dict[str, 
 
 
 def _wait_stored(doc: ConnectionsDocument, symbols: list[str], n: int, timeout_s: float) -> None:
-    ts = doc.timescale
-    assert ts is not None
+    ts = harness_section(doc, "store-reader")  # it only counts rows: the reader's login
     deadline = time.monotonic() + timeout_s
     with psycopg.connect(
         ts.conninfo(),
@@ -153,8 +153,10 @@ def _wait_stored(doc: ConnectionsDocument, symbols: list[str], n: int, timeout_s
 
 def _produce(doc: ConnectionsDocument, gen: Iterator[Bar]) -> tuple[int, float, float, int, int]:
     """Send all of ``gen``: (bars, first send, acked, bytes, records), wall-clock times."""
-    assert doc.kafka is not None
-    producer = BarProducer(KafkaConnectionSettings.from_section(doc.kafka), client_id="bench-e2e")
+    producer = BarProducer(
+        KafkaConnectionSettings.from_section(harness_section(doc, "producer")),
+        client_id="bench-e2e",
+    )
     sent = size = records = 0
     start = time.time()
     try:
@@ -243,7 +245,8 @@ def bench_latency(
     _prime_group(doc, group)
     with _members(outputs, group, 1, None) as procs:
         producer = BarProducer(
-            KafkaConnectionSettings.from_section(doc.kafka), client_id="bench-latency"
+            KafkaConnectionSettings.from_section(harness_section(doc, "producer")),
+            client_id="bench-latency",
         )
         began = time.monotonic()
         try:

@@ -24,7 +24,7 @@ __all__ = ["Drill", "Fault", "FaultKind", "wait_redis_roles", "wait_until"]
 #: ``cut`` and ``slow`` are network faults on a path, not on a node: the drill
 #: applies them itself (see :mod:`backbone_harness.drills.network`).
 #: ``disconnect`` takes the node off its network (compose: a real partition).
-#: ``rotate`` replaces the application's credentials (the credential-rotation drill).
+#: ``rotate`` replaces the clients' credentials (the credential-rotation drill).
 FaultKind = Literal["kill", "stop", "pause", "cut", "slow", "disconnect", "rotate"]
 
 

@@ -24,6 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from backbone.bars import Bar
+from backbone.job_logins import harness_section
 from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import CRASH_POINT_ENV
@@ -65,21 +66,25 @@ class ConsumerCrashDrill(Drill):
     def prepare(self) -> None:
         assert self.doc.kafka is not None and self.doc.timescale is not None
         self._start_group_at_the_end()
+        # Each client logs in as its job: the producer as the writer; the group's
+        # set-up, its new member and their store (writes, then the read-back) as
+        # the consumer, as `backbone consume` does.
         self.producer = BarProducer(
-            KafkaConnectionSettings.from_section(self.doc.kafka),
+            KafkaConnectionSettings.from_section(harness_section(self.doc, "producer")),
             tuning=ProducerTuning(bars_per_record=25, flush_timeout_s=30.0),
             client_id=f"drill-{self.name}",
         )
         self.store = TimescaleStore(
-            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            TimescaleConnectionSettings.from_section(
+                harness_section(self.doc, "store"), pool_max_size=2
+            ),
             timeout=30.0,
         )
 
     def _start_group_at_the_end(self) -> None:
         # The drill's group starts where the topics end now: only its own bars
         # (and concurrent ones) are read, never the whole retained history.
-        kafka = self.doc.kafka
-        assert kafka is not None
+        kafka = harness_section(self.doc, "consumer")
         client = KafkaConsumer(
             **kafka_client_config(
                 KafkaConnectionSettings.from_section(kafka), client_id=f"drill-{self.name}-setup"
@@ -139,7 +144,10 @@ class ConsumerCrashDrill(Drill):
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
         assert self.doc.kafka is not None and self.store is not None
         stats = drain_group(
-            KafkaConnectionSettings.from_section(self.doc.kafka), self.store, self.group, TOPICS
+            KafkaConnectionSettings.from_section(harness_section(self.doc, "consumer")),
+            self.store,
+            self.group,
+            TOPICS,
         )
         self.figures["redelivered_bars_absorbed"] = stats.duplicates
         self.figures["stored_by_the_new_member"] = stats.stored

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from backbone.bars import Bar
+from backbone.job_logins import harness_section
 from backbone_harness.drills.base import Fault, wait_until
 from backbone_harness.drills.kafka_outage import KafkaOutageDrill
 from backbone_infra.targets.local.kafka import tls_handshakes
@@ -92,8 +93,8 @@ class ContainerPartitionDrill(KafkaOutageDrill):
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
-        kafka = self.doc.kafka
-        assert kafka is not None
+        # A metadata probe: any job may log in and ask; the writer's login, as the drill's producer.
+        kafka = harness_section(self.doc, "producer")
         server = f"127.0.0.1:{self.stack.node_ports(node)['client']}"
         if kafka.ssl_cafile and not tls_handshakes(server, kafka.ssl_cafile, 3.0):
             # kafka-python waits for a TLS handshake without a deadline; behind

@@ -1,19 +1,21 @@
-"""Drill: rotate every application password of a running stack while ingest continues.
+"""Drill: rotate every client password of a running stack while ingest continues.
 
 The writer produces bars with ``acks=all`` and idempotence, as in the
-partition-leader drill, while ``harness rotate-credentials`` runs
-(:func:`backbone_infra.rotation.rotate_credentials`, on a local or a
-compose stack): Redis
-accepts both passwords during the switch, Kafka and PostgreSQL get their new
-credential, the outputs document is rewritten, then Redis forgets the old
-password. The writer's connections were authenticated before the switch and
-stay so; if the writer has to log in again and is refused, it reloads the
-outputs document and reopens (the client's side of a rotation).
+partition-leader drill (logged in as the writer job), while ``harness
+rotate-credentials`` runs (:func:`backbone_infra.rotation.rotate_credentials`,
+on a local or a compose stack) over what it rotates by default: the
+application principals and the writer, consumer and reader jobs, so the
+producer's own login changes under it. Redis accepts both passwords during the
+switch, Kafka and PostgreSQL get their new credential, the outputs document is
+rewritten, then Redis forgets the old password. The writer's connections were
+authenticated before the switch and stay so; if the writer has to log in again
+and is refused, it reloads its job's login from the outputs document and
+reopens (the client's side of a rotation).
 
-Checked: no acknowledged bar lost, none twice (read back with the *new*
-document, so the new Kafka credential is proven too); after the rotation a
-client with the old password is refused by Redis, Kafka and PostgreSQL, and a
-client with the new document works on each.
+Checked: no acknowledged bar lost, none twice (read back as the consumer job
+with the *new* document, so a new Kafka credential is proven too); after the
+rotation a client with the old application password is refused by Redis, Kafka
+and PostgreSQL, and a client with the new document works on each.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from redis.sentinel import Sentinel
 
 from backbone.bars import Bar
 from backbone.connections import ConnectionsDocument, load_document
+from backbone.job_logins import harness_section
 from backbone.settings import KafkaConnectionSettings, load_settings
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
 from backbone_harness.drills.base import Fault
 from backbone_harness.drills.kafka_leader import KafkaLeaderKillDrill
 from backbone_harness.drills.writer import drill_bars
 from backbone_harness.stacks import Stack
-from backbone_infra.rotation import rotate_credentials
+from backbone_infra.rotation import CLIENTS, rotate_credentials
 
 __all__ = ["CredentialRotationDrill", "refused_with_old_passwords", "works_with"]
 
@@ -140,7 +143,7 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
     #: Seconds writes may stop (a rotation must not stop ingest: connections stay authenticated).
     max_unavailable_s: float | None = 5.0
     summary = "rotate the Redis, Kafka and PostgreSQL passwords during acks=all produce"
-    fault = Fault(role="the application's credentials", kind="rotate")
+    fault = Fault(role="the application's and the jobs' credentials", kind="rotate")
     min_acknowledged = 200
     stack_sizes = ("minimal", "ha")
     environments = ("local", "compose")
@@ -169,16 +172,15 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
             raise
 
     def _rotated(self) -> bool:
-        kafka = load_document(self.stack.outputs_path).kafka
-        assert kafka is not None and kafka.password is not None
+        kafka = harness_section(load_document(self.stack.outputs_path), "producer")
+        assert kafka.password is not None
         mine = self.kafka.password
         return mine is None or mine.get_secret_value() != kafka.password.get_secret_value()
 
     def _reopen(self) -> None:
         if self.producer is not None:
             self.producer.close(timeout_s=5)
-        kafka = load_document(self.stack.outputs_path).kafka
-        assert kafka is not None
+        kafka = harness_section(load_document(self.stack.outputs_path), "producer")
         self.kafka = KafkaConnectionSettings.from_section(kafka)
         self.producer = BarProducer(
             self.kafka,
@@ -188,7 +190,8 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
         self.reopened += 1
 
     def inject(self, node: str) -> None:
-        result = rotate_credentials(self.stack, grace_s=GRACE_S)
+        # The application's logins and every job's: the writer's is the producer's.
+        result = rotate_credentials(self.stack, CLIENTS, grace_s=GRACE_S)
         self.figures["seconds_to_publish"] = round(result.seconds_to_publish, 2)
         self.figures["grace_s"] = GRACE_S
 
@@ -201,9 +204,8 @@ class CredentialRotationDrill(KafkaLeaderKillDrill):
         """Nothing to undo: the stack keeps its new credentials (the point of it)."""
 
     def found_keys(self, acknowledged: list[Any]) -> list[Any]:
-        # Read back with the new document: proves the new Kafka credential too.
-        kafka = load_document(self.stack.outputs_path).kafka
-        assert kafka is not None
-        self.kafka = KafkaConnectionSettings.from_section(kafka)
+        # Read back with the new document: proves the consumer's new Kafka credential too.
+        doc = load_document(self.stack.outputs_path)
+        self.reading = KafkaConnectionSettings.from_section(harness_section(doc, "topic-reader"))
         self.figures["writer_reopened"] = self.reopened
         return super().found_keys(acknowledged)

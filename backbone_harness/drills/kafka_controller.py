@@ -20,7 +20,8 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
-from backbone.settings import TimescaleConnectionSettings
+from backbone.job_logins import harness_section
+from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer
 from backbone_harness.drills.base import Fault, wait_until
@@ -45,7 +46,10 @@ class KafkaControllerKillDrill(KafkaLeaderKillDrill):
         doc = stack.document
         if doc.timescale is None:
             raise ValueError(f"stack {stack.name!r} has no PostgreSQL; drills need an ha stack")
-        self.timescale = doc.timescale
+        # The group member and its store log in as the consumer (it consumes,
+        # commits its group and writes bars), as Backbone's consumer does.
+        self.timescale = harness_section(doc, "store")
+        self.consuming = KafkaConnectionSettings.from_section(harness_section(doc, "consumer"))
         self.group = f"backbone-drill-controller-{secrets.token_hex(3)}"
         self.store: TimescaleStore | None = None
         self.consumer: BarConsumer | None = None
@@ -62,7 +66,7 @@ class KafkaControllerKillDrill(KafkaLeaderKillDrill):
             TimescaleConnectionSettings.from_section(self.timescale, pool_max_size=2), timeout=30.0
         )
         self.consumer = BarConsumer(
-            self.kafka,
+            self.consuming,
             self.store,
             group_id=self.group,
             topics=("intraday_bars",),
@@ -114,7 +118,11 @@ class KafkaControllerKillDrill(KafkaLeaderKillDrill):
         self.consumer = None
         # A new member of the group drains what the first left uncommitted.
         self.figures["drained_after_recovery"] = drain_group(
-            self.kafka, store, self.group, ("intraday_bars",), client_id=f"drill-{self.name}-drain"
+            self.consuming,
+            store,
+            self.group,
+            ("intraday_bars",),
+            client_id=f"drill-{self.name}-drain",
         ).stored
         stored = set(stored_keys(store, self.symbols, "1m"))
         missing = set(acknowledged) - stored

@@ -19,6 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.partitioner.default import murmur2
 
 from backbone.bars import Bar
+from backbone.job_logins import harness_section
 from backbone.settings import KafkaConnectionSettings
 from backbone.stream.codec import decode_record
 from backbone.stream.producer import BarProducer, ProducerTuning, kafka_client_config
@@ -58,7 +59,11 @@ class KafkaLeaderKillDrill(Drill):
         kafka = stack.document.kafka
         if kafka is None:
             raise ValueError(f"stack {stack.name!r} has no Kafka; drills need an ha stack")
-        self.kafka = KafkaConnectionSettings.from_section(kafka)
+        # The producer logs in as the writer; the read-back (no group) as the
+        # consumer, which may read the bar topics (the reader has no Kafka login).
+        doc = stack.document
+        self.kafka = KafkaConnectionSettings.from_section(harness_section(doc, "producer"))
+        self.reading = KafkaConnectionSettings.from_section(harness_section(doc, "topic-reader"))
         self.topic = kafka.topics["intraday_bars"].name
         partitions = kafka.partitions("intraday_bars")
         prefix = f"DK{secrets.token_hex(2).upper()}"
@@ -72,7 +77,7 @@ class KafkaLeaderKillDrill(Drill):
 
     def _consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
-            **kafka_client_config(self.kafka, client_id=f"drill-reader-{self.name}"),
+            **kafka_client_config(self.reading, client_id=f"drill-reader-{self.name}"),
             enable_auto_commit=False,
         )
 

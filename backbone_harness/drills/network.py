@@ -41,6 +41,7 @@ from typing import Any
 
 from backbone.bars import Bar
 from backbone.connections import HostPort, write_document
+from backbone.job_logins import harness_section
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
@@ -233,15 +234,24 @@ class _PrimaryPathDrill(PathDrill):
     def prepare(self) -> None:
         primary = self.target()
         proxy = self.open_proxy(primary, self.stack.node_ports(primary)["client"])
-        proxied = self.timescale.model_copy(
-            update={"hosts": [HostPort(host=proxy.host, port=proxy.port)]}
-        )
+        through_proxy = {"hosts": [HostPort(host=proxy.host, port=proxy.port)]}
+        proxied = self.timescale.model_copy(update=through_proxy)
         self.figures["proxied"] = f"{proxy.host}:{proxy.port} -> {proxy.upstream}"
+        # The store writes bars: the consumer's login, as Backbone's store. The
+        # read-back only SELECTs: the reader's (no staging table, no schema).
+        doc = self.stack.document
         self.store = TimescaleStore(
-            TimescaleConnectionSettings.from_section(proxied, pool_max_size=2), timeout=10.0
+            TimescaleConnectionSettings.from_section(
+                harness_section(doc, "store").model_copy(update=through_proxy), pool_max_size=2
+            ),
+            timeout=10.0,
         )
         self.reader = TimescaleStore(
-            TimescaleConnectionSettings.from_section(self.timescale, pool_max_size=1), timeout=30.0
+            TimescaleConnectionSettings.from_section(
+                harness_section(doc, "store-reader"), pool_max_size=1
+            ),
+            timeout=30.0,
+            read_only=True,
         )
         self._load_outputs = write_document(
             self.stack.document.model_copy(update={"timescale": proxied}),

@@ -43,6 +43,7 @@ from typing import Any
 
 from backbone.bars import Bar
 from backbone.connections import KafkaConnection, write_document
+from backbone.job_logins import harness_section
 from backbone.settings import KafkaConnectionSettings
 from backbone.stream.producer import BarProducer, ProducerTuning
 from backbone_harness.drills.kafka_leader import PARTITION, KafkaLeaderKillDrill
@@ -102,8 +103,12 @@ class _LeaderPathDrill(PathDrill, KafkaLeaderKillDrill):
         super().prepare()  # the start offset, and a producer we replace
         assert self.producer is not None
         self.producer.close(timeout_s=10)
+        # The producer logs in as the writer, through the proxies.
+        writer = harness_section(self.stack.document, "producer")
         self.producer = BarProducer(
-            KafkaConnectionSettings.from_section(self.proxied),
+            KafkaConnectionSettings.from_section(
+                writer.model_copy(update={"bootstrap_servers": self.proxied.bootstrap_servers})
+            ),
             tuning=ProducerTuning(bars_per_record=25, flush_timeout_s=BLOCK_FOR_S),
             client_id=f"drill-{self.name}",
         )

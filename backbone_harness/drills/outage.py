@@ -19,6 +19,7 @@ from collections.abc import Hashable, Iterator
 from typing import Any
 
 from backbone.bars import Bar
+from backbone.job_logins import harness_section
 from backbone.runtime import Backbone
 from backbone.settings import BackboneSettings, TimescaleConnectionSettings, load_settings
 from backbone.store.timescale import TimescaleStore
@@ -126,10 +127,13 @@ class OutageDrill(Drill):
             except OSError as exc:  # another ingest serves it: alerts are context only
                 self.figures["metrics_not_served"] = f"port {port}: {exc.strerror}"
         self.backbone = self.open_backbone()
-        assert self.doc.timescale is not None
+        # The read-back only SELECTs: the reader's login.
         self.store = TimescaleStore(
-            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            TimescaleConnectionSettings.from_section(
+                harness_section(self.doc, "store-reader"), pool_max_size=2
+            ),
             timeout=10.0,
+            read_only=True,
         )
 
     def bars(self) -> Iterator[Bar]:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from backbone.bars import Bar
+from backbone.job_logins import harness_section
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
@@ -111,11 +112,13 @@ class PostgresPrimaryKillDrill(Drill):
         return str(self.stack.postgres_primary())
 
     def prepare(self) -> None:
-        assert self.doc.timescale is not None
         # The pool waits up to the timeout for a read-write node: long enough
         # to ride out the failover, so the writer's retry lands on the new primary.
+        # It writes bars (and reads them back): the consumer's login, as Backbone's store.
         self.store = TimescaleStore(
-            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            TimescaleConnectionSettings.from_section(
+                harness_section(self.doc, "store"), pool_max_size=2
+            ),
             timeout=FAILOVER_TIMEOUT_S,
         )
 

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from backbone.bars import Bar
+from backbone.job_logins import harness_section
 from backbone.settings import TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_until
@@ -93,9 +94,11 @@ class PostgresStandbyKillDrill(Drill):
         return sync[0]
 
     def prepare(self) -> None:
-        assert self.doc.timescale is not None
+        # It writes bars (and reads them back): the consumer's login, as Backbone's store.
         self.store = TimescaleStore(
-            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            TimescaleConnectionSettings.from_section(
+                harness_section(self.doc, "store"), pool_max_size=2
+            ),
             timeout=60.0,
         )
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Hashable
 from typing import Any
 
+from backbone.job_logins import harness_section
 from backbone.settings import KafkaConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone.stream.consumer import BarConsumer
@@ -53,12 +54,18 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
 
     def prepare(self) -> None:
         super().prepare()
-        assert self.store is not None and self.doc.timescale is not None
+        assert self.store is not None
         self.store.close()
-        # One connection per churning member and one for the last member.
+        # One connection per churning member and one for the last member; the
+        # members and their store log in as the consumer job.
         self.store = TimescaleStore(
-            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=MEMBERS + 1),
+            TimescaleConnectionSettings.from_section(
+                harness_section(self.doc, "store"), pool_max_size=MEMBERS + 1
+            ),
             timeout=30.0,
+        )
+        self.member_kafka = KafkaConnectionSettings.from_section(
+            harness_section(self.doc, "consumer")
         )
 
     def target(self) -> str:
@@ -78,7 +85,7 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
             n += 1
             try:
                 member = BarConsumer(
-                    KafkaConnectionSettings.from_section(self.doc.kafka),
+                    self.member_kafka,
                     self.store,
                     group_id=self.group,
                     topics=TOPICS,
@@ -118,10 +125,8 @@ class ConsumerRebalanceStormDrill(ConsumerCrashDrill):
             t.join(30)
 
     def found_keys(self, acknowledged: list[Any]) -> list[Hashable]:
-        assert self.doc.kafka is not None and self.store is not None
-        stats = drain_group(
-            KafkaConnectionSettings.from_section(self.doc.kafka), self.store, self.group, TOPICS
-        )
+        assert self.store is not None
+        stats = drain_group(self.member_kafka, self.store, self.group, TOPICS)
         self.figures.update(
             member_joins=self.joins,
             member_leaves=self.leaves,

@@ -28,7 +28,9 @@ from typing import Any
 
 from backbone.bars import Bar
 from backbone.cache.redis import RedisCache
-from backbone.settings import load_settings
+from backbone.job_logins import harness_section
+from backbone.settings import RedisConnectionSettings, TimescaleConnectionSettings
+from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import wait_redis_roles, wait_until
 from backbone_harness.drills.faults import NodeGroupFault, join_nodes
 from backbone_harness.drills.redis_primary import TIMEFRAME, RedisPrimaryKillDrill
@@ -76,10 +78,9 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
 
     def prepare(self) -> None:
         super().prepare()
-        settings = load_settings(self.doc)
-        assert settings.redis is not None
+        # It fills on a miss: the consumer's Redis login (see the parent's cache).
         self.warm_cache = RedisCache(
-            settings.redis,
+            RedisConnectionSettings.from_section(harness_section(self.doc, "cache")),
             namespace=f"backbone-drill-warm-{secrets.token_hex(3)}",
             heartbeat_interval=0.5,
             retries=1,
@@ -89,8 +90,15 @@ class RedisFullOutageDrill(RedisPrimaryKillDrill):
         reference: list[Bar] = [next(bars) for _ in range(len(self.warm_symbols) * 5)]
         # Straight into the store: the warm reader needs them stored, not streamed
         # (the drill's consumer starts at "latest" and may join after they were sent).
-        assert self.store is not None
-        self.store.write(reference)
+        # The drill's own store reads with the reader's login; this one writes, as
+        # the consumer, and is closed once they are in.
+        with TimescaleStore(
+            TimescaleConnectionSettings.from_section(
+                harness_section(self.doc, "store"), pool_max_size=1
+            ),
+            timeout=10.0,
+        ) as seeding:
+            seeding.write(reference)
         self._warm_reads()  # fill the cache before the fault: the warm baseline
 
     def _warm_reads(self) -> None:

@@ -23,8 +23,9 @@ import redis
 
 from backbone.bars import Bar
 from backbone.cache.redis import RedisCache
+from backbone.job_logins import harness_section
 from backbone.runtime import Backbone
-from backbone.settings import RedisConnectionSettings, TimescaleConnectionSettings, load_settings
+from backbone.settings import RedisConnectionSettings, TimescaleConnectionSettings
 from backbone.store.timescale import TimescaleStore
 from backbone_harness.drills.base import Drill, Fault, wait_redis_roles, wait_until
 from backbone_harness.drills.writer import drill_bars, stored_keys
@@ -71,20 +72,22 @@ class RedisPrimaryKillDrill(Drill):
             group_id=f"backbone-drill-{self.name}-{secrets.token_hex(3)}",
             consumer_start="latest",
         )
-        settings = load_settings(self.doc)
-        assert settings.redis is not None
-        # The reader's own cache client: heartbeat and retries as a service would run them.
+        # The reader's own cache client: heartbeat and retries as a service would
+        # run them. It fills on a miss, so it logs in as the consumer (the reader
+        # job's Redis user may not SET); its store only SELECTs: the reader's login.
         self.cache = RedisCache(
-            settings.redis,
+            RedisConnectionSettings.from_section(harness_section(self.doc, "cache")),
             namespace=f"backbone-drill-{secrets.token_hex(3)}",
             heartbeat_interval=0.5,
             retries=1,
             retry_backoff=0.1,
         )
-        assert self.doc.timescale is not None
         self.store = TimescaleStore(
-            TimescaleConnectionSettings.from_section(self.doc.timescale, pool_max_size=2),
+            TimescaleConnectionSettings.from_section(
+                harness_section(self.doc, "store-reader"), pool_max_size=2
+            ),
             timeout=10.0,
+            read_only=True,
         )
 
     def bars(self) -> Iterator[Bar]:

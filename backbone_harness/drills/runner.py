@@ -274,10 +274,13 @@ def errored_report(drill_cls: type[Drill], stack: Stack, error: Exception) -> Dr
 
 def _machine_and_versions(stack: Stack) -> tuple[dict[str, Any], dict[str, str]]:
     from backbone_harness.bench.performance import client_versions, machine_info, service_versions
+    from backbone_harness.privileged import admin_document
 
     versions = client_versions()
     try:
-        versions.update(service_versions(stack.document, stack.spec.kafka.version))
+        # As the stack's administrators, as the benches ask: no job (and not the
+        # application) may run Redis INFO.
+        versions.update(service_versions(admin_document(stack), stack.spec.kafka.version))
     except Exception:  # a version is context, not a reason to lose the report
         versions["kafka_broker"] = stack.spec.kafka.version
     return machine_info(), versions

@@ -22,7 +22,7 @@ from typing import Any
 import locust  # noqa: F401  (first: patches the standard library with gevent)
 
 from backbone.connections import load_document
-from backbone.job_outputs import job_document
+from backbone.job_logins import harness_section
 from backbone_harness.load.run import run_load, run_worker
 from backbone_harness.load.users import MarketDataFeedUser, bound_to
 
@@ -35,10 +35,9 @@ def _user_classes(args: argparse.Namespace) -> list[Any]:
     if args.profile in ("produce", "both"):
         # Feed handlers only produce: they log in as the ingest writer when the
         # document names one (least privilege, docs/security.md).
-        feed = job_document(doc, "writer") if doc.principals else doc
-        if feed.kafka is None:
+        if doc.kafka is None:
             raise SystemExit(f"{args.outputs} describes no Kafka; run the load on a Tier 1 stack")
-        classes.append(bound_to(MarketDataFeedUser, feed.kafka))
+        classes.append(bound_to(MarketDataFeedUser, harness_section(doc, "producer")))
     if args.profile in ("read", "both"):
         from backbone_harness.load.reads import bound_reader
 
@@ -54,8 +53,9 @@ def _seed(outputs: str) -> None:
     doc = load_document(outputs)
     if doc.timescale is None:
         raise SystemExit(f"{outputs} describes no PostgreSQL; the read profile needs a store")
+    # Seeding writes bars: the consumer's login, as Backbone's store.
     with TimescaleStore(
-        TimescaleConnectionSettings.from_section(doc.timescale, pool_max_size=1)
+        TimescaleConnectionSettings.from_section(harness_section(doc, "store"), pool_max_size=1)
     ) as store:
         seed_read_data(store)
 

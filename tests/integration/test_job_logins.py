@@ -32,6 +32,9 @@ from backbone.job_outputs import job_document
 from backbone.runtime import Backbone
 from backbone.settings import RedisConnectionSettings
 from backbone.stream.producer import ProduceError
+from backbone_harness.drills.consumer_crash import ConsumerCrashDrill
+from backbone_harness.drills.store_outage import StoreOutageDrill
+from backbone_harness.drills.writer import stored_keys
 from backbone_infra.render.postgres import SUPERUSER
 from backbone_infra.render.redis import ADMIN_USER
 from backbone_infra.targets.local.provisioner import LocalStack
@@ -131,7 +134,7 @@ def test_a_backbone_on_the_full_document_logs_in_as_each_job(local_stack: LocalS
     with Backbone.open(
         tier="institutional",
         outputs=local_stack.outputs_path,
-        group_id=f"jobrun-{symbol.lower()}",
+        group_id=f"backbone-jobrun-{symbol.lower()}",
         consumer_start="latest",
     ) as bb:
         assert bb.producer is not None and bb.consumer is not None
@@ -164,7 +167,7 @@ def test_a_reader_document_backbone_reads_and_cannot_ingest(
     with Backbone.open(
         tier="institutional",
         outputs=local_stack.outputs_path,
-        group_id=f"jobrun-{symbol.lower()}",
+        group_id=f"backbone-jobrun-{symbol.lower()}",
         consumer_start="latest",
     ) as full:
         assert full.ingest(bars).stored == len(bars)
@@ -201,7 +204,7 @@ def test_a_writer_and_a_consumer_document_split_the_ingest(
     bars = _bars(symbol, 30)
     with Backbone.open(
         outputs=job_outputs["consumer"],
-        group_id=f"jobrun-{symbol.lower()}",
+        group_id=f"backbone-jobrun-{symbol.lower()}",
         consumer_start="latest",
     ) as consumer:
         assert consumer.producer is None and consumer.consumer is not None
@@ -215,3 +218,44 @@ def test_a_writer_and_a_consumer_document_split_the_ingest(
         stats = consumer.consume(timeout_s=60, idle_timeout_s=5)
         assert stats.stored == len(bars) and stats.reconciles, stats
         assert consumer.read(symbol, "1m", bars[0].ts, bars[-1].ts + timedelta(hours=1)) == bars
+
+
+# --- clients the drills build themselves, not through Backbone ------------------------
+
+
+def test_a_drills_own_producer_and_store_log_in_as_the_writer_and_the_consumer(
+    local_stack: LocalStack,
+) -> None:
+    """The consumer-crash drill's set-up: its producer (the writer), its group's
+    offsets and its store (the consumer); never the application."""
+    before = _local_ports()
+    drill = ConsumerCrashDrill(local_stack)
+    try:
+        drill.prepare()  # commits the group's offsets, opens the producer and the store
+        assert drill.store is not None and drill.producer is not None
+        assert stored_keys(drill.store, drill.symbols) == []  # the pool has a session
+        assert _pg_users(local_stack, before) == {_job_user(local_stack, "consumer", "timescale")}
+        # The writer may not write the health topic (the application and the consumer may).
+        with pytest.raises(ProduceError, match="TopicAuthorizationFailed"):
+            drill.producer.send_json("ingest_health", {"drill": drill.group}, key=drill.group)
+            drill.producer.flush(timeout_s=15)
+    finally:
+        drill.close()
+
+
+def test_an_outage_drills_read_back_logs_in_as_the_reader(local_stack: LocalStack) -> None:
+    """The outage drills ingest through a Backbone (the consumer's store and cache)
+    and read back through a store of their own that only SELECTs: the reader's."""
+    before = _local_ports()
+    drill = StoreOutageDrill(local_stack)
+    try:
+        drill.prepare()
+        assert drill.store is not None and drill.store.read_only
+        assert stored_keys(drill.store, drill.symbols) == []
+        assert _pg_users(local_stack, before) == {
+            _job_user(local_stack, "consumer", "timescale"),
+            _job_user(local_stack, "reader", "timescale"),
+        }
+        assert _redis_users(local_stack, before) == {_job_user(local_stack, "consumer", "redis")}
+    finally:
+        drill.close()

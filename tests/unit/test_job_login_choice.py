@@ -8,10 +8,17 @@ import pytest
 from hypothesis import given, settings
 from pydantic import SecretStr
 
-from backbone.connections import JOBS, Job, write_document
+from backbone.connections import JOBS, ConnectionsError, Job, write_document
 from backbone.credentials import DocumentCredentials
-from backbone.job_logins import CLIENT_JOBS, JobScopeError, clients_of, runtime_logins
-from backbone.job_outputs import job_document
+from backbone.job_logins import (
+    CLIENT_JOBS,
+    HARNESS_JOBS,
+    JobScopeError,
+    clients_of,
+    harness_section,
+    runtime_logins,
+)
+from backbone.job_outputs import USER_FIELD, job_document
 from backbone.settings import load_settings
 from backbone_infra.targets.local.secrets import StackSecrets
 from tests.unit.test_job_outputs import _full, stack_secrets
@@ -100,3 +107,51 @@ def test_a_job_source_follows_its_jobs_password_through_a_rotation(tmp_path: Pat
     assert _password(consumer.document().kafka) == rotated.kafka_consumer_password
     assert _password(writer.document().kafka) == rotated.kafka_writer_password
     assert consumer.document().job == "consumer"
+
+
+# --- the clients the harness builds itself (drills, load seeding, benches) ------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(secrets=stack_secrets())
+def test_each_harness_client_gets_its_jobs_login_and_keeps_the_rest_of_the_section(
+    secrets: StackSecrets,
+) -> None:
+    doc = _full(secrets, sentinel=True)
+    app_passwords = {secrets.kafka_password, secrets.redis_password, secrets.postgres_password}
+    for client, (service, job) in HARNESS_JOBS.items():
+        chosen = harness_section(doc, client)
+        expected = getattr(job_document(doc, job), service)
+        assert chosen == expected, client  # login, hosts, topics, TLS: the job's section
+        assert _password(chosen) not in app_passwords, client
+        user = USER_FIELD[service]
+        only_login = {"password": chosen.password, user: getattr(chosen, user)}
+        assert getattr(doc, service).model_copy(update=only_login) == chosen, client
+    # The runtime's choice for the same client, and least privilege for read-backs.
+    assert all(HARNESS_JOBS[c] == CLIENT_JOBS[c] for c in CLIENT_JOBS)
+    assert HARNESS_JOBS["producer"] == ("kafka", "writer")
+    assert HARNESS_JOBS["store-reader"] == ("timescale", "reader")
+    assert HARNESS_JOBS["cache-reader"] == ("redis", "reader")
+
+
+def test_a_harness_client_on_a_document_without_principals_uses_the_application_login() -> None:
+    doc = _full(StackSecrets()).model_copy(update={"principals": None})
+    assert harness_section(doc, "producer") == doc.kafka
+    assert harness_section(doc, "topic-reader") == doc.kafka
+    assert harness_section(doc, "store-reader") == doc.timescale
+    assert harness_section(doc, "cache") == doc.redis
+
+
+def test_a_harness_client_on_a_job_document_takes_that_job_or_is_told_what_to_give() -> None:
+    full = _full(StackSecrets())
+    writer = job_document(full, "writer")
+    assert harness_section(writer, "producer") == writer.kafka
+    with pytest.raises(ConnectionsError, match=r"'writer' job's document.*outputs\.json"):
+        harness_section(writer, "consumer")
+    # A job without the login the client needs is named, not replaced by another's.
+    principals = {k: v for k, v in (full.principals or {}).items() if k != "consumer"}
+    with pytest.raises(ConnectionsError, match="'consumer' job of stack 't' has no kafka"):
+        harness_section(full.model_copy(update={"principals": principals}), "topic-reader")
+    no_kafka = full.model_copy(update={"kafka": None})
+    with pytest.raises(ConnectionsError, match="no kafka section"):
+        harness_section(no_kafka, "producer")
