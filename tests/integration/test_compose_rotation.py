@@ -47,7 +47,7 @@ from backbone_harness.containers.stack import ContainerStack
 from backbone_harness.drills.credential_rotation import refused_with_old_passwords, works_with
 from backbone_infra.render.postgres import SUPERUSER
 from backbone_infra.render.redis import password_hash
-from backbone_infra.rotation import RotationResult, rotate_credentials
+from backbone_infra.rotation import CLIENTS, RotationResult, rotate_credentials
 from backbone_infra.targets.local.secrets import StackSecrets
 from backbone_infra.targets.local.state import stacks_root
 
@@ -149,7 +149,9 @@ def test_a_running_backbone_ingests_through_the_rotation(stack: ContainerStack) 
         sent += first
 
         def rotate() -> None:
-            done["result"] = rotate_credentials(stack, grace_s=1.0)
+            # Every login the runtime holds: the application's and the jobs'
+            # (the producer logs in as the writer, the rest as the consumer).
+            done["result"] = rotate_credentials(stack, CLIENTS, grace_s=1.0)
 
         rotator = threading.Thread(target=rotate)
         rotator.start()
